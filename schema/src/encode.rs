@@ -1,0 +1,380 @@
+//! Outbound frame building with one reusable [`flatbuffers::FlatBufferBuilder`]
+//! per owner (a shard, a connection, a client).
+//!
+//! Events are encoded once per fan-out: [`EventFrame`] remembers where the
+//! frame's `seq` field sits, and each recipient's writer stamps its own
+//! sequence number into its copy with [`stamp_seq`]. Nothing here allocates
+//! beyond the one `Bytes` per frame, and nothing here does I/O.
+
+use bytes::Bytes;
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+
+use crate::wire::{self, Body, ErrorCode, PresenceStatus};
+use crate::PROTOCOL_VERSION;
+
+/// An event encoded once for many recipients.
+#[derive(Clone, Debug)]
+pub struct EventFrame {
+    /// The encoded frame, `seq` holding a placeholder when `seq_at` is set.
+    pub bytes: Bytes,
+    /// Byte offset of the little-endian `u64` `Frame.seq`, for reliable events;
+    /// `None` for volatile events, which carry no sequence number.
+    pub seq_at: Option<u32>,
+}
+
+/// Writes `seq` into a copy of an [`EventFrame`] at `seq_at`.
+///
+/// Does nothing when the offset is out of bounds (it never is for frames from
+/// [`Encoder`]), so a caller cannot panic through it.
+pub fn stamp_seq(frame: &mut [u8], seq_at: u32, seq: u64) {
+    let at = seq_at as usize;
+    if let Some(slot) = frame.get_mut(at..at + 8) {
+        slot.copy_from_slice(&seq.to_le_bytes());
+    }
+}
+
+/// Arguments of a [`wire::Welcome`].
+#[derive(Debug, Clone, Default)]
+pub struct WelcomeFields<'a> {
+    pub session_id: &'a str,
+    pub user_id: &'a str,
+    pub username: &'a str,
+    pub display_name: &'a str,
+    pub roles: &'a [String],
+    pub resume_token: &'a str,
+    pub heartbeat_ms: u32,
+    pub heartbeat_timeout_ms: u32,
+    pub server_time_ms: i64,
+    pub resumed: bool,
+    pub replayed: u32,
+    pub max_frame_bytes: u32,
+    pub resume_window_ms: u32,
+}
+
+/// Resume fields of a [`wire::Hello`].
+#[derive(Debug, Clone, Copy)]
+pub struct ResumeFields<'a> {
+    pub session_id: &'a str,
+    pub resume_token: &'a str,
+    pub last_seq: u64,
+}
+
+/// One row of a [`wire::PresenceList`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceEntry {
+    pub user_id: String,
+    pub status: PresenceStatus,
+    pub connections: u32,
+    pub last_active_ms: i64,
+}
+
+/// A reusable frame builder. Not `Sync`: each owner keeps its own.
+pub struct Encoder {
+    fbb: FlatBufferBuilder<'static>,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Encoder {
+    pub fn new() -> Self {
+        Self {
+            fbb: FlatBufferBuilder::with_capacity(512),
+        }
+    }
+
+    fn finish_frame(
+        &mut self,
+        request_id: u64,
+        seq: u64,
+        body_type: Body,
+        body: WIPOffset<UnionWIPOffset>,
+    ) -> Bytes {
+        let frame = wire::Frame::create(
+            &mut self.fbb,
+            &wire::FrameArgs {
+                version: PROTOCOL_VERSION,
+                request_id,
+                seq,
+                body_type,
+                body: Some(body),
+            },
+        );
+        wire::finish_frame_buffer(&mut self.fbb, frame);
+        let bytes = Bytes::copy_from_slice(self.fbb.finished_data());
+        self.fbb.reset();
+        bytes
+    }
+
+    /// Finishes an event. Reliable events get a placeholder `seq` whose
+    /// position is recorded for [`stamp_seq`].
+    fn finish_event(
+        &mut self,
+        reliable: bool,
+        body_type: Body,
+        body: WIPOffset<UnionWIPOffset>,
+    ) -> EventFrame {
+        let seq = if reliable { u64::MAX } else { 0 };
+        let bytes = self.finish_frame(0, seq, body_type, body);
+        let seq_at = if reliable { seq_offset(&bytes) } else { None };
+        EventFrame { bytes, seq_at }
+    }
+
+    pub fn hello(
+        &mut self,
+        request_id: u64,
+        token: Option<&str>,
+        client: &str,
+        protocol_version: u16,
+        resume: Option<ResumeFields<'_>>,
+        datagrams: bool,
+    ) -> Bytes {
+        let token = token.map(|t| self.fbb.create_string(t));
+        let client = self.fbb.create_string(client);
+        let resume = resume.map(|r| {
+            let session_id = self.fbb.create_string(r.session_id);
+            let resume_token = self.fbb.create_string(r.resume_token);
+            wire::Resume::create(
+                &mut self.fbb,
+                &wire::ResumeArgs {
+                    session_id: Some(session_id),
+                    resume_token: Some(resume_token),
+                    last_seq: r.last_seq,
+                },
+            )
+        });
+        let body = wire::Hello::create(
+            &mut self.fbb,
+            &wire::HelloArgs {
+                token,
+                client: Some(client),
+                protocol_version,
+                resume,
+                datagrams,
+            },
+        );
+        self.finish_frame(request_id, 0, Body::Hello, body.as_union_value())
+    }
+
+    pub fn welcome(&mut self, request_id: u64, w: &WelcomeFields<'_>) -> Bytes {
+        let id = self.fbb.create_string(w.user_id);
+        let username = self.fbb.create_string(w.username);
+        let display_name = self.fbb.create_string(w.display_name);
+        let roles: Vec<_> = w.roles.iter().map(|r| self.fbb.create_string(r)).collect();
+        let roles = self.fbb.create_vector(&roles);
+        let user = wire::UserInfo::create(
+            &mut self.fbb,
+            &wire::UserInfoArgs {
+                id: Some(id),
+                username: Some(username),
+                display_name: Some(display_name),
+                roles: Some(roles),
+            },
+        );
+        let session_id = self.fbb.create_string(w.session_id);
+        let resume_token = self.fbb.create_string(w.resume_token);
+        let body = wire::Welcome::create(
+            &mut self.fbb,
+            &wire::WelcomeArgs {
+                session_id: Some(session_id),
+                user: Some(user),
+                resume_token: Some(resume_token),
+                heartbeat_ms: w.heartbeat_ms,
+                heartbeat_timeout_ms: w.heartbeat_timeout_ms,
+                server_time_ms: w.server_time_ms,
+                resumed: w.resumed,
+                replayed: w.replayed,
+                max_frame_bytes: w.max_frame_bytes,
+                resume_window_ms: w.resume_window_ms,
+            },
+        );
+        self.finish_frame(request_id, 0, Body::Welcome, body.as_union_value())
+    }
+
+    pub fn error(
+        &mut self,
+        request_id: u64,
+        code: ErrorCode,
+        message: &str,
+        retryable: bool,
+        closing: bool,
+    ) -> Bytes {
+        let message = self.fbb.create_string(message);
+        let body = wire::Error::create(
+            &mut self.fbb,
+            &wire::ErrorArgs {
+                code,
+                message: Some(message),
+                retryable,
+                closing,
+            },
+        );
+        self.finish_frame(request_id, 0, Body::Error, body.as_union_value())
+    }
+
+    pub fn ping(&mut self, request_id: u64, ack_seq: u64, time_ms: i64) -> Bytes {
+        let body = wire::Ping::create(&mut self.fbb, &wire::PingArgs { ack_seq, time_ms });
+        self.finish_frame(request_id, 0, Body::Ping, body.as_union_value())
+    }
+
+    pub fn pong(&mut self, request_id: u64, time_ms: i64) -> Bytes {
+        let body = wire::Pong::create(&mut self.fbb, &wire::PongArgs { time_ms });
+        self.finish_frame(request_id, 0, Body::Pong, body.as_union_value())
+    }
+
+    pub fn go_away(&mut self, reason: &str, reconnect_after_ms: u32) -> Bytes {
+        let reason = self.fbb.create_string(reason);
+        let body = wire::GoAway::create(
+            &mut self.fbb,
+            &wire::GoAwayArgs {
+                reason: Some(reason),
+                reconnect_after_ms,
+            },
+        );
+        self.finish_frame(0, 0, Body::GoAway, body.as_union_value())
+    }
+
+    pub fn echo_request(
+        &mut self,
+        request_id: u64,
+        payload: &[u8],
+        to_user: Option<&str>,
+        volatile: bool,
+    ) -> Bytes {
+        let payload = self.fbb.create_vector(payload);
+        let to_user = to_user.map(|u| self.fbb.create_string(u));
+        let body = wire::EchoRequest::create(
+            &mut self.fbb,
+            &wire::EchoRequestArgs {
+                payload: Some(payload),
+                to_user,
+                volatile,
+            },
+        );
+        self.finish_frame(request_id, 0, Body::EchoRequest, body.as_union_value())
+    }
+
+    pub fn echo_reply(&mut self, request_id: u64, payload: &[u8], shard: u16, delivered: u32) -> Bytes {
+        let payload = self.fbb.create_vector(payload);
+        let body = wire::EchoReply::create(
+            &mut self.fbb,
+            &wire::EchoReplyArgs {
+                payload: Some(payload),
+                shard,
+                delivered,
+            },
+        );
+        self.finish_frame(request_id, 0, Body::EchoReply, body.as_union_value())
+    }
+
+    /// An `EchoEvent`; `reliable` events are sequenced and replayed on
+    /// resume, volatile ones are not.
+    pub fn echo_event(&mut self, from_user: &str, payload: &[u8], reliable: bool) -> EventFrame {
+        let from_user = self.fbb.create_string(from_user);
+        let payload = self.fbb.create_vector(payload);
+        let body = wire::EchoEvent::create(
+            &mut self.fbb,
+            &wire::EchoEventArgs {
+                from_user: Some(from_user),
+                payload: Some(payload),
+            },
+        );
+        self.finish_event(reliable, Body::EchoEvent, body.as_union_value())
+    }
+
+    pub fn presence_query<S: AsRef<str>>(&mut self, request_id: u64, user_ids: &[S]) -> Bytes {
+        let ids: Vec<_> = user_ids.iter().map(|u| self.fbb.create_string(u.as_ref())).collect();
+        let ids = self.fbb.create_vector(&ids);
+        let body = wire::PresenceQuery::create(
+            &mut self.fbb,
+            &wire::PresenceQueryArgs { user_ids: Some(ids) },
+        );
+        self.finish_frame(request_id, 0, Body::PresenceQuery, body.as_union_value())
+    }
+
+    pub fn presence_list(&mut self, request_id: u64, users: &[PresenceEntry]) -> Bytes {
+        let rows: Vec<_> = users
+            .iter()
+            .map(|u| {
+                let user_id = self.fbb.create_string(&u.user_id);
+                wire::UserPresence::create(
+                    &mut self.fbb,
+                    &wire::UserPresenceArgs {
+                        user_id: Some(user_id),
+                        status: u.status,
+                        connections: u.connections,
+                        last_active_ms: u.last_active_ms,
+                    },
+                )
+            })
+            .collect();
+        let rows = self.fbb.create_vector(&rows);
+        let body = wire::PresenceList::create(
+            &mut self.fbb,
+            &wire::PresenceListArgs { users: Some(rows) },
+        );
+        self.finish_frame(request_id, 0, Body::PresenceList, body.as_union_value())
+    }
+
+    /// A frame with an arbitrary version and union tag over an empty table,
+    /// for tests and fuzzing of the verifier (unknown union members, wrong
+    /// versions). Never used to talk to a peer.
+    pub fn raw_frame_for_tests(&mut self, version: u16, body_tag: u8) -> Bytes {
+        let body = wire::Pong::create(&mut self.fbb, &wire::PongArgs { time_ms: 0 });
+        let frame = wire::Frame::create(
+            &mut self.fbb,
+            &wire::FrameArgs {
+                version,
+                request_id: 1,
+                seq: 0,
+                body_type: Body(body_tag),
+                body: Some(body.as_union_value()),
+            },
+        );
+        wire::finish_frame_buffer(&mut self.fbb, frame);
+        let bytes = Bytes::copy_from_slice(self.fbb.finished_data());
+        self.fbb.reset();
+        bytes
+    }
+}
+
+/// Position of `Frame.seq` in a frame this module just built.
+fn seq_offset(buf: &[u8]) -> Option<u32> {
+    // SAFETY: `buf` was produced by `finish_frame` a moment ago, so it is a
+    // well-formed Frame buffer; nothing from the network reaches this call.
+    #[allow(unsafe_code)]
+    let frame = unsafe { flatbuffers::root_unchecked::<wire::Frame>(buf) };
+    let field = frame._tab.vtable().get(wire::Frame::VT_SEQ);
+    (field != 0).then(|| (frame._tab.loc() + field as usize) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify_frame;
+
+    #[test]
+    fn stamped_event_carries_each_recipients_seq() {
+        let mut enc = Encoder::new();
+        let ev = enc.echo_event("u1", b"hi", true);
+        let at = ev.seq_at.expect("reliable events are sequenced");
+        for seq in [1u64, 42, u64::MAX - 1] {
+            let mut copy = ev.bytes.to_vec();
+            stamp_seq(&mut copy, at, seq);
+            let frame = verify_frame(&copy, 1024).unwrap();
+            assert_eq!(frame.seq(), seq);
+            assert_eq!(frame.body_as_echo_event().unwrap().payload().unwrap().bytes(), b"hi");
+        }
+    }
+
+    #[test]
+    fn volatile_events_have_no_seq() {
+        let mut enc = Encoder::new();
+        let ev = enc.echo_event("u1", b"hi", false);
+        assert!(ev.seq_at.is_none());
+        assert_eq!(verify_frame(&ev.bytes, 1024).unwrap().seq(), 0);
+    }
+}
