@@ -1,1 +1,131 @@
-fn main(){}
+//! The `huddle` command line: `huddle serve` (the default) runs the gateway;
+//! `huddle token` mints a development token with the configured key.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use huddle::auth::{dev_secret, mint, MintRequest};
+use huddle::config::{Config, JwtAlgorithm};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "huddle", version, about = "Huddle real-time game gateway")]
+struct Cli {
+    /// Configuration file (TOML). Every key has a default; `HUDDLE_*`
+    /// variables override, e.g. HUDDLE_SESSION__HEARTBEAT_MS=5000.
+    #[arg(long, short, global = true, env = "HUDDLE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway (the default).
+    Serve,
+    /// Mint a token signed with the configured key.
+    Token {
+        /// User id (the `sub` claim).
+        #[arg(long)]
+        user: String,
+        /// Username (the `name` claim); defaults to the user id.
+        #[arg(long)]
+        name: Option<String>,
+        /// Display name.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Role, repeatable (e.g. --role operator).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Lifetime, e.g. 1h, 30m, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HUDDLE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command.unwrap_or(Cmd::Serve) {
+        Cmd::Token {
+            user,
+            name,
+            display_name,
+            roles,
+            ttl,
+        } => {
+            let dev = match (&config.auth.algorithm, &config.auth.secret) {
+                (JwtAlgorithm::HS256, None) => Some(dev_secret(&config.server.data_dir)?),
+                _ => None,
+            };
+            let req = MintRequest {
+                user_id: user,
+                name,
+                display_name,
+                roles,
+                ttl,
+            };
+            println!("{}", mint(&config.auth, dev.as_deref(), &req)?);
+            Ok(())
+        }
+        Cmd::Serve => serve(config),
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if config.server.io_threads > 0 {
+        rt.worker_threads(config.server.io_threads);
+    }
+    let rt = rt.thread_name("huddle-io").enable_all().build()?;
+    rt.block_on(async move {
+        let running = huddle::gateway::start(config).await?;
+        let scheme = if running.ws_tls { "wss" } else { "ws" };
+        println!(
+            "huddle listening ws={scheme}://{} quic=quic://{} admin=http://{} shards={}",
+            running.ws_addr,
+            running.quic_addr,
+            running.admin_addr,
+            running.shards()
+        );
+        println!("  mint a token:  cargo run --release -- token --user alice");
+        println!(
+            "  connect:       cargo run --release -p huddle-client --example connect -- --url {scheme}://{} --token <TOKEN>",
+            running.ws_addr
+        );
+        println!(
+            "  over QUIC:     ... --url quic://{} --ca-cert {}",
+            running.quic_addr,
+            running.cert_path.display()
+        );
+        wait_for_signal().await;
+        tracing::info!("shutting down: GoAway to clients, draining");
+        let drained = running.shutdown().await;
+        tracing::info!(drained, "stopped");
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -21,14 +21,27 @@ pub enum FrameError {
     #[error("frame failed verification: {0}")]
     Malformed(String),
     /// A union tag this build does not know (a newer client?).
-    #[error("unknown frame body type {0}; this gateway speaks protocol {PROTOCOL_VERSION}")]
-    UnknownBody(u8),
+    #[error("unknown frame body type {tag}; this gateway speaks protocol {PROTOCOL_VERSION}")]
+    UnknownBody {
+        /// The unknown union tag.
+        tag: u8,
+        /// The frame's request id, so the reply can carry it.
+        request_id: u64,
+    },
     /// The frame has no body at all.
     #[error("frame has no body")]
-    MissingBody,
+    MissingBody {
+        /// The frame's request id.
+        request_id: u64,
+    },
     /// `Frame.version` differs from [`PROTOCOL_VERSION`].
-    #[error("protocol version {0} is not supported; this gateway speaks version {PROTOCOL_VERSION}")]
-    UnsupportedVersion(u16),
+    #[error("protocol version {version} is not supported; this gateway speaks version {PROTOCOL_VERSION}")]
+    UnsupportedVersion {
+        /// The version the frame carried.
+        version: u16,
+        /// The frame's request id.
+        request_id: u64,
+    },
 }
 
 impl FrameError {
@@ -36,10 +49,21 @@ impl FrameError {
     pub fn code(&self) -> ErrorCode {
         match self {
             FrameError::TooLarge { .. } => ErrorCode::FRAME_TOO_LARGE,
-            FrameError::Malformed(_) | FrameError::UnknownBody(_) | FrameError::MissingBody => {
-                ErrorCode::MALFORMED_FRAME
-            }
-            FrameError::UnsupportedVersion(_) => ErrorCode::UNSUPPORTED_VERSION,
+            FrameError::Malformed(_)
+            | FrameError::UnknownBody { .. }
+            | FrameError::MissingBody { .. } => ErrorCode::MALFORMED_FRAME,
+            FrameError::UnsupportedVersion { .. } => ErrorCode::UNSUPPORTED_VERSION,
+        }
+    }
+
+    /// The request id of a frame that verified structurally but cannot be
+    /// acted on; 0 when the bytes could not be read at all.
+    pub fn request_id(&self) -> u64 {
+        match self {
+            FrameError::UnknownBody { request_id, .. }
+            | FrameError::MissingBody { request_id }
+            | FrameError::UnsupportedVersion { request_id, .. } => *request_id,
+            FrameError::TooLarge { .. } | FrameError::Malformed(_) => 0,
         }
     }
 }
@@ -71,18 +95,22 @@ pub fn verify_frame(buf: &[u8], max_len: usize) -> Result<Frame<'_>, FrameError>
     }
     let frame = wire::root_as_frame_with_opts(&verifier_options(max_len), buf)
         .map_err(|e| FrameError::Malformed(e.to_string()))?;
-    let tag = frame.body_type();
-    if tag == Body::NONE {
-        return Err(FrameError::MissingBody);
-    }
-    if tag.0 > Body::ENUM_MAX {
-        return Err(FrameError::UnknownBody(tag.0));
-    }
-    if frame.body().is_none() {
-        return Err(FrameError::MissingBody);
-    }
+    let request_id = frame.request_id();
     if frame.version() != PROTOCOL_VERSION {
-        return Err(FrameError::UnsupportedVersion(frame.version()));
+        return Err(FrameError::UnsupportedVersion {
+            version: frame.version(),
+            request_id,
+        });
+    }
+    let tag = frame.body_type();
+    if tag.0 > Body::ENUM_MAX {
+        return Err(FrameError::UnknownBody {
+            tag: tag.0,
+            request_id,
+        });
+    }
+    if tag == Body::NONE || frame.body().is_none() {
+        return Err(FrameError::MissingBody { request_id });
     }
     Ok(frame)
 }
@@ -113,7 +141,10 @@ mod tests {
         let big = vec![0u8; 2000];
         assert!(matches!(
             verify_frame(&big, 1000),
-            Err(FrameError::TooLarge { len: 2000, max: 1000 })
+            Err(FrameError::TooLarge {
+                len: 2000,
+                max: 1000
+            })
         ));
     }
 
@@ -123,12 +154,18 @@ mod tests {
         let bytes = enc.raw_frame_for_tests(PROTOCOL_VERSION, 200);
         assert_eq!(
             verify_frame(&bytes, 1024).unwrap_err(),
-            FrameError::UnknownBody(200)
+            FrameError::UnknownBody {
+                tag: 200,
+                request_id: 1
+            }
         );
         let bytes = enc.raw_frame_for_tests(9, Body::Ping.0);
         assert_eq!(
             verify_frame(&bytes, 1024).unwrap_err(),
-            FrameError::UnsupportedVersion(9)
+            FrameError::UnsupportedVersion {
+                version: 9,
+                request_id: 1
+            }
         );
     }
 }

@@ -20,6 +20,8 @@ pub struct EventFrame {
     /// Byte offset of the little-endian `u64` `Frame.seq`, for reliable events;
     /// `None` for volatile events, which carry no sequence number.
     pub seq_at: Option<u32>,
+    /// The body type, for metrics.
+    pub body: Body,
 }
 
 /// Writes `seq` into a copy of an [`EventFrame`] at `seq_at`.
@@ -120,7 +122,11 @@ impl Encoder {
         let seq = if reliable { u64::MAX } else { 0 };
         let bytes = self.finish_frame(0, seq, body_type, body);
         let seq_at = if reliable { seq_offset(&bytes) } else { None };
-        EventFrame { bytes, seq_at }
+        EventFrame {
+            bytes,
+            seq_at,
+            body: body_type,
+        }
     }
 
     pub fn hello(
@@ -257,7 +263,13 @@ impl Encoder {
         self.finish_frame(request_id, 0, Body::EchoRequest, body.as_union_value())
     }
 
-    pub fn echo_reply(&mut self, request_id: u64, payload: &[u8], shard: u16, delivered: u32) -> Bytes {
+    pub fn echo_reply(
+        &mut self,
+        request_id: u64,
+        payload: &[u8],
+        shard: u16,
+        delivered: u32,
+    ) -> Bytes {
         let payload = self.fbb.create_vector(payload);
         let body = wire::EchoReply::create(
             &mut self.fbb,
@@ -286,11 +298,16 @@ impl Encoder {
     }
 
     pub fn presence_query<S: AsRef<str>>(&mut self, request_id: u64, user_ids: &[S]) -> Bytes {
-        let ids: Vec<_> = user_ids.iter().map(|u| self.fbb.create_string(u.as_ref())).collect();
+        let ids: Vec<_> = user_ids
+            .iter()
+            .map(|u| self.fbb.create_string(u.as_ref()))
+            .collect();
         let ids = self.fbb.create_vector(&ids);
         let body = wire::PresenceQuery::create(
             &mut self.fbb,
-            &wire::PresenceQueryArgs { user_ids: Some(ids) },
+            &wire::PresenceQueryArgs {
+                user_ids: Some(ids),
+            },
         );
         self.finish_frame(request_id, 0, Body::PresenceQuery, body.as_union_value())
     }
@@ -366,7 +383,15 @@ mod tests {
             stamp_seq(&mut copy, at, seq);
             let frame = verify_frame(&copy, 1024).unwrap();
             assert_eq!(frame.seq(), seq);
-            assert_eq!(frame.body_as_echo_event().unwrap().payload().unwrap().bytes(), b"hi");
+            assert_eq!(
+                frame
+                    .body_as_echo_event()
+                    .unwrap()
+                    .payload()
+                    .unwrap()
+                    .bytes(),
+                b"hi"
+            );
         }
     }
 

@@ -87,11 +87,12 @@ enum class ErrorCode : uint16_t {
   SLOW_CONSUMER = 108,
   RESUME_FAILED = 109,
   INTERNAL = 110,
+  INVALID_ARGUMENT = 111,
   MIN = NONE,
-  MAX = INTERNAL
+  MAX = INVALID_ARGUMENT
 };
 
-inline const ErrorCode (&EnumValuesErrorCode())[25] {
+inline const ErrorCode (&EnumValuesErrorCode())[26] {
   static const ErrorCode values[] = {
     ErrorCode::NONE,
     ErrorCode::CHAT_NOT_FOUND,
@@ -117,13 +118,14 @@ inline const ErrorCode (&EnumValuesErrorCode())[25] {
     ErrorCode::RATE_LIMITED,
     ErrorCode::SLOW_CONSUMER,
     ErrorCode::RESUME_FAILED,
-    ErrorCode::INTERNAL
+    ErrorCode::INTERNAL,
+    ErrorCode::INVALID_ARGUMENT
   };
   return values;
 }
 
 inline const char * const *EnumNamesErrorCode() {
-  static const char * const names[112] = {
+  static const char * const names[113] = {
     "NONE",
     "CHAT_NOT_FOUND",
     "ACCESS_DENIED",
@@ -235,13 +237,14 @@ inline const char * const *EnumNamesErrorCode() {
     "SLOW_CONSUMER",
     "RESUME_FAILED",
     "INTERNAL",
+    "INVALID_ARGUMENT",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameErrorCode(ErrorCode e) {
-  if (::flatbuffers::IsOutRange(e, ErrorCode::NONE, ErrorCode::INTERNAL)) return "";
+  if (::flatbuffers::IsOutRange(e, ErrorCode::NONE, ErrorCode::INVALID_ARGUMENT)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesErrorCode()[index];
 }

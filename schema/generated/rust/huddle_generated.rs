@@ -13,10 +13,10 @@ pub mod wire {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 110;
+pub const ENUM_MAX_ERROR_CODE: u16 = 111;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 25] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 26] = [
   ErrorCode::NONE,
   ErrorCode::CHAT_NOT_FOUND,
   ErrorCode::ACCESS_DENIED,
@@ -42,6 +42,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 25] = [
   ErrorCode::SLOW_CONSUMER,
   ErrorCode::RESUME_FAILED,
   ErrorCode::INTERNAL,
+  ErrorCode::INVALID_ARGUMENT,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -74,9 +75,10 @@ impl ErrorCode {
   pub const SLOW_CONSUMER: Self = Self(108);
   pub const RESUME_FAILED: Self = Self(109);
   pub const INTERNAL: Self = Self(110);
+  pub const INVALID_ARGUMENT: Self = Self(111);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 110;
+  pub const ENUM_MAX: u16 = 111;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CHAT_NOT_FOUND,
@@ -103,6 +105,7 @@ impl ErrorCode {
     Self::SLOW_CONSUMER,
     Self::RESUME_FAILED,
     Self::INTERNAL,
+    Self::INVALID_ARGUMENT,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -132,6 +135,7 @@ impl ErrorCode {
       Self::SLOW_CONSUMER => Some("SLOW_CONSUMER"),
       Self::RESUME_FAILED => Some("RESUME_FAILED"),
       Self::INTERNAL => Some("INTERNAL"),
+      Self::INVALID_ARGUMENT => Some("INVALID_ARGUMENT"),
       _ => None,
     }
   }

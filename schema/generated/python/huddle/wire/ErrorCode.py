@@ -28,3 +28,4 @@ class ErrorCode(object):
     SLOW_CONSUMER = 108
     RESUME_FAILED = 109
     INTERNAL = 110
+    INVALID_ARGUMENT = 111

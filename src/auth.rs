@@ -1,0 +1,360 @@
+//! Token verification (and dev-token minting): turns a JWT into an
+//! [`Identity`] or a precise [`AuthError`] with its wire code.
+//!
+//! The algorithm is pinned by configuration: a token whose header names any
+//! other algorithm is refused before its signature is looked at. Never does
+//! network I/O; reads key files once at start-up.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use huddle_schema::wire::ErrorCode;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AuthConfig, JwtAlgorithm};
+
+/// Who a verified token says the client is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: Arc<str>,
+    pub username: String,
+    pub display_name: String,
+    pub roles: Vec<String>,
+}
+
+/// The claims Huddle reads from a token.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// Account status; anything but `active` is ACCOUNT_DISABLED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// Why a token was refused; each maps to its own wire code.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("no token: send a JWT in Hello.token (mint one with `huddle token --user ID`)")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("token expired; fetch a fresh one and reconnect")]
+    Expired,
+    #[error("account {0} is disabled")]
+    Disabled(String),
+}
+
+impl AuthError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AuthError::Missing => ErrorCode::TOKEN_MISSING,
+            AuthError::Invalid(_) => ErrorCode::TOKEN_INVALID,
+            AuthError::Expired => ErrorCode::TOKEN_EXPIRED,
+            AuthError::Disabled(_) => ErrorCode::ACCOUNT_DISABLED,
+        }
+    }
+}
+
+fn algorithm(a: JwtAlgorithm) -> Algorithm {
+    match a {
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+        JwtAlgorithm::EdDSA => Algorithm::EdDSA,
+    }
+}
+
+/// Verifies tokens with the configured key and rules.
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+    disabled: HashSet<String>,
+}
+
+impl Authenticator {
+    /// Builds the verifier. `dev_secret` is the generated HS256 secret used
+    /// when none is configured.
+    pub fn new(cfg: &AuthConfig, dev_secret: Option<&str>) -> anyhow::Result<Self> {
+        let alg = algorithm(cfg.algorithm);
+        let key = match cfg.algorithm {
+            JwtAlgorithm::HS256 => {
+                let secret = cfg
+                    .secret
+                    .as_deref()
+                    .or(dev_secret)
+                    .ok_or_else(|| anyhow::anyhow!("auth.secret is not set"))?;
+                DecodingKey::from_secret(secret.as_bytes())
+            }
+            other => {
+                let path = cfg
+                    .public_key
+                    .as_deref()
+                    .ok_or_else(|| anyhow::anyhow!("auth.public_key is not set"))?;
+                let pem = std::fs::read(path)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                match other {
+                    JwtAlgorithm::RS256 => DecodingKey::from_rsa_pem(&pem)?,
+                    JwtAlgorithm::ES256 => DecodingKey::from_ec_pem(&pem)?,
+                    _ => DecodingKey::from_ed_pem(&pem)?,
+                }
+            }
+        };
+        let mut validation = Validation::new(alg);
+        validation.leeway = cfg.leeway_s;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        if let Some(iss) = &cfg.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        match &cfg.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(Self {
+            key,
+            validation,
+            disabled: cfg.disabled_users.iter().cloned().collect(),
+        })
+    }
+
+    /// Verifies one token.
+    pub fn verify(&self, token: Option<&str>) -> Result<Identity, AuthError> {
+        let token = match token {
+            Some(t) if !t.is_empty() => t,
+            _ => return Err(AuthError::Missing),
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidAlgorithm => AuthError::Invalid(format!(
+                    "signed with an algorithm other than the configured {:?}",
+                    self.validation
+                        .algorithms
+                        .first()
+                        .copied()
+                        .unwrap_or(Algorithm::HS256)
+                )),
+                ErrorKind::ImmatureSignature => AuthError::Invalid("not valid yet (nbf)".into()),
+                ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer (iss)".into()),
+                ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience (aud)".into()),
+                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
+                ErrorKind::MissingRequiredClaim(c) => {
+                    AuthError::Invalid(format!("missing claim {c}"))
+                }
+                _ => AuthError::Invalid(e.to_string()),
+            },
+        )?;
+        let c = data.claims;
+        if c.sub.is_empty() || c.sub.len() > 128 {
+            return Err(AuthError::Invalid("sub must be 1 to 128 bytes".into()));
+        }
+        if c.status.as_deref().is_some_and(|s| s != "active") || self.disabled.contains(&c.sub) {
+            return Err(AuthError::Disabled(c.sub));
+        }
+        let username = c.name.unwrap_or_else(|| c.sub.clone());
+        Ok(Identity {
+            display_name: c.display_name.unwrap_or_else(|| username.clone()),
+            username,
+            roles: c.roles,
+            user_id: Arc::from(c.sub),
+        })
+    }
+}
+
+/// Reads `<data_dir>/dev-secret`, creating it with 32 random bytes (hex) on
+/// first use. Used only when no secret is configured, on loopback.
+pub fn dev_secret(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("dev-secret");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim().to_string();
+        if !s.is_empty() {
+            return Ok(s);
+        }
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    std::fs::write(&path, &secret)?;
+    restrict_permissions(&path);
+    Ok(secret)
+}
+
+fn restrict_permissions(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+/// What `huddle token` puts into a token.
+#[derive(Debug, Clone)]
+pub struct MintRequest {
+    pub user_id: String,
+    pub name: Option<String>,
+    pub display_name: Option<String>,
+    pub roles: Vec<String>,
+    pub ttl: Duration,
+}
+
+/// Mints a token with the configured algorithm: HS256 with the secret, the
+/// others with `auth.private_key`.
+pub fn mint(
+    cfg: &AuthConfig,
+    dev_secret: Option<&str>,
+    req: &MintRequest,
+) -> anyhow::Result<String> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let claims = Claims {
+        sub: req.user_id.clone(),
+        name: req.name.clone(),
+        display_name: req.display_name.clone(),
+        roles: req.roles.clone(),
+        status: None,
+        exp: now + req.ttl.as_secs().max(1),
+        iat: Some(now),
+        nbf: None,
+        iss: cfg.issuer.clone(),
+        aud: cfg.audience.clone(),
+    };
+    let key = match cfg.algorithm {
+        JwtAlgorithm::HS256 => {
+            let secret = cfg
+                .secret
+                .as_deref()
+                .or(dev_secret)
+                .ok_or_else(|| anyhow::anyhow!("auth.secret is not set"))?;
+            EncodingKey::from_secret(secret.as_bytes())
+        }
+        other => {
+            let path = cfg.private_key.as_deref().ok_or_else(|| {
+                anyhow::anyhow!("minting {other:?} tokens needs auth.private_key (a PEM file)")
+            })?;
+            let pem = std::fs::read(path)?;
+            match other {
+                JwtAlgorithm::RS256 => EncodingKey::from_rsa_pem(&pem)?,
+                JwtAlgorithm::ES256 => EncodingKey::from_ec_pem(&pem)?,
+                _ => EncodingKey::from_ed_pem(&pem)?,
+            }
+        }
+    };
+    Ok(jsonwebtoken::encode(
+        &Header::new(algorithm(cfg.algorithm)),
+        &claims,
+        &key,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> AuthConfig {
+        AuthConfig {
+            secret: Some("s3cret".into()),
+            ..AuthConfig::default()
+        }
+    }
+
+    fn token(claims: &Claims, secret: &str) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn claims(exp_offset: i64) -> Claims {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        Claims {
+            sub: "u1".into(),
+            name: Some("alice".into()),
+            display_name: None,
+            roles: vec!["player".into()],
+            status: None,
+            exp: (now + exp_offset) as u64,
+            iat: None,
+            nbf: None,
+            iss: None,
+            aud: None,
+        }
+    }
+
+    #[test]
+    fn each_failure_has_its_code() {
+        let auth = Authenticator::new(&cfg(), None).unwrap();
+        assert_eq!(
+            auth.verify(None).unwrap_err().code(),
+            ErrorCode::TOKEN_MISSING
+        );
+        assert_eq!(
+            auth.verify(Some("")).unwrap_err().code(),
+            ErrorCode::TOKEN_MISSING
+        );
+        assert_eq!(
+            auth.verify(Some("a.b.c")).unwrap_err().code(),
+            ErrorCode::TOKEN_INVALID
+        );
+        let wrong_key = token(&claims(60), "other");
+        assert_eq!(
+            auth.verify(Some(&wrong_key)).unwrap_err().code(),
+            ErrorCode::TOKEN_INVALID
+        );
+        let expired = token(&claims(-600), "s3cret");
+        assert_eq!(
+            auth.verify(Some(&expired)).unwrap_err().code(),
+            ErrorCode::TOKEN_EXPIRED
+        );
+        let mut disabled = claims(60);
+        disabled.status = Some("suspended".into());
+        let disabled = token(&disabled, "s3cret");
+        assert_eq!(
+            auth.verify(Some(&disabled)).unwrap_err().code(),
+            ErrorCode::ACCOUNT_DISABLED
+        );
+        let good = auth.verify(Some(&token(&claims(60), "s3cret"))).unwrap();
+        assert_eq!(&*good.user_id, "u1");
+        assert_eq!(good.username, "alice");
+        assert_eq!(good.display_name, "alice");
+    }
+
+    #[test]
+    fn minted_tokens_verify() {
+        let req = MintRequest {
+            user_id: "42".into(),
+            name: Some("bob".into()),
+            display_name: Some("Bob".into()),
+            roles: vec!["operator".into()],
+            ttl: Duration::from_secs(60),
+        };
+        let t = mint(&cfg(), None, &req).unwrap();
+        let id = Authenticator::new(&cfg(), None)
+            .unwrap()
+            .verify(Some(&t))
+            .unwrap();
+        assert_eq!(id.roles, vec!["operator".to_string()]);
+        assert_eq!(id.display_name, "Bob");
+    }
+}

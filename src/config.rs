@@ -1,0 +1,293 @@
+//! Gateway configuration: one TOML file plus `HUDDLE_*` environment overrides
+//! (`HUDDLE_SESSION__HEARTBEAT_MS=5000` sets `[session] heartbeat_ms`), every
+//! key with an embedded default so `huddle` runs with no file at all.
+//!
+//! Owns parsing and validation only; it never opens sockets or files other
+//! than the config file itself. Every key is documented in
+//! `deploy/huddle.example.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
+    pub session: SessionConfig,
+    pub shards: ShardConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// WebSocket listener.
+    pub ws_addr: SocketAddr,
+    /// QUIC listener (UDP).
+    pub quic_addr: SocketAddr,
+    /// Admin HTTP listener: /healthz, /readyz, /metrics.
+    pub admin_addr: SocketAddr,
+    /// Where the dev secret, the self-signed certificate and (later) the
+    /// embedded store live.
+    pub data_dir: PathBuf,
+    /// Tokio I/O worker threads; 0 = available cores.
+    pub io_threads: usize,
+    /// Connections refused above this many (each holds a file descriptor).
+    pub max_connections: usize,
+    /// Upper bound on a graceful shutdown (GoAway, drain, close).
+    pub shutdown_timeout_ms: u64,
+    /// How long clients are told to wait before reconnecting after GoAway.
+    pub goaway_reconnect_ms: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            ws_addr: "127.0.0.1:7350".parse().expect("literal"),
+            quic_addr: "127.0.0.1:7351".parse().expect("literal"),
+            admin_addr: "127.0.0.1:7352".parse().expect("literal"),
+            data_dir: PathBuf::from("./huddle-data"),
+            io_threads: 0,
+            max_connections: 200_000,
+            shutdown_timeout_ms: 10_000,
+            goaway_reconnect_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain for QUIC (and wss when `ws_tls`). Empty: a
+    /// self-signed certificate is generated into `<data_dir>/tls/` — allowed
+    /// only on loopback addresses.
+    pub cert: Option<PathBuf>,
+    /// PEM private key matching `cert`.
+    pub key: Option<PathBuf>,
+    /// Serve `wss://` instead of `ws://` on `ws_addr` with the same certificate.
+    pub ws_tls: bool,
+}
+
+/// JWT algorithms the gateway accepts; exactly one is pinned.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub enum JwtAlgorithm {
+    #[default]
+    HS256,
+    RS256,
+    ES256,
+    EdDSA,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The one algorithm tokens must be signed with; others are refused.
+    pub algorithm: JwtAlgorithm,
+    /// HS256 shared secret. Empty: a random one is generated once into
+    /// `<data_dir>/dev-secret` — allowed only on loopback addresses.
+    pub secret: Option<String>,
+    /// PEM public key for RS256 / ES256 / EdDSA.
+    pub public_key: Option<PathBuf>,
+    /// PEM private key used only by `huddle token` to mint dev tokens for
+    /// RS256 / ES256 / EdDSA. The gateway itself never signs.
+    pub private_key: Option<PathBuf>,
+    /// When set, `iss` must equal it.
+    pub issuer: Option<String>,
+    /// When set, `aud` must contain it.
+    pub audience: Option<String>,
+    /// Clock skew tolerated on exp / nbf, seconds.
+    pub leeway_s: u64,
+    /// User ids refused with ACCOUNT_DISABLED whatever their token says.
+    pub disabled_users: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Clients ping at least this often; the gateway pings a quiet client.
+    pub heartbeat_ms: u32,
+    /// A connection silent this long is closed.
+    pub heartbeat_timeout_ms: u32,
+    /// Time to send `Hello` after connecting.
+    pub handshake_timeout_ms: u32,
+    /// How long a dropped session stays resumable.
+    pub resume_window_ms: u32,
+    /// Largest inbound frame.
+    pub max_frame_bytes: u32,
+    /// Frames waiting to be written per session. When a reliable frame finds
+    /// it full the connection is closed with SLOW_CONSUMER (while attached) or
+    /// the session is ended so its resume fails loudly (while detached).
+    pub outbound_queue: usize,
+    /// Queue depth from which volatile events are shed instead of queued.
+    pub volatile_shed_at: usize,
+    /// Written-but-unacknowledged reliable events kept per session for
+    /// resume. Older ones are released; a resume needing them fails.
+    pub replay_buffer: usize,
+    /// Frames the writer takes from the queue per batch.
+    pub write_batch: usize,
+    /// Requests per second per connection (token bucket refill).
+    pub rate_per_s: f64,
+    /// Token bucket size.
+    pub rate_burst: f64,
+    /// Malformed frames tolerated before the connection is closed.
+    pub max_malformed: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 15_000,
+            heartbeat_timeout_ms: 45_000,
+            handshake_timeout_ms: 10_000,
+            resume_window_ms: 30_000,
+            max_frame_bytes: huddle_schema::DEFAULT_MAX_FRAME_BYTES as u32,
+            outbound_queue: 1024,
+            volatile_shed_at: 512,
+            replay_buffer: 4096,
+            write_batch: 64,
+            rate_per_s: 100.0,
+            rate_burst: 200.0,
+            max_malformed: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardConfig {
+    /// Engine shards (threads); 0 = available cores.
+    pub count: usize,
+    /// Pin each shard thread to a core.
+    pub pin: bool,
+    /// Commands waiting per shard. A request that finds it full is answered
+    /// RATE_LIMITED (retryable); session control waits for room.
+    pub mailbox: usize,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            pin: true,
+            mailbox: 8192,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads defaults, then `path` (when given), then `HUDDLE_*` variables.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("HUDDLE_").split("__"));
+        let config: Config = fig.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Resolved shard count.
+    pub fn shard_count(&self) -> usize {
+        if self.shards.count == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.shards.count
+        }
+    }
+
+    /// True when every listener is on a loopback address.
+    pub fn loopback_only(&self) -> bool {
+        [
+            self.server.ws_addr,
+            self.server.quic_addr,
+            self.server.admin_addr,
+        ]
+        .iter()
+        .all(|a| a.ip().is_loopback())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.session;
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if s.heartbeat_ms == 0 || s.heartbeat_timeout_ms <= s.heartbeat_ms {
+            return bad(
+                "session.heartbeat_timeout_ms must be larger than session.heartbeat_ms (> 0)",
+            );
+        }
+        if s.outbound_queue < 2 || s.volatile_shed_at == 0 || s.volatile_shed_at > s.outbound_queue
+        {
+            return bad(
+                "session.volatile_shed_at must be between 1 and session.outbound_queue (>= 2)",
+            );
+        }
+        if s.max_frame_bytes < 256 {
+            return bad("session.max_frame_bytes must be at least 256");
+        }
+        if s.rate_per_s <= 0.0 || s.rate_burst < 1.0 {
+            return bad("session.rate_per_s must be > 0 and session.rate_burst >= 1");
+        }
+        if s.write_batch == 0 || s.replay_buffer == 0 || self.shards.mailbox == 0 {
+            return bad(
+                "session.write_batch, session.replay_buffer and shards.mailbox must be > 0",
+            );
+        }
+        if !self.loopback_only() {
+            let key = match self.auth.algorithm {
+                JwtAlgorithm::HS256 => self.auth.secret.is_some(),
+                _ => self.auth.public_key.is_some(),
+            };
+            if !key || self.tls.cert.is_none() || self.tls.key.is_none() {
+                return bad(
+                    "a listener is bound to a non-loopback address: configure [auth] secret or public_key \
+                     and [tls] cert and key (generated dev keys are for loopback only)",
+                );
+            }
+        }
+        if self.auth.algorithm != JwtAlgorithm::HS256 && self.auth.public_key.is_none() {
+            return bad("auth.algorithm other than HS256 needs auth.public_key (a PEM file)");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let c = Config::load(None).unwrap();
+        assert!(c.loopback_only());
+        assert_eq!(c.server.ws_addr.port(), 7350);
+    }
+
+    #[test]
+    fn public_bind_without_keys_is_refused() {
+        let mut c = Config::default();
+        c.server.ws_addr = "0.0.0.0:7350".parse().unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("non-loopback"), "{err}");
+    }
+}

@@ -1,0 +1,115 @@
+//! Sans-IO engines: deterministic state machines that take commands and the
+//! current time and push effects. They own their keys' state outright.
+//!
+//! Architecture invariant: nothing under `engine/` touches a socket, a
+//! thread, a clock, a channel or flatbuffers. Time comes in as [`Now`];
+//! everything an engine wants done goes out as an [`Effect`], which the shard
+//! shell (`crate::shard`) carries out. That is what lets the tests drive an
+//! engine with a virtual clock and assert on the effects.
+
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A session (one logical client connection, surviving reconnects within the
+/// resume window). Unique within a node.
+pub type SessionId = u64;
+
+/// A user id, from the token's `sub`. Cheap to clone.
+pub type UserId = Arc<str>;
+
+/// The time an engine acts at: a monotonic instant for timers and the wall
+/// clock for timestamps users see.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub mono: Instant,
+    pub unix_ms: i64,
+}
+
+/// Maps a key to the shard that owns it. Stable for a given shard count.
+pub fn shard_of(key: &[u8], shards: usize) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(key) % shards.max(1) as u64) as usize
+}
+
+/// Presence as the engines see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Offline,
+    Online,
+}
+
+/// One user's presence row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    pub user_id: UserId,
+    pub status: Status,
+    pub connections: u32,
+    pub last_active_ms: i64,
+}
+
+/// A server event, before encoding. Encoded once per fan-out by the shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Echo { from_user: UserId, payload: Vec<u8> },
+}
+
+/// A typed reply to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Echo {
+        payload: Vec<u8>,
+        shard: u16,
+        delivered: u32,
+    },
+}
+
+/// Why a resume was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeRefusal {
+    #[error("no such session on this node, or its resume window has passed")]
+    UnknownSession,
+    #[error("the session belongs to another user")]
+    WrongUser,
+    #[error("the resume token does not match")]
+    WrongToken,
+}
+
+/// Domain events other parts of the system react to (presence fan-out,
+/// notifications, the game backend).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainEvent {
+    UserOnline { user: UserId },
+    UserOffline { user: UserId },
+}
+
+/// What an engine asks its shell to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Answer the request being handled.
+    Reply {
+        request_id: u64,
+        reply: Reply,
+    },
+    /// Queue `event` to each session, encoded once.
+    Deliver {
+        sessions: Vec<SessionId>,
+        event: Event,
+        reliable: bool,
+    },
+    /// Presence rows for a lookup, to the asker.
+    Presence(Vec<Presence>),
+    /// The session may take over its outbox again.
+    ResumeAccepted {
+        session: SessionId,
+    },
+    ResumeRefused {
+        session: SessionId,
+        reason: ResumeRefusal,
+    },
+    /// The session is over: release its outbox and close any connection.
+    SessionEnded {
+        session: SessionId,
+    },
+    Domain(DomainEvent),
+}

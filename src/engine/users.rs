@@ -1,0 +1,471 @@
+//! The user directory of one shard: which sessions each of its users holds,
+//! online/offline transitions, resume bookkeeping, presence lookups and the
+//! routed echo that proves shard routing.
+//!
+//! A user is online from their first attached session to the end of their
+//! last session. A session that drops without a clean close stays for the
+//! resume window (its user stays online meanwhile) and ends when the window
+//! passes. Never does I/O; timers are reported through [`Users::poll_timeout`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use super::{
+    DomainEvent, Effect, Event, Now, Presence, Reply, ResumeRefusal, SessionId, Status, UserId,
+};
+
+/// Commands the user directory accepts.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// A new session authenticated as `user`.
+    Attach {
+        session: SessionId,
+        user: UserId,
+        resume_token: u128,
+    },
+    /// A new connection wants to take over `session`.
+    Resume {
+        session: SessionId,
+        user: UserId,
+        resume_token: u128,
+    },
+    /// The session's connection went away; `resumable` keeps it for the
+    /// resume window, otherwise it ends now.
+    Detach { session: SessionId, resumable: bool },
+    /// Echo the payload; with `to_user`, deliver an event to all their sessions.
+    Echo {
+        request_id: u64,
+        from_user: UserId,
+        to_user: Option<UserId>,
+        payload: Vec<u8>,
+        volatile: bool,
+    },
+    /// Presence of users owned by this shard.
+    Lookup { user_ids: Vec<UserId> },
+}
+
+#[derive(Debug)]
+struct SessionEntry {
+    user: UserId,
+    resume_token: u128,
+    /// `Some(deadline)` while detached and resumable.
+    detached_until: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct UserEntry {
+    sessions: Vec<SessionId>,
+    last_active_ms: i64,
+}
+
+/// The directory state of one shard.
+#[derive(Debug)]
+pub struct Users {
+    shard: u16,
+    resume_window: Duration,
+    sessions: HashMap<SessionId, SessionEntry>,
+    users: HashMap<UserId, UserEntry>,
+    /// Detached sessions by resume deadline.
+    expiries: BTreeSet<(Instant, SessionId)>,
+}
+
+impl Users {
+    pub fn new(shard: u16, resume_window: Duration) -> Self {
+        Self {
+            shard,
+            resume_window,
+            sessions: HashMap::new(),
+            users: HashMap::new(),
+            expiries: BTreeSet::new(),
+        }
+    }
+
+    /// Sessions currently known (attached or awaiting resume).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn handle(&mut self, now: Now, cmd: Command, out: &mut Vec<Effect>) {
+        match cmd {
+            Command::Attach {
+                session,
+                user,
+                resume_token,
+            } => {
+                let entry = self.users.entry(user.clone()).or_default();
+                entry.sessions.push(session);
+                entry.last_active_ms = now.unix_ms;
+                if entry.sessions.len() == 1 {
+                    out.push(Effect::Domain(DomainEvent::UserOnline {
+                        user: user.clone(),
+                    }));
+                }
+                self.sessions.insert(
+                    session,
+                    SessionEntry {
+                        user,
+                        resume_token,
+                        detached_until: None,
+                    },
+                );
+            }
+            Command::Resume {
+                session,
+                user,
+                resume_token,
+            } => {
+                let refusal = match self.sessions.get_mut(&session) {
+                    None => Some(ResumeRefusal::UnknownSession),
+                    Some(s) if s.user != user => Some(ResumeRefusal::WrongUser),
+                    Some(s) if s.resume_token != resume_token => Some(ResumeRefusal::WrongToken),
+                    Some(s) => {
+                        if let Some(deadline) = s.detached_until.take() {
+                            self.expiries.remove(&(deadline, session));
+                        }
+                        None
+                    }
+                };
+                out.push(match refusal {
+                    None => Effect::ResumeAccepted { session },
+                    Some(reason) => Effect::ResumeRefused { session, reason },
+                });
+            }
+            Command::Detach { session, resumable } => {
+                if resumable {
+                    if let Some(s) = self.sessions.get_mut(&session) {
+                        if s.detached_until.is_none() {
+                            let deadline = now.mono + self.resume_window;
+                            s.detached_until = Some(deadline);
+                            self.expiries.insert((deadline, session));
+                        }
+                    }
+                } else {
+                    self.end_session(now, session, out);
+                }
+            }
+            Command::Echo {
+                request_id,
+                from_user,
+                to_user,
+                payload,
+                volatile,
+            } => {
+                let mut delivered = 0;
+                if let Some(to) = to_user {
+                    if let Some(entry) = self.users.get(&to) {
+                        delivered = entry.sessions.len() as u32;
+                        out.push(Effect::Deliver {
+                            sessions: entry.sessions.clone(),
+                            event: Event::Echo {
+                                from_user,
+                                payload: payload.clone(),
+                            },
+                            reliable: !volatile,
+                        });
+                    }
+                }
+                out.push(Effect::Reply {
+                    request_id,
+                    reply: Reply::Echo {
+                        payload,
+                        shard: self.shard,
+                        delivered,
+                    },
+                });
+            }
+            Command::Lookup { user_ids } => {
+                let rows = user_ids
+                    .into_iter()
+                    .map(|user_id| match self.users.get(&user_id) {
+                        Some(e) if !e.sessions.is_empty() => Presence {
+                            status: Status::Online,
+                            connections: e.sessions.len() as u32,
+                            last_active_ms: e.last_active_ms,
+                            user_id,
+                        },
+                        other => Presence {
+                            status: Status::Offline,
+                            connections: 0,
+                            last_active_ms: other.map_or(0, |e| e.last_active_ms),
+                            user_id,
+                        },
+                    })
+                    .collect();
+                out.push(Effect::Presence(rows));
+            }
+        }
+    }
+
+    /// Ends sessions whose resume window has passed.
+    pub fn handle_timeout(&mut self, now: Now, out: &mut Vec<Effect>) {
+        while let Some(&(deadline, session)) = self.expiries.first() {
+            if deadline > now.mono {
+                break;
+            }
+            self.expiries.pop_first();
+            self.end_session(now, session, out);
+        }
+    }
+
+    /// The next instant [`Users::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.expiries.first().map(|(t, _)| *t)
+    }
+
+    fn end_session(&mut self, now: Now, session: SessionId, out: &mut Vec<Effect>) {
+        let Some(s) = self.sessions.remove(&session) else {
+            return;
+        };
+        if let Some(deadline) = s.detached_until {
+            self.expiries.remove(&(deadline, session));
+        }
+        out.push(Effect::SessionEnded { session });
+        if let Some(entry) = self.users.get_mut(&s.user) {
+            entry.sessions.retain(|&x| x != session);
+            entry.last_active_ms = now.unix_ms;
+            if entry.sessions.is_empty() {
+                // Keep the row only for its last-active time; a production
+                // directory would hand this to the presence store instead.
+                out.push(Effect::Domain(DomainEvent::UserOffline { user: s.user }));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Clock {
+        base: Instant,
+        at: Duration,
+    }
+    impl Clock {
+        fn new() -> Self {
+            Self {
+                base: Instant::now(),
+                at: Duration::ZERO,
+            }
+        }
+        fn now(&self) -> Now {
+            Now {
+                mono: self.base + self.at,
+                unix_ms: 1_700_000_000_000 + self.at.as_millis() as i64,
+            }
+        }
+        fn advance(&mut self, d: Duration) {
+            self.at += d;
+        }
+    }
+
+    fn uid(s: &str) -> UserId {
+        UserId::from(s)
+    }
+
+    fn run(users: &mut Users, clock: &Clock, cmd: Command) -> Vec<Effect> {
+        let mut out = Vec::new();
+        users.handle(clock.now(), cmd, &mut out);
+        out
+    }
+
+    fn attach(users: &mut Users, clock: &Clock, session: SessionId, user: &str) -> Vec<Effect> {
+        run(
+            users,
+            clock,
+            Command::Attach {
+                session,
+                user: uid(user),
+                resume_token: session as u128 * 7,
+            },
+        )
+    }
+
+    fn lookup(users: &mut Users, clock: &Clock, user: &str) -> Presence {
+        match run(
+            users,
+            clock,
+            Command::Lookup {
+                user_ids: vec![uid(user)],
+            },
+        )
+        .pop()
+        {
+            Some(Effect::Presence(mut rows)) => rows.remove(0),
+            other => panic!("expected presence, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn online_once_offline_after_last_session() {
+        let clock = Clock::new();
+        let mut users = Users::new(0, Duration::from_secs(30));
+        let first = attach(&mut users, &clock, 1, "alice");
+        assert_eq!(
+            first,
+            vec![Effect::Domain(DomainEvent::UserOnline {
+                user: uid("alice")
+            })]
+        );
+        assert!(
+            attach(&mut users, &clock, 2, "alice").is_empty(),
+            "second device: no second online"
+        );
+        assert_eq!(lookup(&mut users, &clock, "alice").connections, 2);
+
+        let out = run(
+            &mut users,
+            &clock,
+            Command::Detach {
+                session: 1,
+                resumable: false,
+            },
+        );
+        assert_eq!(out, vec![Effect::SessionEnded { session: 1 }]);
+        let out = run(
+            &mut users,
+            &clock,
+            Command::Detach {
+                session: 2,
+                resumable: false,
+            },
+        );
+        assert_eq!(
+            out,
+            vec![
+                Effect::SessionEnded { session: 2 },
+                Effect::Domain(DomainEvent::UserOffline { user: uid("alice") })
+            ]
+        );
+        assert_eq!(lookup(&mut users, &clock, "alice").status, Status::Offline);
+    }
+
+    #[test]
+    fn detached_session_resumes_inside_the_window_and_expires_after() {
+        let mut clock = Clock::new();
+        let mut users = Users::new(0, Duration::from_secs(30));
+        attach(&mut users, &clock, 9, "bob");
+        run(
+            &mut users,
+            &clock,
+            Command::Detach {
+                session: 9,
+                resumable: true,
+            },
+        );
+        assert_eq!(
+            users.poll_timeout(),
+            Some(clock.now().mono + Duration::from_secs(30))
+        );
+
+        clock.advance(Duration::from_secs(10));
+        let wrong = run(
+            &mut users,
+            &clock,
+            Command::Resume {
+                session: 9,
+                user: uid("bob"),
+                resume_token: 1,
+            },
+        );
+        assert_eq!(
+            wrong,
+            vec![Effect::ResumeRefused {
+                session: 9,
+                reason: ResumeRefusal::WrongToken
+            }]
+        );
+        let ok = run(
+            &mut users,
+            &clock,
+            Command::Resume {
+                session: 9,
+                user: uid("bob"),
+                resume_token: 63,
+            },
+        );
+        assert_eq!(ok, vec![Effect::ResumeAccepted { session: 9 }]);
+        assert_eq!(
+            users.poll_timeout(),
+            None,
+            "resumed sessions have no expiry"
+        );
+
+        run(
+            &mut users,
+            &clock,
+            Command::Detach {
+                session: 9,
+                resumable: true,
+            },
+        );
+        clock.advance(Duration::from_secs(29));
+        let mut out = Vec::new();
+        users.handle_timeout(clock.now(), &mut out);
+        assert!(out.is_empty());
+        clock.advance(Duration::from_secs(2));
+        users.handle_timeout(clock.now(), &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Effect::SessionEnded { session: 9 },
+                Effect::Domain(DomainEvent::UserOffline { user: uid("bob") })
+            ]
+        );
+        let late = run(
+            &mut users,
+            &clock,
+            Command::Resume {
+                session: 9,
+                user: uid("bob"),
+                resume_token: 63,
+            },
+        );
+        assert_eq!(
+            late,
+            vec![Effect::ResumeRefused {
+                session: 9,
+                reason: ResumeRefusal::UnknownSession
+            }]
+        );
+    }
+
+    #[test]
+    fn echo_to_user_reaches_every_session_of_theirs() {
+        let clock = Clock::new();
+        let mut users = Users::new(3, Duration::from_secs(30));
+        attach(&mut users, &clock, 1, "carol");
+        attach(&mut users, &clock, 2, "carol");
+        let out = run(
+            &mut users,
+            &clock,
+            Command::Echo {
+                request_id: 5,
+                from_user: uid("dave"),
+                to_user: Some(uid("carol")),
+                payload: b"hi".to_vec(),
+                volatile: false,
+            },
+        );
+        assert_eq!(
+            out,
+            vec![
+                Effect::Deliver {
+                    sessions: vec![1, 2],
+                    event: Event::Echo {
+                        from_user: uid("dave"),
+                        payload: b"hi".to_vec()
+                    },
+                    reliable: true,
+                },
+                Effect::Reply {
+                    request_id: 5,
+                    reply: Reply::Echo {
+                        payload: b"hi".to_vec(),
+                        shard: 3,
+                        delivered: 2
+                    },
+                },
+            ]
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! Wiring: builds the authenticator, certificates, shards and listeners from
+//! a [`Config`], runs the accept loops, and shuts everything down in a fixed
+//! order under a deadline: stop accepting → GoAway and drain every
+//! connection → stop the shards.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{dev_secret, Authenticator};
+use crate::config::{Config, JwtAlgorithm};
+use crate::metrics::metrics;
+use crate::shard::{ShardThreads, Shards};
+use crate::transport::{quic, ws};
+use crate::{admin, tls};
+
+/// What every connection task shares.
+pub struct Gateway {
+    pub config: Config,
+    pub auth: Authenticator,
+    pub shards: Shards,
+    /// Cancelled first at shutdown: accept loops stop, `/readyz` fails.
+    pub stop_accepting: CancellationToken,
+    /// Cancelled second: every connection sends GoAway, drains and closes.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// A started gateway.
+pub struct Running {
+    pub ws_addr: SocketAddr,
+    pub quic_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// The certificate clients of this node should trust.
+    pub cert_path: PathBuf,
+    pub ws_tls: bool,
+    gw: Arc<Gateway>,
+    threads: ShardThreads,
+    endpoint: quinn::Endpoint,
+    accept_loops: Vec<JoinHandle<()>>,
+    admin: JoinHandle<()>,
+}
+
+fn quic_transport(cfg: &Config) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    let idle = u64::from(cfg.session.heartbeat_timeout_ms) + 5_000;
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_millis(idle)).ok());
+    t.max_concurrent_bidi_streams(1u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    t.datagram_receive_buffer_size(Some(64 * 1024));
+    t.stream_receive_window((4 * cfg.session.max_frame_bytes).into());
+    t.receive_window((8 * cfg.session.max_frame_bytes).into());
+    t
+}
+
+/// Binds every listener and starts serving.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let dev = match (&config.auth.algorithm, &config.auth.secret) {
+        (JwtAlgorithm::HS256, None) => Some(dev_secret(&config.server.data_dir)?),
+        _ => None,
+    };
+    let auth = Authenticator::new(&config.auth, dev.as_deref())?;
+    let cert = tls::load_or_generate(&config)?;
+
+    let ws_listener = TcpListener::bind(config.server.ws_addr)
+        .await
+        .with_context(|| format!("binding WebSocket listener {}", config.server.ws_addr))?;
+    let admin_listener = TcpListener::bind(config.server.admin_addr)
+        .await
+        .with_context(|| format!("binding admin listener {}", config.server.admin_addr))?;
+    let mut server_config = tls::quic_server_config(&cert)?;
+    server_config.transport_config(Arc::new(quic_transport(&config)));
+    let endpoint = quinn::Endpoint::server(server_config, config.server.quic_addr)
+        .with_context(|| format!("binding QUIC endpoint {}", config.server.quic_addr))?;
+    let ws_tls = if config.tls.ws_tls {
+        Some(tls::ws_tls_acceptor(&cert)?)
+    } else {
+        None
+    };
+
+    let (shards, threads) = Shards::start(
+        config.shard_count(),
+        config.shards.mailbox,
+        config.shards.pin,
+        Duration::from_millis(config.session.resume_window_ms.into()),
+    );
+    metrics();
+    let gw = Arc::new(Gateway {
+        auth,
+        shards,
+        stop_accepting: CancellationToken::new(),
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        config,
+    });
+    let running = Running {
+        ws_addr: ws_listener.local_addr()?,
+        quic_addr: endpoint.local_addr()?,
+        admin_addr: admin_listener.local_addr()?,
+        cert_path: cert.cert_path,
+        ws_tls: ws_tls.is_some(),
+        accept_loops: vec![
+            tokio::spawn(ws::accept_loop(gw.clone(), ws_listener, ws_tls)),
+            tokio::spawn(quic::accept_loop(gw.clone(), endpoint.clone())),
+        ],
+        admin: tokio::spawn(admin::serve(gw.clone(), admin_listener)),
+        endpoint,
+        threads,
+        gw,
+    };
+    Ok(running)
+}
+
+impl Running {
+    /// The shard count in use.
+    pub fn shards(&self) -> usize {
+        self.gw.shards.count()
+    }
+
+    /// Graceful shutdown: stop accepting, GoAway + drain every connection
+    /// (bounded by `server.shutdown_timeout_ms`), then stop the shards.
+    /// Returns whether every connection finished in time.
+    pub async fn shutdown(self) -> bool {
+        let deadline = Duration::from_millis(self.gw.config.server.shutdown_timeout_ms);
+        self.gw.stop_accepting.cancel();
+        for a in self.accept_loops {
+            let _ = a.await;
+        }
+        self.gw.shutdown.cancel();
+        self.gw.tracker.close();
+        let drained = tokio::time::timeout(deadline, self.gw.tracker.wait())
+            .await
+            .is_ok();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        let _ = self.admin.await;
+        drop(self.gw);
+        let threads = self.threads;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::task::spawn_blocking(move || threads.join()),
+        )
+        .await;
+        drained
+    }
+}

@@ -1,0 +1,195 @@
+//! Process-wide Prometheus metrics. Every series is created at start-up and
+//! held as a plain atomic handle, so recording on the hot path is one atomic
+//! add with no lock and no lookup. Rendering happens only for `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
+
+use huddle_schema::wire::{Body, ErrorCode};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The transports, as metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Ws,
+    Quic,
+}
+
+impl TransportKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            TransportKind::Ws => "ws",
+            TransportKind::Quic => "quic",
+        }
+    }
+}
+
+const BODIES: usize = Body::ENUM_MAX as usize + 1;
+
+pub struct Metrics {
+    registry: Registry,
+    connections: [Gauge; 2],
+    accepted: [Counter; 2],
+    frames_in: [Counter; BODIES],
+    frames_out: [Counter; BODIES],
+    frames_invalid: Counter,
+    errors: Family<Labels, Counter>,
+    pub outbound_depth: Gauge,
+    pub events_shed: Counter,
+    pub sessions_resumed: Counter,
+    shard_lag: Family<Labels, Gauge<f64, AtomicU64>>,
+    shard_commands: Family<Labels, Counter>,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    METRICS.get_or_init(Metrics::new)
+}
+
+fn body_label(i: usize) -> String {
+    Body(i as u8)
+        .variant_name()
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("huddle");
+        let conns = Family::<Labels, Gauge>::default();
+        let accepted = Family::<Labels, Counter>::default();
+        let frames_in = Family::<Labels, Counter>::default();
+        let frames_out = Family::<Labels, Counter>::default();
+        let errors = Family::<Labels, Counter>::default();
+        let outbound_depth = Gauge::default();
+        let events_shed = Counter::default();
+        let sessions_resumed = Counter::default();
+        let shard_lag = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        let shard_commands = Family::<Labels, Counter>::default();
+        registry.register("connections", "Open client connections", conns.clone());
+        registry.register(
+            "connections_accepted",
+            "Connections accepted",
+            accepted.clone(),
+        );
+        registry.register(
+            "frames_in",
+            "Inbound frames by body type",
+            frames_in.clone(),
+        );
+        registry.register(
+            "frames_out",
+            "Outbound frames by body type",
+            frames_out.clone(),
+        );
+        registry.register("errors", "Error frames sent, by code", errors.clone());
+        registry.register(
+            "outbound_queue_depth",
+            "Frames waiting in session outboxes, all sessions together",
+            outbound_depth.clone(),
+        );
+        registry.register(
+            "events_shed",
+            "Volatile events shed under pressure",
+            events_shed.clone(),
+        );
+        registry.register(
+            "sessions_resumed",
+            "Sessions resumed",
+            sessions_resumed.clone(),
+        );
+        registry.register(
+            "shard_loop_lag_seconds",
+            "Time the last command waited in its shard's mailbox",
+            shard_lag.clone(),
+        );
+        registry.register(
+            "shard_commands",
+            "Commands handled per shard",
+            shard_commands.clone(),
+        );
+        let frames_invalid = frames_in
+            .get_or_create(&vec![("type", "invalid".to_string())])
+            .clone();
+        let kind = |k: TransportKind| vec![("transport", k.label().to_string())];
+        let body = |i: usize| vec![("type", body_label(i))];
+        Self {
+            connections: [TransportKind::Ws, TransportKind::Quic]
+                .map(|k| conns.get_or_create(&kind(k)).clone()),
+            accepted: [TransportKind::Ws, TransportKind::Quic]
+                .map(|k| accepted.get_or_create(&kind(k)).clone()),
+            frames_in: std::array::from_fn(|i| frames_in.get_or_create(&body(i)).clone()),
+            frames_out: std::array::from_fn(|i| frames_out.get_or_create(&body(i)).clone()),
+            frames_invalid,
+            errors,
+            outbound_depth,
+            events_shed,
+            sessions_resumed,
+            shard_lag,
+            shard_commands,
+            registry,
+        }
+    }
+
+    pub fn connection_opened(&self, t: TransportKind) {
+        self.connections[t as usize].inc();
+        self.accepted[t as usize].inc();
+    }
+
+    pub fn connection_closed(&self, t: TransportKind) {
+        self.connections[t as usize].dec();
+    }
+
+    pub fn frame_in(&self, body: Option<Body>) {
+        match body {
+            Some(b) if (b.0 as usize) < BODIES => self.frames_in[b.0 as usize].inc(),
+            _ => self.frames_invalid.inc(),
+        };
+    }
+
+    pub fn frame_out(&self, body: Body) {
+        if let Some(c) = self.frames_out.get(body.0 as usize) {
+            c.inc();
+        }
+    }
+
+    /// Errors are rare; a labelled lookup is fine here.
+    pub fn error(&self, code: ErrorCode) {
+        self.errors
+            .get_or_create(&vec![(
+                "code",
+                huddle_schema::error_code_name(code).to_string(),
+            )])
+            .inc();
+    }
+
+    /// Per-shard series, created once by each shard at start.
+    pub fn shard_series(&self, shard: usize) -> (Gauge<f64, AtomicU64>, Counter) {
+        let l = vec![("shard", shard.to_string())];
+        (
+            self.shard_lag.get_or_create(&l).clone(),
+            self.shard_commands.get_or_create(&l).clone(),
+        )
+    }
+
+    pub fn open_connections(&self) -> i64 {
+        self.connections.iter().map(|g| g.get()).sum()
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,455 @@
+//! The per-session outbound queue: already-encoded frames waiting for the
+//! session's connection writer, plus the written-but-unacknowledged reliable
+//! events kept for resume.
+//!
+//! Producers (shard threads, the connection's own task) push; the one
+//! connection writer drains in batches. The queue is bounded: volatile events
+//! are shed once it is `volatile_shed_at` deep; a reliable frame that finds it
+//! full closes the connection with SLOW_CONSUMER (or, while the client is
+//! away, ends the session so its resume fails loudly). Nothing is dropped
+//! without one of those outcomes. The mutex guards only this session's queue
+//! — never engine state — and is held for a few pointer moves.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use huddle_schema::wire::Body;
+use huddle_schema::{stamp_seq, EventFrame};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::metrics::metrics;
+
+/// Bounds of one outbox, from `[session]` config.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxLimits {
+    pub capacity: usize,
+    pub volatile_shed_at: usize,
+    pub replay: usize,
+}
+
+/// Why an outbox stopped accepting frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The attached client did not read fast enough.
+    SlowConsumer,
+    /// Events piled up past the bound while the client was away; a resume
+    /// could not be exact, so the session is over.
+    OverflowWhileAway,
+    /// The session ended (resume window passed, clean close).
+    Ended,
+}
+
+/// What happened to a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    Queued,
+    /// A volatile event dropped under pressure (counted, by design).
+    Shed,
+    /// The frame overflowed the queue and closed the outbox.
+    Overflowed(Closed),
+    /// The outbox was already closed.
+    AlreadyClosed,
+}
+
+/// A frame in the queue.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub bytes: Bytes,
+    /// 0 for unsequenced frames.
+    pub seq: u64,
+    /// Where to stamp `seq` (0 when unsequenced).
+    pub seq_at: u32,
+    pub volatile: bool,
+    pub body: Body,
+}
+
+impl Queued {
+    /// The bytes to write: a stamped copy for sequenced events, the shared
+    /// bytes otherwise.
+    pub fn wire_bytes(&self) -> Bytes {
+        if self.seq == 0 {
+            return self.bytes.clone();
+        }
+        let mut copy = BytesMut::from(&self.bytes[..]);
+        stamp_seq(&mut copy, self.seq_at, self.seq);
+        copy.freeze()
+    }
+}
+
+/// A resume that cannot be exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeGap {
+    #[error("events after seq {last_seq} are no longer held (oldest held follows seq {floor})")]
+    Released { last_seq: u64, floor: u64 },
+    #[error("the client claims seq {last_seq} but only {sent} were sent")]
+    Ahead { last_seq: u64, sent: u64 },
+    #[error("the session is closed")]
+    Closed,
+}
+
+#[derive(Debug)]
+struct State {
+    queue: VecDeque<Queued>,
+    /// Written, not yet acknowledged, reliable events (ascending seq).
+    replay: VecDeque<Queued>,
+    /// Last sequence number handed out.
+    last_seq: u64,
+    /// Every seq ≤ floor has been released from `replay`.
+    floor: u64,
+    attached: bool,
+    closed: Option<Closed>,
+    /// Which connection currently drains this outbox; bumped by a resume.
+    generation: u64,
+    /// Wakes the current connection's writer.
+    wake: Arc<Notify>,
+}
+
+/// Why a writer must stop draining.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Closed(Closed),
+    /// A newer connection resumed this session.
+    Superseded,
+}
+
+/// One session's outbound queue. Shared as `Arc<Outbox>`.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    limits: OutboxLimits,
+}
+
+impl Outbox {
+    /// A new outbox drained by the connection that `wake` wakes
+    /// (generation 1).
+    pub fn new(limits: OutboxLimits, wake: Arc<Notify>) -> Self {
+        Self {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                replay: VecDeque::new(),
+                last_seq: 0,
+                floor: 0,
+                attached: true,
+                closed: None,
+                generation: 1,
+                wake,
+            }),
+            limits,
+        }
+    }
+
+    /// Queues a reply or control frame (never shed, never sequenced).
+    pub fn push_reply(&self, bytes: Bytes, body: Body) -> Push {
+        self.push(Queued {
+            bytes,
+            seq: 0,
+            seq_at: 0,
+            volatile: false,
+            body,
+        })
+    }
+
+    /// Queues an event; reliable events (those with `seq_at`) get this
+    /// session's next sequence number.
+    pub fn push_event(&self, ev: &EventFrame) -> Push {
+        self.push(Queued {
+            bytes: ev.bytes.clone(),
+            seq: 0,
+            seq_at: ev.seq_at.unwrap_or(0),
+            volatile: ev.seq_at.is_none(),
+            body: ev.body,
+        })
+    }
+
+    fn push(&self, mut frame: Queued) -> Push {
+        let mut st = self.state.lock();
+        let outcome = {
+            if st.closed.is_some() {
+                return Push::AlreadyClosed;
+            }
+            let depth = st.queue.len();
+            if frame.volatile && (!st.attached || depth >= self.limits.volatile_shed_at) {
+                metrics().events_shed.inc();
+                return Push::Shed;
+            }
+            if frame.seq_at == 0 && !frame.volatile && !st.attached {
+                // A reply to a request whose connection is gone: the client
+                // already failed that request as "disconnected".
+                return Push::Shed;
+            }
+            if !frame.volatile && depth >= self.limits.capacity {
+                let reason = if st.attached {
+                    Closed::SlowConsumer
+                } else {
+                    Closed::OverflowWhileAway
+                };
+                close_locked(&mut st, reason);
+                Push::Overflowed(reason)
+            } else {
+                if frame.seq_at != 0 {
+                    st.last_seq += 1;
+                    frame.seq = st.last_seq;
+                }
+                st.queue.push_back(frame);
+                metrics().outbound_depth.inc();
+                Push::Queued
+            }
+        };
+        st.wake.notify_one();
+        outcome
+    }
+
+    /// Moves up to `max` frames into `out`, returning why the outbox closed
+    /// when it has. Reliable frames move to the replay buffer as they are
+    /// taken; the oldest are released past its bound.
+    pub fn take_batch(
+        &self,
+        generation: u64,
+        max: usize,
+        out: &mut Vec<Queued>,
+    ) -> Result<(), Stop> {
+        let mut st = self.state.lock();
+        if let Some(reason) = st.closed {
+            return Err(Stop::Closed(reason));
+        }
+        if st.generation != generation {
+            return Err(Stop::Superseded);
+        }
+        let n = max.min(st.queue.len());
+        for _ in 0..n {
+            let Some(frame) = st.queue.pop_front() else {
+                break;
+            };
+            if frame.seq != 0 {
+                st.replay.push_back(frame.clone());
+                if st.replay.len() > self.limits.replay {
+                    if let Some(old) = st.replay.pop_front() {
+                        st.floor = old.seq;
+                    }
+                }
+            }
+            out.push(frame);
+        }
+        metrics().outbound_depth.dec_by(n as i64);
+        Ok(())
+    }
+
+    /// The client has seen every event up to `seq`: release them.
+    pub fn ack(&self, seq: u64) {
+        let mut st = self.state.lock();
+        while st.replay.front().is_some_and(|f| f.seq <= seq) {
+            if let Some(f) = st.replay.pop_front() {
+                st.floor = f.seq;
+            }
+        }
+    }
+
+    /// The connection of `generation` went away; events keep queueing for a
+    /// resume. Returns false when a newer connection already took over.
+    pub fn detach(&self, generation: u64) -> bool {
+        let mut st = self.state.lock();
+        if st.generation != generation {
+            return false;
+        }
+        st.attached = false;
+        // Replies and volatile frames are meaningless to a future connection.
+        let before = st.queue.len();
+        st.queue.retain(|f| f.seq != 0);
+        metrics()
+            .outbound_depth
+            .dec_by((before - st.queue.len()) as i64);
+        true
+    }
+
+    /// A new connection (woken through `wake`) takes over: requeue every
+    /// event after `last_seq` ahead of what is waiting. Returns how many
+    /// events will be replayed and the new connection's generation; a still
+    /// attached older connection is woken and finds itself superseded.
+    pub fn resume(&self, last_seq: u64, wake: Arc<Notify>) -> Result<(u32, u64), ResumeGap> {
+        let mut st = self.state.lock();
+        if st.closed.is_some() {
+            return Err(ResumeGap::Closed);
+        }
+        if last_seq > st.last_seq {
+            return Err(ResumeGap::Ahead {
+                last_seq,
+                sent: st.last_seq,
+            });
+        }
+        if last_seq < st.floor {
+            return Err(ResumeGap::Released {
+                last_seq,
+                floor: st.floor,
+            });
+        }
+        let again: Vec<Queued> = st.replay.drain(..).filter(|f| f.seq > last_seq).collect();
+        metrics().outbound_depth.inc_by(again.len() as i64);
+        for f in again.into_iter().rev() {
+            st.queue.push_front(f);
+        }
+        st.queue.retain(|f| f.seq == 0 || f.seq > last_seq);
+        st.floor = last_seq;
+        st.attached = true;
+        st.generation += 1;
+        st.wake.notify_one();
+        st.wake = wake;
+        st.wake.notify_one();
+        let replayed = st.queue.iter().filter(|f| f.seq != 0).count() as u32;
+        Ok((replayed, st.generation))
+    }
+
+    /// Closes the outbox; the writer sees `reason` on its next batch.
+    pub fn close(&self, reason: Closed) {
+        let mut st = self.state.lock();
+        close_locked(&mut st, reason);
+        st.wake.notify_one();
+    }
+
+    pub fn closed(&self) -> Option<Closed> {
+        self.state.lock().closed
+    }
+
+    /// Frames waiting to be written.
+    pub fn depth(&self) -> usize {
+        self.state.lock().queue.len()
+    }
+}
+
+/// Marks the outbox closed (first reason wins) and frees what it held.
+fn close_locked(st: &mut State, reason: Closed) {
+    if st.closed.is_none() {
+        st.closed = Some(reason);
+        metrics().outbound_depth.dec_by(st.queue.len() as i64);
+        st.queue = VecDeque::new();
+        st.replay = VecDeque::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use huddle_schema::Encoder;
+
+    fn limits() -> OutboxLimits {
+        OutboxLimits {
+            capacity: 4,
+            volatile_shed_at: 2,
+            replay: 8,
+        }
+    }
+
+    fn seqs(out: &[Queued]) -> Vec<u64> {
+        out.iter().map(|f| f.seq).collect()
+    }
+
+    #[test]
+    fn reliable_events_are_numbered_and_replayed_after_resume() {
+        let mut enc = Encoder::new();
+        let ev = enc.echo_event("u", b"x", true);
+        let ob = Outbox::new(limits(), Arc::new(Notify::new()));
+        for _ in 0..3 {
+            assert_eq!(ob.push_event(&ev), Push::Queued);
+        }
+        let mut out = Vec::new();
+        ob.take_batch(1, 10, &mut out).unwrap();
+        assert_eq!(seqs(&out), vec![1, 2, 3]);
+        ob.ack(1);
+        assert!(ob.detach(1));
+        assert_eq!(
+            ob.push_event(&ev),
+            Push::Queued,
+            "held for the client while away"
+        );
+        let (replayed, generation) = ob.resume(2, Arc::new(Notify::new())).unwrap();
+        assert_eq!((replayed, generation), (2, 2));
+        assert_eq!(ob.take_batch(1, 10, &mut Vec::new()), Err(Stop::Superseded));
+        assert!(
+            !ob.detach(1),
+            "a superseded connection cannot detach the session"
+        );
+        out.clear();
+        ob.take_batch(2, 10, &mut out).unwrap();
+        assert_eq!(
+            seqs(&out),
+            vec![3, 4],
+            "exactly the missed events, in order"
+        );
+        let stamped = out[0].wire_bytes();
+        assert_eq!(
+            huddle_schema::verify_frame(&stamped, 1024).unwrap().seq(),
+            3
+        );
+    }
+
+    #[test]
+    fn resume_from_before_the_released_floor_fails() {
+        let mut enc = Encoder::new();
+        let ev = enc.echo_event("u", b"x", true);
+        let ob = Outbox::new(limits(), Arc::new(Notify::new()));
+        ob.push_event(&ev);
+        ob.push_event(&ev);
+        ob.take_batch(1, 10, &mut Vec::new()).unwrap();
+        ob.ack(2);
+        ob.detach(1);
+        let wake = Arc::new(Notify::new());
+        assert_eq!(
+            ob.resume(1, wake.clone()),
+            Err(ResumeGap::Released {
+                last_seq: 1,
+                floor: 2
+            })
+        );
+        assert_eq!(
+            ob.resume(5, wake.clone()),
+            Err(ResumeGap::Ahead {
+                last_seq: 5,
+                sent: 2
+            })
+        );
+        assert_eq!(ob.resume(2, wake), Ok((0, 2)));
+    }
+
+    #[test]
+    fn volatile_is_shed_first_then_slow_consumer_closes() {
+        let mut enc = Encoder::new();
+        let reliable = enc.echo_event("u", b"x", true);
+        let volatile = enc.echo_event("u", b"x", false);
+        let ob = Outbox::new(limits(), Arc::new(Notify::new()));
+        assert_eq!(ob.push_event(&volatile), Push::Queued);
+        assert_eq!(ob.push_event(&reliable), Push::Queued);
+        assert_eq!(ob.push_event(&volatile), Push::Shed, "shed at depth 2");
+        assert_eq!(ob.push_event(&reliable), Push::Queued);
+        assert_eq!(ob.push_event(&reliable), Push::Queued);
+        assert_eq!(
+            ob.push_event(&reliable),
+            Push::Overflowed(Closed::SlowConsumer)
+        );
+        assert_eq!(
+            ob.take_batch(1, 10, &mut Vec::new()),
+            Err(Stop::Closed(Closed::SlowConsumer))
+        );
+        assert_eq!(ob.push_event(&reliable), Push::AlreadyClosed);
+    }
+
+    #[test]
+    fn overflow_while_away_ends_the_session() {
+        let mut enc = Encoder::new();
+        let reliable = enc.echo_event("u", b"x", true);
+        let ob = Outbox::new(limits(), Arc::new(Notify::new()));
+        ob.detach(1);
+        for _ in 0..4 {
+            assert_eq!(ob.push_event(&reliable), Push::Queued);
+        }
+        assert_eq!(
+            ob.push_event(&reliable),
+            Push::Overflowed(Closed::OverflowWhileAway)
+        );
+        assert_eq!(
+            ob.resume(0, Arc::new(Notify::new())),
+            Err(ResumeGap::Closed)
+        );
+    }
+}

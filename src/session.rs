@@ -1,0 +1,721 @@
+//! The connection shell: one task per client connection, the same for every
+//! transport. It runs the handshake (Hello → Welcome or Error), verifies every
+//! inbound frame, enforces the frame, malformed-frame and request-rate limits,
+//! keeps the heartbeat, routes requests to their shards, and drains the
+//! session's outbox to the socket in batches.
+//!
+//! It never touches engine state: everything keyed goes to the owning shard
+//! as a message. Transports plug in through [`FrameReader`] / [`FrameWriter`].
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use huddle_schema::encode::{PresenceEntry, WelcomeFields};
+use huddle_schema::wire::{self, Body, ErrorCode, PresenceStatus};
+use huddle_schema::{verify_frame, Encoder, FrameError, PROTOCOL_VERSION};
+use tokio::sync::{oneshot, Notify};
+use tokio::time::{timeout, MissedTickBehavior};
+
+use crate::auth::Identity;
+use crate::engine::users::Command;
+use crate::engine::{SessionId, Status, UserId};
+use crate::gateway::Gateway;
+use crate::limits::TokenBucket;
+use crate::metrics::{metrics, TransportKind};
+use crate::outbox::{Closed, Outbox, OutboxLimits, Queued, Stop};
+use crate::shard::{ResumeFailure, ShardMsg};
+
+/// Most user ids one presence query may name.
+pub const MAX_PRESENCE_IDS: usize = 500;
+
+/// What a transport read produced.
+#[derive(Debug)]
+pub enum Inbound {
+    Frame(Bytes),
+    /// A frame over the size limit (its size when the transport knows it).
+    TooLarge(usize),
+    /// A WebSocket text message: the protocol is binary only.
+    NotBinary,
+    /// The client closed the connection cleanly.
+    Closed,
+    /// The connection broke.
+    Failed(String),
+}
+
+/// The receiving half of a transport. `recv` must be cancel-safe.
+pub trait FrameReader: Send {
+    fn recv(&mut self) -> impl Future<Output = Inbound> + Send;
+}
+
+/// The sending half of a transport.
+pub trait FrameWriter: Send {
+    /// Writes the frames in order and flushes.
+    fn send(&mut self, frames: &[Bytes]) -> impl Future<Output = io::Result<()>> + Send;
+    /// Sends a volatile frame outside the ordered stream (a QUIC datagram);
+    /// false when this transport cannot, so the caller sends it in order.
+    fn send_unordered(&mut self, frame: &Bytes) -> bool;
+    /// Closes gracefully, giving queued bytes a moment to leave.
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+thread_local! {
+    static ENCODER: RefCell<Encoder> = RefCell::new(Encoder::new());
+}
+
+/// Runs `f` with this thread's frame encoder (connection tasks share one per
+/// worker thread instead of holding a builder each).
+pub fn encode<R>(f: impl FnOnce(&mut Encoder) -> R) -> R {
+    ENCODER.with(|e| f(&mut e.borrow_mut()))
+}
+
+fn error_frame(
+    request_id: u64,
+    code: ErrorCode,
+    message: &str,
+    retryable: bool,
+    closing: bool,
+) -> Bytes {
+    metrics().error(code);
+    encode(|e| e.error(request_id, code, message, retryable, closing))
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How a connection ended, deciding what happens to its session.
+#[derive(Debug)]
+enum End {
+    /// Clean close by the client: the session ends.
+    ClientClosed,
+    /// The socket broke or went silent: the session waits for a resume.
+    Lost(String),
+    /// The gateway is shutting down: GoAway, then close; resumable elsewhere.
+    Shutdown,
+    /// Closed for a protocol violation or slowness: the session ends.
+    Refused(Bytes),
+    /// A newer connection resumed the session.
+    Superseded,
+    /// The session ended under us (resume window passed, shards stopping).
+    Ended,
+}
+
+/// The established session a connection drives.
+struct Attached {
+    session: SessionId,
+    user: UserId,
+    outbox: Arc<Outbox>,
+    generation: u64,
+    wake: Arc<Notify>,
+    datagrams: bool,
+}
+
+/// Serves one connection from its first byte to its close.
+pub async fn serve<R: FrameReader, W: FrameWriter>(
+    gw: Arc<Gateway>,
+    mut rd: R,
+    mut wr: W,
+    kind: TransportKind,
+) {
+    metrics().connection_opened(kind);
+    if let Some(attached) = handshake(&gw, &mut rd, &mut wr).await {
+        let end = run(&gw, &attached, &mut rd, &mut wr).await;
+        finish(&gw, &attached, end, &mut wr).await;
+    }
+    wr.close().await;
+    metrics().connection_closed(kind);
+}
+
+async fn refuse<W: FrameWriter>(wr: &mut W, request_id: u64, code: ErrorCode, message: &str) {
+    let frame = error_frame(request_id, code, message, false, true);
+    let _ = wr.send(&[frame]).await;
+}
+
+async fn handshake<R: FrameReader, W: FrameWriter>(
+    gw: &Arc<Gateway>,
+    rd: &mut R,
+    wr: &mut W,
+) -> Option<Attached> {
+    let cfg = &gw.config.session;
+    let first = match timeout(
+        Duration::from_millis(cfg.handshake_timeout_ms.into()),
+        rd.recv(),
+    )
+    .await
+    {
+        Ok(Inbound::Frame(bytes)) => bytes,
+        Ok(Inbound::TooLarge(n)) => {
+            let msg = format!(
+                "frame of {n} bytes exceeds the {}-byte limit",
+                cfg.max_frame_bytes
+            );
+            refuse(wr, 0, ErrorCode::FRAME_TOO_LARGE, &msg).await;
+            return None;
+        }
+        Ok(Inbound::NotBinary) => {
+            refuse(
+                wr,
+                0,
+                ErrorCode::MALFORMED_FRAME,
+                "text messages are not frames; send binary",
+            )
+            .await;
+            return None;
+        }
+        Ok(Inbound::Closed | Inbound::Failed(_)) => return None,
+        Err(_) => {
+            let msg = format!(
+                "no Hello within {} ms of connecting",
+                cfg.handshake_timeout_ms
+            );
+            refuse(wr, 0, ErrorCode::MALFORMED_FRAME, &msg).await;
+            return None;
+        }
+    };
+    let frame = match verify_frame(&first, cfg.max_frame_bytes as usize) {
+        Ok(f) => f,
+        Err(e) => {
+            metrics().frame_in(None);
+            refuse(wr, e.request_id(), e.code(), &e.to_string()).await;
+            return None;
+        }
+    };
+    metrics().frame_in(Some(frame.body_type()));
+    let request_id = frame.request_id();
+    let Some(hello) = frame.body_as_hello() else {
+        refuse(
+            wr,
+            request_id,
+            ErrorCode::MALFORMED_FRAME,
+            "the first frame must be Hello",
+        )
+        .await;
+        return None;
+    };
+    if hello.protocol_version() != PROTOCOL_VERSION {
+        let msg = format!(
+            "protocol version {} is not supported; this gateway speaks version {PROTOCOL_VERSION}",
+            hello.protocol_version()
+        );
+        refuse(wr, request_id, ErrorCode::UNSUPPORTED_VERSION, &msg).await;
+        return None;
+    }
+    let identity = match gw.auth.verify(hello.token()) {
+        Ok(id) => id,
+        Err(e) => {
+            refuse(wr, request_id, e.code(), &e.to_string()).await;
+            return None;
+        }
+    };
+    let datagrams = hello.datagrams();
+    let wake = Arc::new(Notify::new());
+    let home = gw.shards.of_user(&identity.user_id);
+    let (session, resume_token, outbox, generation, replayed, resumed) = match hello.resume() {
+        Some(resume) => {
+            let parsed = (
+                resume
+                    .session_id()
+                    .and_then(|s| u64::from_str_radix(s, 16).ok()),
+                resume
+                    .resume_token()
+                    .and_then(|s| u128::from_str_radix(s, 16).ok()),
+            );
+            let (Some(session), Some(token)) = parsed else {
+                refuse(
+                    wr,
+                    request_id,
+                    ErrorCode::RESUME_FAILED,
+                    "resume needs the session_id and resume_token from Welcome",
+                )
+                .await;
+                return None;
+            };
+            let (tx, rx) = oneshot::channel();
+            let msg = ShardMsg::Resume {
+                session,
+                user: identity.user_id.clone(),
+                resume_token: token,
+                last_seq: resume.last_seq(),
+                wake: wake.clone(),
+                reply: tx,
+            };
+            gw.shards.send(home, msg).await;
+            match rx.await {
+                Ok(Ok(r)) => (session, token, r.outbox, r.generation, r.replayed, true),
+                Ok(Err(failure)) => {
+                    let msg = match failure {
+                        ResumeFailure::Refused(r) => {
+                            format!("cannot resume: {r}; connect without resume and re-sync")
+                        }
+                        ResumeFailure::Gap(g) => format!(
+                            "cannot resume exactly: {g}; connect without resume and re-sync"
+                        ),
+                    };
+                    refuse(wr, request_id, ErrorCode::RESUME_FAILED, &msg).await;
+                    return None;
+                }
+                Err(_) => {
+                    refuse(
+                        wr,
+                        request_id,
+                        ErrorCode::INTERNAL,
+                        "shard unavailable (shutting down?)",
+                    )
+                    .await;
+                    return None;
+                }
+            }
+        }
+        None => {
+            let session = rand::random::<u64>() | 1;
+            let token = rand::random::<u128>();
+            let outbox = Arc::new(Outbox::new(gw.outbox_limits(), wake.clone()));
+            let msg = ShardMsg::Attach {
+                session,
+                user: identity.user_id.clone(),
+                resume_token: token,
+                outbox: outbox.clone(),
+            };
+            gw.shards.send(home, msg).await;
+            (session, token, outbox, 1, 0, false)
+        }
+    };
+    let welcome = welcome_frame(
+        gw,
+        request_id,
+        &identity,
+        session,
+        resume_token,
+        resumed,
+        replayed,
+    );
+    metrics().frame_out(Body::Welcome);
+    let attached = Attached {
+        session,
+        user: identity.user_id,
+        outbox,
+        generation,
+        wake,
+        datagrams,
+    };
+    if wr.send(&[welcome]).await.is_err() {
+        detach(gw, &attached, true).await;
+        return None;
+    }
+    Some(attached)
+}
+
+fn welcome_frame(
+    gw: &Gateway,
+    request_id: u64,
+    id: &Identity,
+    session: SessionId,
+    resume_token: u128,
+    resumed: bool,
+    replayed: u32,
+) -> Bytes {
+    let cfg = &gw.config.session;
+    let session_id = format!("{session:016x}");
+    let token = format!("{resume_token:032x}");
+    encode(|e| {
+        e.welcome(
+            request_id,
+            &WelcomeFields {
+                session_id: &session_id,
+                user_id: &id.user_id,
+                username: &id.username,
+                display_name: &id.display_name,
+                roles: &id.roles,
+                resume_token: &token,
+                heartbeat_ms: cfg.heartbeat_ms,
+                heartbeat_timeout_ms: cfg.heartbeat_timeout_ms,
+                server_time_ms: unix_ms(),
+                resumed,
+                replayed,
+                max_frame_bytes: cfg.max_frame_bytes,
+                resume_window_ms: cfg.resume_window_ms,
+            },
+        )
+    })
+}
+
+/// Per-connection loop state.
+struct Conn<'a> {
+    gw: &'a Arc<Gateway>,
+    at: &'a Attached,
+    bucket: TokenBucket,
+    malformed: u32,
+    last_in: Instant,
+    last_out: Instant,
+}
+
+async fn run<R: FrameReader, W: FrameWriter>(
+    gw: &Arc<Gateway>,
+    at: &Attached,
+    rd: &mut R,
+    wr: &mut W,
+) -> End {
+    let cfg = &gw.config.session;
+    let heartbeat = Duration::from_millis(cfg.heartbeat_ms.into());
+    let silence = Duration::from_millis(cfg.heartbeat_timeout_ms.into());
+    let now = Instant::now();
+    let mut conn = Conn {
+        gw,
+        at,
+        bucket: TokenBucket::new(cfg.rate_per_s, cfg.rate_burst, now),
+        malformed: 0,
+        last_in: now,
+        last_out: now,
+    };
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + heartbeat.min(silence / 3),
+        heartbeat.min(silence / 3),
+    );
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = gw.shutdown.cancelled() => return End::Shutdown,
+            _ = at.wake.notified() => {
+                if let Err(end) = drain(&mut conn, wr).await {
+                    return end;
+                }
+            }
+            inbound = rd.recv() => {
+                conn.last_in = Instant::now();
+                if let Some(end) = conn.inbound(inbound) {
+                    return end;
+                }
+            }
+            _ = tick.tick() => {
+                if conn.last_in.elapsed() >= silence {
+                    return End::Lost(format!("silent for {} ms", silence.as_millis()));
+                }
+                if conn.last_out.elapsed() >= heartbeat {
+                    let ping = encode(|e| e.ping(0, 0, unix_ms()));
+                    at.outbox.push_reply(ping, Body::Ping);
+                }
+                if let Err(end) = drain(&mut conn, wr).await {
+                    return end;
+                }
+            }
+        }
+    }
+}
+
+/// Writes everything the outbox holds, batch by batch.
+async fn drain<W: FrameWriter>(conn: &mut Conn<'_>, wr: &mut W) -> Result<(), End> {
+    let batch_size = conn.gw.config.session.write_batch;
+    let mut batch: Vec<Queued> = Vec::new();
+    let mut wire: Vec<Bytes> = Vec::new();
+    loop {
+        batch.clear();
+        wire.clear();
+        if let Err(stop) = conn
+            .at
+            .outbox
+            .take_batch(conn.at.generation, batch_size, &mut batch)
+        {
+            return Err(match stop {
+                Stop::Superseded => End::Superseded,
+                Stop::Closed(Closed::SlowConsumer) => End::Refused(error_frame(
+                    0,
+                    ErrorCode::SLOW_CONSUMER,
+                    "the client did not read its events fast enough; reconnect and re-sync",
+                    true,
+                    true,
+                )),
+                Stop::Closed(_) => End::Ended,
+            });
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for frame in &batch {
+            metrics().frame_out(frame.body);
+            if frame.volatile && conn.at.datagrams && wr.send_unordered(&frame.bytes) {
+                continue;
+            }
+            wire.push(frame.wire_bytes());
+        }
+        if !wire.is_empty() {
+            if let Err(e) = wr.send(&wire).await {
+                return Err(End::Lost(e.to_string()));
+            }
+        }
+        conn.last_out = Instant::now();
+    }
+}
+
+impl Conn<'_> {
+    fn reply(&self, bytes: Bytes, body: Body) {
+        self.at.outbox.push_reply(bytes, body);
+    }
+
+    fn error(&self, request_id: u64, code: ErrorCode, message: &str, retryable: bool) {
+        self.reply(
+            error_frame(request_id, code, message, retryable, false),
+            Body::Error,
+        );
+    }
+
+    /// Counts a malformed frame; the last one allowed closes the connection.
+    fn malformed(&mut self, request_id: u64, code: ErrorCode, message: &str) -> Option<End> {
+        self.malformed += 1;
+        let max = self.gw.config.session.max_malformed;
+        if self.malformed >= max {
+            let msg = format!("{message} ({max} malformed frames: closing)");
+            return Some(End::Refused(error_frame(
+                request_id, code, &msg, false, true,
+            )));
+        }
+        self.error(request_id, code, message, false);
+        None
+    }
+
+    fn inbound(&mut self, inbound: Inbound) -> Option<End> {
+        let bytes = match inbound {
+            Inbound::Frame(b) => b,
+            Inbound::TooLarge(n) => {
+                let msg = format!(
+                    "frame of {n} bytes exceeds the {}-byte limit",
+                    self.gw.config.session.max_frame_bytes
+                );
+                return Some(End::Refused(error_frame(
+                    0,
+                    ErrorCode::FRAME_TOO_LARGE,
+                    &msg,
+                    false,
+                    true,
+                )));
+            }
+            Inbound::NotBinary => {
+                metrics().frame_in(None);
+                return self.malformed(
+                    0,
+                    ErrorCode::MALFORMED_FRAME,
+                    "text messages are not frames; send binary",
+                );
+            }
+            Inbound::Closed => return Some(End::ClientClosed),
+            Inbound::Failed(e) => return Some(End::Lost(e)),
+        };
+        let frame = match verify_frame(&bytes, self.gw.config.session.max_frame_bytes as usize) {
+            Ok(f) => f,
+            Err(e @ FrameError::UnsupportedVersion { .. }) => {
+                metrics().frame_in(None);
+                self.error(e.request_id(), e.code(), &e.to_string(), false);
+                return None;
+            }
+            Err(e) => {
+                metrics().frame_in(None);
+                return self.malformed(e.request_id(), e.code(), &e.to_string());
+            }
+        };
+        let body = frame.body_type();
+        metrics().frame_in(Some(body));
+        let request_id = frame.request_id();
+        match body {
+            Body::Ping => {
+                if let Some(ping) = frame.body_as_ping() {
+                    self.at.outbox.ack(ping.ack_seq());
+                }
+                self.reply(encode(|e| e.pong(0, unix_ms())), Body::Pong);
+                None
+            }
+            Body::Pong => None,
+            Body::EchoRequest | Body::PresenceQuery => {
+                if request_id == 0 {
+                    let msg = format!(
+                        "{} needs a non-zero request_id",
+                        body.variant_name().unwrap_or("request")
+                    );
+                    return self.malformed(0, ErrorCode::MALFORMED_FRAME, &msg);
+                }
+                if !self.bucket.try_take(Instant::now()) {
+                    let cfg = &self.gw.config.session;
+                    let msg = format!(
+                        "more than {} requests/s (burst {}) on this connection; slow down and retry",
+                        cfg.rate_per_s, cfg.rate_burst
+                    );
+                    self.error(request_id, ErrorCode::RATE_LIMITED, &msg, true);
+                    return None;
+                }
+                if let Some(echo) = frame.body_as_echo_request() {
+                    self.echo(request_id, echo);
+                } else if let Some(query) = frame.body_as_presence_query() {
+                    self.presence(request_id, query);
+                }
+                None
+            }
+            Body::Hello => self.malformed(
+                request_id,
+                ErrorCode::MALFORMED_FRAME,
+                "Hello after the handshake",
+            ),
+            other => {
+                let msg = format!(
+                    "{} is a server-to-client frame",
+                    other.variant_name().unwrap_or("this body")
+                );
+                self.malformed(request_id, ErrorCode::MALFORMED_FRAME, &msg)
+            }
+        }
+    }
+
+    fn busy(&self, request_id: u64, shard: usize) {
+        let msg = format!("shard {shard} is saturated; retry shortly");
+        self.error(request_id, ErrorCode::RATE_LIMITED, &msg, true);
+    }
+
+    fn echo(&mut self, request_id: u64, echo: wire::EchoRequest<'_>) {
+        let to_user: Option<UserId> = echo.to_user().filter(|u| !u.is_empty()).map(UserId::from);
+        let shards = &self.gw.shards;
+        let shard = match &to_user {
+            Some(u) => shards.of_user(u),
+            None => shards.of_session(self.at.session),
+        };
+        let cmd = Command::Echo {
+            request_id,
+            from_user: self.at.user.clone(),
+            to_user,
+            payload: echo
+                .payload()
+                .map(|p| p.bytes().to_vec())
+                .unwrap_or_default(),
+            volatile: echo.volatile(),
+        };
+        let msg = ShardMsg::Request {
+            cmd,
+            reply_to: self.at.outbox.clone(),
+        };
+        if shards.try_send(shard, msg).is_err() {
+            self.busy(request_id, shard);
+        }
+    }
+
+    fn presence(&mut self, request_id: u64, query: wire::PresenceQuery<'_>) {
+        let ids: Vec<UserId> = query
+            .user_ids()
+            .map(|v| v.iter().map(UserId::from).collect())
+            .unwrap_or_default();
+        if ids.len() > MAX_PRESENCE_IDS {
+            let msg = format!(
+                "{} user ids asked; at most {MAX_PRESENCE_IDS} per query",
+                ids.len()
+            );
+            self.error(request_id, ErrorCode::INVALID_ARGUMENT, &msg, false);
+            return;
+        }
+        let shards = &self.gw.shards;
+        let mut by_shard: Vec<Vec<UserId>> = vec![Vec::new(); shards.count()];
+        for id in &ids {
+            by_shard[shards.of_user(id)].push(id.clone());
+        }
+        let mut pending = Vec::new();
+        for (shard, user_ids) in by_shard.into_iter().enumerate() {
+            if user_ids.is_empty() {
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            if shards
+                .try_send(
+                    shard,
+                    ShardMsg::Lookup {
+                        user_ids,
+                        reply: tx,
+                    },
+                )
+                .is_err()
+            {
+                self.busy(request_id, shard);
+                return;
+            }
+            pending.push(rx);
+        }
+        let outbox = self.at.outbox.clone();
+        tokio::spawn(async move {
+            let mut rows = std::collections::HashMap::new();
+            for rx in pending {
+                for p in rx.await.unwrap_or_default() {
+                    rows.insert(p.user_id.clone(), p);
+                }
+            }
+            let entries: Vec<PresenceEntry> = ids
+                .iter()
+                .map(|id| {
+                    let p = rows.get(id);
+                    PresenceEntry {
+                        user_id: id.to_string(),
+                        status: match p.map(|p| p.status) {
+                            Some(Status::Online) => PresenceStatus::ONLINE,
+                            _ => PresenceStatus::OFFLINE,
+                        },
+                        connections: p.map_or(0, |p| p.connections),
+                        last_active_ms: p.map_or(0, |p| p.last_active_ms),
+                    }
+                })
+                .collect();
+            let bytes = encode(|e| e.presence_list(request_id, &entries));
+            outbox.push_reply(bytes, Body::PresenceList);
+        });
+    }
+}
+
+async fn detach(gw: &Gateway, at: &Attached, resumable: bool) {
+    if at.outbox.detach(at.generation) {
+        let msg = ShardMsg::Detach {
+            session: at.session,
+            resumable,
+        };
+        gw.shards.send(gw.shards.of_user(&at.user), msg).await;
+    }
+}
+
+async fn finish<W: FrameWriter>(gw: &Arc<Gateway>, at: &Attached, end: End, wr: &mut W) {
+    match end {
+        End::ClientClosed => detach(gw, at, false).await,
+        End::Lost(reason) => {
+            tracing::debug!(session = at.session, %reason, "connection lost; session resumable");
+            detach(gw, at, true).await
+        }
+        End::Shutdown => {
+            // Flush what is owed, then tell the client where it stands.
+            let mut batch = Vec::new();
+            let mut wire = Vec::new();
+            while at.outbox.take_batch(at.generation, 256, &mut batch).is_ok() && !batch.is_empty()
+            {
+                wire.extend(batch.drain(..).map(|f| f.wire_bytes()));
+            }
+            let cfg = &gw.config.server;
+            wire.push(encode(|e| {
+                e.go_away("server shutting down", cfg.goaway_reconnect_ms)
+            }));
+            metrics().frame_out(Body::GoAway);
+            let _ = wr.send(&wire).await;
+            detach(gw, at, true).await;
+        }
+        End::Refused(frame) => {
+            let _ = wr.send(&[frame]).await;
+            detach(gw, at, false).await;
+        }
+        End::Superseded | End::Ended => {}
+    }
+}
+
+impl Gateway {
+    pub(crate) fn outbox_limits(&self) -> OutboxLimits {
+        let s = &self.config.session;
+        OutboxLimits {
+            capacity: s.outbound_queue,
+            volatile_shed_at: s.volatile_shed_at,
+            replay: s.replay_buffer,
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The shard runtime: one OS thread per shard (pinned to a core when asked),
+//! each owning its engines' state outright, fed by a bounded crossbeam
+//! mailbox, and carrying out the effects its engines return.
+//!
+//! This is the thin shell around the sans-IO engines: it reads the clock,
+//! encodes each event once (one `Bytes` for every recipient), pushes frames
+//! into session outboxes, and answers internal requests over oneshots. It
+//! never blocks on a client: outbox pushes are non-blocking and bounded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use huddle_schema::wire::Body;
+use huddle_schema::Encoder;
+use tokio::sync::{oneshot, Notify};
+
+use crate::engine::users::{self, Users};
+use crate::engine::{
+    shard_of, Effect, Event, Now, Presence, Reply, ResumeRefusal, SessionId, UserId,
+};
+use crate::metrics::metrics;
+use crate::outbox::{Closed, Outbox, Push, ResumeGap};
+
+/// Why a resume failed, for the RESUME_FAILED message.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeFailure {
+    #[error("{0}")]
+    Refused(#[from] ResumeRefusal),
+    #[error("{0}")]
+    Gap(#[from] ResumeGap),
+}
+
+/// A successful resume: the session's outbox, the new connection's
+/// generation, and how many events will be replayed.
+pub struct Resumed {
+    pub outbox: Arc<Outbox>,
+    pub generation: u64,
+    pub replayed: u32,
+}
+
+/// Messages a shard accepts.
+pub enum ShardMsg {
+    /// A new session of a user this shard owns.
+    Attach {
+        session: SessionId,
+        user: UserId,
+        resume_token: u128,
+        outbox: Arc<Outbox>,
+    },
+    Resume {
+        session: SessionId,
+        user: UserId,
+        resume_token: u128,
+        last_seq: u64,
+        wake: Arc<Notify>,
+        reply: oneshot::Sender<Result<Resumed, ResumeFailure>>,
+    },
+    Detach {
+        session: SessionId,
+        resumable: bool,
+    },
+    /// A client request; the reply goes to `reply_to`.
+    Request {
+        cmd: users::Command,
+        reply_to: Arc<Outbox>,
+    },
+    Lookup {
+        user_ids: Vec<UserId>,
+        reply: oneshot::Sender<Vec<Presence>>,
+    },
+}
+
+struct Envelope {
+    msg: ShardMsg,
+    sent_at: Instant,
+}
+
+/// Handles to every shard's mailbox. Cloned freely.
+#[derive(Clone)]
+pub struct Shards {
+    mailboxes: Arc<[Sender<Envelope>]>,
+}
+
+/// The threads behind [`Shards`]; joined at shutdown.
+pub struct ShardThreads {
+    joins: Vec<JoinHandle<()>>,
+}
+
+/// The mailbox was full; the message comes back.
+pub struct Busy(pub ShardMsg);
+
+impl Shards {
+    /// Starts `count` shard threads.
+    pub fn start(
+        count: usize,
+        mailbox: usize,
+        pin: bool,
+        resume_window: Duration,
+    ) -> (Shards, ShardThreads) {
+        let cores = if pin {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut senders = Vec::with_capacity(count);
+        let mut joins = Vec::with_capacity(count);
+        for index in 0..count {
+            let (tx, rx) = bounded(mailbox);
+            senders.push(tx);
+            let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+            let join = std::thread::Builder::new()
+                .name(format!("huddle-shard-{index}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    ShardLoop::new(index, resume_window, rx).run();
+                })
+                .expect("spawning a shard thread at start-up");
+            joins.push(join);
+        }
+        (
+            Shards {
+                mailboxes: senders.into(),
+            },
+            ShardThreads { joins },
+        )
+    }
+
+    pub fn count(&self) -> usize {
+        self.mailboxes.len()
+    }
+
+    /// The shard that owns `user`.
+    pub fn of_user(&self, user: &str) -> usize {
+        shard_of(user.as_bytes(), self.count())
+    }
+
+    /// The shard that serves requests not tied to a key (echo) for `session`.
+    pub fn of_session(&self, session: SessionId) -> usize {
+        shard_of(&session.to_le_bytes(), self.count())
+    }
+
+    /// Sends without waiting; a full mailbox hands the message back.
+    pub fn try_send(&self, shard: usize, msg: ShardMsg) -> Result<(), Busy> {
+        let env = Envelope {
+            msg,
+            sent_at: Instant::now(),
+        };
+        match self.mailboxes[shard].try_send(env) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(env)) | Err(TrySendError::Disconnected(env)) => {
+                Err(Busy(env.msg))
+            }
+        }
+    }
+
+    /// Sends session control that must not be lost, waiting (off the async
+    /// workers) for room when the mailbox is full.
+    pub async fn send(&self, shard: usize, msg: ShardMsg) {
+        if let Err(Busy(msg)) = self.try_send(shard, msg) {
+            let tx = self.mailboxes[shard].clone();
+            let env = Envelope {
+                msg,
+                sent_at: Instant::now(),
+            };
+            let _ = tokio::task::spawn_blocking(move || tx.send(env)).await;
+        }
+    }
+}
+
+impl ShardThreads {
+    /// Waits for every shard to finish (after every [`Shards`] handle is dropped).
+    pub fn join(self) {
+        for j in self.joins {
+            let _ = j.join();
+        }
+    }
+}
+
+fn now() -> Now {
+    Now {
+        mono: Instant::now(),
+        unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    }
+}
+
+/// One shard's loop state.
+struct ShardLoop {
+    index: usize,
+    rx: Receiver<Envelope>,
+    users: Users,
+    /// Outboxes of the sessions whose users this shard owns.
+    outboxes: HashMap<SessionId, Arc<Outbox>>,
+    encoder: Encoder,
+    effects: Vec<Effect>,
+}
+
+impl ShardLoop {
+    fn new(index: usize, resume_window: Duration, rx: Receiver<Envelope>) -> Self {
+        Self {
+            index,
+            rx,
+            users: Users::new(index as u16, resume_window),
+            outboxes: HashMap::new(),
+            encoder: Encoder::new(),
+            effects: Vec::new(),
+        }
+    }
+
+    fn run(mut self) {
+        let (lag, handled) = metrics().shard_series(self.index);
+        loop {
+            let received = match self.users.poll_timeout() {
+                Some(deadline) => self.rx.recv_deadline(deadline),
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match received {
+                Ok(env) => {
+                    lag.set(env.sent_at.elapsed().as_secs_f64());
+                    handled.inc();
+                    self.handle(env.msg);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.users.handle_timeout(now(), &mut self.effects);
+                    self.apply(None);
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        for outbox in self.outboxes.values() {
+            outbox.close(Closed::Ended);
+        }
+    }
+
+    fn handle(&mut self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Attach {
+                session,
+                user,
+                resume_token,
+                outbox,
+            } => {
+                self.outboxes.insert(session, outbox);
+                let cmd = users::Command::Attach {
+                    session,
+                    user,
+                    resume_token,
+                };
+                self.users.handle(now(), cmd, &mut self.effects);
+                self.apply(None);
+            }
+            ShardMsg::Resume {
+                session,
+                user,
+                resume_token,
+                last_seq,
+                wake,
+                reply,
+            } => {
+                let cmd = users::Command::Resume {
+                    session,
+                    user,
+                    resume_token,
+                };
+                self.users.handle(now(), cmd, &mut self.effects);
+                let accepted = self
+                    .effects
+                    .iter()
+                    .any(|e| matches!(e, Effect::ResumeAccepted { .. }));
+                let refused = self.effects.iter().find_map(|e| match e {
+                    Effect::ResumeRefused { reason, .. } => Some(*reason),
+                    _ => None,
+                });
+                self.effects.clear();
+                let result = match (accepted, refused, self.outboxes.get(&session)) {
+                    (true, _, Some(outbox)) => match outbox.resume(last_seq, wake) {
+                        Ok((replayed, generation)) => {
+                            metrics().sessions_resumed.inc();
+                            Ok(Resumed {
+                                outbox: outbox.clone(),
+                                generation,
+                                replayed,
+                            })
+                        }
+                        Err(gap) => {
+                            // An inexact resume is no resume: end the session.
+                            let cmd = users::Command::Detach {
+                                session,
+                                resumable: false,
+                            };
+                            self.users.handle(now(), cmd, &mut self.effects);
+                            self.apply(None);
+                            Err(ResumeFailure::Gap(gap))
+                        }
+                    },
+                    (_, Some(reason), _) => Err(ResumeFailure::Refused(reason)),
+                    _ => Err(ResumeFailure::Refused(ResumeRefusal::UnknownSession)),
+                };
+                let _ = reply.send(result);
+            }
+            ShardMsg::Detach { session, resumable } => {
+                let cmd = users::Command::Detach { session, resumable };
+                self.users.handle(now(), cmd, &mut self.effects);
+                self.apply(None);
+            }
+            ShardMsg::Request { cmd, reply_to } => {
+                self.users.handle(now(), cmd, &mut self.effects);
+                self.apply(Some(&reply_to));
+            }
+            ShardMsg::Lookup { user_ids, reply } => {
+                self.users.handle(
+                    now(),
+                    users::Command::Lookup { user_ids },
+                    &mut self.effects,
+                );
+                for effect in self.effects.drain(..) {
+                    if let Effect::Presence(rows) = effect {
+                        let _ = reply.send(rows);
+                        break;
+                    }
+                }
+                self.effects.clear();
+            }
+        }
+    }
+
+    /// Carries out the effects the engines produced.
+    fn apply(&mut self, reply_to: Option<&Arc<Outbox>>) {
+        let mut ended = Vec::new();
+        for effect in self.effects.drain(..) {
+            match effect {
+                Effect::Reply { request_id, reply } => {
+                    if let Some(outbox) = reply_to {
+                        let Reply::Echo {
+                            payload,
+                            shard,
+                            delivered,
+                        } = reply;
+                        let bytes = self
+                            .encoder
+                            .echo_reply(request_id, &payload, shard, delivered);
+                        outbox.push_reply(bytes, Body::EchoReply);
+                    }
+                }
+                Effect::Deliver {
+                    sessions,
+                    event,
+                    reliable,
+                } => {
+                    let frame = match &event {
+                        Event::Echo { from_user, payload } => {
+                            self.encoder.echo_event(from_user, payload, reliable)
+                        }
+                    };
+                    for session in sessions {
+                        if let Some(outbox) = self.outboxes.get(&session) {
+                            if let Push::Overflowed(Closed::OverflowWhileAway) =
+                                outbox.push_event(&frame)
+                            {
+                                ended.push(session);
+                            }
+                        }
+                    }
+                }
+                Effect::SessionEnded { session } => {
+                    if let Some(outbox) = self.outboxes.remove(&session) {
+                        outbox.close(Closed::Ended);
+                    }
+                }
+                Effect::Domain(event) => {
+                    tracing::debug!(shard = self.index, ?event, "domain event")
+                }
+                Effect::Presence(_)
+                | Effect::ResumeAccepted { .. }
+                | Effect::ResumeRefused { .. } => {}
+            }
+        }
+        // Sessions whose held events overflowed while the client was away
+        // can never resume exactly: end them now.
+        for session in ended {
+            let cmd = users::Command::Detach {
+                session,
+                resumable: false,
+            };
+            self.users.handle(now(), cmd, &mut self.effects);
+            self.apply(None);
+        }
+    }
+}

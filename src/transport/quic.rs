@@ -1,0 +1,129 @@
+//! QUIC transport (ALPN `huddle/1`): the client's first bidirectional stream
+//! is the control stream of length-prefixed frames (4-byte big-endian length);
+//! volatile events go out as QUIC datagrams when the client accepts them and
+//! they fit.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec, LengthDelimitedCodecError};
+
+use crate::gateway::Gateway;
+use crate::metrics::{metrics, TransportKind};
+use crate::session::{serve, FrameReader, FrameWriter, Inbound};
+
+pub struct QuicReader {
+    conn: Connection,
+    inner: FramedRead<RecvStream, LengthDelimitedCodec>,
+}
+
+pub struct QuicWriter {
+    conn: Connection,
+    inner: FramedWrite<SendStream, LengthDelimitedCodec>,
+}
+
+fn codec(max_frame: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .big_endian()
+        .max_frame_length(max_frame)
+        .new_codec()
+}
+
+impl QuicReader {
+    fn ended(&self) -> Inbound {
+        match self.conn.close_reason() {
+            None
+            | Some(ConnectionError::ApplicationClosed(_))
+            | Some(ConnectionError::LocallyClosed) => Inbound::Closed,
+            Some(e) => Inbound::Failed(e.to_string()),
+        }
+    }
+}
+
+impl FrameReader for QuicReader {
+    async fn recv(&mut self) -> Inbound {
+        match self.inner.next().await {
+            Some(Ok(frame)) => Inbound::Frame(frame.freeze()),
+            None => self.ended(),
+            Some(Err(e)) => {
+                if e.get_ref()
+                    .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>())
+                {
+                    Inbound::TooLarge(0)
+                } else if self.conn.close_reason().is_some() {
+                    self.ended()
+                } else {
+                    Inbound::Failed(e.to_string())
+                }
+            }
+        }
+    }
+}
+
+impl FrameWriter for QuicWriter {
+    async fn send(&mut self, frames: &[Bytes]) -> io::Result<()> {
+        for f in frames {
+            self.inner.feed(f.clone()).await?;
+        }
+        SinkExt::<Bytes>::flush(&mut self.inner).await
+    }
+
+    fn send_unordered(&mut self, frame: &Bytes) -> bool {
+        match self.conn.max_datagram_size() {
+            Some(max) if frame.len() <= max => self.conn.send_datagram(frame.clone()).is_ok(),
+            _ => false,
+        }
+    }
+
+    async fn close(&mut self) {
+        let _ = self.inner.get_mut().finish();
+        // Give the peer a moment to receive what is in flight: closing a
+        // QUIC connection discards unacknowledged stream data.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.get_mut().stopped()).await;
+        self.conn.close(0u32.into(), b"bye");
+    }
+}
+
+async fn serve_connection(gw: Arc<Gateway>, incoming: quinn::Incoming) {
+    let cfg = &gw.config.session;
+    let handshake = Duration::from_millis(cfg.handshake_timeout_ms.into());
+    let setup = async {
+        let conn = incoming.await.ok()?;
+        let (send, recv) = conn.accept_bi().await.ok()?;
+        Some((conn, send, recv))
+    };
+    let Ok(Some((conn, send, recv))) = tokio::time::timeout(handshake, setup).await else {
+        return;
+    };
+    let max = cfg.max_frame_bytes as usize;
+    let reader = QuicReader {
+        conn: conn.clone(),
+        inner: FramedRead::with_capacity(recv, codec(max), 1024),
+    };
+    let writer = QuicWriter {
+        conn,
+        inner: FramedWrite::new(send, codec(max)),
+    };
+    serve(gw, reader, writer, TransportKind::Quic).await;
+}
+
+/// Accepts QUIC connections until shutdown.
+pub async fn accept_loop(gw: Arc<Gateway>, endpoint: Endpoint) {
+    loop {
+        let incoming = tokio::select! {
+            _ = gw.stop_accepting.cancelled() => break,
+            i = endpoint.accept() => i,
+        };
+        let Some(incoming) = incoming else { break };
+        if metrics().open_connections() >= gw.config.server.max_connections as i64 {
+            incoming.refuse();
+            continue;
+        }
+        gw.tracker.spawn(serve_connection(gw.clone(), incoming));
+    }
+}
