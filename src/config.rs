@@ -284,6 +284,18 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/huddle.example.toml");
+        let example = Config::load(Some(&path)).unwrap();
+        let defaults = Config::default();
+        assert_eq!(
+            toml::to_string(&example).unwrap(),
+            toml::to_string(&defaults).unwrap(),
+            "deploy/huddle.example.toml must document the embedded defaults"
+        );
+    }
+
+    #[test]
     fn public_bind_without_keys_is_refused() {
         let mut c = Config::default();
         c.server.ws_addr = "0.0.0.0:7350".parse().unwrap();

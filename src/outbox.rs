@@ -308,8 +308,14 @@ impl Outbox {
         st.wake.notify_one();
     }
 
-    pub fn closed(&self) -> Option<Closed> {
-        self.state.lock().closed
+    /// Whether the connection of `generation` may keep draining.
+    pub fn check(&self, generation: u64) -> Result<(), Stop> {
+        let st = self.state.lock();
+        match st.closed {
+            Some(reason) => Err(Stop::Closed(reason)),
+            None if st.generation != generation => Err(Stop::Superseded),
+            None => Ok(()),
+        }
     }
 
     /// Frames waiting to be written.

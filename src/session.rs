@@ -132,9 +132,13 @@ pub async fn serve<R: FrameReader, W: FrameWriter>(
     metrics().connection_closed(kind);
 }
 
+/// How long a last frame (an error, GoAway) may take to leave before the
+/// connection is closed anyway.
+const FINAL_WRITE: Duration = Duration::from_secs(2);
+
 async fn refuse<W: FrameWriter>(wr: &mut W, request_id: u64, code: ErrorCode, message: &str) {
     let frame = error_frame(request_id, code, message, false, true);
-    let _ = wr.send(&[frame]).await;
+    let _ = timeout(FINAL_WRITE, wr.send(&[frame])).await;
 }
 
 async fn handshake<R: FrameReader, W: FrameWriter>(
@@ -304,7 +308,8 @@ async fn handshake<R: FrameReader, W: FrameWriter>(
         wake,
         datagrams,
     };
-    if wr.send(&[welcome]).await.is_err() {
+    let handshake_limit = Duration::from_millis(cfg.handshake_timeout_ms.into());
+    if !matches!(timeout(handshake_limit, wr.send(&[welcome])).await, Ok(Ok(()))) {
         detach(gw, &attached, true).await;
         return None;
     }
@@ -409,44 +414,61 @@ async fn run<R: FrameReader, W: FrameWriter>(
     }
 }
 
-/// Writes everything the outbox holds, batch by batch.
+fn stopped(stop: Stop) -> End {
+    match stop {
+        Stop::Superseded => End::Superseded,
+        Stop::Closed(Closed::SlowConsumer) => End::Refused(error_frame(
+            0,
+            ErrorCode::SLOW_CONSUMER,
+            "the client did not read its events fast enough; reconnect and re-sync",
+            true,
+            true,
+        )),
+        Stop::Closed(_) => End::Ended,
+    }
+}
+
+/// Writes everything the outbox holds, batch by batch. A write the client
+/// does not take within the heartbeat timeout, or an outbox closed under a
+/// blocked write (slow consumer), ends the connection instead of waiting.
 async fn drain<W: FrameWriter>(conn: &mut Conn<'_>, wr: &mut W) -> Result<(), End> {
-    let batch_size = conn.gw.config.session.write_batch;
+    let cfg = &conn.gw.config.session;
+    let stall = Duration::from_millis(cfg.heartbeat_timeout_ms.into());
     let mut batch: Vec<Queued> = Vec::new();
     let mut wire: Vec<Bytes> = Vec::new();
     loop {
         batch.clear();
         wire.clear();
-        if let Err(stop) = conn
-            .at
-            .outbox
-            .take_batch(conn.at.generation, batch_size, &mut batch)
-        {
-            return Err(match stop {
-                Stop::Superseded => End::Superseded,
-                Stop::Closed(Closed::SlowConsumer) => End::Refused(error_frame(
-                    0,
-                    ErrorCode::SLOW_CONSUMER,
-                    "the client did not read its events fast enough; reconnect and re-sync",
-                    true,
-                    true,
-                )),
-                Stop::Closed(_) => End::Ended,
-            });
-        }
+        let at = conn.at;
+        at.outbox
+            .take_batch(at.generation, cfg.write_batch, &mut batch)
+            .map_err(stopped)?;
         if batch.is_empty() {
             return Ok(());
         }
         for frame in &batch {
             metrics().frame_out(frame.body);
-            if frame.volatile && conn.at.datagrams && wr.send_unordered(&frame.bytes) {
+            if frame.volatile && at.datagrams && wr.send_unordered(&frame.bytes) {
                 continue;
             }
             wire.push(frame.wire_bytes());
         }
         if !wire.is_empty() {
-            if let Err(e) = wr.send(&wire).await {
-                return Err(End::Lost(e.to_string()));
+            let send = wr.send(&wire);
+            tokio::pin!(send);
+            let deadline = tokio::time::sleep(stall);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    sent = &mut send => {
+                        sent.map_err(|e| End::Lost(e.to_string()))?;
+                        break;
+                    }
+                    _ = at.wake.notified() => at.outbox.check(at.generation).map_err(stopped)?,
+                    _ = &mut deadline => {
+                        return Err(End::Lost(format!("client took no data for {} ms", stall.as_millis())));
+                    }
+                }
             }
         }
         conn.last_out = Instant::now();
@@ -698,11 +720,11 @@ async fn finish<W: FrameWriter>(gw: &Arc<Gateway>, at: &Attached, end: End, wr: 
                 e.go_away("server shutting down", cfg.goaway_reconnect_ms)
             }));
             metrics().frame_out(Body::GoAway);
-            let _ = wr.send(&wire).await;
+            let _ = timeout(FINAL_WRITE, wr.send(&wire)).await;
             detach(gw, at, true).await;
         }
         End::Refused(frame) => {
-            let _ = wr.send(&[frame]).await;
+            let _ = timeout(FINAL_WRITE, wr.send(&[frame])).await;
             detach(gw, at, false).await;
         }
         End::Superseded | End::Ended => {}

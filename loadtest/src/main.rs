@@ -1,1 +1,145 @@
-fn main() {}
+//! `huddle-loadtest`: drives a Huddle gateway over WebSocket or QUIC and prints
+//! one JSON report on stdout, in the shape of the baseline Socket.IO load
+//! generator's report (`/work/shared/baseline/README.md`); a human summary
+//! goes to stderr.
+//!
+//! It takes the baseline's flags (`--scenario --clients --room-size
+//! --interval-ms --duration-s --hold-s --concurrency --source-ips --server-pid
+//! --threads`) plus `--url ws://HOST:PORT` or `quic://HOST:PORT` and the
+//! key/trust flags of a Huddle deployment (`--jwt-secret`, `--data-dir`,
+//! `--ca-cert`, `--insecure`).
+//!
+//! # Layout
+//! - [`sys`]: the file limit, source addresses, `/proc` sampling.
+//! - [`setup`]: what every scenario shares: tokens, TLS trust, one
+//!   connection's handshake and heartbeats, the setup phase's counters.
+//! - [`report`]: the JSON report and the stderr summary.
+//! - [`scenario`]: the scenarios, one module each.
+
+mod report;
+mod scenario;
+mod setup;
+mod sys;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{value_parser, Parser, ValueEnum};
+use serde::Serialize;
+
+/// The load patterns this generator knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Scenario {
+    /// Rooms of --room-size clients; each client sends a chat message every --interval-ms.
+    ChatFanout,
+    /// Open --clients connections as fast as --concurrency allows, then hold them --hold-s seconds.
+    ConnectStorm,
+}
+
+impl Scenario {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::ChatFanout => "chat-fanout",
+            Self::ConnectStorm => "connect-storm",
+        }
+    }
+}
+
+/// Command-line flags; serialized (less the secret) as the report's `params`.
+#[derive(Debug, Parser, Serialize)]
+#[command(version, about)]
+pub(crate) struct Args {
+    #[arg(long, value_enum, default_value = "chat-fanout")]
+    pub(crate) scenario: Scenario,
+    /// Gateway address: ws://HOST:PORT (wss:// with TLS) or quic://HOST:PORT.
+    #[arg(long, default_value = "ws://127.0.0.1:7350")]
+    pub(crate) url: String,
+    /// Number of client connections.
+    #[arg(long, default_value_t = 1000, value_parser = value_parser!(u32).range(1..))]
+    pub(crate) clients: u32,
+    /// chat-fanout: clients per room.
+    #[arg(long, default_value_t = 10, value_parser = value_parser!(u32).range(1..))]
+    pub(crate) room_size: u32,
+    /// chat-fanout: each client sends one message per interval.
+    #[arg(long, default_value_t = 1000, value_parser = value_parser!(u64).range(1..))]
+    pub(crate) interval_ms: u64,
+    /// chat-fanout: length of the send phase.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) duration_s: u64,
+    /// connect-storm: how long to hold the connections open once all are up.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) hold_s: u64,
+    /// Connection setups (connect + Hello/Welcome [+ joins]) in flight at once.
+    #[arg(long, default_value_t = 256, value_parser = value_parser!(u32).range(1..))]
+    pub(crate) concurrency: u32,
+    /// Spread connections over source addresses 127.0.0.1..127.0.0.N [default: ceil(clients/5000)].
+    #[arg(long, value_parser = value_parser!(u32).range(1..))]
+    pub(crate) source_ips: Option<u32>,
+    /// Gateway process to sample from /proc every 100 ms (CPU and peak RSS).
+    #[arg(long)]
+    pub(crate) server_pid: Option<u32>,
+    /// Tokio worker threads; 1 runs everything on a current-thread runtime.
+    #[arg(long, default_value_t = 1, value_parser = value_parser!(u32).range(1..))]
+    pub(crate) threads: u32,
+    /// HS256 secret the tokens are signed with [default: the contents of
+    /// <data-dir>/dev-secret, as `huddle token` uses]. Not echoed in the report.
+    #[arg(long, env = "HUDDLE_JWT_SECRET", hide_env_values = true)]
+    #[serde(skip)]
+    pub(crate) jwt_secret: Option<String>,
+    /// The gateway's data directory: dev-secret and tls/cert.pem are read from it.
+    #[arg(long, default_value = "huddle-data")]
+    pub(crate) data_dir: PathBuf,
+    /// PEM certificate(s) to trust for quic:// and wss:// [default for quic://:
+    /// <data-dir>/tls/cert.pem].
+    #[arg(long)]
+    pub(crate) ca_cert: Option<PathBuf>,
+    /// Accept any server certificate (development only).
+    #[arg(long)]
+    pub(crate) insecure: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.scenario == Scenario::ChatFanout {
+        eprintln!("scenario chat-fanout arrives with the chat engine");
+        return ExitCode::from(2);
+    }
+    match run(&args) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("huddle-loadtest: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<String> {
+    setup::init_clock();
+    // Each connection holds one socket (TCP, or QUIC's UDP endpoint).
+    let needed = u64::from(args.clients) + 1024;
+    let nofile = sys::raise_nofile_limit(needed);
+    if nofile < needed {
+        eprintln!(
+            "warning: RLIMIT_NOFILE is {nofile}, below the {needed} this run may need; \
+             setups past it fail with \"Too many open files\""
+        );
+    }
+    let runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads as usize)
+            .enable_all()
+            .build()?
+    };
+    let report = runtime.block_on(scenario::run(args))?;
+    // Connections still closing are not waited for.
+    runtime.shutdown_background();
+    Ok(serde_json::to_string(&report)?)
+}

@@ -35,12 +35,23 @@ fn codec(max_frame: usize) -> LengthDelimitedCodec {
 }
 
 impl QuicReader {
-    fn ended(&self) -> Inbound {
-        match self.conn.close_reason() {
-            None
-            | Some(ConnectionError::ApplicationClosed(_))
-            | Some(ConnectionError::LocallyClosed) => Inbound::Closed,
-            Some(e) => Inbound::Failed(e.to_string()),
+    /// A clean end is the client closing the connection with code 0; any
+    /// other close code or a transport error is a drop (resumable). When the
+    /// control stream finishes first, the connection's close (usually in the
+    /// same packet) decides; a client that finishes the stream but keeps the
+    /// connection open has stopped talking, which counts as a close.
+    async fn ended(&self) -> Inbound {
+        let reason = match self.conn.close_reason() {
+            Some(reason) => reason,
+            None => match tokio::time::timeout(Duration::from_secs(1), self.conn.closed()).await {
+                Ok(reason) => reason,
+                Err(_) => return Inbound::Closed,
+            },
+        };
+        match reason {
+            ConnectionError::LocallyClosed => Inbound::Closed,
+            ConnectionError::ApplicationClosed(c) if c.error_code == 0u32.into() => Inbound::Closed,
+            e => Inbound::Failed(e.to_string()),
         }
     }
 }
@@ -49,14 +60,14 @@ impl FrameReader for QuicReader {
     async fn recv(&mut self) -> Inbound {
         match self.inner.next().await {
             Some(Ok(frame)) => Inbound::Frame(frame.freeze()),
-            None => self.ended(),
+            None => self.ended().await,
             Some(Err(e)) => {
                 if e.get_ref()
                     .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>())
                 {
                     Inbound::TooLarge(0)
                 } else if self.conn.close_reason().is_some() {
-                    self.ended()
+                    self.ended().await
                 } else {
                     Inbound::Failed(e.to_string())
                 }

@@ -1,1 +1,60 @@
+//! Rust SDK for Huddle, the binary-protocol game gateway.
+//!
+//! The crate owns the client side of the session contract in
+//! `schema/PROTOCOL.md`: dialing a gateway over WebSocket (`ws://`, `wss://`)
+//! or QUIC (`quic://`), the `Hello`/`Welcome` handshake, typed requests with
+//! timeouts, in-order, exactly-once delivery of reliable events, heartbeats,
+//! and reconnecting with session resume. Every frame is built with
+//! [`huddle_schema::Encoder`] and every inbound frame is verified with
+//! [`huddle_schema::verify_frame`] before it is read; nothing from the network
+//! can make it panic.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), huddle_client::ClientError> {
+//! use huddle_client::{Client, ClientConfig, Event};
+//!
+//! let (client, mut events) =
+//!     Client::connect(ClientConfig::new("ws://127.0.0.1:7350", "<jwt>")).await?;
+//! let reply = client.echo(b"hello").await?;
+//! println!("echoed by shard {}", reply.shard);
+//! while let Some(event) = events.next().await {
+//!     if let Event::Echo { from_user, payload, .. } = event {
+//!         println!("{from_user}: {} bytes", payload.len());
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`client`]: the high-level API — [`Client`], [`ClientConfig`],
+//!   [`EventStream`], [`Event`], [`SessionInfo`], [`EchoReply`] — and request
+//!   plumbing (ids, reply matching, timeouts, reply decoding).
+//! - `driver`: the per-client connection task — handshake, read loop, writer
+//!   and heartbeats, reconnect and resume.
+//! - [`transport`]: raw connections ([`connect_raw`], [`RawConnection`]) that
+//!   move whole frames without interpreting them; for tests and the load
+//!   generator too.
+//! - `tls`: rustls configurations (web PKI, one PEM file, or dev-only
+//!   accept-anything).
+//! - `seq`: the pure sequence tracker behind exactly-once delivery.
+//! - `backoff`: jittered exponential reconnect delays.
+//! - [`ClientError`]: the one error type.
 
+mod backoff;
+pub mod client;
+mod driver;
+mod error;
+#[cfg(test)]
+mod loopback_tests;
+mod seq;
+mod tls;
+pub mod transport;
+
+pub use client::{Client, ClientConfig, EchoReply, Event, EventStream, SessionInfo};
+pub use error::ClientError;
+pub use huddle_schema::encode::PresenceEntry;
+pub use huddle_schema::wire::{ErrorCode, PresenceStatus};
+pub use transport::{
+    connect_raw, RawConnection, RawReceiver, RawSender, TlsOptions, Transport,
+    MAX_INBOUND_FRAME_BYTES,
+};

@@ -1,0 +1,155 @@
+//! `connect-storm`: opens `--clients` connections, at most `--concurrency`
+//! setups in flight, and measures each setup (transport connect, `Hello`,
+//! `Welcome`) and the connect rate; then holds every connection `--hold-s`
+//! seconds (answering the gateway's `Ping`s, sending heartbeats) and closes
+//! them all.
+//!
+//! The window (`duration_s`, CPU) runs from the start to the last completed
+//! connect; connections lost during the hold are counted as dropped later.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use huddle_client::transport::Transport;
+use tokio::sync::watch;
+use tokio::time::{sleep, timeout};
+
+use super::{print_failures, transport_name, wait_for_setups, Probes};
+use crate::report::{self, Connect, Params, Percentiles, Report};
+use crate::setup::{now_ns, Setup};
+use crate::Args;
+
+/// How long closing all connections may take before the report is printed
+/// regardless.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+pub(super) async fn run(
+    args: &Args,
+    transport: Transport,
+    source_ips: u32,
+    setup: Arc<Setup>,
+    probes: Probes,
+) -> anyhow::Result<Report> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let cpu_at_start = probes.mark();
+    let started = Instant::now();
+    let started_ns = now_ns();
+    let tasks: Vec<_> = (0..args.clients)
+        .map(|i| tokio::spawn(client(setup.clone(), i, stop_rx.clone())))
+        .collect();
+    drop(stop_rx);
+
+    wait_for_setups(&setup, args.clients, started).await;
+    let cpu_used = probes.since(cpu_at_start);
+    let connections = setup.ready.load(Relaxed);
+    let failed = setup.failed.load(Relaxed);
+    let connect_s = setup
+        .last_connect_ns
+        .load(Relaxed)
+        .saturating_sub(started_ns) as f64
+        / 1e9;
+    if connections == 0 {
+        print_failures(&setup);
+        bail!("no client could connect");
+    }
+
+    sleep(Duration::from_secs(args.hold_s)).await;
+    let dropped = setup.dropped.load(Relaxed);
+    eprintln!(
+        "  held {} connections for {} s ({dropped} dropped later); closing",
+        connections - dropped,
+        args.hold_s
+    );
+    stop_tx.send_replace(true);
+    let closing = Instant::now();
+    let all_closed = timeout(CLOSE_WAIT, async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    })
+    .await;
+    match all_closed {
+        Ok(()) => eprintln!("  closed in {:.2} s", closing.elapsed().as_secs_f64()),
+        Err(_) => eprintln!(
+            "  closing took over {} s; reporting anyway",
+            CLOSE_WAIT.as_secs()
+        ),
+    }
+
+    let connect_us = setup
+        .connect_us
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let (server, loadgen) = probes.finish(cpu_used);
+    let report = Report {
+        scenario: args.scenario,
+        target: report::TARGET,
+        transport: transport_name(transport),
+        params: Params::new(args, source_ips),
+        connections,
+        duration_s: report::round(connect_s, 3),
+        sent: 0,
+        delivered: 0,
+        expected: 0,
+        lost: 0,
+        delivered_per_s: 0.0,
+        latency_us: Percentiles::of(&connect_us),
+        connect: Connect {
+            per_s: report::round(connections as f64 / connect_s.max(1e-9), 1),
+            p99_us: connect_us.value_at_quantile(0.99),
+            failed,
+        },
+        server,
+        loadgen,
+    };
+    let dropped = setup.dropped.load(Relaxed);
+    report::summarize(&report, dropped);
+    print_failures(&setup);
+    Ok(report)
+}
+
+/// Client `i`: set up, then answer the gateway until told to stop, then close.
+async fn client(setup: Arc<Setup>, i: u32, mut stop: watch::Receiver<bool>) {
+    let Some(mut session) = setup.run(i, setup.open(i)).await else {
+        return;
+    };
+    loop {
+        let event = tokio::select! {
+            event = session.wait() => event,
+            _ = stop.changed() => break,
+        };
+        let handled = match event {
+            Ok(event) => session.handle(event).await,
+            Err(failure) => Err(failure),
+        };
+        if let Err(failure) = handled {
+            return setup.dropped(i, failure);
+        }
+    }
+    session.close().await;
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn print_sizes() {
+        let args = <crate::Args as clap::Parser>::parse_from([
+            "x",
+            "--jwt-secret",
+            "s",
+            "--scenario",
+            "connect-storm",
+        ]);
+        let setup = std::sync::Arc::new(
+            crate::setup::Setup::new(&args, huddle_client::Transport::Ws, 1).unwrap(),
+        );
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let fut = super::client(setup.clone(), 0, rx);
+        eprintln!("client future: {} bytes", std::mem::size_of_val(&fut));
+        eprintln!("open future: {} bytes", std::mem::size_of_val(&setup.open(0)));
+        eprintln!("session: {} bytes", std::mem::size_of::<crate::setup::Session>());
+    }
+}

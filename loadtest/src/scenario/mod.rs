@@ -1,0 +1,148 @@
+//! The scenarios, one module each, and what they share: the source-address
+//! choice, the `/proc` probes of the measurement window, waiting out the
+//! setup phase, and assembling the report.
+//!
+//! A scenario module gets a ready [`Setup`] (shared by all its client tasks)
+//! and a started [`Probes`], runs its clients, and returns the [`Report`].
+//! `chat-fanout` is parsed but not run yet; it will be one more module here.
+
+mod connect_storm;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use huddle_client::transport::Transport;
+use tokio::time::sleep;
+
+use crate::report::{self, Loadgen, Server};
+use crate::setup::{self, Setup};
+use crate::sys::Monitor;
+use crate::{Args, Scenario};
+
+/// Source addresses per connection count when `--source-ips` is not given:
+/// the kernel's source-port search slows down as one address fills up.
+const CONNECTIONS_PER_SOURCE_IP: u32 = 5_000;
+/// How often the setup phase prints its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Runs the scenario `args` chooses and returns its report.
+pub(crate) async fn run(args: &Args) -> anyhow::Result<report::Report> {
+    let transport = setup::transport_of(&args.url)?;
+    let source_ips = args
+        .source_ips
+        .unwrap_or(args.clients.div_ceil(CONNECTIONS_PER_SOURCE_IP))
+        .max(1);
+    let setup = Arc::new(Setup::new(args, transport, source_ips)?);
+    let probes = Probes::start(args.server_pid);
+    eprintln!(
+        "{} {}: {} clients -> {} from {source_ips} source address(es), concurrency {}",
+        args.scenario.name(),
+        report::TARGET,
+        args.clients,
+        args.url,
+        args.concurrency
+    );
+    match args.scenario {
+        Scenario::ConnectStorm => {
+            connect_storm::run(args, transport, source_ips, setup, probes).await
+        }
+        Scenario::ChatFanout => bail!("scenario chat-fanout arrives with the chat engine"),
+    }
+}
+
+/// The report's name of a transport.
+fn transport_name(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Ws => "ws",
+        Transport::Quic => "quic",
+    }
+}
+
+/// CPU and memory sampling of the gateway (with `--server-pid`) and of this
+/// process.
+pub(crate) struct Probes {
+    server: Option<Monitor>,
+    loadgen: Monitor,
+}
+
+/// CPU seconds (gateway, load generator) at one moment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CpuMark(Option<f64>, f64);
+
+impl Probes {
+    fn start(server_pid: Option<u32>) -> Self {
+        Self {
+            server: server_pid.map(|pid| Monitor::start(Some(pid))),
+            loadgen: Monitor::start(None),
+        }
+    }
+
+    /// CPU seconds used so far.
+    pub(crate) fn mark(&self) -> CpuMark {
+        CpuMark(
+            self.server.as_ref().and_then(Monitor::cpu_s),
+            self.loadgen.cpu_s().unwrap_or(0.0),
+        )
+    }
+
+    /// CPU seconds used since `start`.
+    pub(crate) fn since(&self, start: CpuMark) -> CpuMark {
+        let now = self.mark();
+        CpuMark(
+            now.0.zip(start.0).map(|(end, begin)| end - begin),
+            now.1 - start.1,
+        )
+    }
+
+    /// Stops sampling; the report's `server` and `loadgen` for CPU `used`
+    /// during the window.
+    pub(crate) fn finish(self, used: CpuMark) -> (Option<Server>, Loadgen) {
+        let server = self.server.map(|m| {
+            let pid = m.pid().unwrap_or_default();
+            Server {
+                pid,
+                rss_bytes_peak: m.stop(),
+                cpu_s: report::round(used.0.unwrap_or(0.0), 2),
+            }
+        });
+        let loadgen = Loadgen {
+            rss_bytes_peak: self.loadgen.stop(),
+            cpu_s: report::round(used.1, 2),
+        };
+        (server, loadgen)
+    }
+}
+
+/// Waits until each of `clients` setups completed or failed, printing
+/// progress on stderr.
+pub(crate) async fn wait_for_setups(setup: &Setup, clients: u32, started: Instant) {
+    let mut progress = Instant::now();
+    loop {
+        let (ready, failed) = (setup.ready.load(Relaxed), setup.failed.load(Relaxed));
+        if ready + failed >= u64::from(clients) {
+            eprintln!(
+                "  setup done in {:.2} s: {ready} ready, {failed} failed",
+                started.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        if progress.elapsed() >= PROGRESS_EVERY {
+            progress = Instant::now();
+            eprintln!("  setup: {ready} ready, {failed} failed");
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Prints the failures and drops by kind, when there were any.
+pub(crate) fn print_failures(setup: &Setup) {
+    let failures = setup
+        .failures
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (kind, n) in failures.iter() {
+        eprintln!("  {n} x {kind}");
+    }
+}

@@ -1,0 +1,211 @@
+//! Test harness: a real gateway on loopback ports chosen by the OS, tokens
+//! minted with its key, and raw connections for frame-level assertions.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use huddle::auth::Claims;
+use huddle::config::Config;
+use huddle::gateway::{self, Running};
+use huddle_client::transport::{connect_raw, RawConnection, TlsOptions};
+use huddle_client::{Client, ClientConfig, EventStream};
+use huddle_schema::wire::{self, ErrorCode};
+use huddle_schema::{verify_frame, Encoder, PROTOCOL_VERSION};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+pub const SECRET: &str = "integration-test-secret";
+
+/// A gateway running in this process on ephemeral loopback ports.
+pub struct TestGateway {
+    pub running: Option<Running>,
+    pub ws_url: String,
+    pub quic_url: String,
+    pub cert_pem: Vec<u8>,
+    _dir: tempfile::TempDir,
+}
+
+/// A config with ephemeral ports, a temp data dir and a fixed secret.
+pub fn base_config(dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.server.ws_addr = "127.0.0.1:0".parse().unwrap();
+    c.server.quic_addr = "127.0.0.1:0".parse().unwrap();
+    c.server.admin_addr = "127.0.0.1:0".parse().unwrap();
+    c.server.data_dir = dir.to_path_buf();
+    c.server.shutdown_timeout_ms = 3_000;
+    c.auth.secret = Some(SECRET.into());
+    c.shards.count = 2;
+    c.shards.pin = false;
+    c
+}
+
+impl TestGateway {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = base_config(dir.path());
+        tweak(&mut config);
+        let running = gateway::start(config).await.expect("gateway starts");
+        let cert_pem = std::fs::read(&running.cert_path).unwrap();
+        Self {
+            ws_url: format!("ws://{}", running.ws_addr),
+            quic_url: format!("quic://{}", running.quic_addr),
+            cert_pem,
+            running: Some(running),
+            _dir: dir,
+        }
+    }
+
+    /// Both transports' URLs: every behaviour is checked over each.
+    pub fn urls(&self) -> [String; 2] {
+        [self.ws_url.clone(), self.quic_url.clone()]
+    }
+
+    pub fn tls(&self) -> TlsOptions {
+        TlsOptions {
+            ca_cert_pem: Some(self.cert_pem.clone()),
+            ..TlsOptions::default()
+        }
+    }
+
+    pub fn client_config(&self, url: &str, user: &str) -> ClientConfig {
+        let mut c = ClientConfig::new(url, token(user));
+        c.tls = self.tls();
+        c.request_timeout = Duration::from_secs(10);
+        c
+    }
+
+    pub async fn client(&self, url: &str, user: &str) -> (Client, EventStream) {
+        Client::connect(self.client_config(url, user))
+            .await
+            .unwrap_or_else(|e| panic!("{user} connects over {url}: {e}"))
+    }
+
+    pub async fn raw(&self, url: &str) -> RawConnection {
+        connect_raw(url, &self.tls(), None).await.expect("raw connect")
+    }
+
+    /// A raw connection past the handshake, with its Welcome.
+    pub async fn raw_session(&self, url: &str, user: &str) -> (RawConnection, WelcomeInfo) {
+        let mut conn = self.raw(url).await;
+        let reply = hello(&mut conn, Some(&token(user)), None).await;
+        let welcome = parse_welcome(&reply).expect("Welcome");
+        (conn, welcome)
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.running.as_ref().unwrap().admin_addr)
+    }
+
+    pub async fn shutdown(mut self) -> bool {
+        self.running.take().unwrap().shutdown().await
+    }
+}
+
+pub fn now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+pub fn claims(user: &str) -> Claims {
+    Claims {
+        sub: user.into(),
+        name: Some(format!("name-{user}")),
+        display_name: None,
+        roles: vec![],
+        status: None,
+        exp: now_s() + 3600,
+        iat: Some(now_s()),
+        nbf: None,
+        iss: None,
+        aud: None,
+    }
+}
+
+pub fn sign(claims: &Claims, alg: Algorithm, key: &EncodingKey) -> String {
+    jsonwebtoken::encode(&Header::new(alg), claims, key).unwrap()
+}
+
+pub fn token(user: &str) -> String {
+    sign(&claims(user), Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes()))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// Sends a Hello and returns the reply frame's bytes.
+pub async fn hello(conn: &mut RawConnection, token: Option<&str>, resume: Option<huddle_schema::encode::ResumeFields<'_>>) -> Bytes {
+    let frame = Encoder::new().hello(1, token, "huddle-tests", PROTOCOL_VERSION, resume, true);
+    conn.send(frame).await.expect("send Hello");
+    next_frame(conn).await.expect("a reply to Hello")
+}
+
+/// The next frame, skipping heartbeats; None when the connection ended.
+pub async fn next_frame(conn: &mut RawConnection) -> Option<Bytes> {
+    loop {
+        let got = tokio::time::timeout(Duration::from_secs(20), conn.recv())
+            .await
+            .expect("no frame within 20 s (test hang guard)");
+        match got {
+            Ok(Some(bytes)) => {
+                let f = verify_frame(&bytes, 1 << 20).expect("gateway frames verify");
+                if matches!(f.body_type(), wire::Body::Ping | wire::Body::Pong) {
+                    continue;
+                }
+                return Some(bytes);
+            }
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+/// Reads until the connection ends (bounded), returning every frame.
+pub async fn read_to_end(conn: &mut RawConnection) -> Vec<Bytes> {
+    let mut frames = Vec::new();
+    while let Some(f) = next_frame(conn).await {
+        frames.push(f);
+    }
+    frames
+}
+
+#[derive(Debug, Clone)]
+pub struct WelcomeInfo {
+    pub session_id: String,
+    pub resume_token: String,
+    pub user_id: String,
+    pub resumed: bool,
+    pub replayed: u32,
+}
+
+pub fn parse_welcome(bytes: &[u8]) -> Option<WelcomeInfo> {
+    let f = verify_frame(bytes, 1 << 20).ok()?;
+    let w = f.body_as_welcome()?;
+    Some(WelcomeInfo {
+        session_id: w.session_id()?.to_string(),
+        resume_token: w.resume_token()?.to_string(),
+        user_id: w.user()?.id()?.to_string(),
+        resumed: w.resumed(),
+        replayed: w.replayed(),
+    })
+}
+
+/// (request_id, code, closing) of an Error frame.
+pub fn parse_error(bytes: &[u8]) -> Option<(u64, ErrorCode, bool, String)> {
+    let f = verify_frame(bytes, 1 << 20).ok()?;
+    let e = f.body_as_error()?;
+    Some((f.request_id(), e.code(), e.closing(), e.message().unwrap_or("").to_string()))
+}
+
+/// Asserts the connection answered with `code` and then closed.
+pub async fn expect_refusal(conn: &mut RawConnection, reply: &[u8], code: ErrorCode, what: &str) {
+    let (_, got, closing, message) = parse_error(reply).unwrap_or_else(|| panic!("{what}: expected an Error frame"));
+    assert_eq!(got, code, "{what}: {message}");
+    assert!(closing, "{what}: the error says the connection closes");
+    assert!(!message.is_empty(), "{what}: the error explains itself");
+    assert!(next_frame(conn).await.is_none(), "{what}: the gateway closes the connection");
+}

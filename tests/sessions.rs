@@ -1,0 +1,275 @@
+//! Session life over real sockets: heartbeats, several devices per user,
+//! resume with exact replay, slow consumers, and shutdown.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use huddle_client::Event;
+use huddle_schema::encode::ResumeFields;
+use huddle_schema::wire::{ErrorCode, PresenceStatus};
+use huddle_schema::{verify_frame, Encoder};
+
+async fn status_of(client: &huddle_client::Client, user: &str) -> (PresenceStatus, u32) {
+    let rows = client.presence(&[user]).await.unwrap();
+    (rows[0].status, rows[0].connections)
+}
+
+/// Polls presence until it shows `want` (the session directory updates
+/// asynchronously after a close); panics after a generous hang guard.
+async fn wait_for_status(client: &huddle_client::Client, user: &str, want: (PresenceStatus, u32)) {
+    for _ in 0..200 {
+        if status_of(client, user).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{user} never reached {want:?}; last {:?}", status_of(client, user).await);
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_heartbeat_timeout() {
+    let gw = TestGateway::start_with(|c| {
+        c.session.heartbeat_ms = 100;
+        c.session.heartbeat_timeout_ms = 400;
+        c.session.resume_window_ms = 200;
+    })
+    .await;
+    for url in gw.urls() {
+        let (observer, _) = gw.client(&url, "observer").await;
+        let (mut silent, _) = gw.raw_session(&url, "silent").await;
+        assert_eq!(status_of(&observer, "silent").await.0, PresenceStatus::ONLINE);
+        // Never ping: the gateway gives up on us (its own pings don't count).
+        let mut saw_ping = false;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), silent.recv()).await.expect("hang guard") {
+                Ok(Some(frame)) => {
+                    let f = verify_frame(&frame, 1 << 20).unwrap();
+                    saw_ping |= f.body_as_ping().is_some();
+                }
+                _ => break,
+            }
+        }
+        assert!(saw_ping, "the gateway pinged the quiet client before giving up");
+        // After the resume window the session is cleaned up.
+        wait_for_status(&observer, "silent", (PresenceStatus::OFFLINE, 0)).await;
+        observer.close().await;
+    }
+}
+
+#[tokio::test]
+async fn two_devices_one_user_online_once_offline_after_the_last() {
+    let gw = TestGateway::start().await;
+    for url in gw.urls() {
+        let (watcher, _) = gw.client(&url, "watcher").await;
+        assert_eq!(status_of(&watcher, "dana").await, (PresenceStatus::OFFLINE, 0));
+        let (phone, mut phone_events) = gw.client(&url, "dana").await;
+        let (pc, mut pc_events) = gw.client(&gw.quic_url, "dana").await;
+        assert_eq!(status_of(&watcher, "dana").await, (PresenceStatus::ONLINE, 2));
+
+        // Send to user reaches every connection of theirs.
+        let reply = watcher.echo_to("dana", b"to all devices", false).await.unwrap();
+        assert_eq!(reply.delivered, 2);
+        for events in [&mut phone_events, &mut pc_events] {
+            match events.next().await {
+                Some(Event::Echo { from_user, payload, seq }) => {
+                    assert_eq!((from_user.as_str(), payload.as_slice(), seq), ("watcher", &b"to all devices"[..], 1));
+                }
+                other => panic!("expected the echo event, got {other:?}"),
+            }
+        }
+
+        phone.close().await;
+        wait_for_status(&watcher, "dana", (PresenceStatus::ONLINE, 1)).await;
+        pc.close().await;
+        wait_for_status(&watcher, "dana", (PresenceStatus::OFFLINE, 0)).await;
+        watcher.close().await;
+    }
+}
+
+async fn next_echo(events: &mut huddle_client::EventStream) -> (u64, Vec<u8>) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), events.next()).await.expect("hang guard") {
+            Some(Event::Echo { seq, payload, .. }) => return (seq, payload),
+            Some(_) => continue,
+            None => panic!("event stream ended"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn resume_replays_exactly_the_missed_events() {
+    let gw = TestGateway::start().await;
+    for url in gw.urls() {
+        let (sender, _) = gw.client(&url, "sender").await;
+        let (receiver, mut events) = gw.client(&url, "receiver").await;
+        for i in 0..3u8 {
+            sender.echo_to("receiver", &[i], false).await.unwrap();
+        }
+        for i in 0..3u8 {
+            assert_eq!(next_echo(&mut events).await, (u64::from(i) + 1, vec![i]));
+        }
+        receiver.drop_connection_for_tests();
+        // Sent while the receiver is away (or before the gateway notices).
+        for i in 3..8u8 {
+            sender.echo_to("receiver", &[i], false).await.unwrap();
+        }
+        let mut got = Vec::new();
+        let mut resumed = None;
+        while got.len() < 5 {
+            match tokio::time::timeout(Duration::from_secs(20), events.next()).await.expect("hang guard") {
+                Some(Event::Echo { seq, payload, .. }) => got.push((seq, payload)),
+                Some(Event::Reconnected { resumed: r, .. }) => resumed = Some(r),
+                Some(Event::SessionReset) => panic!("resume must succeed inside the window over {url}"),
+                Some(other) => eprintln!("{url}: {other:?}"),
+                None => panic!("stream ended"),
+            }
+        }
+        assert_eq!(resumed, Some(true), "the SDK resumed the same session");
+        let want: Vec<(u64, Vec<u8>)> = (3..8u8).map(|i| (u64::from(i) + 1, vec![i])).collect();
+        assert_eq!(got, want, "every missed event once, in order, with its original seq");
+        // Nothing more: no duplicates trail behind.
+        sender.echo_to("receiver", b"live", false).await.unwrap();
+        assert_eq!(next_echo(&mut events).await, (9, b"live".to_vec()));
+        receiver.close().await;
+        sender.close().await;
+    }
+}
+
+#[tokio::test]
+async fn resume_after_the_window_fails_and_a_fresh_session_works() {
+    let gw = TestGateway::start_with(|c| c.session.resume_window_ms = 300).await;
+    for url in gw.urls() {
+        let (conn, welcome) = gw.raw_session(&url, "late").await;
+        conn.abort();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let mut again = gw.raw(&url).await;
+        let resume = ResumeFields {
+            session_id: &welcome.session_id,
+            resume_token: &welcome.resume_token,
+            last_seq: 0,
+        };
+        let reply = hello(&mut again, Some(&token("late")), Some(resume)).await;
+        expect_refusal(&mut again, &reply, ErrorCode::RESUME_FAILED, "resume after the window").await;
+
+        // A wrong token inside the window is refused the same way.
+        let (conn, welcome) = gw.raw_session(&url, "late").await;
+        conn.abort();
+        let mut again = gw.raw(&url).await;
+        let resume = ResumeFields {
+            session_id: &welcome.session_id,
+            resume_token: "00000000000000000000000000000001",
+            last_seq: 0,
+        };
+        let reply = hello(&mut again, Some(&token("late")), Some(resume)).await;
+        expect_refusal(&mut again, &reply, ErrorCode::RESUME_FAILED, "resume with a wrong token").await;
+
+        let (_conn, fresh) = gw.raw_session(&url, "late").await;
+        assert!(!fresh.resumed);
+    }
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_cut_off_while_others_keep_receiving() {
+    let gw = TestGateway::start_with(|c| {
+        c.session.outbound_queue = 32;
+        c.session.volatile_shed_at = 16;
+        c.session.rate_per_s = 100_000.0;
+        c.session.rate_burst = 100_000.0;
+    })
+    .await;
+    for url in gw.urls() {
+        let (sender, _) = gw.client(&url, "firehose").await;
+        let (healthy, mut healthy_events) = gw.client(&url, "healthy").await;
+        // The slow one handshakes and then never reads.
+        let (mut slow, _) = gw.raw_session(&url, "slowpoke").await;
+        let payload = vec![0xAB; 48 * 1024];
+        let mut delivered_to_healthy = 0;
+        for round in 0..400u32 {
+            if sender.echo_to("slowpoke", &payload, false).await.unwrap().delivered == 0 {
+                break; // the gateway has dropped the slow session
+            }
+            sender.echo_to("healthy", &round.to_le_bytes(), false).await.unwrap();
+            let (seq, body) = next_echo(&mut healthy_events).await;
+            assert_eq!((seq, body), (u64::from(round) + 1, round.to_le_bytes().to_vec()));
+            delivered_to_healthy += 1;
+        }
+        assert!(delivered_to_healthy > 0);
+        // The slow client finds its connection closed, the last frame (when it
+        // got through the full socket) saying why.
+        let frames = read_to_end(&mut slow).await;
+        if let Some(last) = frames.last() {
+            if let Some((_, code, closing, _)) = parse_error(last) {
+                assert_eq!((code, closing), (ErrorCode::SLOW_CONSUMER, true));
+            }
+        }
+        let rows = healthy.presence(&["slowpoke"]).await.unwrap();
+        assert_eq!(rows[0].status, PresenceStatus::OFFLINE, "the slow session is over, not resumable");
+        // The healthy client is still served.
+        assert_eq!(healthy.echo(b"still here").await.unwrap().payload, b"still here");
+        sender.close().await;
+        healthy.close().await;
+    }
+}
+
+#[tokio::test]
+async fn shutdown_sends_goaway_after_what_is_owed() {
+    let gw = TestGateway::start().await;
+    let (_ws, mut ws_events) = gw.client(&gw.ws_url, "stayer").await;
+    let (quic, mut quic_events) = gw.client(&gw.quic_url, "stayer").await;
+    quic.echo_to("stayer", b"before shutdown", false).await.unwrap();
+    let drained = gw.shutdown().await;
+    assert!(drained, "every connection finished within the shutdown timeout");
+    for events in [&mut ws_events, &mut quic_events] {
+        let mut seen: HashMap<&str, bool> = HashMap::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), events.next()).await.expect("hang guard") {
+                Some(Event::Echo { payload, .. }) => {
+                    assert_eq!(payload, b"before shutdown");
+                    assert!(!seen.contains_key("goaway"), "owed events come before GoAway");
+                    seen.insert("echo", true);
+                }
+                Some(Event::GoAway { .. }) => {
+                    seen.insert("goaway", true);
+                    break;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        assert!(seen.contains_key("echo") && seen.contains_key("goaway"), "{seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_and_health_are_served() {
+    let gw = TestGateway::start().await;
+    let (client, _) = gw.client(&gw.ws_url, "metered").await;
+    client.echo(b"count me").await.unwrap();
+    let body = http_get(&format!("{}/metrics", gw.admin_url())).await;
+    for series in [
+        "huddle_connections{transport=\"ws\"}",
+        "huddle_frames_in_total{type=\"EchoRequest\"}",
+        "huddle_outbound_queue_depth",
+        "huddle_shard_loop_lag_seconds{shard=\"0\"}",
+    ] {
+        assert!(body.contains(series), "missing {series} in\n{body}");
+    }
+    assert!(http_get(&format!("{}/healthz", gw.admin_url())).await.contains("ok"));
+    assert!(http_get(&format!("{}/readyz", gw.admin_url())).await.contains("ready"));
+    let _ = Encoder::new();
+}
+
+/// A minimal HTTP/1.0 GET over a real socket.
+async fn http_get(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
