@@ -25,7 +25,9 @@ fn inbound(c: &mut Criterion) {
 fn outbound(c: &mut Criterion) {
     let mut enc = Encoder::new();
     c.bench_function("encode small event", |b| {
-        b.iter(|| black_box(enc.echo_event(black_box("user-123456"), black_box(b"hello, lobby"), true)))
+        b.iter(|| {
+            black_box(enc.echo_event(black_box("user-123456"), black_box(b"hello, lobby"), true))
+        })
     });
     let ev = enc.echo_event("user-123456", b"hello, lobby", true);
     let at = ev.seq_at.expect("reliable");

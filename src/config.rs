@@ -202,7 +202,13 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig.merge(Env::prefixed("HUDDLE_").split("__"));
+        // Only sectioned keys (HUDDLE_SECTION__KEY) are configuration;
+        // HUDDLE_LOG, HUDDLE_CONFIG and the tools' own variables are not.
+        fig = fig.merge(
+            Env::prefixed("HUDDLE_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
         let config: Config = fig.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)

@@ -90,30 +90,45 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let rt = rt.thread_name("huddle-io").enable_all().build()?;
     rt.block_on(async move {
         let running = huddle::gateway::start(config).await?;
-        let scheme = if running.ws_tls { "wss" } else { "ws" };
-        println!(
-            "huddle listening ws={scheme}://{} quic=quic://{} admin=http://{} shards={}",
-            running.ws_addr,
-            running.quic_addr,
-            running.admin_addr,
-            running.shards()
-        );
-        println!("  mint a token:  cargo run --release -- token --user alice");
-        println!(
-            "  connect:       cargo run --release -p huddle-client --example connect -- --url {scheme}://{} --token <TOKEN>",
-            running.ws_addr
-        );
-        println!(
-            "  over QUIC:     ... --url quic://{} --ca-cert {}",
-            running.quic_addr,
-            running.cert_path.display()
-        );
+        print_banner(&running);
         wait_for_signal().await;
         tracing::info!("shutting down: GoAway to clients, draining");
         let drained = running.shutdown().await;
         tracing::info!(drained, "stopped");
         anyhow::Ok(())
     })
+}
+
+/// The start-up banner on stdout: where Huddle listens and how to connect.
+/// Write errors (a closed pipe) are ignored: the banner is a courtesy.
+fn print_banner(running: &huddle::gateway::Running) {
+    use std::io::Write;
+    let scheme = if running.ws_tls { "wss" } else { "ws" };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "huddle listening ws={scheme}://{} quic=quic://{} admin=http://{} shards={}",
+        running.ws_addr,
+        running.quic_addr,
+        running.admin_addr,
+        running.shards()
+    );
+    let _ = writeln!(
+        out,
+        "  mint a token:  cargo run --release -- token --user alice"
+    );
+    let _ = writeln!(
+        out,
+        "  connect:       cargo run --release -p huddle-client --example connect -- --url {scheme}://{} --token <TOKEN>",
+        running.ws_addr
+    );
+    let _ = writeln!(
+        out,
+        "  over QUIC:     ... --url quic://{} --ca-cert {}",
+        running.quic_addr,
+        running.cert_path.display()
+    );
+    let _ = out.flush();
 }
 
 async fn wait_for_signal() {

@@ -309,7 +309,10 @@ async fn handshake<R: FrameReader, W: FrameWriter>(
         datagrams,
     };
     let handshake_limit = Duration::from_millis(cfg.handshake_timeout_ms.into());
-    if !matches!(timeout(handshake_limit, wr.send(&[welcome])).await, Ok(Ok(()))) {
+    if !matches!(
+        timeout(handshake_limit, wr.send(&[welcome])).await,
+        Ok(Ok(()))
+    ) {
         detach(gw, &attached, true).await;
         return None;
     }

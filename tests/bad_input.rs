@@ -15,9 +15,17 @@ async fn an_oversized_frame_is_refused_and_closes_the_connection() {
     for url in gw.urls() {
         let (mut conn, _) = gw.raw_session(&url, "big").await;
         let payload = vec![7u8; 70 * 1024];
-        conn.send(Encoder::new().echo_request(9, &payload, None, false)).await.unwrap();
+        conn.send(Encoder::new().echo_request(9, &payload, None, false))
+            .await
+            .unwrap();
         let reply = next_frame(&mut conn).await.expect("an answer");
-        expect_refusal(&mut conn, &reply, ErrorCode::FRAME_TOO_LARGE, &format!("70 KiB frame over {url}")).await;
+        expect_refusal(
+            &mut conn,
+            &reply,
+            ErrorCode::FRAME_TOO_LARGE,
+            &format!("70 KiB frame over {url}"),
+        )
+        .await;
     }
 }
 
@@ -27,20 +35,39 @@ async fn garbage_is_malformed_and_the_limit_closes() {
     for url in gw.urls() {
         let (mut conn, _) = gw.raw_session(&url, "junk").await;
         for i in 0..2 {
-            conn.send(Bytes::from_static(b"\x00\x01garbage that is not a flatbuffer")).await.unwrap();
-            let (rid, code, closing, _) = parse_error(&next_frame(&mut conn).await.unwrap()).unwrap();
-            assert_eq!((rid, code, closing), (0, ErrorCode::MALFORMED_FRAME, false), "garbage #{i}");
+            conn.send(Bytes::from_static(
+                b"\x00\x01garbage that is not a flatbuffer",
+            ))
+            .await
+            .unwrap();
+            let (rid, code, closing, _) =
+                parse_error(&next_frame(&mut conn).await.unwrap()).unwrap();
+            assert_eq!(
+                (rid, code, closing),
+                (0, ErrorCode::MALFORMED_FRAME, false),
+                "garbage #{i}"
+            );
         }
         // Still usable in between.
-        conn.send(Encoder::new().echo_request(5, b"ok", None, false)).await.unwrap();
+        conn.send(Encoder::new().echo_request(5, b"ok", None, false))
+            .await
+            .unwrap();
         let reply = next_frame(&mut conn).await.unwrap();
         let f = huddle_schema::verify_frame(&reply, 1 << 20).unwrap();
         assert_eq!(f.request_id(), 5);
         assert!(f.body_as_echo_reply().is_some());
 
-        conn.send(Bytes::from_static(b"third strike")).await.unwrap();
+        conn.send(Bytes::from_static(b"third strike"))
+            .await
+            .unwrap();
         let reply = next_frame(&mut conn).await.unwrap();
-        expect_refusal(&mut conn, &reply, ErrorCode::MALFORMED_FRAME, "third malformed frame").await;
+        expect_refusal(
+            &mut conn,
+            &reply,
+            ErrorCode::MALFORMED_FRAME,
+            "third malformed frame",
+        )
+        .await;
     }
 }
 
@@ -49,16 +76,26 @@ async fn an_unknown_union_member_is_malformed_with_its_request_id() {
     let gw = TestGateway::start().await;
     for url in gw.urls() {
         let (mut conn, _) = gw.raw_session(&url, "future-client").await;
-        conn.send(Encoder::new().raw_frame_for_tests(PROTOCOL_VERSION, 200)).await.unwrap();
-        let (rid, code, closing, message) = parse_error(&next_frame(&mut conn).await.unwrap()).unwrap();
+        conn.send(Encoder::new().raw_frame_for_tests(PROTOCOL_VERSION, 200))
+            .await
+            .unwrap();
+        let (rid, code, closing, message) =
+            parse_error(&next_frame(&mut conn).await.unwrap()).unwrap();
         assert_eq!((rid, code, closing), (1, ErrorCode::MALFORMED_FRAME, false));
         assert!(message.contains("200"), "names the unknown type: {message}");
 
-        conn.send(Encoder::new().raw_frame_for_tests(PROTOCOL_VERSION + 4, 6)).await.unwrap();
+        conn.send(Encoder::new().raw_frame_for_tests(PROTOCOL_VERSION + 4, 6))
+            .await
+            .unwrap();
         let (rid, code, closing, _) = parse_error(&next_frame(&mut conn).await.unwrap()).unwrap();
-        assert_eq!((rid, code, closing), (1, ErrorCode::UNSUPPORTED_VERSION, false));
+        assert_eq!(
+            (rid, code, closing),
+            (1, ErrorCode::UNSUPPORTED_VERSION, false)
+        );
 
-        conn.send(Encoder::new().welcome(3, &Default::default())).await.unwrap();
+        conn.send(Encoder::new().welcome(3, &Default::default()))
+            .await
+            .unwrap();
         let (rid, code, _, message) = parse_error(&next_frame(&mut conn).await.unwrap()).unwrap();
         assert_eq!((rid, code), (3, ErrorCode::MALFORMED_FRAME), "{message}");
     }
@@ -75,7 +112,10 @@ async fn a_request_flood_is_rate_limited_per_connection() {
         let (mut flooder, _) = gw.raw_session(&url, "flooder").await;
         let mut enc = Encoder::new();
         for id in 1..=20u64 {
-            flooder.send(enc.echo_request(id, b"x", None, false)).await.unwrap();
+            flooder
+                .send(enc.echo_request(id, b"x", None, false))
+                .await
+                .unwrap();
         }
         let (mut ok, mut limited) = (0, 0);
         for _ in 0..20 {
@@ -90,7 +130,10 @@ async fn a_request_flood_is_rate_limited_per_connection() {
             }
         }
         assert_eq!(ok, 5, "the burst goes through");
-        assert_eq!(limited, 15, "the rest are refused, each with its request id");
+        assert_eq!(
+            limited, 15,
+            "the rest are refused, each with its request id"
+        );
 
         // Another connection is not affected.
         let (other, _) = gw.client(&url, "bystander").await;

@@ -28,22 +28,44 @@ async fn a_good_token_gets_a_session_that_answers() {
 #[tokio::test]
 async fn each_token_failure_has_its_own_code() {
     let gw = TestGateway::start().await;
-    let hs = |c: &huddle::auth::Claims| sign(c, Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes()));
+    let hs = |c: &huddle::auth::Claims| {
+        sign(
+            c,
+            Algorithm::HS256,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+    };
     let mut expired = claims("u1");
     expired.exp = now_s() - 3600;
     let mut disabled = claims("u2");
     disabled.status = Some("banned".into());
     let mut not_yet = claims("u3");
     not_yet.nbf = Some(now_s() + 3600);
-    let wrong_key = sign(&claims("u4"), Algorithm::HS256, &EncodingKey::from_secret(b"another secret"));
+    let wrong_key = sign(
+        &claims("u4"),
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"another secret"),
+    );
     let cases: Vec<(&str, Option<String>, ErrorCode)> = vec![
         ("no token", None, ErrorCode::TOKEN_MISSING),
         ("empty token", Some(String::new()), ErrorCode::TOKEN_MISSING),
-        ("garbage token", Some("not-a-jwt".into()), ErrorCode::TOKEN_INVALID),
+        (
+            "garbage token",
+            Some("not-a-jwt".into()),
+            ErrorCode::TOKEN_INVALID,
+        ),
         ("wrong key", Some(wrong_key), ErrorCode::TOKEN_INVALID),
-        ("not valid yet", Some(hs(&not_yet)), ErrorCode::TOKEN_INVALID),
+        (
+            "not valid yet",
+            Some(hs(&not_yet)),
+            ErrorCode::TOKEN_INVALID,
+        ),
         ("expired", Some(hs(&expired)), ErrorCode::TOKEN_EXPIRED),
-        ("disabled account", Some(hs(&disabled)), ErrorCode::ACCOUNT_DISABLED),
+        (
+            "disabled account",
+            Some(hs(&disabled)),
+            ErrorCode::ACCOUNT_DISABLED,
+        ),
     ];
     for url in gw.urls() {
         for (what, token, code) in &cases {
@@ -59,15 +81,36 @@ async fn wrong_protocol_version_and_wrong_first_frame_are_refused() {
     let gw = TestGateway::start().await;
     for url in gw.urls() {
         let mut conn = gw.raw(&url).await;
-        let frame = Encoder::new().hello(1, Some(&token("v")), "old-client", PROTOCOL_VERSION + 1, None, false);
+        let frame = Encoder::new().hello(
+            1,
+            Some(&token("v")),
+            "old-client",
+            PROTOCOL_VERSION + 1,
+            None,
+            false,
+        );
         conn.send(frame).await.unwrap();
         let reply = next_frame(&mut conn).await.unwrap();
-        expect_refusal(&mut conn, &reply, ErrorCode::UNSUPPORTED_VERSION, "Hello.protocol_version 2").await;
+        expect_refusal(
+            &mut conn,
+            &reply,
+            ErrorCode::UNSUPPORTED_VERSION,
+            "Hello.protocol_version 2",
+        )
+        .await;
 
         let mut conn = gw.raw(&url).await;
-        conn.send(Encoder::new().echo_request(1, b"x", None, false)).await.unwrap();
+        conn.send(Encoder::new().echo_request(1, b"x", None, false))
+            .await
+            .unwrap();
         let reply = next_frame(&mut conn).await.unwrap();
-        expect_refusal(&mut conn, &reply, ErrorCode::MALFORMED_FRAME, "a request before Hello").await;
+        expect_refusal(
+            &mut conn,
+            &reply,
+            ErrorCode::MALFORMED_FRAME,
+            "a request before Hello",
+        )
+        .await;
     }
 }
 
@@ -81,17 +124,34 @@ async fn algorithm_is_pinned_against_confusion() {
     })
     .await;
     let private = std::fs::read(fixture("rs256-private.pem")).unwrap();
-    let good = sign(&claims("rsa-user"), Algorithm::RS256, &EncodingKey::from_rsa_pem(&private).unwrap());
+    let good = sign(
+        &claims("rsa-user"),
+        Algorithm::RS256,
+        &EncodingKey::from_rsa_pem(&private).unwrap(),
+    );
     // The classic attack: an HS256 token whose HMAC key is the server's public key.
     let public_pem = std::fs::read(&public).unwrap();
-    let forged = sign(&claims("mallory"), Algorithm::HS256, &EncodingKey::from_secret(&public_pem));
+    let forged = sign(
+        &claims("mallory"),
+        Algorithm::HS256,
+        &EncodingKey::from_secret(&public_pem),
+    );
     for url in gw.urls() {
         let mut conn = gw.raw(&url).await;
         let reply = hello(&mut conn, Some(&good), None).await;
-        assert_eq!(parse_welcome(&reply).expect("RS256 token accepted").user_id, "rsa-user");
+        assert_eq!(
+            parse_welcome(&reply).expect("RS256 token accepted").user_id,
+            "rsa-user"
+        );
 
         let mut conn = gw.raw(&url).await;
         let reply = hello(&mut conn, Some(&forged), None).await;
-        expect_refusal(&mut conn, &reply, ErrorCode::TOKEN_INVALID, "HS256 token under RS256").await;
+        expect_refusal(
+            &mut conn,
+            &reply,
+            ErrorCode::TOKEN_INVALID,
+            "HS256 token under RS256",
+        )
+        .await;
     }
 }

@@ -26,7 +26,10 @@ async fn wait_for_status(client: &huddle_client::Client, user: &str, want: (Pres
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("{user} never reached {want:?}; last {:?}", status_of(client, user).await);
+    panic!(
+        "{user} never reached {want:?}; last {:?}",
+        status_of(client, user).await
+    );
 }
 
 #[tokio::test]
@@ -40,11 +43,17 @@ async fn a_silent_connection_is_closed_after_the_heartbeat_timeout() {
     for url in gw.urls() {
         let (observer, _) = gw.client(&url, "observer").await;
         let (mut silent, _) = gw.raw_session(&url, "silent").await;
-        assert_eq!(status_of(&observer, "silent").await.0, PresenceStatus::ONLINE);
+        assert_eq!(
+            status_of(&observer, "silent").await.0,
+            PresenceStatus::ONLINE
+        );
         // Never ping: the gateway gives up on us (its own pings don't count).
         let mut saw_ping = false;
         loop {
-            match tokio::time::timeout(Duration::from_secs(20), silent.recv()).await.expect("hang guard") {
+            match tokio::time::timeout(Duration::from_secs(20), silent.recv())
+                .await
+                .expect("hang guard")
+            {
                 Ok(Some(frame)) => {
                     let f = verify_frame(&frame, 1 << 20).unwrap();
                     saw_ping |= f.body_as_ping().is_some();
@@ -52,7 +61,10 @@ async fn a_silent_connection_is_closed_after_the_heartbeat_timeout() {
                 _ => break,
             }
         }
-        assert!(saw_ping, "the gateway pinged the quiet client before giving up");
+        assert!(
+            saw_ping,
+            "the gateway pinged the quiet client before giving up"
+        );
         // After the resume window the session is cleaned up.
         wait_for_status(&observer, "silent", (PresenceStatus::OFFLINE, 0)).await;
         observer.close().await;
@@ -64,18 +76,34 @@ async fn two_devices_one_user_online_once_offline_after_the_last() {
     let gw = TestGateway::start().await;
     for url in gw.urls() {
         let (watcher, _) = gw.client(&url, "watcher").await;
-        assert_eq!(status_of(&watcher, "dana").await, (PresenceStatus::OFFLINE, 0));
+        assert_eq!(
+            status_of(&watcher, "dana").await,
+            (PresenceStatus::OFFLINE, 0)
+        );
         let (phone, mut phone_events) = gw.client(&url, "dana").await;
         let (pc, mut pc_events) = gw.client(&gw.quic_url, "dana").await;
-        assert_eq!(status_of(&watcher, "dana").await, (PresenceStatus::ONLINE, 2));
+        assert_eq!(
+            status_of(&watcher, "dana").await,
+            (PresenceStatus::ONLINE, 2)
+        );
 
         // Send to user reaches every connection of theirs.
-        let reply = watcher.echo_to("dana", b"to all devices", false).await.unwrap();
+        let reply = watcher
+            .echo_to("dana", b"to all devices", false)
+            .await
+            .unwrap();
         assert_eq!(reply.delivered, 2);
         for events in [&mut phone_events, &mut pc_events] {
             match events.next().await {
-                Some(Event::Echo { from_user, payload, seq }) => {
-                    assert_eq!((from_user.as_str(), payload.as_slice(), seq), ("watcher", &b"to all devices"[..], 1));
+                Some(Event::Echo {
+                    from_user,
+                    payload,
+                    seq,
+                }) => {
+                    assert_eq!(
+                        (from_user.as_str(), payload.as_slice(), seq),
+                        ("watcher", &b"to all devices"[..], 1)
+                    );
                 }
                 other => panic!("expected the echo event, got {other:?}"),
             }
@@ -91,7 +119,10 @@ async fn two_devices_one_user_online_once_offline_after_the_last() {
 
 async fn next_echo(events: &mut huddle_client::EventStream) -> (u64, Vec<u8>) {
     loop {
-        match tokio::time::timeout(Duration::from_secs(20), events.next()).await.expect("hang guard") {
+        match tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .expect("hang guard")
+        {
             Some(Event::Echo { seq, payload, .. }) => return (seq, payload),
             Some(_) => continue,
             None => panic!("event stream ended"),
@@ -119,17 +150,25 @@ async fn resume_replays_exactly_the_missed_events() {
         let mut got = Vec::new();
         let mut resumed = None;
         while got.len() < 5 {
-            match tokio::time::timeout(Duration::from_secs(20), events.next()).await.expect("hang guard") {
+            match tokio::time::timeout(Duration::from_secs(20), events.next())
+                .await
+                .expect("hang guard")
+            {
                 Some(Event::Echo { seq, payload, .. }) => got.push((seq, payload)),
                 Some(Event::Reconnected { resumed: r, .. }) => resumed = Some(r),
-                Some(Event::SessionReset) => panic!("resume must succeed inside the window over {url}"),
+                Some(Event::SessionReset) => {
+                    panic!("resume must succeed inside the window over {url}")
+                }
                 Some(other) => eprintln!("{url}: {other:?}"),
                 None => panic!("stream ended"),
             }
         }
         assert_eq!(resumed, Some(true), "the SDK resumed the same session");
         let want: Vec<(u64, Vec<u8>)> = (3..8u8).map(|i| (u64::from(i) + 1, vec![i])).collect();
-        assert_eq!(got, want, "every missed event once, in order, with its original seq");
+        assert_eq!(
+            got, want,
+            "every missed event once, in order, with its original seq"
+        );
         // Nothing more: no duplicates trail behind.
         sender.echo_to("receiver", b"live", false).await.unwrap();
         assert_eq!(next_echo(&mut events).await, (9, b"live".to_vec()));
@@ -152,7 +191,13 @@ async fn resume_after_the_window_fails_and_a_fresh_session_works() {
             last_seq: 0,
         };
         let reply = hello(&mut again, Some(&token("late")), Some(resume)).await;
-        expect_refusal(&mut again, &reply, ErrorCode::RESUME_FAILED, "resume after the window").await;
+        expect_refusal(
+            &mut again,
+            &reply,
+            ErrorCode::RESUME_FAILED,
+            "resume after the window",
+        )
+        .await;
 
         // A wrong token inside the window is refused the same way.
         let (conn, welcome) = gw.raw_session(&url, "late").await;
@@ -164,7 +209,13 @@ async fn resume_after_the_window_fails_and_a_fresh_session_works() {
             last_seq: 0,
         };
         let reply = hello(&mut again, Some(&token("late")), Some(resume)).await;
-        expect_refusal(&mut again, &reply, ErrorCode::RESUME_FAILED, "resume with a wrong token").await;
+        expect_refusal(
+            &mut again,
+            &reply,
+            ErrorCode::RESUME_FAILED,
+            "resume with a wrong token",
+        )
+        .await;
 
         let (_conn, fresh) = gw.raw_session(&url, "late").await;
         assert!(!fresh.resumed);
@@ -188,12 +239,24 @@ async fn a_slow_consumer_is_cut_off_while_others_keep_receiving() {
         let payload = vec![0xAB; 48 * 1024];
         let mut delivered_to_healthy = 0;
         for round in 0..400u32 {
-            if sender.echo_to("slowpoke", &payload, false).await.unwrap().delivered == 0 {
+            if sender
+                .echo_to("slowpoke", &payload, false)
+                .await
+                .unwrap()
+                .delivered
+                == 0
+            {
                 break; // the gateway has dropped the slow session
             }
-            sender.echo_to("healthy", &round.to_le_bytes(), false).await.unwrap();
+            sender
+                .echo_to("healthy", &round.to_le_bytes(), false)
+                .await
+                .unwrap();
             let (seq, body) = next_echo(&mut healthy_events).await;
-            assert_eq!((seq, body), (u64::from(round) + 1, round.to_le_bytes().to_vec()));
+            assert_eq!(
+                (seq, body),
+                (u64::from(round) + 1, round.to_le_bytes().to_vec())
+            );
             delivered_to_healthy += 1;
         }
         assert!(delivered_to_healthy > 0);
@@ -206,9 +269,16 @@ async fn a_slow_consumer_is_cut_off_while_others_keep_receiving() {
             }
         }
         let rows = healthy.presence(&["slowpoke"]).await.unwrap();
-        assert_eq!(rows[0].status, PresenceStatus::OFFLINE, "the slow session is over, not resumable");
+        assert_eq!(
+            rows[0].status,
+            PresenceStatus::OFFLINE,
+            "the slow session is over, not resumable"
+        );
         // The healthy client is still served.
-        assert_eq!(healthy.echo(b"still here").await.unwrap().payload, b"still here");
+        assert_eq!(
+            healthy.echo(b"still here").await.unwrap().payload,
+            b"still here"
+        );
         sender.close().await;
         healthy.close().await;
     }
@@ -219,16 +289,27 @@ async fn shutdown_sends_goaway_after_what_is_owed() {
     let gw = TestGateway::start().await;
     let (_ws, mut ws_events) = gw.client(&gw.ws_url, "stayer").await;
     let (quic, mut quic_events) = gw.client(&gw.quic_url, "stayer").await;
-    quic.echo_to("stayer", b"before shutdown", false).await.unwrap();
+    quic.echo_to("stayer", b"before shutdown", false)
+        .await
+        .unwrap();
     let drained = gw.shutdown().await;
-    assert!(drained, "every connection finished within the shutdown timeout");
+    assert!(
+        drained,
+        "every connection finished within the shutdown timeout"
+    );
     for events in [&mut ws_events, &mut quic_events] {
         let mut seen: HashMap<&str, bool> = HashMap::new();
         loop {
-            match tokio::time::timeout(Duration::from_secs(20), events.next()).await.expect("hang guard") {
+            match tokio::time::timeout(Duration::from_secs(20), events.next())
+                .await
+                .expect("hang guard")
+            {
                 Some(Event::Echo { payload, .. }) => {
                     assert_eq!(payload, b"before shutdown");
-                    assert!(!seen.contains_key("goaway"), "owed events come before GoAway");
+                    assert!(
+                        !seen.contains_key("goaway"),
+                        "owed events come before GoAway"
+                    );
                     seen.insert("echo", true);
                 }
                 Some(Event::GoAway { .. }) => {
@@ -239,7 +320,10 @@ async fn shutdown_sends_goaway_after_what_is_owed() {
                 None => break,
             }
         }
-        assert!(seen.contains_key("echo") && seen.contains_key("goaway"), "{seen:?}");
+        assert!(
+            seen.contains_key("echo") && seen.contains_key("goaway"),
+            "{seen:?}"
+        );
     }
 }
 
@@ -257,8 +341,12 @@ async fn metrics_and_health_are_served() {
     ] {
         assert!(body.contains(series), "missing {series} in\n{body}");
     }
-    assert!(http_get(&format!("{}/healthz", gw.admin_url())).await.contains("ok"));
-    assert!(http_get(&format!("{}/readyz", gw.admin_url())).await.contains("ready"));
+    assert!(http_get(&format!("{}/healthz", gw.admin_url()))
+        .await
+        .contains("ok"));
+    assert!(http_get(&format!("{}/readyz", gw.admin_url()))
+        .await
+        .contains("ready"));
     let _ = Encoder::new();
 }
 
@@ -268,7 +356,9 @@ async fn http_get(url: &str) -> String {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
     let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-    s.write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out

@@ -87,7 +87,9 @@ impl TestGateway {
     }
 
     pub async fn raw(&self, url: &str) -> RawConnection {
-        connect_raw(url, &self.tls(), None).await.expect("raw connect")
+        connect_raw(url, &self.tls(), None)
+            .await
+            .expect("raw connect")
     }
 
     /// A raw connection past the handshake, with its Welcome.
@@ -108,7 +110,10 @@ impl TestGateway {
 }
 
 pub fn now_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 pub fn claims(user: &str) -> Claims {
@@ -131,15 +136,25 @@ pub fn sign(claims: &Claims, alg: Algorithm, key: &EncodingKey) -> String {
 }
 
 pub fn token(user: &str) -> String {
-    sign(&claims(user), Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes()))
+    sign(
+        &claims(user),
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// Sends a Hello and returns the reply frame's bytes.
-pub async fn hello(conn: &mut RawConnection, token: Option<&str>, resume: Option<huddle_schema::encode::ResumeFields<'_>>) -> Bytes {
+pub async fn hello(
+    conn: &mut RawConnection,
+    token: Option<&str>,
+    resume: Option<huddle_schema::encode::ResumeFields<'_>>,
+) -> Bytes {
     let frame = Encoder::new().hello(1, token, "huddle-tests", PROTOCOL_VERSION, resume, true);
     conn.send(frame).await.expect("send Hello");
     next_frame(conn).await.expect("a reply to Hello")
@@ -198,14 +213,23 @@ pub fn parse_welcome(bytes: &[u8]) -> Option<WelcomeInfo> {
 pub fn parse_error(bytes: &[u8]) -> Option<(u64, ErrorCode, bool, String)> {
     let f = verify_frame(bytes, 1 << 20).ok()?;
     let e = f.body_as_error()?;
-    Some((f.request_id(), e.code(), e.closing(), e.message().unwrap_or("").to_string()))
+    Some((
+        f.request_id(),
+        e.code(),
+        e.closing(),
+        e.message().unwrap_or("").to_string(),
+    ))
 }
 
 /// Asserts the connection answered with `code` and then closed.
 pub async fn expect_refusal(conn: &mut RawConnection, reply: &[u8], code: ErrorCode, what: &str) {
-    let (_, got, closing, message) = parse_error(reply).unwrap_or_else(|| panic!("{what}: expected an Error frame"));
+    let (_, got, closing, message) =
+        parse_error(reply).unwrap_or_else(|| panic!("{what}: expected an Error frame"));
     assert_eq!(got, code, "{what}: {message}");
     assert!(closing, "{what}: the error says the connection closes");
     assert!(!message.is_empty(), "{what}: the error explains itself");
-    assert!(next_frame(conn).await.is_none(), "{what}: the gateway closes the connection");
+    assert!(
+        next_frame(conn).await.is_none(),
+        "{what}: the gateway closes the connection"
+    );
 }

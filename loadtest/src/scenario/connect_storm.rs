@@ -149,7 +149,13 @@ mod size_probe {
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let fut = super::client(setup.clone(), 0, rx);
         eprintln!("client future: {} bytes", std::mem::size_of_val(&fut));
-        eprintln!("open future: {} bytes", std::mem::size_of_val(&setup.open(0)));
-        eprintln!("session: {} bytes", std::mem::size_of::<crate::setup::Session>());
+        eprintln!(
+            "open future: {} bytes",
+            std::mem::size_of_val(&setup.open(0))
+        );
+        eprintln!(
+            "session: {} bytes",
+            std::mem::size_of::<crate::setup::Session>()
+        );
     }
 }

@@ -1,0 +1,131 @@
+//! The `huddle` binary as an operator runs it: embedded defaults plus
+//! environment overrides, `huddle token` minting a usable token, and SIGTERM
+//! draining clients with GoAway before a clean exit.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::TestGateway;
+use huddle_client::{Client, ClientConfig, Event};
+
+struct Proc {
+    child: Child,
+    ws: String,
+    quic: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn huddle(data_dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_huddle"));
+    cmd.env("HUDDLE_SERVER__DATA_DIR", data_dir)
+        .env("HUDDLE_SERVER__WS_ADDR", "127.0.0.1:0")
+        .env("HUDDLE_SERVER__QUIC_ADDR", "127.0.0.1:0")
+        .env("HUDDLE_SERVER__ADMIN_ADDR", "127.0.0.1:0")
+        .env("HUDDLE_SHARDS__PIN", "false")
+        .env("HUDDLE_LOG", "warn");
+    cmd
+}
+
+fn spawn(data_dir: &std::path::Path) -> Proc {
+    let mut child = huddle(data_dir)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("huddle starts");
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    // Keep reading so the gateway never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    // "huddle listening ws=ws://A quic=quic://B admin=http://C shards=N"
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .unwrap_or_else(|| panic!("banner has {key}: {line}"))
+            .to_string()
+    };
+    Proc {
+        ws: field("ws="),
+        quic: field("quic="),
+        child,
+    }
+}
+
+fn mint(data_dir: &std::path::Path, user: &str) -> String {
+    let out = huddle(data_dir)
+        .args(["token", "--user", user, "--ttl", "10m"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn sigterm_sends_goaway_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = spawn(dir.path());
+    let token = mint(dir.path(), "operator-test");
+    let cert = std::fs::read(dir.path().join("tls/cert.pem")).expect("dev certificate generated");
+    let mut streams = Vec::new();
+    for url in [proc.ws.clone(), proc.quic.clone()] {
+        let mut config = ClientConfig::new(url, token.clone());
+        config.tls.ca_cert_pem = Some(cert.clone());
+        config.reconnect = false;
+        let (client, events) = Client::connect(config)
+            .await
+            .expect("minted token connects");
+        assert_eq!(client.session().user_id, "operator-test");
+        streams.push((client, events));
+    }
+    let pid = proc.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    for (_client, events) in &mut streams {
+        let mut saw_goaway = false;
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(20), events.next()).await
+        {
+            if let Event::GoAway {
+                reconnect_after_ms, ..
+            } = ev
+            {
+                assert!(reconnect_after_ms > 0);
+                saw_goaway = true;
+                break;
+            }
+        }
+        assert!(saw_goaway, "every client is told to go away");
+    }
+    let status = tokio::task::spawn_blocking(move || proc.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn public_bind_without_keys_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = huddle(dir.path())
+        .env("HUDDLE_SERVER__WS_ADDR", "0.0.0.0:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("non-loopback"), "{stderr}");
+    let _ = TestGateway::start; // harness shared with the other suites
+}
