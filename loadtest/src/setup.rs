@@ -9,8 +9,10 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -284,14 +286,15 @@ impl Setup {
 
     /// Runs `setup` for client `i` within a concurrency slot and
     /// [`SETUP_TIMEOUT`]; counts it as ready or failed.
+    ///
+    /// `setup` comes boxed: a handshake's state is large (about 10 KiB) and
+    /// short-lived, and a future passed by value would stay part of the
+    /// connection's task for as long as the connection lives.
     pub(crate) async fn run<T>(
         &self,
         i: u32,
-        setup: impl std::future::Future<Output = Result<T, Failure>>,
+        setup: Pin<Box<dyn Future<Output = Result<T, Failure>> + Send + '_>>,
     ) -> Option<T> {
-        // Boxed: the handshake's state is large and short-lived, the
-        // connection's task stays small once it is done.
-        let setup = Box::pin(setup);
         let result = async {
             let _permit = self
                 .permits

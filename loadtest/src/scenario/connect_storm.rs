@@ -19,6 +19,7 @@ use tokio::time::{sleep, timeout};
 use super::{print_failures, transport_name, wait_for_setups, Probes};
 use crate::report::{self, Connect, Params, Percentiles, Report};
 use crate::setup::{now_ns, Setup};
+use crate::sys;
 use crate::Args;
 
 /// How long closing all connections may take before the report is printed
@@ -56,6 +57,9 @@ pub(super) async fn run(
     }
 
     sleep(Duration::from_secs(args.hold_s)).await;
+    if let Some(usage) = sys::usage(None) {
+        eprintln!("  loadgen rss while holding: {} MiB", usage.rss_bytes >> 20);
+    }
     let dropped = setup.dropped.load(Relaxed);
     eprintln!(
         "  held {} connections for {} s ({dropped} dropped later); closing",
@@ -113,7 +117,7 @@ pub(super) async fn run(
 
 /// Client `i`: set up, then answer the gateway until told to stop, then close.
 async fn client(setup: Arc<Setup>, i: u32, mut stop: watch::Receiver<bool>) {
-    let Some(mut session) = setup.run(i, setup.open(i)).await else {
+    let Some(mut session) = setup.run(i, Box::pin(setup.open(i))).await else {
         return;
     };
     loop {
@@ -133,29 +137,22 @@ async fn client(setup: Arc<Setup>, i: u32, mut stop: watch::Receiver<bool>) {
 }
 
 #[cfg(test)]
-mod size_probe {
+mod tests {
+    use std::sync::Arc;
+
+    use clap::Parser as _;
+
+    use super::*;
+
+    /// Every connection is one task; its future must not carry the (large,
+    /// short-lived) handshake state inline.
     #[test]
-    fn print_sizes() {
-        let args = <crate::Args as clap::Parser>::parse_from([
-            "x",
-            "--jwt-secret",
-            "s",
-            "--scenario",
-            "connect-storm",
-        ]);
-        let setup = std::sync::Arc::new(
-            crate::setup::Setup::new(&args, huddle_client::Transport::Ws, 1).unwrap(),
-        );
-        let (_tx, rx) = tokio::sync::watch::channel(false);
-        let fut = super::client(setup.clone(), 0, rx);
-        eprintln!("client future: {} bytes", std::mem::size_of_val(&fut));
-        eprintln!(
-            "open future: {} bytes",
-            std::mem::size_of_val(&setup.open(0))
-        );
-        eprintln!(
-            "session: {} bytes",
-            std::mem::size_of::<crate::setup::Session>()
-        );
+    fn a_connection_task_stays_small() {
+        let args = Args::parse_from(["huddle-loadtest", "--jwt-secret", "s"]);
+        let setup = Arc::new(Setup::new(&args, Transport::Ws, 1).unwrap());
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let task = client(setup, 0, stop_rx);
+        let size = std::mem::size_of_val(&task);
+        assert!(size < 4096, "the connection task is {size} bytes");
     }
 }
