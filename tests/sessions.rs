@@ -173,6 +173,29 @@ async fn resume_replays_exactly_the_missed_events() {
 }
 
 #[tokio::test]
+async fn volatile_events_are_unsequenced_and_not_replayed() {
+    let gw = TestGateway::start().await;
+    for url in gw.urls() {
+        let (sender, _) = gw.client(&url, "typist").await;
+        let (_reader, mut events) = gw.client(&url, "watcher").await;
+        sender.echo_to("watcher", b"is typing", true).await.unwrap();
+        sender.echo_to("watcher", b"message", false).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            if let Some(Event::Echo { seq, payload, .. }) = events.next().await {
+                got.push((seq, payload));
+            }
+        }
+        got.sort();
+        assert_eq!(
+            got,
+            vec![(0, b"is typing".to_vec()), (1, b"message".to_vec())],
+            "volatile events carry seq 0 (over QUIC as datagrams); reliable ones are numbered from 1"
+        );
+    }
+}
+
+#[tokio::test]
 async fn resume_after_the_window_fails_and_a_fresh_session_works() {
     let gw = TestGateway::start_with(|c| c.session.resume_window_ms = 300).await;
     for url in gw.urls() {

@@ -120,7 +120,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<String> {
     setup::init_clock();
     // Each connection holds one socket (TCP, or QUIC's UDP endpoint).
-    let needed = u64::from(args.clients) + 1024;
+    let needed = u64::from(args.clients) + 64;
     let nofile = sys::raise_nofile_limit(needed);
     if nofile < needed {
         eprintln!(

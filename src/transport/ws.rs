@@ -74,7 +74,7 @@ fn ws_config(max_frame: usize) -> WebSocketConfig {
     let mut c = WebSocketConfig::default();
     c.max_message_size = Some(max_frame);
     c.max_frame_size = Some(max_frame);
-    c.read_buffer_size = 4096;
+    c.read_buffer_size = 512;
     c.write_buffer_size = 0;
     c.max_write_buffer_size = max_frame * 4 + 64 * 1024;
     c
