@@ -75,7 +75,9 @@ fn ws_config(max_frame: usize) -> WebSocketConfig {
     c.max_message_size = Some(max_frame);
     c.max_frame_size = Some(max_frame);
     c.read_buffer_size = 512;
-    c.write_buffer_size = 0;
+    // Coalesce a batch into few writes: frames gather up to 16 KiB before a
+    // write, and the writer flushes once per batch.
+    c.write_buffer_size = 16 * 1024;
     c.max_write_buffer_size = max_frame * 4 + 64 * 1024;
     c
 }

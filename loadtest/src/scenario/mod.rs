@@ -18,7 +18,7 @@ use tokio::time::sleep;
 
 use crate::report::{self, Loadgen, Server};
 use crate::setup::{self, Setup};
-use crate::sys::Monitor;
+use crate::sys::{self, Monitor};
 use crate::{Args, Scenario};
 
 /// Source addresses per connection count when `--source-ips` is not given:
@@ -73,6 +73,9 @@ pub(crate) struct CpuMark(Option<f64>, f64);
 
 impl Probes {
     fn start(server_pid: Option<u32>) -> Self {
+        if let Some(pid) = server_pid.filter(|&pid| sys::usage(Some(pid)).is_none()) {
+            eprintln!("warning: cannot read /proc/{pid}; the report's server figures will be 0");
+        }
         Self {
             server: server_pid.map(|pid| Monitor::start(Some(pid))),
             loadgen: Monitor::start(None),
