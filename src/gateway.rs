@@ -61,6 +61,34 @@ fn quic_transport(cfg: &Config) -> quinn::TransportConfig {
     t
 }
 
+/// Socket buffer asked for the QUIC UDP socket: a connect storm delivers
+/// hundreds of 1,200-byte Initial packets at once, and the kernel's default
+/// (about 200 KiB) drops them, costing each lost handshake a resend timeout.
+const QUIC_SOCKET_BUFFER: usize = 8 << 20;
+
+fn quic_endpoint(
+    server_config: quinn::ServerConfig,
+    addr: SocketAddr,
+) -> std::io::Result<quinn::Endpoint> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    // Best effort: the kernel caps these at net.core.[rw]mem_max.
+    let _ = socket.set_recv_buffer_size(QUIC_SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(QUIC_SOCKET_BUFFER);
+    socket.bind(&addr.into())?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config),
+        socket.into(),
+        runtime,
+    )
+}
+
 /// Binds every listener and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let dev = match (&config.auth.algorithm, &config.auth.secret) {
@@ -78,7 +106,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("binding admin listener {}", config.server.admin_addr))?;
     let mut server_config = tls::quic_server_config(&cert)?;
     server_config.transport_config(Arc::new(quic_transport(&config)));
-    let endpoint = quinn::Endpoint::server(server_config, config.server.quic_addr)
+    let endpoint = quic_endpoint(server_config, config.server.quic_addr)
         .with_context(|| format!("binding QUIC endpoint {}", config.server.quic_addr))?;
     let ws_tls = if config.tls.ws_tls {
         Some(tls::ws_tls_acceptor(&cert)?)
