@@ -120,6 +120,10 @@ pub struct SessionConfig {
     pub resume_window_ms: u32,
     /// Largest inbound frame.
     pub max_frame_bytes: u32,
+    /// WebSocket read buffer per connection: also the most one read takes
+    /// from the socket. Small keeps idle connections cheap; raise it when
+    /// clients send many large frames.
+    pub ws_read_buffer_bytes: usize,
     /// Frames waiting to be written per session. When a reliable frame finds
     /// it full the connection is closed with SLOW_CONSUMER (while attached) or
     /// the session is ended so its resume fails loudly (while detached).
@@ -147,6 +151,7 @@ impl Default for SessionConfig {
             handshake_timeout_ms: 10_000,
             resume_window_ms: 30_000,
             max_frame_bytes: huddle_schema::DEFAULT_MAX_FRAME_BYTES as u32,
+            ws_read_buffer_bytes: 256,
             outbound_queue: 1024,
             volatile_shed_at: 512,
             replay_buffer: 4096,
@@ -250,6 +255,9 @@ impl Config {
         }
         if s.max_frame_bytes < 256 {
             return bad("session.max_frame_bytes must be at least 256");
+        }
+        if s.ws_read_buffer_bytes < 64 {
+            return bad("session.ws_read_buffer_bytes must be at least 64");
         }
         if s.rate_per_s <= 0.0 || s.rate_burst < 1.0 {
             return bad("session.rate_per_s must be > 0 and session.rate_burst >= 1");

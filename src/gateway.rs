@@ -89,6 +89,21 @@ fn quic_endpoint(
     )
 }
 
+/// Accept backlog of the WebSocket listener: a connect storm keeps hundreds
+/// of handshakes in flight, and an overflowing backlog costs each refused SYN
+/// a one-second retransmit. The kernel caps it at net.core.somaxconn.
+const TCP_BACKLOG: i32 = 4096;
+
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(TCP_BACKLOG as u32)
+}
+
 /// Binds every listener and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let dev = match (&config.auth.algorithm, &config.auth.secret) {
@@ -98,8 +113,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let auth = Authenticator::new(&config.auth, dev.as_deref())?;
     let cert = tls::load_or_generate(&config)?;
 
-    let ws_listener = TcpListener::bind(config.server.ws_addr)
-        .await
+    let ws_listener = tcp_listener(config.server.ws_addr)
         .with_context(|| format!("binding WebSocket listener {}", config.server.ws_addr))?;
     let admin_listener = TcpListener::bind(config.server.admin_addr)
         .await

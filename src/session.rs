@@ -18,7 +18,7 @@ use huddle_schema::encode::{PresenceEntry, WelcomeFields};
 use huddle_schema::wire::{self, Body, ErrorCode, PresenceStatus};
 use huddle_schema::{verify_frame, Encoder, FrameError, PROTOCOL_VERSION};
 use tokio::sync::{oneshot, Notify};
-use tokio::time::{timeout, MissedTickBehavior};
+use tokio::time::{timeout, Interval, MissedTickBehavior};
 
 use crate::auth::Identity;
 use crate::engine::users::Command;
@@ -124,9 +124,11 @@ pub async fn serve<R: FrameReader, W: FrameWriter>(
     kind: TransportKind,
 ) {
     metrics().connection_opened(kind);
-    if let Some(attached) = handshake(&gw, &mut rd, &mut wr).await {
+    // The handshake and the goodbye are boxed: they are large, short-lived
+    // states, and inline they would size every idle connection's task.
+    if let Some(attached) = Box::pin(handshake(&gw, &mut rd, &mut wr)).await {
         let end = run(&gw, &attached, &mut rd, &mut wr).await;
-        finish(&gw, &attached, end, &mut wr).await;
+        Box::pin(finish(&gw, &attached, end, &mut wr)).await;
     }
     wr.close().await;
     metrics().connection_closed(kind);
@@ -391,7 +393,7 @@ async fn run<R: FrameReader, W: FrameWriter>(
             biased;
             _ = gw.shutdown.cancelled() => return End::Shutdown,
             _ = at.wake.notified() => {
-                if let Err(end) = drain(&mut conn, wr).await {
+                if let Err(end) = drain(&mut conn, wr, &mut tick).await {
                     return end;
                 }
             }
@@ -409,7 +411,7 @@ async fn run<R: FrameReader, W: FrameWriter>(
                     let ping = encode(|e| e.ping(0, 0, unix_ms()));
                     at.outbox.push_reply(ping, Body::Ping);
                 }
-                if let Err(end) = drain(&mut conn, wr).await {
+                if let Err(end) = drain(&mut conn, wr, &mut tick).await {
                     return end;
                 }
             }
@@ -434,7 +436,14 @@ fn stopped(stop: Stop) -> End {
 /// Writes everything the outbox holds, batch by batch. A write the client
 /// does not take within the heartbeat timeout, or an outbox closed under a
 /// blocked write (slow consumer), ends the connection instead of waiting.
-async fn drain<W: FrameWriter>(conn: &mut Conn<'_>, wr: &mut W) -> Result<(), End> {
+///
+/// Stalls are timed with the connection's heartbeat `tick` rather than a
+/// timer of their own, which keeps every idle connection's task smaller.
+async fn drain<W: FrameWriter>(
+    conn: &mut Conn<'_>,
+    wr: &mut W,
+    tick: &mut Interval,
+) -> Result<(), End> {
     let cfg = &conn.gw.config.session;
     let stall = Duration::from_millis(cfg.heartbeat_timeout_ms.into());
     let mut batch: Vec<Queued> = Vec::new();
@@ -457,10 +466,9 @@ async fn drain<W: FrameWriter>(conn: &mut Conn<'_>, wr: &mut W) -> Result<(), En
             wire.push(frame.wire_bytes());
         }
         if !wire.is_empty() {
+            let started = Instant::now();
             let send = wr.send(&wire);
             tokio::pin!(send);
-            let deadline = tokio::time::sleep(stall);
-            tokio::pin!(deadline);
             loop {
                 tokio::select! {
                     sent = &mut send => {
@@ -468,8 +476,11 @@ async fn drain<W: FrameWriter>(conn: &mut Conn<'_>, wr: &mut W) -> Result<(), En
                         break;
                     }
                     _ = at.wake.notified() => at.outbox.check(at.generation).map_err(stopped)?,
-                    _ = &mut deadline => {
-                        return Err(End::Lost(format!("client took no data for {} ms", stall.as_millis())));
+                    _ = tick.tick() => {
+                        if started.elapsed() >= stall {
+                            let msg = format!("client took no data for {} ms", stall.as_millis());
+                            return Err(End::Lost(msg));
+                        }
                     }
                 }
             }

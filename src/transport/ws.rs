@@ -68,13 +68,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> FrameWriter for WsWriter<S> {
 }
 
 /// Upgrade limits: frames over `max_frame` are refused by tungstenite itself
-/// before they are buffered whole; the read buffer stays small so an idle
-/// connection costs little memory.
-fn ws_config(max_frame: usize) -> WebSocketConfig {
+/// before they are buffered whole; the read buffer stays small
+/// (`session.ws_read_buffer_bytes`) so an idle connection costs little memory.
+fn ws_config(max_frame: usize, read_buffer: usize) -> WebSocketConfig {
     let mut c = WebSocketConfig::default();
     c.max_message_size = Some(max_frame);
     c.max_frame_size = Some(max_frame);
-    c.read_buffer_size = 512;
+    c.read_buffer_size = read_buffer;
     // Coalesce a batch into few writes: frames gather up to 16 KiB before a
     // write, and the writer flushes once per batch.
     c.write_buffer_size = 16 * 1024;
@@ -89,12 +89,17 @@ where
     let cfg = &gw.config.session;
     let upgrade = tokio_tungstenite::accept_async_with_config(
         stream,
-        Some(ws_config(cfg.max_frame_bytes as usize)),
+        Some(ws_config(
+            cfg.max_frame_bytes as usize,
+            cfg.ws_read_buffer_bytes,
+        )),
     );
-    let Ok(Ok(ws)) = tokio::time::timeout(
+    // Boxed: the upgrade is a large, short-lived state that would otherwise
+    // size every idle connection's task.
+    let Ok(Ok(ws)) = Box::pin(tokio::time::timeout(
         Duration::from_millis(cfg.handshake_timeout_ms.into()),
         upgrade,
-    )
+    ))
     .await
     else {
         return;
