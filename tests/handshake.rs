@@ -155,3 +155,66 @@ async fn algorithm_is_pinned_against_confusion() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn websocket_over_tls_works_with_the_dev_certificate() {
+    let gw = TestGateway::start_with(|c| c.tls.ws_tls = true).await;
+    let url = gw.ws_url.replace("ws://", "wss://");
+    let (client, _events) = gw.client(&url, "secure").await;
+    assert_eq!(client.echo(b"over tls").await.unwrap().payload, b"over tls");
+    client.close().await;
+}
+
+#[tokio::test]
+async fn es256_and_eddsa_keys_verify_their_own_tokens_only() {
+    let dir = tempfile::tempdir().unwrap();
+    for (alg, jwt_alg, rc_alg) in [
+        (
+            huddle::config::JwtAlgorithm::ES256,
+            Algorithm::ES256,
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        ),
+        (
+            huddle::config::JwtAlgorithm::EdDSA,
+            Algorithm::EdDSA,
+            &rcgen::PKCS_ED25519,
+        ),
+    ] {
+        let key = rcgen::KeyPair::generate_for(rc_alg).unwrap();
+        let public = dir.path().join(format!("{alg:?}.pub.pem"));
+        std::fs::write(&public, key.public_key_pem()).unwrap();
+        let gw = TestGateway::start_with(|c| {
+            c.auth.algorithm = alg;
+            c.auth.public_key = Some(public.clone());
+            c.auth.secret = None;
+        })
+        .await;
+        let pem = key.serialize_pem();
+        let signing = match jwt_alg {
+            Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+            _ => EncodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
+        };
+        let good = sign(&claims("keyed"), jwt_alg, &signing);
+        let hs = sign(
+            &claims("keyed"),
+            Algorithm::HS256,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        );
+        let mut conn = gw.raw(&gw.ws_url).await;
+        let reply = hello(&mut conn, Some(&good), None).await;
+        assert_eq!(
+            parse_welcome(&reply).expect("accepted").user_id,
+            "keyed",
+            "{alg:?}"
+        );
+        let mut conn = gw.raw(&gw.ws_url).await;
+        let reply = hello(&mut conn, Some(&hs), None).await;
+        expect_refusal(
+            &mut conn,
+            &reply,
+            ErrorCode::TOKEN_INVALID,
+            &format!("HS256 under {alg:?}"),
+        )
+        .await;
+    }
+}
