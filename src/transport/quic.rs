@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use bytes::{BufMut, BytesMut};
+use futures_util::StreamExt;
 use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec, LengthDelimitedCodecError};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 use crate::gateway::Gateway;
 use crate::metrics::{metrics, TransportKind};
@@ -23,7 +24,9 @@ pub struct QuicReader {
 
 pub struct QuicWriter {
     conn: Connection,
-    inner: FramedWrite<SendStream, LengthDelimitedCodec>,
+    /// Written directly: a framed writer would keep an 8 KiB buffer per
+    /// idle connection; a batch is framed into one short-lived buffer.
+    send: SendStream,
 }
 
 fn codec(max_frame: usize) -> LengthDelimitedCodec {
@@ -78,10 +81,13 @@ impl FrameReader for QuicReader {
 
 impl FrameWriter for QuicWriter {
     async fn send(&mut self, frames: &[Bytes]) -> io::Result<()> {
+        let len = frames.iter().map(|f| f.len() + 4).sum();
+        let mut batch = BytesMut::with_capacity(len);
         for f in frames {
-            self.inner.feed(f.clone()).await?;
+            batch.put_u32(f.len() as u32);
+            batch.put_slice(f);
         }
-        SinkExt::<Bytes>::flush(&mut self.inner).await
+        self.send.write_all(&batch).await.map_err(io::Error::other)
     }
 
     fn send_unordered(&mut self, frame: &Bytes) -> bool {
@@ -92,10 +98,10 @@ impl FrameWriter for QuicWriter {
     }
 
     async fn close(&mut self) {
-        let _ = self.inner.get_mut().finish();
+        let _ = self.send.finish();
         // Give the peer a moment to receive what is in flight: closing a
         // QUIC connection discards unacknowledged stream data.
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.get_mut().stopped()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.send.stopped()).await;
         self.conn.close(0u32.into(), b"bye");
     }
 }
@@ -103,12 +109,15 @@ impl FrameWriter for QuicWriter {
 async fn serve_connection(gw: Arc<Gateway>, incoming: quinn::Incoming) {
     let cfg = &gw.config.session;
     let handshake = Duration::from_millis(cfg.handshake_timeout_ms.into());
+    // Boxed: the QUIC handshake is a large, short-lived state that would
+    // otherwise size every idle connection's task.
     let setup = async {
         let conn = incoming.await.ok()?;
         let (send, recv) = conn.accept_bi().await.ok()?;
         Some((conn, send, recv))
     };
-    let Ok(Some((conn, send, recv))) = tokio::time::timeout(handshake, setup).await else {
+    let Ok(Some((conn, send, recv))) = tokio::time::timeout(handshake, Box::pin(setup)).await
+    else {
         return;
     };
     let max = cfg.max_frame_bytes as usize;
@@ -116,10 +125,7 @@ async fn serve_connection(gw: Arc<Gateway>, incoming: quinn::Incoming) {
         conn: conn.clone(),
         inner: FramedRead::with_capacity(recv, codec(max), 1024),
     };
-    let writer = QuicWriter {
-        conn,
-        inner: FramedWrite::new(send, codec(max)),
-    };
+    let writer = QuicWriter { conn, send };
     serve(gw, reader, writer, TransportKind::Quic).await;
 }
 
