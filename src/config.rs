@@ -22,6 +22,31 @@ pub struct Config {
     pub auth: AuthConfig,
     pub session: SessionConfig,
     pub shards: ShardConfig,
+    pub chat: ChatConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Longest message, in characters (MESSAGE_ERROR above it).
+    pub max_message_chars: usize,
+    /// Messages kept in memory per chat (history pages, unread counts).
+    pub recent_messages: usize,
+    /// Client nonces remembered per chat, making retried sends idempotent.
+    pub nonces_per_chat: usize,
+    /// Least time between two typing signals of one user in one chat.
+    pub typing_interval_ms: u64,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            max_message_chars: 2000,
+            recent_messages: 256,
+            nonces_per_chat: 4096,
+            typing_interval_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +69,11 @@ pub struct ServerConfig {
     pub shutdown_timeout_ms: u64,
     /// How long clients are told to wait before reconnecting after GoAway.
     pub goaway_reconnect_ms: u32,
+    /// This node's id (0..511), part of every message id; unique per cluster.
+    pub node_id: u16,
+    /// Bearer token the operator API (`/v1/...`) requires; none on loopback
+    /// by default.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +87,8 @@ impl Default for ServerConfig {
             max_connections: 200_000,
             shutdown_timeout_ms: 10_000,
             goaway_reconnect_ms: 1_000,
+            node_id: 0,
+            admin_token: None,
         }
     }
 }
@@ -261,6 +293,15 @@ impl Config {
         }
         if s.rate_per_s <= 0.0 || s.rate_burst < 1.0 {
             return bad("session.rate_per_s must be > 0 and session.rate_burst >= 1");
+        }
+        if !self.server.admin_addr.ip().is_loopback() && self.server.admin_token.is_none() {
+            return bad("server.admin_addr is not a loopback address: set server.admin_token for the operator API");
+        }
+        if self.server.node_id > 511 {
+            return bad("server.node_id must be 0 to 511");
+        }
+        if self.chat.max_message_chars == 0 || self.chat.recent_messages == 0 {
+            return bad("chat.max_message_chars and chat.recent_messages must be > 0");
         }
         if s.write_batch == 0 || s.replay_buffer == 0 || self.shards.mailbox == 0 {
             return bad(

@@ -16,8 +16,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{dev_secret, Authenticator};
 use crate::config::{Config, JwtAlgorithm};
+use crate::engine::chat::ChatLimits;
 use crate::metrics::metrics;
-use crate::shard::{ShardThreads, Shards};
+use crate::shard::{ShardSettings, ShardThreads, Shards};
 use crate::transport::{quic, ws};
 use crate::{admin, tls};
 
@@ -132,7 +133,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.shard_count(),
         config.shards.mailbox,
         config.shards.pin,
-        Duration::from_millis(config.session.resume_window_ms.into()),
+        ShardSettings {
+            resume_window: Duration::from_millis(config.session.resume_window_ms.into()),
+            chat: ChatLimits {
+                max_chars: config.chat.max_message_chars,
+                recent: config.chat.recent_messages,
+                nonces: config.chat.nonces_per_chat,
+                typing_every: Duration::from_millis(config.chat.typing_interval_ms),
+            },
+            node: config.server.node_id,
+        },
     );
     metrics();
     let gw = Arc::new(Gateway {

@@ -31,3 +31,4 @@ pub mod session;
 pub mod shard;
 pub mod tls;
 pub mod transport;
+pub mod wire;

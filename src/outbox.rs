@@ -318,6 +318,11 @@ impl Outbox {
         }
     }
 
+    /// True once the outbox is closed for good (its session is over).
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed.is_some()
+    }
+
     /// Frames waiting to be written.
     pub fn depth(&self) -> usize {
         self.state.lock().queue.len()

@@ -21,6 +21,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::{timeout, Interval, MissedTickBehavior};
 
 use crate::auth::Identity;
+use crate::engine::chat::{self, Actor, Author};
 use crate::engine::users::Command;
 use crate::engine::{SessionId, Status, UserId};
 use crate::gateway::Gateway;
@@ -31,6 +32,9 @@ use crate::shard::{ResumeFailure, ShardMsg};
 
 /// Most user ids one presence query may name.
 pub const MAX_PRESENCE_IDS: usize = 500;
+
+/// Most chats one connection may be in at once.
+pub const MAX_CHATS_PER_CONNECTION: usize = 256;
 
 /// What a transport read produced.
 #[derive(Debug)]
@@ -110,6 +114,10 @@ enum End {
 struct Attached {
     session: SessionId,
     user: UserId,
+    /// What chat members see of this user.
+    author: Author,
+    /// Holds the `operator` or `moderator` role.
+    operator: bool,
     outbox: Arc<Outbox>,
     generation: u64,
     wake: Arc<Notify>,
@@ -127,8 +135,8 @@ pub async fn serve<R: FrameReader, W: FrameWriter>(
     // The handshake and the goodbye are boxed: they are large, short-lived
     // states, and inline they would size every idle connection's task.
     if let Some(attached) = Box::pin(handshake(&gw, &mut rd, &mut wr)).await {
-        let end = run(&gw, &attached, &mut rd, &mut wr).await;
-        Box::pin(finish(&gw, &attached, end, &mut wr)).await;
+        let (end, joined) = run(&gw, &attached, &mut rd, &mut wr).await;
+        Box::pin(finish(&gw, &attached, end, joined, &mut wr)).await;
     }
     wr.close().await;
     metrics().connection_closed(kind);
@@ -302,8 +310,18 @@ async fn handshake<R: FrameReader, W: FrameWriter>(
         replayed,
     );
     metrics().frame_out(Body::Welcome);
+    let operator = identity
+        .roles
+        .iter()
+        .any(|r| r == "operator" || r == "moderator");
     let attached = Attached {
         session,
+        author: Author {
+            id: identity.user_id.clone(),
+            username: Arc::from(identity.username.as_str()),
+            display_name: Arc::from(identity.display_name.as_str()),
+        },
+        operator,
         user: identity.user_id,
         outbox,
         generation,
@@ -363,6 +381,10 @@ struct Conn<'a> {
     malformed: u32,
     last_in: Instant,
     last_out: Instant,
+    /// Chats joined over this connection, left for the session when it
+    /// ends for good. (Chats joined before a resume are cleaned up by
+    /// their shard's sweep once the session is over.)
+    joined: Vec<Arc<str>>,
 }
 
 async fn run<R: FrameReader, W: FrameWriter>(
@@ -370,7 +392,7 @@ async fn run<R: FrameReader, W: FrameWriter>(
     at: &Attached,
     rd: &mut R,
     wr: &mut W,
-) -> End {
+) -> (End, Vec<Arc<str>>) {
     let cfg = &gw.config.session;
     let heartbeat = Duration::from_millis(cfg.heartbeat_ms.into());
     let silence = Duration::from_millis(cfg.heartbeat_timeout_ms.into());
@@ -382,18 +404,33 @@ async fn run<R: FrameReader, W: FrameWriter>(
         malformed: 0,
         last_in: now,
         last_out: now,
+        joined: Vec::new(),
     };
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + heartbeat.min(silence / 3),
         heartbeat.min(silence / 3),
     );
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let end = serve_loop(&mut conn, &mut tick, rd, wr).await;
+    (end, conn.joined)
+}
+
+async fn serve_loop<R: FrameReader, W: FrameWriter>(
+    conn: &mut Conn<'_>,
+    tick: &mut Interval,
+    rd: &mut R,
+    wr: &mut W,
+) -> End {
+    let (gw, at) = (conn.gw, conn.at);
+    let cfg = &gw.config.session;
+    let heartbeat = Duration::from_millis(cfg.heartbeat_ms.into());
+    let silence = Duration::from_millis(cfg.heartbeat_timeout_ms.into());
     loop {
         tokio::select! {
             biased;
             _ = gw.shutdown.cancelled() => return End::Shutdown,
             _ = at.wake.notified() => {
-                if let Err(end) = drain(&mut conn, wr, &mut tick).await {
+                if let Err(end) = drain(conn, wr, tick).await {
                     return end;
                 }
             }
@@ -411,7 +448,7 @@ async fn run<R: FrameReader, W: FrameWriter>(
                     let ping = encode(|e| e.ping(0, 0, unix_ms()));
                     at.outbox.push_reply(ping, Body::Ping);
                 }
-                if let Err(end) = drain(&mut conn, wr, &mut tick).await {
+                if let Err(end) = drain(conn, wr, tick).await {
                     return end;
                 }
             }
@@ -566,7 +603,30 @@ impl Conn<'_> {
                 None
             }
             Body::Pong => None,
-            Body::EchoRequest | Body::PresenceQuery => {
+            Body::ChatTyping => {
+                // A volatile signal: no reply, and silently dropped when the
+                // connection is over its request budget.
+                if self.bucket.try_take(Instant::now()) {
+                    if let Some(t) = frame.body_as_chat_typing() {
+                        let chat_id: Arc<str> = Arc::from(t.chat_id().unwrap_or(""));
+                        let cmd = chat::Command::Typing {
+                            session: self.at.session,
+                            actor: self.actor(),
+                            chat_id: chat_id.clone(),
+                            typing: t.typing(),
+                        };
+                        self.chat(0, &chat_id, cmd, false);
+                    }
+                }
+                None
+            }
+            Body::EchoRequest
+            | Body::PresenceQuery
+            | Body::ChatJoin
+            | Body::ChatLeave
+            | Body::ChatSend
+            | Body::ChatRead
+            | Body::ChatHistory => {
                 if request_id == 0 {
                     let msg = format!(
                         "{} needs a non-zero request_id",
@@ -587,6 +647,8 @@ impl Conn<'_> {
                     self.echo(request_id, echo);
                 } else if let Some(query) = frame.body_as_presence_query() {
                     self.presence(request_id, query);
+                } else {
+                    self.chat_request(request_id, &frame);
                 }
                 None
             }
@@ -602,6 +664,101 @@ impl Conn<'_> {
                 );
                 self.malformed(request_id, ErrorCode::MALFORMED_FRAME, &msg)
             }
+        }
+    }
+
+    fn actor(&self) -> Actor {
+        Actor {
+            author: self.at.author.clone(),
+            operator: self.at.operator,
+        }
+    }
+
+    /// Turns a chat request frame into its engine command and routes it.
+    fn chat_request(&mut self, request_id: u64, frame: &wire::Frame<'_>) {
+        let session = self.at.session;
+        let id = |s: Option<&str>| -> Arc<str> { Arc::from(s.unwrap_or("")) };
+        let (chat_id, cmd) = if let Some(j) = frame.body_as_chat_join() {
+            let chat_id = id(j.chat_id());
+            let cmd = chat::Command::Join {
+                request_id,
+                session,
+                actor: self.actor(),
+                chat_id: chat_id.clone(),
+            };
+            (chat_id, cmd)
+        } else if let Some(l) = frame.body_as_chat_leave() {
+            let chat_id = id(l.chat_id());
+            let cmd = chat::Command::Leave {
+                request_id,
+                session,
+                chat_id: chat_id.clone(),
+            };
+            (chat_id, cmd)
+        } else if let Some(m) = frame.body_as_chat_send() {
+            let chat_id = id(m.chat_id());
+            let cmd = chat::Command::Send {
+                request_id,
+                session,
+                actor: self.actor(),
+                chat_id: chat_id.clone(),
+                content: m.content().unwrap_or("").to_string(),
+                content_type: m.content_type().0,
+                nonce: m.nonce().filter(|n| !n.is_empty()).map(str::to_string),
+            };
+            (chat_id, cmd)
+        } else if let Some(r) = frame.body_as_chat_read() {
+            let chat_id = id(r.chat_id());
+            let cmd = chat::Command::Read {
+                request_id,
+                session,
+                user: self.at.user.clone(),
+                chat_id: chat_id.clone(),
+                message_id: r.message_id(),
+            };
+            (chat_id, cmd)
+        } else if let Some(h) = frame.body_as_chat_history() {
+            let chat_id = id(h.chat_id());
+            let cmd = chat::Command::History {
+                request_id,
+                session,
+                chat_id: chat_id.clone(),
+                before_id: h.before_id(),
+                limit: h.limit(),
+            };
+            (chat_id, cmd)
+        } else {
+            return;
+        };
+        let joining = matches!(cmd, chat::Command::Join { .. });
+        if joining
+            && self.joined.len() >= MAX_CHATS_PER_CONNECTION
+            && !self.joined.contains(&chat_id)
+        {
+            let msg =
+                format!("at most {MAX_CHATS_PER_CONNECTION} chats per connection; leave one first");
+            self.error(request_id, ErrorCode::JOIN_ERROR, &msg, false);
+            return;
+        }
+        if joining && !self.joined.contains(&chat_id) {
+            self.joined.push(chat_id.clone());
+        } else if matches!(cmd, chat::Command::Leave { .. }) {
+            self.joined.retain(|c| c != &chat_id);
+        }
+        self.chat(request_id, &chat_id, cmd, joining);
+    }
+
+    /// Sends a chat command to the chat's shard; a join hands over this
+    /// session's outbox so the shard can deliver to it directly.
+    fn chat(&self, request_id: u64, chat_id: &str, cmd: chat::Command, joining: bool) {
+        let shard = self.gw.shards.of_chat(chat_id);
+        let msg = ShardMsg::Chat {
+            cmd: Box::new(cmd),
+            reply_to: self.at.outbox.clone(),
+            member: joining.then(|| self.at.outbox.clone()),
+        };
+        if self.gw.shards.try_send(shard, msg).is_err() && request_id != 0 {
+            self.busy(request_id, shard);
         }
     }
 
@@ -714,7 +871,35 @@ async fn detach(gw: &Gateway, at: &Attached, resumable: bool) {
     }
 }
 
-async fn finish<W: FrameWriter>(gw: &Arc<Gateway>, at: &Attached, end: End, wr: &mut W) {
+/// Leaves, for a session that is over, the chats this connection joined,
+/// so their other members hear of it at once.
+fn leave_chats(gw: &Gateway, at: &Attached, joined: Vec<Arc<str>>) {
+    for chat_id in joined {
+        let cmd = chat::Command::Leave {
+            request_id: 0,
+            session: at.session,
+            chat_id: chat_id.clone(),
+        };
+        let msg = ShardMsg::Chat {
+            cmd: Box::new(cmd),
+            reply_to: at.outbox.clone(),
+            member: None,
+        };
+        // A full mailbox leaves it to the shard's sweep.
+        let _ = gw.shards.try_send(gw.shards.of_chat(&chat_id), msg);
+    }
+}
+
+async fn finish<W: FrameWriter>(
+    gw: &Arc<Gateway>,
+    at: &Attached,
+    end: End,
+    joined: Vec<Arc<str>>,
+    wr: &mut W,
+) {
+    if matches!(end, End::ClientClosed | End::Refused(_)) {
+        leave_chats(gw, at, joined);
+    }
     match end {
         End::ClientClosed => detach(gw, at, false).await,
         End::Lost(reason) => {

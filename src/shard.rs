@@ -13,16 +13,27 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use huddle_schema::wire::Body;
 use huddle_schema::Encoder;
 use tokio::sync::{oneshot, Notify};
 
+use crate::engine::chat::{self, ChannelSpec, ChatLimits, Chats, NoLobbies};
 use crate::engine::users::{self, Users};
-use crate::engine::{
-    shard_of, Effect, Event, Now, Presence, Reply, ResumeRefusal, SessionId, UserId,
-};
+use crate::engine::{shard_of, Effect, Failure, Now, Presence, ResumeRefusal, SessionId, UserId};
 use crate::metrics::metrics;
 use crate::outbox::{Closed, Outbox, Push, ResumeGap};
+use crate::wire;
+
+/// How often a shard drops chat members whose sessions have ended.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// What every shard is started with.
+#[derive(Debug, Clone, Copy)]
+pub struct ShardSettings {
+    pub resume_window: Duration,
+    pub chat: ChatLimits,
+    /// This node's id, part of every message id.
+    pub node: u16,
+}
 
 /// Why a resume failed, for the RESUME_FAILED message.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +82,20 @@ pub enum ShardMsg {
         user_ids: Vec<UserId>,
         reply: oneshot::Sender<Vec<Presence>>,
     },
+    /// A chat request. `member` is the session's outbox, handed over on
+    /// join so the chat's shard can deliver to it directly.
+    /// Boxed: chat commands are the largest messages, and every mailbox
+    /// slot is as large as the largest message.
+    Chat {
+        cmd: Box<chat::Command>,
+        reply_to: Arc<Outbox>,
+        member: Option<Arc<Outbox>>,
+    },
+    /// An operator creates or reconfigures a channel.
+    CreateChannel {
+        spec: ChannelSpec,
+        reply: oneshot::Sender<Result<(), Failure>>,
+    },
 }
 
 struct Envelope {
@@ -98,7 +123,7 @@ impl Shards {
         count: usize,
         mailbox: usize,
         pin: bool,
-        resume_window: Duration,
+        settings: ShardSettings,
     ) -> (Shards, ShardThreads) {
         let cores = if pin {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -117,7 +142,7 @@ impl Shards {
                     if let Some(core) = core {
                         core_affinity::set_for_current(core);
                     }
-                    ShardLoop::new(index, resume_window, rx).run();
+                    ShardLoop::new(index, settings, rx).run();
                 })
                 .expect("spawning a shard thread at start-up");
             joins.push(join);
@@ -137,6 +162,12 @@ impl Shards {
     /// The shard that owns `user`.
     pub fn of_user(&self, user: &str) -> usize {
         shard_of(user.as_bytes(), self.count())
+    }
+
+    /// The shard that owns a chat. A lobby's chat lives with its lobby.
+    pub fn of_chat(&self, chat_id: &str) -> usize {
+        let key = chat_id.strip_prefix("lobby:").unwrap_or(chat_id);
+        shard_of(key.as_bytes(), self.count())
     }
 
     /// The shard that serves requests not tied to a key (echo) for `session`.
@@ -197,17 +228,24 @@ struct ShardLoop {
     users: Users,
     /// Outboxes of the sessions whose users this shard owns.
     outboxes: HashMap<SessionId, Arc<Outbox>>,
+    chats: Chats,
+    /// Outboxes of the sessions in this shard's chats.
+    chat_outboxes: HashMap<SessionId, Arc<Outbox>>,
+    next_sweep: Instant,
     encoder: Encoder,
     effects: Vec<Effect>,
 }
 
 impl ShardLoop {
-    fn new(index: usize, resume_window: Duration, rx: Receiver<Envelope>) -> Self {
+    fn new(index: usize, settings: ShardSettings, rx: Receiver<Envelope>) -> Self {
         Self {
             index,
             rx,
-            users: Users::new(index as u16, resume_window),
+            users: Users::new(index as u16, settings.resume_window),
             outboxes: HashMap::new(),
+            chats: Chats::new(settings.chat, settings.node, index as u16),
+            chat_outboxes: HashMap::new(),
+            next_sweep: Instant::now() + SWEEP_EVERY,
             encoder: Encoder::new(),
             effects: Vec::new(),
         }
@@ -216,10 +254,11 @@ impl ShardLoop {
     fn run(mut self) {
         let (lag, handled) = metrics().shard_series(self.index);
         loop {
-            let received = match self.users.poll_timeout() {
-                Some(deadline) => self.rx.recv_deadline(deadline),
-                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            let deadline = match self.users.poll_timeout() {
+                Some(t) => t.min(self.next_sweep),
+                None => self.next_sweep,
             };
+            let received = self.rx.recv_deadline(deadline);
             match received {
                 Ok(env) => {
                     lag.set(env.sent_at.elapsed().as_secs_f64());
@@ -227,8 +266,12 @@ impl ShardLoop {
                     self.handle(env.msg);
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    self.users.handle_timeout(now(), &mut self.effects);
+                    let now = now();
+                    self.users.handle_timeout(now, &mut self.effects);
                     self.apply(None);
+                    if now.mono >= self.next_sweep {
+                        self.sweep_chat_members(now);
+                    }
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -327,25 +370,82 @@ impl ShardLoop {
                 }
                 self.effects.clear();
             }
+            ShardMsg::Chat {
+                cmd,
+                reply_to,
+                member,
+            } => {
+                if let (Some(outbox), chat::Command::Join { session, .. }) = (member, &*cmd) {
+                    self.chat_outboxes.entry(*session).or_insert(outbox);
+                }
+                let session = chat_session(&cmd);
+                self.chats
+                    .handle(now(), &NoLobbies, *cmd, &mut self.effects);
+                self.apply(Some(&reply_to));
+                if let Some(session) = session {
+                    if !self.chats.in_any_chat(session) {
+                        self.chat_outboxes.remove(&session);
+                    }
+                }
+            }
+            ShardMsg::CreateChannel { spec, reply } => {
+                let cmd = chat::Command::CreateChannel(spec);
+                self.chats.handle(now(), &NoLobbies, cmd, &mut self.effects);
+                let result = match self.effects.drain(..).next() {
+                    Some(Effect::Fail { failure, .. }) => Err(failure),
+                    _ => Ok(()),
+                };
+                self.effects.clear();
+                let _ = reply.send(result);
+            }
         }
     }
 
-    /// Carries out the effects the engines produced.
+    /// Chat members whose sessions ended (resume window passed, slow
+    /// consumer) leave their chats, which tells the others.
+    fn sweep_chat_members(&mut self, now: Now) {
+        self.next_sweep = now.mono + SWEEP_EVERY;
+        let gone: Vec<SessionId> = self
+            .chat_outboxes
+            .iter()
+            .filter(|(_, o)| o.is_closed())
+            .map(|(s, _)| *s)
+            .collect();
+        if !gone.is_empty() {
+            self.end_chat_sessions(gone);
+        }
+    }
+
+    fn end_chat_sessions(&mut self, sessions: Vec<SessionId>) {
+        for s in &sessions {
+            self.chat_outboxes.remove(s);
+        }
+        let cmd = chat::Command::SessionsGone { sessions };
+        self.chats.handle(now(), &NoLobbies, cmd, &mut self.effects);
+        self.apply(None);
+    }
+
+    /// Carries out the effects the engines produced: replies to
+    /// `reply_to`, events encoded once and queued to every recipient.
     fn apply(&mut self, reply_to: Option<&Arc<Outbox>>) {
         let mut ended = Vec::new();
-        for effect in self.effects.drain(..) {
+        let mut gone_from_chats = Vec::new();
+        let effects = std::mem::take(&mut self.effects);
+        for effect in effects {
             match effect {
                 Effect::Reply { request_id, reply } => {
+                    let frame = wire::reply_frame(&mut self.encoder, request_id, &reply);
+                    if let (Some(outbox), Some((bytes, body))) = (reply_to, frame) {
+                        outbox.push_reply(bytes, body);
+                    }
+                }
+                Effect::Fail {
+                    request_id,
+                    failure,
+                } => {
                     if let Some(outbox) = reply_to {
-                        let Reply::Echo {
-                            payload,
-                            shard,
-                            delivered,
-                        } = reply;
-                        let bytes = self
-                            .encoder
-                            .echo_reply(request_id, &payload, shard, delivered);
-                        outbox.push_reply(bytes, Body::EchoReply);
+                        let bytes = wire::failure_frame(&mut self.encoder, request_id, &failure);
+                        outbox.push_reply(bytes, huddle_schema::wire::Body::Error);
                     }
                 }
                 Effect::Deliver {
@@ -353,17 +453,35 @@ impl ShardLoop {
                     event,
                     reliable,
                 } => {
-                    let frame = match &event {
-                        Event::Echo { from_user, payload } => {
-                            self.encoder.echo_event(from_user, payload, reliable)
-                        }
-                    };
+                    let frame = wire::event_frame(&mut self.encoder, &event, reliable);
                     for session in sessions {
                         if let Some(outbox) = self.outboxes.get(&session) {
                             if let Push::Overflowed(Closed::OverflowWhileAway) =
                                 outbox.push_event(&frame)
                             {
                                 ended.push(session);
+                            }
+                        }
+                    }
+                }
+                Effect::Broadcast {
+                    chat,
+                    event,
+                    reliable,
+                    except,
+                } => {
+                    let frame = wire::event_frame(&mut self.encoder, &event, reliable);
+                    for session in self.chats.sessions(&chat) {
+                        if Some(session) == except {
+                            continue;
+                        }
+                        let Some(outbox) = self.chat_outboxes.get(&session) else {
+                            continue;
+                        };
+                        match outbox.push_event(&frame) {
+                            Push::Queued | Push::Shed => {}
+                            Push::Overflowed(_) | Push::AlreadyClosed => {
+                                gone_from_chats.push(session)
                             }
                         }
                     }
@@ -391,5 +509,23 @@ impl ShardLoop {
             self.users.handle(now(), cmd, &mut self.effects);
             self.apply(None);
         }
+        if !gone_from_chats.is_empty() {
+            gone_from_chats.sort_unstable();
+            gone_from_chats.dedup();
+            self.end_chat_sessions(gone_from_chats);
+        }
+    }
+}
+
+/// The session a chat command acts for.
+fn chat_session(cmd: &chat::Command) -> Option<SessionId> {
+    match cmd {
+        chat::Command::Join { session, .. }
+        | chat::Command::Leave { session, .. }
+        | chat::Command::Send { session, .. }
+        | chat::Command::Typing { session, .. }
+        | chat::Command::Read { session, .. }
+        | chat::Command::History { session, .. } => Some(*session),
+        chat::Command::CreateChannel(_) | chat::Command::SessionsGone { .. } => None,
     }
 }

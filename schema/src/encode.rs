@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
-use crate::wire::{self, Body, ErrorCode, PresenceStatus};
+use crate::wire::{self, Body, ChatKind, ContentType, ErrorCode, PresenceStatus};
 use crate::PROTOCOL_VERSION;
 
 /// An event encoded once for many recipients.
@@ -68,6 +68,36 @@ pub struct PresenceEntry {
     pub status: PresenceStatus,
     pub connections: u32,
     pub last_active_ms: i64,
+}
+
+/// Who sent or did something in a chat.
+#[derive(Debug, Clone, Copy)]
+pub struct UserFields<'a> {
+    pub id: &'a str,
+    pub username: &'a str,
+    pub display_name: &'a str,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageFields<'a> {
+    pub id: u64,
+    pub chat_id: &'a str,
+    pub sender: UserFields<'a>,
+    pub content: &'a str,
+    pub content_type: ContentType,
+    pub created_at_ms: i64,
+}
+
+/// Arguments of a [`wire::ChatJoined`].
+#[derive(Debug, Clone, Copy)]
+pub struct JoinedFields<'a> {
+    pub chat_id: &'a str,
+    pub kind: ChatKind,
+    pub members: u32,
+    pub read_only: bool,
+    pub slow_mode_ms: u32,
+    pub read_up_to: u64,
 }
 
 /// A reusable frame builder. Not `Sync`: each owner keeps its own.
@@ -334,6 +364,279 @@ impl Encoder {
             &wire::PresenceListArgs { users: Some(rows) },
         );
         self.finish_frame(request_id, 0, Body::PresenceList, body.as_union_value())
+    }
+
+    fn chat_user(&mut self, u: UserFields<'_>) -> WIPOffset<wire::ChatUser<'static>> {
+        let id = self.fbb.create_string(u.id);
+        let username = self.fbb.create_string(u.username);
+        let display_name = self.fbb.create_string(u.display_name);
+        wire::ChatUser::create(
+            &mut self.fbb,
+            &wire::ChatUserArgs {
+                id: Some(id),
+                username: Some(username),
+                display_name: Some(display_name),
+            },
+        )
+    }
+
+    fn chat_message(&mut self, m: &MessageFields<'_>) -> WIPOffset<wire::ChatMessage<'static>> {
+        let chat_id = self.fbb.create_string(m.chat_id);
+        let sender = self.chat_user(m.sender);
+        let content = self.fbb.create_string(m.content);
+        wire::ChatMessage::create(
+            &mut self.fbb,
+            &wire::ChatMessageArgs {
+                id: m.id,
+                chat_id: Some(chat_id),
+                sender: Some(sender),
+                content: Some(content),
+                content_type: m.content_type,
+                created_at_ms: m.created_at_ms,
+            },
+        )
+    }
+
+    /// A request or reply whose only field is a chat id: `body` is one of
+    /// ChatJoin, ChatLeave or ChatLeft.
+    fn chat_id_only(&mut self, request_id: u64, body: Body, chat_id: &str) -> Bytes {
+        let chat_id = Some(self.fbb.create_string(chat_id));
+        let table = match body {
+            Body::ChatJoin => {
+                wire::ChatJoin::create(&mut self.fbb, &wire::ChatJoinArgs { chat_id })
+                    .as_union_value()
+            }
+            Body::ChatLeave => {
+                wire::ChatLeave::create(&mut self.fbb, &wire::ChatLeaveArgs { chat_id })
+                    .as_union_value()
+            }
+            _ => wire::ChatLeft::create(&mut self.fbb, &wire::ChatLeftArgs { chat_id })
+                .as_union_value(),
+        };
+        self.finish_frame(request_id, 0, body, table)
+    }
+
+    pub fn chat_join(&mut self, request_id: u64, chat_id: &str) -> Bytes {
+        self.chat_id_only(request_id, Body::ChatJoin, chat_id)
+    }
+
+    pub fn chat_leave(&mut self, request_id: u64, chat_id: &str) -> Bytes {
+        self.chat_id_only(request_id, Body::ChatLeave, chat_id)
+    }
+
+    pub fn chat_left(&mut self, request_id: u64, chat_id: &str) -> Bytes {
+        self.chat_id_only(request_id, Body::ChatLeft, chat_id)
+    }
+
+    pub fn chat_joined(&mut self, request_id: u64, j: &JoinedFields<'_>) -> Bytes {
+        let chat_id = self.fbb.create_string(j.chat_id);
+        let body = wire::ChatJoined::create(
+            &mut self.fbb,
+            &wire::ChatJoinedArgs {
+                chat_id: Some(chat_id),
+                kind: j.kind,
+                members: j.members,
+                read_only: j.read_only,
+                slow_mode_ms: j.slow_mode_ms,
+                read_up_to: j.read_up_to,
+            },
+        );
+        self.finish_frame(request_id, 0, Body::ChatJoined, body.as_union_value())
+    }
+
+    pub fn chat_send(
+        &mut self,
+        request_id: u64,
+        chat_id: &str,
+        content: &str,
+        content_type: ContentType,
+        nonce: Option<&str>,
+    ) -> Bytes {
+        let chat_id = self.fbb.create_string(chat_id);
+        let content = self.fbb.create_string(content);
+        let nonce = nonce.map(|n| self.fbb.create_string(n));
+        let body = wire::ChatSend::create(
+            &mut self.fbb,
+            &wire::ChatSendArgs {
+                chat_id: Some(chat_id),
+                content: Some(content),
+                content_type,
+                nonce,
+            },
+        );
+        self.finish_frame(request_id, 0, Body::ChatSend, body.as_union_value())
+    }
+
+    pub fn chat_sent(
+        &mut self,
+        request_id: u64,
+        chat_id: &str,
+        message_id: u64,
+        created_at_ms: i64,
+        duplicate: bool,
+    ) -> Bytes {
+        let chat_id = self.fbb.create_string(chat_id);
+        let body = wire::ChatSent::create(
+            &mut self.fbb,
+            &wire::ChatSentArgs {
+                chat_id: Some(chat_id),
+                message_id,
+                created_at_ms,
+                duplicate,
+            },
+        );
+        self.finish_frame(request_id, 0, Body::ChatSent, body.as_union_value())
+    }
+
+    /// A typing signal (request_id 0: no reply).
+    pub fn chat_typing(&mut self, chat_id: &str, typing: bool) -> Bytes {
+        let chat_id = self.fbb.create_string(chat_id);
+        let body = wire::ChatTyping::create(
+            &mut self.fbb,
+            &wire::ChatTypingArgs {
+                chat_id: Some(chat_id),
+                typing,
+            },
+        );
+        self.finish_frame(0, 0, Body::ChatTyping, body.as_union_value())
+    }
+
+    pub fn chat_read(&mut self, request_id: u64, chat_id: &str, message_id: u64) -> Bytes {
+        let chat_id = self.fbb.create_string(chat_id);
+        let body = wire::ChatRead::create(
+            &mut self.fbb,
+            &wire::ChatReadArgs {
+                chat_id: Some(chat_id),
+                message_id,
+            },
+        );
+        self.finish_frame(request_id, 0, Body::ChatRead, body.as_union_value())
+    }
+
+    pub fn chat_read_ack(
+        &mut self,
+        request_id: u64,
+        chat_id: &str,
+        read_up_to: u64,
+        unread: u32,
+    ) -> Bytes {
+        let chat_id = self.fbb.create_string(chat_id);
+        let body = wire::ChatReadAck::create(
+            &mut self.fbb,
+            &wire::ChatReadAckArgs {
+                chat_id: Some(chat_id),
+                read_up_to,
+                unread,
+            },
+        );
+        self.finish_frame(request_id, 0, Body::ChatReadAck, body.as_union_value())
+    }
+
+    pub fn chat_history(
+        &mut self,
+        request_id: u64,
+        chat_id: &str,
+        before_id: u64,
+        limit: u16,
+    ) -> Bytes {
+        let chat_id = self.fbb.create_string(chat_id);
+        let body = wire::ChatHistory::create(
+            &mut self.fbb,
+            &wire::ChatHistoryArgs {
+                chat_id: Some(chat_id),
+                before_id,
+                limit,
+            },
+        );
+        self.finish_frame(request_id, 0, Body::ChatHistory, body.as_union_value())
+    }
+
+    pub fn chat_history_page(
+        &mut self,
+        request_id: u64,
+        chat_id: &str,
+        messages: &[MessageFields<'_>],
+        has_more: bool,
+    ) -> Bytes {
+        let rows: Vec<_> = messages.iter().map(|m| self.chat_message(m)).collect();
+        let rows = self.fbb.create_vector(&rows);
+        let chat_id = self.fbb.create_string(chat_id);
+        let body = wire::ChatHistoryPage::create(
+            &mut self.fbb,
+            &wire::ChatHistoryPageArgs {
+                chat_id: Some(chat_id),
+                messages: Some(rows),
+                has_more,
+            },
+        );
+        self.finish_frame(request_id, 0, Body::ChatHistoryPage, body.as_union_value())
+    }
+
+    /// chat:message, reliable, encoded once for every member.
+    pub fn chat_message_event(&mut self, m: &MessageFields<'_>) -> EventFrame {
+        let message = self.chat_message(m);
+        let body = wire::ChatMessageEvent::create(
+            &mut self.fbb,
+            &wire::ChatMessageEventArgs {
+                message: Some(message),
+            },
+        );
+        self.finish_event(true, Body::ChatMessageEvent, body.as_union_value())
+    }
+
+    /// chat:member:joined / chat:member:left, reliable.
+    pub fn chat_member_event(
+        &mut self,
+        chat_id: &str,
+        user: UserFields<'_>,
+        joined: bool,
+    ) -> EventFrame {
+        let chat_id = self.fbb.create_string(chat_id);
+        let user = self.chat_user(user);
+        let body = wire::ChatMemberEvent::create(
+            &mut self.fbb,
+            &wire::ChatMemberEventArgs {
+                chat_id: Some(chat_id),
+                user: Some(user),
+                joined,
+            },
+        );
+        self.finish_event(true, Body::ChatMemberEvent, body.as_union_value())
+    }
+
+    /// chat:typing, volatile.
+    pub fn chat_typing_event(
+        &mut self,
+        chat_id: &str,
+        user: UserFields<'_>,
+        typing: bool,
+    ) -> EventFrame {
+        let chat_id = self.fbb.create_string(chat_id);
+        let user = self.chat_user(user);
+        let body = wire::ChatTypingEvent::create(
+            &mut self.fbb,
+            &wire::ChatTypingEventArgs {
+                chat_id: Some(chat_id),
+                user: Some(user),
+                typing,
+            },
+        );
+        self.finish_event(false, Body::ChatTypingEvent, body.as_union_value())
+    }
+
+    /// chat:read, reliable.
+    pub fn chat_read_event(&mut self, chat_id: &str, user_id: &str, read_up_to: u64) -> EventFrame {
+        let chat_id = self.fbb.create_string(chat_id);
+        let user_id = self.fbb.create_string(user_id);
+        let body = wire::ChatReadEvent::create(
+            &mut self.fbb,
+            &wire::ChatReadEventArgs {
+                chat_id: Some(chat_id),
+                user_id: Some(user_id),
+                read_up_to,
+            },
+        );
+        self.finish_event(true, Body::ChatReadEvent, body.as_union_value())
     }
 
     /// A frame with an arbitrary version and union tag over an empty table,

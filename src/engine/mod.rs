@@ -7,6 +7,7 @@
 //! shell (`crate::shard`) carries out. That is what lets the tests drive an
 //! engine with a virtual clock and assert on the effects.
 
+pub mod chat;
 pub mod users;
 
 use std::sync::Arc;
@@ -51,7 +52,26 @@ pub struct Presence {
 /// A server event, before encoding. Encoded once per fan-out by the shell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Echo { from_user: UserId, payload: Vec<u8> },
+    Echo {
+        from_user: UserId,
+        payload: Vec<u8>,
+    },
+    ChatMessage(Arc<chat::Message>),
+    ChatMember {
+        chat_id: Arc<str>,
+        user: chat::Author,
+        joined: bool,
+    },
+    ChatTyping {
+        chat_id: Arc<str>,
+        user: chat::Author,
+        typing: bool,
+    },
+    ChatRead {
+        chat_id: Arc<str>,
+        user_id: UserId,
+        read_up_to: u64,
+    },
 }
 
 /// A typed reply to a request.
@@ -62,6 +82,63 @@ pub enum Reply {
         shard: u16,
         delivered: u32,
     },
+    ChatJoined {
+        chat_id: Arc<str>,
+        kind: chat::Kind,
+        members: u32,
+        read_only: bool,
+        slow_mode_ms: u32,
+        read_up_to: u64,
+    },
+    ChatLeft {
+        chat_id: Arc<str>,
+    },
+    ChatSent {
+        chat_id: Arc<str>,
+        message_id: u64,
+        created_at_ms: i64,
+        duplicate: bool,
+    },
+    ChatRead {
+        chat_id: Arc<str>,
+        read_up_to: u64,
+        unread: u32,
+    },
+    ChatHistory {
+        chat_id: Arc<str>,
+        messages: Vec<Arc<chat::Message>>,
+        has_more: bool,
+    },
+    /// An operator action succeeded.
+    Done,
+}
+
+/// Why an engine refused a request; the shell maps each to its wire code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    ChatNotFound,
+    AccessDenied,
+    JoinError,
+    NotInChat,
+    MessageError,
+    RateLimited,
+    InvalidArgument,
+}
+
+/// A refused request: what and a message a developer can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub refusal: Refusal,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(refusal: Refusal, message: impl Into<String>) -> Self {
+        Self {
+            refusal,
+            message: message.into(),
+        }
+    }
 }
 
 /// Why a resume was refused.
@@ -90,6 +167,18 @@ pub enum Effect {
     Reply {
         request_id: u64,
         reply: Reply,
+    },
+    /// Refuse the request being handled; nothing changed.
+    Fail {
+        request_id: u64,
+        failure: Failure,
+    },
+    /// Queue `event` to every session in `chat` but `except`, encoded once.
+    Broadcast {
+        chat: Arc<str>,
+        event: Event,
+        reliable: bool,
+        except: Option<SessionId>,
     },
     /// Queue `event` to each session, encoded once.
     Deliver {

@@ -148,6 +148,31 @@ pub enum Event {
         payload: Vec<u8>,
         seq: u64,
     },
+    /// `chat:message`: a message in a joined chat (the sender's own too).
+    ChatMessage {
+        message: crate::chat::ChatMessage,
+        seq: u64,
+    },
+    /// `chat:member:joined` / `chat:member:left`.
+    ChatMember {
+        chat_id: String,
+        user: crate::chat::ChatUser,
+        joined: bool,
+        seq: u64,
+    },
+    /// `chat:typing` (volatile: may be shed under pressure).
+    ChatTyping {
+        chat_id: String,
+        user: crate::chat::ChatUser,
+        typing: bool,
+    },
+    /// `chat:read`: another member's read cursor moved.
+    ChatRead {
+        chat_id: String,
+        user_id: String,
+        read_up_to: u64,
+        seq: u64,
+    },
     /// The connection dropped; the client is reconnecting unless a
     /// [`Event::Closed`] follows. In-flight requests failed with
     /// [`ClientError::Disconnected`].
@@ -444,7 +469,7 @@ impl Client {
     /// Fails fast with [`ClientError::Disconnected`] while reconnecting, and
     /// with [`ClientError::Protocol`] when the frame exceeds the session's
     /// `max_frame_bytes` (the gateway would close the connection).
-    async fn request(
+    pub(crate) async fn request(
         &self,
         build: impl FnOnce(&mut Encoder, u64) -> Bytes,
     ) -> Result<Bytes, ClientError> {
@@ -474,6 +499,16 @@ impl Client {
         tokio::time::timeout(shared.config.request_timeout, exchange)
             .await
             .unwrap_or(Err(ClientError::Timeout))
+    }
+
+    /// Sends a frame that gets no reply (a signal such as `chat:typing`).
+    pub(crate) async fn signal(
+        &self,
+        build: impl FnOnce(&mut Encoder) -> Bytes,
+    ) -> Result<(), ClientError> {
+        let frame = encode(build);
+        let out = self.shared().outbound()?;
+        out.send(frame).await.map_err(|_| ClientError::Disconnected)
     }
 
     /// Closes the connection cleanly and stops reconnecting. In-flight
@@ -510,7 +545,7 @@ pub(crate) fn reply_frame(buf: &[u8]) -> Result<Frame<'_>, ClientError> {
     Ok(frame)
 }
 
-fn unexpected(frame: &Frame<'_>, wanted: &str) -> ClientError {
+pub(crate) fn unexpected(frame: &Frame<'_>, wanted: &str) -> ClientError {
     ClientError::Protocol(format!(
         "expected {wanted} in reply, got {:?}",
         frame.body_type()

@@ -459,15 +459,18 @@ impl Driver {
         }
         let reliable = seq != 0;
 
-        if let Some(echo) = frame.body_as_echo_event() {
-            let event = Event::Echo {
+        let event = match frame.body_as_echo_event() {
+            Some(echo) => Some(Event::Echo {
                 from_user: echo.from_user().unwrap_or_default().to_owned(),
                 payload: echo
                     .payload()
                     .map(|p| p.bytes().to_vec())
                     .unwrap_or_default(),
                 seq,
-            };
+            }),
+            None => crate::chat::chat_event(&frame, seq),
+        };
+        if let Some(event) = event {
             if reliable {
                 self.emit(event).await;
             } else {

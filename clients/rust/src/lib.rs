@@ -41,6 +41,7 @@
 //! - [`ClientError`]: the one error type.
 
 mod backoff;
+pub mod chat;
 pub mod client;
 mod driver;
 mod error;
@@ -50,10 +51,11 @@ mod seq;
 mod tls;
 pub mod transport;
 
+pub use chat::{ChatHistoryPage, ChatJoined, ChatMessage, ChatReadAck, ChatSent, ChatUser};
 pub use client::{Client, ClientConfig, EchoReply, Event, EventStream, SessionInfo};
 pub use error::ClientError;
 pub use huddle_schema::encode::PresenceEntry;
-pub use huddle_schema::wire::{ErrorCode, PresenceStatus};
+pub use huddle_schema::wire::{ChatKind, ContentType, ErrorCode, PresenceStatus};
 pub use transport::{
     connect_raw, RawConnection, RawReceiver, RawSender, TlsOptions, Transport,
     MAX_INBOUND_FRAME_BYTES,

@@ -58,6 +58,57 @@ struct UserPresenceBuilder;
 struct PresenceList;
 struct PresenceListBuilder;
 
+struct ChatUser;
+struct ChatUserBuilder;
+
+struct ChatMessage;
+struct ChatMessageBuilder;
+
+struct ChatJoin;
+struct ChatJoinBuilder;
+
+struct ChatJoined;
+struct ChatJoinedBuilder;
+
+struct ChatLeave;
+struct ChatLeaveBuilder;
+
+struct ChatLeft;
+struct ChatLeftBuilder;
+
+struct ChatSend;
+struct ChatSendBuilder;
+
+struct ChatSent;
+struct ChatSentBuilder;
+
+struct ChatTyping;
+struct ChatTypingBuilder;
+
+struct ChatRead;
+struct ChatReadBuilder;
+
+struct ChatReadAck;
+struct ChatReadAckBuilder;
+
+struct ChatHistory;
+struct ChatHistoryBuilder;
+
+struct ChatHistoryPage;
+struct ChatHistoryPageBuilder;
+
+struct ChatMessageEvent;
+struct ChatMessageEventBuilder;
+
+struct ChatMemberEvent;
+struct ChatMemberEventBuilder;
+
+struct ChatTypingEvent;
+struct ChatTypingEventBuilder;
+
+struct ChatReadEvent;
+struct ChatReadEventBuilder;
+
 struct Frame;
 struct FrameBuilder;
 
@@ -288,6 +339,75 @@ inline const char *EnumNamePresenceStatus(PresenceStatus e) {
   return EnumNamesPresenceStatus()[index];
 }
 
+enum class ChatKind : uint8_t {
+  DIRECT = 0,
+  LOBBY = 1,
+  CHANNEL = 2,
+  MIN = DIRECT,
+  MAX = CHANNEL
+};
+
+inline const ChatKind (&EnumValuesChatKind())[3] {
+  static const ChatKind values[] = {
+    ChatKind::DIRECT,
+    ChatKind::LOBBY,
+    ChatKind::CHANNEL
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesChatKind() {
+  static const char * const names[4] = {
+    "DIRECT",
+    "LOBBY",
+    "CHANNEL",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameChatKind(ChatKind e) {
+  if (::flatbuffers::IsOutRange(e, ChatKind::DIRECT, ChatKind::CHANNEL)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesChatKind()[index];
+}
+
+enum class ContentType : uint8_t {
+  TEXT = 0,
+  EMOTE = 1,
+  SYSTEM = 2,
+  CUSTOM = 3,
+  MIN = TEXT,
+  MAX = CUSTOM
+};
+
+inline const ContentType (&EnumValuesContentType())[4] {
+  static const ContentType values[] = {
+    ContentType::TEXT,
+    ContentType::EMOTE,
+    ContentType::SYSTEM,
+    ContentType::CUSTOM
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesContentType() {
+  static const char * const names[5] = {
+    "TEXT",
+    "EMOTE",
+    "SYSTEM",
+    "CUSTOM",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameContentType(ContentType e) {
+  if (::flatbuffers::IsOutRange(e, ContentType::TEXT, ContentType::CUSTOM)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesContentType()[index];
+}
+
 enum class Body : uint8_t {
   NONE = 0,
   Hello = 1,
@@ -301,11 +421,26 @@ enum class Body : uint8_t {
   EchoEvent = 9,
   PresenceQuery = 10,
   PresenceList = 11,
+  ChatJoin = 12,
+  ChatJoined = 13,
+  ChatLeave = 14,
+  ChatLeft = 15,
+  ChatSend = 16,
+  ChatSent = 17,
+  ChatTyping = 18,
+  ChatRead = 19,
+  ChatReadAck = 20,
+  ChatHistory = 21,
+  ChatHistoryPage = 22,
+  ChatMessageEvent = 23,
+  ChatMemberEvent = 24,
+  ChatTypingEvent = 25,
+  ChatReadEvent = 26,
   MIN = NONE,
-  MAX = PresenceList
+  MAX = ChatReadEvent
 };
 
-inline const Body (&EnumValuesBody())[12] {
+inline const Body (&EnumValuesBody())[27] {
   static const Body values[] = {
     Body::NONE,
     Body::Hello,
@@ -318,13 +453,28 @@ inline const Body (&EnumValuesBody())[12] {
     Body::EchoReply,
     Body::EchoEvent,
     Body::PresenceQuery,
-    Body::PresenceList
+    Body::PresenceList,
+    Body::ChatJoin,
+    Body::ChatJoined,
+    Body::ChatLeave,
+    Body::ChatLeft,
+    Body::ChatSend,
+    Body::ChatSent,
+    Body::ChatTyping,
+    Body::ChatRead,
+    Body::ChatReadAck,
+    Body::ChatHistory,
+    Body::ChatHistoryPage,
+    Body::ChatMessageEvent,
+    Body::ChatMemberEvent,
+    Body::ChatTypingEvent,
+    Body::ChatReadEvent
   };
   return values;
 }
 
 inline const char * const *EnumNamesBody() {
-  static const char * const names[13] = {
+  static const char * const names[28] = {
     "NONE",
     "Hello",
     "Welcome",
@@ -337,13 +487,28 @@ inline const char * const *EnumNamesBody() {
     "EchoEvent",
     "PresenceQuery",
     "PresenceList",
+    "ChatJoin",
+    "ChatJoined",
+    "ChatLeave",
+    "ChatLeft",
+    "ChatSend",
+    "ChatSent",
+    "ChatTyping",
+    "ChatRead",
+    "ChatReadAck",
+    "ChatHistory",
+    "ChatHistoryPage",
+    "ChatMessageEvent",
+    "ChatMemberEvent",
+    "ChatTypingEvent",
+    "ChatReadEvent",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameBody(Body e) {
-  if (::flatbuffers::IsOutRange(e, Body::NONE, Body::PresenceList)) return "";
+  if (::flatbuffers::IsOutRange(e, Body::NONE, Body::ChatReadEvent)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesBody()[index];
 }
@@ -394,6 +559,66 @@ template<> struct BodyTraits<huddle::wire::PresenceQuery> {
 
 template<> struct BodyTraits<huddle::wire::PresenceList> {
   static const Body enum_value = Body::PresenceList;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatJoin> {
+  static const Body enum_value = Body::ChatJoin;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatJoined> {
+  static const Body enum_value = Body::ChatJoined;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatLeave> {
+  static const Body enum_value = Body::ChatLeave;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatLeft> {
+  static const Body enum_value = Body::ChatLeft;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatSend> {
+  static const Body enum_value = Body::ChatSend;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatSent> {
+  static const Body enum_value = Body::ChatSent;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatTyping> {
+  static const Body enum_value = Body::ChatTyping;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatRead> {
+  static const Body enum_value = Body::ChatRead;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatReadAck> {
+  static const Body enum_value = Body::ChatReadAck;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatHistory> {
+  static const Body enum_value = Body::ChatHistory;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatHistoryPage> {
+  static const Body enum_value = Body::ChatHistoryPage;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatMessageEvent> {
+  static const Body enum_value = Body::ChatMessageEvent;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatMemberEvent> {
+  static const Body enum_value = Body::ChatMemberEvent;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatTypingEvent> {
+  static const Body enum_value = Body::ChatTypingEvent;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatReadEvent> {
+  static const Body enum_value = Body::ChatReadEvent;
 };
 
 template <bool B = false>
@@ -1500,6 +1725,1283 @@ inline ::flatbuffers::Offset<PresenceList> CreatePresenceListDirect(
       users__);
 }
 
+struct ChatUser FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatUserBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_ID = 4,
+    VT_USERNAME = 6,
+    VT_DISPLAY_NAME = 8
+  };
+  const ::flatbuffers::String *id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_ID);
+  }
+  const ::flatbuffers::String *username() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_USERNAME);
+  }
+  const ::flatbuffers::String *display_name() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_DISPLAY_NAME);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_ID) &&
+           verifier.VerifyString(id()) &&
+           VerifyOffset(verifier, VT_USERNAME) &&
+           verifier.VerifyString(username()) &&
+           VerifyOffset(verifier, VT_DISPLAY_NAME) &&
+           verifier.VerifyString(display_name()) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatUserBuilder {
+  typedef ChatUser Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_id(::flatbuffers::Offset<::flatbuffers::String> id) {
+    fbb_.AddOffset(ChatUser::VT_ID, id);
+  }
+  void add_username(::flatbuffers::Offset<::flatbuffers::String> username) {
+    fbb_.AddOffset(ChatUser::VT_USERNAME, username);
+  }
+  void add_display_name(::flatbuffers::Offset<::flatbuffers::String> display_name) {
+    fbb_.AddOffset(ChatUser::VT_DISPLAY_NAME, display_name);
+  }
+  explicit ChatUserBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatUser> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatUser>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatUser> CreateChatUser(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> id = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> username = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> display_name = 0) {
+  ChatUserBuilder builder_(_fbb);
+  builder_.add_display_name(display_name);
+  builder_.add_username(username);
+  builder_.add_id(id);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatUser> CreateChatUserDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *id = nullptr,
+    const char *username = nullptr,
+    const char *display_name = nullptr) {
+  auto id__ = id ? _fbb.CreateString(id) : 0;
+  auto username__ = username ? _fbb.CreateString(username) : 0;
+  auto display_name__ = display_name ? _fbb.CreateString(display_name) : 0;
+  return huddle::wire::CreateChatUser(
+      _fbb,
+      id__,
+      username__,
+      display_name__);
+}
+
+struct ChatMessage FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatMessageBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_ID = 4,
+    VT_CHAT_ID = 6,
+    VT_SENDER = 8,
+    VT_CONTENT = 10,
+    VT_CONTENT_TYPE = 12,
+    VT_CREATED_AT_MS = 14
+  };
+  uint64_t id() const {
+    return GetField<uint64_t>(VT_ID, 0);
+  }
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  const huddle::wire::ChatUser *sender() const {
+    return GetPointer<const huddle::wire::ChatUser *>(VT_SENDER);
+  }
+  const ::flatbuffers::String *content() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CONTENT);
+  }
+  huddle::wire::ContentType content_type() const {
+    return static_cast<huddle::wire::ContentType>(GetField<uint8_t>(VT_CONTENT_TYPE, 0));
+  }
+  int64_t created_at_ms() const {
+    return GetField<int64_t>(VT_CREATED_AT_MS, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint64_t>(verifier, VT_ID, 8) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyOffset(verifier, VT_SENDER) &&
+           verifier.VerifyTable(sender()) &&
+           VerifyOffset(verifier, VT_CONTENT) &&
+           verifier.VerifyString(content()) &&
+           VerifyField<uint8_t>(verifier, VT_CONTENT_TYPE, 1) &&
+           VerifyField<int64_t>(verifier, VT_CREATED_AT_MS, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatMessageBuilder {
+  typedef ChatMessage Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_id(uint64_t id) {
+    fbb_.AddElement<uint64_t>(ChatMessage::VT_ID, id, 0);
+  }
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatMessage::VT_CHAT_ID, chat_id);
+  }
+  void add_sender(::flatbuffers::Offset<huddle::wire::ChatUser> sender) {
+    fbb_.AddOffset(ChatMessage::VT_SENDER, sender);
+  }
+  void add_content(::flatbuffers::Offset<::flatbuffers::String> content) {
+    fbb_.AddOffset(ChatMessage::VT_CONTENT, content);
+  }
+  void add_content_type(huddle::wire::ContentType content_type) {
+    fbb_.AddElement<uint8_t>(ChatMessage::VT_CONTENT_TYPE, static_cast<uint8_t>(content_type), 0);
+  }
+  void add_created_at_ms(int64_t created_at_ms) {
+    fbb_.AddElement<int64_t>(ChatMessage::VT_CREATED_AT_MS, created_at_ms, 0);
+  }
+  explicit ChatMessageBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatMessage> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatMessage>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatMessage> CreateChatMessage(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    uint64_t id = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    ::flatbuffers::Offset<huddle::wire::ChatUser> sender = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> content = 0,
+    huddle::wire::ContentType content_type = huddle::wire::ContentType::TEXT,
+    int64_t created_at_ms = 0) {
+  ChatMessageBuilder builder_(_fbb);
+  builder_.add_created_at_ms(created_at_ms);
+  builder_.add_id(id);
+  builder_.add_content(content);
+  builder_.add_sender(sender);
+  builder_.add_chat_id(chat_id);
+  builder_.add_content_type(content_type);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatMessage> CreateChatMessageDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    uint64_t id = 0,
+    const char *chat_id = nullptr,
+    ::flatbuffers::Offset<huddle::wire::ChatUser> sender = 0,
+    const char *content = nullptr,
+    huddle::wire::ContentType content_type = huddle::wire::ContentType::TEXT,
+    int64_t created_at_ms = 0) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  auto content__ = content ? _fbb.CreateString(content) : 0;
+  return huddle::wire::CreateChatMessage(
+      _fbb,
+      id,
+      chat_id__,
+      sender,
+      content__,
+      content_type,
+      created_at_ms);
+}
+
+struct ChatJoin FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatJoinBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatJoinBuilder {
+  typedef ChatJoin Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatJoin::VT_CHAT_ID, chat_id);
+  }
+  explicit ChatJoinBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatJoin> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatJoin>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatJoin> CreateChatJoin(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0) {
+  ChatJoinBuilder builder_(_fbb);
+  builder_.add_chat_id(chat_id);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatJoin> CreateChatJoinDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  return huddle::wire::CreateChatJoin(
+      _fbb,
+      chat_id__);
+}
+
+struct ChatJoined FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatJoinedBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_KIND = 6,
+    VT_MEMBERS = 8,
+    VT_READ_ONLY = 10,
+    VT_SLOW_MODE_MS = 12,
+    VT_READ_UP_TO = 14
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  huddle::wire::ChatKind kind() const {
+    return static_cast<huddle::wire::ChatKind>(GetField<uint8_t>(VT_KIND, 0));
+  }
+  uint32_t members() const {
+    return GetField<uint32_t>(VT_MEMBERS, 0);
+  }
+  bool read_only() const {
+    return GetField<uint8_t>(VT_READ_ONLY, 0) != 0;
+  }
+  uint32_t slow_mode_ms() const {
+    return GetField<uint32_t>(VT_SLOW_MODE_MS, 0);
+  }
+  uint64_t read_up_to() const {
+    return GetField<uint64_t>(VT_READ_UP_TO, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyField<uint8_t>(verifier, VT_KIND, 1) &&
+           VerifyField<uint32_t>(verifier, VT_MEMBERS, 4) &&
+           VerifyField<uint8_t>(verifier, VT_READ_ONLY, 1) &&
+           VerifyField<uint32_t>(verifier, VT_SLOW_MODE_MS, 4) &&
+           VerifyField<uint64_t>(verifier, VT_READ_UP_TO, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatJoinedBuilder {
+  typedef ChatJoined Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatJoined::VT_CHAT_ID, chat_id);
+  }
+  void add_kind(huddle::wire::ChatKind kind) {
+    fbb_.AddElement<uint8_t>(ChatJoined::VT_KIND, static_cast<uint8_t>(kind), 0);
+  }
+  void add_members(uint32_t members) {
+    fbb_.AddElement<uint32_t>(ChatJoined::VT_MEMBERS, members, 0);
+  }
+  void add_read_only(bool read_only) {
+    fbb_.AddElement<uint8_t>(ChatJoined::VT_READ_ONLY, static_cast<uint8_t>(read_only), 0);
+  }
+  void add_slow_mode_ms(uint32_t slow_mode_ms) {
+    fbb_.AddElement<uint32_t>(ChatJoined::VT_SLOW_MODE_MS, slow_mode_ms, 0);
+  }
+  void add_read_up_to(uint64_t read_up_to) {
+    fbb_.AddElement<uint64_t>(ChatJoined::VT_READ_UP_TO, read_up_to, 0);
+  }
+  explicit ChatJoinedBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatJoined> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatJoined>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatJoined> CreateChatJoined(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    huddle::wire::ChatKind kind = huddle::wire::ChatKind::DIRECT,
+    uint32_t members = 0,
+    bool read_only = false,
+    uint32_t slow_mode_ms = 0,
+    uint64_t read_up_to = 0) {
+  ChatJoinedBuilder builder_(_fbb);
+  builder_.add_read_up_to(read_up_to);
+  builder_.add_slow_mode_ms(slow_mode_ms);
+  builder_.add_members(members);
+  builder_.add_chat_id(chat_id);
+  builder_.add_read_only(read_only);
+  builder_.add_kind(kind);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatJoined> CreateChatJoinedDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    huddle::wire::ChatKind kind = huddle::wire::ChatKind::DIRECT,
+    uint32_t members = 0,
+    bool read_only = false,
+    uint32_t slow_mode_ms = 0,
+    uint64_t read_up_to = 0) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  return huddle::wire::CreateChatJoined(
+      _fbb,
+      chat_id__,
+      kind,
+      members,
+      read_only,
+      slow_mode_ms,
+      read_up_to);
+}
+
+struct ChatLeave FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatLeaveBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatLeaveBuilder {
+  typedef ChatLeave Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatLeave::VT_CHAT_ID, chat_id);
+  }
+  explicit ChatLeaveBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatLeave> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatLeave>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatLeave> CreateChatLeave(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0) {
+  ChatLeaveBuilder builder_(_fbb);
+  builder_.add_chat_id(chat_id);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatLeave> CreateChatLeaveDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  return huddle::wire::CreateChatLeave(
+      _fbb,
+      chat_id__);
+}
+
+struct ChatLeft FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatLeftBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatLeftBuilder {
+  typedef ChatLeft Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatLeft::VT_CHAT_ID, chat_id);
+  }
+  explicit ChatLeftBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatLeft> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatLeft>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatLeft> CreateChatLeft(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0) {
+  ChatLeftBuilder builder_(_fbb);
+  builder_.add_chat_id(chat_id);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatLeft> CreateChatLeftDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  return huddle::wire::CreateChatLeft(
+      _fbb,
+      chat_id__);
+}
+
+struct ChatSend FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatSendBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_CONTENT = 6,
+    VT_CONTENT_TYPE = 8,
+    VT_NONCE = 10
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  const ::flatbuffers::String *content() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CONTENT);
+  }
+  huddle::wire::ContentType content_type() const {
+    return static_cast<huddle::wire::ContentType>(GetField<uint8_t>(VT_CONTENT_TYPE, 0));
+  }
+  const ::flatbuffers::String *nonce() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_NONCE);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyOffset(verifier, VT_CONTENT) &&
+           verifier.VerifyString(content()) &&
+           VerifyField<uint8_t>(verifier, VT_CONTENT_TYPE, 1) &&
+           VerifyOffset(verifier, VT_NONCE) &&
+           verifier.VerifyString(nonce()) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatSendBuilder {
+  typedef ChatSend Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatSend::VT_CHAT_ID, chat_id);
+  }
+  void add_content(::flatbuffers::Offset<::flatbuffers::String> content) {
+    fbb_.AddOffset(ChatSend::VT_CONTENT, content);
+  }
+  void add_content_type(huddle::wire::ContentType content_type) {
+    fbb_.AddElement<uint8_t>(ChatSend::VT_CONTENT_TYPE, static_cast<uint8_t>(content_type), 0);
+  }
+  void add_nonce(::flatbuffers::Offset<::flatbuffers::String> nonce) {
+    fbb_.AddOffset(ChatSend::VT_NONCE, nonce);
+  }
+  explicit ChatSendBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatSend> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatSend>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatSend> CreateChatSend(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> content = 0,
+    huddle::wire::ContentType content_type = huddle::wire::ContentType::TEXT,
+    ::flatbuffers::Offset<::flatbuffers::String> nonce = 0) {
+  ChatSendBuilder builder_(_fbb);
+  builder_.add_nonce(nonce);
+  builder_.add_content(content);
+  builder_.add_chat_id(chat_id);
+  builder_.add_content_type(content_type);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatSend> CreateChatSendDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    const char *content = nullptr,
+    huddle::wire::ContentType content_type = huddle::wire::ContentType::TEXT,
+    const char *nonce = nullptr) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  auto content__ = content ? _fbb.CreateString(content) : 0;
+  auto nonce__ = nonce ? _fbb.CreateString(nonce) : 0;
+  return huddle::wire::CreateChatSend(
+      _fbb,
+      chat_id__,
+      content__,
+      content_type,
+      nonce__);
+}
+
+struct ChatSent FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatSentBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_MESSAGE_ID = 6,
+    VT_CREATED_AT_MS = 8,
+    VT_DUPLICATE = 10
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  uint64_t message_id() const {
+    return GetField<uint64_t>(VT_MESSAGE_ID, 0);
+  }
+  int64_t created_at_ms() const {
+    return GetField<int64_t>(VT_CREATED_AT_MS, 0);
+  }
+  bool duplicate() const {
+    return GetField<uint8_t>(VT_DUPLICATE, 0) != 0;
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyField<uint64_t>(verifier, VT_MESSAGE_ID, 8) &&
+           VerifyField<int64_t>(verifier, VT_CREATED_AT_MS, 8) &&
+           VerifyField<uint8_t>(verifier, VT_DUPLICATE, 1) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatSentBuilder {
+  typedef ChatSent Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatSent::VT_CHAT_ID, chat_id);
+  }
+  void add_message_id(uint64_t message_id) {
+    fbb_.AddElement<uint64_t>(ChatSent::VT_MESSAGE_ID, message_id, 0);
+  }
+  void add_created_at_ms(int64_t created_at_ms) {
+    fbb_.AddElement<int64_t>(ChatSent::VT_CREATED_AT_MS, created_at_ms, 0);
+  }
+  void add_duplicate(bool duplicate) {
+    fbb_.AddElement<uint8_t>(ChatSent::VT_DUPLICATE, static_cast<uint8_t>(duplicate), 0);
+  }
+  explicit ChatSentBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatSent> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatSent>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatSent> CreateChatSent(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    uint64_t message_id = 0,
+    int64_t created_at_ms = 0,
+    bool duplicate = false) {
+  ChatSentBuilder builder_(_fbb);
+  builder_.add_created_at_ms(created_at_ms);
+  builder_.add_message_id(message_id);
+  builder_.add_chat_id(chat_id);
+  builder_.add_duplicate(duplicate);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatSent> CreateChatSentDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    uint64_t message_id = 0,
+    int64_t created_at_ms = 0,
+    bool duplicate = false) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  return huddle::wire::CreateChatSent(
+      _fbb,
+      chat_id__,
+      message_id,
+      created_at_ms,
+      duplicate);
+}
+
+struct ChatTyping FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatTypingBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_TYPING = 6
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  bool typing() const {
+    return GetField<uint8_t>(VT_TYPING, 0) != 0;
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyField<uint8_t>(verifier, VT_TYPING, 1) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatTypingBuilder {
+  typedef ChatTyping Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatTyping::VT_CHAT_ID, chat_id);
+  }
+  void add_typing(bool typing) {
+    fbb_.AddElement<uint8_t>(ChatTyping::VT_TYPING, static_cast<uint8_t>(typing), 0);
+  }
+  explicit ChatTypingBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatTyping> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatTyping>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatTyping> CreateChatTyping(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    bool typing = false) {
+  ChatTypingBuilder builder_(_fbb);
+  builder_.add_chat_id(chat_id);
+  builder_.add_typing(typing);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatTyping> CreateChatTypingDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    bool typing = false) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  return huddle::wire::CreateChatTyping(
+      _fbb,
+      chat_id__,
+      typing);
+}
+
+struct ChatRead FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatReadBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_MESSAGE_ID = 6
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  uint64_t message_id() const {
+    return GetField<uint64_t>(VT_MESSAGE_ID, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyField<uint64_t>(verifier, VT_MESSAGE_ID, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatReadBuilder {
+  typedef ChatRead Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatRead::VT_CHAT_ID, chat_id);
+  }
+  void add_message_id(uint64_t message_id) {
+    fbb_.AddElement<uint64_t>(ChatRead::VT_MESSAGE_ID, message_id, 0);
+  }
+  explicit ChatReadBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatRead> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatRead>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatRead> CreateChatRead(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    uint64_t message_id = 0) {
+  ChatReadBuilder builder_(_fbb);
+  builder_.add_message_id(message_id);
+  builder_.add_chat_id(chat_id);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatRead> CreateChatReadDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    uint64_t message_id = 0) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  return huddle::wire::CreateChatRead(
+      _fbb,
+      chat_id__,
+      message_id);
+}
+
+struct ChatReadAck FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatReadAckBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_READ_UP_TO = 6,
+    VT_UNREAD = 8
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  uint64_t read_up_to() const {
+    return GetField<uint64_t>(VT_READ_UP_TO, 0);
+  }
+  uint32_t unread() const {
+    return GetField<uint32_t>(VT_UNREAD, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyField<uint64_t>(verifier, VT_READ_UP_TO, 8) &&
+           VerifyField<uint32_t>(verifier, VT_UNREAD, 4) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatReadAckBuilder {
+  typedef ChatReadAck Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatReadAck::VT_CHAT_ID, chat_id);
+  }
+  void add_read_up_to(uint64_t read_up_to) {
+    fbb_.AddElement<uint64_t>(ChatReadAck::VT_READ_UP_TO, read_up_to, 0);
+  }
+  void add_unread(uint32_t unread) {
+    fbb_.AddElement<uint32_t>(ChatReadAck::VT_UNREAD, unread, 0);
+  }
+  explicit ChatReadAckBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatReadAck> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatReadAck>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatReadAck> CreateChatReadAck(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    uint64_t read_up_to = 0,
+    uint32_t unread = 0) {
+  ChatReadAckBuilder builder_(_fbb);
+  builder_.add_read_up_to(read_up_to);
+  builder_.add_unread(unread);
+  builder_.add_chat_id(chat_id);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatReadAck> CreateChatReadAckDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    uint64_t read_up_to = 0,
+    uint32_t unread = 0) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  return huddle::wire::CreateChatReadAck(
+      _fbb,
+      chat_id__,
+      read_up_to,
+      unread);
+}
+
+struct ChatHistory FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatHistoryBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_BEFORE_ID = 6,
+    VT_LIMIT = 8
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  uint64_t before_id() const {
+    return GetField<uint64_t>(VT_BEFORE_ID, 0);
+  }
+  uint16_t limit() const {
+    return GetField<uint16_t>(VT_LIMIT, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyField<uint64_t>(verifier, VT_BEFORE_ID, 8) &&
+           VerifyField<uint16_t>(verifier, VT_LIMIT, 2) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatHistoryBuilder {
+  typedef ChatHistory Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatHistory::VT_CHAT_ID, chat_id);
+  }
+  void add_before_id(uint64_t before_id) {
+    fbb_.AddElement<uint64_t>(ChatHistory::VT_BEFORE_ID, before_id, 0);
+  }
+  void add_limit(uint16_t limit) {
+    fbb_.AddElement<uint16_t>(ChatHistory::VT_LIMIT, limit, 0);
+  }
+  explicit ChatHistoryBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatHistory> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatHistory>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatHistory> CreateChatHistory(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    uint64_t before_id = 0,
+    uint16_t limit = 0) {
+  ChatHistoryBuilder builder_(_fbb);
+  builder_.add_before_id(before_id);
+  builder_.add_chat_id(chat_id);
+  builder_.add_limit(limit);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatHistory> CreateChatHistoryDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    uint64_t before_id = 0,
+    uint16_t limit = 0) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  return huddle::wire::CreateChatHistory(
+      _fbb,
+      chat_id__,
+      before_id,
+      limit);
+}
+
+struct ChatHistoryPage FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatHistoryPageBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_MESSAGES = 6,
+    VT_HAS_MORE = 8
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::ChatMessage>> *messages() const {
+    return GetPointer<const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::ChatMessage>> *>(VT_MESSAGES);
+  }
+  bool has_more() const {
+    return GetField<uint8_t>(VT_HAS_MORE, 0) != 0;
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyOffset(verifier, VT_MESSAGES) &&
+           verifier.VerifyVector(messages()) &&
+           verifier.VerifyVectorOfTables(messages()) &&
+           VerifyField<uint8_t>(verifier, VT_HAS_MORE, 1) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatHistoryPageBuilder {
+  typedef ChatHistoryPage Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatHistoryPage::VT_CHAT_ID, chat_id);
+  }
+  void add_messages(::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::ChatMessage>>> messages) {
+    fbb_.AddOffset(ChatHistoryPage::VT_MESSAGES, messages);
+  }
+  void add_has_more(bool has_more) {
+    fbb_.AddElement<uint8_t>(ChatHistoryPage::VT_HAS_MORE, static_cast<uint8_t>(has_more), 0);
+  }
+  explicit ChatHistoryPageBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatHistoryPage> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatHistoryPage>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatHistoryPage> CreateChatHistoryPage(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    ::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::ChatMessage>>> messages = 0,
+    bool has_more = false) {
+  ChatHistoryPageBuilder builder_(_fbb);
+  builder_.add_messages(messages);
+  builder_.add_chat_id(chat_id);
+  builder_.add_has_more(has_more);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatHistoryPage> CreateChatHistoryPageDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    const std::vector<::flatbuffers::Offset<huddle::wire::ChatMessage>> *messages = nullptr,
+    bool has_more = false) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  auto messages__ = messages ? _fbb.CreateVector<::flatbuffers::Offset<huddle::wire::ChatMessage>>(*messages) : 0;
+  return huddle::wire::CreateChatHistoryPage(
+      _fbb,
+      chat_id__,
+      messages__,
+      has_more);
+}
+
+struct ChatMessageEvent FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatMessageEventBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_MESSAGE = 4
+  };
+  const huddle::wire::ChatMessage *message() const {
+    return GetPointer<const huddle::wire::ChatMessage *>(VT_MESSAGE);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_MESSAGE) &&
+           verifier.VerifyTable(message()) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatMessageEventBuilder {
+  typedef ChatMessageEvent Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_message(::flatbuffers::Offset<huddle::wire::ChatMessage> message) {
+    fbb_.AddOffset(ChatMessageEvent::VT_MESSAGE, message);
+  }
+  explicit ChatMessageEventBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatMessageEvent> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatMessageEvent>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatMessageEvent> CreateChatMessageEvent(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<huddle::wire::ChatMessage> message = 0) {
+  ChatMessageEventBuilder builder_(_fbb);
+  builder_.add_message(message);
+  return builder_.Finish();
+}
+
+struct ChatMemberEvent FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatMemberEventBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_USER = 6,
+    VT_JOINED = 8
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  const huddle::wire::ChatUser *user() const {
+    return GetPointer<const huddle::wire::ChatUser *>(VT_USER);
+  }
+  bool joined() const {
+    return GetField<uint8_t>(VT_JOINED, 0) != 0;
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyOffset(verifier, VT_USER) &&
+           verifier.VerifyTable(user()) &&
+           VerifyField<uint8_t>(verifier, VT_JOINED, 1) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatMemberEventBuilder {
+  typedef ChatMemberEvent Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatMemberEvent::VT_CHAT_ID, chat_id);
+  }
+  void add_user(::flatbuffers::Offset<huddle::wire::ChatUser> user) {
+    fbb_.AddOffset(ChatMemberEvent::VT_USER, user);
+  }
+  void add_joined(bool joined) {
+    fbb_.AddElement<uint8_t>(ChatMemberEvent::VT_JOINED, static_cast<uint8_t>(joined), 0);
+  }
+  explicit ChatMemberEventBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatMemberEvent> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatMemberEvent>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatMemberEvent> CreateChatMemberEvent(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    ::flatbuffers::Offset<huddle::wire::ChatUser> user = 0,
+    bool joined = false) {
+  ChatMemberEventBuilder builder_(_fbb);
+  builder_.add_user(user);
+  builder_.add_chat_id(chat_id);
+  builder_.add_joined(joined);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatMemberEvent> CreateChatMemberEventDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    ::flatbuffers::Offset<huddle::wire::ChatUser> user = 0,
+    bool joined = false) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  return huddle::wire::CreateChatMemberEvent(
+      _fbb,
+      chat_id__,
+      user,
+      joined);
+}
+
+struct ChatTypingEvent FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatTypingEventBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_USER = 6,
+    VT_TYPING = 8
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  const huddle::wire::ChatUser *user() const {
+    return GetPointer<const huddle::wire::ChatUser *>(VT_USER);
+  }
+  bool typing() const {
+    return GetField<uint8_t>(VT_TYPING, 0) != 0;
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyOffset(verifier, VT_USER) &&
+           verifier.VerifyTable(user()) &&
+           VerifyField<uint8_t>(verifier, VT_TYPING, 1) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatTypingEventBuilder {
+  typedef ChatTypingEvent Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatTypingEvent::VT_CHAT_ID, chat_id);
+  }
+  void add_user(::flatbuffers::Offset<huddle::wire::ChatUser> user) {
+    fbb_.AddOffset(ChatTypingEvent::VT_USER, user);
+  }
+  void add_typing(bool typing) {
+    fbb_.AddElement<uint8_t>(ChatTypingEvent::VT_TYPING, static_cast<uint8_t>(typing), 0);
+  }
+  explicit ChatTypingEventBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatTypingEvent> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatTypingEvent>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatTypingEvent> CreateChatTypingEvent(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    ::flatbuffers::Offset<huddle::wire::ChatUser> user = 0,
+    bool typing = false) {
+  ChatTypingEventBuilder builder_(_fbb);
+  builder_.add_user(user);
+  builder_.add_chat_id(chat_id);
+  builder_.add_typing(typing);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatTypingEvent> CreateChatTypingEventDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    ::flatbuffers::Offset<huddle::wire::ChatUser> user = 0,
+    bool typing = false) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  return huddle::wire::CreateChatTypingEvent(
+      _fbb,
+      chat_id__,
+      user,
+      typing);
+}
+
+struct ChatReadEvent FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatReadEventBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_USER_ID = 6,
+    VT_READ_UP_TO = 8
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  const ::flatbuffers::String *user_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_USER_ID);
+  }
+  uint64_t read_up_to() const {
+    return GetField<uint64_t>(VT_READ_UP_TO, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyOffset(verifier, VT_USER_ID) &&
+           verifier.VerifyString(user_id()) &&
+           VerifyField<uint64_t>(verifier, VT_READ_UP_TO, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatReadEventBuilder {
+  typedef ChatReadEvent Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatReadEvent::VT_CHAT_ID, chat_id);
+  }
+  void add_user_id(::flatbuffers::Offset<::flatbuffers::String> user_id) {
+    fbb_.AddOffset(ChatReadEvent::VT_USER_ID, user_id);
+  }
+  void add_read_up_to(uint64_t read_up_to) {
+    fbb_.AddElement<uint64_t>(ChatReadEvent::VT_READ_UP_TO, read_up_to, 0);
+  }
+  explicit ChatReadEventBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatReadEvent> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatReadEvent>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatReadEvent> CreateChatReadEvent(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> user_id = 0,
+    uint64_t read_up_to = 0) {
+  ChatReadEventBuilder builder_(_fbb);
+  builder_.add_read_up_to(read_up_to);
+  builder_.add_user_id(user_id);
+  builder_.add_chat_id(chat_id);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatReadEvent> CreateChatReadEventDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    const char *user_id = nullptr,
+    uint64_t read_up_to = 0) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  auto user_id__ = user_id ? _fbb.CreateString(user_id) : 0;
+  return huddle::wire::CreateChatReadEvent(
+      _fbb,
+      chat_id__,
+      user_id__,
+      read_up_to);
+}
+
 struct Frame FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   typedef FrameBuilder Builder;
   enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
@@ -1558,6 +3060,51 @@ struct Frame FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   const huddle::wire::PresenceList *body_as_PresenceList() const {
     return body_type() == huddle::wire::Body::PresenceList ? static_cast<const huddle::wire::PresenceList *>(body()) : nullptr;
   }
+  const huddle::wire::ChatJoin *body_as_ChatJoin() const {
+    return body_type() == huddle::wire::Body::ChatJoin ? static_cast<const huddle::wire::ChatJoin *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatJoined *body_as_ChatJoined() const {
+    return body_type() == huddle::wire::Body::ChatJoined ? static_cast<const huddle::wire::ChatJoined *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatLeave *body_as_ChatLeave() const {
+    return body_type() == huddle::wire::Body::ChatLeave ? static_cast<const huddle::wire::ChatLeave *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatLeft *body_as_ChatLeft() const {
+    return body_type() == huddle::wire::Body::ChatLeft ? static_cast<const huddle::wire::ChatLeft *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatSend *body_as_ChatSend() const {
+    return body_type() == huddle::wire::Body::ChatSend ? static_cast<const huddle::wire::ChatSend *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatSent *body_as_ChatSent() const {
+    return body_type() == huddle::wire::Body::ChatSent ? static_cast<const huddle::wire::ChatSent *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatTyping *body_as_ChatTyping() const {
+    return body_type() == huddle::wire::Body::ChatTyping ? static_cast<const huddle::wire::ChatTyping *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatRead *body_as_ChatRead() const {
+    return body_type() == huddle::wire::Body::ChatRead ? static_cast<const huddle::wire::ChatRead *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatReadAck *body_as_ChatReadAck() const {
+    return body_type() == huddle::wire::Body::ChatReadAck ? static_cast<const huddle::wire::ChatReadAck *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatHistory *body_as_ChatHistory() const {
+    return body_type() == huddle::wire::Body::ChatHistory ? static_cast<const huddle::wire::ChatHistory *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatHistoryPage *body_as_ChatHistoryPage() const {
+    return body_type() == huddle::wire::Body::ChatHistoryPage ? static_cast<const huddle::wire::ChatHistoryPage *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatMessageEvent *body_as_ChatMessageEvent() const {
+    return body_type() == huddle::wire::Body::ChatMessageEvent ? static_cast<const huddle::wire::ChatMessageEvent *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatMemberEvent *body_as_ChatMemberEvent() const {
+    return body_type() == huddle::wire::Body::ChatMemberEvent ? static_cast<const huddle::wire::ChatMemberEvent *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatTypingEvent *body_as_ChatTypingEvent() const {
+    return body_type() == huddle::wire::Body::ChatTypingEvent ? static_cast<const huddle::wire::ChatTypingEvent *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatReadEvent *body_as_ChatReadEvent() const {
+    return body_type() == huddle::wire::Body::ChatReadEvent ? static_cast<const huddle::wire::ChatReadEvent *>(body()) : nullptr;
+  }
   template <bool B = false>
   bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
     return VerifyTableStart(verifier) &&
@@ -1613,6 +3160,66 @@ template<> inline const huddle::wire::PresenceQuery *Frame::body_as<huddle::wire
 
 template<> inline const huddle::wire::PresenceList *Frame::body_as<huddle::wire::PresenceList>() const {
   return body_as_PresenceList();
+}
+
+template<> inline const huddle::wire::ChatJoin *Frame::body_as<huddle::wire::ChatJoin>() const {
+  return body_as_ChatJoin();
+}
+
+template<> inline const huddle::wire::ChatJoined *Frame::body_as<huddle::wire::ChatJoined>() const {
+  return body_as_ChatJoined();
+}
+
+template<> inline const huddle::wire::ChatLeave *Frame::body_as<huddle::wire::ChatLeave>() const {
+  return body_as_ChatLeave();
+}
+
+template<> inline const huddle::wire::ChatLeft *Frame::body_as<huddle::wire::ChatLeft>() const {
+  return body_as_ChatLeft();
+}
+
+template<> inline const huddle::wire::ChatSend *Frame::body_as<huddle::wire::ChatSend>() const {
+  return body_as_ChatSend();
+}
+
+template<> inline const huddle::wire::ChatSent *Frame::body_as<huddle::wire::ChatSent>() const {
+  return body_as_ChatSent();
+}
+
+template<> inline const huddle::wire::ChatTyping *Frame::body_as<huddle::wire::ChatTyping>() const {
+  return body_as_ChatTyping();
+}
+
+template<> inline const huddle::wire::ChatRead *Frame::body_as<huddle::wire::ChatRead>() const {
+  return body_as_ChatRead();
+}
+
+template<> inline const huddle::wire::ChatReadAck *Frame::body_as<huddle::wire::ChatReadAck>() const {
+  return body_as_ChatReadAck();
+}
+
+template<> inline const huddle::wire::ChatHistory *Frame::body_as<huddle::wire::ChatHistory>() const {
+  return body_as_ChatHistory();
+}
+
+template<> inline const huddle::wire::ChatHistoryPage *Frame::body_as<huddle::wire::ChatHistoryPage>() const {
+  return body_as_ChatHistoryPage();
+}
+
+template<> inline const huddle::wire::ChatMessageEvent *Frame::body_as<huddle::wire::ChatMessageEvent>() const {
+  return body_as_ChatMessageEvent();
+}
+
+template<> inline const huddle::wire::ChatMemberEvent *Frame::body_as<huddle::wire::ChatMemberEvent>() const {
+  return body_as_ChatMemberEvent();
+}
+
+template<> inline const huddle::wire::ChatTypingEvent *Frame::body_as<huddle::wire::ChatTypingEvent>() const {
+  return body_as_ChatTypingEvent();
+}
+
+template<> inline const huddle::wire::ChatReadEvent *Frame::body_as<huddle::wire::ChatReadEvent>() const {
+  return body_as_ChatReadEvent();
 }
 
 struct FrameBuilder {
@@ -1709,6 +3316,66 @@ inline bool VerifyBody(::flatbuffers::VerifierTemplate<B> &verifier, const void 
     }
     case Body::PresenceList: {
       auto ptr = reinterpret_cast<const huddle::wire::PresenceList *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatJoin: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatJoin *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatJoined: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatJoined *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatLeave: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatLeave *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatLeft: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatLeft *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatSend: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatSend *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatSent: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatSent *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatTyping: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatTyping *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatRead: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatRead *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatReadAck: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatReadAck *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatHistory: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatHistory *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatHistoryPage: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatHistoryPage *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatMessageEvent: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatMessageEvent *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatMemberEvent: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatMemberEvent *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatTypingEvent: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatTypingEvent *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatReadEvent: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatReadEvent *>(obj);
       return verifier.VerifyTable(ptr);
     }
     default: return true;

@@ -287,12 +287,192 @@ impl<'a> ::flatbuffers::Verifiable for PresenceStatus {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for PresenceStatus {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_BODY: u8 = 0;
+pub const ENUM_MIN_CHAT_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 11;
+pub const ENUM_MAX_CHAT_KIND: u8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 12] = [
+pub const ENUM_VALUES_CHAT_KIND: [ChatKind; 3] = [
+  ChatKind::DIRECT,
+  ChatKind::LOBBY,
+  ChatKind::CHANNEL,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ChatKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl ChatKind {
+  pub const DIRECT: Self = Self(0);
+  pub const LOBBY: Self = Self(1);
+  pub const CHANNEL: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::DIRECT,
+    Self::LOBBY,
+    Self::CHANNEL,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::DIRECT => Some("DIRECT"),
+      Self::LOBBY => Some("LOBBY"),
+      Self::CHANNEL => Some("CHANNEL"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ChatKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ChatKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ChatKind {
+    type Output = ChatKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ChatKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ChatKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ChatKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_CONTENT_TYPE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_CONTENT_TYPE: u8 = 3;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_CONTENT_TYPE: [ContentType; 4] = [
+  ContentType::TEXT,
+  ContentType::EMOTE,
+  ContentType::SYSTEM,
+  ContentType::CUSTOM,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ContentType(pub u8);
+#[allow(non_upper_case_globals)]
+impl ContentType {
+  pub const TEXT: Self = Self(0);
+  pub const EMOTE: Self = Self(1);
+  pub const SYSTEM: Self = Self(2);
+  pub const CUSTOM: Self = Self(3);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::TEXT,
+    Self::EMOTE,
+    Self::SYSTEM,
+    Self::CUSTOM,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::TEXT => Some("TEXT"),
+      Self::EMOTE => Some("EMOTE"),
+      Self::SYSTEM => Some("SYSTEM"),
+      Self::CUSTOM => Some("CUSTOM"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ContentType {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ContentType {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ContentType {
+    type Output = ContentType;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ContentType {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ContentType {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ContentType {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_BODY: u8 = 26;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_BODY: [Body; 27] = [
   Body::NONE,
   Body::Hello,
   Body::Welcome,
@@ -305,6 +485,21 @@ pub const ENUM_VALUES_BODY: [Body; 12] = [
   Body::EchoEvent,
   Body::PresenceQuery,
   Body::PresenceList,
+  Body::ChatJoin,
+  Body::ChatJoined,
+  Body::ChatLeave,
+  Body::ChatLeft,
+  Body::ChatSend,
+  Body::ChatSent,
+  Body::ChatTyping,
+  Body::ChatRead,
+  Body::ChatReadAck,
+  Body::ChatHistory,
+  Body::ChatHistoryPage,
+  Body::ChatMessageEvent,
+  Body::ChatMemberEvent,
+  Body::ChatTypingEvent,
+  Body::ChatReadEvent,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -324,9 +519,24 @@ impl Body {
   pub const EchoEvent: Self = Self(9);
   pub const PresenceQuery: Self = Self(10);
   pub const PresenceList: Self = Self(11);
+  pub const ChatJoin: Self = Self(12);
+  pub const ChatJoined: Self = Self(13);
+  pub const ChatLeave: Self = Self(14);
+  pub const ChatLeft: Self = Self(15);
+  pub const ChatSend: Self = Self(16);
+  pub const ChatSent: Self = Self(17);
+  pub const ChatTyping: Self = Self(18);
+  pub const ChatRead: Self = Self(19);
+  pub const ChatReadAck: Self = Self(20);
+  pub const ChatHistory: Self = Self(21);
+  pub const ChatHistoryPage: Self = Self(22);
+  pub const ChatMessageEvent: Self = Self(23);
+  pub const ChatMemberEvent: Self = Self(24);
+  pub const ChatTypingEvent: Self = Self(25);
+  pub const ChatReadEvent: Self = Self(26);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 11;
+  pub const ENUM_MAX: u8 = 26;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -340,6 +550,21 @@ impl Body {
     Self::EchoEvent,
     Self::PresenceQuery,
     Self::PresenceList,
+    Self::ChatJoin,
+    Self::ChatJoined,
+    Self::ChatLeave,
+    Self::ChatLeft,
+    Self::ChatSend,
+    Self::ChatSent,
+    Self::ChatTyping,
+    Self::ChatRead,
+    Self::ChatReadAck,
+    Self::ChatHistory,
+    Self::ChatHistoryPage,
+    Self::ChatMessageEvent,
+    Self::ChatMemberEvent,
+    Self::ChatTypingEvent,
+    Self::ChatReadEvent,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -356,6 +581,21 @@ impl Body {
       Self::EchoEvent => Some("EchoEvent"),
       Self::PresenceQuery => Some("PresenceQuery"),
       Self::PresenceList => Some("PresenceList"),
+      Self::ChatJoin => Some("ChatJoin"),
+      Self::ChatJoined => Some("ChatJoined"),
+      Self::ChatLeave => Some("ChatLeave"),
+      Self::ChatLeft => Some("ChatLeft"),
+      Self::ChatSend => Some("ChatSend"),
+      Self::ChatSent => Some("ChatSent"),
+      Self::ChatTyping => Some("ChatTyping"),
+      Self::ChatRead => Some("ChatRead"),
+      Self::ChatReadAck => Some("ChatReadAck"),
+      Self::ChatHistory => Some("ChatHistory"),
+      Self::ChatHistoryPage => Some("ChatHistoryPage"),
+      Self::ChatMessageEvent => Some("ChatMessageEvent"),
+      Self::ChatMemberEvent => Some("ChatMemberEvent"),
+      Self::ChatTypingEvent => Some("ChatTypingEvent"),
+      Self::ChatReadEvent => Some("ChatReadEvent"),
       _ => None,
     }
   }
@@ -2283,6 +2523,2182 @@ impl ::core::fmt::Debug for PresenceList<'_> {
       ds.finish()
   }
 }
+pub enum ChatUserOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatUser<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatUser<'a> {
+  type Inner = ChatUser<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatUser<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USERNAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DISPLAY_NAME: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatUser { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatUserArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatUser<'bldr>> {
+    let mut builder = ChatUserBuilder::new(_fbb);
+    if let Some(x) = args.display_name { builder.add_display_name(x); }
+    if let Some(x) = args.username { builder.add_username(x); }
+    if let Some(x) = args.id { builder.add_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatUser::VT_ID, None)}
+  }
+  #[inline]
+  pub fn username(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatUser::VT_USERNAME, None)}
+  }
+  #[inline]
+  pub fn display_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatUser::VT_DISPLAY_NAME, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatUser<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("username", Self::VT_USERNAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("display_name", Self::VT_DISPLAY_NAME, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatUserArgs<'a> {
+    pub id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub username: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub display_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ChatUserArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatUserArgs {
+      id: None,
+      username: None,
+      display_name: None,
+    }
+  }
+}
+
+pub struct ChatUserBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatUserBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatUser::VT_ID, id);
+  }
+  #[inline]
+  pub fn add_username(&mut self, username: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatUser::VT_USERNAME, username);
+  }
+  #[inline]
+  pub fn add_display_name(&mut self, display_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatUser::VT_DISPLAY_NAME, display_name);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatUserBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatUserBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatUser<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatUser<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatUser");
+      ds.field("id", &self.id());
+      ds.field("username", &self.username());
+      ds.field("display_name", &self.display_name());
+      ds.finish()
+  }
+}
+pub enum ChatMessageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatMessage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatMessage<'a> {
+  type Inner = ChatMessage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatMessage<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SENDER: ::flatbuffers::VOffsetT = 8;
+  pub const VT_CONTENT: ::flatbuffers::VOffsetT = 10;
+  pub const VT_CONTENT_TYPE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_CREATED_AT_MS: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatMessage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatMessageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatMessage<'bldr>> {
+    let mut builder = ChatMessageBuilder::new(_fbb);
+    builder.add_created_at_ms(args.created_at_ms);
+    builder.add_id(args.id);
+    if let Some(x) = args.content { builder.add_content(x); }
+    if let Some(x) = args.sender { builder.add_sender(x); }
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.add_content_type(args.content_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatMessage::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatMessage::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn sender(&self) -> Option<ChatUser<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ChatUser>>(ChatMessage::VT_SENDER, None)}
+  }
+  #[inline]
+  pub fn content(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatMessage::VT_CONTENT, None)}
+  }
+  #[inline]
+  pub fn content_type(&self) -> ContentType {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ContentType>(ChatMessage::VT_CONTENT_TYPE, Some(ContentType::TEXT)).unwrap()}
+  }
+  #[inline]
+  pub fn created_at_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ChatMessage::VT_CREATED_AT_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatMessage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ChatUser>>("sender", Self::VT_SENDER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("content", Self::VT_CONTENT, false)?
+     .visit_field::<ContentType>("content_type", Self::VT_CONTENT_TYPE, false)?
+     .visit_field::<i64>("created_at_ms", Self::VT_CREATED_AT_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatMessageArgs<'a> {
+    pub id: u64,
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub sender: Option<::flatbuffers::WIPOffset<ChatUser<'a>>>,
+    pub content: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub content_type: ContentType,
+    pub created_at_ms: i64,
+}
+impl<'a> Default for ChatMessageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatMessageArgs {
+      id: 0,
+      chat_id: None,
+      sender: None,
+      content: None,
+      content_type: ContentType::TEXT,
+      created_at_ms: 0,
+    }
+  }
+}
+
+pub struct ChatMessageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatMessageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u64) {
+    self.fbb_.push_slot::<u64>(ChatMessage::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatMessage::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_sender(&mut self, sender: ::flatbuffers::WIPOffset<ChatUser<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ChatUser>>(ChatMessage::VT_SENDER, sender);
+  }
+  #[inline]
+  pub fn add_content(&mut self, content: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatMessage::VT_CONTENT, content);
+  }
+  #[inline]
+  pub fn add_content_type(&mut self, content_type: ContentType) {
+    self.fbb_.push_slot::<ContentType>(ChatMessage::VT_CONTENT_TYPE, content_type, ContentType::TEXT);
+  }
+  #[inline]
+  pub fn add_created_at_ms(&mut self, created_at_ms: i64) {
+    self.fbb_.push_slot::<i64>(ChatMessage::VT_CREATED_AT_MS, created_at_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatMessageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatMessageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatMessage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatMessage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatMessage");
+      ds.field("id", &self.id());
+      ds.field("chat_id", &self.chat_id());
+      ds.field("sender", &self.sender());
+      ds.field("content", &self.content());
+      ds.field("content_type", &self.content_type());
+      ds.field("created_at_ms", &self.created_at_ms());
+      ds.finish()
+  }
+}
+pub enum ChatJoinOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatJoin<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatJoin<'a> {
+  type Inner = ChatJoin<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatJoin<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatJoin { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatJoinArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatJoin<'bldr>> {
+    let mut builder = ChatJoinBuilder::new(_fbb);
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatJoin::VT_CHAT_ID, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatJoin<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatJoinArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ChatJoinArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatJoinArgs {
+      chat_id: None,
+    }
+  }
+}
+
+pub struct ChatJoinBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatJoinBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatJoin::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatJoinBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatJoinBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatJoin<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatJoin<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatJoin");
+      ds.field("chat_id", &self.chat_id());
+      ds.finish()
+  }
+}
+pub enum ChatJoinedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatJoined<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatJoined<'a> {
+  type Inner = ChatJoined<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatJoined<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_READ_ONLY: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SLOW_MODE_MS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_READ_UP_TO: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatJoined { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatJoinedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatJoined<'bldr>> {
+    let mut builder = ChatJoinedBuilder::new(_fbb);
+    builder.add_read_up_to(args.read_up_to);
+    builder.add_slow_mode_ms(args.slow_mode_ms);
+    builder.add_members(args.members);
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.add_read_only(args.read_only);
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatJoined::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn kind(&self) -> ChatKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ChatKind>(ChatJoined::VT_KIND, Some(ChatKind::DIRECT)).unwrap()}
+  }
+  #[inline]
+  pub fn members(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ChatJoined::VT_MEMBERS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn read_only(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ChatJoined::VT_READ_ONLY, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn slow_mode_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ChatJoined::VT_SLOW_MODE_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn read_up_to(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatJoined::VT_READ_UP_TO, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatJoined<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<ChatKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<u32>("members", Self::VT_MEMBERS, false)?
+     .visit_field::<bool>("read_only", Self::VT_READ_ONLY, false)?
+     .visit_field::<u32>("slow_mode_ms", Self::VT_SLOW_MODE_MS, false)?
+     .visit_field::<u64>("read_up_to", Self::VT_READ_UP_TO, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatJoinedArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub kind: ChatKind,
+    pub members: u32,
+    pub read_only: bool,
+    pub slow_mode_ms: u32,
+    pub read_up_to: u64,
+}
+impl<'a> Default for ChatJoinedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatJoinedArgs {
+      chat_id: None,
+      kind: ChatKind::DIRECT,
+      members: 0,
+      read_only: false,
+      slow_mode_ms: 0,
+      read_up_to: 0,
+    }
+  }
+}
+
+pub struct ChatJoinedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatJoinedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatJoined::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: ChatKind) {
+    self.fbb_.push_slot::<ChatKind>(ChatJoined::VT_KIND, kind, ChatKind::DIRECT);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: u32) {
+    self.fbb_.push_slot::<u32>(ChatJoined::VT_MEMBERS, members, 0);
+  }
+  #[inline]
+  pub fn add_read_only(&mut self, read_only: bool) {
+    self.fbb_.push_slot::<bool>(ChatJoined::VT_READ_ONLY, read_only, false);
+  }
+  #[inline]
+  pub fn add_slow_mode_ms(&mut self, slow_mode_ms: u32) {
+    self.fbb_.push_slot::<u32>(ChatJoined::VT_SLOW_MODE_MS, slow_mode_ms, 0);
+  }
+  #[inline]
+  pub fn add_read_up_to(&mut self, read_up_to: u64) {
+    self.fbb_.push_slot::<u64>(ChatJoined::VT_READ_UP_TO, read_up_to, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatJoinedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatJoinedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatJoined<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatJoined<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatJoined");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("kind", &self.kind());
+      ds.field("members", &self.members());
+      ds.field("read_only", &self.read_only());
+      ds.field("slow_mode_ms", &self.slow_mode_ms());
+      ds.field("read_up_to", &self.read_up_to());
+      ds.finish()
+  }
+}
+pub enum ChatLeaveOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatLeave<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatLeave<'a> {
+  type Inner = ChatLeave<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatLeave<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatLeave { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatLeaveArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatLeave<'bldr>> {
+    let mut builder = ChatLeaveBuilder::new(_fbb);
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatLeave::VT_CHAT_ID, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatLeave<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatLeaveArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ChatLeaveArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatLeaveArgs {
+      chat_id: None,
+    }
+  }
+}
+
+pub struct ChatLeaveBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatLeaveBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatLeave::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatLeaveBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatLeaveBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatLeave<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatLeave<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatLeave");
+      ds.field("chat_id", &self.chat_id());
+      ds.finish()
+  }
+}
+pub enum ChatLeftOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatLeft<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatLeft<'a> {
+  type Inner = ChatLeft<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatLeft<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatLeft { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatLeftArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatLeft<'bldr>> {
+    let mut builder = ChatLeftBuilder::new(_fbb);
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatLeft::VT_CHAT_ID, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatLeft<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatLeftArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ChatLeftArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatLeftArgs {
+      chat_id: None,
+    }
+  }
+}
+
+pub struct ChatLeftBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatLeftBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatLeft::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatLeftBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatLeftBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatLeft<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatLeft<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatLeft");
+      ds.field("chat_id", &self.chat_id());
+      ds.finish()
+  }
+}
+pub enum ChatSendOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatSend<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatSend<'a> {
+  type Inner = ChatSend<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatSend<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CONTENT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CONTENT_TYPE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_NONCE: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatSend { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatSendArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatSend<'bldr>> {
+    let mut builder = ChatSendBuilder::new(_fbb);
+    if let Some(x) = args.nonce { builder.add_nonce(x); }
+    if let Some(x) = args.content { builder.add_content(x); }
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.add_content_type(args.content_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatSend::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn content(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatSend::VT_CONTENT, None)}
+  }
+  #[inline]
+  pub fn content_type(&self) -> ContentType {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ContentType>(ChatSend::VT_CONTENT_TYPE, Some(ContentType::TEXT)).unwrap()}
+  }
+  #[inline]
+  pub fn nonce(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatSend::VT_NONCE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatSend<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("content", Self::VT_CONTENT, false)?
+     .visit_field::<ContentType>("content_type", Self::VT_CONTENT_TYPE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("nonce", Self::VT_NONCE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatSendArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub content: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub content_type: ContentType,
+    pub nonce: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ChatSendArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatSendArgs {
+      chat_id: None,
+      content: None,
+      content_type: ContentType::TEXT,
+      nonce: None,
+    }
+  }
+}
+
+pub struct ChatSendBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatSendBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatSend::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_content(&mut self, content: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatSend::VT_CONTENT, content);
+  }
+  #[inline]
+  pub fn add_content_type(&mut self, content_type: ContentType) {
+    self.fbb_.push_slot::<ContentType>(ChatSend::VT_CONTENT_TYPE, content_type, ContentType::TEXT);
+  }
+  #[inline]
+  pub fn add_nonce(&mut self, nonce: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatSend::VT_NONCE, nonce);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatSendBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatSendBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatSend<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatSend<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatSend");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("content", &self.content());
+      ds.field("content_type", &self.content_type());
+      ds.field("nonce", &self.nonce());
+      ds.finish()
+  }
+}
+pub enum ChatSentOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatSent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatSent<'a> {
+  type Inner = ChatSent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatSent<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CREATED_AT_MS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_DUPLICATE: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatSent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatSentArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatSent<'bldr>> {
+    let mut builder = ChatSentBuilder::new(_fbb);
+    builder.add_created_at_ms(args.created_at_ms);
+    builder.add_message_id(args.message_id);
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.add_duplicate(args.duplicate);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatSent::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn message_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatSent::VT_MESSAGE_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn created_at_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ChatSent::VT_CREATED_AT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn duplicate(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ChatSent::VT_DUPLICATE, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatSent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<u64>("message_id", Self::VT_MESSAGE_ID, false)?
+     .visit_field::<i64>("created_at_ms", Self::VT_CREATED_AT_MS, false)?
+     .visit_field::<bool>("duplicate", Self::VT_DUPLICATE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatSentArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub message_id: u64,
+    pub created_at_ms: i64,
+    pub duplicate: bool,
+}
+impl<'a> Default for ChatSentArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatSentArgs {
+      chat_id: None,
+      message_id: 0,
+      created_at_ms: 0,
+      duplicate: false,
+    }
+  }
+}
+
+pub struct ChatSentBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatSentBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatSent::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_message_id(&mut self, message_id: u64) {
+    self.fbb_.push_slot::<u64>(ChatSent::VT_MESSAGE_ID, message_id, 0);
+  }
+  #[inline]
+  pub fn add_created_at_ms(&mut self, created_at_ms: i64) {
+    self.fbb_.push_slot::<i64>(ChatSent::VT_CREATED_AT_MS, created_at_ms, 0);
+  }
+  #[inline]
+  pub fn add_duplicate(&mut self, duplicate: bool) {
+    self.fbb_.push_slot::<bool>(ChatSent::VT_DUPLICATE, duplicate, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatSentBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatSentBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatSent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatSent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatSent");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("message_id", &self.message_id());
+      ds.field("created_at_ms", &self.created_at_ms());
+      ds.field("duplicate", &self.duplicate());
+      ds.finish()
+  }
+}
+pub enum ChatTypingOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatTyping<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatTyping<'a> {
+  type Inner = ChatTyping<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatTyping<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TYPING: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatTyping { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatTypingArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatTyping<'bldr>> {
+    let mut builder = ChatTypingBuilder::new(_fbb);
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.add_typing(args.typing);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatTyping::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn typing(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ChatTyping::VT_TYPING, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatTyping<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<bool>("typing", Self::VT_TYPING, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatTypingArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub typing: bool,
+}
+impl<'a> Default for ChatTypingArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatTypingArgs {
+      chat_id: None,
+      typing: false,
+    }
+  }
+}
+
+pub struct ChatTypingBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatTypingBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatTyping::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_typing(&mut self, typing: bool) {
+    self.fbb_.push_slot::<bool>(ChatTyping::VT_TYPING, typing, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatTypingBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatTypingBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatTyping<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatTyping<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatTyping");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("typing", &self.typing());
+      ds.finish()
+  }
+}
+pub enum ChatReadOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatRead<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatRead<'a> {
+  type Inner = ChatRead<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatRead<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE_ID: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatRead { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatReadArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatRead<'bldr>> {
+    let mut builder = ChatReadBuilder::new(_fbb);
+    builder.add_message_id(args.message_id);
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatRead::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn message_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatRead::VT_MESSAGE_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatRead<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<u64>("message_id", Self::VT_MESSAGE_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatReadArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub message_id: u64,
+}
+impl<'a> Default for ChatReadArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatReadArgs {
+      chat_id: None,
+      message_id: 0,
+    }
+  }
+}
+
+pub struct ChatReadBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatReadBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatRead::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_message_id(&mut self, message_id: u64) {
+    self.fbb_.push_slot::<u64>(ChatRead::VT_MESSAGE_ID, message_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatReadBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatReadBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatRead<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatRead<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatRead");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("message_id", &self.message_id());
+      ds.finish()
+  }
+}
+pub enum ChatReadAckOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatReadAck<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatReadAck<'a> {
+  type Inner = ChatReadAck<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatReadAck<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_READ_UP_TO: ::flatbuffers::VOffsetT = 6;
+  pub const VT_UNREAD: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatReadAck { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatReadAckArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatReadAck<'bldr>> {
+    let mut builder = ChatReadAckBuilder::new(_fbb);
+    builder.add_read_up_to(args.read_up_to);
+    builder.add_unread(args.unread);
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatReadAck::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn read_up_to(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatReadAck::VT_READ_UP_TO, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn unread(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ChatReadAck::VT_UNREAD, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatReadAck<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<u64>("read_up_to", Self::VT_READ_UP_TO, false)?
+     .visit_field::<u32>("unread", Self::VT_UNREAD, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatReadAckArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub read_up_to: u64,
+    pub unread: u32,
+}
+impl<'a> Default for ChatReadAckArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatReadAckArgs {
+      chat_id: None,
+      read_up_to: 0,
+      unread: 0,
+    }
+  }
+}
+
+pub struct ChatReadAckBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatReadAckBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatReadAck::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_read_up_to(&mut self, read_up_to: u64) {
+    self.fbb_.push_slot::<u64>(ChatReadAck::VT_READ_UP_TO, read_up_to, 0);
+  }
+  #[inline]
+  pub fn add_unread(&mut self, unread: u32) {
+    self.fbb_.push_slot::<u32>(ChatReadAck::VT_UNREAD, unread, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatReadAckBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatReadAckBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatReadAck<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatReadAck<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatReadAck");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("read_up_to", &self.read_up_to());
+      ds.field("unread", &self.unread());
+      ds.finish()
+  }
+}
+pub enum ChatHistoryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatHistory<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatHistory<'a> {
+  type Inner = ChatHistory<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatHistory<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BEFORE_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatHistory { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatHistoryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatHistory<'bldr>> {
+    let mut builder = ChatHistoryBuilder::new(_fbb);
+    builder.add_before_id(args.before_id);
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.add_limit(args.limit);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatHistory::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn before_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatHistory::VT_BEFORE_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn limit(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(ChatHistory::VT_LIMIT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatHistory<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<u64>("before_id", Self::VT_BEFORE_ID, false)?
+     .visit_field::<u16>("limit", Self::VT_LIMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatHistoryArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub before_id: u64,
+    pub limit: u16,
+}
+impl<'a> Default for ChatHistoryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatHistoryArgs {
+      chat_id: None,
+      before_id: 0,
+      limit: 0,
+    }
+  }
+}
+
+pub struct ChatHistoryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatHistoryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatHistory::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_before_id(&mut self, before_id: u64) {
+    self.fbb_.push_slot::<u64>(ChatHistory::VT_BEFORE_ID, before_id, 0);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u16) {
+    self.fbb_.push_slot::<u16>(ChatHistory::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatHistoryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatHistoryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatHistory<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatHistory<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatHistory");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("before_id", &self.before_id());
+      ds.field("limit", &self.limit());
+      ds.finish()
+  }
+}
+pub enum ChatHistoryPageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatHistoryPage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatHistoryPage<'a> {
+  type Inner = ChatHistoryPage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatHistoryPage<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGES: ::flatbuffers::VOffsetT = 6;
+  pub const VT_HAS_MORE: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatHistoryPage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatHistoryPageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatHistoryPage<'bldr>> {
+    let mut builder = ChatHistoryPageBuilder::new(_fbb);
+    if let Some(x) = args.messages { builder.add_messages(x); }
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.add_has_more(args.has_more);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatHistoryPage::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn messages(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChatMessage<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChatMessage>>>>(ChatHistoryPage::VT_MESSAGES, None)}
+  }
+  #[inline]
+  pub fn has_more(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ChatHistoryPage::VT_HAS_MORE, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatHistoryPage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ChatMessage>>>>("messages", Self::VT_MESSAGES, false)?
+     .visit_field::<bool>("has_more", Self::VT_HAS_MORE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatHistoryPageArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub messages: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChatMessage<'a>>>>>,
+    pub has_more: bool,
+}
+impl<'a> Default for ChatHistoryPageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatHistoryPageArgs {
+      chat_id: None,
+      messages: None,
+      has_more: false,
+    }
+  }
+}
+
+pub struct ChatHistoryPageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatHistoryPageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatHistoryPage::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_messages(&mut self, messages: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ChatMessage<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatHistoryPage::VT_MESSAGES, messages);
+  }
+  #[inline]
+  pub fn add_has_more(&mut self, has_more: bool) {
+    self.fbb_.push_slot::<bool>(ChatHistoryPage::VT_HAS_MORE, has_more, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatHistoryPageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatHistoryPageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatHistoryPage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatHistoryPage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatHistoryPage");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("messages", &self.messages());
+      ds.field("has_more", &self.has_more());
+      ds.finish()
+  }
+}
+pub enum ChatMessageEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatMessageEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatMessageEvent<'a> {
+  type Inner = ChatMessageEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatMessageEvent<'a> {
+  pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatMessageEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatMessageEventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatMessageEvent<'bldr>> {
+    let mut builder = ChatMessageEventBuilder::new(_fbb);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn message(&self) -> Option<ChatMessage<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ChatMessage>>(ChatMessageEvent::VT_MESSAGE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatMessageEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ChatMessage>>("message", Self::VT_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatMessageEventArgs<'a> {
+    pub message: Option<::flatbuffers::WIPOffset<ChatMessage<'a>>>,
+}
+impl<'a> Default for ChatMessageEventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatMessageEventArgs {
+      message: None,
+    }
+  }
+}
+
+pub struct ChatMessageEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatMessageEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_message(&mut self, message: ::flatbuffers::WIPOffset<ChatMessage<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ChatMessage>>(ChatMessageEvent::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatMessageEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatMessageEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatMessageEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatMessageEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatMessageEvent");
+      ds.field("message", &self.message());
+      ds.finish()
+  }
+}
+pub enum ChatMemberEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatMemberEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatMemberEvent<'a> {
+  type Inner = ChatMemberEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatMemberEvent<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_JOINED: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatMemberEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatMemberEventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatMemberEvent<'bldr>> {
+    let mut builder = ChatMemberEventBuilder::new(_fbb);
+    if let Some(x) = args.user { builder.add_user(x); }
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.add_joined(args.joined);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatMemberEvent::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn user(&self) -> Option<ChatUser<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ChatUser>>(ChatMemberEvent::VT_USER, None)}
+  }
+  #[inline]
+  pub fn joined(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ChatMemberEvent::VT_JOINED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatMemberEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ChatUser>>("user", Self::VT_USER, false)?
+     .visit_field::<bool>("joined", Self::VT_JOINED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatMemberEventArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub user: Option<::flatbuffers::WIPOffset<ChatUser<'a>>>,
+    pub joined: bool,
+}
+impl<'a> Default for ChatMemberEventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatMemberEventArgs {
+      chat_id: None,
+      user: None,
+      joined: false,
+    }
+  }
+}
+
+pub struct ChatMemberEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatMemberEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatMemberEvent::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<ChatUser<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ChatUser>>(ChatMemberEvent::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_joined(&mut self, joined: bool) {
+    self.fbb_.push_slot::<bool>(ChatMemberEvent::VT_JOINED, joined, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatMemberEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatMemberEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatMemberEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatMemberEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatMemberEvent");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("user", &self.user());
+      ds.field("joined", &self.joined());
+      ds.finish()
+  }
+}
+pub enum ChatTypingEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatTypingEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatTypingEvent<'a> {
+  type Inner = ChatTypingEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatTypingEvent<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TYPING: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatTypingEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatTypingEventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatTypingEvent<'bldr>> {
+    let mut builder = ChatTypingEventBuilder::new(_fbb);
+    if let Some(x) = args.user { builder.add_user(x); }
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.add_typing(args.typing);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatTypingEvent::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn user(&self) -> Option<ChatUser<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ChatUser>>(ChatTypingEvent::VT_USER, None)}
+  }
+  #[inline]
+  pub fn typing(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ChatTypingEvent::VT_TYPING, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatTypingEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ChatUser>>("user", Self::VT_USER, false)?
+     .visit_field::<bool>("typing", Self::VT_TYPING, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatTypingEventArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub user: Option<::flatbuffers::WIPOffset<ChatUser<'a>>>,
+    pub typing: bool,
+}
+impl<'a> Default for ChatTypingEventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatTypingEventArgs {
+      chat_id: None,
+      user: None,
+      typing: false,
+    }
+  }
+}
+
+pub struct ChatTypingEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatTypingEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatTypingEvent::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<ChatUser<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ChatUser>>(ChatTypingEvent::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_typing(&mut self, typing: bool) {
+    self.fbb_.push_slot::<bool>(ChatTypingEvent::VT_TYPING, typing, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatTypingEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatTypingEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatTypingEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatTypingEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatTypingEvent");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("user", &self.user());
+      ds.field("typing", &self.typing());
+      ds.finish()
+  }
+}
+pub enum ChatReadEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatReadEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatReadEvent<'a> {
+  type Inner = ChatReadEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatReadEvent<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_READ_UP_TO: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatReadEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatReadEventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatReadEvent<'bldr>> {
+    let mut builder = ChatReadEventBuilder::new(_fbb);
+    builder.add_read_up_to(args.read_up_to);
+    if let Some(x) = args.user_id { builder.add_user_id(x); }
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatReadEvent::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn user_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatReadEvent::VT_USER_ID, None)}
+  }
+  #[inline]
+  pub fn read_up_to(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatReadEvent::VT_READ_UP_TO, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatReadEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user_id", Self::VT_USER_ID, false)?
+     .visit_field::<u64>("read_up_to", Self::VT_READ_UP_TO, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatReadEventArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub user_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub read_up_to: u64,
+}
+impl<'a> Default for ChatReadEventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatReadEventArgs {
+      chat_id: None,
+      user_id: None,
+      read_up_to: 0,
+    }
+  }
+}
+
+pub struct ChatReadEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatReadEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatReadEvent::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_user_id(&mut self, user_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatReadEvent::VT_USER_ID, user_id);
+  }
+  #[inline]
+  pub fn add_read_up_to(&mut self, read_up_to: u64) {
+    self.fbb_.push_slot::<u64>(ChatReadEvent::VT_READ_UP_TO, read_up_to, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatReadEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatReadEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatReadEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatReadEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatReadEvent");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("user_id", &self.user_id());
+      ds.field("read_up_to", &self.read_up_to());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -2524,6 +4940,231 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_join(&self) -> Option<ChatJoin<'a>> {
+    if self.body_type() == Body::ChatJoin {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatJoin::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_joined(&self) -> Option<ChatJoined<'a>> {
+    if self.body_type() == Body::ChatJoined {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatJoined::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_leave(&self) -> Option<ChatLeave<'a>> {
+    if self.body_type() == Body::ChatLeave {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatLeave::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_left(&self) -> Option<ChatLeft<'a>> {
+    if self.body_type() == Body::ChatLeft {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatLeft::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_send(&self) -> Option<ChatSend<'a>> {
+    if self.body_type() == Body::ChatSend {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatSend::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_sent(&self) -> Option<ChatSent<'a>> {
+    if self.body_type() == Body::ChatSent {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatSent::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_typing(&self) -> Option<ChatTyping<'a>> {
+    if self.body_type() == Body::ChatTyping {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatTyping::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_read(&self) -> Option<ChatRead<'a>> {
+    if self.body_type() == Body::ChatRead {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatRead::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_read_ack(&self) -> Option<ChatReadAck<'a>> {
+    if self.body_type() == Body::ChatReadAck {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatReadAck::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_history(&self) -> Option<ChatHistory<'a>> {
+    if self.body_type() == Body::ChatHistory {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatHistory::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_history_page(&self) -> Option<ChatHistoryPage<'a>> {
+    if self.body_type() == Body::ChatHistoryPage {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatHistoryPage::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_message_event(&self) -> Option<ChatMessageEvent<'a>> {
+    if self.body_type() == Body::ChatMessageEvent {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatMessageEvent::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_member_event(&self) -> Option<ChatMemberEvent<'a>> {
+    if self.body_type() == Body::ChatMemberEvent {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatMemberEvent::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_typing_event(&self) -> Option<ChatTypingEvent<'a>> {
+    if self.body_type() == Body::ChatTypingEvent {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatTypingEvent::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_read_event(&self) -> Option<ChatReadEvent<'a>> {
+    if self.body_type() == Body::ChatReadEvent {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatReadEvent::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -2548,6 +5189,21 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::EchoEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<EchoEvent>>("Body::EchoEvent", pos),
           Body::PresenceQuery => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresenceQuery>>("Body::PresenceQuery", pos),
           Body::PresenceList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresenceList>>("Body::PresenceList", pos),
+          Body::ChatJoin => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatJoin>>("Body::ChatJoin", pos),
+          Body::ChatJoined => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatJoined>>("Body::ChatJoined", pos),
+          Body::ChatLeave => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatLeave>>("Body::ChatLeave", pos),
+          Body::ChatLeft => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatLeft>>("Body::ChatLeft", pos),
+          Body::ChatSend => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatSend>>("Body::ChatSend", pos),
+          Body::ChatSent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatSent>>("Body::ChatSent", pos),
+          Body::ChatTyping => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatTyping>>("Body::ChatTyping", pos),
+          Body::ChatRead => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatRead>>("Body::ChatRead", pos),
+          Body::ChatReadAck => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatReadAck>>("Body::ChatReadAck", pos),
+          Body::ChatHistory => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatHistory>>("Body::ChatHistory", pos),
+          Body::ChatHistoryPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatHistoryPage>>("Body::ChatHistoryPage", pos),
+          Body::ChatMessageEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatMessageEvent>>("Body::ChatMessageEvent", pos),
+          Body::ChatMemberEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatMemberEvent>>("Body::ChatMemberEvent", pos),
+          Body::ChatTypingEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatTypingEvent>>("Body::ChatTypingEvent", pos),
+          Body::ChatReadEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatReadEvent>>("Body::ChatReadEvent", pos),
           _ => Ok(()),
         }
      })?
@@ -2695,6 +5351,111 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::PresenceList => {
           if let Some(x) = self.body_as_presence_list() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatJoin => {
+          if let Some(x) = self.body_as_chat_join() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatJoined => {
+          if let Some(x) = self.body_as_chat_joined() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatLeave => {
+          if let Some(x) = self.body_as_chat_leave() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatLeft => {
+          if let Some(x) = self.body_as_chat_left() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatSend => {
+          if let Some(x) = self.body_as_chat_send() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatSent => {
+          if let Some(x) = self.body_as_chat_sent() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatTyping => {
+          if let Some(x) = self.body_as_chat_typing() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatRead => {
+          if let Some(x) = self.body_as_chat_read() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatReadAck => {
+          if let Some(x) = self.body_as_chat_read_ack() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatHistory => {
+          if let Some(x) = self.body_as_chat_history() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatHistoryPage => {
+          if let Some(x) = self.body_as_chat_history_page() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatMessageEvent => {
+          if let Some(x) = self.body_as_chat_message_event() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatMemberEvent => {
+          if let Some(x) = self.body_as_chat_member_event() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatTypingEvent => {
+          if let Some(x) = self.body_as_chat_typing_event() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatReadEvent => {
+          if let Some(x) = self.body_as_chat_read_event() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

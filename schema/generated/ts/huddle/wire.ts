@@ -3,6 +3,25 @@
 /* eslint-disable @typescript-eslint/no-unused-vars, @typescript-eslint/no-explicit-any, @typescript-eslint/no-non-null-assertion */
 
 export { Body } from './wire/body.js';
+export { ChatHistory } from './wire/chat-history.js';
+export { ChatHistoryPage } from './wire/chat-history-page.js';
+export { ChatJoin } from './wire/chat-join.js';
+export { ChatJoined } from './wire/chat-joined.js';
+export { ChatKind } from './wire/chat-kind.js';
+export { ChatLeave } from './wire/chat-leave.js';
+export { ChatLeft } from './wire/chat-left.js';
+export { ChatMemberEvent } from './wire/chat-member-event.js';
+export { ChatMessage } from './wire/chat-message.js';
+export { ChatMessageEvent } from './wire/chat-message-event.js';
+export { ChatRead } from './wire/chat-read.js';
+export { ChatReadAck } from './wire/chat-read-ack.js';
+export { ChatReadEvent } from './wire/chat-read-event.js';
+export { ChatSend } from './wire/chat-send.js';
+export { ChatSent } from './wire/chat-sent.js';
+export { ChatTyping } from './wire/chat-typing.js';
+export { ChatTypingEvent } from './wire/chat-typing-event.js';
+export { ChatUser } from './wire/chat-user.js';
+export { ContentType } from './wire/content-type.js';
 export { EchoEvent } from './wire/echo-event.js';
 export { EchoReply } from './wire/echo-reply.js';
 export { EchoRequest } from './wire/echo-request.js';

@@ -2,6 +2,21 @@
 
 /* eslint-disable @typescript-eslint/no-unused-vars, @typescript-eslint/no-explicit-any, @typescript-eslint/no-non-null-assertion */
 
+import { ChatHistory } from '../../huddle/wire/chat-history.js';
+import { ChatHistoryPage } from '../../huddle/wire/chat-history-page.js';
+import { ChatJoin } from '../../huddle/wire/chat-join.js';
+import { ChatJoined } from '../../huddle/wire/chat-joined.js';
+import { ChatLeave } from '../../huddle/wire/chat-leave.js';
+import { ChatLeft } from '../../huddle/wire/chat-left.js';
+import { ChatMemberEvent } from '../../huddle/wire/chat-member-event.js';
+import { ChatMessageEvent } from '../../huddle/wire/chat-message-event.js';
+import { ChatRead } from '../../huddle/wire/chat-read.js';
+import { ChatReadAck } from '../../huddle/wire/chat-read-ack.js';
+import { ChatReadEvent } from '../../huddle/wire/chat-read-event.js';
+import { ChatSend } from '../../huddle/wire/chat-send.js';
+import { ChatSent } from '../../huddle/wire/chat-sent.js';
+import { ChatTyping } from '../../huddle/wire/chat-typing.js';
+import { ChatTypingEvent } from '../../huddle/wire/chat-typing-event.js';
 import { EchoEvent } from '../../huddle/wire/echo-event.js';
 import { EchoReply } from '../../huddle/wire/echo-reply.js';
 import { EchoRequest } from '../../huddle/wire/echo-request.js';
@@ -27,13 +42,28 @@ export enum Body {
   EchoReply = 8,
   EchoEvent = 9,
   PresenceQuery = 10,
-  PresenceList = 11
+  PresenceList = 11,
+  ChatJoin = 12,
+  ChatJoined = 13,
+  ChatLeave = 14,
+  ChatLeft = 15,
+  ChatSend = 16,
+  ChatSent = 17,
+  ChatTyping = 18,
+  ChatRead = 19,
+  ChatReadAck = 20,
+  ChatHistory = 21,
+  ChatHistoryPage = 22,
+  ChatMessageEvent = 23,
+  ChatMemberEvent = 24,
+  ChatTypingEvent = 25,
+  ChatReadEvent = 26
 }
 
 export function unionToBody(
   type: Body,
-  accessor: (obj:EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome) => EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null
-): EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null {
+  accessor: (obj:ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageEvent|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome) => ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageEvent|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null
+): ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageEvent|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(new Hello())! as Hello;
@@ -47,15 +77,30 @@ export function unionToBody(
     case 'EchoEvent': return accessor(new EchoEvent())! as EchoEvent;
     case 'PresenceQuery': return accessor(new PresenceQuery())! as PresenceQuery;
     case 'PresenceList': return accessor(new PresenceList())! as PresenceList;
+    case 'ChatJoin': return accessor(new ChatJoin())! as ChatJoin;
+    case 'ChatJoined': return accessor(new ChatJoined())! as ChatJoined;
+    case 'ChatLeave': return accessor(new ChatLeave())! as ChatLeave;
+    case 'ChatLeft': return accessor(new ChatLeft())! as ChatLeft;
+    case 'ChatSend': return accessor(new ChatSend())! as ChatSend;
+    case 'ChatSent': return accessor(new ChatSent())! as ChatSent;
+    case 'ChatTyping': return accessor(new ChatTyping())! as ChatTyping;
+    case 'ChatRead': return accessor(new ChatRead())! as ChatRead;
+    case 'ChatReadAck': return accessor(new ChatReadAck())! as ChatReadAck;
+    case 'ChatHistory': return accessor(new ChatHistory())! as ChatHistory;
+    case 'ChatHistoryPage': return accessor(new ChatHistoryPage())! as ChatHistoryPage;
+    case 'ChatMessageEvent': return accessor(new ChatMessageEvent())! as ChatMessageEvent;
+    case 'ChatMemberEvent': return accessor(new ChatMemberEvent())! as ChatMemberEvent;
+    case 'ChatTypingEvent': return accessor(new ChatTypingEvent())! as ChatTypingEvent;
+    case 'ChatReadEvent': return accessor(new ChatReadEvent())! as ChatReadEvent;
     default: return null;
   }
 }
 
 export function unionListToBody(
   type: Body, 
-  accessor: (index: number, obj:EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome) => EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null, 
+  accessor: (index: number, obj:ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageEvent|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome) => ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageEvent|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null, 
   index: number
-): EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null {
+): ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageEvent|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(index, new Hello())! as Hello;
@@ -69,6 +114,21 @@ export function unionListToBody(
     case 'EchoEvent': return accessor(index, new EchoEvent())! as EchoEvent;
     case 'PresenceQuery': return accessor(index, new PresenceQuery())! as PresenceQuery;
     case 'PresenceList': return accessor(index, new PresenceList())! as PresenceList;
+    case 'ChatJoin': return accessor(index, new ChatJoin())! as ChatJoin;
+    case 'ChatJoined': return accessor(index, new ChatJoined())! as ChatJoined;
+    case 'ChatLeave': return accessor(index, new ChatLeave())! as ChatLeave;
+    case 'ChatLeft': return accessor(index, new ChatLeft())! as ChatLeft;
+    case 'ChatSend': return accessor(index, new ChatSend())! as ChatSend;
+    case 'ChatSent': return accessor(index, new ChatSent())! as ChatSent;
+    case 'ChatTyping': return accessor(index, new ChatTyping())! as ChatTyping;
+    case 'ChatRead': return accessor(index, new ChatRead())! as ChatRead;
+    case 'ChatReadAck': return accessor(index, new ChatReadAck())! as ChatReadAck;
+    case 'ChatHistory': return accessor(index, new ChatHistory())! as ChatHistory;
+    case 'ChatHistoryPage': return accessor(index, new ChatHistoryPage())! as ChatHistoryPage;
+    case 'ChatMessageEvent': return accessor(index, new ChatMessageEvent())! as ChatMessageEvent;
+    case 'ChatMemberEvent': return accessor(index, new ChatMemberEvent())! as ChatMemberEvent;
+    case 'ChatTypingEvent': return accessor(index, new ChatTypingEvent())! as ChatTypingEvent;
+    case 'ChatReadEvent': return accessor(index, new ChatReadEvent())! as ChatReadEvent;
     default: return null;
   }
 }

@@ -1,0 +1,1268 @@
+//! The chats one shard owns: who is in each (by session), the recent-message
+//! buffer, message ids, send idempotency by client nonce, typing throttle,
+//! read cursors, slow mode and read-only channels.
+//!
+//! Access rules follow the reference design: a direct chat admits its two
+//! participants, a lobby chat the lobby's members (asked through
+//! [`LobbyMembership`], which the lobby engine implements on the same shard),
+//! a channel whoever its visibility allows. Membership is per session, like a
+//! socket joining a room, and ends with the session.
+//!
+//! Never does I/O and never reads a clock: time arrives as [`Now`], and every
+//! delivery leaves as an [`Effect::Broadcast`] the shell encodes once.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Effect, Event, Failure, Now, Refusal, Reply, SessionId, UserId};
+
+/// Longest chat id accepted, bytes.
+pub const MAX_CHAT_ID: usize = 200;
+/// Longest client nonce accepted, bytes.
+pub const MAX_NONCE: usize = 64;
+/// Most messages one history page returns.
+pub const MAX_PAGE: usize = 100;
+
+/// The kinds of chat, named by their id's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Direct,
+    Lobby,
+    Channel,
+}
+
+/// Tunables, from `[chat]` config.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatLimits {
+    /// Longest message, in characters.
+    pub max_chars: usize,
+    /// Messages kept per chat for history and unread counts.
+    pub recent: usize,
+    /// Nonces remembered per chat for idempotent sends.
+    pub nonces: usize,
+    /// Least time between two typing signals of one user in one chat.
+    pub typing_every: Duration,
+}
+
+impl Default for ChatLimits {
+    fn default() -> Self {
+        Self {
+            max_chars: 2000,
+            recent: 256,
+            nonces: 4096,
+            typing_every: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// Who speaks: what recipients see of a sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author {
+    pub id: UserId,
+    pub username: Arc<str>,
+    pub display_name: Arc<str>,
+}
+
+/// The acting user, with what the rules need to know.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub author: Author,
+    /// Holds the `operator` or `moderator` role: may post in read-only
+    /// channels and join restricted ones.
+    pub operator: bool,
+}
+
+/// A stored chat message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: u64,
+    pub chat_id: Arc<str>,
+    pub sender: Author,
+    pub content: Arc<str>,
+    pub content_type: u8,
+    pub created_at_ms: i64,
+}
+
+/// An operator-created channel.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelSpec {
+    /// The name after `channel:`.
+    pub name: String,
+    /// Anyone may join; otherwise only `members` and operators.
+    pub public: bool,
+    /// Only operators may post.
+    pub read_only: bool,
+    /// Least time between two messages of one user; 0 = off.
+    pub slow_mode_ms: u32,
+    pub members: Vec<UserId>,
+}
+
+/// Answers whether a user is a member of a lobby; `None` when the lobby
+/// does not exist. The lobby engine implements it on the shard that owns
+/// both the lobby and its chat.
+pub trait LobbyMembership {
+    fn lobby_member(&self, lobby: &str, user: &str) -> Option<bool>;
+}
+
+/// Used until the lobby engine is wired in: no lobby exists.
+pub struct NoLobbies;
+
+impl LobbyMembership for NoLobbies {
+    fn lobby_member(&self, _lobby: &str, _user: &str) -> Option<bool> {
+        None
+    }
+}
+
+/// Commands the chat engine accepts.
+#[derive(Debug, Clone)]
+pub enum Command {
+    CreateChannel(ChannelSpec),
+    Join {
+        request_id: u64,
+        session: SessionId,
+        actor: Actor,
+        chat_id: Arc<str>,
+    },
+    /// `request_id` 0: a clean-up without reply (the connection ended).
+    Leave {
+        request_id: u64,
+        session: SessionId,
+        chat_id: Arc<str>,
+    },
+    Send {
+        request_id: u64,
+        session: SessionId,
+        actor: Actor,
+        chat_id: Arc<str>,
+        content: String,
+        content_type: u8,
+        nonce: Option<String>,
+    },
+    Typing {
+        session: SessionId,
+        actor: Actor,
+        chat_id: Arc<str>,
+        typing: bool,
+    },
+    Read {
+        request_id: u64,
+        session: SessionId,
+        user: UserId,
+        chat_id: Arc<str>,
+        message_id: u64,
+    },
+    History {
+        request_id: u64,
+        session: SessionId,
+        chat_id: Arc<str>,
+        before_id: u64,
+        limit: u16,
+    },
+    /// Sessions found gone (their outbox closed): drop them everywhere.
+    SessionsGone {
+        sessions: Vec<SessionId>,
+    },
+}
+
+#[derive(Debug, Default)]
+struct MemberUser {
+    /// This user's sessions in the chat.
+    sessions: u32,
+    last_sent_ms: Option<i64>,
+    last_typing: Option<(Instant, bool)>,
+}
+
+#[derive(Debug)]
+struct Chat {
+    public: bool,
+    read_only: bool,
+    slow_mode_ms: u32,
+    allowed: HashSet<UserId>,
+    sessions: HashMap<SessionId, Author>,
+    users: HashMap<UserId, MemberUser>,
+    cursors: HashMap<UserId, u64>,
+    recent: VecDeque<Arc<Message>>,
+    nonces: HashMap<(UserId, Box<str>), u64>,
+    nonce_order: VecDeque<(UserId, Box<str>)>,
+}
+
+impl Chat {
+    fn new() -> Self {
+        Self {
+            public: false,
+            read_only: false,
+            slow_mode_ms: 0,
+            allowed: HashSet::new(),
+            sessions: HashMap::new(),
+            users: HashMap::new(),
+            cursors: HashMap::new(),
+            recent: VecDeque::new(),
+            nonces: HashMap::new(),
+            nonce_order: VecDeque::new(),
+        }
+    }
+
+    fn unread_after(&self, cursor: u64) -> u32 {
+        self.recent
+            .iter()
+            .rev()
+            .take_while(|m| m.id > cursor)
+            .count() as u32
+    }
+}
+
+/// Time-ordered 64-bit ids: milliseconds since 2025-01-01 (41 bits), node
+/// (9 bits), shard (6 bits), sequence (8 bits). When a millisecond's
+/// sequence runs out the clock is borrowed from the next millisecond, so ids
+/// stay unique and increasing.
+#[derive(Debug)]
+pub struct MessageIds {
+    origin: u64,
+    last_ms: u64,
+    seq: u64,
+}
+
+/// 2025-01-01T00:00:00Z in Unix milliseconds.
+const ID_EPOCH_MS: i64 = 1_735_689_600_000;
+
+impl MessageIds {
+    pub fn new(node: u16, shard: u16) -> Self {
+        Self {
+            origin: (u64::from(node & 0x1ff) << 14) | (u64::from(shard & 0x3f) << 8),
+            last_ms: 0,
+            seq: 0,
+        }
+    }
+
+    pub fn next(&mut self, unix_ms: i64) -> u64 {
+        let ms = (unix_ms - ID_EPOCH_MS).max(0) as u64;
+        if ms > self.last_ms {
+            self.last_ms = ms;
+            self.seq = 0;
+        } else {
+            self.seq += 1;
+            if self.seq > 0xff {
+                self.last_ms += 1;
+                self.seq = 0;
+            }
+        }
+        (self.last_ms << 23) | self.origin | self.seq
+    }
+}
+
+/// The chat state of one shard.
+pub struct Chats {
+    limits: ChatLimits,
+    ids: MessageIds,
+    chats: HashMap<Arc<str>, Chat>,
+    /// Chats each session joined here, for clean-up.
+    joined: HashMap<SessionId, Vec<Arc<str>>>,
+}
+
+fn fail(out: &mut Vec<Effect>, request_id: u64, refusal: Refusal, message: impl Into<String>) {
+    out.push(Effect::Fail {
+        request_id,
+        failure: Failure::new(refusal, message),
+    });
+}
+
+/// Splits a chat id into its kind and the rest, checking its shape.
+pub fn parse_chat_id(id: &str) -> Result<(Kind, &str), Failure> {
+    let bad = |m: String| Err(Failure::new(Refusal::JoinError, m));
+    if id.is_empty() || id.len() > MAX_CHAT_ID {
+        return bad(format!("chat ids are 1 to {MAX_CHAT_ID} bytes"));
+    }
+    let (kind, rest) = match id.split_once(':') {
+        Some(("direct", rest)) => (Kind::Direct, rest),
+        Some(("lobby", rest)) => (Kind::Lobby, rest),
+        Some(("channel", rest)) => (Kind::Channel, rest),
+        _ => {
+            return bad(format!(
+                "chat id {id:?} must start with direct:, lobby: or channel:"
+            ))
+        }
+    };
+    if rest.is_empty() {
+        return bad(format!("chat id {id:?} names nothing after its kind"));
+    }
+    if kind == Kind::Direct {
+        match rest.split_once(':') {
+            Some((a, b)) if !a.is_empty() && !b.contains(':') && a < b => {}
+            _ => {
+                return bad(format!(
+                "direct chat ids are direct:<user a>:<user b> with a < b (byte order), got {id:?}"
+            ))
+            }
+        }
+    }
+    Ok((kind, rest))
+}
+
+/// The id of the direct chat between two users.
+pub fn direct_chat_id(a: &str, b: &str) -> String {
+    if a <= b {
+        format!("direct:{a}:{b}")
+    } else {
+        format!("direct:{b}:{a}")
+    }
+}
+
+impl Chats {
+    pub fn new(limits: ChatLimits, node: u16, shard: u16) -> Self {
+        Self {
+            limits,
+            ids: MessageIds::new(node, shard),
+            chats: HashMap::new(),
+            joined: HashMap::new(),
+        }
+    }
+
+    /// The sessions of a chat's members (for the shell's fan-out).
+    pub fn sessions(&self, chat: &str) -> impl Iterator<Item = SessionId> + '_ {
+        self.chats
+            .get(chat)
+            .into_iter()
+            .flat_map(|c| c.sessions.keys().copied())
+    }
+
+    /// Whether a session is in any of this shard's chats.
+    pub fn in_any_chat(&self, session: SessionId) -> bool {
+        self.joined.contains_key(&session)
+    }
+
+    /// Distinct members of a chat.
+    pub fn member_count(&self, chat: &str) -> usize {
+        self.chats.get(chat).map_or(0, |c| c.users.len())
+    }
+
+    pub fn handle(
+        &mut self,
+        now: Now,
+        lobbies: &dyn LobbyMembership,
+        cmd: Command,
+        out: &mut Vec<Effect>,
+    ) {
+        match cmd {
+            Command::CreateChannel(spec) => self.create_channel(spec, out),
+            Command::Join {
+                request_id,
+                session,
+                actor,
+                chat_id,
+            } => self.join(lobbies, request_id, session, actor, chat_id, out),
+            Command::Leave {
+                request_id,
+                session,
+                chat_id,
+            } => self.leave(request_id, session, &chat_id, out),
+            Command::Send {
+                request_id,
+                session,
+                actor,
+                chat_id,
+                content,
+                content_type,
+                nonce,
+            } => self.send(
+                now,
+                request_id,
+                session,
+                actor,
+                &chat_id,
+                content,
+                content_type,
+                nonce,
+                out,
+            ),
+            Command::Typing {
+                session,
+                actor,
+                chat_id,
+                typing,
+            } => self.typing(now, session, actor, &chat_id, typing, out),
+            Command::Read {
+                request_id,
+                session,
+                user,
+                chat_id,
+                message_id,
+            } => self.read(request_id, session, user, &chat_id, message_id, out),
+            Command::History {
+                request_id,
+                session,
+                chat_id,
+                before_id,
+                limit,
+            } => self.history(request_id, session, &chat_id, before_id, limit, out),
+            Command::SessionsGone { sessions } => {
+                for session in sessions {
+                    for chat in self.joined.remove(&session).unwrap_or_default() {
+                        self.remove_session(session, &chat, out);
+                    }
+                }
+            }
+        }
+    }
+
+    fn create_channel(&mut self, spec: ChannelSpec, out: &mut Vec<Effect>) {
+        let id: Arc<str> = Arc::from(format!("channel:{}", spec.name));
+        if let Err(f) = parse_chat_id(&id) {
+            out.push(Effect::Fail {
+                request_id: 0,
+                failure: Failure::new(Refusal::InvalidArgument, f.message),
+            });
+            return;
+        }
+        let chat = self.chats.entry(id.clone()).or_insert_with(Chat::new);
+        chat.public = spec.public;
+        chat.read_only = spec.read_only;
+        chat.slow_mode_ms = spec.slow_mode_ms;
+        chat.allowed = spec.members.into_iter().collect();
+        out.push(Effect::Reply {
+            request_id: 0,
+            reply: Reply::Done,
+        });
+    }
+
+    fn join(
+        &mut self,
+        lobbies: &dyn LobbyMembership,
+        request_id: u64,
+        session: SessionId,
+        actor: Actor,
+        chat_id: Arc<str>,
+        out: &mut Vec<Effect>,
+    ) {
+        let (kind, rest) = match parse_chat_id(&chat_id) {
+            Ok(x) => x,
+            Err(f) => {
+                return out.push(Effect::Fail {
+                    request_id,
+                    failure: f,
+                })
+            }
+        };
+        let user = &actor.author.id;
+        let allowed = match kind {
+            Kind::Direct => rest
+                .split_once(':')
+                .is_some_and(|(a, b)| a == &**user || b == &**user),
+            Kind::Lobby => match lobbies.lobby_member(rest, user) {
+                None => {
+                    return fail(
+                        out,
+                        request_id,
+                        Refusal::ChatNotFound,
+                        format!("no lobby {rest:?}: {chat_id} does not exist"),
+                    )
+                }
+                Some(member) => member,
+            },
+            Kind::Channel => match self.chats.get(&chat_id) {
+                None => {
+                    return fail(
+                        out,
+                        request_id,
+                        Refusal::ChatNotFound,
+                        format!("no channel {chat_id}; operators create channels"),
+                    )
+                }
+                Some(c) => c.public || actor.operator || c.allowed.contains(user),
+            },
+        };
+        if !allowed {
+            let why = match kind {
+                Kind::Direct => "only its two participants may join a direct chat",
+                Kind::Lobby => "only the lobby's members may join its chat",
+                Kind::Channel => "this channel is restricted to its members",
+            };
+            return fail(
+                out,
+                request_id,
+                Refusal::AccessDenied,
+                format!("cannot join {chat_id}: {why}"),
+            );
+        }
+        let chat = self.chats.entry(chat_id.clone()).or_insert_with(Chat::new);
+        if chat
+            .sessions
+            .insert(session, actor.author.clone())
+            .is_none()
+        {
+            self.joined
+                .entry(session)
+                .or_default()
+                .push(chat_id.clone());
+            let member = chat.users.entry(user.clone()).or_default();
+            member.sessions += 1;
+            if member.sessions == 1 {
+                out.push(Effect::Broadcast {
+                    chat: chat_id.clone(),
+                    event: Event::ChatMember {
+                        chat_id: chat_id.clone(),
+                        user: actor.author.clone(),
+                        joined: true,
+                    },
+                    reliable: true,
+                    except: Some(session),
+                });
+            }
+        }
+        out.push(Effect::Reply {
+            request_id,
+            reply: Reply::ChatJoined {
+                chat_id: chat_id.clone(),
+                kind,
+                members: chat.users.len() as u32,
+                read_only: chat.read_only,
+                slow_mode_ms: chat.slow_mode_ms,
+                read_up_to: chat.cursors.get(user).copied().unwrap_or(0),
+            },
+        });
+    }
+
+    fn leave(
+        &mut self,
+        request_id: u64,
+        session: SessionId,
+        chat_id: &Arc<str>,
+        out: &mut Vec<Effect>,
+    ) {
+        let member = self
+            .chats
+            .get(chat_id)
+            .is_some_and(|c| c.sessions.contains_key(&session));
+        if !member {
+            if request_id != 0 {
+                fail(
+                    out,
+                    request_id,
+                    Refusal::NotInChat,
+                    format!("not in {chat_id}; nothing to leave"),
+                );
+            }
+            return;
+        }
+        if let Some(list) = self.joined.get_mut(&session) {
+            list.retain(|c| c != chat_id);
+            if list.is_empty() {
+                self.joined.remove(&session);
+            }
+        }
+        self.remove_session(session, chat_id, out);
+        if request_id != 0 {
+            out.push(Effect::Reply {
+                request_id,
+                reply: Reply::ChatLeft {
+                    chat_id: chat_id.clone(),
+                },
+            });
+        }
+    }
+
+    fn remove_session(&mut self, session: SessionId, chat_id: &Arc<str>, out: &mut Vec<Effect>) {
+        let Some(chat) = self.chats.get_mut(chat_id) else {
+            return;
+        };
+        let Some(author) = chat.sessions.remove(&session) else {
+            return;
+        };
+        let last = match chat.users.get_mut(&author.id) {
+            Some(m) => {
+                m.sessions = m.sessions.saturating_sub(1);
+                m.sessions == 0
+            }
+            None => false,
+        };
+        if last {
+            chat.users.remove(&author.id);
+            out.push(Effect::Broadcast {
+                chat: chat_id.clone(),
+                event: Event::ChatMember {
+                    chat_id: chat_id.clone(),
+                    user: author,
+                    joined: false,
+                },
+                reliable: true,
+                except: Some(session),
+            });
+        }
+        // A direct or lobby chat nobody is in keeps nothing worth a map entry
+        // once history lives in the store; until then its recent buffer stays.
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &mut self,
+        now: Now,
+        request_id: u64,
+        session: SessionId,
+        actor: Actor,
+        chat_id: &Arc<str>,
+        content: String,
+        content_type: u8,
+        nonce: Option<String>,
+        out: &mut Vec<Effect>,
+    ) {
+        let limits = self.limits;
+        let Some(chat) = self
+            .chats
+            .get_mut(chat_id)
+            .filter(|c| c.sessions.contains_key(&session))
+        else {
+            return fail(
+                out,
+                request_id,
+                Refusal::NotInChat,
+                format!("join {chat_id} before sending to it"),
+            );
+        };
+        let user = actor.author.id.clone();
+        if let Some(nonce) = nonce.as_deref() {
+            if nonce.len() > MAX_NONCE {
+                return fail(
+                    out,
+                    request_id,
+                    Refusal::MessageError,
+                    format!("nonce longer than {MAX_NONCE} bytes"),
+                );
+            }
+            if let Some(&id) = chat.nonces.get(&(user.clone(), Box::from(nonce))) {
+                let created_at_ms = chat
+                    .recent
+                    .iter()
+                    .find(|m| m.id == id)
+                    .map_or(0, |m| m.created_at_ms);
+                return out.push(Effect::Reply {
+                    request_id,
+                    reply: Reply::ChatSent {
+                        chat_id: chat_id.clone(),
+                        message_id: id,
+                        created_at_ms,
+                        duplicate: true,
+                    },
+                });
+            }
+        }
+        if chat.read_only && !actor.operator {
+            return fail(
+                out,
+                request_id,
+                Refusal::AccessDenied,
+                format!("{chat_id} is read-only; only operators post here"),
+            );
+        }
+        if content.is_empty() {
+            return fail(out, request_id, Refusal::MessageError, "empty message");
+        }
+        let chars = content.chars().count();
+        if chars > limits.max_chars {
+            return fail(
+                out,
+                request_id,
+                Refusal::MessageError,
+                format!(
+                    "message of {chars} characters; at most {}",
+                    limits.max_chars
+                ),
+            );
+        }
+        if content_type > 3 {
+            return fail(
+                out,
+                request_id,
+                Refusal::MessageError,
+                format!("unknown content type {content_type}; use text, emote, system or custom"),
+            );
+        }
+        let member = chat.users.entry(user.clone()).or_default();
+        if chat.slow_mode_ms > 0 && !actor.operator {
+            if let Some(last) = member.last_sent_ms {
+                let wait = last + i64::from(chat.slow_mode_ms) - now.unix_ms;
+                if wait > 0 {
+                    return fail(
+                        out,
+                        request_id,
+                        Refusal::RateLimited,
+                        format!(
+                            "slow mode: {} ms between messages; wait {wait} ms",
+                            chat.slow_mode_ms
+                        ),
+                    );
+                }
+            }
+        }
+        member.last_sent_ms = Some(now.unix_ms);
+        let message = Arc::new(Message {
+            id: self.ids.next(now.unix_ms),
+            chat_id: chat_id.clone(),
+            sender: actor.author,
+            content: Arc::from(content),
+            content_type,
+            created_at_ms: now.unix_ms,
+        });
+        chat.recent.push_back(message.clone());
+        if chat.recent.len() > limits.recent {
+            chat.recent.pop_front();
+        }
+        if let Some(nonce) = nonce {
+            let key = (user.clone(), Box::<str>::from(nonce));
+            chat.nonces.insert(key.clone(), message.id);
+            chat.nonce_order.push_back(key);
+            if chat.nonce_order.len() > limits.nonces {
+                if let Some(old) = chat.nonce_order.pop_front() {
+                    chat.nonces.remove(&old);
+                }
+            }
+        }
+        // The sender has read what they wrote.
+        chat.cursors.insert(user, message.id);
+        out.push(Effect::Broadcast {
+            chat: chat_id.clone(),
+            event: Event::ChatMessage(message.clone()),
+            reliable: true,
+            except: None,
+        });
+        out.push(Effect::Reply {
+            request_id,
+            reply: Reply::ChatSent {
+                chat_id: chat_id.clone(),
+                message_id: message.id,
+                created_at_ms: message.created_at_ms,
+                duplicate: false,
+            },
+        });
+    }
+
+    fn typing(
+        &mut self,
+        now: Now,
+        session: SessionId,
+        actor: Actor,
+        chat_id: &Arc<str>,
+        typing: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let every = self.limits.typing_every;
+        let Some(chat) = self
+            .chats
+            .get_mut(chat_id)
+            .filter(|c| c.sessions.contains_key(&session))
+        else {
+            return; // a volatile signal: not in the chat, nothing to tell
+        };
+        let Some(member) = chat.users.get_mut(&actor.author.id) else {
+            return;
+        };
+        let throttled = member.last_typing.is_some_and(|(at, was)| {
+            was == typing && now.mono.saturating_duration_since(at) < every
+        });
+        if throttled {
+            return;
+        }
+        member.last_typing = Some((now.mono, typing));
+        out.push(Effect::Broadcast {
+            chat: chat_id.clone(),
+            event: Event::ChatTyping {
+                chat_id: chat_id.clone(),
+                user: actor.author,
+                typing,
+            },
+            reliable: false,
+            except: Some(session),
+        });
+    }
+
+    fn read(
+        &mut self,
+        request_id: u64,
+        session: SessionId,
+        user: UserId,
+        chat_id: &Arc<str>,
+        message_id: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(chat) = self
+            .chats
+            .get_mut(chat_id)
+            .filter(|c| c.sessions.contains_key(&session))
+        else {
+            return fail(
+                out,
+                request_id,
+                Refusal::NotInChat,
+                format!("join {chat_id} before marking it read"),
+            );
+        };
+        let newest = chat.recent.back().map_or(0, |m| m.id);
+        let target = if message_id == 0 {
+            newest
+        } else {
+            message_id.min(newest)
+        };
+        let cursor = chat.cursors.entry(user.clone()).or_insert(0);
+        let advanced = target > *cursor;
+        if advanced {
+            *cursor = target;
+        }
+        let read_up_to = *cursor;
+        if advanced {
+            out.push(Effect::Broadcast {
+                chat: chat_id.clone(),
+                event: Event::ChatRead {
+                    chat_id: chat_id.clone(),
+                    user_id: user,
+                    read_up_to,
+                },
+                reliable: true,
+                except: Some(session),
+            });
+        }
+        out.push(Effect::Reply {
+            request_id,
+            reply: Reply::ChatRead {
+                chat_id: chat_id.clone(),
+                read_up_to,
+                unread: chat.unread_after(read_up_to),
+            },
+        });
+    }
+
+    fn history(
+        &mut self,
+        request_id: u64,
+        session: SessionId,
+        chat_id: &Arc<str>,
+        before_id: u64,
+        limit: u16,
+        out: &mut Vec<Effect>,
+    ) {
+        let limit = usize::from(limit);
+        if limit == 0 || limit > MAX_PAGE {
+            return fail(
+                out,
+                request_id,
+                Refusal::InvalidArgument,
+                format!("history limit must be 1 to {MAX_PAGE}"),
+            );
+        }
+        let Some(chat) = self
+            .chats
+            .get(chat_id)
+            .filter(|c| c.sessions.contains_key(&session))
+        else {
+            return fail(
+                out,
+                request_id,
+                Refusal::NotInChat,
+                format!("join {chat_id} before reading its history"),
+            );
+        };
+        let mut older = chat
+            .recent
+            .iter()
+            .rev()
+            .filter(|m| before_id == 0 || m.id < before_id);
+        let messages: Vec<Arc<Message>> = older.by_ref().take(limit).cloned().collect();
+        let has_more = older.next().is_some();
+        out.push(Effect::Reply {
+            request_id,
+            reply: Reply::ChatHistory {
+                chat_id: chat_id.clone(),
+                messages,
+                has_more,
+            },
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Lobbies;
+    impl LobbyMembership for Lobbies {
+        fn lobby_member(&self, lobby: &str, user: &str) -> Option<bool> {
+            (lobby == "l1").then(|| user == "alice" || user == "bob")
+        }
+    }
+
+    struct World {
+        chats: Chats,
+        base: Instant,
+        at_ms: i64,
+    }
+
+    fn actor(id: &str) -> Actor {
+        Actor {
+            author: Author {
+                id: UserId::from(id),
+                username: Arc::from(format!("name-{id}")),
+                display_name: Arc::from(id),
+            },
+            operator: id.starts_with("op"),
+        }
+    }
+
+    impl World {
+        fn new() -> Self {
+            Self {
+                chats: Chats::new(ChatLimits::default(), 3, 1),
+                base: Instant::now(),
+                at_ms: 1_800_000_000_000,
+            }
+        }
+        fn now(&self) -> Now {
+            Now {
+                mono: self.base + Duration::from_millis((self.at_ms - 1_800_000_000_000) as u64),
+                unix_ms: self.at_ms,
+            }
+        }
+        fn run(&mut self, cmd: Command) -> Vec<Effect> {
+            let mut out = Vec::new();
+            let now = self.now();
+            self.chats.handle(now, &Lobbies, cmd, &mut out);
+            out
+        }
+        fn join(&mut self, session: SessionId, user: &str, chat: &str) -> Vec<Effect> {
+            self.run(Command::Join {
+                request_id: 1,
+                session,
+                actor: actor(user),
+                chat_id: Arc::from(chat),
+            })
+        }
+        fn send(
+            &mut self,
+            session: SessionId,
+            user: &str,
+            chat: &str,
+            text: &str,
+            nonce: Option<&str>,
+        ) -> Vec<Effect> {
+            self.run(Command::Send {
+                request_id: 2,
+                session,
+                actor: actor(user),
+                chat_id: Arc::from(chat),
+                content: text.into(),
+                content_type: 0,
+                nonce: nonce.map(String::from),
+            })
+        }
+    }
+
+    fn refusal(out: &[Effect]) -> Option<Refusal> {
+        out.iter().find_map(|e| match e {
+            Effect::Fail { failure, .. } => Some(failure.refusal),
+            _ => None,
+        })
+    }
+
+    fn sent_id(out: &[Effect]) -> (u64, bool) {
+        out.iter()
+            .find_map(|e| match e {
+                Effect::Reply {
+                    reply:
+                        Reply::ChatSent {
+                            message_id,
+                            duplicate,
+                            ..
+                        },
+                    ..
+                } => Some((*message_id, *duplicate)),
+                _ => None,
+            })
+            .expect("a ChatSent reply")
+    }
+
+    #[test]
+    fn access_rules_follow_the_chat_kind() {
+        let mut w = World::new();
+        assert_eq!(
+            refusal(&w.join(1, "alice", "channel:nope")),
+            Some(Refusal::ChatNotFound)
+        );
+        assert_eq!(
+            refusal(&w.join(1, "alice", "lobby:l9")),
+            Some(Refusal::ChatNotFound)
+        );
+        assert_eq!(
+            refusal(&w.join(1, "carol", "lobby:l1")),
+            Some(Refusal::AccessDenied)
+        );
+        assert_eq!(refusal(&w.join(1, "alice", "lobby:l1")), None);
+        assert_eq!(
+            refusal(&w.join(2, "carol", "direct:alice:bob")),
+            Some(Refusal::AccessDenied)
+        );
+        assert_eq!(refusal(&w.join(2, "bob", "direct:alice:bob")), None);
+        assert_eq!(
+            refusal(&w.join(2, "bob", "direct:bob:alice")),
+            Some(Refusal::JoinError),
+            "ids are ordered"
+        );
+        assert_eq!(
+            refusal(&w.join(2, "bob", "room:x")),
+            Some(Refusal::JoinError)
+        );
+        w.run(Command::CreateChannel(ChannelSpec {
+            name: "finals".into(),
+            public: false,
+            members: vec![UserId::from("dave")],
+            ..Default::default()
+        }));
+        assert_eq!(
+            refusal(&w.join(3, "erin", "channel:finals")),
+            Some(Refusal::AccessDenied)
+        );
+        assert_eq!(refusal(&w.join(3, "dave", "channel:finals")), None);
+        assert_eq!(
+            refusal(&w.join(4, "op-frank", "channel:finals")),
+            None,
+            "operators may join"
+        );
+        assert_eq!(direct_chat_id("bob", "alice"), "direct:alice:bob");
+    }
+
+    #[test]
+    fn messages_reach_every_member_and_retries_are_idempotent() {
+        let mut w = World::new();
+        w.join(1, "alice", "direct:alice:bob");
+        let joined = w.join(2, "bob", "direct:alice:bob");
+        assert!(joined.iter().any(|e| matches!(
+            e,
+            Effect::Broadcast {
+                event: Event::ChatMember { joined: true, .. },
+                except: Some(2),
+                ..
+            }
+        )));
+        assert_eq!(
+            refusal(&w.send(3, "carol", "direct:alice:bob", "hi", None)),
+            Some(Refusal::NotInChat)
+        );
+        let out = w.send(1, "alice", "direct:alice:bob", "hello", Some("n-1"));
+        assert!(out.iter().any(|e| matches!(e, Effect::Broadcast { event: Event::ChatMessage(m), except: None, .. } if &*m.content == "hello" && &*m.sender.username == "name-alice")));
+        let (first, dup) = sent_id(&out);
+        assert!(!dup);
+        let again = w.send(1, "alice", "direct:alice:bob", "hello", Some("n-1"));
+        assert_eq!(sent_id(&again), (first, true));
+        assert!(
+            !again.iter().any(|e| matches!(e, Effect::Broadcast { .. })),
+            "a retry is not delivered twice"
+        );
+        let (second, _) = sent_id(&w.send(1, "alice", "direct:alice:bob", "again", Some("n-2")));
+        assert!(second > first, "ids increase");
+    }
+
+    #[test]
+    fn bad_messages_change_nothing() {
+        let mut w = World::new();
+        w.join(1, "alice", "direct:alice:bob");
+        assert_eq!(
+            refusal(&w.send(1, "alice", "direct:alice:bob", "", None)),
+            Some(Refusal::MessageError)
+        );
+        let long = "é".repeat(2001);
+        assert_eq!(
+            refusal(&w.send(1, "alice", "direct:alice:bob", &long, None)),
+            Some(Refusal::MessageError)
+        );
+        assert_eq!(
+            refusal(&w.send(1, "alice", "direct:alice:bob", &"é".repeat(2000), None)),
+            None,
+            "2000 characters is fine"
+        );
+        let out = w.run(Command::Send {
+            request_id: 9,
+            session: 1,
+            actor: actor("alice"),
+            chat_id: Arc::from("direct:alice:bob"),
+            content: "x".into(),
+            content_type: 7,
+            nonce: None,
+        });
+        assert_eq!(refusal(&out), Some(Refusal::MessageError));
+        let history = w.run(Command::History {
+            request_id: 3,
+            session: 1,
+            chat_id: Arc::from("direct:alice:bob"),
+            before_id: 0,
+            limit: 100,
+        });
+        let Some(Effect::Reply {
+            reply: Reply::ChatHistory { messages, .. },
+            ..
+        }) = history.last()
+        else {
+            panic!()
+        };
+        assert_eq!(messages.len(), 1, "only the valid message was stored");
+    }
+
+    #[test]
+    fn slow_mode_read_only_and_typing_throttle() {
+        let mut w = World::new();
+        w.run(Command::CreateChannel(ChannelSpec {
+            name: "news".into(),
+            public: true,
+            read_only: true,
+            ..Default::default()
+        }));
+        w.run(Command::CreateChannel(ChannelSpec {
+            name: "slow".into(),
+            public: true,
+            slow_mode_ms: 5000,
+            ..Default::default()
+        }));
+        w.join(1, "alice", "channel:news");
+        w.join(2, "op-ann", "channel:news");
+        assert_eq!(
+            refusal(&w.send(1, "alice", "channel:news", "hi", None)),
+            Some(Refusal::AccessDenied)
+        );
+        assert_eq!(
+            refusal(&w.send(2, "op-ann", "channel:news", "announcement", None)),
+            None
+        );
+        w.join(1, "alice", "channel:slow");
+        assert_eq!(
+            refusal(&w.send(1, "alice", "channel:slow", "one", None)),
+            None
+        );
+        w.at_ms += 1000;
+        assert_eq!(
+            refusal(&w.send(1, "alice", "channel:slow", "two", None)),
+            Some(Refusal::RateLimited)
+        );
+        w.at_ms += 4000;
+        assert_eq!(
+            refusal(&w.send(1, "alice", "channel:slow", "two", None)),
+            None
+        );
+
+        let typing = |w: &mut World, on: bool| {
+            w.run(Command::Typing {
+                session: 1,
+                actor: actor("alice"),
+                chat_id: Arc::from("channel:slow"),
+                typing: on,
+            })
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Effect::Broadcast {
+                        reliable: false,
+                        except: Some(1),
+                        ..
+                    }
+                )
+            })
+            .count()
+        };
+        assert_eq!(typing(&mut w, true), 1);
+        assert_eq!(typing(&mut w, true), 0, "throttled");
+        assert_eq!(typing(&mut w, false), 1, "a change of state goes through");
+        w.at_ms += 1000;
+        assert_eq!(typing(&mut w, false), 1);
+    }
+
+    #[test]
+    fn read_cursors_history_pages_and_leaving() {
+        let mut w = World::new();
+        w.join(1, "alice", "direct:alice:bob");
+        w.join(2, "bob", "direct:alice:bob");
+        let ids: Vec<u64> = (0..5)
+            .map(|i| sent_id(&w.send(1, "alice", "direct:alice:bob", &format!("m{i}"), None)).0)
+            .collect();
+        let read = w.run(Command::Read {
+            request_id: 4,
+            session: 2,
+            user: UserId::from("bob"),
+            chat_id: Arc::from("direct:alice:bob"),
+            message_id: ids[2],
+        });
+        assert!(read.iter().any(|e| matches!(
+            e,
+            Effect::Reply {
+                reply: Reply::ChatRead { unread: 2, .. },
+                ..
+            }
+        )));
+        assert!(read.iter().any(|e| matches!(
+            e,
+            Effect::Broadcast {
+                event: Event::ChatRead { .. },
+                except: Some(2),
+                ..
+            }
+        )));
+        let page = w.run(Command::History {
+            request_id: 5,
+            session: 2,
+            chat_id: Arc::from("direct:alice:bob"),
+            before_id: ids[3],
+            limit: 2,
+        });
+        let Some(Effect::Reply {
+            reply: Reply::ChatHistory {
+                messages, has_more, ..
+            },
+            ..
+        }) = page.last()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![ids[2], ids[1]],
+            "newest first, before the cursor"
+        );
+        assert!(*has_more);
+        let left = w.run(Command::Leave {
+            request_id: 6,
+            session: 2,
+            chat_id: Arc::from("direct:alice:bob"),
+        });
+        assert!(left.iter().any(|e| matches!(
+            e,
+            Effect::Broadcast {
+                event: Event::ChatMember { joined: false, .. },
+                ..
+            }
+        )));
+        assert_eq!(
+            refusal(&w.run(Command::Leave {
+                request_id: 7,
+                session: 2,
+                chat_id: Arc::from("direct:alice:bob")
+            })),
+            Some(Refusal::NotInChat)
+        );
+        let gone = w.run(Command::SessionsGone { sessions: vec![1] });
+        assert!(gone.iter().any(|e| matches!(
+            e,
+            Effect::Broadcast {
+                event: Event::ChatMember { joined: false, .. },
+                ..
+            }
+        )));
+        assert_eq!(w.chats.member_count("direct:alice:bob"), 0);
+    }
+
+    #[test]
+    fn message_ids_are_unique_and_increasing_within_a_millisecond() {
+        let mut ids = MessageIds::new(5, 2);
+        let mut last = 0;
+        for _ in 0..1000 {
+            let id = ids.next(1_800_000_000_000);
+            assert!(id > last);
+            last = id;
+        }
+        let other_shard = MessageIds::new(5, 3).next(1_800_000_000_000);
+        assert_ne!(other_shard, MessageIds::new(5, 2).next(1_800_000_000_000));
+    }
+}

@@ -1,0 +1,155 @@
+//! The edge between engine types and flatbuffers: encodes engine replies,
+//! events and refusals into frames, and maps refusals to wire error codes.
+//!
+//! The only module besides the session shell that knows the wire format;
+//! engines never see it. Events are encoded once per fan-out here.
+
+use bytes::Bytes;
+use huddle_schema::encode::{JoinedFields, MessageFields, UserFields};
+use huddle_schema::wire::{Body, ChatKind, ContentType, ErrorCode};
+use huddle_schema::{Encoder, EventFrame};
+
+use crate::engine::chat::{Author, Kind, Message};
+use crate::engine::{Event, Failure, Refusal, Reply};
+use crate::metrics::metrics;
+
+/// The wire code of an engine refusal.
+pub fn refusal_code(r: Refusal) -> ErrorCode {
+    match r {
+        Refusal::ChatNotFound => ErrorCode::CHAT_NOT_FOUND,
+        Refusal::AccessDenied => ErrorCode::ACCESS_DENIED,
+        Refusal::JoinError => ErrorCode::JOIN_ERROR,
+        Refusal::NotInChat => ErrorCode::NOT_IN_CHAT,
+        Refusal::MessageError => ErrorCode::MESSAGE_ERROR,
+        Refusal::RateLimited => ErrorCode::RATE_LIMITED,
+        Refusal::InvalidArgument => ErrorCode::INVALID_ARGUMENT,
+    }
+}
+
+/// An `Error` reply for a refused request. Rate limits are retryable.
+pub fn failure_frame(enc: &mut Encoder, request_id: u64, f: &Failure) -> Bytes {
+    let code = refusal_code(f.refusal);
+    metrics().error(code);
+    enc.error(
+        request_id,
+        code,
+        &f.message,
+        f.refusal == Refusal::RateLimited,
+        false,
+    )
+}
+
+fn user(a: &Author) -> UserFields<'_> {
+    UserFields {
+        id: &a.id,
+        username: &a.username,
+        display_name: &a.display_name,
+    }
+}
+
+fn message(m: &Message) -> MessageFields<'_> {
+    MessageFields {
+        id: m.id,
+        chat_id: &m.chat_id,
+        sender: user(&m.sender),
+        content: &m.content,
+        content_type: ContentType(m.content_type),
+        created_at_ms: m.created_at_ms,
+    }
+}
+
+fn kind(k: Kind) -> ChatKind {
+    match k {
+        Kind::Direct => ChatKind::DIRECT,
+        Kind::Lobby => ChatKind::LOBBY,
+        Kind::Channel => ChatKind::CHANNEL,
+    }
+}
+
+/// Encodes an event once for every recipient.
+pub fn event_frame(enc: &mut Encoder, event: &Event, reliable: bool) -> EventFrame {
+    match event {
+        Event::Echo { from_user, payload } => enc.echo_event(from_user, payload, reliable),
+        Event::ChatMessage(m) => enc.chat_message_event(&message(m)),
+        Event::ChatMember {
+            chat_id,
+            user: u,
+            joined,
+        } => enc.chat_member_event(chat_id, user(u), *joined),
+        Event::ChatTyping {
+            chat_id,
+            user: u,
+            typing,
+        } => enc.chat_typing_event(chat_id, user(u), *typing),
+        Event::ChatRead {
+            chat_id,
+            user_id,
+            read_up_to,
+        } => enc.chat_read_event(chat_id, user_id, *read_up_to),
+    }
+}
+
+/// Encodes a typed reply; `None` for replies that never reach a client.
+pub fn reply_frame(enc: &mut Encoder, request_id: u64, reply: &Reply) -> Option<(Bytes, Body)> {
+    Some(match reply {
+        Reply::Echo {
+            payload,
+            shard,
+            delivered,
+        } => (
+            enc.echo_reply(request_id, payload, *shard, *delivered),
+            Body::EchoReply,
+        ),
+        Reply::ChatJoined {
+            chat_id,
+            kind: k,
+            members,
+            read_only,
+            slow_mode_ms,
+            read_up_to,
+        } => (
+            enc.chat_joined(
+                request_id,
+                &JoinedFields {
+                    chat_id,
+                    kind: kind(*k),
+                    members: *members,
+                    read_only: *read_only,
+                    slow_mode_ms: *slow_mode_ms,
+                    read_up_to: *read_up_to,
+                },
+            ),
+            Body::ChatJoined,
+        ),
+        Reply::ChatLeft { chat_id } => (enc.chat_left(request_id, chat_id), Body::ChatLeft),
+        Reply::ChatSent {
+            chat_id,
+            message_id,
+            created_at_ms,
+            duplicate,
+        } => (
+            enc.chat_sent(request_id, chat_id, *message_id, *created_at_ms, *duplicate),
+            Body::ChatSent,
+        ),
+        Reply::ChatRead {
+            chat_id,
+            read_up_to,
+            unread,
+        } => (
+            enc.chat_read_ack(request_id, chat_id, *read_up_to, *unread),
+            Body::ChatReadAck,
+        ),
+        Reply::ChatHistory {
+            chat_id,
+            messages,
+            has_more,
+        } => {
+            let rows: Vec<MessageFields<'_>> = messages.iter().map(|m| message(m)).collect();
+            (
+                enc.chat_history_page(request_id, chat_id, &rows, *has_more),
+                Body::ChatHistoryPage,
+            )
+        }
+        Reply::Done => return None,
+    })
+}

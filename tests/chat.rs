@@ -1,0 +1,367 @@
+//! Chat over real sockets with the SDK, on both transports: the reference
+//! design's chat integration tests (§8.2) and every access rule.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use huddle_client::{ChatKind, Client, ContentType, ErrorCode, Event, EventStream};
+
+/// Creates a channel through the operator API.
+async fn create_channel(gw: &TestGateway, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = gw.running.as_ref().unwrap().admin_addr;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST /v1/channels HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// The next chat event (skipping connection events), with a hang guard.
+async fn next_chat(events: &mut EventStream) -> Event {
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .expect("hang guard")
+            .expect("stream open");
+        if matches!(
+            ev,
+            Event::ChatMessage { .. }
+                | Event::ChatMember { .. }
+                | Event::ChatTyping { .. }
+                | Event::ChatRead { .. }
+        ) {
+            return ev;
+        }
+    }
+}
+
+fn code(err: huddle_client::ClientError) -> ErrorCode {
+    err.code()
+        .unwrap_or_else(|| panic!("expected a server error, got {err}"))
+}
+
+#[tokio::test]
+async fn a_channel_broadcast_reaches_every_member_with_the_senders_name() {
+    let gw = TestGateway::start().await;
+    assert!(create_channel(&gw, r#"{"name":"lobby-chat-test"}"#)
+        .await
+        .contains("200 OK"));
+    for url in gw.urls() {
+        let (alice, mut alice_ev) = gw.client(&url, "alice").await;
+        let (bob, mut bob_ev) = gw.client(&url, "bob").await;
+        let joined = alice.chat_join("channel:lobby-chat-test").await.unwrap();
+        assert_eq!((joined.kind, joined.members), (ChatKind::CHANNEL, 1));
+        let joined = bob.chat_join("channel:lobby-chat-test").await.unwrap();
+        assert_eq!(joined.members, 2);
+        match next_chat(&mut alice_ev).await {
+            Event::ChatMember {
+                user, joined: true, ..
+            } => assert_eq!(user.id, "bob"),
+            other => panic!("alice expected bob's join, got {other:?}"),
+        }
+
+        let sent = alice
+            .chat_send("channel:lobby-chat-test", "gg", ContentType::TEXT, None)
+            .await
+            .unwrap();
+        for events in [&mut alice_ev, &mut bob_ev] {
+            match next_chat(events).await {
+                Event::ChatMessage { message, seq } => {
+                    assert!(seq > 0, "chat messages are reliable, sequenced events");
+                    assert_eq!(message.id, sent.message_id);
+                    assert_eq!(message.content, "gg");
+                    assert_eq!(message.sender.username, "name-alice");
+                    assert_eq!(message.chat_id, "channel:lobby-chat-test");
+                }
+                other => panic!("expected the message, got {other:?}"),
+            }
+        }
+
+        // Typing reaches the others only.
+        bob.chat_typing("channel:lobby-chat-test", true)
+            .await
+            .unwrap();
+        match next_chat(&mut alice_ev).await {
+            Event::ChatTyping {
+                user, typing: true, ..
+            } => assert_eq!(user.id, "bob"),
+            other => panic!("expected bob typing, got {other:?}"),
+        }
+        alice
+            .chat_send(
+                "channel:lobby-chat-test",
+                "after typing",
+                ContentType::TEXT,
+                None,
+            )
+            .await
+            .unwrap();
+        match next_chat(&mut bob_ev).await {
+            Event::ChatMessage { message, .. } => assert_eq!(
+                message.content, "after typing",
+                "bob got no typing event of his own"
+            ),
+            other => panic!("expected the message, got {other:?}"),
+        }
+        let _ = next_chat(&mut alice_ev).await; // alice's own copy
+
+        // Leaving tells the others.
+        bob.chat_leave("channel:lobby-chat-test").await.unwrap();
+        match next_chat(&mut alice_ev).await {
+            Event::ChatMember {
+                user,
+                joined: false,
+                ..
+            } => assert_eq!(user.id, "bob"),
+            other => panic!("expected bob's leave, got {other:?}"),
+        }
+        alice.chat_leave("channel:lobby-chat-test").await.unwrap();
+        alice.close().await;
+        bob.close().await;
+    }
+}
+
+#[tokio::test]
+async fn access_rules_and_their_codes() {
+    let gw = TestGateway::start().await;
+    create_channel(&gw, r#"{"name":"staff","public":false,"members":["mod1"]}"#).await;
+    for url in gw.urls() {
+        let (carol, _) = gw.client(&url, "carol").await;
+        assert_eq!(
+            code(carol.chat_join("channel:missing").await.unwrap_err()),
+            ErrorCode::CHAT_NOT_FOUND
+        );
+        assert_eq!(
+            code(carol.chat_join("channel:staff").await.unwrap_err()),
+            ErrorCode::ACCESS_DENIED
+        );
+        assert_eq!(
+            code(carol.chat_join("direct:alice:bob").await.unwrap_err()),
+            ErrorCode::ACCESS_DENIED
+        );
+        assert_eq!(
+            code(carol.chat_join("lobby:nope").await.unwrap_err()),
+            ErrorCode::CHAT_NOT_FOUND
+        );
+        assert_eq!(
+            code(carol.chat_join("party:x").await.unwrap_err()),
+            ErrorCode::JOIN_ERROR
+        );
+        assert_eq!(
+            code(
+                carol
+                    .chat_send("direct:alice:carol", "hi", ContentType::TEXT, None)
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::NOT_IN_CHAT
+        );
+        assert_eq!(
+            code(carol.chat_leave("direct:alice:carol").await.unwrap_err()),
+            ErrorCode::NOT_IN_CHAT
+        );
+        let (moderator, _) = gw.client(&url, "mod1").await;
+        assert!(moderator.chat_join("channel:staff").await.is_ok());
+        carol.close().await;
+        moderator.close().await;
+    }
+}
+
+#[tokio::test]
+async fn direct_chats_validate_messages_and_dedupe_retries() {
+    let gw = TestGateway::start().await;
+    for (n, url) in gw.urls().into_iter().enumerate() {
+        // Fresh users per transport: the chat and its nonces outlive sessions.
+        let (a, b) = (format!("alice{n}"), format!("bob{n}"));
+        let (alice, mut alice_ev) = gw.client(&url, &a).await;
+        let (bob, mut bob_ev) = gw.client(&url, &b).await;
+        let id = &huddle::engine::chat::direct_chat_id(&a, &b);
+        assert_eq!(alice.chat_join(id).await.unwrap().kind, ChatKind::DIRECT);
+        bob.chat_join(id).await.unwrap();
+        let _ = next_chat(&mut alice_ev).await; // bob joined
+
+        let long = "x".repeat(2001);
+        assert_eq!(
+            code(
+                alice
+                    .chat_send(id, &long, ContentType::TEXT, None)
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::MESSAGE_ERROR
+        );
+        assert_eq!(
+            code(
+                alice
+                    .chat_send(id, "", ContentType::TEXT, None)
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::MESSAGE_ERROR
+        );
+
+        let first = alice
+            .chat_send(id, "once", ContentType::EMOTE, Some("nonce-1"))
+            .await
+            .unwrap();
+        let retry = alice
+            .chat_send(id, "once", ContentType::EMOTE, Some("nonce-1"))
+            .await
+            .unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.message_id, first.message_id);
+        let second = alice
+            .chat_send(id, "twice", ContentType::TEXT, Some("nonce-2"))
+            .await
+            .unwrap();
+        assert!(
+            second.message_id > first.message_id,
+            "message ids are time-ordered"
+        );
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            if let Event::ChatMessage { message, .. } = next_chat(&mut bob_ev).await {
+                got.push((message.content, message.content_type));
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                ("once".to_string(), ContentType::EMOTE),
+                ("twice".to_string(), ContentType::TEXT)
+            ],
+            "the retried send was delivered once"
+        );
+
+        // Read receipts and history.
+        let ack = bob.chat_read(id, first.message_id).await.unwrap();
+        assert_eq!((ack.read_up_to, ack.unread), (first.message_id, 1));
+        loop {
+            match next_chat(&mut alice_ev).await {
+                Event::ChatRead {
+                    user_id,
+                    read_up_to,
+                    ..
+                } => {
+                    assert_eq!(
+                        (user_id.as_str(), read_up_to),
+                        (b.as_str(), first.message_id)
+                    );
+                    break;
+                }
+                Event::ChatMessage { .. } => continue,
+                other => panic!("expected bob's read receipt, got {other:?}"),
+            }
+        }
+        let page = bob.chat_history(id, 0, 1).await.unwrap();
+        assert_eq!(page.messages.len(), 1);
+        assert_eq!(page.messages[0].content, "twice");
+        assert!(page.has_more);
+        let older = bob.chat_history(id, page.messages[0].id, 10).await.unwrap();
+        assert_eq!(
+            older
+                .messages
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>(),
+            vec!["once"]
+        );
+        assert!(!older.has_more);
+        assert_eq!(
+            code(bob.chat_history(id, 0, 0).await.unwrap_err()),
+            ErrorCode::INVALID_ARGUMENT
+        );
+        alice.close().await;
+        bob.close().await;
+    }
+}
+
+#[tokio::test]
+async fn read_only_channels_and_slow_mode() {
+    let gw = TestGateway::start().await;
+    create_channel(&gw, r#"{"name":"announcements","read_only":true}"#).await;
+    create_channel(&gw, r#"{"name":"spectators","slow_mode_ms":60000}"#).await;
+    let url = gw.ws_url.clone();
+    let (fan, _) = gw.client(&url, "fan").await;
+    let mut op_config = gw.client_config(&url, "caster");
+    op_config.token = operator_token("caster");
+    let (caster, _) = Client::connect(op_config).await.unwrap();
+    fan.chat_join("channel:announcements").await.unwrap();
+    caster.chat_join("channel:announcements").await.unwrap();
+    assert_eq!(
+        code(
+            fan.chat_send("channel:announcements", "hi", ContentType::TEXT, None)
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::ACCESS_DENIED
+    );
+    assert!(caster
+        .chat_send(
+            "channel:announcements",
+            "round 2 starts",
+            ContentType::SYSTEM,
+            None
+        )
+        .await
+        .is_ok());
+
+    let joined = fan.chat_join("channel:spectators").await.unwrap();
+    assert_eq!(joined.slow_mode_ms, 60000);
+    fan.chat_send("channel:spectators", "first", ContentType::TEXT, None)
+        .await
+        .unwrap();
+    let err = fan
+        .chat_send("channel:spectators", "second", ContentType::TEXT, None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(err.clone()), ErrorCode::RATE_LIMITED);
+    assert!(matches!(
+        err,
+        huddle_client::ClientError::Server {
+            retryable: true,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn a_closed_connection_leaves_its_chats() {
+    let gw = TestGateway::start().await;
+    create_channel(&gw, r#"{"name":"hall"}"#).await;
+    for url in gw.urls() {
+        let (stay, mut stay_ev) = gw.client(&url, "stayer").await;
+        let (go, _) = gw.client(&url, "goer").await;
+        stay.chat_join("channel:hall").await.unwrap();
+        go.chat_join("channel:hall").await.unwrap();
+        let _ = next_chat(&mut stay_ev).await; // goer joined
+        go.close().await;
+        match next_chat(&mut stay_ev).await {
+            Event::ChatMember {
+                user,
+                joined: false,
+                ..
+            } => assert_eq!(user.id, "goer"),
+            other => panic!("expected goer to leave, got {other:?}"),
+        }
+        stay.chat_leave("channel:hall").await.unwrap();
+        stay.close().await;
+    }
+}
+
+fn operator_token(user: &str) -> String {
+    let mut c = claims(user);
+    c.roles = vec!["operator".into()];
+    sign(
+        &c,
+        jsonwebtoken::Algorithm::HS256,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+}
