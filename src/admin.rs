@@ -1,5 +1,5 @@
-//! Admin HTTP: `/healthz` (the process answers), `/readyz` (listeners bound,
-//! shards running, not draining), `/metrics` (Prometheus text) and the
+//! Admin HTTP: `/healthz` (the process answers), `/readyz` (503 once the
+//! gateway stops accepting and drains), `/metrics` (Prometheus text) and the
 //! operator API under `/v1/` (bearer token `server.admin_token` when set):
 //! `POST /v1/channels` creates or reconfigures a chat channel. Never on the
 //! client data path.
@@ -122,7 +122,7 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
         .route("/metrics", get(prometheus))
         .route("/v1/channels", post(create_channel))
         .with_state(gw.clone());
-    let done = gw.shutdown.clone();
+    let done = gw.admin_stop.clone();
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move { done.cancelled().await })
         .await;

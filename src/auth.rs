@@ -47,7 +47,15 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+}
+
+/// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Why a token was refused; each maps to its own wire code.
@@ -233,7 +241,7 @@ pub fn mint(
         iat: Some(now),
         nbf: None,
         iss: cfg.issuer.clone(),
-        aud: cfg.audience.clone(),
+        aud: cfg.audience.clone().map(Audience::One),
     };
     let key = match cfg.algorithm {
         JwtAlgorithm::HS256 => {
@@ -338,6 +346,24 @@ mod tests {
         assert_eq!(&*good.user_id, "u1");
         assert_eq!(good.username, "alice");
         assert_eq!(good.display_name, "alice");
+    }
+
+    #[test]
+    fn audience_may_be_a_list() {
+        let mut c = cfg();
+        c.audience = Some("huddle".into());
+        let auth = Authenticator::new(&c, None).unwrap();
+        let mut many = claims(60);
+        many.aud = Some(Audience::Many(vec!["other".into(), "huddle".into()]));
+        assert!(auth.verify(Some(&token(&many, "s3cret"))).is_ok());
+        let mut wrong = claims(60);
+        wrong.aud = Some(Audience::One("other".into()));
+        assert_eq!(
+            auth.verify(Some(&token(&wrong, "s3cret")))
+                .unwrap_err()
+                .code(),
+            ErrorCode::TOKEN_INVALID
+        );
     }
 
     #[test]

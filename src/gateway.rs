@@ -31,6 +31,9 @@ pub struct Gateway {
     pub stop_accepting: CancellationToken,
     /// Cancelled second: every connection sends GoAway, drains and closes.
     pub shutdown: CancellationToken,
+    /// Cancelled last, once connections are gone: the admin API stops (so
+    /// `/readyz` answers 503 throughout the drain).
+    pub admin_stop: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tracker: TaskTracker,
 }
@@ -150,6 +153,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shards,
         stop_accepting: CancellationToken::new(),
         shutdown: CancellationToken::new(),
+        admin_stop: CancellationToken::new(),
         tracker: TaskTracker::new(),
         config,
     });
@@ -192,7 +196,15 @@ impl Running {
             .await
             .is_ok();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
-        let _ = self.admin.await;
+        // A stuck admin client (a half-sent request) must not hold the exit.
+        self.gw.admin_stop.cancel();
+        let admin = self.admin.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), self.admin)
+            .await
+            .is_err()
+        {
+            admin.abort();
+        }
         drop(self.gw);
         let threads = self.threads;
         let _ = tokio::time::timeout(

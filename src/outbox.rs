@@ -101,6 +101,9 @@ struct State {
     floor: u64,
     attached: bool,
     closed: Option<Closed>,
+    /// Frames at the front of `queue` put back by a resume: they were
+    /// already admitted once, so they do not count against the capacity.
+    resent: usize,
     /// Which connection currently drains this outbox; bumped by a resume.
     generation: u64,
     /// Wakes the current connection's writer.
@@ -134,6 +137,7 @@ impl Outbox {
                 floor: 0,
                 attached: true,
                 closed: None,
+                resent: 0,
                 generation: 1,
                 wake,
             }),
@@ -170,7 +174,7 @@ impl Outbox {
             if st.closed.is_some() {
                 return Push::AlreadyClosed;
             }
-            let depth = st.queue.len();
+            let depth = st.queue.len().saturating_sub(st.resent);
             if frame.volatile && (!st.attached || depth >= self.limits.volatile_shed_at) {
                 metrics().events_shed.inc();
                 return Push::Shed;
@@ -233,6 +237,7 @@ impl Outbox {
             }
             out.push(frame);
         }
+        st.resent = st.resent.saturating_sub(n);
         metrics().outbound_depth.dec_by(n as i64);
         Ok(())
     }
@@ -285,12 +290,18 @@ impl Outbox {
                 floor: st.floor,
             });
         }
+        // Replies and volatile frames belong to the old connection; the
+        // events it took but may not have delivered go out again first.
+        let before = st.queue.len();
+        st.queue.retain(|f| f.seq > last_seq);
         let again: Vec<Queued> = st.replay.drain(..).filter(|f| f.seq > last_seq).collect();
-        metrics().outbound_depth.inc_by(again.len() as i64);
+        metrics()
+            .outbound_depth
+            .inc_by(again.len() as i64 + st.queue.len() as i64 - before as i64);
+        st.resent = again.len();
         for f in again.into_iter().rev() {
             st.queue.push_front(f);
         }
-        st.queue.retain(|f| f.seq == 0 || f.seq > last_seq);
         st.floor = last_seq;
         st.attached = true;
         st.generation += 1;
@@ -306,6 +317,11 @@ impl Outbox {
         let mut st = self.state.lock();
         close_locked(&mut st, reason);
         st.wake.notify_one();
+    }
+
+    /// The generation of the connection draining this outbox now.
+    pub fn generation(&self) -> u64 {
+        self.state.lock().generation
     }
 
     /// Whether the connection of `generation` may keep draining.
@@ -392,6 +408,36 @@ mod tests {
         assert_eq!(
             huddle_schema::verify_frame(&stamped, 1024).unwrap().seq(),
             3
+        );
+    }
+
+    #[test]
+    fn a_large_replay_does_not_count_against_the_queue_bound() {
+        let mut enc = Encoder::new();
+        let ev = enc.echo_event("u", b"x", true);
+        let ob = Outbox::new(limits(), Arc::new(Notify::new()));
+        // 8 events written but never acknowledged, twice the queue bound.
+        for _ in 0..2 {
+            for _ in 0..4 {
+                ob.push_event(&ev);
+            }
+            ob.take_batch(1, 10, &mut Vec::new()).unwrap();
+        }
+        ob.push_reply(Bytes::from_static(b"stale reply"), Body::EchoReply);
+        ob.detach(1);
+        let (replayed, generation) = ob.resume(0, Arc::new(Notify::new())).unwrap();
+        assert_eq!(replayed, 8);
+        assert_eq!(
+            ob.push_reply(Bytes::from_static(b"pong"), Body::Pong),
+            Push::Queued
+        );
+        assert_eq!(ob.push_event(&ev), Push::Queued, "live events still fit");
+        let mut out = Vec::new();
+        ob.take_batch(generation, 100, &mut out).unwrap();
+        assert_eq!(
+            seqs(&out),
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 0, 9],
+            "no reply of the old connection"
         );
     }
 

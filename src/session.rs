@@ -251,17 +251,26 @@ async fn handshake<R: FrameReader, W: FrameWriter>(
                 return None;
             };
             let (tx, rx) = oneshot::channel();
+            let next_token = rand::random::<u128>();
             let msg = ShardMsg::Resume {
                 session,
                 user: identity.user_id.clone(),
                 resume_token: token,
+                next_token,
                 last_seq: resume.last_seq(),
                 wake: wake.clone(),
                 reply: tx,
             };
             gw.shards.send(home, msg).await;
             match rx.await {
-                Ok(Ok(r)) => (session, token, r.outbox, r.generation, r.replayed, true),
+                Ok(Ok(r)) => (
+                    session,
+                    next_token,
+                    r.outbox,
+                    r.generation,
+                    r.replayed,
+                    true,
+                ),
                 Ok(Err(failure)) => {
                     let msg = match failure {
                         ResumeFailure::Refused(r) => {
@@ -333,7 +342,8 @@ async fn handshake<R: FrameReader, W: FrameWriter>(
         timeout(handshake_limit, wr.send(&[welcome])).await,
         Ok(Ok(()))
     ) {
-        detach(gw, &attached, true).await;
+        // A fresh session whose Welcome never arrived cannot be resumed.
+        detach(gw, &attached, resumed).await;
         return None;
     }
     Some(attached)
@@ -394,8 +404,6 @@ async fn run<R: FrameReader, W: FrameWriter>(
     wr: &mut W,
 ) -> (End, Vec<Arc<str>>) {
     let cfg = &gw.config.session;
-    let heartbeat = Duration::from_millis(cfg.heartbeat_ms.into());
-    let silence = Duration::from_millis(cfg.heartbeat_timeout_ms.into());
     let now = Instant::now();
     let mut conn = Conn {
         gw,
@@ -407,8 +415,8 @@ async fn run<R: FrameReader, W: FrameWriter>(
         joined: Vec::new(),
     };
     let mut tick = tokio::time::interval_at(
-        tokio::time::Instant::now() + heartbeat.min(silence / 3),
-        heartbeat.min(silence / 3),
+        tokio::time::Instant::now() + tick_period(cfg),
+        tick_period(cfg),
     );
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let end = serve_loop(&mut conn, &mut tick, rd, wr).await;
@@ -423,11 +431,12 @@ async fn serve_loop<R: FrameReader, W: FrameWriter>(
 ) -> End {
     let (gw, at) = (conn.gw, conn.at);
     let cfg = &gw.config.session;
-    let heartbeat = Duration::from_millis(cfg.heartbeat_ms.into());
     let silence = Duration::from_millis(cfg.heartbeat_timeout_ms.into());
+    let quiet = tick_period(cfg);
     loop {
+        // Unbiased: a busy outbound stream must not starve reads (acks,
+        // requests), nor the other way round.
         tokio::select! {
-            biased;
             _ = gw.shutdown.cancelled() => return End::Shutdown,
             _ = at.wake.notified() => {
                 if let Err(end) = drain(conn, wr, tick).await {
@@ -444,7 +453,9 @@ async fn serve_loop<R: FrameReader, W: FrameWriter>(
                 if conn.last_in.elapsed() >= silence {
                     return End::Lost(format!("silent for {} ms", silence.as_millis()));
                 }
-                if conn.last_out.elapsed() >= heartbeat {
+                                // Quiet for a tick: ping, so the client never waits more
+                // than heartbeat_ms for a sign of life.
+                if conn.last_out.elapsed() >= quiet {
                     let ping = encode(|e| e.ping(0, 0, unix_ms()));
                     at.outbox.push_reply(ping, Body::Ping);
                 }
@@ -455,6 +466,16 @@ async fn serve_loop<R: FrameReader, W: FrameWriter>(
         }
     }
 }
+
+/// The heartbeat tick: half the heartbeat, so a ping goes out within
+/// `heartbeat_ms` of the last frame, and silence is noticed within half a
+/// heartbeat of the timeout.
+fn tick_period(cfg: &crate::config::SessionConfig) -> Duration {
+    Duration::from_millis(u64::from(cfg.heartbeat_ms / 2).max(1))
+}
+
+/// Batches one wake-up writes before giving reads a turn.
+const BATCHES_PER_WAKE: usize = 4;
 
 fn stopped(stop: Stop) -> End {
     match stop {
@@ -485,7 +506,7 @@ async fn drain<W: FrameWriter>(
     let stall = Duration::from_millis(cfg.heartbeat_timeout_ms.into());
     let mut batch: Vec<Queued> = Vec::new();
     let mut wire: Vec<Bytes> = Vec::new();
-    loop {
+    for _ in 0..BATCHES_PER_WAKE {
         batch.clear();
         wire.clear();
         let at = conn.at;
@@ -512,7 +533,8 @@ async fn drain<W: FrameWriter>(
                         sent.map_err(|e| End::Lost(e.to_string()))?;
                         break;
                     }
-                    _ = at.wake.notified() => at.outbox.check(at.generation).map_err(stopped)?,
+                                        _ = at.wake.notified() => at.outbox.check(at.generation).map_err(stopped)?,
+                    _ = conn.gw.shutdown.cancelled() => return Err(End::Shutdown),
                     _ = tick.tick() => {
                         if started.elapsed() >= stall {
                             let msg = format!("client took no data for {} ms", stall.as_millis());
@@ -524,6 +546,9 @@ async fn drain<W: FrameWriter>(
         }
         conn.last_out = Instant::now();
     }
+    // More may be queued: come back after reads had their turn.
+    conn.at.wake.notify_one();
+    Ok(())
 }
 
 impl Conn<'_> {
@@ -865,6 +890,7 @@ async fn detach(gw: &Gateway, at: &Attached, resumable: bool) {
     if at.outbox.detach(at.generation) {
         let msg = ShardMsg::Detach {
             session: at.session,
+            generation: at.generation,
             resumable,
         };
         gw.shards.send(gw.shards.of_user(&at.user), msg).await;

@@ -65,12 +65,17 @@ pub enum ShardMsg {
         session: SessionId,
         user: UserId,
         resume_token: u128,
+        /// Replaces `resume_token` once the resume is accepted.
+        next_token: u128,
         last_seq: u64,
         wake: Arc<Notify>,
         reply: oneshot::Sender<Result<Resumed, ResumeFailure>>,
     },
+    /// The connection of `generation` went away. Ignored when a newer
+    /// connection has resumed the session since (the messages can cross).
     Detach {
         session: SessionId,
+        generation: u64,
         resumable: bool,
     },
     /// A client request; the reply goes to `reply_to`.
@@ -258,26 +263,32 @@ impl ShardLoop {
                 Some(t) => t.min(self.next_sweep),
                 None => self.next_sweep,
             };
-            let received = self.rx.recv_deadline(deadline);
-            match received {
+            match self.rx.recv_deadline(deadline) {
                 Ok(env) => {
                     lag.set(env.sent_at.elapsed().as_secs_f64());
                     handled.inc();
                     self.handle(env.msg);
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    let now = now();
-                    self.users.handle_timeout(now, &mut self.effects);
-                    self.apply(None);
-                    if now.mono >= self.next_sweep {
-                        self.sweep_chat_members(now);
+                    // A busy mailbox never times out: run due timers anyway.
+                    if deadline <= Instant::now() {
+                        self.timers();
                     }
                 }
+                Err(RecvTimeoutError::Timeout) => self.timers(),
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         for outbox in self.outboxes.values() {
             outbox.close(Closed::Ended);
+        }
+    }
+
+    /// Expires resume windows and sweeps chat members, whichever is due.
+    fn timers(&mut self) {
+        let now = now();
+        self.users.handle_timeout(now, &mut self.effects);
+        self.apply(None);
+        if now.mono >= self.next_sweep {
+            self.sweep_chat_members(now);
         }
     }
 
@@ -302,6 +313,7 @@ impl ShardLoop {
                 session,
                 user,
                 resume_token,
+                next_token,
                 last_seq,
                 wake,
                 reply,
@@ -310,6 +322,7 @@ impl ShardLoop {
                     session,
                     user,
                     resume_token,
+                    next_token,
                 };
                 self.users.handle(now(), cmd, &mut self.effects);
                 let accepted = self
@@ -347,10 +360,18 @@ impl ShardLoop {
                 };
                 let _ = reply.send(result);
             }
-            ShardMsg::Detach { session, resumable } => {
-                let cmd = users::Command::Detach { session, resumable };
-                self.users.handle(now(), cmd, &mut self.effects);
-                self.apply(None);
+            ShardMsg::Detach {
+                session,
+                generation,
+                resumable,
+            } => {
+                // Resumes run on this thread too, so this check cannot race.
+                let current = self.outboxes.get(&session).map(|o| o.generation());
+                if current == Some(generation) {
+                    let cmd = users::Command::Detach { session, resumable };
+                    self.users.handle(now(), cmd, &mut self.effects);
+                    self.apply(None);
+                }
             }
             ShardMsg::Request { cmd, reply_to } => {
                 self.users.handle(now(), cmd, &mut self.effects);

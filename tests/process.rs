@@ -2,13 +2,10 @@
 //! environment overrides, `huddle token` minting a usable token, and SIGTERM
 //! draining clients with GoAway before a clean exit.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::TestGateway;
 use huddle_client::{Client, ClientConfig, Event};
 
 struct Proc {
@@ -57,6 +54,19 @@ fn spawn(data_dir: &std::path::Path) -> Proc {
         quic: field("quic="),
         child,
     }
+}
+
+/// Waits for the child to exit; kills it and fails after a generous bound
+/// (a hang guard, not a timing assertion).
+fn wait_bounded(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("huddle did not exit within 30 s");
 }
 
 fn mint(data_dir: &std::path::Path, user: &str) -> String {
@@ -110,22 +120,21 @@ async fn sigterm_sends_goaway_and_exits_cleanly() {
         }
         assert!(saw_goaway, "every client is told to go away");
     }
-    let status = tokio::task::spawn_blocking(move || proc.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = wait_bounded(&mut proc.child);
     assert!(status.success(), "exit status {status}");
 }
 
 #[tokio::test]
 async fn public_bind_without_keys_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let out = huddle(dir.path())
+    let mut child = huddle(dir.path())
         .env("HUDDLE_SERVER__WS_ADDR", "0.0.0.0:0")
-        .output()
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let status = wait_bounded(&mut child);
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("non-loopback"), "{stderr}");
-    let _ = TestGateway::start; // harness shared with the other suites
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::*;
 use huddle_client::Event;
 use huddle_schema::encode::ResumeFields;
+use huddle_schema::verify_frame;
 use huddle_schema::wire::{ErrorCode, PresenceStatus};
-use huddle_schema::{verify_frame, Encoder};
 
 async fn status_of(client: &huddle_client::Client, user: &str) -> (PresenceStatus, u32) {
     let rows = client.presence(&[user]).await.unwrap();
@@ -89,7 +89,8 @@ async fn two_devices_one_user_online_once_offline_after_the_last() {
             .unwrap();
         assert_eq!(reply.delivered, 2);
         for events in [&mut phone_events, &mut pc_events] {
-            match events.next().await {
+            let next = tokio::time::timeout(Duration::from_secs(20), events.next());
+            match next.await.expect("hang guard") {
                 Some(Event::Echo {
                     from_user,
                     payload,
@@ -182,8 +183,11 @@ async fn volatile_events_are_unsequenced_and_not_replayed() {
         sender.echo_to("watcher", b"message", false).await.unwrap();
         let mut got = Vec::new();
         while got.len() < 2 {
-            if let Some(Event::Echo { seq, payload, .. }) = events.next().await {
-                got.push((seq, payload));
+            let next = tokio::time::timeout(Duration::from_secs(20), events.next());
+            match next.await.expect("hang guard") {
+                Some(Event::Echo { seq, payload, .. }) => got.push((seq, payload)),
+                Some(_) => {}
+                None => panic!("event stream ended"),
             }
         }
         got.sort();
@@ -365,7 +369,6 @@ async fn metrics_and_health_are_served() {
     assert!(http_get(&format!("{}/readyz", gw.admin_url()))
         .await
         .contains("ready"));
-    let _ = Encoder::new();
 }
 
 /// A minimal HTTP/1.0 GET over a real socket.

@@ -14,6 +14,9 @@ use super::{
     DomainEvent, Effect, Event, Now, Presence, Reply, ResumeRefusal, SessionId, Status, UserId,
 };
 
+/// Sessions of one user that may wait for a resume at once.
+pub const MAX_DETACHED_PER_USER: usize = 8;
+
 /// Commands the user directory accepts.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -23,11 +26,13 @@ pub enum Command {
         user: UserId,
         resume_token: u128,
     },
-    /// A new connection wants to take over `session`.
+    /// A new connection wants to take over `session`; on success the
+    /// session's resume token becomes `next_token`.
     Resume {
         session: SessionId,
         user: UserId,
         resume_token: u128,
+        next_token: u128,
     },
     /// The session's connection went away; `resumable` keeps it for the
     /// resume window, otherwise it ends now.
@@ -92,6 +97,28 @@ impl Users {
                 user,
                 resume_token,
             } => {
+                // A connect-and-drop loop must not pile up sessions that
+                // wait for a resume: past the cap, the oldest one ends.
+                let detached: Vec<(Instant, SessionId)> = self
+                    .users
+                    .get(&user)
+                    .map(|e| {
+                        e.sessions
+                            .iter()
+                            .filter_map(|s| {
+                                self.sessions
+                                    .get(s)
+                                    .and_then(|x| x.detached_until)
+                                    .map(|d| (d, *s))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if detached.len() >= MAX_DETACHED_PER_USER {
+                    if let Some(&(_, oldest)) = detached.iter().min() {
+                        self.end_session(now, oldest, out);
+                    }
+                }
                 let entry = self.users.entry(user.clone()).or_default();
                 entry.sessions.push(session);
                 entry.last_active_ms = now.unix_ms;
@@ -113,6 +140,7 @@ impl Users {
                 session,
                 user,
                 resume_token,
+                next_token,
             } => {
                 let refusal = match self.sessions.get_mut(&session) {
                     None => Some(ResumeRefusal::UnknownSession),
@@ -122,6 +150,7 @@ impl Users {
                         if let Some(deadline) = s.detached_until.take() {
                             self.expiries.remove(&(deadline, session));
                         }
+                        s.resume_token = next_token;
                         None
                     }
                 };
@@ -365,6 +394,7 @@ mod tests {
                 session: 9,
                 user: uid("bob"),
                 resume_token: 1,
+                next_token: 63,
             },
         );
         assert_eq!(
@@ -381,6 +411,7 @@ mod tests {
                 session: 9,
                 user: uid("bob"),
                 resume_token: 63,
+                next_token: 63,
             },
         );
         assert_eq!(ok, vec![Effect::ResumeAccepted { session: 9 }]);
@@ -418,6 +449,7 @@ mod tests {
                 session: 9,
                 user: uid("bob"),
                 resume_token: 63,
+                next_token: 63,
             },
         );
         assert_eq!(
@@ -426,6 +458,28 @@ mod tests {
                 session: 9,
                 reason: ResumeRefusal::UnknownSession
             }]
+        );
+    }
+
+    #[test]
+    fn a_connect_and_drop_loop_cannot_pile_up_sessions() {
+        let clock = Clock::new();
+        let mut users = Users::new(0, Duration::from_secs(30));
+        for session in 1..=20 {
+            attach(&mut users, &clock, session, "looper");
+            run(
+                &mut users,
+                &clock,
+                Command::Detach {
+                    session,
+                    resumable: true,
+                },
+            );
+        }
+        assert!(users.session_count() <= MAX_DETACHED_PER_USER + 1);
+        assert_eq!(
+            lookup(&mut users, &clock, "looper").connections as usize,
+            users.session_count()
         );
     }
 
