@@ -54,8 +54,10 @@ fn outbound(c: &mut Criterion) {
 fn fanout(c: &mut Criterion) {
     let limits = OutboxLimits {
         capacity: 1 << 20,
+        capacity_bytes: 1 << 30,
         volatile_shed_at: 1 << 19,
         replay: 1 << 20,
+        replay_bytes: 1 << 30,
     };
     let outboxes: Vec<Outbox> = (0..1000)
         .map(|_| Outbox::new(limits, Arc::new(Notify::new())))

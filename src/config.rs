@@ -160,11 +160,15 @@ pub struct SessionConfig {
     /// it full the connection is closed with SLOW_CONSUMER (while attached) or
     /// the session is ended so its resume fails loudly (while detached).
     pub outbound_queue: usize,
+    /// The same bound in bytes.
+    pub outbound_queue_bytes: usize,
     /// Queue depth from which volatile events are shed instead of queued.
     pub volatile_shed_at: usize,
     /// Written-but-unacknowledged reliable events kept per session for
     /// resume. Older ones are released; a resume needing them fails.
     pub replay_buffer: usize,
+    /// The same bound in bytes.
+    pub replay_buffer_bytes: usize,
     /// Frames the writer takes from the queue per batch.
     pub write_batch: usize,
     /// Requests per second per connection (token bucket refill).
@@ -185,8 +189,10 @@ impl Default for SessionConfig {
             max_frame_bytes: huddle_schema::DEFAULT_MAX_FRAME_BYTES as u32,
             ws_read_buffer_bytes: 256,
             outbound_queue: 1024,
+            outbound_queue_bytes: 4 << 20,
             volatile_shed_at: 512,
             replay_buffer: 4096,
+            replay_buffer_bytes: 4 << 20,
             write_batch: 64,
             rate_per_s: 100.0,
             rate_burst: 200.0,
@@ -285,8 +291,16 @@ impl Config {
                 "session.volatile_shed_at must be between 1 and session.outbound_queue (>= 2)",
             );
         }
-        if s.max_frame_bytes < 256 {
-            return bad("session.max_frame_bytes must be at least 256");
+        if s.max_frame_bytes < 256 || s.max_frame_bytes > 16 << 20 {
+            return bad("session.max_frame_bytes must be 256 bytes to 16 MiB");
+        }
+        if s.outbound_queue_bytes < s.max_frame_bytes as usize
+            || s.replay_buffer_bytes < s.max_frame_bytes as usize
+        {
+            return bad("session.outbound_queue_bytes and session.replay_buffer_bytes must hold at least one max_frame_bytes frame");
+        }
+        if s.handshake_timeout_ms == 0 || s.resume_window_ms == 0 {
+            return bad("session.handshake_timeout_ms and session.resume_window_ms must be > 0");
         }
         if s.ws_read_buffer_bytes < 64 {
             return bad("session.ws_read_buffer_bytes must be at least 64");

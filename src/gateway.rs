@@ -36,6 +36,8 @@ pub struct Gateway {
     pub admin_stop: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// One per open connection (from accept), `server.max_connections` in all.
+    pub connection_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// A started gateway.
@@ -155,6 +157,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown: CancellationToken::new(),
         admin_stop: CancellationToken::new(),
         tracker: TaskTracker::new(),
+        connection_permits: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
         config,
     });
     let running = Running {

@@ -39,7 +39,8 @@ pub struct Metrics {
     frames_in: [Counter; BODIES],
     frames_out: [Counter; BODIES],
     frames_invalid: Counter,
-    errors: Family<Labels, Counter>,
+    /// One counter per error code, indexed by `error_slot`.
+    errors: Vec<Counter>,
     pub outbound_depth: Gauge,
     pub events_shed: Counter,
     pub sessions_resumed: Counter,
@@ -68,7 +69,7 @@ impl Metrics {
         let accepted = Family::<Labels, Counter>::default();
         let frames_in = Family::<Labels, Counter>::default();
         let frames_out = Family::<Labels, Counter>::default();
-        let errors = Family::<Labels, Counter>::default();
+        let error_family = Family::<Labels, Counter>::default();
         let outbound_depth = Gauge::default();
         let events_shed = Counter::default();
         let sessions_resumed = Counter::default();
@@ -90,7 +91,18 @@ impl Metrics {
             "Outbound frames by body type",
             frames_out.clone(),
         );
-        registry.register("errors", "Error frames sent, by code", errors.clone());
+        registry.register("errors", "Error frames sent, by code", error_family.clone());
+        let errors = ErrorCode::ENUM_VALUES
+            .iter()
+            .map(|c| {
+                error_family
+                    .get_or_create(&vec![(
+                        "code",
+                        huddle_schema::error_code_name(*c).to_string(),
+                    )])
+                    .clone()
+            })
+            .collect();
         registry.register(
             "outbound_queue_depth",
             "Frames waiting in session outboxes, all sessions together",
@@ -161,14 +173,10 @@ impl Metrics {
         }
     }
 
-    /// Errors are rare; a labelled lookup is fine here.
     pub fn error(&self, code: ErrorCode) {
-        self.errors
-            .get_or_create(&vec![(
-                "code",
-                huddle_schema::error_code_name(code).to_string(),
-            )])
-            .inc();
+        if let Some(slot) = ErrorCode::ENUM_VALUES.iter().position(|c| *c == code) {
+            self.errors[slot].inc();
+        }
     }
 
     /// Per-shard series, created once by each shard at start.
@@ -178,10 +186,6 @@ impl Metrics {
             self.shard_lag.get_or_create(&l).clone(),
             self.shard_commands.get_or_create(&l).clone(),
         )
-    }
-
-    pub fn open_connections(&self) -> i64 {
-        self.connections.iter().map(|g| g.get()).sum()
     }
 
     /// Prometheus text exposition.

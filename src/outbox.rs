@@ -25,9 +25,15 @@ use crate::metrics::metrics;
 /// Bounds of one outbox, from `[session]` config.
 #[derive(Debug, Clone, Copy)]
 pub struct OutboxLimits {
+    /// Frames waiting to be written.
     pub capacity: usize,
+    /// Bytes waiting to be written.
+    pub capacity_bytes: usize,
     pub volatile_shed_at: usize,
+    /// Written-but-unacknowledged events kept for resume, and their bytes:
+    /// acknowledgements come from the client, so both are bounded.
     pub replay: usize,
+    pub replay_bytes: usize,
 }
 
 /// Why an outbox stopped accepting frames.
@@ -104,6 +110,9 @@ struct State {
     /// Frames at the front of `queue` put back by a resume: they were
     /// already admitted once, so they do not count against the capacity.
     resent: usize,
+    /// Bytes in `queue` and in `replay`.
+    queue_bytes: usize,
+    replay_bytes: usize,
     /// Which connection currently drains this outbox; bumped by a resume.
     generation: u64,
     /// Wakes the current connection's writer.
@@ -138,6 +147,8 @@ impl Outbox {
                 attached: true,
                 closed: None,
                 resent: 0,
+                queue_bytes: 0,
+                replay_bytes: 0,
                 generation: 1,
                 wake,
             }),
@@ -184,7 +195,9 @@ impl Outbox {
                 // already failed that request as "disconnected".
                 return Push::Shed;
             }
-            if !frame.volatile && depth >= self.limits.capacity {
+            let full = depth >= self.limits.capacity
+                || st.queue_bytes + frame.bytes.len() > self.limits.capacity_bytes;
+            if !frame.volatile && full {
                 let reason = if st.attached {
                     Closed::SlowConsumer
                 } else {
@@ -197,6 +210,7 @@ impl Outbox {
                     st.last_seq += 1;
                     frame.seq = st.last_seq;
                 }
+                st.queue_bytes += frame.bytes.len();
                 st.queue.push_back(frame);
                 metrics().outbound_depth.inc();
                 Push::Queued
@@ -227,12 +241,18 @@ impl Outbox {
             let Some(frame) = st.queue.pop_front() else {
                 break;
             };
+            st.queue_bytes -= frame.bytes.len();
             if frame.seq != 0 {
+                st.replay_bytes += frame.bytes.len();
                 st.replay.push_back(frame.clone());
-                if st.replay.len() > self.limits.replay {
-                    if let Some(old) = st.replay.pop_front() {
-                        st.floor = old.seq;
-                    }
+                while st.replay.len() > self.limits.replay
+                    || st.replay_bytes > self.limits.replay_bytes
+                {
+                    let Some(old) = st.replay.pop_front() else {
+                        break;
+                    };
+                    st.replay_bytes -= old.bytes.len();
+                    st.floor = old.seq;
                 }
             }
             out.push(frame);
@@ -247,6 +267,7 @@ impl Outbox {
         let mut st = self.state.lock();
         while st.replay.front().is_some_and(|f| f.seq <= seq) {
             if let Some(f) = st.replay.pop_front() {
+                st.replay_bytes -= f.bytes.len();
                 st.floor = f.seq;
             }
         }
@@ -263,6 +284,7 @@ impl Outbox {
         // Replies and volatile frames are meaningless to a future connection.
         let before = st.queue.len();
         st.queue.retain(|f| f.seq != 0);
+        st.queue_bytes = st.queue.iter().map(|f| f.bytes.len()).sum();
         metrics()
             .outbound_depth
             .dec_by((before - st.queue.len()) as i64);
@@ -299,9 +321,11 @@ impl Outbox {
             .outbound_depth
             .inc_by(again.len() as i64 + st.queue.len() as i64 - before as i64);
         st.resent = again.len();
+        st.replay_bytes = 0;
         for f in again.into_iter().rev() {
             st.queue.push_front(f);
         }
+        st.queue_bytes = st.queue.iter().map(|f| f.bytes.len()).sum();
         st.floor = last_seq;
         st.attached = true;
         st.generation += 1;
@@ -338,11 +362,6 @@ impl Outbox {
     pub fn is_closed(&self) -> bool {
         self.state.lock().closed.is_some()
     }
-
-    /// Frames waiting to be written.
-    pub fn depth(&self) -> usize {
-        self.state.lock().queue.len()
-    }
 }
 
 /// Marks the outbox closed (first reason wins) and frees what it held.
@@ -352,6 +371,8 @@ fn close_locked(st: &mut State, reason: Closed) {
         metrics().outbound_depth.dec_by(st.queue.len() as i64);
         st.queue = VecDeque::new();
         st.replay = VecDeque::new();
+        st.queue_bytes = 0;
+        st.replay_bytes = 0;
     }
 }
 
@@ -363,9 +384,35 @@ mod tests {
     fn limits() -> OutboxLimits {
         OutboxLimits {
             capacity: 4,
+            capacity_bytes: 1 << 20,
             volatile_shed_at: 2,
             replay: 8,
+            replay_bytes: 1 << 20,
         }
+    }
+
+    #[test]
+    fn byte_bounds_hold_for_big_frames() {
+        let mut enc = Encoder::new();
+        let big = enc.echo_event("u", &[0u8; 300 * 1024], true);
+        let ob = Outbox::new(limits(), Arc::new(Notify::new()));
+        for _ in 0..3 {
+            assert_eq!(ob.push_event(&big), Push::Queued);
+        }
+        assert_eq!(
+            ob.push_event(&big),
+            Push::Overflowed(Closed::SlowConsumer),
+            "1 MiB of queue"
+        );
+        let ob = Outbox::new(limits(), Arc::new(Notify::new()));
+        for _ in 0..6 {
+            ob.push_event(&big);
+            ob.take_batch(1, 10, &mut Vec::new()).unwrap();
+        }
+        ob.detach(1);
+        // Only the newest 3 (≤ 1 MiB) unacknowledged events are still held.
+        assert!(ob.resume(2, Arc::new(Notify::new())).is_err());
+        assert_eq!(ob.resume(3, Arc::new(Notify::new())).map(|r| r.0), Ok(3));
     }
 
     fn seqs(out: &[Queued]) -> Vec<u64> {

@@ -41,7 +41,7 @@ pub const MAX_CHATS_PER_CONNECTION: usize = 256;
 pub enum Inbound {
     Frame(Bytes),
     /// A frame over the size limit (its size when the transport knows it).
-    TooLarge(usize),
+    TooLarge(Option<usize>),
     /// A WebSocket text message: the protocol is binary only.
     NotBinary,
     /// The client closed the connection cleanly.
@@ -142,6 +142,13 @@ pub async fn serve<R: FrameReader, W: FrameWriter>(
     metrics().connection_closed(kind);
 }
 
+fn too_large_message(len: Option<usize>, max: u32) -> String {
+    match len {
+        Some(n) => format!("frame of {n} bytes exceeds the {max}-byte limit"),
+        None => format!("frame exceeds the {max}-byte limit"),
+    }
+}
+
 /// How long a last frame (an error, GoAway) may take to leave before the
 /// connection is closed anyway.
 const FINAL_WRITE: Duration = Duration::from_secs(2);
@@ -165,10 +172,7 @@ async fn handshake<R: FrameReader, W: FrameWriter>(
     {
         Ok(Inbound::Frame(bytes)) => bytes,
         Ok(Inbound::TooLarge(n)) => {
-            let msg = format!(
-                "frame of {n} bytes exceeds the {}-byte limit",
-                cfg.max_frame_bytes
-            );
+            let msg = too_large_message(n, cfg.max_frame_bytes);
             refuse(wr, 0, ErrorCode::FRAME_TOO_LARGE, &msg).await;
             return None;
         }
@@ -202,6 +206,16 @@ async fn handshake<R: FrameReader, W: FrameWriter>(
     };
     metrics().frame_in(Some(frame.body_type()));
     let request_id = frame.request_id();
+    if request_id == 0 {
+        refuse(
+            wr,
+            0,
+            ErrorCode::MALFORMED_FRAME,
+            "Hello needs a non-zero request_id",
+        )
+        .await;
+        return None;
+    }
     let Some(hello) = frame.body_as_hello() else {
         refuse(
             wr,
@@ -581,10 +595,7 @@ impl Conn<'_> {
         let bytes = match inbound {
             Inbound::Frame(b) => b,
             Inbound::TooLarge(n) => {
-                let msg = format!(
-                    "frame of {n} bytes exceeds the {}-byte limit",
-                    self.gw.config.session.max_frame_bytes
-                );
+                let msg = too_large_message(n, self.gw.config.session.max_frame_bytes);
                 return Some(End::Refused(error_frame(
                     0,
                     ErrorCode::FRAME_TOO_LARGE,
@@ -819,18 +830,16 @@ impl Conn<'_> {
     }
 
     fn presence(&mut self, request_id: u64, query: wire::PresenceQuery<'_>) {
+        let asked = query.user_ids().map_or(0, |v| v.len());
+        if asked > MAX_PRESENCE_IDS {
+            let msg = format!("{asked} user ids asked; at most {MAX_PRESENCE_IDS} per query");
+            self.error(request_id, ErrorCode::INVALID_ARGUMENT, &msg, false);
+            return;
+        }
         let ids: Vec<UserId> = query
             .user_ids()
             .map(|v| v.iter().map(UserId::from).collect())
             .unwrap_or_default();
-        if ids.len() > MAX_PRESENCE_IDS {
-            let msg = format!(
-                "{} user ids asked; at most {MAX_PRESENCE_IDS} per query",
-                ids.len()
-            );
-            self.error(request_id, ErrorCode::INVALID_ARGUMENT, &msg, false);
-            return;
-        }
         let shards = &self.gw.shards;
         let mut by_shard: Vec<Vec<UserId>> = vec![Vec::new(); shards.count()];
         for id in &ids {
@@ -961,8 +970,10 @@ impl Gateway {
         let s = &self.config.session;
         OutboxLimits {
             capacity: s.outbound_queue,
+            capacity_bytes: s.outbound_queue_bytes,
             volatile_shed_at: s.volatile_shed_at,
             replay: s.replay_buffer,
+            replay_bytes: s.replay_buffer_bytes,
         }
     }
 }

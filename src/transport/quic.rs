@@ -14,7 +14,7 @@ use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 use crate::gateway::Gateway;
-use crate::metrics::{metrics, TransportKind};
+use crate::metrics::TransportKind;
 use crate::session::{serve, FrameReader, FrameWriter, Inbound};
 
 pub struct QuicReader {
@@ -68,7 +68,7 @@ impl FrameReader for QuicReader {
                 if e.get_ref()
                     .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>())
                 {
-                    Inbound::TooLarge(0)
+                    Inbound::TooLarge(None)
                 } else if self.conn.close_reason().is_some() {
                     self.ended().await
                 } else {
@@ -137,10 +137,15 @@ pub async fn accept_loop(gw: Arc<Gateway>, endpoint: Endpoint) {
             i = endpoint.accept() => i,
         };
         let Some(incoming) = incoming else { break };
-        if metrics().open_connections() >= gw.config.server.max_connections as i64 {
+        // Counted from the first packet, handshakes included.
+        let Ok(permit) = gw.connection_permits.clone().try_acquire_owned() else {
             incoming.refuse();
             continue;
-        }
-        gw.tracker.spawn(serve_connection(gw.clone(), incoming));
+        };
+        let gw2 = gw.clone();
+        gw.tracker.spawn(async move {
+            serve_connection(gw2, incoming).await;
+            drop(permit);
+        });
     }
 }

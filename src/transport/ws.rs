@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::gateway::Gateway;
-use crate::metrics::{metrics, TransportKind};
+use crate::metrics::TransportKind;
 use crate::session::{serve, FrameReader, FrameWriter, Inbound};
 
 pub struct WsReader<S> {
@@ -38,7 +38,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> FrameReader for WsReader<S> {
                 Some(Ok(Message::Text(_))) => Inbound::NotBinary,
                 Some(Ok(_)) => continue,
                 Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => {
-                    Inbound::TooLarge(size)
+                    Inbound::TooLarge(Some(size))
                 }
                 Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => Inbound::Closed,
                 Some(Err(e)) => Inbound::Failed(e.to_string()),
@@ -130,24 +130,29 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, tls: Option<Tl
                 continue;
             }
         };
-        if metrics().open_connections() >= gw.config.server.max_connections as i64 {
+        // Counted from accept, handshakes included, so slow handshakes
+        // cannot run the process out of file descriptors.
+        let Ok(permit) = gw.connection_permits.clone().try_acquire_owned() else {
             drop(tcp);
             continue;
-        }
+        };
         let _ = tcp.set_nodelay(true);
         let gw2 = gw.clone();
         match &tls {
             None => {
-                gw.tracker.spawn(upgrade_and_serve(gw2, tcp));
+                gw.tracker.spawn(async move {
+                    upgrade_and_serve(gw2, tcp).await;
+                    drop(permit);
+                });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 gw.tracker.spawn(async move {
-                    if let Ok(Ok(stream)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                    {
+                    let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
+                    if let Ok(Ok(stream)) = Box::pin(tls).await {
                         upgrade_and_serve(gw2, stream).await;
                     }
+                    drop(permit);
                 });
             }
         }
