@@ -81,6 +81,8 @@ fn fanout(c: &mut Criterion) {
                     content: &content,
                     content_type: ContentType::TEXT,
                     created_at_ms: 1,
+                    edited_at_ms: 0,
+                    deleted: false,
                 });
                 for outbox in &outboxes {
                     black_box(outbox.push_event(&frame));

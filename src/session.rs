@@ -662,7 +662,10 @@ impl Conn<'_> {
             | Body::ChatLeave
             | Body::ChatSend
             | Body::ChatRead
-            | Body::ChatHistory => {
+            | Body::ChatHistory
+            | Body::ChatEdit
+            | Body::ChatDelete
+            | Body::ChatMute => {
                 if request_id == 0 {
                     let msg = format!(
                         "{} needs a non-zero request_id",
@@ -751,6 +754,38 @@ impl Conn<'_> {
                 user: self.at.user.clone(),
                 chat_id: chat_id.clone(),
                 message_id: r.message_id(),
+            };
+            (chat_id, cmd)
+        } else if let Some(e) = frame.body_as_chat_edit() {
+            let chat_id = id(e.chat_id());
+            let cmd = chat::Command::Amend {
+                request_id,
+                session,
+                actor: self.actor(),
+                chat_id: chat_id.clone(),
+                message_id: e.message_id(),
+                content: Some(e.content().unwrap_or("").to_string()),
+            };
+            (chat_id, cmd)
+        } else if let Some(d) = frame.body_as_chat_delete() {
+            let chat_id = id(d.chat_id());
+            let cmd = chat::Command::Amend {
+                request_id,
+                session,
+                actor: self.actor(),
+                chat_id: chat_id.clone(),
+                message_id: d.message_id(),
+                content: None,
+            };
+            (chat_id, cmd)
+        } else if let Some(m) = frame.body_as_chat_mute() {
+            let chat_id = id(m.chat_id());
+            let cmd = chat::Command::Mute {
+                request_id,
+                actor: self.actor(),
+                chat_id: chat_id.clone(),
+                user: UserId::from(m.user_id().unwrap_or("")),
+                duration_ms: m.duration_ms(),
             };
             (chat_id, cmd)
         } else if let Some(h) = frame.body_as_chat_history() {

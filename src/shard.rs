@@ -546,7 +546,9 @@ fn chat_session(cmd: &chat::Command) -> Option<SessionId> {
         | chat::Command::Send { session, .. }
         | chat::Command::Typing { session, .. }
         | chat::Command::Read { session, .. }
-        | chat::Command::History { session, .. } => Some(*session),
+        | chat::Command::History { session, .. }
+        | chat::Command::Amend { session, .. } => Some(*session),
+        chat::Command::Mute { .. } => None,
         chat::Command::CreateChannel(_) | chat::Command::SessionsGone { .. } => None,
     }
 }

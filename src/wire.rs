@@ -55,6 +55,8 @@ fn message(m: &Message) -> MessageFields<'_> {
         content: &m.content,
         content_type: ContentType(m.content_type),
         created_at_ms: m.created_at_ms,
+        edited_at_ms: m.edited_at_ms,
+        deleted: m.deleted,
     }
 }
 
@@ -86,6 +88,12 @@ pub fn event_frame(enc: &mut Encoder, event: &Event, reliable: bool) -> EventFra
             user_id,
             read_up_to,
         } => enc.chat_read_event(chat_id, user_id, *read_up_to),
+        Event::ChatMessageUpdated(m) => enc.chat_message_updated_event(&message(m)),
+        Event::ChatMessageDeleted {
+            chat_id,
+            message_id,
+            by,
+        } => enc.chat_message_deleted_event(chat_id, *message_id, by),
     }
 }
 
@@ -150,6 +158,22 @@ pub fn reply_frame(enc: &mut Encoder, request_id: u64, reply: &Reply) -> Option<
                 Body::ChatHistoryPage,
             )
         }
+        Reply::ChatUpdated {
+            chat_id,
+            message_id,
+            at_ms,
+        } => (
+            enc.chat_updated(request_id, chat_id, *message_id, *at_ms),
+            Body::ChatUpdated,
+        ),
+        Reply::ChatMuted {
+            chat_id,
+            user_id,
+            until_ms,
+        } => (
+            enc.chat_muted(request_id, chat_id, user_id, *until_ms),
+            Body::ChatMuted,
+        ),
         Reply::Done => return None,
     })
 }

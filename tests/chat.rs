@@ -36,6 +36,8 @@ async fn next_chat(events: &mut EventStream) -> Event {
                 | Event::ChatMember { .. }
                 | Event::ChatTyping { .. }
                 | Event::ChatRead { .. }
+                | Event::ChatMessageUpdated { .. }
+                | Event::ChatMessageDeleted { .. }
         ) {
             return ev;
         }
@@ -364,4 +366,113 @@ fn operator_token(user: &str) -> String {
         jsonwebtoken::Algorithm::HS256,
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )
+}
+
+#[tokio::test]
+async fn authors_edit_and_delete_operators_mute() {
+    let gw = TestGateway::start().await;
+    create_channel(&gw, r#"{"name":"general"}"#).await;
+    for (n, url) in gw.urls().into_iter().enumerate() {
+        let chat = "channel:general";
+        let (author, mut author_ev) = gw.client(&url, &format!("author{n}")).await;
+        let (other, mut other_ev) = gw.client(&url, &format!("other{n}")).await;
+        let mut op_config = gw.client_config(&url, &format!("mod{n}"));
+        op_config.token = operator_token(&format!("mod{n}"));
+        let (moderator, _) = Client::connect(op_config).await.unwrap();
+        author.chat_join(chat).await.unwrap();
+        other.chat_join(chat).await.unwrap();
+        moderator.chat_join(chat).await.unwrap();
+
+        let sent = author
+            .chat_send(chat, "teh plan", ContentType::TEXT, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            code(
+                other
+                    .chat_edit(chat, sent.message_id, "my plan")
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::ACCESS_DENIED,
+            "only the author edits"
+        );
+        author
+            .chat_edit(chat, sent.message_id, "the plan")
+            .await
+            .unwrap();
+        loop {
+            match next_chat(&mut other_ev).await {
+                Event::ChatMessageUpdated { message, .. } => {
+                    assert_eq!(
+                        (message.id, message.content.as_str()),
+                        (sent.message_id, "the plan")
+                    );
+                    assert!(message.edited_at_ms > 0);
+                    break;
+                }
+                Event::ChatMessage { .. } | Event::ChatMember { .. } => continue,
+                other => panic!("expected the edit, got {other:?}"),
+            }
+        }
+        moderator.chat_delete(chat, sent.message_id).await.unwrap();
+        loop {
+            match next_chat(&mut author_ev).await {
+                Event::ChatMessageDeleted {
+                    message_id,
+                    deleted_by,
+                    ..
+                } => {
+                    assert_eq!(
+                        (message_id, deleted_by),
+                        (sent.message_id, format!("mod{n}"))
+                    );
+                    break;
+                }
+                Event::ChatMessage { .. }
+                | Event::ChatMember { .. }
+                | Event::ChatMessageUpdated { .. } => continue,
+                other => panic!("expected the delete, got {other:?}"),
+            }
+        }
+        let page = other.chat_history(chat, 0, 1).await.unwrap();
+        assert!(
+            page.messages[0].deleted && page.messages[0].content.is_empty(),
+            "a tombstone stays in history"
+        );
+
+        assert_eq!(
+            code(
+                author
+                    .chat_mute(chat, &format!("other{n}"), 60_000)
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::ACCESS_DENIED,
+            "members cannot mute"
+        );
+        assert!(
+            moderator
+                .chat_mute(chat, &format!("other{n}"), 60_000)
+                .await
+                .unwrap()
+                > 0
+        );
+        let err = other
+            .chat_send(chat, "hello?", ContentType::TEXT, None)
+            .await
+            .unwrap_err();
+        assert_eq!(code(err), ErrorCode::ACCESS_DENIED);
+        assert_eq!(
+            moderator
+                .chat_mute(chat, &format!("other{n}"), 0)
+                .await
+                .unwrap(),
+            0
+        );
+        assert!(other
+            .chat_send(chat, "thanks", ContentType::TEXT, None)
+            .await
+            .is_ok());
+    }
 }

@@ -87,6 +87,9 @@ pub struct MessageFields<'a> {
     pub content: &'a str,
     pub content_type: ContentType,
     pub created_at_ms: i64,
+    /// 0 when never edited.
+    pub edited_at_ms: i64,
+    pub deleted: bool,
 }
 
 /// Arguments of a [`wire::ChatJoined`].
@@ -393,6 +396,8 @@ impl Encoder {
                 content: Some(content),
                 content_type: m.content_type,
                 created_at_ms: m.created_at_ms,
+                edited_at_ms: m.edited_at_ms,
+                deleted: m.deleted,
             },
         )
     }
@@ -582,6 +587,132 @@ impl Encoder {
             },
         );
         self.finish_event(true, Body::ChatMessageEvent, body.as_union_value())
+    }
+
+    /// `chat:message:updated`, reliable.
+    pub fn chat_message_updated_event(&mut self, m: &MessageFields<'_>) -> EventFrame {
+        let message = self.chat_message(m);
+        let body = wire::ChatMessageUpdatedEvent::create(
+            &mut self.fbb,
+            &wire::ChatMessageUpdatedEventArgs {
+                message: Some(message),
+            },
+        );
+        self.finish_event(true, Body::ChatMessageUpdatedEvent, body.as_union_value())
+    }
+
+    /// `chat:message:deleted`, reliable.
+    pub fn chat_message_deleted_event(
+        &mut self,
+        chat_id: &str,
+        message_id: u64,
+        deleted_by: &str,
+    ) -> EventFrame {
+        let chat_id = self.fbb.create_string(chat_id);
+        let deleted_by = self.fbb.create_string(deleted_by);
+        let body = wire::ChatMessageDeletedEvent::create(
+            &mut self.fbb,
+            &wire::ChatMessageDeletedEventArgs {
+                chat_id: Some(chat_id),
+                message_id,
+                deleted_by: Some(deleted_by),
+            },
+        );
+        self.finish_event(true, Body::ChatMessageDeletedEvent, body.as_union_value())
+    }
+
+    /// Edit (`content` given) or delete (`None`) a message.
+    pub fn chat_edit(
+        &mut self,
+        request_id: u64,
+        chat_id: &str,
+        message_id: u64,
+        content: Option<&str>,
+    ) -> Bytes {
+        let chat_id = Some(self.fbb.create_string(chat_id));
+        match content {
+            Some(content) => {
+                let content = Some(self.fbb.create_string(content));
+                let body = wire::ChatEdit::create(
+                    &mut self.fbb,
+                    &wire::ChatEditArgs {
+                        chat_id,
+                        message_id,
+                        content,
+                    },
+                );
+                self.finish_frame(request_id, 0, Body::ChatEdit, body.as_union_value())
+            }
+            None => {
+                let body = wire::ChatDelete::create(
+                    &mut self.fbb,
+                    &wire::ChatDeleteArgs {
+                        chat_id,
+                        message_id,
+                    },
+                );
+                self.finish_frame(request_id, 0, Body::ChatDelete, body.as_union_value())
+            }
+        }
+    }
+
+    pub fn chat_updated(
+        &mut self,
+        request_id: u64,
+        chat_id: &str,
+        message_id: u64,
+        at_ms: i64,
+    ) -> Bytes {
+        let chat_id = self.fbb.create_string(chat_id);
+        let body = wire::ChatUpdated::create(
+            &mut self.fbb,
+            &wire::ChatUpdatedArgs {
+                chat_id: Some(chat_id),
+                message_id,
+                at_ms,
+            },
+        );
+        self.finish_frame(request_id, 0, Body::ChatUpdated, body.as_union_value())
+    }
+
+    pub fn chat_mute(
+        &mut self,
+        request_id: u64,
+        chat_id: &str,
+        user_id: &str,
+        duration_ms: u32,
+    ) -> Bytes {
+        let chat_id = self.fbb.create_string(chat_id);
+        let user_id = self.fbb.create_string(user_id);
+        let body = wire::ChatMute::create(
+            &mut self.fbb,
+            &wire::ChatMuteArgs {
+                chat_id: Some(chat_id),
+                user_id: Some(user_id),
+                duration_ms,
+            },
+        );
+        self.finish_frame(request_id, 0, Body::ChatMute, body.as_union_value())
+    }
+
+    pub fn chat_muted(
+        &mut self,
+        request_id: u64,
+        chat_id: &str,
+        user_id: &str,
+        until_ms: i64,
+    ) -> Bytes {
+        let chat_id = self.fbb.create_string(chat_id);
+        let user_id = self.fbb.create_string(user_id);
+        let body = wire::ChatMuted::create(
+            &mut self.fbb,
+            &wire::ChatMutedArgs {
+                chat_id: Some(chat_id),
+                user_id: Some(user_id),
+                until_ms,
+            },
+        );
+        self.finish_frame(request_id, 0, Body::ChatMuted, body.as_union_value())
     }
 
     /// chat:member:joined / chat:member:left, reliable.

@@ -82,6 +82,10 @@ pub struct Message {
     pub content: Arc<str>,
     pub content_type: u8,
     pub created_at_ms: i64,
+    /// 0 when never edited.
+    pub edited_at_ms: i64,
+    /// A tombstone: the content is gone.
+    pub deleted: bool,
 }
 
 /// An operator-created channel.
@@ -159,6 +163,24 @@ pub enum Command {
         before_id: u64,
         limit: u16,
     },
+    /// Edit (`content: Some`) or delete (`None`) a message: one's own, or
+    /// any as an operator.
+    Amend {
+        request_id: u64,
+        session: SessionId,
+        actor: Actor,
+        chat_id: Arc<str>,
+        message_id: u64,
+        content: Option<String>,
+    },
+    /// An operator mutes `user` in the chat for `duration_ms` (0 lifts it).
+    Mute {
+        request_id: u64,
+        actor: Actor,
+        chat_id: Arc<str>,
+        user: UserId,
+        duration_ms: u32,
+    },
     /// Sessions found gone (their outbox closed): drop them everywhere.
     SessionsGone {
         sessions: Vec<SessionId>,
@@ -185,6 +207,8 @@ struct Chat {
     recent: VecDeque<Arc<Message>>,
     nonces: HashMap<(UserId, Box<str>), u64>,
     nonce_order: VecDeque<(UserId, Box<str>)>,
+    /// Muted users and when their mute ends (Unix ms).
+    mutes: HashMap<UserId, i64>,
 }
 
 impl Chat {
@@ -200,6 +224,7 @@ impl Chat {
             recent: VecDeque::new(),
             nonces: HashMap::new(),
             nonce_order: VecDeque::new(),
+            mutes: HashMap::new(),
         }
     }
 
@@ -299,6 +324,21 @@ pub fn parse_chat_id(id: &str) -> Result<(Kind, &str), Failure> {
     Ok((kind, rest))
 }
 
+/// Message content rules, for sends and edits.
+fn check_content(content: &str, max_chars: usize) -> Result<(), Failure> {
+    if content.is_empty() {
+        return Err(Failure::new(Refusal::MessageError, "empty message"));
+    }
+    let chars = content.chars().count();
+    if chars > max_chars {
+        return Err(Failure::new(
+            Refusal::MessageError,
+            format!("message of {chars} characters; at most {max_chars}"),
+        ));
+    }
+    Ok(())
+}
+
 /// The id of the direct chat between two users.
 pub fn direct_chat_id(a: &str, b: &str) -> String {
     if a <= b {
@@ -395,6 +435,23 @@ impl Chats {
                 before_id,
                 limit,
             } => self.history(request_id, session, &chat_id, before_id, limit, out),
+            Command::Amend {
+                request_id,
+                session,
+                actor,
+                chat_id,
+                message_id,
+                content,
+            } => self.amend(
+                now, request_id, session, actor, &chat_id, message_id, content, out,
+            ),
+            Command::Mute {
+                request_id,
+                actor,
+                chat_id,
+                user,
+                duration_ms,
+            } => self.mute(now, request_id, actor, &chat_id, user, duration_ms, out),
             Command::SessionsGone { sessions } => {
                 for session in sessions {
                     for chat in self.joined.remove(&session).unwrap_or_default() {
@@ -653,20 +710,22 @@ impl Chats {
                 format!("{chat_id} is read-only; only operators post here"),
             );
         }
-        if content.is_empty() {
-            return fail(out, request_id, Refusal::MessageError, "empty message");
+        if let Some(&until) = chat.mutes.get(&user) {
+            if until > now.unix_ms {
+                let left = (until - now.unix_ms + 999) / 1000;
+                return fail(
+                    out,
+                    request_id,
+                    Refusal::AccessDenied,
+                    format!("you are muted in {chat_id} for {left} more s"),
+                );
+            }
         }
-        let chars = content.chars().count();
-        if chars > limits.max_chars {
-            return fail(
-                out,
+        if let Err(f) = check_content(&content, limits.max_chars) {
+            return out.push(Effect::Fail {
                 request_id,
-                Refusal::MessageError,
-                format!(
-                    "message of {chars} characters; at most {}",
-                    limits.max_chars
-                ),
-            );
+                failure: f,
+            });
         }
         if content_type > 3 {
             return fail(
@@ -701,6 +760,8 @@ impl Chats {
             content: Arc::from(content),
             content_type,
             created_at_ms: now.unix_ms,
+            edited_at_ms: 0,
+            deleted: false,
         });
         chat.recent.push_back(message.clone());
         if chat.recent.len() > limits.recent {
@@ -731,6 +792,153 @@ impl Chats {
                 message_id: message.id,
                 created_at_ms: message.created_at_ms,
                 duplicate: false,
+            },
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn amend(
+        &mut self,
+        now: Now,
+        request_id: u64,
+        session: SessionId,
+        actor: Actor,
+        chat_id: &Arc<str>,
+        message_id: u64,
+        content: Option<String>,
+        out: &mut Vec<Effect>,
+    ) {
+        let limits = self.limits;
+        let Some(chat) = self
+            .chats
+            .get_mut(chat_id)
+            .filter(|c| c.sessions.contains_key(&session))
+        else {
+            return fail(
+                out,
+                request_id,
+                Refusal::NotInChat,
+                format!("join {chat_id} before changing its messages"),
+            );
+        };
+        let Some(slot) = chat.recent.iter().position(|m| m.id == message_id) else {
+            return fail(
+                out,
+                request_id,
+                Refusal::MessageError,
+                format!(
+                    "message {message_id} is not among the last {} of {chat_id}",
+                    limits.recent
+                ),
+            );
+        };
+        let old = chat.recent[slot].clone();
+        if old.deleted {
+            return fail(
+                out,
+                request_id,
+                Refusal::MessageError,
+                format!("message {message_id} was deleted"),
+            );
+        }
+        if old.sender.id != actor.author.id && !actor.operator {
+            return fail(
+                out,
+                request_id,
+                Refusal::AccessDenied,
+                "only its author or an operator may change a message",
+            );
+        }
+        if let Some(c) = &content {
+            if let Err(f) = check_content(c, limits.max_chars) {
+                return out.push(Effect::Fail {
+                    request_id,
+                    failure: f,
+                });
+            }
+        }
+        let (event, updated) = match content {
+            Some(c) => {
+                let edited = Arc::new(Message {
+                    content: Arc::from(c),
+                    edited_at_ms: now.unix_ms,
+                    ..(*old).clone()
+                });
+                (Event::ChatMessageUpdated(edited.clone()), edited)
+            }
+            None => {
+                let tombstone = Arc::new(Message {
+                    content: Arc::from(""),
+                    deleted: true,
+                    edited_at_ms: now.unix_ms,
+                    ..(*old).clone()
+                });
+                let event = Event::ChatMessageDeleted {
+                    chat_id: chat_id.clone(),
+                    message_id,
+                    by: actor.author.id.clone(),
+                };
+                (event, tombstone)
+            }
+        };
+        chat.recent[slot] = updated;
+        out.push(Effect::Broadcast {
+            chat: chat_id.clone(),
+            event,
+            reliable: true,
+            except: None,
+        });
+        out.push(Effect::Reply {
+            request_id,
+            reply: Reply::ChatUpdated {
+                chat_id: chat_id.clone(),
+                message_id,
+                at_ms: now.unix_ms,
+            },
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn mute(
+        &mut self,
+        now: Now,
+        request_id: u64,
+        actor: Actor,
+        chat_id: &Arc<str>,
+        user: UserId,
+        duration_ms: u32,
+        out: &mut Vec<Effect>,
+    ) {
+        if !actor.operator {
+            return fail(
+                out,
+                request_id,
+                Refusal::AccessDenied,
+                "only operators and moderators may mute",
+            );
+        }
+        let Some(chat) = self.chats.get_mut(chat_id) else {
+            return fail(
+                out,
+                request_id,
+                Refusal::ChatNotFound,
+                format!("no chat {chat_id} on this node"),
+            );
+        };
+        let until_ms = if duration_ms == 0 {
+            chat.mutes.remove(&user);
+            0
+        } else {
+            let until = now.unix_ms + i64::from(duration_ms);
+            chat.mutes.insert(user.clone(), until);
+            until
+        };
+        out.push(Effect::Reply {
+            request_id,
+            reply: Reply::ChatMuted {
+                chat_id: chat_id.clone(),
+                user_id: user,
+                until_ms,
             },
         });
     }
@@ -1251,6 +1459,62 @@ mod tests {
             }
         )));
         assert_eq!(w.chats.member_count("direct:alice:bob"), 0);
+    }
+
+    #[test]
+    fn edits_deletes_and_mutes() {
+        let mut w = World::new();
+        w.join(1, "alice", "direct:alice:bob");
+        w.join(2, "bob", "direct:alice:bob");
+        let (id, _) = sent_id(&w.send(1, "alice", "direct:alice:bob", "helo", None));
+        let amend = |w: &mut World, session, user: &str, content: Option<&str>| {
+            w.run(Command::Amend {
+                request_id: 8,
+                session,
+                actor: actor(user),
+                chat_id: Arc::from("direct:alice:bob"),
+                message_id: id,
+                content: content.map(String::from),
+            })
+        };
+        assert_eq!(
+            refusal(&amend(&mut w, 2, "bob", Some("hijack"))),
+            Some(Refusal::AccessDenied)
+        );
+        let edited = amend(&mut w, 1, "alice", Some("hello"));
+        assert!(edited.iter().any(|e| matches!(e, Effect::Broadcast { event: Event::ChatMessageUpdated(m), .. } if &*m.content == "hello" && m.edited_at_ms > 0)));
+        let deleted = amend(&mut w, 1, "alice", None);
+        assert!(deleted.iter().any(|e| matches!(e, Effect::Broadcast { event: Event::ChatMessageDeleted { message_id, .. }, .. } if *message_id == id)));
+        assert_eq!(
+            refusal(&amend(&mut w, 1, "alice", Some("again"))),
+            Some(Refusal::MessageError),
+            "tombstones stay"
+        );
+
+        let mute = |w: &mut World, by: &str, ms| {
+            w.run(Command::Mute {
+                request_id: 9,
+                actor: actor(by),
+                chat_id: Arc::from("direct:alice:bob"),
+                user: UserId::from("bob"),
+                duration_ms: ms,
+            })
+        };
+        assert_eq!(
+            refusal(&mute(&mut w, "alice", 60_000)),
+            Some(Refusal::AccessDenied)
+        );
+        assert_eq!(refusal(&mute(&mut w, "op-olga", 60_000)), None);
+        assert_eq!(
+            refusal(&w.send(2, "bob", "direct:alice:bob", "let me talk", None)),
+            Some(Refusal::AccessDenied)
+        );
+        w.at_ms += 60_000;
+        assert_eq!(
+            refusal(&w.send(2, "bob", "direct:alice:bob", "thanks", None)),
+            None,
+            "the mute ran out"
+        );
     }
 
     #[test]

@@ -72,6 +72,12 @@ pub enum Event {
         user_id: UserId,
         read_up_to: u64,
     },
+    ChatMessageUpdated(Arc<chat::Message>),
+    ChatMessageDeleted {
+        chat_id: Arc<str>,
+        message_id: u64,
+        by: UserId,
+    },
 }
 
 /// A typed reply to a request.
@@ -108,6 +114,16 @@ pub enum Reply {
         chat_id: Arc<str>,
         messages: Vec<Arc<chat::Message>>,
         has_more: bool,
+    },
+    ChatUpdated {
+        chat_id: Arc<str>,
+        message_id: u64,
+        at_ms: i64,
+    },
+    ChatMuted {
+        chat_id: Arc<str>,
+        user_id: UserId,
+        until_ms: i64,
     },
     /// An operator action succeeded.
     Done,

@@ -28,6 +28,10 @@ pub struct ChatMessage {
     pub content: String,
     pub content_type: ContentType,
     pub created_at_ms: i64,
+    /// 0 when never edited.
+    pub edited_at_ms: i64,
+    /// A tombstone: the message was deleted and its content is gone.
+    pub deleted: bool,
 }
 
 /// The reply to [`Client::chat_join`].
@@ -87,6 +91,8 @@ fn message(m: wire::ChatMessage<'_>) -> ChatMessage {
         content: m.content().unwrap_or_default().to_owned(),
         content_type: m.content_type(),
         created_at_ms: m.created_at_ms(),
+        edited_at_ms: m.edited_at_ms(),
+        deleted: m.deleted(),
     }
 }
 
@@ -96,6 +102,20 @@ pub(crate) fn chat_event(frame: &Frame<'_>, seq: u64) -> Option<Event> {
     if let Some(e) = frame.body_as_chat_message_event() {
         return Some(Event::ChatMessage {
             message: message(e.message()?),
+            seq,
+        });
+    }
+    if let Some(e) = frame.body_as_chat_message_updated_event() {
+        return Some(Event::ChatMessageUpdated {
+            message: message(e.message()?),
+            seq,
+        });
+    }
+    if let Some(e) = frame.body_as_chat_message_deleted_event() {
+        return Some(Event::ChatMessageDeleted {
+            chat_id: e.chat_id().unwrap_or_default().to_owned(),
+            message_id: e.message_id(),
+            deleted_by: e.deleted_by().unwrap_or_default().to_owned(),
             seq,
         });
     }
@@ -202,6 +222,58 @@ impl Client {
             read_up_to: r.read_up_to(),
             unread: r.unread(),
         })
+    }
+
+    /// Edit one of this user's messages (operators: any) among the chat's
+    /// recent messages; members get [`Event::ChatMessageUpdated`]. Returns
+    /// the edit time.
+    pub async fn chat_edit(
+        &self,
+        chat_id: &str,
+        message_id: u64,
+        content: &str,
+    ) -> Result<i64, ClientError> {
+        self.amend(chat_id, message_id, Some(content)).await
+    }
+
+    /// Delete one of this user's messages (operators: any): it becomes a
+    /// tombstone; members get [`Event::ChatMessageDeleted`].
+    pub async fn chat_delete(&self, chat_id: &str, message_id: u64) -> Result<i64, ClientError> {
+        self.amend(chat_id, message_id, None).await
+    }
+
+    async fn amend(
+        &self,
+        chat_id: &str,
+        message_id: u64,
+        content: Option<&str>,
+    ) -> Result<i64, ClientError> {
+        let buf = self
+            .request(|enc, id| enc.chat_edit(id, chat_id, message_id, content))
+            .await?;
+        let frame = reply_frame(&buf)?;
+        frame
+            .body_as_chat_updated()
+            .map(|u| u.at_ms())
+            .ok_or_else(|| unexpected(&frame, "ChatUpdated"))
+    }
+
+    /// Operators: mute `user_id` in a chat for `duration_ms` (0 lifts the
+    /// mute). Returns when the mute ends (Unix ms; 0 when lifted).
+    pub async fn chat_mute(
+        &self,
+        chat_id: &str,
+        user_id: &str,
+        duration_ms: u32,
+    ) -> Result<i64, ClientError> {
+        let buf = self
+            .request(|enc, id| enc.chat_mute(id, chat_id, user_id, duration_ms))
+            .await?;
+        let frame = reply_frame(&buf)?;
+        frame
+            .body_as_chat_muted()
+            .map(|m| m.until_ms())
+            .ok_or_else(|| unexpected(&frame, "ChatMuted"))
     }
 
     /// A page of history, newest first: messages older than `before_id`

@@ -153,6 +153,18 @@ pub enum Event {
         message: crate::chat::ChatMessage,
         seq: u64,
     },
+    /// `chat:message:updated`: a message was edited.
+    ChatMessageUpdated {
+        message: crate::chat::ChatMessage,
+        seq: u64,
+    },
+    /// `chat:message:deleted`: a message became a tombstone.
+    ChatMessageDeleted {
+        chat_id: String,
+        message_id: u64,
+        deleted_by: String,
+        seq: u64,
+    },
     /// `chat:member:joined` / `chat:member:left`.
     ChatMember {
         chat_id: String,

@@ -97,6 +97,27 @@ struct ChatHistoryBuilder;
 struct ChatHistoryPage;
 struct ChatHistoryPageBuilder;
 
+struct ChatEdit;
+struct ChatEditBuilder;
+
+struct ChatDelete;
+struct ChatDeleteBuilder;
+
+struct ChatUpdated;
+struct ChatUpdatedBuilder;
+
+struct ChatMute;
+struct ChatMuteBuilder;
+
+struct ChatMuted;
+struct ChatMutedBuilder;
+
+struct ChatMessageUpdatedEvent;
+struct ChatMessageUpdatedEventBuilder;
+
+struct ChatMessageDeletedEvent;
+struct ChatMessageDeletedEventBuilder;
+
 struct ChatMessageEvent;
 struct ChatMessageEventBuilder;
 
@@ -436,11 +457,18 @@ enum class Body : uint8_t {
   ChatMemberEvent = 24,
   ChatTypingEvent = 25,
   ChatReadEvent = 26,
+  ChatEdit = 27,
+  ChatDelete = 28,
+  ChatUpdated = 29,
+  ChatMute = 30,
+  ChatMuted = 31,
+  ChatMessageUpdatedEvent = 32,
+  ChatMessageDeletedEvent = 33,
   MIN = NONE,
-  MAX = ChatReadEvent
+  MAX = ChatMessageDeletedEvent
 };
 
-inline const Body (&EnumValuesBody())[27] {
+inline const Body (&EnumValuesBody())[34] {
   static const Body values[] = {
     Body::NONE,
     Body::Hello,
@@ -468,13 +496,20 @@ inline const Body (&EnumValuesBody())[27] {
     Body::ChatMessageEvent,
     Body::ChatMemberEvent,
     Body::ChatTypingEvent,
-    Body::ChatReadEvent
+    Body::ChatReadEvent,
+    Body::ChatEdit,
+    Body::ChatDelete,
+    Body::ChatUpdated,
+    Body::ChatMute,
+    Body::ChatMuted,
+    Body::ChatMessageUpdatedEvent,
+    Body::ChatMessageDeletedEvent
   };
   return values;
 }
 
 inline const char * const *EnumNamesBody() {
-  static const char * const names[28] = {
+  static const char * const names[35] = {
     "NONE",
     "Hello",
     "Welcome",
@@ -502,13 +537,20 @@ inline const char * const *EnumNamesBody() {
     "ChatMemberEvent",
     "ChatTypingEvent",
     "ChatReadEvent",
+    "ChatEdit",
+    "ChatDelete",
+    "ChatUpdated",
+    "ChatMute",
+    "ChatMuted",
+    "ChatMessageUpdatedEvent",
+    "ChatMessageDeletedEvent",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameBody(Body e) {
-  if (::flatbuffers::IsOutRange(e, Body::NONE, Body::ChatReadEvent)) return "";
+  if (::flatbuffers::IsOutRange(e, Body::NONE, Body::ChatMessageDeletedEvent)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesBody()[index];
 }
@@ -619,6 +661,34 @@ template<> struct BodyTraits<huddle::wire::ChatTypingEvent> {
 
 template<> struct BodyTraits<huddle::wire::ChatReadEvent> {
   static const Body enum_value = Body::ChatReadEvent;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatEdit> {
+  static const Body enum_value = Body::ChatEdit;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatDelete> {
+  static const Body enum_value = Body::ChatDelete;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatUpdated> {
+  static const Body enum_value = Body::ChatUpdated;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatMute> {
+  static const Body enum_value = Body::ChatMute;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatMuted> {
+  static const Body enum_value = Body::ChatMuted;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatMessageUpdatedEvent> {
+  static const Body enum_value = Body::ChatMessageUpdatedEvent;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatMessageDeletedEvent> {
+  static const Body enum_value = Body::ChatMessageDeletedEvent;
 };
 
 template <bool B = false>
@@ -1813,7 +1883,9 @@ struct ChatMessage FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
     VT_SENDER = 8,
     VT_CONTENT = 10,
     VT_CONTENT_TYPE = 12,
-    VT_CREATED_AT_MS = 14
+    VT_CREATED_AT_MS = 14,
+    VT_EDITED_AT_MS = 16,
+    VT_DELETED = 18
   };
   uint64_t id() const {
     return GetField<uint64_t>(VT_ID, 0);
@@ -1833,6 +1905,12 @@ struct ChatMessage FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   int64_t created_at_ms() const {
     return GetField<int64_t>(VT_CREATED_AT_MS, 0);
   }
+  int64_t edited_at_ms() const {
+    return GetField<int64_t>(VT_EDITED_AT_MS, 0);
+  }
+  bool deleted() const {
+    return GetField<uint8_t>(VT_DELETED, 0) != 0;
+  }
   template <bool B = false>
   bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
     return VerifyTableStart(verifier) &&
@@ -1845,6 +1923,8 @@ struct ChatMessage FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
            verifier.VerifyString(content()) &&
            VerifyField<uint8_t>(verifier, VT_CONTENT_TYPE, 1) &&
            VerifyField<int64_t>(verifier, VT_CREATED_AT_MS, 8) &&
+           VerifyField<int64_t>(verifier, VT_EDITED_AT_MS, 8) &&
+           VerifyField<uint8_t>(verifier, VT_DELETED, 1) &&
            verifier.EndTable();
   }
 };
@@ -1871,6 +1951,12 @@ struct ChatMessageBuilder {
   void add_created_at_ms(int64_t created_at_ms) {
     fbb_.AddElement<int64_t>(ChatMessage::VT_CREATED_AT_MS, created_at_ms, 0);
   }
+  void add_edited_at_ms(int64_t edited_at_ms) {
+    fbb_.AddElement<int64_t>(ChatMessage::VT_EDITED_AT_MS, edited_at_ms, 0);
+  }
+  void add_deleted(bool deleted) {
+    fbb_.AddElement<uint8_t>(ChatMessage::VT_DELETED, static_cast<uint8_t>(deleted), 0);
+  }
   explicit ChatMessageBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
         : fbb_(_fbb) {
     start_ = fbb_.StartTable();
@@ -1889,13 +1975,17 @@ inline ::flatbuffers::Offset<ChatMessage> CreateChatMessage(
     ::flatbuffers::Offset<huddle::wire::ChatUser> sender = 0,
     ::flatbuffers::Offset<::flatbuffers::String> content = 0,
     huddle::wire::ContentType content_type = huddle::wire::ContentType::TEXT,
-    int64_t created_at_ms = 0) {
+    int64_t created_at_ms = 0,
+    int64_t edited_at_ms = 0,
+    bool deleted = false) {
   ChatMessageBuilder builder_(_fbb);
+  builder_.add_edited_at_ms(edited_at_ms);
   builder_.add_created_at_ms(created_at_ms);
   builder_.add_id(id);
   builder_.add_content(content);
   builder_.add_sender(sender);
   builder_.add_chat_id(chat_id);
+  builder_.add_deleted(deleted);
   builder_.add_content_type(content_type);
   return builder_.Finish();
 }
@@ -1907,7 +1997,9 @@ inline ::flatbuffers::Offset<ChatMessage> CreateChatMessageDirect(
     ::flatbuffers::Offset<huddle::wire::ChatUser> sender = 0,
     const char *content = nullptr,
     huddle::wire::ContentType content_type = huddle::wire::ContentType::TEXT,
-    int64_t created_at_ms = 0) {
+    int64_t created_at_ms = 0,
+    int64_t edited_at_ms = 0,
+    bool deleted = false) {
   auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
   auto content__ = content ? _fbb.CreateString(content) : 0;
   return huddle::wire::CreateChatMessage(
@@ -1917,7 +2009,9 @@ inline ::flatbuffers::Offset<ChatMessage> CreateChatMessageDirect(
       sender,
       content__,
       content_type,
-      created_at_ms);
+      created_at_ms,
+      edited_at_ms,
+      deleted);
 }
 
 struct ChatJoin FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
@@ -2727,6 +2821,501 @@ inline ::flatbuffers::Offset<ChatHistoryPage> CreateChatHistoryPageDirect(
       has_more);
 }
 
+struct ChatEdit FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatEditBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_MESSAGE_ID = 6,
+    VT_CONTENT = 8
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  uint64_t message_id() const {
+    return GetField<uint64_t>(VT_MESSAGE_ID, 0);
+  }
+  const ::flatbuffers::String *content() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CONTENT);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyField<uint64_t>(verifier, VT_MESSAGE_ID, 8) &&
+           VerifyOffset(verifier, VT_CONTENT) &&
+           verifier.VerifyString(content()) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatEditBuilder {
+  typedef ChatEdit Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatEdit::VT_CHAT_ID, chat_id);
+  }
+  void add_message_id(uint64_t message_id) {
+    fbb_.AddElement<uint64_t>(ChatEdit::VT_MESSAGE_ID, message_id, 0);
+  }
+  void add_content(::flatbuffers::Offset<::flatbuffers::String> content) {
+    fbb_.AddOffset(ChatEdit::VT_CONTENT, content);
+  }
+  explicit ChatEditBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatEdit> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatEdit>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatEdit> CreateChatEdit(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    uint64_t message_id = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> content = 0) {
+  ChatEditBuilder builder_(_fbb);
+  builder_.add_message_id(message_id);
+  builder_.add_content(content);
+  builder_.add_chat_id(chat_id);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatEdit> CreateChatEditDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    uint64_t message_id = 0,
+    const char *content = nullptr) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  auto content__ = content ? _fbb.CreateString(content) : 0;
+  return huddle::wire::CreateChatEdit(
+      _fbb,
+      chat_id__,
+      message_id,
+      content__);
+}
+
+struct ChatDelete FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatDeleteBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_MESSAGE_ID = 6
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  uint64_t message_id() const {
+    return GetField<uint64_t>(VT_MESSAGE_ID, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyField<uint64_t>(verifier, VT_MESSAGE_ID, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatDeleteBuilder {
+  typedef ChatDelete Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatDelete::VT_CHAT_ID, chat_id);
+  }
+  void add_message_id(uint64_t message_id) {
+    fbb_.AddElement<uint64_t>(ChatDelete::VT_MESSAGE_ID, message_id, 0);
+  }
+  explicit ChatDeleteBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatDelete> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatDelete>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatDelete> CreateChatDelete(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    uint64_t message_id = 0) {
+  ChatDeleteBuilder builder_(_fbb);
+  builder_.add_message_id(message_id);
+  builder_.add_chat_id(chat_id);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatDelete> CreateChatDeleteDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    uint64_t message_id = 0) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  return huddle::wire::CreateChatDelete(
+      _fbb,
+      chat_id__,
+      message_id);
+}
+
+struct ChatUpdated FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatUpdatedBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_MESSAGE_ID = 6,
+    VT_AT_MS = 8
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  uint64_t message_id() const {
+    return GetField<uint64_t>(VT_MESSAGE_ID, 0);
+  }
+  int64_t at_ms() const {
+    return GetField<int64_t>(VT_AT_MS, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyField<uint64_t>(verifier, VT_MESSAGE_ID, 8) &&
+           VerifyField<int64_t>(verifier, VT_AT_MS, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatUpdatedBuilder {
+  typedef ChatUpdated Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatUpdated::VT_CHAT_ID, chat_id);
+  }
+  void add_message_id(uint64_t message_id) {
+    fbb_.AddElement<uint64_t>(ChatUpdated::VT_MESSAGE_ID, message_id, 0);
+  }
+  void add_at_ms(int64_t at_ms) {
+    fbb_.AddElement<int64_t>(ChatUpdated::VT_AT_MS, at_ms, 0);
+  }
+  explicit ChatUpdatedBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatUpdated> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatUpdated>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatUpdated> CreateChatUpdated(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    uint64_t message_id = 0,
+    int64_t at_ms = 0) {
+  ChatUpdatedBuilder builder_(_fbb);
+  builder_.add_at_ms(at_ms);
+  builder_.add_message_id(message_id);
+  builder_.add_chat_id(chat_id);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatUpdated> CreateChatUpdatedDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    uint64_t message_id = 0,
+    int64_t at_ms = 0) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  return huddle::wire::CreateChatUpdated(
+      _fbb,
+      chat_id__,
+      message_id,
+      at_ms);
+}
+
+struct ChatMute FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatMuteBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_USER_ID = 6,
+    VT_DURATION_MS = 8
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  const ::flatbuffers::String *user_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_USER_ID);
+  }
+  uint32_t duration_ms() const {
+    return GetField<uint32_t>(VT_DURATION_MS, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyOffset(verifier, VT_USER_ID) &&
+           verifier.VerifyString(user_id()) &&
+           VerifyField<uint32_t>(verifier, VT_DURATION_MS, 4) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatMuteBuilder {
+  typedef ChatMute Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatMute::VT_CHAT_ID, chat_id);
+  }
+  void add_user_id(::flatbuffers::Offset<::flatbuffers::String> user_id) {
+    fbb_.AddOffset(ChatMute::VT_USER_ID, user_id);
+  }
+  void add_duration_ms(uint32_t duration_ms) {
+    fbb_.AddElement<uint32_t>(ChatMute::VT_DURATION_MS, duration_ms, 0);
+  }
+  explicit ChatMuteBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatMute> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatMute>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatMute> CreateChatMute(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> user_id = 0,
+    uint32_t duration_ms = 0) {
+  ChatMuteBuilder builder_(_fbb);
+  builder_.add_duration_ms(duration_ms);
+  builder_.add_user_id(user_id);
+  builder_.add_chat_id(chat_id);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatMute> CreateChatMuteDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    const char *user_id = nullptr,
+    uint32_t duration_ms = 0) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  auto user_id__ = user_id ? _fbb.CreateString(user_id) : 0;
+  return huddle::wire::CreateChatMute(
+      _fbb,
+      chat_id__,
+      user_id__,
+      duration_ms);
+}
+
+struct ChatMuted FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatMutedBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_USER_ID = 6,
+    VT_UNTIL_MS = 8
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  const ::flatbuffers::String *user_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_USER_ID);
+  }
+  int64_t until_ms() const {
+    return GetField<int64_t>(VT_UNTIL_MS, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyOffset(verifier, VT_USER_ID) &&
+           verifier.VerifyString(user_id()) &&
+           VerifyField<int64_t>(verifier, VT_UNTIL_MS, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatMutedBuilder {
+  typedef ChatMuted Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatMuted::VT_CHAT_ID, chat_id);
+  }
+  void add_user_id(::flatbuffers::Offset<::flatbuffers::String> user_id) {
+    fbb_.AddOffset(ChatMuted::VT_USER_ID, user_id);
+  }
+  void add_until_ms(int64_t until_ms) {
+    fbb_.AddElement<int64_t>(ChatMuted::VT_UNTIL_MS, until_ms, 0);
+  }
+  explicit ChatMutedBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatMuted> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatMuted>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatMuted> CreateChatMuted(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> user_id = 0,
+    int64_t until_ms = 0) {
+  ChatMutedBuilder builder_(_fbb);
+  builder_.add_until_ms(until_ms);
+  builder_.add_user_id(user_id);
+  builder_.add_chat_id(chat_id);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatMuted> CreateChatMutedDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    const char *user_id = nullptr,
+    int64_t until_ms = 0) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  auto user_id__ = user_id ? _fbb.CreateString(user_id) : 0;
+  return huddle::wire::CreateChatMuted(
+      _fbb,
+      chat_id__,
+      user_id__,
+      until_ms);
+}
+
+struct ChatMessageUpdatedEvent FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatMessageUpdatedEventBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_MESSAGE = 4
+  };
+  const huddle::wire::ChatMessage *message() const {
+    return GetPointer<const huddle::wire::ChatMessage *>(VT_MESSAGE);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_MESSAGE) &&
+           verifier.VerifyTable(message()) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatMessageUpdatedEventBuilder {
+  typedef ChatMessageUpdatedEvent Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_message(::flatbuffers::Offset<huddle::wire::ChatMessage> message) {
+    fbb_.AddOffset(ChatMessageUpdatedEvent::VT_MESSAGE, message);
+  }
+  explicit ChatMessageUpdatedEventBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatMessageUpdatedEvent> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatMessageUpdatedEvent>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatMessageUpdatedEvent> CreateChatMessageUpdatedEvent(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<huddle::wire::ChatMessage> message = 0) {
+  ChatMessageUpdatedEventBuilder builder_(_fbb);
+  builder_.add_message(message);
+  return builder_.Finish();
+}
+
+struct ChatMessageDeletedEvent FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatMessageDeletedEventBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_MESSAGE_ID = 6,
+    VT_DELETED_BY = 8
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  uint64_t message_id() const {
+    return GetField<uint64_t>(VT_MESSAGE_ID, 0);
+  }
+  const ::flatbuffers::String *deleted_by() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_DELETED_BY);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyField<uint64_t>(verifier, VT_MESSAGE_ID, 8) &&
+           VerifyOffset(verifier, VT_DELETED_BY) &&
+           verifier.VerifyString(deleted_by()) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatMessageDeletedEventBuilder {
+  typedef ChatMessageDeletedEvent Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatMessageDeletedEvent::VT_CHAT_ID, chat_id);
+  }
+  void add_message_id(uint64_t message_id) {
+    fbb_.AddElement<uint64_t>(ChatMessageDeletedEvent::VT_MESSAGE_ID, message_id, 0);
+  }
+  void add_deleted_by(::flatbuffers::Offset<::flatbuffers::String> deleted_by) {
+    fbb_.AddOffset(ChatMessageDeletedEvent::VT_DELETED_BY, deleted_by);
+  }
+  explicit ChatMessageDeletedEventBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatMessageDeletedEvent> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatMessageDeletedEvent>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatMessageDeletedEvent> CreateChatMessageDeletedEvent(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    uint64_t message_id = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> deleted_by = 0) {
+  ChatMessageDeletedEventBuilder builder_(_fbb);
+  builder_.add_message_id(message_id);
+  builder_.add_deleted_by(deleted_by);
+  builder_.add_chat_id(chat_id);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatMessageDeletedEvent> CreateChatMessageDeletedEventDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    uint64_t message_id = 0,
+    const char *deleted_by = nullptr) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  auto deleted_by__ = deleted_by ? _fbb.CreateString(deleted_by) : 0;
+  return huddle::wire::CreateChatMessageDeletedEvent(
+      _fbb,
+      chat_id__,
+      message_id,
+      deleted_by__);
+}
+
 struct ChatMessageEvent FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   typedef ChatMessageEventBuilder Builder;
   enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
@@ -3105,6 +3694,27 @@ struct Frame FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   const huddle::wire::ChatReadEvent *body_as_ChatReadEvent() const {
     return body_type() == huddle::wire::Body::ChatReadEvent ? static_cast<const huddle::wire::ChatReadEvent *>(body()) : nullptr;
   }
+  const huddle::wire::ChatEdit *body_as_ChatEdit() const {
+    return body_type() == huddle::wire::Body::ChatEdit ? static_cast<const huddle::wire::ChatEdit *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatDelete *body_as_ChatDelete() const {
+    return body_type() == huddle::wire::Body::ChatDelete ? static_cast<const huddle::wire::ChatDelete *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatUpdated *body_as_ChatUpdated() const {
+    return body_type() == huddle::wire::Body::ChatUpdated ? static_cast<const huddle::wire::ChatUpdated *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatMute *body_as_ChatMute() const {
+    return body_type() == huddle::wire::Body::ChatMute ? static_cast<const huddle::wire::ChatMute *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatMuted *body_as_ChatMuted() const {
+    return body_type() == huddle::wire::Body::ChatMuted ? static_cast<const huddle::wire::ChatMuted *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatMessageUpdatedEvent *body_as_ChatMessageUpdatedEvent() const {
+    return body_type() == huddle::wire::Body::ChatMessageUpdatedEvent ? static_cast<const huddle::wire::ChatMessageUpdatedEvent *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatMessageDeletedEvent *body_as_ChatMessageDeletedEvent() const {
+    return body_type() == huddle::wire::Body::ChatMessageDeletedEvent ? static_cast<const huddle::wire::ChatMessageDeletedEvent *>(body()) : nullptr;
+  }
   template <bool B = false>
   bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
     return VerifyTableStart(verifier) &&
@@ -3220,6 +3830,34 @@ template<> inline const huddle::wire::ChatTypingEvent *Frame::body_as<huddle::wi
 
 template<> inline const huddle::wire::ChatReadEvent *Frame::body_as<huddle::wire::ChatReadEvent>() const {
   return body_as_ChatReadEvent();
+}
+
+template<> inline const huddle::wire::ChatEdit *Frame::body_as<huddle::wire::ChatEdit>() const {
+  return body_as_ChatEdit();
+}
+
+template<> inline const huddle::wire::ChatDelete *Frame::body_as<huddle::wire::ChatDelete>() const {
+  return body_as_ChatDelete();
+}
+
+template<> inline const huddle::wire::ChatUpdated *Frame::body_as<huddle::wire::ChatUpdated>() const {
+  return body_as_ChatUpdated();
+}
+
+template<> inline const huddle::wire::ChatMute *Frame::body_as<huddle::wire::ChatMute>() const {
+  return body_as_ChatMute();
+}
+
+template<> inline const huddle::wire::ChatMuted *Frame::body_as<huddle::wire::ChatMuted>() const {
+  return body_as_ChatMuted();
+}
+
+template<> inline const huddle::wire::ChatMessageUpdatedEvent *Frame::body_as<huddle::wire::ChatMessageUpdatedEvent>() const {
+  return body_as_ChatMessageUpdatedEvent();
+}
+
+template<> inline const huddle::wire::ChatMessageDeletedEvent *Frame::body_as<huddle::wire::ChatMessageDeletedEvent>() const {
+  return body_as_ChatMessageDeletedEvent();
 }
 
 struct FrameBuilder {
@@ -3376,6 +4014,34 @@ inline bool VerifyBody(::flatbuffers::VerifierTemplate<B> &verifier, const void 
     }
     case Body::ChatReadEvent: {
       auto ptr = reinterpret_cast<const huddle::wire::ChatReadEvent *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatEdit: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatEdit *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatDelete: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatDelete *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatUpdated: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatUpdated *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatMute: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatMute *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatMuted: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatMuted *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatMessageUpdatedEvent: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatMessageUpdatedEvent *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatMessageDeletedEvent: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatMessageDeletedEvent *>(obj);
       return verifier.VerifyTable(ptr);
     }
     default: return true;

@@ -469,10 +469,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ContentType {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 26;
+pub const ENUM_MAX_BODY: u8 = 33;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 27] = [
+pub const ENUM_VALUES_BODY: [Body; 34] = [
   Body::NONE,
   Body::Hello,
   Body::Welcome,
@@ -500,6 +500,13 @@ pub const ENUM_VALUES_BODY: [Body; 27] = [
   Body::ChatMemberEvent,
   Body::ChatTypingEvent,
   Body::ChatReadEvent,
+  Body::ChatEdit,
+  Body::ChatDelete,
+  Body::ChatUpdated,
+  Body::ChatMute,
+  Body::ChatMuted,
+  Body::ChatMessageUpdatedEvent,
+  Body::ChatMessageDeletedEvent,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -534,9 +541,16 @@ impl Body {
   pub const ChatMemberEvent: Self = Self(24);
   pub const ChatTypingEvent: Self = Self(25);
   pub const ChatReadEvent: Self = Self(26);
+  pub const ChatEdit: Self = Self(27);
+  pub const ChatDelete: Self = Self(28);
+  pub const ChatUpdated: Self = Self(29);
+  pub const ChatMute: Self = Self(30);
+  pub const ChatMuted: Self = Self(31);
+  pub const ChatMessageUpdatedEvent: Self = Self(32);
+  pub const ChatMessageDeletedEvent: Self = Self(33);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 26;
+  pub const ENUM_MAX: u8 = 33;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -565,6 +579,13 @@ impl Body {
     Self::ChatMemberEvent,
     Self::ChatTypingEvent,
     Self::ChatReadEvent,
+    Self::ChatEdit,
+    Self::ChatDelete,
+    Self::ChatUpdated,
+    Self::ChatMute,
+    Self::ChatMuted,
+    Self::ChatMessageUpdatedEvent,
+    Self::ChatMessageDeletedEvent,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -596,6 +617,13 @@ impl Body {
       Self::ChatMemberEvent => Some("ChatMemberEvent"),
       Self::ChatTypingEvent => Some("ChatTypingEvent"),
       Self::ChatReadEvent => Some("ChatReadEvent"),
+      Self::ChatEdit => Some("ChatEdit"),
+      Self::ChatDelete => Some("ChatDelete"),
+      Self::ChatUpdated => Some("ChatUpdated"),
+      Self::ChatMute => Some("ChatMute"),
+      Self::ChatMuted => Some("ChatMuted"),
+      Self::ChatMessageUpdatedEvent => Some("ChatMessageUpdatedEvent"),
+      Self::ChatMessageDeletedEvent => Some("ChatMessageDeletedEvent"),
       _ => None,
     }
   }
@@ -2675,6 +2703,8 @@ impl<'a> ChatMessage<'a> {
   pub const VT_CONTENT: ::flatbuffers::VOffsetT = 10;
   pub const VT_CONTENT_TYPE: ::flatbuffers::VOffsetT = 12;
   pub const VT_CREATED_AT_MS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_EDITED_AT_MS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_DELETED: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2686,11 +2716,13 @@ impl<'a> ChatMessage<'a> {
     args: &'args ChatMessageArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ChatMessage<'bldr>> {
     let mut builder = ChatMessageBuilder::new(_fbb);
+    builder.add_edited_at_ms(args.edited_at_ms);
     builder.add_created_at_ms(args.created_at_ms);
     builder.add_id(args.id);
     if let Some(x) = args.content { builder.add_content(x); }
     if let Some(x) = args.sender { builder.add_sender(x); }
     if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.add_deleted(args.deleted);
     builder.add_content_type(args.content_type);
     builder.finish()
   }
@@ -2738,6 +2770,20 @@ impl<'a> ChatMessage<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i64>(ChatMessage::VT_CREATED_AT_MS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn edited_at_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ChatMessage::VT_EDITED_AT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn deleted(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ChatMessage::VT_DELETED, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ChatMessage<'_> {
@@ -2752,6 +2798,8 @@ impl ::flatbuffers::Verifiable for ChatMessage<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("content", Self::VT_CONTENT, false)?
      .visit_field::<ContentType>("content_type", Self::VT_CONTENT_TYPE, false)?
      .visit_field::<i64>("created_at_ms", Self::VT_CREATED_AT_MS, false)?
+     .visit_field::<i64>("edited_at_ms", Self::VT_EDITED_AT_MS, false)?
+     .visit_field::<bool>("deleted", Self::VT_DELETED, false)?
      .finish();
     Ok(())
   }
@@ -2763,6 +2811,8 @@ pub struct ChatMessageArgs<'a> {
     pub content: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub content_type: ContentType,
     pub created_at_ms: i64,
+    pub edited_at_ms: i64,
+    pub deleted: bool,
 }
 impl<'a> Default for ChatMessageArgs<'a> {
   #[inline]
@@ -2774,6 +2824,8 @@ impl<'a> Default for ChatMessageArgs<'a> {
       content: None,
       content_type: ContentType::TEXT,
       created_at_ms: 0,
+      edited_at_ms: 0,
+      deleted: false,
     }
   }
 }
@@ -2808,6 +2860,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatMessageBuilder<'a, 'b, A>
     self.fbb_.push_slot::<i64>(ChatMessage::VT_CREATED_AT_MS, created_at_ms, 0);
   }
   #[inline]
+  pub fn add_edited_at_ms(&mut self, edited_at_ms: i64) {
+    self.fbb_.push_slot::<i64>(ChatMessage::VT_EDITED_AT_MS, edited_at_ms, 0);
+  }
+  #[inline]
+  pub fn add_deleted(&mut self, deleted: bool) {
+    self.fbb_.push_slot::<bool>(ChatMessage::VT_DELETED, deleted, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatMessageBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ChatMessageBuilder {
@@ -2831,6 +2891,8 @@ impl ::core::fmt::Debug for ChatMessage<'_> {
       ds.field("content", &self.content());
       ds.field("content_type", &self.content_type());
       ds.field("created_at_ms", &self.created_at_ms());
+      ds.field("edited_at_ms", &self.edited_at_ms());
+      ds.field("deleted", &self.deleted());
       ds.finish()
   }
 }
@@ -4213,6 +4275,865 @@ impl ::core::fmt::Debug for ChatHistoryPage<'_> {
       ds.finish()
   }
 }
+pub enum ChatEditOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatEdit<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatEdit<'a> {
+  type Inner = ChatEdit<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatEdit<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CONTENT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatEdit { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatEditArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatEdit<'bldr>> {
+    let mut builder = ChatEditBuilder::new(_fbb);
+    builder.add_message_id(args.message_id);
+    if let Some(x) = args.content { builder.add_content(x); }
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatEdit::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn message_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatEdit::VT_MESSAGE_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn content(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatEdit::VT_CONTENT, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatEdit<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<u64>("message_id", Self::VT_MESSAGE_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("content", Self::VT_CONTENT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatEditArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub message_id: u64,
+    pub content: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ChatEditArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatEditArgs {
+      chat_id: None,
+      message_id: 0,
+      content: None,
+    }
+  }
+}
+
+pub struct ChatEditBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatEditBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatEdit::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_message_id(&mut self, message_id: u64) {
+    self.fbb_.push_slot::<u64>(ChatEdit::VT_MESSAGE_ID, message_id, 0);
+  }
+  #[inline]
+  pub fn add_content(&mut self, content: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatEdit::VT_CONTENT, content);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatEditBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatEditBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatEdit<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatEdit<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatEdit");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("message_id", &self.message_id());
+      ds.field("content", &self.content());
+      ds.finish()
+  }
+}
+pub enum ChatDeleteOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatDelete<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatDelete<'a> {
+  type Inner = ChatDelete<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatDelete<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE_ID: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatDelete { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatDeleteArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatDelete<'bldr>> {
+    let mut builder = ChatDeleteBuilder::new(_fbb);
+    builder.add_message_id(args.message_id);
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatDelete::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn message_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatDelete::VT_MESSAGE_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatDelete<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<u64>("message_id", Self::VT_MESSAGE_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatDeleteArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub message_id: u64,
+}
+impl<'a> Default for ChatDeleteArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatDeleteArgs {
+      chat_id: None,
+      message_id: 0,
+    }
+  }
+}
+
+pub struct ChatDeleteBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatDeleteBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatDelete::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_message_id(&mut self, message_id: u64) {
+    self.fbb_.push_slot::<u64>(ChatDelete::VT_MESSAGE_ID, message_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatDeleteBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatDeleteBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatDelete<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatDelete<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatDelete");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("message_id", &self.message_id());
+      ds.finish()
+  }
+}
+pub enum ChatUpdatedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatUpdated<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatUpdated<'a> {
+  type Inner = ChatUpdated<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatUpdated<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_AT_MS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatUpdated { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatUpdatedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatUpdated<'bldr>> {
+    let mut builder = ChatUpdatedBuilder::new(_fbb);
+    builder.add_at_ms(args.at_ms);
+    builder.add_message_id(args.message_id);
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatUpdated::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn message_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatUpdated::VT_MESSAGE_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn at_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ChatUpdated::VT_AT_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatUpdated<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<u64>("message_id", Self::VT_MESSAGE_ID, false)?
+     .visit_field::<i64>("at_ms", Self::VT_AT_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatUpdatedArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub message_id: u64,
+    pub at_ms: i64,
+}
+impl<'a> Default for ChatUpdatedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatUpdatedArgs {
+      chat_id: None,
+      message_id: 0,
+      at_ms: 0,
+    }
+  }
+}
+
+pub struct ChatUpdatedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatUpdatedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatUpdated::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_message_id(&mut self, message_id: u64) {
+    self.fbb_.push_slot::<u64>(ChatUpdated::VT_MESSAGE_ID, message_id, 0);
+  }
+  #[inline]
+  pub fn add_at_ms(&mut self, at_ms: i64) {
+    self.fbb_.push_slot::<i64>(ChatUpdated::VT_AT_MS, at_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatUpdatedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatUpdatedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatUpdated<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatUpdated<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatUpdated");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("message_id", &self.message_id());
+      ds.field("at_ms", &self.at_ms());
+      ds.finish()
+  }
+}
+pub enum ChatMuteOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatMute<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatMute<'a> {
+  type Inner = ChatMute<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatMute<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DURATION_MS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatMute { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatMuteArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatMute<'bldr>> {
+    let mut builder = ChatMuteBuilder::new(_fbb);
+    builder.add_duration_ms(args.duration_ms);
+    if let Some(x) = args.user_id { builder.add_user_id(x); }
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatMute::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn user_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatMute::VT_USER_ID, None)}
+  }
+  #[inline]
+  pub fn duration_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ChatMute::VT_DURATION_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatMute<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user_id", Self::VT_USER_ID, false)?
+     .visit_field::<u32>("duration_ms", Self::VT_DURATION_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatMuteArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub user_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub duration_ms: u32,
+}
+impl<'a> Default for ChatMuteArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatMuteArgs {
+      chat_id: None,
+      user_id: None,
+      duration_ms: 0,
+    }
+  }
+}
+
+pub struct ChatMuteBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatMuteBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatMute::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_user_id(&mut self, user_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatMute::VT_USER_ID, user_id);
+  }
+  #[inline]
+  pub fn add_duration_ms(&mut self, duration_ms: u32) {
+    self.fbb_.push_slot::<u32>(ChatMute::VT_DURATION_MS, duration_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatMuteBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatMuteBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatMute<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatMute<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatMute");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("user_id", &self.user_id());
+      ds.field("duration_ms", &self.duration_ms());
+      ds.finish()
+  }
+}
+pub enum ChatMutedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatMuted<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatMuted<'a> {
+  type Inner = ChatMuted<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatMuted<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_UNTIL_MS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatMuted { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatMutedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatMuted<'bldr>> {
+    let mut builder = ChatMutedBuilder::new(_fbb);
+    builder.add_until_ms(args.until_ms);
+    if let Some(x) = args.user_id { builder.add_user_id(x); }
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatMuted::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn user_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatMuted::VT_USER_ID, None)}
+  }
+  #[inline]
+  pub fn until_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ChatMuted::VT_UNTIL_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatMuted<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user_id", Self::VT_USER_ID, false)?
+     .visit_field::<i64>("until_ms", Self::VT_UNTIL_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatMutedArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub user_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub until_ms: i64,
+}
+impl<'a> Default for ChatMutedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatMutedArgs {
+      chat_id: None,
+      user_id: None,
+      until_ms: 0,
+    }
+  }
+}
+
+pub struct ChatMutedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatMutedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatMuted::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_user_id(&mut self, user_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatMuted::VT_USER_ID, user_id);
+  }
+  #[inline]
+  pub fn add_until_ms(&mut self, until_ms: i64) {
+    self.fbb_.push_slot::<i64>(ChatMuted::VT_UNTIL_MS, until_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatMutedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatMutedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatMuted<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatMuted<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatMuted");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("user_id", &self.user_id());
+      ds.field("until_ms", &self.until_ms());
+      ds.finish()
+  }
+}
+pub enum ChatMessageUpdatedEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatMessageUpdatedEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatMessageUpdatedEvent<'a> {
+  type Inner = ChatMessageUpdatedEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatMessageUpdatedEvent<'a> {
+  pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatMessageUpdatedEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatMessageUpdatedEventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatMessageUpdatedEvent<'bldr>> {
+    let mut builder = ChatMessageUpdatedEventBuilder::new(_fbb);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn message(&self) -> Option<ChatMessage<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ChatMessage>>(ChatMessageUpdatedEvent::VT_MESSAGE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatMessageUpdatedEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ChatMessage>>("message", Self::VT_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatMessageUpdatedEventArgs<'a> {
+    pub message: Option<::flatbuffers::WIPOffset<ChatMessage<'a>>>,
+}
+impl<'a> Default for ChatMessageUpdatedEventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatMessageUpdatedEventArgs {
+      message: None,
+    }
+  }
+}
+
+pub struct ChatMessageUpdatedEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatMessageUpdatedEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_message(&mut self, message: ::flatbuffers::WIPOffset<ChatMessage<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ChatMessage>>(ChatMessageUpdatedEvent::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatMessageUpdatedEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatMessageUpdatedEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatMessageUpdatedEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatMessageUpdatedEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatMessageUpdatedEvent");
+      ds.field("message", &self.message());
+      ds.finish()
+  }
+}
+pub enum ChatMessageDeletedEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatMessageDeletedEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatMessageDeletedEvent<'a> {
+  type Inner = ChatMessageDeletedEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatMessageDeletedEvent<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DELETED_BY: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatMessageDeletedEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatMessageDeletedEventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatMessageDeletedEvent<'bldr>> {
+    let mut builder = ChatMessageDeletedEventBuilder::new(_fbb);
+    builder.add_message_id(args.message_id);
+    if let Some(x) = args.deleted_by { builder.add_deleted_by(x); }
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatMessageDeletedEvent::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn message_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatMessageDeletedEvent::VT_MESSAGE_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn deleted_by(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatMessageDeletedEvent::VT_DELETED_BY, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatMessageDeletedEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<u64>("message_id", Self::VT_MESSAGE_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("deleted_by", Self::VT_DELETED_BY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatMessageDeletedEventArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub message_id: u64,
+    pub deleted_by: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ChatMessageDeletedEventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatMessageDeletedEventArgs {
+      chat_id: None,
+      message_id: 0,
+      deleted_by: None,
+    }
+  }
+}
+
+pub struct ChatMessageDeletedEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatMessageDeletedEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatMessageDeletedEvent::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_message_id(&mut self, message_id: u64) {
+    self.fbb_.push_slot::<u64>(ChatMessageDeletedEvent::VT_MESSAGE_ID, message_id, 0);
+  }
+  #[inline]
+  pub fn add_deleted_by(&mut self, deleted_by: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatMessageDeletedEvent::VT_DELETED_BY, deleted_by);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatMessageDeletedEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatMessageDeletedEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatMessageDeletedEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatMessageDeletedEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatMessageDeletedEvent");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("message_id", &self.message_id());
+      ds.field("deleted_by", &self.deleted_by());
+      ds.finish()
+  }
+}
 pub enum ChatMessageEventOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5165,6 +6086,111 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_edit(&self) -> Option<ChatEdit<'a>> {
+    if self.body_type() == Body::ChatEdit {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatEdit::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_delete(&self) -> Option<ChatDelete<'a>> {
+    if self.body_type() == Body::ChatDelete {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatDelete::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_updated(&self) -> Option<ChatUpdated<'a>> {
+    if self.body_type() == Body::ChatUpdated {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatUpdated::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_mute(&self) -> Option<ChatMute<'a>> {
+    if self.body_type() == Body::ChatMute {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatMute::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_muted(&self) -> Option<ChatMuted<'a>> {
+    if self.body_type() == Body::ChatMuted {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatMuted::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_message_updated_event(&self) -> Option<ChatMessageUpdatedEvent<'a>> {
+    if self.body_type() == Body::ChatMessageUpdatedEvent {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatMessageUpdatedEvent::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_message_deleted_event(&self) -> Option<ChatMessageDeletedEvent<'a>> {
+    if self.body_type() == Body::ChatMessageDeletedEvent {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatMessageDeletedEvent::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -5204,6 +6230,13 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::ChatMemberEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatMemberEvent>>("Body::ChatMemberEvent", pos),
           Body::ChatTypingEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatTypingEvent>>("Body::ChatTypingEvent", pos),
           Body::ChatReadEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatReadEvent>>("Body::ChatReadEvent", pos),
+          Body::ChatEdit => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatEdit>>("Body::ChatEdit", pos),
+          Body::ChatDelete => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatDelete>>("Body::ChatDelete", pos),
+          Body::ChatUpdated => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatUpdated>>("Body::ChatUpdated", pos),
+          Body::ChatMute => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatMute>>("Body::ChatMute", pos),
+          Body::ChatMuted => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatMuted>>("Body::ChatMuted", pos),
+          Body::ChatMessageUpdatedEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatMessageUpdatedEvent>>("Body::ChatMessageUpdatedEvent", pos),
+          Body::ChatMessageDeletedEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatMessageDeletedEvent>>("Body::ChatMessageDeletedEvent", pos),
           _ => Ok(()),
         }
      })?
@@ -5456,6 +6489,55 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::ChatReadEvent => {
           if let Some(x) = self.body_as_chat_read_event() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatEdit => {
+          if let Some(x) = self.body_as_chat_edit() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatDelete => {
+          if let Some(x) = self.body_as_chat_delete() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatUpdated => {
+          if let Some(x) = self.body_as_chat_updated() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatMute => {
+          if let Some(x) = self.body_as_chat_mute() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatMuted => {
+          if let Some(x) = self.body_as_chat_muted() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatMessageUpdatedEvent => {
+          if let Some(x) = self.body_as_chat_message_updated_event() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatMessageDeletedEvent => {
+          if let Some(x) = self.body_as_chat_message_deleted_event() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

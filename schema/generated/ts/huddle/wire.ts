@@ -3,6 +3,8 @@
 /* eslint-disable @typescript-eslint/no-unused-vars, @typescript-eslint/no-explicit-any, @typescript-eslint/no-non-null-assertion */
 
 export { Body } from './wire/body.js';
+export { ChatDelete } from './wire/chat-delete.js';
+export { ChatEdit } from './wire/chat-edit.js';
 export { ChatHistory } from './wire/chat-history.js';
 export { ChatHistoryPage } from './wire/chat-history-page.js';
 export { ChatJoin } from './wire/chat-join.js';
@@ -12,7 +14,11 @@ export { ChatLeave } from './wire/chat-leave.js';
 export { ChatLeft } from './wire/chat-left.js';
 export { ChatMemberEvent } from './wire/chat-member-event.js';
 export { ChatMessage } from './wire/chat-message.js';
+export { ChatMessageDeletedEvent } from './wire/chat-message-deleted-event.js';
 export { ChatMessageEvent } from './wire/chat-message-event.js';
+export { ChatMessageUpdatedEvent } from './wire/chat-message-updated-event.js';
+export { ChatMute } from './wire/chat-mute.js';
+export { ChatMuted } from './wire/chat-muted.js';
 export { ChatRead } from './wire/chat-read.js';
 export { ChatReadAck } from './wire/chat-read-ack.js';
 export { ChatReadEvent } from './wire/chat-read-event.js';
@@ -20,6 +26,7 @@ export { ChatSend } from './wire/chat-send.js';
 export { ChatSent } from './wire/chat-sent.js';
 export { ChatTyping } from './wire/chat-typing.js';
 export { ChatTypingEvent } from './wire/chat-typing-event.js';
+export { ChatUpdated } from './wire/chat-updated.js';
 export { ChatUser } from './wire/chat-user.js';
 export { ContentType } from './wire/content-type.js';
 export { EchoEvent } from './wire/echo-event.js';

@@ -30,3 +30,10 @@ class Body(object):
     ChatMemberEvent = 24
     ChatTypingEvent = 25
     ChatReadEvent = 26
+    ChatEdit = 27
+    ChatDelete = 28
+    ChatUpdated = 29
+    ChatMute = 30
+    ChatMuted = 31
+    ChatMessageUpdatedEvent = 32
+    ChatMessageDeletedEvent = 33

@@ -74,8 +74,22 @@ class ChatMessage(object):
             return self._tab.Get(flatbuffers.number_types.Int64Flags, o + self._tab.Pos)
         return 0
 
+    # ChatMessage
+    def EditedAtMs(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int64Flags, o + self._tab.Pos)
+        return 0
+
+    # ChatMessage
+    def Deleted(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
 def ChatMessageStart(builder):
-    builder.StartObject(6)
+    builder.StartObject(8)
 
 def Start(builder):
     ChatMessageStart(builder)
@@ -115,6 +129,18 @@ def ChatMessageAddCreatedAtMs(builder, createdAtMs):
 
 def AddCreatedAtMs(builder, createdAtMs):
     ChatMessageAddCreatedAtMs(builder, createdAtMs)
+
+def ChatMessageAddEditedAtMs(builder, editedAtMs):
+    builder.PrependInt64Slot(6, editedAtMs, 0)
+
+def AddEditedAtMs(builder, editedAtMs):
+    ChatMessageAddEditedAtMs(builder, editedAtMs)
+
+def ChatMessageAddDeleted(builder, deleted):
+    builder.PrependBoolSlot(7, deleted, 0)
+
+def AddDeleted(builder, deleted):
+    ChatMessageAddDeleted(builder, deleted)
 
 def ChatMessageEnd(builder):
     return builder.EndObject()

@@ -2,6 +2,8 @@
 
 /* eslint-disable @typescript-eslint/no-unused-vars, @typescript-eslint/no-explicit-any, @typescript-eslint/no-non-null-assertion */
 
+import { ChatDelete } from '../../huddle/wire/chat-delete.js';
+import { ChatEdit } from '../../huddle/wire/chat-edit.js';
 import { ChatHistory } from '../../huddle/wire/chat-history.js';
 import { ChatHistoryPage } from '../../huddle/wire/chat-history-page.js';
 import { ChatJoin } from '../../huddle/wire/chat-join.js';
@@ -9,7 +11,11 @@ import { ChatJoined } from '../../huddle/wire/chat-joined.js';
 import { ChatLeave } from '../../huddle/wire/chat-leave.js';
 import { ChatLeft } from '../../huddle/wire/chat-left.js';
 import { ChatMemberEvent } from '../../huddle/wire/chat-member-event.js';
+import { ChatMessageDeletedEvent } from '../../huddle/wire/chat-message-deleted-event.js';
 import { ChatMessageEvent } from '../../huddle/wire/chat-message-event.js';
+import { ChatMessageUpdatedEvent } from '../../huddle/wire/chat-message-updated-event.js';
+import { ChatMute } from '../../huddle/wire/chat-mute.js';
+import { ChatMuted } from '../../huddle/wire/chat-muted.js';
 import { ChatRead } from '../../huddle/wire/chat-read.js';
 import { ChatReadAck } from '../../huddle/wire/chat-read-ack.js';
 import { ChatReadEvent } from '../../huddle/wire/chat-read-event.js';
@@ -17,6 +23,7 @@ import { ChatSend } from '../../huddle/wire/chat-send.js';
 import { ChatSent } from '../../huddle/wire/chat-sent.js';
 import { ChatTyping } from '../../huddle/wire/chat-typing.js';
 import { ChatTypingEvent } from '../../huddle/wire/chat-typing-event.js';
+import { ChatUpdated } from '../../huddle/wire/chat-updated.js';
 import { EchoEvent } from '../../huddle/wire/echo-event.js';
 import { EchoReply } from '../../huddle/wire/echo-reply.js';
 import { EchoRequest } from '../../huddle/wire/echo-request.js';
@@ -57,13 +64,20 @@ export enum Body {
   ChatMessageEvent = 23,
   ChatMemberEvent = 24,
   ChatTypingEvent = 25,
-  ChatReadEvent = 26
+  ChatReadEvent = 26,
+  ChatEdit = 27,
+  ChatDelete = 28,
+  ChatUpdated = 29,
+  ChatMute = 30,
+  ChatMuted = 31,
+  ChatMessageUpdatedEvent = 32,
+  ChatMessageDeletedEvent = 33
 }
 
 export function unionToBody(
   type: Body,
-  accessor: (obj:ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageEvent|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome) => ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageEvent|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null
-): ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageEvent|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null {
+  accessor: (obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null
+): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(new Hello())! as Hello;
@@ -92,15 +106,22 @@ export function unionToBody(
     case 'ChatMemberEvent': return accessor(new ChatMemberEvent())! as ChatMemberEvent;
     case 'ChatTypingEvent': return accessor(new ChatTypingEvent())! as ChatTypingEvent;
     case 'ChatReadEvent': return accessor(new ChatReadEvent())! as ChatReadEvent;
+    case 'ChatEdit': return accessor(new ChatEdit())! as ChatEdit;
+    case 'ChatDelete': return accessor(new ChatDelete())! as ChatDelete;
+    case 'ChatUpdated': return accessor(new ChatUpdated())! as ChatUpdated;
+    case 'ChatMute': return accessor(new ChatMute())! as ChatMute;
+    case 'ChatMuted': return accessor(new ChatMuted())! as ChatMuted;
+    case 'ChatMessageUpdatedEvent': return accessor(new ChatMessageUpdatedEvent())! as ChatMessageUpdatedEvent;
+    case 'ChatMessageDeletedEvent': return accessor(new ChatMessageDeletedEvent())! as ChatMessageDeletedEvent;
     default: return null;
   }
 }
 
 export function unionListToBody(
   type: Body, 
-  accessor: (index: number, obj:ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageEvent|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome) => ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageEvent|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null, 
+  accessor: (index: number, obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null, 
   index: number
-): ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageEvent|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null {
+): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(index, new Hello())! as Hello;
@@ -129,6 +150,13 @@ export function unionListToBody(
     case 'ChatMemberEvent': return accessor(index, new ChatMemberEvent())! as ChatMemberEvent;
     case 'ChatTypingEvent': return accessor(index, new ChatTypingEvent())! as ChatTypingEvent;
     case 'ChatReadEvent': return accessor(index, new ChatReadEvent())! as ChatReadEvent;
+    case 'ChatEdit': return accessor(index, new ChatEdit())! as ChatEdit;
+    case 'ChatDelete': return accessor(index, new ChatDelete())! as ChatDelete;
+    case 'ChatUpdated': return accessor(index, new ChatUpdated())! as ChatUpdated;
+    case 'ChatMute': return accessor(index, new ChatMute())! as ChatMute;
+    case 'ChatMuted': return accessor(index, new ChatMuted())! as ChatMuted;
+    case 'ChatMessageUpdatedEvent': return accessor(index, new ChatMessageUpdatedEvent())! as ChatMessageUpdatedEvent;
+    case 'ChatMessageDeletedEvent': return accessor(index, new ChatMessageDeletedEvent())! as ChatMessageDeletedEvent;
     default: return null;
   }
 }

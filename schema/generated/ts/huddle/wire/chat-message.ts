@@ -60,8 +60,18 @@ createdAtMs():bigint {
   return offset ? this.bb!.readInt64(this.bb_pos + offset) : BigInt('0');
 }
 
+editedAtMs():bigint {
+  const offset = this.bb!.__offset(this.bb_pos, 16);
+  return offset ? this.bb!.readInt64(this.bb_pos + offset) : BigInt('0');
+}
+
+deleted():boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 18);
+  return offset ? !!this.bb!.readInt8(this.bb_pos + offset) : false;
+}
+
 static startChatMessage(builder:flatbuffers.Builder) {
-  builder.startObject(6);
+  builder.startObject(8);
 }
 
 static addId(builder:flatbuffers.Builder, id:bigint) {
@@ -86,6 +96,14 @@ static addContentType(builder:flatbuffers.Builder, contentType:ContentType) {
 
 static addCreatedAtMs(builder:flatbuffers.Builder, createdAtMs:bigint) {
   builder.addFieldInt64(5, createdAtMs, BigInt('0'));
+}
+
+static addEditedAtMs(builder:flatbuffers.Builder, editedAtMs:bigint) {
+  builder.addFieldInt64(6, editedAtMs, BigInt('0'));
+}
+
+static addDeleted(builder:flatbuffers.Builder, deleted:boolean) {
+  builder.addFieldInt8(7, +deleted, +false);
 }
 
 static endChatMessage(builder:flatbuffers.Builder):flatbuffers.Offset {
