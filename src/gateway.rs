@@ -19,6 +19,8 @@ use crate::config::{Config, JwtAlgorithm};
 use crate::engine::chat::ChatLimits;
 use crate::metrics::metrics;
 use crate::shard::{ShardSettings, ShardThreads, Shards};
+use crate::store::embedded::EmbeddedStore;
+use crate::store::{History, HistoryThreads};
 use crate::transport::{quic, ws};
 use crate::{admin, tls};
 
@@ -50,6 +52,7 @@ pub struct Running {
     pub ws_tls: bool,
     gw: Arc<Gateway>,
     threads: ShardThreads,
+    history_threads: HistoryThreads,
     endpoint: quinn::Endpoint,
     accept_loops: Vec<JoinHandle<()>>,
     admin: JoinHandle<()>,
@@ -134,6 +137,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None
     };
 
+    let store = EmbeddedStore::open(&config.server.data_dir.join("history.redb"))?;
+    let (history, history_threads) = History::start(Arc::new(store));
     let (shards, threads) = Shards::start(
         config.shard_count(),
         config.shards.mailbox,
@@ -148,6 +153,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             },
             node: config.server.node_id,
         },
+        history,
     );
     metrics();
     let gw = Arc::new(Gateway {
@@ -173,6 +179,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin: tokio::spawn(admin::serve(gw.clone(), admin_listener)),
         endpoint,
         threads,
+        history_threads,
         gw,
     };
     Ok(running)
@@ -209,12 +216,13 @@ impl Running {
             admin.abort();
         }
         drop(self.gw);
-        let threads = self.threads;
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio::task::spawn_blocking(move || threads.join()),
-        )
-        .await;
+        // Shards stop, then the history writer drains what they queued.
+        let (threads, history) = (self.threads, self.history_threads);
+        let stop = tokio::task::spawn_blocking(move || {
+            threads.join();
+            history.join();
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(10), stop).await;
         drained
     }
 }

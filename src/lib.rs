@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod session;
 pub mod shard;
+pub mod store;
 pub mod tls;
 pub mod transport;
 pub mod wire;

@@ -21,6 +21,7 @@ use crate::engine::users::{self, Users};
 use crate::engine::{shard_of, Effect, Failure, Now, Presence, ResumeRefusal, SessionId, UserId};
 use crate::metrics::metrics;
 use crate::outbox::{Closed, Outbox, Push, ResumeGap};
+use crate::store::{History, PageJob};
 use crate::wire;
 
 /// How often a shard drops chat members whose sessions have ended.
@@ -129,6 +130,7 @@ impl Shards {
         mailbox: usize,
         pin: bool,
         settings: ShardSettings,
+        history: History,
     ) -> (Shards, ShardThreads) {
         let cores = if pin {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -139,6 +141,7 @@ impl Shards {
         let mut joins = Vec::with_capacity(count);
         for index in 0..count {
             let (tx, rx) = bounded(mailbox);
+            let history = history.clone();
             senders.push(tx);
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             let join = std::thread::Builder::new()
@@ -147,7 +150,7 @@ impl Shards {
                     if let Some(core) = core {
                         core_affinity::set_for_current(core);
                     }
-                    ShardLoop::new(index, settings, rx).run();
+                    ShardLoop::new(index, settings, history, rx).run();
                 })
                 .expect("spawning a shard thread at start-up");
             joins.push(join);
@@ -237,12 +240,18 @@ struct ShardLoop {
     /// Outboxes of the sessions in this shard's chats.
     chat_outboxes: HashMap<SessionId, Arc<Outbox>>,
     next_sweep: Instant,
+    history: History,
     encoder: Encoder,
     effects: Vec<Effect>,
 }
 
 impl ShardLoop {
-    fn new(index: usize, settings: ShardSettings, rx: Receiver<Envelope>) -> Self {
+    fn new(
+        index: usize,
+        settings: ShardSettings,
+        history: History,
+        rx: Receiver<Envelope>,
+    ) -> Self {
         Self {
             index,
             rx,
@@ -251,6 +260,7 @@ impl ShardLoop {
             chats: Chats::new(settings.chat, settings.node, index as u16),
             chat_outboxes: HashMap::new(),
             next_sweep: Instant::now() + SWEEP_EVERY,
+            history,
             encoder: Encoder::new(),
             effects: Vec::new(),
         }
@@ -504,6 +514,33 @@ impl ShardLoop {
                             Push::Overflowed(_) | Push::AlreadyClosed => {
                                 gone_from_chats.push(session)
                             }
+                        }
+                    }
+                }
+                Effect::Persist(record) => self.history.persist(record),
+                Effect::HistoryPage {
+                    request_id,
+                    chat_id,
+                    before_id,
+                    limit,
+                    partial,
+                } => {
+                    if let Some(outbox) = reply_to {
+                        let job = PageJob {
+                            request_id,
+                            chat_id,
+                            partial,
+                            before_id,
+                            limit,
+                            reply_to: outbox.clone(),
+                        };
+                        if self.history.read(job).is_err() {
+                            let busy = crate::engine::Failure::new(
+                                crate::engine::Refusal::RateLimited,
+                                "history reads are backed up; retry shortly",
+                            );
+                            let bytes = wire::failure_frame(&mut self.encoder, request_id, &busy);
+                            outbox.push_reply(bytes, huddle_schema::wire::Body::Error);
                         }
                     }
                 }

@@ -476,3 +476,68 @@ async fn authors_edit_and_delete_operators_mute() {
             .is_ok());
     }
 }
+
+#[tokio::test]
+async fn history_survives_a_gateway_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let chat = "direct:keeper:reader";
+    let mut ids = Vec::new();
+    {
+        let gw = TestGateway::start_in(dir.path(), |_| {}).await;
+        let (keeper, _) = gw.client(&gw.ws_url, "keeper").await;
+        keeper.chat_join(chat).await.unwrap();
+        for i in 0..5 {
+            let sent = keeper
+                .chat_send(chat, &format!("note {i}"), ContentType::TEXT, None)
+                .await
+                .unwrap();
+            ids.push(sent.message_id);
+        }
+        keeper
+            .chat_edit(chat, ids[1], "note 1 (edited)")
+            .await
+            .unwrap();
+        keeper.chat_delete(chat, ids[2]).await.unwrap();
+        keeper.close().await;
+        assert!(gw.shutdown().await, "clean shutdown flushes history");
+    }
+    let gw = TestGateway::start_in(dir.path(), |_| {}).await;
+    for url in gw.urls() {
+        let (reader, _) = gw.client(&url, "reader").await;
+        reader.chat_join(chat).await.unwrap();
+        let page = reader.chat_history(chat, 0, 3).await.unwrap();
+        let got: Vec<(u64, String, bool)> = page
+            .messages
+            .iter()
+            .map(|m| (m.id, m.content.clone(), m.deleted))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (ids[4], "note 4".into(), false),
+                (ids[3], "note 3".into(), false),
+                (ids[2], String::new(), true)
+            ]
+        );
+        assert!(page.has_more);
+        let rest = reader.chat_history(chat, ids[2], 10).await.unwrap();
+        let got: Vec<&str> = rest.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(got, vec!["note 1 (edited)", "note 0"]);
+        assert!(!rest.has_more);
+        reader.close().await;
+    }
+    // New messages after the restart join the stored ones.
+    let (reader, _) = gw.client(&gw.ws_url, "reader").await;
+    reader.chat_join(chat).await.unwrap();
+    let sent = reader
+        .chat_send(chat, "back again", ContentType::TEXT, None)
+        .await
+        .unwrap();
+    assert!(
+        sent.message_id > ids[4],
+        "ids keep increasing across a restart"
+    );
+    let page = reader.chat_history(chat, 0, 2).await.unwrap();
+    assert_eq!(page.messages[0].content, "back again");
+    assert_eq!(page.messages[1].id, ids[4]);
+}

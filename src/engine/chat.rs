@@ -57,7 +57,7 @@ impl Default for ChatLimits {
 }
 
 /// Who speaks: what recipients see of a sender.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Author {
     pub id: UserId,
     pub username: Arc<str>,
@@ -74,7 +74,7 @@ pub struct Actor {
 }
 
 /// A stored chat message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     pub id: u64,
     pub chat_id: Arc<str>,
@@ -86,6 +86,19 @@ pub struct Message {
     pub edited_at_ms: i64,
     /// A tombstone: the content is gone.
     pub deleted: bool,
+}
+
+/// What chat history persists; the store writes each idempotently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryRecord {
+    /// A message, its edit, or its tombstone (upsert by chat and id).
+    Message(Arc<Message>),
+    /// A user's read cursor (upsert by chat and user).
+    ReadCursor {
+        chat_id: Arc<str>,
+        user_id: UserId,
+        up_to: u64,
+    },
 }
 
 /// An operator-created channel.
@@ -779,6 +792,7 @@ impl Chats {
         }
         // The sender has read what they wrote.
         chat.cursors.insert(user, message.id);
+        out.push(Effect::Persist(HistoryRecord::Message(message.clone())));
         out.push(Effect::Broadcast {
             chat: chat_id.clone(),
             event: Event::ChatMessage(message.clone()),
@@ -881,7 +895,8 @@ impl Chats {
                 (event, tombstone)
             }
         };
-        chat.recent[slot] = updated;
+        chat.recent[slot] = updated.clone();
+        out.push(Effect::Persist(HistoryRecord::Message(updated)));
         out.push(Effect::Broadcast {
             chat: chat_id.clone(),
             event,
@@ -1016,6 +1031,11 @@ impl Chats {
         }
         let read_up_to = *cursor;
         if advanced {
+            out.push(Effect::Persist(HistoryRecord::ReadCursor {
+                chat_id: chat_id.clone(),
+                user_id: user.clone(),
+                up_to: read_up_to,
+            }));
             out.push(Effect::Broadcast {
                 chat: chat_id.clone(),
                 event: Event::ChatRead {
@@ -1067,21 +1087,35 @@ impl Chats {
                 format!("join {chat_id} before reading its history"),
             );
         };
-        let mut older = chat
+        let mut messages: Vec<Arc<Message>> = chat
             .recent
             .iter()
             .rev()
-            .filter(|m| before_id == 0 || m.id < before_id);
-        let messages: Vec<Arc<Message>> = older.by_ref().take(limit).cloned().collect();
-        let has_more = older.next().is_some();
-        out.push(Effect::Reply {
-            request_id,
-            reply: Reply::ChatHistory {
+            .filter(|m| before_id == 0 || m.id < before_id)
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        if messages.len() > limit {
+            messages.truncate(limit);
+            out.push(Effect::Reply {
+                request_id,
+                reply: Reply::ChatHistory {
+                    chat_id: chat_id.clone(),
+                    messages,
+                    has_more: true,
+                },
+            });
+        } else {
+            // The recent buffer ran out: the rest (and whether there is
+            // more) comes from the history store.
+            out.push(Effect::HistoryPage {
+                request_id,
                 chat_id: chat_id.clone(),
-                messages,
-                has_more,
-            },
-        });
+                before_id,
+                limit: limit - messages.len(),
+                partial: messages,
+            });
+        }
     }
 }
 
@@ -1300,14 +1334,10 @@ mod tests {
             before_id: 0,
             limit: 100,
         });
-        let Some(Effect::Reply {
-            reply: Reply::ChatHistory { messages, .. },
-            ..
-        }) = history.last()
-        else {
-            panic!()
+        let Some(Effect::HistoryPage { partial, .. }) = history.last() else {
+            panic!("expected a store page: {history:?}")
         };
-        assert_eq!(messages.len(), 1, "only the valid message was stored");
+        assert_eq!(partial.len(), 1, "only the valid message was kept");
     }
 
     #[test]

@@ -189,6 +189,17 @@ pub enum Effect {
         request_id: u64,
         failure: Failure,
     },
+    /// Hand a record to the history writer (asynchronous; never waited on).
+    Persist(chat::HistoryRecord),
+    /// Finish a history page from the store: `partial` came from memory,
+    /// `limit` more are wanted older than `partial`'s oldest (or `before_id`).
+    HistoryPage {
+        request_id: u64,
+        chat_id: Arc<str>,
+        before_id: u64,
+        limit: usize,
+        partial: Vec<Arc<chat::Message>>,
+    },
     /// Queue `event` to every session in `chat` but `except`, encoded once.
     Broadcast {
         chat: Arc<str>,

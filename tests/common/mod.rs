@@ -24,7 +24,7 @@ pub struct TestGateway {
     pub ws_url: String,
     pub quic_url: String,
     pub cert_pem: Vec<u8>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// A config with ephemeral ports, a temp data dir and a fixed secret.
@@ -48,7 +48,15 @@ impl TestGateway {
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = base_config(dir.path());
+        let mut gw = Self::start_in(dir.path(), tweak).await;
+        gw._dir = Some(dir);
+        gw
+    }
+
+    /// A gateway whose data (dev secret, certificate, history) lives in
+    /// `dir`, which outlives it: start another on the same `dir` to restart.
+    pub async fn start_in(dir: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = base_config(dir);
         tweak(&mut config);
         let running = gateway::start(config).await.expect("gateway starts");
         let cert_pem = std::fs::read(&running.cert_path).unwrap();
@@ -57,7 +65,7 @@ impl TestGateway {
             quic_url: format!("quic://{}", running.quic_addr),
             cert_pem,
             running: Some(running),
-            _dir: dir,
+            _dir: None,
         }
     }
 

@@ -1,0 +1,184 @@
+//! Chat history behind one trait, [`HistoryStore`], shaped for a
+//! wide-column store: every record has a partition key (the chat) and a
+//! clustering key (the message id, newest first), writes are idempotent
+//! upserts by primary key, and every read is one partition slice — no joins,
+//! no scans of everything. [`embedded`] implements it for a single node; the
+//! ScyllaDB implementation plugs in beside it.
+//!
+//! [`History`] is the shell around a store: a writer thread that batches
+//! records into transactions (engines only enqueue) and a reader thread that
+//! answers history pages straight into session outboxes. Neither ever runs
+//! on a shard thread.
+
+pub mod embedded;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use huddle_schema::Encoder;
+
+use crate::engine::chat::Message;
+use crate::engine::Reply;
+use crate::outbox::Outbox;
+use crate::wire;
+
+/// One record to persist, as the engines produce it. Writing the same
+/// record twice is harmless.
+pub use crate::engine::chat::HistoryRecord as Record;
+
+/// A storage failure, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("history store: {0}")]
+pub struct StoreError(pub String);
+
+/// Where chat history lives.
+pub trait HistoryStore: Send + Sync + 'static {
+    /// Persists a batch atomically where the store can; idempotent.
+    fn write(&self, batch: &[Record]) -> Result<(), StoreError>;
+    /// Up to `limit` messages of `chat_id` with id < `before_id` (0 = no
+    /// bound), newest first.
+    fn messages(
+        &self,
+        chat_id: &str,
+        before_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Message>>, StoreError>;
+    /// A user's read cursor in a chat.
+    fn read_cursor(&self, chat_id: &str, user_id: &str) -> Result<Option<u64>, StoreError>;
+}
+
+/// A history page the engine could not fill from its recent buffer.
+pub struct PageJob {
+    pub request_id: u64,
+    pub chat_id: Arc<str>,
+    /// What the recent buffer held, newest first.
+    pub partial: Vec<Arc<Message>>,
+    /// Messages still wanted, older than the oldest in `partial` (or than
+    /// `before_id` when `partial` is empty).
+    pub before_id: u64,
+    pub limit: usize,
+    pub reply_to: Arc<Outbox>,
+}
+
+/// Records waiting for the writer. Full: the shard waits (backpressure
+/// reaches clients as RATE_LIMITED from full mailboxes) — history is never
+/// dropped.
+const WRITE_QUEUE: usize = 65_536;
+/// History pages waiting for the reader. Full: the request is answered
+/// RATE_LIMITED by the shard.
+const READ_QUEUE: usize = 4_096;
+/// Records per write transaction at most.
+const WRITE_BATCH: usize = 4_096;
+
+/// The running history service: a writer and a reader thread over a store.
+#[derive(Clone)]
+pub struct History {
+    writes: Sender<Record>,
+    reads: Sender<PageJob>,
+}
+
+/// The service's threads, joined at shutdown after every [`History`] handle
+/// is dropped (the writer drains what is queued first).
+pub struct HistoryThreads {
+    joins: Vec<JoinHandle<()>>,
+}
+
+impl History {
+    pub fn start(store: Arc<dyn HistoryStore>) -> (History, HistoryThreads) {
+        let (writes, write_rx) = bounded::<Record>(WRITE_QUEUE);
+        let (reads, read_rx) = bounded::<PageJob>(READ_QUEUE);
+        let writer_store = store.clone();
+        let writer = std::thread::Builder::new()
+            .name("huddle-history-writer".into())
+            .spawn(move || write_loop(&*writer_store, write_rx))
+            .expect("spawning the history writer at start-up");
+        let reader = std::thread::Builder::new()
+            .name("huddle-history-reader".into())
+            .spawn(move || read_loop(&*store, read_rx))
+            .expect("spawning the history reader at start-up");
+        (
+            History { writes, reads },
+            HistoryThreads {
+                joins: vec![writer, reader],
+            },
+        )
+    }
+
+    /// Queues a record; waits only when the writer is a full queue behind.
+    pub fn persist(&self, record: Record) {
+        if self.writes.send(record).is_err() {
+            tracing::error!("history writer is gone; record not persisted");
+        }
+    }
+
+    /// Hands a page to the reader; gives it back when the reader is busy.
+    pub fn read(&self, job: PageJob) -> Result<(), PageJob> {
+        self.reads.try_send(job).map_err(|e| e.into_inner())
+    }
+}
+
+impl HistoryThreads {
+    pub fn join(self) {
+        for j in self.joins {
+            let _ = j.join();
+        }
+    }
+}
+
+fn write_loop(store: &dyn HistoryStore, rx: Receiver<Record>) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        // Retry until it lands: dropping history is not an option, and the
+        // queue behind us holds the shards back meanwhile.
+        let mut wait = std::time::Duration::from_millis(10);
+        while let Err(e) = store.write(&batch) {
+            tracing::error!(error = %e, records = batch.len(), "history write failed; retrying");
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(std::time::Duration::from_secs(5));
+        }
+        batch.clear();
+    }
+}
+
+fn read_loop(store: &dyn HistoryStore, rx: Receiver<PageJob>) {
+    let mut enc = Encoder::new();
+    while let Ok(job) = rx.recv() {
+        let mut messages = job.partial;
+        let before = messages.last().map_or(job.before_id, |m| m.id);
+        let frame = match store.messages(&job.chat_id, before, job.limit + 1) {
+            Ok(mut older) => {
+                let has_more = older.len() > job.limit;
+                older.truncate(job.limit);
+                messages.extend(older);
+                let reply = Reply::ChatHistory {
+                    chat_id: job.chat_id,
+                    messages,
+                    has_more,
+                };
+                wire::reply_frame(&mut enc, job.request_id, &reply)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "history read failed");
+                let f = crate::engine::Failure::new(
+                    crate::engine::Refusal::RateLimited,
+                    "history is unavailable right now; retry shortly",
+                );
+                Some((
+                    wire::failure_frame(&mut enc, job.request_id, &f),
+                    huddle_schema::wire::Body::Error,
+                ))
+            }
+        };
+        if let Some((bytes, body)) = frame {
+            job.reply_to.push_reply(bytes, body);
+        }
+    }
+}
