@@ -9,12 +9,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 log=${LOG:-/tmp/huddle-loadtest-gateway.log}
+# Each run gets a fresh data directory (dev secret, certificate, history), so
+# runs are independent; the load generator reads the same directory.
+data=$(mktemp -d /tmp/huddle-loadtest-data.XXXXXX)
+export HUDDLE_SERVER__DATA_DIR=$data
 cargo build --release -q -p huddle -p huddle-loadtest >&2
 bin=$CARGO_TARGET_DIR/release
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 "$bin/huddle" serve >"$log" 2>&1 &
 gw=$!
-trap 'kill $gw 2>/dev/null; wait $gw 2>/dev/null || true' EXIT
+trap 'kill $gw 2>/dev/null; wait $gw 2>/dev/null || true; rm -rf "$data"' EXIT
 for _ in $(seq 100); do grep -q listening "$log" && break; sleep 0.1; done
 grep -q listening "$log" || { echo "gateway did not start; see $log" >&2; exit 1; }
-"$bin/huddle-loadtest" "$@" --server-pid "$gw"
+"$bin/huddle-loadtest" "$@" --data-dir "$data" --server-pid "$gw"

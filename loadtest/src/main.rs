@@ -7,15 +7,19 @@
 //! --interval-ms --duration-s --hold-s --concurrency --source-ips --server-pid
 //! --threads`) plus `--url ws://HOST:PORT` or `quic://HOST:PORT` and the
 //! key/trust flags of a Huddle deployment (`--jwt-secret`, `--data-dir`,
-//! `--ca-cert`, `--insecure`).
+//! `--ca-cert`, `--insecure`); chat-fanout also takes the operator API it
+//! creates its rooms' channels with (`--admin-url`, `--admin-token`) and a
+//! `--run-id` that keeps the rooms of different runs apart.
 //!
 //! # Layout
 //! - [`sys`]: the file limit, source addresses, `/proc` sampling.
+//! - [`admin`]: the gateway's operator API (channel creation).
 //! - [`setup`]: what every scenario shares: tokens, TLS trust, one
 //!   connection's handshake and heartbeats, the setup phase's counters.
 //! - [`report`]: the JSON report and the stderr summary.
 //! - [`scenario`]: the scenarios, one module each.
 
+mod admin;
 mod report;
 mod scenario;
 mod setup;
@@ -97,14 +101,43 @@ pub(crate) struct Args {
     /// Accept any server certificate (development only).
     #[arg(long)]
     pub(crate) insecure: bool,
+    /// chat-fanout: the gateway's operator API, where each room's channel is created.
+    #[arg(long, default_value = "http://127.0.0.1:7352")]
+    pub(crate) admin_url: String,
+    /// chat-fanout: bearer token for the operator API (the gateway's
+    /// `server.admin_token`), when it has one. Not echoed in the report.
+    #[arg(long, env = "HUDDLE_ADMIN_TOKEN", hide_env_values = true)]
+    #[serde(skip)]
+    pub(crate) admin_token: Option<String>,
+    /// chat-fanout: prefix of the rooms' channels, `channel:<run-id>-lt-room-<k>`,
+    /// so runs against one gateway never share a room [default: this process's id].
+    #[arg(long, value_parser = parse_run_id)]
+    pub(crate) run_id: Option<String>,
+}
+
+impl Args {
+    /// `--run-id`, or this process's id.
+    pub(crate) fn run_id(&self) -> String {
+        self.run_id
+            .clone()
+            .unwrap_or_else(|| std::process::id().to_string())
+    }
+}
+
+/// A run id: 1 to 64 of `[A-Za-z0-9._-]`, so that it fits any channel name.
+fn parse_run_id(s: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("use 1 to 64 characters of A-Z a-z 0-9 . _ -".into())
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.scenario == Scenario::ChatFanout {
-        eprintln!("scenario chat-fanout arrives with the chat engine");
-        return ExitCode::from(2);
-    }
     match run(&args) {
         Ok(report) => {
             println!("{report}");

@@ -49,6 +49,9 @@ pub(crate) struct Params {
     pub(crate) data_dir: PathBuf,
     pub(crate) ca_cert: Option<PathBuf>,
     pub(crate) insecure: bool,
+    pub(crate) admin_url: String,
+    /// `--run-id` as used.
+    pub(crate) run_id: String,
 }
 
 impl Params {
@@ -69,6 +72,8 @@ impl Params {
             data_dir: args.data_dir.clone(),
             ca_cert: args.ca_cert.clone(),
             insecure: args.insecure,
+            admin_url: args.admin_url.clone(),
+            run_id: args.run_id(),
         }
     }
 }
@@ -201,6 +206,8 @@ mod tests {
                 data_dir: "huddle-data".into(),
                 ca_cert: None,
                 insecure: false,
+                admin_url: "http://127.0.0.1:7352".into(),
+                run_id: "7".into(),
             },
             connections: 10,
             duration_s: 0.5,

@@ -24,7 +24,7 @@ use huddle_client::transport::{
     connect_raw, RawConnection, TlsOptions, Transport, MAX_INBOUND_FRAME_BYTES,
 };
 use huddle_client::ClientError;
-use huddle_schema::wire::Body;
+use huddle_schema::wire::{Body, Frame};
 use huddle_schema::{error_code_name, verify_frame, Encoder, PROTOCOL_VERSION};
 use jsonwebtoken::{EncodingKey, Header};
 use serde::Serialize;
@@ -49,6 +49,11 @@ const ERRORS_SHOWN: u64 = 10;
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
+/// Heartbeat `Ping`s sent by all sessions of this process, for the summary.
+pub(crate) static PINGS_SENT: AtomicU64 = AtomicU64::new(0);
+/// The highest `ack_seq` any of those `Ping`s carried.
+pub(crate) static MAX_ACK_SEQ: AtomicU64 = AtomicU64::new(0);
+
 /// Starts the process-wide clock that [`now_ns`] counts from.
 pub(crate) fn init_clock() {
     EPOCH.get_or_init(Instant::now);
@@ -72,7 +77,8 @@ thread_local! {
     static ENCODER: RefCell<Encoder> = RefCell::new(Encoder::new());
 }
 
-fn encode(f: impl FnOnce(&mut Encoder) -> Bytes) -> Bytes {
+/// Builds one frame with this thread's [`Encoder`].
+pub(crate) fn encode(f: impl FnOnce(&mut Encoder) -> Bytes) -> Bytes {
     ENCODER.with(|e| f(&mut e.borrow_mut()))
 }
 
@@ -410,15 +416,22 @@ impl Session {
     }
 
     /// Acts on `event`: sends the heartbeat `Ping`, answers a server `Ping`
-    /// with `Pong`, fails on `GoAway` or a closing `Error`. Returns the frame
-    /// when it is one for the scenario (not a heartbeat). Not cancel-safe:
-    /// it may be sending.
-    pub(crate) async fn handle(&mut self, event: Event) -> Result<Option<Bytes>, Failure> {
+    /// with `Pong`, fails on `GoAway` or a closing `Error`. Any other frame
+    /// (replies, events, non-closing errors) goes to `scenario`, already
+    /// verified, and its result is returned; `None` when the event was the
+    /// session's own business. Not cancel-safe: it may be sending.
+    pub(crate) async fn handle<R>(
+        &mut self,
+        event: Event,
+        scenario: impl FnOnce(Frame<'_>) -> R,
+    ) -> Result<Option<R>, Failure> {
         let frame = match event {
             Event::Heartbeat => {
                 let ack_seq = self.ack_seq;
                 let ping = encode(|enc| enc.ping(0, ack_seq, unix_ms()));
                 self.send(ping).await?;
+                PINGS_SENT.fetch_add(1, Relaxed);
+                MAX_ACK_SEQ.fetch_max(ack_seq, Relaxed);
                 return Ok(None);
             }
             Event::Frame(frame) => frame,
@@ -449,7 +462,7 @@ impl Session {
                     anyhow!("closing server error {code}: {message}"),
                 ))
             }
-            _ => Ok(Some(frame)),
+            _ => Ok(Some(scenario(parsed))),
         }
     }
 

@@ -70,6 +70,9 @@ const WRITE_QUEUE: usize = 65_536;
 const READ_QUEUE: usize = 4_096;
 /// Records per write transaction at most.
 const WRITE_BATCH: usize = 4_096;
+/// How long the writer gathers records before committing: one durable
+/// commit per linger instead of one per message (delivery never waits on it).
+const WRITE_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The running history service: a writer and a reader thread over a store.
 #[derive(Clone)]
@@ -130,9 +133,11 @@ fn write_loop(store: &dyn HistoryStore, rx: Receiver<Record>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while let Ok(first) = rx.recv() {
         batch.push(first);
+        let linger_until = std::time::Instant::now() + WRITE_LINGER;
         while batch.len() < WRITE_BATCH {
-            match rx.try_recv() {
+            match rx.recv_deadline(linger_until) {
                 Ok(r) => batch.push(r),
+                // Timed out, or the shards are gone: commit what we have.
                 Err(_) => break,
             }
         }

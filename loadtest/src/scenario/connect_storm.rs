@@ -126,7 +126,7 @@ async fn client(setup: Arc<Setup>, i: u32, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => break,
         };
         let handled = match event {
-            Ok(event) => session.handle(event).await,
+            Ok(event) => session.handle(event, |_| ()).await.map(drop),
             Err(failure) => Err(failure),
         };
         if let Err(failure) = handled {

@@ -4,15 +4,14 @@
 //!
 //! A scenario module gets a ready [`Setup`] (shared by all its client tasks)
 //! and a started [`Probes`], runs its clients, and returns the [`Report`].
-//! `chat-fanout` is parsed but not run yet; it will be one more module here.
 
+mod chat_fanout;
 mod connect_storm;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use huddle_client::transport::Transport;
 use tokio::time::sleep;
 
@@ -48,7 +47,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<report::Report> {
         Scenario::ConnectStorm => {
             connect_storm::run(args, transport, source_ips, setup, probes).await
         }
-        Scenario::ChatFanout => bail!("scenario chat-fanout arrives with the chat engine"),
+        Scenario::ChatFanout => chat_fanout::run(args, transport, source_ips, setup, probes).await,
     }
 }
 
