@@ -61,7 +61,9 @@ pub struct ServerConfig {
     /// Where the dev secret, the self-signed certificate and (later) the
     /// embedded store live.
     pub data_dir: PathBuf,
-    /// Tokio I/O worker threads; 0 = available cores.
+    /// Tokio I/O worker threads; 0 = half the available cores (at least
+    /// one), so that I/O workers and shard threads together do not
+    /// oversubscribe the cores.
     pub io_threads: usize,
     /// Connections refused above this many (each holds a file descriptor).
     pub max_connections: usize,
@@ -187,7 +189,7 @@ impl Default for SessionConfig {
             handshake_timeout_ms: 10_000,
             resume_window_ms: 30_000,
             max_frame_bytes: huddle_schema::DEFAULT_MAX_FRAME_BYTES as u32,
-            ws_read_buffer_bytes: 256,
+            ws_read_buffer_bytes: 128,
             outbound_queue: 1024,
             outbound_queue_bytes: 4 << 20,
             volatile_shed_at: 512,
@@ -255,6 +257,15 @@ impl Config {
         let config: Config = fig.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Resolved I/O worker count.
+    pub fn io_thread_count(&self) -> usize {
+        if self.server.io_threads == 0 {
+            (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
+        } else {
+            self.server.io_threads
+        }
     }
 
     /// Resolved shard count.

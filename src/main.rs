@@ -84,9 +84,7 @@ fn main() -> anyhow::Result<()> {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if config.server.io_threads > 0 {
-        rt.worker_threads(config.server.io_threads);
-    }
+    rt.worker_threads(config.io_thread_count());
     let rt = rt.thread_name("huddle-io").enable_all().build()?;
     rt.block_on(async move {
         let running = huddle::gateway::start(config).await?;

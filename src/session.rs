@@ -339,10 +339,19 @@ async fn handshake<R: FrameReader, W: FrameWriter>(
         .any(|r| r == "operator" || r == "moderator");
     let attached = Attached {
         session,
-        author: Author {
-            id: identity.user_id.clone(),
-            username: Arc::from(identity.username.as_str()),
-            display_name: Arc::from(identity.display_name.as_str()),
+        author: {
+            let username: Arc<str> = Arc::from(identity.username.as_str());
+            // Usually the same text: share it rather than hold it twice.
+            let display_name = if identity.display_name == identity.username {
+                username.clone()
+            } else {
+                Arc::from(identity.display_name.as_str())
+            };
+            Author {
+                id: identity.user_id.clone(),
+                username,
+                display_name,
+            }
         },
         operator,
         user: identity.user_id,
@@ -437,6 +446,10 @@ async fn run<R: FrameReader, W: FrameWriter>(
     (end, conn.joined)
 }
 
+/// The connection's steady state. `drain` is boxed where it is awaited: it
+/// is the largest state (a pinned send plus its select), and inline it would
+/// size every idle connection's task; one small allocation per wake-up
+/// (not per frame) is the cheaper side of that trade.
 async fn serve_loop<R: FrameReader, W: FrameWriter>(
     conn: &mut Conn<'_>,
     tick: &mut Interval,
@@ -453,7 +466,7 @@ async fn serve_loop<R: FrameReader, W: FrameWriter>(
         tokio::select! {
             _ = gw.shutdown.cancelled() => return End::Shutdown,
             _ = at.wake.notified() => {
-                if let Err(end) = drain(conn, wr, tick).await {
+                if let Err(end) = Box::pin(drain(conn, wr, tick)).await {
                     return end;
                 }
             }
@@ -473,7 +486,7 @@ async fn serve_loop<R: FrameReader, W: FrameWriter>(
                     let ping = encode(|e| e.ping(0, 0, unix_ms()));
                     at.outbox.push_reply(ping, Body::Ping);
                 }
-                if let Err(end) = drain(conn, wr, tick).await {
+                if let Err(end) = Box::pin(drain(conn, wr, tick)).await {
                     return end;
                 }
             }
