@@ -337,6 +337,27 @@ pub fn parse_chat_id(id: &str) -> Result<(Kind, &str), Failure> {
     Ok((kind, rest))
 }
 
+/// The chat, if `session` has joined it.
+fn joined<'a>(
+    chats: &'a HashMap<Arc<str>, Chat>,
+    chat_id: &str,
+    session: SessionId,
+) -> Option<&'a Chat> {
+    chats
+        .get(chat_id)
+        .filter(|c| c.sessions.contains_key(&session))
+}
+
+fn joined_mut<'a>(
+    chats: &'a mut HashMap<Arc<str>, Chat>,
+    chat_id: &str,
+    session: SessionId,
+) -> Option<&'a mut Chat> {
+    chats
+        .get_mut(chat_id)
+        .filter(|c| c.sessions.contains_key(&session))
+}
+
 /// Message content rules, for sends and edits.
 fn check_content(content: &str, max_chars: usize) -> Result<(), Failure> {
     if content.is_empty() {
@@ -676,11 +697,7 @@ impl Chats {
         out: &mut Vec<Effect>,
     ) {
         let limits = self.limits;
-        let Some(chat) = self
-            .chats
-            .get_mut(chat_id)
-            .filter(|c| c.sessions.contains_key(&session))
-        else {
+        let Some(chat) = joined_mut(&mut self.chats, chat_id, session) else {
             return fail(
                 out,
                 request_id,
@@ -823,11 +840,7 @@ impl Chats {
         out: &mut Vec<Effect>,
     ) {
         let limits = self.limits;
-        let Some(chat) = self
-            .chats
-            .get_mut(chat_id)
-            .filter(|c| c.sessions.contains_key(&session))
-        else {
+        let Some(chat) = joined_mut(&mut self.chats, chat_id, session) else {
             return fail(
                 out,
                 request_id,
@@ -968,11 +981,7 @@ impl Chats {
         out: &mut Vec<Effect>,
     ) {
         let every = self.limits.typing_every;
-        let Some(chat) = self
-            .chats
-            .get_mut(chat_id)
-            .filter(|c| c.sessions.contains_key(&session))
-        else {
+        let Some(chat) = joined_mut(&mut self.chats, chat_id, session) else {
             return; // a volatile signal: not in the chat, nothing to tell
         };
         let Some(member) = chat.users.get_mut(&actor.author.id) else {
@@ -1006,11 +1015,7 @@ impl Chats {
         message_id: u64,
         out: &mut Vec<Effect>,
     ) {
-        let Some(chat) = self
-            .chats
-            .get_mut(chat_id)
-            .filter(|c| c.sessions.contains_key(&session))
-        else {
+        let Some(chat) = joined_mut(&mut self.chats, chat_id, session) else {
             return fail(
                 out,
                 request_id,
@@ -1075,11 +1080,7 @@ impl Chats {
                 format!("history limit must be 1 to {MAX_PAGE}"),
             );
         }
-        let Some(chat) = self
-            .chats
-            .get(chat_id)
-            .filter(|c| c.sessions.contains_key(&session))
-        else {
+        let Some(chat) = joined(&self.chats, chat_id, session) else {
             return fail(
                 out,
                 request_id,
