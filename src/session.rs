@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use huddle_schema::encode::{PresenceEntry, WelcomeFields};
+use huddle_schema::encode::{PresenceEntry, UnreadRow, WelcomeFields};
 use huddle_schema::wire::{self, Body, ErrorCode, PresenceStatus};
 use huddle_schema::{verify_frame, Encoder, FrameError, PROTOCOL_VERSION};
 use tokio::sync::{oneshot, Notify};
@@ -23,7 +23,7 @@ use tokio::time::{timeout, Interval, MissedTickBehavior};
 use crate::auth::Identity;
 use crate::engine::chat::{self, Actor, Author};
 use crate::engine::users::Command;
-use crate::engine::{SessionId, Status, UserId};
+use crate::engine::{Failure, Refusal, SessionId, Status, UserId};
 use crate::gateway::Gateway;
 use crate::limits::TokenBucket;
 use crate::metrics::{metrics, TransportKind};
@@ -32,6 +32,9 @@ use crate::shard::{ResumeFailure, ShardMsg};
 
 /// Most user ids one presence query may name.
 pub const MAX_PRESENCE_IDS: usize = 500;
+
+/// Most chats one unread-count query may name.
+pub const MAX_UNREAD_CHATS: usize = 100;
 
 /// Most chats one connection may be in at once.
 pub const MAX_CHATS_PER_CONNECTION: usize = 256;
@@ -678,7 +681,8 @@ impl Conn<'_> {
             | Body::ChatHistory
             | Body::ChatEdit
             | Body::ChatDelete
-            | Body::ChatMute => {
+            | Body::ChatMute
+            | Body::ChatUnread => {
                 if request_id == 0 {
                     let msg = format!(
                         "{} needs a non-zero request_id",
@@ -699,6 +703,8 @@ impl Conn<'_> {
                     self.echo(request_id, echo);
                 } else if let Some(query) = frame.body_as_presence_query() {
                     self.presence(request_id, query);
+                } else if let Some(query) = frame.body_as_chat_unread() {
+                    self.unread(request_id, query);
                 } else {
                     self.chat_request(request_id, &frame);
                 }
@@ -844,6 +850,82 @@ impl Conn<'_> {
         if self.gw.shards.try_send(shard, msg).is_err() && request_id != 0 {
             self.busy(request_id, shard);
         }
+    }
+
+    /// Unread counts over chats that may live on several shards: ask each
+    /// shard for its part, answer once with rows in the order asked.
+    fn unread(&mut self, request_id: u64, query: wire::ChatUnread<'_>) {
+        let asked = query.chat_ids().map_or(0, |v| v.len());
+        if asked > MAX_UNREAD_CHATS {
+            let msg = format!("{asked} chats asked; at most {MAX_UNREAD_CHATS} per query");
+            self.error(request_id, ErrorCode::INVALID_ARGUMENT, &msg, false);
+            return;
+        }
+        let ids: Vec<Arc<str>> = query
+            .chat_ids()
+            .map(|v| v.iter().map(Arc::from).collect())
+            .unwrap_or_default();
+        let shards = &self.gw.shards;
+        let mut by_shard: Vec<Vec<Arc<str>>> = vec![Vec::new(); shards.count()];
+        for id in &ids {
+            by_shard[shards.of_chat(id)].push(id.clone());
+        }
+        let mut pending = Vec::new();
+        for (shard, chat_ids) in by_shard.into_iter().enumerate() {
+            if chat_ids.is_empty() {
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            let msg = ShardMsg::ChatUnread {
+                actor: self.actor(),
+                chat_ids,
+                reply: tx,
+            };
+            if shards.try_send(shard, msg).is_err() {
+                self.busy(request_id, shard);
+                return;
+            }
+            pending.push(rx);
+        }
+        let outbox = self.at.outbox.clone();
+        tokio::spawn(async move {
+            let mut rows = std::collections::HashMap::new();
+            let mut refused = None;
+            for rx in pending {
+                match rx.await {
+                    Ok(Ok(part)) => rows.extend(part.into_iter().map(|r| (r.chat_id.clone(), r))),
+                    Ok(Err(f)) => refused = refused.or(Some(f)),
+                    Err(_) => {
+                        let f =
+                            Failure::new(Refusal::RateLimited, "a shard is shutting down; retry");
+                        refused = refused.or(Some(f));
+                    }
+                }
+            }
+            let (bytes, body) = match refused {
+                Some(f) => (
+                    encode(|e| crate::wire::failure_frame(e, request_id, &f)),
+                    Body::Error,
+                ),
+                None => {
+                    let out: Vec<UnreadRow> = ids
+                        .iter()
+                        .filter_map(|id| rows.get(id))
+                        .map(|r| UnreadRow {
+                            chat_id: r.chat_id.to_string(),
+                            read_up_to: r.read_up_to,
+                            unread: r.unread,
+                            last_message_id: r.last_message_id,
+                        })
+                        .collect();
+                    (
+                        encode(|e| e.chat_unread_counts(request_id, &out)),
+                        Body::ChatUnreadCounts,
+                    )
+                }
+            };
+            outbox.push_reply(bytes, body);
+        });
     }
 
     fn busy(&self, request_id: u64, shard: usize) {

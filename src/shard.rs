@@ -97,6 +97,12 @@ pub enum ShardMsg {
         reply_to: Arc<Outbox>,
         member: Option<Arc<Outbox>>,
     },
+    /// Unread counts of this shard's chats among those a user asked for.
+    ChatUnread {
+        actor: chat::Actor,
+        chat_ids: Vec<Arc<str>>,
+        reply: oneshot::Sender<Result<Vec<chat::UnreadCount>, Failure>>,
+    },
     /// An operator creates or reconfigures a channel.
     CreateChannel {
         spec: ChannelSpec,
@@ -418,6 +424,13 @@ impl ShardLoop {
                         self.chat_outboxes.remove(&session);
                     }
                 }
+            }
+            ShardMsg::ChatUnread {
+                actor,
+                chat_ids,
+                reply,
+            } => {
+                let _ = reply.send(self.chats.unread(&NoLobbies, &actor, &chat_ids));
             }
             ShardMsg::CreateChannel { spec, reply } => {
                 let cmd = chat::Command::CreateChannel(spec);

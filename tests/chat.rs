@@ -541,3 +541,59 @@ async fn history_survives_a_gateway_restart() {
     assert_eq!(page.messages[0].content, "back again");
     assert_eq!(page.messages[1].id, ids[4]);
 }
+
+#[tokio::test]
+async fn unread_counts_across_chats_and_shards() {
+    let gw = TestGateway::start().await;
+    create_channel(&gw, r#"{"name":"news-a"}"#).await;
+    create_channel(&gw, r#"{"name":"news-b"}"#).await;
+    create_channel(&gw, r#"{"name":"vip","public":false}"#).await;
+    for (n, url) in gw.urls().into_iter().enumerate() {
+        let (writer, _) = gw.client(&url, &format!("writer{n}")).await;
+        let (reader, _) = gw.client(&url, &format!("reader{n}")).await;
+        let chats = ["channel:news-a", "channel:news-b"];
+        for chat in chats {
+            writer.chat_join(chat).await.unwrap();
+            reader.chat_join(chat).await.unwrap();
+        }
+        let mut last = 0;
+        for i in 0..3 {
+            last = writer
+                .chat_send(chats[0], &format!("a{i}"), ContentType::TEXT, None)
+                .await
+                .unwrap()
+                .message_id;
+        }
+        writer
+            .chat_send(chats[1], "b0", ContentType::TEXT, None)
+            .await
+            .unwrap();
+        let before = reader.chat_unread(&chats).await.unwrap();
+        let a0 = before[0].clone();
+        reader.chat_read(chats[0], last).await.unwrap();
+        let after = reader.chat_unread(&chats).await.unwrap();
+        assert_eq!(
+            after.iter().map(|r| r.chat_id.as_str()).collect::<Vec<_>>(),
+            chats,
+            "rows in the order asked"
+        );
+        assert_eq!(after[0].unread, 0);
+        assert_eq!(after[0].read_up_to, last);
+        assert_eq!(after[1].unread, before[1].unread);
+        assert_eq!(
+            a0.unread,
+            3 * (n as u32 + 1),
+            "a new reader has every message of news-a unread (3 per round so far)"
+        );
+        assert_eq!(
+            code(reader.chat_unread(&["channel:vip"]).await.unwrap_err()),
+            ErrorCode::ACCESS_DENIED
+        );
+        let too_many: Vec<String> = (0..101).map(|i| format!("channel:x{i}")).collect();
+        let refs: Vec<&str> = too_many.iter().map(String::as_str).collect();
+        assert_eq!(
+            code(reader.chat_unread(&refs).await.unwrap_err()),
+            ErrorCode::INVALID_ARGUMENT
+        );
+    }
+}

@@ -103,6 +103,15 @@ pub struct JoinedFields<'a> {
     pub read_up_to: u64,
 }
 
+/// One row of a [`wire::ChatUnreadCounts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadRow {
+    pub chat_id: String,
+    pub read_up_to: u64,
+    pub unread: u32,
+    pub last_message_id: u64,
+}
+
 /// A reusable frame builder. Not `Sync`: each owner keeps its own.
 pub struct Encoder {
     fbb: FlatBufferBuilder<'static>,
@@ -713,6 +722,45 @@ impl Encoder {
             },
         );
         self.finish_frame(request_id, 0, Body::ChatMuted, body.as_union_value())
+    }
+
+    pub fn chat_unread<S: AsRef<str>>(&mut self, request_id: u64, chat_ids: &[S]) -> Bytes {
+        let ids: Vec<_> = chat_ids
+            .iter()
+            .map(|c| self.fbb.create_string(c.as_ref()))
+            .collect();
+        let ids = self.fbb.create_vector(&ids);
+        let body = wire::ChatUnread::create(
+            &mut self.fbb,
+            &wire::ChatUnreadArgs {
+                chat_ids: Some(ids),
+            },
+        );
+        self.finish_frame(request_id, 0, Body::ChatUnread, body.as_union_value())
+    }
+
+    pub fn chat_unread_counts(&mut self, request_id: u64, rows: &[UnreadRow]) -> Bytes {
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                let chat_id = self.fbb.create_string(&r.chat_id);
+                wire::ChatUnreadRow::create(
+                    &mut self.fbb,
+                    &wire::ChatUnreadRowArgs {
+                        chat_id: Some(chat_id),
+                        read_up_to: r.read_up_to,
+                        unread: r.unread,
+                        last_message_id: r.last_message_id,
+                    },
+                )
+            })
+            .collect();
+        let rows = self.fbb.create_vector(&rows);
+        let body = wire::ChatUnreadCounts::create(
+            &mut self.fbb,
+            &wire::ChatUnreadCountsArgs { chats: Some(rows) },
+        );
+        self.finish_frame(request_id, 0, Body::ChatUnreadCounts, body.as_union_value())
     }
 
     /// chat:member:joined / chat:member:left, reliable.

@@ -101,6 +101,16 @@ pub enum HistoryRecord {
     },
 }
 
+/// One chat's unread count for a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadCount {
+    pub chat_id: Arc<str>,
+    pub read_up_to: u64,
+    /// Messages after the cursor among those kept in memory.
+    pub unread: u32,
+    pub last_message_id: u64,
+}
+
 /// An operator-created channel.
 #[derive(Debug, Clone, Default)]
 pub struct ChannelSpec {
@@ -516,6 +526,75 @@ impl Chats {
         });
     }
 
+    /// The access rule of the reference design: who may join (and read) a
+    /// chat, by its kind.
+    fn may_join(
+        &self,
+        lobbies: &dyn LobbyMembership,
+        actor: &Actor,
+        chat_id: &Arc<str>,
+    ) -> Result<Kind, Failure> {
+        let (kind, rest) = parse_chat_id(chat_id)?;
+        let user = &actor.author.id;
+        let allowed = match kind {
+            Kind::Direct => rest
+                .split_once(':')
+                .is_some_and(|(a, b)| a == &**user || b == &**user),
+            Kind::Lobby => match lobbies.lobby_member(rest, user) {
+                None => {
+                    let msg = format!("no lobby {rest:?}: {chat_id} does not exist");
+                    return Err(Failure::new(Refusal::ChatNotFound, msg));
+                }
+                Some(member) => member,
+            },
+            Kind::Channel => match self.chats.get(chat_id) {
+                None => {
+                    let msg = format!("no channel {chat_id}; operators create channels");
+                    return Err(Failure::new(Refusal::ChatNotFound, msg));
+                }
+                Some(c) => c.public || actor.operator || c.allowed.contains(user),
+            },
+        };
+        if allowed {
+            return Ok(kind);
+        }
+        let why = match kind {
+            Kind::Direct => "only its two participants may join a direct chat",
+            Kind::Lobby => "only the lobby's members may join its chat",
+            Kind::Channel => "this channel is restricted to its members",
+        };
+        Err(Failure::new(
+            Refusal::AccessDenied,
+            format!("cannot join {chat_id}: {why}"),
+        ))
+    }
+
+    /// Unread counts of chats on this shard for `actor`, in the order asked;
+    /// the first chat they may not read refuses the whole query.
+    pub fn unread(
+        &self,
+        lobbies: &dyn LobbyMembership,
+        actor: &Actor,
+        chat_ids: &[Arc<str>],
+    ) -> Result<Vec<UnreadCount>, Failure> {
+        chat_ids
+            .iter()
+            .map(|chat_id| {
+                self.may_join(lobbies, actor, chat_id)?;
+                let chat = self.chats.get(chat_id);
+                let read_up_to = chat
+                    .and_then(|c| c.cursors.get(&actor.author.id).copied())
+                    .unwrap_or(0);
+                Ok(UnreadCount {
+                    chat_id: chat_id.clone(),
+                    read_up_to,
+                    unread: chat.map_or(0, |c| c.unread_after(read_up_to)),
+                    last_message_id: chat.and_then(|c| c.recent.back()).map_or(0, |m| m.id),
+                })
+            })
+            .collect()
+    }
+
     fn join(
         &mut self,
         lobbies: &dyn LobbyMembership,
@@ -525,56 +604,16 @@ impl Chats {
         chat_id: Arc<str>,
         out: &mut Vec<Effect>,
     ) {
-        let (kind, rest) = match parse_chat_id(&chat_id) {
-            Ok(x) => x,
-            Err(f) => {
+        let kind = match self.may_join(lobbies, &actor, &chat_id) {
+            Ok(kind) => kind,
+            Err(failure) => {
                 return out.push(Effect::Fail {
                     request_id,
-                    failure: f,
+                    failure,
                 })
             }
         };
         let user = &actor.author.id;
-        let allowed = match kind {
-            Kind::Direct => rest
-                .split_once(':')
-                .is_some_and(|(a, b)| a == &**user || b == &**user),
-            Kind::Lobby => match lobbies.lobby_member(rest, user) {
-                None => {
-                    return fail(
-                        out,
-                        request_id,
-                        Refusal::ChatNotFound,
-                        format!("no lobby {rest:?}: {chat_id} does not exist"),
-                    )
-                }
-                Some(member) => member,
-            },
-            Kind::Channel => match self.chats.get(&chat_id) {
-                None => {
-                    return fail(
-                        out,
-                        request_id,
-                        Refusal::ChatNotFound,
-                        format!("no channel {chat_id}; operators create channels"),
-                    )
-                }
-                Some(c) => c.public || actor.operator || c.allowed.contains(user),
-            },
-        };
-        if !allowed {
-            let why = match kind {
-                Kind::Direct => "only its two participants may join a direct chat",
-                Kind::Lobby => "only the lobby's members may join its chat",
-                Kind::Channel => "this channel is restricted to its members",
-            };
-            return fail(
-                out,
-                request_id,
-                Refusal::AccessDenied,
-                format!("cannot join {chat_id}: {why}"),
-            );
-        }
         let chat = self.chats.entry(chat_id.clone()).or_insert_with(Chat::new);
         if chat
             .sessions
@@ -1546,6 +1585,32 @@ mod tests {
             None,
             "the mute ran out"
         );
+    }
+
+    #[test]
+    fn unread_counts_follow_the_cursor_and_the_access_rules() {
+        let mut w = World::new();
+        w.join(1, "alice", "direct:alice:bob");
+        for i in 0..3 {
+            w.send(1, "alice", "direct:alice:bob", &format!("m{i}"), None);
+        }
+        let ids = [Arc::from("direct:alice:bob"), Arc::from("direct:bob:carol")];
+        let rows = w.chats.unread(&Lobbies, &actor("bob"), &ids).unwrap();
+        assert_eq!((rows[0].unread, rows[0].read_up_to), (3, 0));
+        assert_eq!(rows[1].unread, 0, "a direct chat nobody opened yet");
+        assert_eq!(
+            w.chats
+                .unread(&Lobbies, &actor("alice"), &ids[..1])
+                .unwrap()[0]
+                .unread,
+            0,
+            "the sender read it"
+        );
+        let denied = w
+            .chats
+            .unread(&Lobbies, &actor("dave"), &ids[..1])
+            .unwrap_err();
+        assert_eq!(denied.refusal, Refusal::AccessDenied);
     }
 
     #[test]

@@ -64,6 +64,15 @@ pub struct ChatReadAck {
     pub unread: u32,
 }
 
+/// One row of [`Client::chat_unread`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatUnreadCount {
+    pub chat_id: String,
+    pub read_up_to: u64,
+    pub unread: u32,
+    pub last_message_id: u64,
+}
+
 /// A page of [`Client::chat_history`], newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatHistoryPage {
@@ -274,6 +283,34 @@ impl Client {
             .body_as_chat_muted()
             .map(|m| m.until_ms())
             .ok_or_else(|| unexpected(&frame, "ChatMuted"))
+    }
+
+    /// Unread counts of up to 100 chats this user may read, in the order
+    /// asked. ACCESS_DENIED when one of them is not theirs to read.
+    pub async fn chat_unread(
+        &self,
+        chat_ids: &[&str],
+    ) -> Result<Vec<ChatUnreadCount>, ClientError> {
+        let buf = self
+            .request(|enc, id| enc.chat_unread(id, chat_ids))
+            .await?;
+        let frame = reply_frame(&buf)?;
+        let counts = frame
+            .body_as_chat_unread_counts()
+            .ok_or_else(|| unexpected(&frame, "ChatUnreadCounts"))?;
+        Ok(counts
+            .chats()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| ChatUnreadCount {
+                        chat_id: r.chat_id().unwrap_or_default().to_owned(),
+                        read_up_to: r.read_up_to(),
+                        unread: r.unread(),
+                        last_message_id: r.last_message_id(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// A page of history, newest first: messages older than `before_id`

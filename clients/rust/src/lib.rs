@@ -51,7 +51,9 @@ mod seq;
 mod tls;
 pub mod transport;
 
-pub use chat::{ChatHistoryPage, ChatJoined, ChatMessage, ChatReadAck, ChatSent, ChatUser};
+pub use chat::{
+    ChatHistoryPage, ChatJoined, ChatMessage, ChatReadAck, ChatSent, ChatUnreadCount, ChatUser,
+};
 pub use client::{Client, ClientConfig, EchoReply, Event, EventStream, SessionInfo};
 pub use error::ClientError;
 pub use huddle_schema::encode::PresenceEntry;

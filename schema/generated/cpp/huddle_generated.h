@@ -112,6 +112,15 @@ struct ChatMuteBuilder;
 struct ChatMuted;
 struct ChatMutedBuilder;
 
+struct ChatUnread;
+struct ChatUnreadBuilder;
+
+struct ChatUnreadRow;
+struct ChatUnreadRowBuilder;
+
+struct ChatUnreadCounts;
+struct ChatUnreadCountsBuilder;
+
 struct ChatMessageUpdatedEvent;
 struct ChatMessageUpdatedEventBuilder;
 
@@ -464,11 +473,13 @@ enum class Body : uint8_t {
   ChatMuted = 31,
   ChatMessageUpdatedEvent = 32,
   ChatMessageDeletedEvent = 33,
+  ChatUnread = 34,
+  ChatUnreadCounts = 35,
   MIN = NONE,
-  MAX = ChatMessageDeletedEvent
+  MAX = ChatUnreadCounts
 };
 
-inline const Body (&EnumValuesBody())[34] {
+inline const Body (&EnumValuesBody())[36] {
   static const Body values[] = {
     Body::NONE,
     Body::Hello,
@@ -503,13 +514,15 @@ inline const Body (&EnumValuesBody())[34] {
     Body::ChatMute,
     Body::ChatMuted,
     Body::ChatMessageUpdatedEvent,
-    Body::ChatMessageDeletedEvent
+    Body::ChatMessageDeletedEvent,
+    Body::ChatUnread,
+    Body::ChatUnreadCounts
   };
   return values;
 }
 
 inline const char * const *EnumNamesBody() {
-  static const char * const names[35] = {
+  static const char * const names[37] = {
     "NONE",
     "Hello",
     "Welcome",
@@ -544,13 +557,15 @@ inline const char * const *EnumNamesBody() {
     "ChatMuted",
     "ChatMessageUpdatedEvent",
     "ChatMessageDeletedEvent",
+    "ChatUnread",
+    "ChatUnreadCounts",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameBody(Body e) {
-  if (::flatbuffers::IsOutRange(e, Body::NONE, Body::ChatMessageDeletedEvent)) return "";
+  if (::flatbuffers::IsOutRange(e, Body::NONE, Body::ChatUnreadCounts)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesBody()[index];
 }
@@ -689,6 +704,14 @@ template<> struct BodyTraits<huddle::wire::ChatMessageUpdatedEvent> {
 
 template<> struct BodyTraits<huddle::wire::ChatMessageDeletedEvent> {
   static const Body enum_value = Body::ChatMessageDeletedEvent;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatUnread> {
+  static const Body enum_value = Body::ChatUnread;
+};
+
+template<> struct BodyTraits<huddle::wire::ChatUnreadCounts> {
+  static const Body enum_value = Body::ChatUnreadCounts;
 };
 
 template <bool B = false>
@@ -3195,6 +3218,200 @@ inline ::flatbuffers::Offset<ChatMuted> CreateChatMutedDirect(
       until_ms);
 }
 
+struct ChatUnread FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatUnreadBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_IDS = 4
+  };
+  const ::flatbuffers::Vector<::flatbuffers::Offset<::flatbuffers::String>> *chat_ids() const {
+    return GetPointer<const ::flatbuffers::Vector<::flatbuffers::Offset<::flatbuffers::String>> *>(VT_CHAT_IDS);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_IDS) &&
+           verifier.VerifyVector(chat_ids()) &&
+           verifier.VerifyVectorOfStrings(chat_ids()) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatUnreadBuilder {
+  typedef ChatUnread Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_ids(::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<::flatbuffers::String>>> chat_ids) {
+    fbb_.AddOffset(ChatUnread::VT_CHAT_IDS, chat_ids);
+  }
+  explicit ChatUnreadBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatUnread> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatUnread>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatUnread> CreateChatUnread(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<::flatbuffers::String>>> chat_ids = 0) {
+  ChatUnreadBuilder builder_(_fbb);
+  builder_.add_chat_ids(chat_ids);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatUnread> CreateChatUnreadDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const std::vector<::flatbuffers::Offset<::flatbuffers::String>> *chat_ids = nullptr) {
+  auto chat_ids__ = chat_ids ? _fbb.CreateVector<::flatbuffers::Offset<::flatbuffers::String>>(*chat_ids) : 0;
+  return huddle::wire::CreateChatUnread(
+      _fbb,
+      chat_ids__);
+}
+
+struct ChatUnreadRow FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatUnreadRowBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHAT_ID = 4,
+    VT_READ_UP_TO = 6,
+    VT_UNREAD = 8,
+    VT_LAST_MESSAGE_ID = 10
+  };
+  const ::flatbuffers::String *chat_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CHAT_ID);
+  }
+  uint64_t read_up_to() const {
+    return GetField<uint64_t>(VT_READ_UP_TO, 0);
+  }
+  uint32_t unread() const {
+    return GetField<uint32_t>(VT_UNREAD, 0);
+  }
+  uint64_t last_message_id() const {
+    return GetField<uint64_t>(VT_LAST_MESSAGE_ID, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHAT_ID) &&
+           verifier.VerifyString(chat_id()) &&
+           VerifyField<uint64_t>(verifier, VT_READ_UP_TO, 8) &&
+           VerifyField<uint32_t>(verifier, VT_UNREAD, 4) &&
+           VerifyField<uint64_t>(verifier, VT_LAST_MESSAGE_ID, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatUnreadRowBuilder {
+  typedef ChatUnreadRow Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chat_id(::flatbuffers::Offset<::flatbuffers::String> chat_id) {
+    fbb_.AddOffset(ChatUnreadRow::VT_CHAT_ID, chat_id);
+  }
+  void add_read_up_to(uint64_t read_up_to) {
+    fbb_.AddElement<uint64_t>(ChatUnreadRow::VT_READ_UP_TO, read_up_to, 0);
+  }
+  void add_unread(uint32_t unread) {
+    fbb_.AddElement<uint32_t>(ChatUnreadRow::VT_UNREAD, unread, 0);
+  }
+  void add_last_message_id(uint64_t last_message_id) {
+    fbb_.AddElement<uint64_t>(ChatUnreadRow::VT_LAST_MESSAGE_ID, last_message_id, 0);
+  }
+  explicit ChatUnreadRowBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatUnreadRow> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatUnreadRow>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatUnreadRow> CreateChatUnreadRow(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> chat_id = 0,
+    uint64_t read_up_to = 0,
+    uint32_t unread = 0,
+    uint64_t last_message_id = 0) {
+  ChatUnreadRowBuilder builder_(_fbb);
+  builder_.add_last_message_id(last_message_id);
+  builder_.add_read_up_to(read_up_to);
+  builder_.add_unread(unread);
+  builder_.add_chat_id(chat_id);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatUnreadRow> CreateChatUnreadRowDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *chat_id = nullptr,
+    uint64_t read_up_to = 0,
+    uint32_t unread = 0,
+    uint64_t last_message_id = 0) {
+  auto chat_id__ = chat_id ? _fbb.CreateString(chat_id) : 0;
+  return huddle::wire::CreateChatUnreadRow(
+      _fbb,
+      chat_id__,
+      read_up_to,
+      unread,
+      last_message_id);
+}
+
+struct ChatUnreadCounts FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChatUnreadCountsBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHATS = 4
+  };
+  const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::ChatUnreadRow>> *chats() const {
+    return GetPointer<const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::ChatUnreadRow>> *>(VT_CHATS);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_CHATS) &&
+           verifier.VerifyVector(chats()) &&
+           verifier.VerifyVectorOfTables(chats()) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChatUnreadCountsBuilder {
+  typedef ChatUnreadCounts Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_chats(::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::ChatUnreadRow>>> chats) {
+    fbb_.AddOffset(ChatUnreadCounts::VT_CHATS, chats);
+  }
+  explicit ChatUnreadCountsBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChatUnreadCounts> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChatUnreadCounts>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChatUnreadCounts> CreateChatUnreadCounts(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::ChatUnreadRow>>> chats = 0) {
+  ChatUnreadCountsBuilder builder_(_fbb);
+  builder_.add_chats(chats);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChatUnreadCounts> CreateChatUnreadCountsDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const std::vector<::flatbuffers::Offset<huddle::wire::ChatUnreadRow>> *chats = nullptr) {
+  auto chats__ = chats ? _fbb.CreateVector<::flatbuffers::Offset<huddle::wire::ChatUnreadRow>>(*chats) : 0;
+  return huddle::wire::CreateChatUnreadCounts(
+      _fbb,
+      chats__);
+}
+
 struct ChatMessageUpdatedEvent FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   typedef ChatMessageUpdatedEventBuilder Builder;
   enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
@@ -3715,6 +3932,12 @@ struct Frame FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   const huddle::wire::ChatMessageDeletedEvent *body_as_ChatMessageDeletedEvent() const {
     return body_type() == huddle::wire::Body::ChatMessageDeletedEvent ? static_cast<const huddle::wire::ChatMessageDeletedEvent *>(body()) : nullptr;
   }
+  const huddle::wire::ChatUnread *body_as_ChatUnread() const {
+    return body_type() == huddle::wire::Body::ChatUnread ? static_cast<const huddle::wire::ChatUnread *>(body()) : nullptr;
+  }
+  const huddle::wire::ChatUnreadCounts *body_as_ChatUnreadCounts() const {
+    return body_type() == huddle::wire::Body::ChatUnreadCounts ? static_cast<const huddle::wire::ChatUnreadCounts *>(body()) : nullptr;
+  }
   template <bool B = false>
   bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
     return VerifyTableStart(verifier) &&
@@ -3858,6 +4081,14 @@ template<> inline const huddle::wire::ChatMessageUpdatedEvent *Frame::body_as<hu
 
 template<> inline const huddle::wire::ChatMessageDeletedEvent *Frame::body_as<huddle::wire::ChatMessageDeletedEvent>() const {
   return body_as_ChatMessageDeletedEvent();
+}
+
+template<> inline const huddle::wire::ChatUnread *Frame::body_as<huddle::wire::ChatUnread>() const {
+  return body_as_ChatUnread();
+}
+
+template<> inline const huddle::wire::ChatUnreadCounts *Frame::body_as<huddle::wire::ChatUnreadCounts>() const {
+  return body_as_ChatUnreadCounts();
 }
 
 struct FrameBuilder {
@@ -4042,6 +4273,14 @@ inline bool VerifyBody(::flatbuffers::VerifierTemplate<B> &verifier, const void 
     }
     case Body::ChatMessageDeletedEvent: {
       auto ptr = reinterpret_cast<const huddle::wire::ChatMessageDeletedEvent *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatUnread: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatUnread *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::ChatUnreadCounts: {
+      auto ptr = reinterpret_cast<const huddle::wire::ChatUnreadCounts *>(obj);
       return verifier.VerifyTable(ptr);
     }
     default: return true;

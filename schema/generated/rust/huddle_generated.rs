@@ -469,10 +469,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ContentType {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 33;
+pub const ENUM_MAX_BODY: u8 = 35;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 34] = [
+pub const ENUM_VALUES_BODY: [Body; 36] = [
   Body::NONE,
   Body::Hello,
   Body::Welcome,
@@ -507,6 +507,8 @@ pub const ENUM_VALUES_BODY: [Body; 34] = [
   Body::ChatMuted,
   Body::ChatMessageUpdatedEvent,
   Body::ChatMessageDeletedEvent,
+  Body::ChatUnread,
+  Body::ChatUnreadCounts,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -548,9 +550,11 @@ impl Body {
   pub const ChatMuted: Self = Self(31);
   pub const ChatMessageUpdatedEvent: Self = Self(32);
   pub const ChatMessageDeletedEvent: Self = Self(33);
+  pub const ChatUnread: Self = Self(34);
+  pub const ChatUnreadCounts: Self = Self(35);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 33;
+  pub const ENUM_MAX: u8 = 35;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -586,6 +590,8 @@ impl Body {
     Self::ChatMuted,
     Self::ChatMessageUpdatedEvent,
     Self::ChatMessageDeletedEvent,
+    Self::ChatUnread,
+    Self::ChatUnreadCounts,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -624,6 +630,8 @@ impl Body {
       Self::ChatMuted => Some("ChatMuted"),
       Self::ChatMessageUpdatedEvent => Some("ChatMessageUpdatedEvent"),
       Self::ChatMessageDeletedEvent => Some("ChatMessageDeletedEvent"),
+      Self::ChatUnread => Some("ChatUnread"),
+      Self::ChatUnreadCounts => Some("ChatUnreadCounts"),
       _ => None,
     }
   }
@@ -4908,6 +4916,345 @@ impl ::core::fmt::Debug for ChatMuted<'_> {
       ds.finish()
   }
 }
+pub enum ChatUnreadOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatUnread<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatUnread<'a> {
+  type Inner = ChatUnread<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatUnread<'a> {
+  pub const VT_CHAT_IDS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatUnread { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatUnreadArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatUnread<'bldr>> {
+    let mut builder = ChatUnreadBuilder::new(_fbb);
+    if let Some(x) = args.chat_ids { builder.add_chat_ids(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_ids(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(ChatUnread::VT_CHAT_IDS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatUnread<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("chat_ids", Self::VT_CHAT_IDS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatUnreadArgs<'a> {
+    pub chat_ids: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for ChatUnreadArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatUnreadArgs {
+      chat_ids: None,
+    }
+  }
+}
+
+pub struct ChatUnreadBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatUnreadBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_ids(&mut self, chat_ids: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatUnread::VT_CHAT_IDS, chat_ids);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatUnreadBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatUnreadBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatUnread<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatUnread<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatUnread");
+      ds.field("chat_ids", &self.chat_ids());
+      ds.finish()
+  }
+}
+pub enum ChatUnreadRowOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatUnreadRow<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatUnreadRow<'a> {
+  type Inner = ChatUnreadRow<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatUnreadRow<'a> {
+  pub const VT_CHAT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_READ_UP_TO: ::flatbuffers::VOffsetT = 6;
+  pub const VT_UNREAD: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LAST_MESSAGE_ID: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatUnreadRow { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatUnreadRowArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatUnreadRow<'bldr>> {
+    let mut builder = ChatUnreadRowBuilder::new(_fbb);
+    builder.add_last_message_id(args.last_message_id);
+    builder.add_read_up_to(args.read_up_to);
+    builder.add_unread(args.unread);
+    if let Some(x) = args.chat_id { builder.add_chat_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatUnreadRow::VT_CHAT_ID, None)}
+  }
+  #[inline]
+  pub fn read_up_to(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatUnreadRow::VT_READ_UP_TO, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn unread(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ChatUnreadRow::VT_UNREAD, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_message_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatUnreadRow::VT_LAST_MESSAGE_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatUnreadRow<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("chat_id", Self::VT_CHAT_ID, false)?
+     .visit_field::<u64>("read_up_to", Self::VT_READ_UP_TO, false)?
+     .visit_field::<u32>("unread", Self::VT_UNREAD, false)?
+     .visit_field::<u64>("last_message_id", Self::VT_LAST_MESSAGE_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatUnreadRowArgs<'a> {
+    pub chat_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub read_up_to: u64,
+    pub unread: u32,
+    pub last_message_id: u64,
+}
+impl<'a> Default for ChatUnreadRowArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatUnreadRowArgs {
+      chat_id: None,
+      read_up_to: 0,
+      unread: 0,
+      last_message_id: 0,
+    }
+  }
+}
+
+pub struct ChatUnreadRowBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatUnreadRowBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat_id(&mut self, chat_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatUnreadRow::VT_CHAT_ID, chat_id);
+  }
+  #[inline]
+  pub fn add_read_up_to(&mut self, read_up_to: u64) {
+    self.fbb_.push_slot::<u64>(ChatUnreadRow::VT_READ_UP_TO, read_up_to, 0);
+  }
+  #[inline]
+  pub fn add_unread(&mut self, unread: u32) {
+    self.fbb_.push_slot::<u32>(ChatUnreadRow::VT_UNREAD, unread, 0);
+  }
+  #[inline]
+  pub fn add_last_message_id(&mut self, last_message_id: u64) {
+    self.fbb_.push_slot::<u64>(ChatUnreadRow::VT_LAST_MESSAGE_ID, last_message_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatUnreadRowBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatUnreadRowBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatUnreadRow<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatUnreadRow<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatUnreadRow");
+      ds.field("chat_id", &self.chat_id());
+      ds.field("read_up_to", &self.read_up_to());
+      ds.field("unread", &self.unread());
+      ds.field("last_message_id", &self.last_message_id());
+      ds.finish()
+  }
+}
+pub enum ChatUnreadCountsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatUnreadCounts<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatUnreadCounts<'a> {
+  type Inner = ChatUnreadCounts<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatUnreadCounts<'a> {
+  pub const VT_CHATS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatUnreadCounts { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatUnreadCountsArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatUnreadCounts<'bldr>> {
+    let mut builder = ChatUnreadCountsBuilder::new(_fbb);
+    if let Some(x) = args.chats { builder.add_chats(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chats(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChatUnreadRow<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChatUnreadRow>>>>(ChatUnreadCounts::VT_CHATS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatUnreadCounts<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ChatUnreadRow>>>>("chats", Self::VT_CHATS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatUnreadCountsArgs<'a> {
+    pub chats: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChatUnreadRow<'a>>>>>,
+}
+impl<'a> Default for ChatUnreadCountsArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatUnreadCountsArgs {
+      chats: None,
+    }
+  }
+}
+
+pub struct ChatUnreadCountsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatUnreadCountsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chats(&mut self, chats: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ChatUnreadRow<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatUnreadCounts::VT_CHATS, chats);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatUnreadCountsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatUnreadCountsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatUnreadCounts<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatUnreadCounts<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatUnreadCounts");
+      ds.field("chats", &self.chats());
+      ds.finish()
+  }
+}
 pub enum ChatMessageUpdatedEventOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6191,6 +6538,36 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_unread(&self) -> Option<ChatUnread<'a>> {
+    if self.body_type() == Body::ChatUnread {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatUnread::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_unread_counts(&self) -> Option<ChatUnreadCounts<'a>> {
+    if self.body_type() == Body::ChatUnreadCounts {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChatUnreadCounts::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -6237,6 +6614,8 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::ChatMuted => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatMuted>>("Body::ChatMuted", pos),
           Body::ChatMessageUpdatedEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatMessageUpdatedEvent>>("Body::ChatMessageUpdatedEvent", pos),
           Body::ChatMessageDeletedEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatMessageDeletedEvent>>("Body::ChatMessageDeletedEvent", pos),
+          Body::ChatUnread => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatUnread>>("Body::ChatUnread", pos),
+          Body::ChatUnreadCounts => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatUnreadCounts>>("Body::ChatUnreadCounts", pos),
           _ => Ok(()),
         }
      })?
@@ -6538,6 +6917,20 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::ChatMessageDeletedEvent => {
           if let Some(x) = self.body_as_chat_message_deleted_event() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatUnread => {
+          if let Some(x) = self.body_as_chat_unread() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ChatUnreadCounts => {
+          if let Some(x) = self.body_as_chat_unread_counts() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -37,3 +37,5 @@ class Body(object):
     ChatMuted = 31
     ChatMessageUpdatedEvent = 32
     ChatMessageDeletedEvent = 33
+    ChatUnread = 34
+    ChatUnreadCounts = 35

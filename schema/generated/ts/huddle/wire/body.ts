@@ -23,6 +23,8 @@ import { ChatSend } from '../../huddle/wire/chat-send.js';
 import { ChatSent } from '../../huddle/wire/chat-sent.js';
 import { ChatTyping } from '../../huddle/wire/chat-typing.js';
 import { ChatTypingEvent } from '../../huddle/wire/chat-typing-event.js';
+import { ChatUnread } from '../../huddle/wire/chat-unread.js';
+import { ChatUnreadCounts } from '../../huddle/wire/chat-unread-counts.js';
 import { ChatUpdated } from '../../huddle/wire/chat-updated.js';
 import { EchoEvent } from '../../huddle/wire/echo-event.js';
 import { EchoReply } from '../../huddle/wire/echo-reply.js';
@@ -71,13 +73,15 @@ export enum Body {
   ChatMute = 30,
   ChatMuted = 31,
   ChatMessageUpdatedEvent = 32,
-  ChatMessageDeletedEvent = 33
+  ChatMessageDeletedEvent = 33,
+  ChatUnread = 34,
+  ChatUnreadCounts = 35
 }
 
 export function unionToBody(
   type: Body,
-  accessor: (obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null
-): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null {
+  accessor: (obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null
+): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(new Hello())! as Hello;
@@ -113,15 +117,17 @@ export function unionToBody(
     case 'ChatMuted': return accessor(new ChatMuted())! as ChatMuted;
     case 'ChatMessageUpdatedEvent': return accessor(new ChatMessageUpdatedEvent())! as ChatMessageUpdatedEvent;
     case 'ChatMessageDeletedEvent': return accessor(new ChatMessageDeletedEvent())! as ChatMessageDeletedEvent;
+    case 'ChatUnread': return accessor(new ChatUnread())! as ChatUnread;
+    case 'ChatUnreadCounts': return accessor(new ChatUnreadCounts())! as ChatUnreadCounts;
     default: return null;
   }
 }
 
 export function unionListToBody(
   type: Body, 
-  accessor: (index: number, obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null, 
+  accessor: (index: number, obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null, 
   index: number
-): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null {
+): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(index, new Hello())! as Hello;
@@ -157,6 +163,8 @@ export function unionListToBody(
     case 'ChatMuted': return accessor(index, new ChatMuted())! as ChatMuted;
     case 'ChatMessageUpdatedEvent': return accessor(index, new ChatMessageUpdatedEvent())! as ChatMessageUpdatedEvent;
     case 'ChatMessageDeletedEvent': return accessor(index, new ChatMessageDeletedEvent())! as ChatMessageDeletedEvent;
+    case 'ChatUnread': return accessor(index, new ChatUnread())! as ChatUnread;
+    case 'ChatUnreadCounts': return accessor(index, new ChatUnreadCounts())! as ChatUnreadCounts;
     default: return null;
   }
 }
