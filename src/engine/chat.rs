@@ -718,8 +718,13 @@ impl Chats {
                 except: Some(session),
             });
         }
-        // A direct or lobby chat nobody is in keeps nothing worth a map entry
-        // once history lives in the store; until then its recent buffer stays.
+        // A direct or lobby chat nobody is in is forgotten: its history and
+        // read cursors are in the store, and clients cannot grow this map by
+        // opening chats they then leave. Channels keep their settings.
+        let forget = chat.sessions.is_empty() && !chat_id.starts_with("channel:");
+        if forget {
+            self.chats.remove(chat_id);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1529,6 +1534,7 @@ mod tests {
             }
         )));
         assert_eq!(w.chats.member_count("direct:alice:bob"), 0);
+        assert!(w.chats.chats.is_empty(), "an empty direct chat is forgotten (its history is in the store)");
     }
 
     #[test]
