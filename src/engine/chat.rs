@@ -1534,7 +1534,10 @@ mod tests {
             }
         )));
         assert_eq!(w.chats.member_count("direct:alice:bob"), 0);
-        assert!(w.chats.chats.is_empty(), "an empty direct chat is forgotten (its history is in the store)");
+        assert!(
+            w.chats.chats.is_empty(),
+            "an empty direct chat is forgotten (its history is in the store)"
+        );
     }
 
     #[test]
