@@ -865,28 +865,19 @@ impl Conn<'_> {
             .chat_ids()
             .map(|v| v.iter().map(Arc::from).collect())
             .unwrap_or_default();
-        let shards = &self.gw.shards;
-        let mut by_shard: Vec<Vec<Arc<str>>> = vec![Vec::new(); shards.count()];
-        for id in &ids {
-            by_shard[shards.of_chat(id)].push(id.clone());
-        }
-        let mut pending = Vec::new();
-        for (shard, chat_ids) in by_shard.into_iter().enumerate() {
-            if chat_ids.is_empty() {
-                continue;
-            }
-            let (tx, rx) = oneshot::channel();
-            let msg = ShardMsg::ChatUnread {
-                actor: self.actor(),
+        let actor = self.actor();
+        let Some(pending) = self.scatter(
+            request_id,
+            &ids,
+            |shards, id| shards.of_chat(id),
+            |chat_ids, reply| ShardMsg::ChatUnread {
+                actor: actor.clone(),
                 chat_ids,
-                reply: tx,
-            };
-            if shards.try_send(shard, msg).is_err() {
-                self.busy(request_id, shard);
-                return;
-            }
-            pending.push(rx);
-        }
+                reply,
+            },
+        ) else {
+            return;
+        };
         let outbox = self.at.outbox.clone();
         tokio::spawn(async move {
             let mut rows = std::collections::HashMap::new();
@@ -926,6 +917,36 @@ impl Conn<'_> {
             };
             outbox.push_reply(bytes, body);
         });
+    }
+
+    /// Splits `keys` by owning shard and sends each shard its part; the
+    /// receivers answer in shard order. A saturated shard answers the whole
+    /// request RATE_LIMITED instead (returns `None`).
+    fn scatter<K: Clone, T>(
+        &self,
+        request_id: u64,
+        keys: &[K],
+        owner: impl Fn(&crate::shard::Shards, &K) -> usize,
+        message: impl Fn(Vec<K>, oneshot::Sender<T>) -> ShardMsg,
+    ) -> Option<Vec<oneshot::Receiver<T>>> {
+        let shards = &self.gw.shards;
+        let mut by_shard: Vec<Vec<K>> = vec![Vec::new(); shards.count()];
+        for key in keys {
+            by_shard[owner(shards, key)].push(key.clone());
+        }
+        let mut pending = Vec::new();
+        for (shard, part) in by_shard.into_iter().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            if shards.try_send(shard, message(part, tx)).is_err() {
+                self.busy(request_id, shard);
+                return None;
+            }
+            pending.push(rx);
+        }
+        Some(pending)
     }
 
     fn busy(&self, request_id: u64, shard: usize) {
@@ -970,32 +991,14 @@ impl Conn<'_> {
             .user_ids()
             .map(|v| v.iter().map(UserId::from).collect())
             .unwrap_or_default();
-        let shards = &self.gw.shards;
-        let mut by_shard: Vec<Vec<UserId>> = vec![Vec::new(); shards.count()];
-        for id in &ids {
-            by_shard[shards.of_user(id)].push(id.clone());
-        }
-        let mut pending = Vec::new();
-        for (shard, user_ids) in by_shard.into_iter().enumerate() {
-            if user_ids.is_empty() {
-                continue;
-            }
-            let (tx, rx) = oneshot::channel();
-            if shards
-                .try_send(
-                    shard,
-                    ShardMsg::Lookup {
-                        user_ids,
-                        reply: tx,
-                    },
-                )
-                .is_err()
-            {
-                self.busy(request_id, shard);
-                return;
-            }
-            pending.push(rx);
-        }
+        let Some(pending) = self.scatter(
+            request_id,
+            &ids,
+            |shards, id| shards.of_user(id),
+            |user_ids, reply| ShardMsg::Lookup { user_ids, reply },
+        ) else {
+            return;
+        };
         let outbox = self.at.outbox.clone();
         tokio::spawn(async move {
             let mut rows = std::collections::HashMap::new();
