@@ -35,7 +35,7 @@ use huddle_client::transport::Transport;
 use huddle_schema::error_code_name;
 use huddle_schema::wire::{Body, ContentType, Frame};
 use tokio::sync::watch;
-use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio::time::{sleep, sleep_until, Instant};
 
 use super::{print_failures, transport_name, wait_for_setups, Probes};
 use crate::admin::AdminApi;
@@ -48,9 +48,6 @@ const STRAGGLER_WAIT: Duration = Duration::from_secs(5);
 /// Lead time between the end of the setup phase and the first send slot,
 /// so every task has seen the phase change before its slot.
 const START_DELAY: Duration = Duration::from_millis(100);
-/// How long closing all connections may take before the report is printed
-/// regardless.
-const CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// Latency histograms, each behind its own lock (receiver `i` records into
 /// shard `i mod 8`), so `--threads` > 1 does not serialize on one.
 const LATENCY_SHARDS: usize = 8;
@@ -312,26 +309,8 @@ pub(super) async fn run(
     let latency_us = ctx.latency();
 
     phase_tx.send_replace(Phase::Done);
-    let closing = Instant::now();
-    let all_closed = timeout(CLOSE_WAIT, async {
-        for task in tasks {
-            let _ = task.await;
-        }
-    })
-    .await;
-    match all_closed {
-        Ok(()) => eprintln!("  closed in {:.2} s", closing.elapsed().as_secs_f64()),
-        Err(_) => eprintln!(
-            "  closing took over {} s; reporting anyway",
-            CLOSE_WAIT.as_secs()
-        ),
-    }
-
-    let connect_us = setup
-        .connect_us
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+    super::close_all(tasks).await;
+    let connect_us = super::connect_latencies(&setup);
     let (server, loadgen) = probes.finish(cpu_used);
     let report = Report {
         scenario: args.scenario,

@@ -8,23 +8,19 @@
 //! connect; connections lost during the hold are counted as dropped later.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use huddle_client::transport::Transport;
 use tokio::sync::watch;
-use tokio::time::{sleep, timeout};
+use tokio::time::sleep;
 
 use super::{print_failures, transport_name, wait_for_setups, Probes};
 use crate::report::{self, Connect, Params, Percentiles, Report};
 use crate::setup::{now_ns, Setup};
 use crate::sys;
 use crate::Args;
-
-/// How long closing all connections may take before the report is printed
-/// regardless.
-const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 pub(super) async fn run(
     args: &Args,
@@ -67,26 +63,8 @@ pub(super) async fn run(
         args.hold_s
     );
     stop_tx.send_replace(true);
-    let closing = Instant::now();
-    let all_closed = timeout(CLOSE_WAIT, async {
-        for task in tasks {
-            let _ = task.await;
-        }
-    })
-    .await;
-    match all_closed {
-        Ok(()) => eprintln!("  closed in {:.2} s", closing.elapsed().as_secs_f64()),
-        Err(_) => eprintln!(
-            "  closing took over {} s; reporting anyway",
-            CLOSE_WAIT.as_secs()
-        ),
-    }
-
-    let connect_us = setup
-        .connect_us
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+    super::close_all(tasks).await;
+    let connect_us = super::connect_latencies(&setup);
     let (server, loadgen) = probes.finish(cpu_used);
     let report = Report {
         scenario: args.scenario,

@@ -139,6 +139,36 @@ pub(crate) async fn wait_for_setups(setup: &Setup, clients: u32, started: Instan
 }
 
 /// Prints the failures and drops by kind, when there were any.
+/// How long closing every connection may take before the report goes out.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits (bounded) for every connection task to close cleanly.
+pub(crate) async fn close_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    let closing = Instant::now();
+    let all_closed = tokio::time::timeout(CLOSE_WAIT, async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    })
+    .await;
+    match all_closed {
+        Ok(()) => eprintln!("  closed in {:.2} s", closing.elapsed().as_secs_f64()),
+        Err(_) => eprintln!(
+            "  closing took over {} s; reporting anyway",
+            CLOSE_WAIT.as_secs()
+        ),
+    }
+}
+
+/// The connect + handshake latencies the setups recorded.
+pub(crate) fn connect_latencies(setup: &Setup) -> hdrhistogram::Histogram<u64> {
+    setup
+        .connect_us
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
 pub(crate) fn print_failures(setup: &Setup) {
     let failures = setup
         .failures
