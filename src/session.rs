@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use huddle_schema::encode::{PresenceEntry, UnreadRow, WelcomeFields};
-use huddle_schema::wire::{self, Body, ErrorCode, PresenceStatus};
+use huddle_schema::wire::{self, Body, ErrorCode};
 use huddle_schema::{verify_frame, Encoder, FrameError, PROTOCOL_VERSION};
 use tokio::sync::{oneshot, Notify};
 use tokio::time::{timeout, Interval, MissedTickBehavior};
@@ -23,7 +23,7 @@ use tokio::time::{timeout, Interval, MissedTickBehavior};
 use crate::auth::Identity;
 use crate::engine::chat::{self, Actor, Author};
 use crate::engine::users::Command;
-use crate::engine::{Failure, Refusal, SessionId, Status, UserId};
+use crate::engine::{Failure, Refusal, SessionId, UserId};
 use crate::gateway::Gateway;
 use crate::limits::TokenBucket;
 use crate::metrics::{metrics, TransportKind};
@@ -682,7 +682,10 @@ impl Conn<'_> {
             | Body::ChatEdit
             | Body::ChatDelete
             | Body::ChatMute
-            | Body::ChatUnread => {
+            | Body::ChatUnread
+            | Body::SetStatus
+            | Body::Follow
+            | Body::Unfollow => {
                 if request_id == 0 {
                     let msg = format!(
                         "{} needs a non-zero request_id",
@@ -702,7 +705,13 @@ impl Conn<'_> {
                 if let Some(echo) = frame.body_as_echo_request() {
                     self.echo(request_id, echo);
                 } else if let Some(query) = frame.body_as_presence_query() {
-                    self.presence(request_id, query);
+                    self.presence(request_id, query.user_ids(), None);
+                } else if let Some(f) = frame.body_as_follow() {
+                    self.presence(request_id, f.user_ids(), Some(true));
+                } else if let Some(f) = frame.body_as_unfollow() {
+                    self.presence(request_id, f.user_ids(), Some(false));
+                } else if let Some(req) = frame.body_as_set_status() {
+                    self.set_status(request_id, req);
                 } else if let Some(query) = frame.body_as_chat_unread() {
                     self.unread(request_id, query);
                 } else {
@@ -980,22 +989,39 @@ impl Conn<'_> {
         }
     }
 
-    fn presence(&mut self, request_id: u64, query: wire::PresenceQuery<'_>) {
-        let asked = query.user_ids().map_or(0, |v| v.len());
+    /// Presence of up to 500 users (`follow: None`), or follow / unfollow
+    /// them for this session (`Some(true | false)`): each owning shard
+    /// answers its part, the reply keeps the order asked.
+    fn presence(
+        &mut self,
+        request_id: u64,
+        ids: Option<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&str>>>,
+        follow: Option<bool>,
+    ) {
+        let asked = ids.map_or(0, |v| v.len());
         if asked > MAX_PRESENCE_IDS {
-            let msg = format!("{asked} user ids asked; at most {MAX_PRESENCE_IDS} per query");
+            let msg = format!("{asked} user ids asked; at most {MAX_PRESENCE_IDS} per request");
             self.error(request_id, ErrorCode::INVALID_ARGUMENT, &msg, false);
             return;
         }
-        let ids: Vec<UserId> = query
-            .user_ids()
+        let ids: Vec<UserId> = ids
             .map(|v| v.iter().map(UserId::from).collect())
             .unwrap_or_default();
+        let (session, outbox) = (self.at.session, self.at.outbox.clone());
         let Some(pending) = self.scatter(
             request_id,
             &ids,
             |shards, id| shards.of_user(id),
-            |user_ids, reply| ShardMsg::Lookup { user_ids, reply },
+            |user_ids, reply| match follow {
+                None => ShardMsg::Lookup { user_ids, reply },
+                Some(follow) => ShardMsg::Follow {
+                    session,
+                    targets: user_ids,
+                    follow,
+                    outbox: outbox.clone(),
+                    reply,
+                },
+            },
         ) else {
             return;
         };
@@ -1009,22 +1035,42 @@ impl Conn<'_> {
             }
             let entries: Vec<PresenceEntry> = ids
                 .iter()
-                .map(|id| {
-                    let p = rows.get(id);
-                    PresenceEntry {
-                        user_id: id.to_string(),
-                        status: match p.map(|p| p.status) {
-                            Some(Status::Online) => PresenceStatus::ONLINE,
-                            _ => PresenceStatus::OFFLINE,
-                        },
-                        connections: p.map_or(0, |p| p.connections),
-                        last_active_ms: p.map_or(0, |p| p.last_active_ms),
-                    }
+                .filter_map(|id| rows.get(id))
+                .map(|p| PresenceEntry {
+                    user_id: p.user_id.to_string(),
+                    status: crate::wire::presence_status(p.status),
+                    connections: p.connections,
+                    last_active_ms: p.last_active_ms,
+                    text: p.text.as_deref().unwrap_or("").to_string(),
                 })
                 .collect();
             let bytes = encode(|e| e.presence_list(request_id, &entries));
             outbox.push_reply(bytes, Body::PresenceList);
         });
+    }
+
+    /// `user:status` goes to the user's own shard.
+    fn set_status(&mut self, request_id: u64, req: wire::SetStatus<'_>) {
+        let Some(status) = crate::wire::status_from_wire(req.status()) else {
+            let msg = format!("unknown status {}", req.status().0);
+            self.error(request_id, ErrorCode::INVALID_ARGUMENT, &msg, false);
+            return;
+        };
+        let cmd = Command::SetStatus {
+            request_id,
+            user: self.at.user.clone(),
+            status,
+            text: req.text().map(str::to_string),
+            invisible: req.invisible(),
+        };
+        let shard = self.gw.shards.of_user(&self.at.user);
+        let msg = ShardMsg::Request {
+            cmd,
+            reply_to: self.at.outbox.clone(),
+        };
+        if self.gw.shards.try_send(shard, msg).is_err() {
+            self.busy(request_id, shard);
+        }
     }
 }
 

@@ -88,6 +88,15 @@ pub enum ShardMsg {
         user_ids: Vec<UserId>,
         reply: oneshot::Sender<Vec<Presence>>,
     },
+    /// `session` (whose outbox this is) follows or unfollows the status of
+    /// users this shard owns; answered with their presence.
+    Follow {
+        session: SessionId,
+        targets: Vec<UserId>,
+        follow: bool,
+        outbox: Arc<Outbox>,
+        reply: oneshot::Sender<Vec<Presence>>,
+    },
     /// A chat request. `member` is the session's outbox, handed over on
     /// join so the chat's shard can deliver to it directly.
     /// Boxed: chat commands are the largest messages, and every mailbox
@@ -245,6 +254,8 @@ struct ShardLoop {
     chats: Chats,
     /// Outboxes of the sessions in this shard's chats.
     chat_outboxes: HashMap<SessionId, Arc<Outbox>>,
+    /// Outboxes of sessions following the status of this shard's users.
+    follower_outboxes: HashMap<SessionId, Arc<Outbox>>,
     next_sweep: Instant,
     history: History,
     encoder: Encoder,
@@ -265,6 +276,7 @@ impl ShardLoop {
             outboxes: HashMap::new(),
             chats: Chats::new(settings.chat, settings.node, index as u16),
             chat_outboxes: HashMap::new(),
+            follower_outboxes: HashMap::new(),
             next_sweep: Instant::now() + SWEEP_EVERY,
             history,
             encoder: Encoder::new(),
@@ -432,6 +444,30 @@ impl ShardLoop {
             } => {
                 let _ = reply.send(self.chats.unread(&NoLobbies, &actor, &chat_ids));
             }
+            ShardMsg::Follow {
+                session,
+                targets,
+                follow,
+                outbox,
+                reply,
+            } => {
+                if follow {
+                    self.follower_outboxes.entry(session).or_insert(outbox);
+                }
+                let cmd = users::Command::Follow {
+                    session,
+                    targets,
+                    follow,
+                };
+                self.users.handle(now(), cmd, &mut self.effects);
+                for effect in self.effects.drain(..) {
+                    if let Effect::Presence(rows) = effect {
+                        let _ = reply.send(rows);
+                        break;
+                    }
+                }
+                self.effects.clear();
+            }
             ShardMsg::CreateChannel { spec, reply } => {
                 let cmd = chat::Command::CreateChannel(spec);
                 self.chats.handle(now(), &NoLobbies, cmd, &mut self.effects);
@@ -457,6 +493,20 @@ impl ShardLoop {
             .collect();
         if !gone.is_empty() {
             self.end_chat_sessions(gone);
+        }
+        let gone: Vec<SessionId> = self
+            .follower_outboxes
+            .iter()
+            .filter(|(_, o)| o.is_closed())
+            .map(|(s, _)| *s)
+            .collect();
+        if !gone.is_empty() {
+            for s in &gone {
+                self.follower_outboxes.remove(s);
+            }
+            let cmd = users::Command::FollowersGone { sessions: gone };
+            self.users.handle(now, cmd, &mut self.effects);
+            self.apply(None);
         }
     }
 
@@ -505,6 +555,10 @@ impl ShardLoop {
                             {
                                 ended.push(session);
                             }
+                        } else if let Some(outbox) = self.follower_outboxes.get(&session) {
+                            // A follower homed elsewhere: its own shard ends
+                            // the session; the sweep forgets the follow.
+                            outbox.push_event(&frame);
                         }
                     }
                 }

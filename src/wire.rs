@@ -6,11 +6,11 @@
 
 use bytes::Bytes;
 use huddle_schema::encode::{JoinedFields, MessageFields, UserFields};
-use huddle_schema::wire::{Body, ChatKind, ContentType, ErrorCode};
+use huddle_schema::wire::{Body, ChatKind, ContentType, ErrorCode, PresenceStatus};
 use huddle_schema::{Encoder, EventFrame};
 
 use crate::engine::chat::{Author, Kind, Message};
-use crate::engine::{Event, Failure, Refusal, Reply};
+use crate::engine::{Event, Failure, Refusal, Reply, Status};
 use crate::metrics::metrics;
 
 /// The wire code of an engine refusal.
@@ -68,6 +68,29 @@ fn kind(k: Kind) -> ChatKind {
     }
 }
 
+/// The wire form of a presence status.
+pub fn presence_status(s: Status) -> PresenceStatus {
+    match s {
+        Status::Offline => PresenceStatus::OFFLINE,
+        Status::Online => PresenceStatus::ONLINE,
+        Status::Away => PresenceStatus::AWAY,
+        Status::Busy => PresenceStatus::BUSY,
+        Status::InGame => PresenceStatus::IN_GAME,
+    }
+}
+
+/// The engine form of a wire presence status (unknown values: none).
+pub fn status_from_wire(s: PresenceStatus) -> Option<Status> {
+    Some(match s {
+        PresenceStatus::OFFLINE => Status::Offline,
+        PresenceStatus::ONLINE => Status::Online,
+        PresenceStatus::AWAY => Status::Away,
+        PresenceStatus::BUSY => Status::Busy,
+        PresenceStatus::IN_GAME => Status::InGame,
+        _ => return None,
+    })
+}
+
 /// Encodes an event once for every recipient.
 pub fn event_frame(enc: &mut Encoder, event: &Event, reliable: bool) -> EventFrame {
     match event {
@@ -89,6 +112,17 @@ pub fn event_frame(enc: &mut Encoder, event: &Event, reliable: bool) -> EventFra
             read_up_to,
         } => enc.chat_read_event(chat_id, user_id, *read_up_to),
         Event::ChatMessageUpdated(m) => enc.chat_message_updated_event(&message(m)),
+        Event::UserStatus {
+            user_id,
+            status,
+            text,
+            at_ms,
+        } => enc.user_status_event(
+            user_id,
+            presence_status(*status),
+            text.as_deref().unwrap_or(""),
+            *at_ms,
+        ),
         Event::ChatMessageDeleted {
             chat_id,
             message_id,
@@ -173,6 +207,20 @@ pub fn reply_frame(enc: &mut Encoder, request_id: u64, reply: &Reply) -> Option<
         } => (
             enc.chat_muted(request_id, chat_id, user_id, *until_ms),
             Body::ChatMuted,
+        ),
+        Reply::StatusSet {
+            status,
+            text,
+            invisible,
+        } => (
+            enc.set_status(
+                request_id,
+                presence_status(*status),
+                text.as_deref().unwrap_or(""),
+                *invisible,
+                true,
+            ),
+            Body::StatusSet,
         ),
         Reply::Done => return None,
     })

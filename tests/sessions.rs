@@ -384,3 +384,83 @@ async fn http_get(url: &str) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+#[tokio::test]
+async fn followers_hear_status_changes_and_no_one_else_does() {
+    let gw = TestGateway::start().await;
+    for (n, url) in gw.urls().into_iter().enumerate() {
+        let (star, star_name) = (format!("star{n}"), format!("star{n}"));
+        let (fan, mut fan_events) = gw.client(&url, &format!("fan{n}")).await;
+        let (_stranger, mut stranger_events) = gw.client(&url, &format!("stranger{n}")).await;
+        let now = fan.follow(&[&star]).await.unwrap();
+        assert_eq!(now[0].status, PresenceStatus::OFFLINE);
+
+        let (player, _) = gw.client(&gw.quic_url, &star_name).await;
+        let mut seen = Vec::new();
+        player
+            .set_status(PresenceStatus::IN_GAME, "ranked, map 3", false)
+            .await
+            .unwrap();
+        player
+            .set_status(PresenceStatus::AWAY, "", true)
+            .await
+            .unwrap();
+        while seen.len() < 3 {
+            let next = tokio::time::timeout(Duration::from_secs(20), fan_events.next());
+            match next.await.expect("hang guard") {
+                Some(Event::UserStatus {
+                    user_id,
+                    status,
+                    text,
+                    ..
+                }) => {
+                    assert_eq!(user_id, star);
+                    seen.push((status, text));
+                }
+                Some(_) => {}
+                None => panic!("stream ended"),
+            }
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (PresenceStatus::ONLINE, String::new()),
+                (PresenceStatus::IN_GAME, "ranked, map 3".to_string()),
+                (PresenceStatus::OFFLINE, String::new()),
+            ],
+            "online, in game with its text, then invisible (looks offline)"
+        );
+        let rows = fan.presence(&[&star]).await.unwrap();
+        assert_eq!(
+            rows[0].status,
+            PresenceStatus::OFFLINE,
+            "invisible to presence queries too"
+        );
+        let err = player
+            .set_status(PresenceStatus::BUSY, &"x".repeat(129), false)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::INVALID_ARGUMENT));
+
+        // Only followers were told.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), async {
+                loop {
+                    if let Some(Event::UserStatus { .. }) = stranger_events.next().await {
+                        return;
+                    }
+                }
+            })
+            .await
+            .is_err(),
+            "a user who does not follow hears nothing"
+        );
+        fan.unfollow(&[&star]).await.unwrap();
+        player
+            .set_status(PresenceStatus::BUSY, "", false)
+            .await
+            .unwrap();
+        player.close().await;
+        fan.close().await;
+    }
+}

@@ -68,6 +68,8 @@ pub struct PresenceEntry {
     pub status: PresenceStatus,
     pub connections: u32,
     pub last_active_ms: i64,
+    /// Custom status text ("" when none).
+    pub text: String,
 }
 
 /// Who sent or did something in a chat.
@@ -359,6 +361,7 @@ impl Encoder {
             .iter()
             .map(|u| {
                 let user_id = self.fbb.create_string(&u.user_id);
+                let text = (!u.text.is_empty()).then(|| self.fbb.create_string(&u.text));
                 wire::UserPresence::create(
                     &mut self.fbb,
                     &wire::UserPresenceArgs {
@@ -366,6 +369,7 @@ impl Encoder {
                         status: u.status,
                         connections: u.connections,
                         last_active_ms: u.last_active_ms,
+                        text,
                     },
                 )
             })
@@ -761,6 +765,82 @@ impl Encoder {
             &wire::ChatUnreadCountsArgs { chats: Some(rows) },
         );
         self.finish_frame(request_id, 0, Body::ChatUnreadCounts, body.as_union_value())
+    }
+
+    /// `user:status` request (`reply: false`) or its reply `StatusSet`.
+    pub fn set_status(
+        &mut self,
+        request_id: u64,
+        status: PresenceStatus,
+        text: &str,
+        invisible: bool,
+        reply: bool,
+    ) -> Bytes {
+        let text = (!text.is_empty()).then(|| self.fbb.create_string(text));
+        if reply {
+            let body = wire::StatusSet::create(
+                &mut self.fbb,
+                &wire::StatusSetArgs {
+                    status,
+                    text,
+                    invisible,
+                },
+            );
+            self.finish_frame(request_id, 0, Body::StatusSet, body.as_union_value())
+        } else {
+            let body = wire::SetStatus::create(
+                &mut self.fbb,
+                &wire::SetStatusArgs {
+                    status,
+                    text,
+                    invisible,
+                },
+            );
+            self.finish_frame(request_id, 0, Body::SetStatus, body.as_union_value())
+        }
+    }
+
+    /// `Follow` (or `Unfollow` with `follow: false`).
+    pub fn follow<S: AsRef<str>>(
+        &mut self,
+        request_id: u64,
+        user_ids: &[S],
+        follow: bool,
+    ) -> Bytes {
+        let ids: Vec<_> = user_ids
+            .iter()
+            .map(|u| self.fbb.create_string(u.as_ref()))
+            .collect();
+        let user_ids = Some(self.fbb.create_vector(&ids));
+        if follow {
+            let body = wire::Follow::create(&mut self.fbb, &wire::FollowArgs { user_ids });
+            self.finish_frame(request_id, 0, Body::Follow, body.as_union_value())
+        } else {
+            let body = wire::Unfollow::create(&mut self.fbb, &wire::UnfollowArgs { user_ids });
+            self.finish_frame(request_id, 0, Body::Unfollow, body.as_union_value())
+        }
+    }
+
+    /// `user:status`, reliable, to every follower.
+    pub fn user_status_event(
+        &mut self,
+        user_id: &str,
+        status: PresenceStatus,
+        text: &str,
+        updated_at_ms: i64,
+    ) -> EventFrame {
+        let user_id = self.fbb.create_string(user_id);
+        let text = (!text.is_empty()).then(|| self.fbb.create_string(text));
+        let body = wire::UserStatusEvent::create(
+            &mut self.fbb,
+            &wire::UserStatusEventArgs {
+                user_id: Some(user_id),
+                status,
+                text,
+                updated_at_ms,
+            },
+        );
+        self.finish_event(true, Body::UserStatusEvent, body.as_union_value())
     }
 
     /// chat:member:joined / chat:member:left, reliable.

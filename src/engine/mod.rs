@@ -38,6 +38,9 @@ pub fn shard_of(key: &[u8], shards: usize) -> usize {
 pub enum Status {
     Offline,
     Online,
+    Away,
+    Busy,
+    InGame,
 }
 
 /// One user's presence row.
@@ -47,6 +50,8 @@ pub struct Presence {
     pub status: Status,
     pub connections: u32,
     pub last_active_ms: i64,
+    /// Custom status text, when set and visible.
+    pub text: Option<Arc<str>>,
 }
 
 /// A server event, before encoding. Encoded once per fan-out by the shell.
@@ -73,6 +78,13 @@ pub enum Event {
         read_up_to: u64,
     },
     ChatMessageUpdated(Arc<chat::Message>),
+    /// `user:status` to followers.
+    UserStatus {
+        user_id: UserId,
+        status: Status,
+        text: Option<Arc<str>>,
+        at_ms: i64,
+    },
     ChatMessageDeleted {
         chat_id: Arc<str>,
         message_id: u64,
@@ -124,6 +136,11 @@ pub enum Reply {
         chat_id: Arc<str>,
         user_id: UserId,
         until_ms: i64,
+    },
+    StatusSet {
+        status: Status,
+        text: Option<Arc<str>>,
+        invisible: bool,
     },
     /// An operator action succeeded.
     Done,

@@ -7,11 +7,13 @@
 //! resume window (its user stays online meanwhile) and ends when the window
 //! passes. Never does I/O; timers are reported through [`Users::poll_timeout`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
-    DomainEvent, Effect, Event, Now, Presence, Reply, ResumeRefusal, SessionId, Status, UserId,
+    DomainEvent, Effect, Event, Failure, Now, Presence, Refusal, Reply, ResumeRefusal, SessionId,
+    Status, UserId,
 };
 
 /// Sessions of one user that may wait for a resume at once.
@@ -47,6 +49,23 @@ pub enum Command {
     },
     /// Presence of users owned by this shard.
     Lookup { user_ids: Vec<UserId> },
+    /// `user:status` from one of `user`'s sessions.
+    SetStatus {
+        request_id: u64,
+        user: UserId,
+        status: Status,
+        text: Option<String>,
+        invisible: bool,
+    },
+    /// `session` starts (or, with `follow: false`, stops) following the
+    /// status of `targets` owned by this shard; answered with their presence.
+    Follow {
+        session: SessionId,
+        targets: Vec<UserId>,
+        follow: bool,
+    },
+    /// Follower sessions found gone: forget them.
+    FollowersGone { sessions: Vec<SessionId> },
 }
 
 #[derive(Debug)]
@@ -57,11 +76,59 @@ struct SessionEntry {
     detached_until: Option<Instant>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct UserEntry {
     sessions: Vec<SessionId>,
     last_active_ms: i64,
+    /// The status the user chose (shown while connected and visible).
+    status: Status,
+    text: Option<Arc<str>>,
+    invisible: bool,
+    /// Sessions (of any user, on any shard) following this user's status.
+    followers: HashSet<SessionId>,
 }
+
+impl Default for UserEntry {
+    fn default() -> Self {
+        Self {
+            sessions: Vec::new(),
+            last_active_ms: 0,
+            status: Status::Online,
+            text: None,
+            invisible: false,
+            followers: HashSet::new(),
+        }
+    }
+}
+
+impl UserEntry {
+    /// What others see: offline when not connected or invisible.
+    fn visible(&self) -> (Status, Option<Arc<str>>) {
+        if self.sessions.is_empty() || self.invisible {
+            (Status::Offline, None)
+        } else {
+            (self.status, self.text.clone())
+        }
+    }
+
+    fn presence(&self, user_id: UserId) -> Presence {
+        let (status, text) = self.visible();
+        Presence {
+            connections: if status == Status::Offline {
+                0
+            } else {
+                self.sessions.len() as u32
+            },
+            last_active_ms: self.last_active_ms,
+            status,
+            text,
+            user_id,
+        }
+    }
+}
+
+/// Longest custom status text, in characters.
+pub const MAX_STATUS_TEXT: usize = 128;
 
 /// The directory state of one shard.
 #[derive(Debug)]
@@ -120,12 +187,14 @@ impl Users {
                     }
                 }
                 let entry = self.users.entry(user.clone()).or_default();
+                let before = entry.visible();
                 entry.sessions.push(session);
                 entry.last_active_ms = now.unix_ms;
                 if entry.sessions.len() == 1 {
                     out.push(Effect::Domain(DomainEvent::UserOnline {
                         user: user.clone(),
                     }));
+                    self.notify_followers(now, &user, before, out);
                 }
                 self.sessions.insert(
                     session,
@@ -203,26 +272,119 @@ impl Users {
                 });
             }
             Command::Lookup { user_ids } => {
-                let rows = user_ids
-                    .into_iter()
-                    .map(|user_id| match self.users.get(&user_id) {
-                        Some(e) if !e.sessions.is_empty() => Presence {
-                            status: Status::Online,
-                            connections: e.sessions.len() as u32,
-                            last_active_ms: e.last_active_ms,
-                            user_id,
-                        },
-                        other => Presence {
-                            status: Status::Offline,
-                            connections: 0,
-                            last_active_ms: other.map_or(0, |e| e.last_active_ms),
-                            user_id,
-                        },
-                    })
-                    .collect();
+                let rows = user_ids.into_iter().map(|u| self.presence_of(u)).collect();
                 out.push(Effect::Presence(rows));
             }
+            Command::SetStatus {
+                request_id,
+                user,
+                status,
+                text,
+                invisible,
+            } => {
+                let text = text.filter(|t| !t.is_empty());
+                if text
+                    .as_deref()
+                    .is_some_and(|t| t.chars().count() > MAX_STATUS_TEXT)
+                {
+                    let msg = format!("status text longer than {MAX_STATUS_TEXT} characters");
+                    return out.push(Effect::Fail {
+                        request_id,
+                        failure: Failure::new(Refusal::InvalidArgument, msg),
+                    });
+                }
+                if status == Status::Offline {
+                    let msg = "set invisible to appear offline; OFFLINE is not a status to set";
+                    return out.push(Effect::Fail {
+                        request_id,
+                        failure: Failure::new(Refusal::InvalidArgument, msg),
+                    });
+                }
+                let entry = self.users.entry(user.clone()).or_default();
+                let before = entry.visible();
+                entry.status = status;
+                entry.text = text.map(Arc::from);
+                entry.invisible = invisible;
+                entry.last_active_ms = now.unix_ms;
+                let reply = Reply::StatusSet {
+                    status,
+                    text: entry.text.clone(),
+                    invisible,
+                };
+                self.notify_followers(now, &user, before, out);
+                out.push(Effect::Reply { request_id, reply });
+            }
+            Command::Follow {
+                session,
+                targets,
+                follow,
+            } => {
+                for target in &targets {
+                    if follow {
+                        self.users
+                            .entry(target.clone())
+                            .or_default()
+                            .followers
+                            .insert(session);
+                    } else if let Some(e) = self.users.get_mut(target) {
+                        e.followers.remove(&session);
+                    }
+                }
+                let rows = if follow {
+                    targets.into_iter().map(|u| self.presence_of(u)).collect()
+                } else {
+                    Vec::new()
+                };
+                out.push(Effect::Presence(rows));
+            }
+            Command::FollowersGone { sessions } => {
+                for entry in self.users.values_mut() {
+                    for s in &sessions {
+                        entry.followers.remove(s);
+                    }
+                }
+            }
         }
+    }
+
+    fn presence_of(&self, user_id: UserId) -> Presence {
+        match self.users.get(&user_id) {
+            Some(e) => e.presence(user_id),
+            None => Presence {
+                user_id,
+                status: Status::Offline,
+                connections: 0,
+                last_active_ms: 0,
+                text: None,
+            },
+        }
+    }
+
+    /// Tells `user`'s followers when what they see changed from `before`.
+    fn notify_followers(
+        &self,
+        now: Now,
+        user: &UserId,
+        before: (Status, Option<Arc<str>>),
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(entry) = self.users.get(user) else {
+            return;
+        };
+        let after = entry.visible();
+        if after == before || entry.followers.is_empty() {
+            return;
+        }
+        out.push(Effect::Deliver {
+            sessions: entry.followers.iter().copied().collect(),
+            event: Event::UserStatus {
+                user_id: user.clone(),
+                status: after.0,
+                text: after.1,
+                at_ms: now.unix_ms,
+            },
+            reliable: true,
+        });
     }
 
     /// Ends sessions whose resume window has passed.
@@ -250,11 +412,13 @@ impl Users {
         }
         out.push(Effect::SessionEnded { session });
         if let Some(entry) = self.users.get_mut(&s.user) {
+            let before = entry.visible();
             entry.sessions.retain(|&x| x != session);
             entry.last_active_ms = now.unix_ms;
             if entry.sessions.is_empty() {
                 // Keep the row only for its last-active time; a production
                 // directory would hand this to the presence store instead.
+                self.notify_followers(now, &s.user, before, out);
                 out.push(Effect::Domain(DomainEvent::UserOffline { user: s.user }));
             }
         }
@@ -480,6 +644,97 @@ mod tests {
         assert_eq!(
             lookup(&mut users, &clock, "looper").connections as usize,
             users.session_count()
+        );
+    }
+
+    #[test]
+    fn followers_see_status_changes_and_invisible_users_look_offline() {
+        let clock = Clock::new();
+        let mut users = Users::new(0, Duration::from_secs(30));
+        let follow = run(
+            &mut users,
+            &clock,
+            Command::Follow {
+                session: 77,
+                targets: vec![uid("erin")],
+                follow: true,
+            },
+        );
+        assert!(
+            matches!(&follow[..], [Effect::Presence(rows)] if rows[0].status == Status::Offline)
+        );
+        let statuses = |out: &[Effect]| -> Vec<(Status, Option<String>)> {
+            out.iter()
+                .filter_map(|e| match e {
+                    Effect::Deliver {
+                        sessions,
+                        event: Event::UserStatus { status, text, .. },
+                        ..
+                    } if sessions == &vec![77] => {
+                        Some((*status, text.as_deref().map(String::from)))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(
+            statuses(&attach(&mut users, &clock, 1, "erin")),
+            vec![(Status::Online, None)]
+        );
+        let set = |users: &mut Users, status, text: Option<&str>, invisible| {
+            run(
+                users,
+                &clock,
+                Command::SetStatus {
+                    request_id: 3,
+                    user: uid("erin"),
+                    status,
+                    text: text.map(String::from),
+                    invisible,
+                },
+            )
+        };
+        assert_eq!(
+            statuses(&set(&mut users, Status::InGame, Some("ranked"), false)),
+            vec![(Status::InGame, Some("ranked".into()))]
+        );
+        assert!(
+            statuses(&set(&mut users, Status::InGame, Some("ranked"), false)).is_empty(),
+            "no change, no event"
+        );
+        assert_eq!(
+            statuses(&set(&mut users, Status::Away, None, true)),
+            vec![(Status::Offline, None)],
+            "invisible looks offline"
+        );
+        assert_eq!(lookup(&mut users, &clock, "erin").status, Status::Offline);
+        let long = "x".repeat(MAX_STATUS_TEXT + 1);
+        assert!(matches!(
+            &set(&mut users, Status::Busy, Some(&long), false)[..],
+            [Effect::Fail { .. }]
+        ));
+        assert!(matches!(
+            &set(&mut users, Status::Offline, None, false)[..],
+            [Effect::Fail { .. }]
+        ));
+        set(&mut users, Status::Busy, None, false);
+        let out = run(
+            &mut users,
+            &clock,
+            Command::Detach {
+                session: 1,
+                resumable: false,
+            },
+        );
+        assert_eq!(statuses(&out), vec![(Status::Offline, None)]);
+        run(
+            &mut users,
+            &clock,
+            Command::FollowersGone { sessions: vec![77] },
+        );
+        assert!(
+            statuses(&attach(&mut users, &clock, 2, "erin")).is_empty(),
+            "a gone follower hears nothing"
         );
     }
 

@@ -114,6 +114,15 @@ pub(crate) fn chat_event(frame: &Frame<'_>, seq: u64) -> Option<Event> {
             seq,
         });
     }
+    if let Some(e) = frame.body_as_user_status_event() {
+        return Some(Event::UserStatus {
+            user_id: e.user_id().unwrap_or_default().to_owned(),
+            status: e.status(),
+            text: e.text().unwrap_or_default().to_owned(),
+            updated_at_ms: e.updated_at_ms(),
+            seq,
+        });
+    }
     if let Some(e) = frame.body_as_chat_message_updated_event() {
         return Some(Event::ChatMessageUpdated {
             message: message(e.message()?),

@@ -153,6 +153,15 @@ pub enum Event {
         message: crate::chat::ChatMessage,
         seq: u64,
     },
+    /// `user:status`: a user this session follows changed status (or came
+    /// online, or went offline).
+    UserStatus {
+        user_id: String,
+        status: huddle_schema::wire::PresenceStatus,
+        text: String,
+        updated_at_ms: i64,
+        seq: u64,
+    },
     /// `chat:message:updated`: a message was edited.
     ChatMessageUpdated {
         message: crate::chat::ChatMessage,
@@ -475,6 +484,42 @@ impl Client {
         decode_presence_list(&reply)
     }
 
+    /// `user:status`: ONLINE, AWAY, BUSY or IN_GAME with an optional text
+    /// (≤ 128 characters); `invisible` shows this user OFFLINE to everyone.
+    /// Followers are told.
+    pub async fn set_status(
+        &self,
+        status: huddle_schema::wire::PresenceStatus,
+        text: &str,
+        invisible: bool,
+    ) -> Result<(), ClientError> {
+        let reply = self
+            .request(|enc, id| enc.set_status(id, status, text, invisible, false))
+            .await?;
+        let frame = reply_frame(&reply)?;
+        frame
+            .body_as_status_set()
+            .map(|_| ())
+            .ok_or_else(|| unexpected(&frame, "StatusSet"))
+    }
+
+    /// Follow up to 500 users' status for this session: returns their
+    /// presence now; changes arrive as [`Event::UserStatus`].
+    pub async fn follow(&self, user_ids: &[&str]) -> Result<Vec<PresenceEntry>, ClientError> {
+        let reply = self
+            .request(|enc, id| enc.follow(id, user_ids, true))
+            .await?;
+        decode_presence_list(&reply)
+    }
+
+    /// Stop following these users' status.
+    pub async fn unfollow(&self, user_ids: &[&str]) -> Result<(), ClientError> {
+        let reply = self
+            .request(|enc, id| enc.follow(id, user_ids, false))
+            .await?;
+        decode_presence_list(&reply).map(|_| ())
+    }
+
     /// Sends one request and returns its verified reply frame. The reply may
     /// be an `Error`; [`reply_frame`] turns that into [`ClientError::Server`].
     ///
@@ -594,6 +639,7 @@ fn decode_presence_list(buf: &[u8]) -> Result<Vec<PresenceEntry>, ClientError> {
                     status: u.status(),
                     connections: u.connections(),
                     last_active_ms: u.last_active_ms(),
+                    text: u.text().unwrap_or_default().to_owned(),
                 })
                 .collect()
         })
@@ -667,12 +713,14 @@ mod tests {
                 status: PresenceStatus::ONLINE,
                 connections: 2,
                 last_active_ms: 5,
+                text: "in a match".into(),
             },
             PresenceEntry {
                 user_id: "u2".into(),
                 status: PresenceStatus::OFFLINE,
                 connections: 0,
                 last_active_ms: 0,
+                text: String::new(),
             },
         ];
         let buf = enc.presence_list(1, &rows);

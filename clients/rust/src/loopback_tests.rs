@@ -280,6 +280,7 @@ async fn handshake_requests_and_session_info() {
         status: PresenceStatus::ONLINE,
         connections: 1,
         last_active_ms: 9,
+        text: String::new(),
     }];
     let list = peer.enc.presence_list(frame.request_id(), &rows);
     peer.send(list).await;

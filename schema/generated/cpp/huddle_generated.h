@@ -58,6 +58,21 @@ struct UserPresenceBuilder;
 struct PresenceList;
 struct PresenceListBuilder;
 
+struct SetStatus;
+struct SetStatusBuilder;
+
+struct StatusSet;
+struct StatusSetBuilder;
+
+struct Follow;
+struct FollowBuilder;
+
+struct Unfollow;
+struct UnfollowBuilder;
+
+struct UserStatusEvent;
+struct UserStatusEventBuilder;
+
 struct ChatUser;
 struct ChatUserBuilder;
 
@@ -475,11 +490,16 @@ enum class Body : uint8_t {
   ChatMessageDeletedEvent = 33,
   ChatUnread = 34,
   ChatUnreadCounts = 35,
+  SetStatus = 36,
+  StatusSet = 37,
+  Follow = 38,
+  Unfollow = 39,
+  UserStatusEvent = 40,
   MIN = NONE,
-  MAX = ChatUnreadCounts
+  MAX = UserStatusEvent
 };
 
-inline const Body (&EnumValuesBody())[36] {
+inline const Body (&EnumValuesBody())[41] {
   static const Body values[] = {
     Body::NONE,
     Body::Hello,
@@ -516,13 +536,18 @@ inline const Body (&EnumValuesBody())[36] {
     Body::ChatMessageUpdatedEvent,
     Body::ChatMessageDeletedEvent,
     Body::ChatUnread,
-    Body::ChatUnreadCounts
+    Body::ChatUnreadCounts,
+    Body::SetStatus,
+    Body::StatusSet,
+    Body::Follow,
+    Body::Unfollow,
+    Body::UserStatusEvent
   };
   return values;
 }
 
 inline const char * const *EnumNamesBody() {
-  static const char * const names[37] = {
+  static const char * const names[42] = {
     "NONE",
     "Hello",
     "Welcome",
@@ -559,13 +584,18 @@ inline const char * const *EnumNamesBody() {
     "ChatMessageDeletedEvent",
     "ChatUnread",
     "ChatUnreadCounts",
+    "SetStatus",
+    "StatusSet",
+    "Follow",
+    "Unfollow",
+    "UserStatusEvent",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameBody(Body e) {
-  if (::flatbuffers::IsOutRange(e, Body::NONE, Body::ChatUnreadCounts)) return "";
+  if (::flatbuffers::IsOutRange(e, Body::NONE, Body::UserStatusEvent)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesBody()[index];
 }
@@ -712,6 +742,26 @@ template<> struct BodyTraits<huddle::wire::ChatUnread> {
 
 template<> struct BodyTraits<huddle::wire::ChatUnreadCounts> {
   static const Body enum_value = Body::ChatUnreadCounts;
+};
+
+template<> struct BodyTraits<huddle::wire::SetStatus> {
+  static const Body enum_value = Body::SetStatus;
+};
+
+template<> struct BodyTraits<huddle::wire::StatusSet> {
+  static const Body enum_value = Body::StatusSet;
+};
+
+template<> struct BodyTraits<huddle::wire::Follow> {
+  static const Body enum_value = Body::Follow;
+};
+
+template<> struct BodyTraits<huddle::wire::Unfollow> {
+  static const Body enum_value = Body::Unfollow;
+};
+
+template<> struct BodyTraits<huddle::wire::UserStatusEvent> {
+  static const Body enum_value = Body::UserStatusEvent;
 };
 
 template <bool B = false>
@@ -1683,7 +1733,8 @@ struct UserPresence FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
     VT_USER_ID = 4,
     VT_STATUS = 6,
     VT_CONNECTIONS = 8,
-    VT_LAST_ACTIVE_MS = 10
+    VT_LAST_ACTIVE_MS = 10,
+    VT_TEXT = 12
   };
   const ::flatbuffers::String *user_id() const {
     return GetPointer<const ::flatbuffers::String *>(VT_USER_ID);
@@ -1697,6 +1748,9 @@ struct UserPresence FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   int64_t last_active_ms() const {
     return GetField<int64_t>(VT_LAST_ACTIVE_MS, 0);
   }
+  const ::flatbuffers::String *text() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_TEXT);
+  }
   template <bool B = false>
   bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
     return VerifyTableStart(verifier) &&
@@ -1705,6 +1759,8 @@ struct UserPresence FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
            VerifyField<uint8_t>(verifier, VT_STATUS, 1) &&
            VerifyField<uint32_t>(verifier, VT_CONNECTIONS, 4) &&
            VerifyField<int64_t>(verifier, VT_LAST_ACTIVE_MS, 8) &&
+           VerifyOffset(verifier, VT_TEXT) &&
+           verifier.VerifyString(text()) &&
            verifier.EndTable();
   }
 };
@@ -1725,6 +1781,9 @@ struct UserPresenceBuilder {
   void add_last_active_ms(int64_t last_active_ms) {
     fbb_.AddElement<int64_t>(UserPresence::VT_LAST_ACTIVE_MS, last_active_ms, 0);
   }
+  void add_text(::flatbuffers::Offset<::flatbuffers::String> text) {
+    fbb_.AddOffset(UserPresence::VT_TEXT, text);
+  }
   explicit UserPresenceBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
         : fbb_(_fbb) {
     start_ = fbb_.StartTable();
@@ -1741,9 +1800,11 @@ inline ::flatbuffers::Offset<UserPresence> CreateUserPresence(
     ::flatbuffers::Offset<::flatbuffers::String> user_id = 0,
     huddle::wire::PresenceStatus status = huddle::wire::PresenceStatus::OFFLINE,
     uint32_t connections = 0,
-    int64_t last_active_ms = 0) {
+    int64_t last_active_ms = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> text = 0) {
   UserPresenceBuilder builder_(_fbb);
   builder_.add_last_active_ms(last_active_ms);
+  builder_.add_text(text);
   builder_.add_connections(connections);
   builder_.add_user_id(user_id);
   builder_.add_status(status);
@@ -1755,14 +1816,17 @@ inline ::flatbuffers::Offset<UserPresence> CreateUserPresenceDirect(
     const char *user_id = nullptr,
     huddle::wire::PresenceStatus status = huddle::wire::PresenceStatus::OFFLINE,
     uint32_t connections = 0,
-    int64_t last_active_ms = 0) {
+    int64_t last_active_ms = 0,
+    const char *text = nullptr) {
   auto user_id__ = user_id ? _fbb.CreateString(user_id) : 0;
+  auto text__ = text ? _fbb.CreateString(text) : 0;
   return huddle::wire::CreateUserPresence(
       _fbb,
       user_id__,
       status,
       connections,
-      last_active_ms);
+      last_active_ms,
+      text__);
 }
 
 struct PresenceList FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
@@ -1816,6 +1880,354 @@ inline ::flatbuffers::Offset<PresenceList> CreatePresenceListDirect(
   return huddle::wire::CreatePresenceList(
       _fbb,
       users__);
+}
+
+struct SetStatus FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef SetStatusBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_STATUS = 4,
+    VT_TEXT = 6,
+    VT_INVISIBLE = 8
+  };
+  huddle::wire::PresenceStatus status() const {
+    return static_cast<huddle::wire::PresenceStatus>(GetField<uint8_t>(VT_STATUS, 0));
+  }
+  const ::flatbuffers::String *text() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_TEXT);
+  }
+  bool invisible() const {
+    return GetField<uint8_t>(VT_INVISIBLE, 0) != 0;
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint8_t>(verifier, VT_STATUS, 1) &&
+           VerifyOffset(verifier, VT_TEXT) &&
+           verifier.VerifyString(text()) &&
+           VerifyField<uint8_t>(verifier, VT_INVISIBLE, 1) &&
+           verifier.EndTable();
+  }
+};
+
+struct SetStatusBuilder {
+  typedef SetStatus Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_status(huddle::wire::PresenceStatus status) {
+    fbb_.AddElement<uint8_t>(SetStatus::VT_STATUS, static_cast<uint8_t>(status), 0);
+  }
+  void add_text(::flatbuffers::Offset<::flatbuffers::String> text) {
+    fbb_.AddOffset(SetStatus::VT_TEXT, text);
+  }
+  void add_invisible(bool invisible) {
+    fbb_.AddElement<uint8_t>(SetStatus::VT_INVISIBLE, static_cast<uint8_t>(invisible), 0);
+  }
+  explicit SetStatusBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<SetStatus> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<SetStatus>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<SetStatus> CreateSetStatus(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    huddle::wire::PresenceStatus status = huddle::wire::PresenceStatus::OFFLINE,
+    ::flatbuffers::Offset<::flatbuffers::String> text = 0,
+    bool invisible = false) {
+  SetStatusBuilder builder_(_fbb);
+  builder_.add_text(text);
+  builder_.add_invisible(invisible);
+  builder_.add_status(status);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<SetStatus> CreateSetStatusDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    huddle::wire::PresenceStatus status = huddle::wire::PresenceStatus::OFFLINE,
+    const char *text = nullptr,
+    bool invisible = false) {
+  auto text__ = text ? _fbb.CreateString(text) : 0;
+  return huddle::wire::CreateSetStatus(
+      _fbb,
+      status,
+      text__,
+      invisible);
+}
+
+struct StatusSet FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef StatusSetBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_STATUS = 4,
+    VT_TEXT = 6,
+    VT_INVISIBLE = 8
+  };
+  huddle::wire::PresenceStatus status() const {
+    return static_cast<huddle::wire::PresenceStatus>(GetField<uint8_t>(VT_STATUS, 0));
+  }
+  const ::flatbuffers::String *text() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_TEXT);
+  }
+  bool invisible() const {
+    return GetField<uint8_t>(VT_INVISIBLE, 0) != 0;
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint8_t>(verifier, VT_STATUS, 1) &&
+           VerifyOffset(verifier, VT_TEXT) &&
+           verifier.VerifyString(text()) &&
+           VerifyField<uint8_t>(verifier, VT_INVISIBLE, 1) &&
+           verifier.EndTable();
+  }
+};
+
+struct StatusSetBuilder {
+  typedef StatusSet Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_status(huddle::wire::PresenceStatus status) {
+    fbb_.AddElement<uint8_t>(StatusSet::VT_STATUS, static_cast<uint8_t>(status), 0);
+  }
+  void add_text(::flatbuffers::Offset<::flatbuffers::String> text) {
+    fbb_.AddOffset(StatusSet::VT_TEXT, text);
+  }
+  void add_invisible(bool invisible) {
+    fbb_.AddElement<uint8_t>(StatusSet::VT_INVISIBLE, static_cast<uint8_t>(invisible), 0);
+  }
+  explicit StatusSetBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<StatusSet> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<StatusSet>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<StatusSet> CreateStatusSet(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    huddle::wire::PresenceStatus status = huddle::wire::PresenceStatus::OFFLINE,
+    ::flatbuffers::Offset<::flatbuffers::String> text = 0,
+    bool invisible = false) {
+  StatusSetBuilder builder_(_fbb);
+  builder_.add_text(text);
+  builder_.add_invisible(invisible);
+  builder_.add_status(status);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<StatusSet> CreateStatusSetDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    huddle::wire::PresenceStatus status = huddle::wire::PresenceStatus::OFFLINE,
+    const char *text = nullptr,
+    bool invisible = false) {
+  auto text__ = text ? _fbb.CreateString(text) : 0;
+  return huddle::wire::CreateStatusSet(
+      _fbb,
+      status,
+      text__,
+      invisible);
+}
+
+struct Follow FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef FollowBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_USER_IDS = 4
+  };
+  const ::flatbuffers::Vector<::flatbuffers::Offset<::flatbuffers::String>> *user_ids() const {
+    return GetPointer<const ::flatbuffers::Vector<::flatbuffers::Offset<::flatbuffers::String>> *>(VT_USER_IDS);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_USER_IDS) &&
+           verifier.VerifyVector(user_ids()) &&
+           verifier.VerifyVectorOfStrings(user_ids()) &&
+           verifier.EndTable();
+  }
+};
+
+struct FollowBuilder {
+  typedef Follow Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_user_ids(::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<::flatbuffers::String>>> user_ids) {
+    fbb_.AddOffset(Follow::VT_USER_IDS, user_ids);
+  }
+  explicit FollowBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<Follow> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<Follow>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<Follow> CreateFollow(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<::flatbuffers::String>>> user_ids = 0) {
+  FollowBuilder builder_(_fbb);
+  builder_.add_user_ids(user_ids);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<Follow> CreateFollowDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const std::vector<::flatbuffers::Offset<::flatbuffers::String>> *user_ids = nullptr) {
+  auto user_ids__ = user_ids ? _fbb.CreateVector<::flatbuffers::Offset<::flatbuffers::String>>(*user_ids) : 0;
+  return huddle::wire::CreateFollow(
+      _fbb,
+      user_ids__);
+}
+
+struct Unfollow FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef UnfollowBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_USER_IDS = 4
+  };
+  const ::flatbuffers::Vector<::flatbuffers::Offset<::flatbuffers::String>> *user_ids() const {
+    return GetPointer<const ::flatbuffers::Vector<::flatbuffers::Offset<::flatbuffers::String>> *>(VT_USER_IDS);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_USER_IDS) &&
+           verifier.VerifyVector(user_ids()) &&
+           verifier.VerifyVectorOfStrings(user_ids()) &&
+           verifier.EndTable();
+  }
+};
+
+struct UnfollowBuilder {
+  typedef Unfollow Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_user_ids(::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<::flatbuffers::String>>> user_ids) {
+    fbb_.AddOffset(Unfollow::VT_USER_IDS, user_ids);
+  }
+  explicit UnfollowBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<Unfollow> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<Unfollow>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<Unfollow> CreateUnfollow(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<::flatbuffers::String>>> user_ids = 0) {
+  UnfollowBuilder builder_(_fbb);
+  builder_.add_user_ids(user_ids);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<Unfollow> CreateUnfollowDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const std::vector<::flatbuffers::Offset<::flatbuffers::String>> *user_ids = nullptr) {
+  auto user_ids__ = user_ids ? _fbb.CreateVector<::flatbuffers::Offset<::flatbuffers::String>>(*user_ids) : 0;
+  return huddle::wire::CreateUnfollow(
+      _fbb,
+      user_ids__);
+}
+
+struct UserStatusEvent FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef UserStatusEventBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_USER_ID = 4,
+    VT_STATUS = 6,
+    VT_TEXT = 8,
+    VT_UPDATED_AT_MS = 10
+  };
+  const ::flatbuffers::String *user_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_USER_ID);
+  }
+  huddle::wire::PresenceStatus status() const {
+    return static_cast<huddle::wire::PresenceStatus>(GetField<uint8_t>(VT_STATUS, 0));
+  }
+  const ::flatbuffers::String *text() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_TEXT);
+  }
+  int64_t updated_at_ms() const {
+    return GetField<int64_t>(VT_UPDATED_AT_MS, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_USER_ID) &&
+           verifier.VerifyString(user_id()) &&
+           VerifyField<uint8_t>(verifier, VT_STATUS, 1) &&
+           VerifyOffset(verifier, VT_TEXT) &&
+           verifier.VerifyString(text()) &&
+           VerifyField<int64_t>(verifier, VT_UPDATED_AT_MS, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct UserStatusEventBuilder {
+  typedef UserStatusEvent Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_user_id(::flatbuffers::Offset<::flatbuffers::String> user_id) {
+    fbb_.AddOffset(UserStatusEvent::VT_USER_ID, user_id);
+  }
+  void add_status(huddle::wire::PresenceStatus status) {
+    fbb_.AddElement<uint8_t>(UserStatusEvent::VT_STATUS, static_cast<uint8_t>(status), 0);
+  }
+  void add_text(::flatbuffers::Offset<::flatbuffers::String> text) {
+    fbb_.AddOffset(UserStatusEvent::VT_TEXT, text);
+  }
+  void add_updated_at_ms(int64_t updated_at_ms) {
+    fbb_.AddElement<int64_t>(UserStatusEvent::VT_UPDATED_AT_MS, updated_at_ms, 0);
+  }
+  explicit UserStatusEventBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<UserStatusEvent> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<UserStatusEvent>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<UserStatusEvent> CreateUserStatusEvent(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> user_id = 0,
+    huddle::wire::PresenceStatus status = huddle::wire::PresenceStatus::OFFLINE,
+    ::flatbuffers::Offset<::flatbuffers::String> text = 0,
+    int64_t updated_at_ms = 0) {
+  UserStatusEventBuilder builder_(_fbb);
+  builder_.add_updated_at_ms(updated_at_ms);
+  builder_.add_text(text);
+  builder_.add_user_id(user_id);
+  builder_.add_status(status);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<UserStatusEvent> CreateUserStatusEventDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *user_id = nullptr,
+    huddle::wire::PresenceStatus status = huddle::wire::PresenceStatus::OFFLINE,
+    const char *text = nullptr,
+    int64_t updated_at_ms = 0) {
+  auto user_id__ = user_id ? _fbb.CreateString(user_id) : 0;
+  auto text__ = text ? _fbb.CreateString(text) : 0;
+  return huddle::wire::CreateUserStatusEvent(
+      _fbb,
+      user_id__,
+      status,
+      text__,
+      updated_at_ms);
 }
 
 struct ChatUser FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
@@ -3938,6 +4350,21 @@ struct Frame FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   const huddle::wire::ChatUnreadCounts *body_as_ChatUnreadCounts() const {
     return body_type() == huddle::wire::Body::ChatUnreadCounts ? static_cast<const huddle::wire::ChatUnreadCounts *>(body()) : nullptr;
   }
+  const huddle::wire::SetStatus *body_as_SetStatus() const {
+    return body_type() == huddle::wire::Body::SetStatus ? static_cast<const huddle::wire::SetStatus *>(body()) : nullptr;
+  }
+  const huddle::wire::StatusSet *body_as_StatusSet() const {
+    return body_type() == huddle::wire::Body::StatusSet ? static_cast<const huddle::wire::StatusSet *>(body()) : nullptr;
+  }
+  const huddle::wire::Follow *body_as_Follow() const {
+    return body_type() == huddle::wire::Body::Follow ? static_cast<const huddle::wire::Follow *>(body()) : nullptr;
+  }
+  const huddle::wire::Unfollow *body_as_Unfollow() const {
+    return body_type() == huddle::wire::Body::Unfollow ? static_cast<const huddle::wire::Unfollow *>(body()) : nullptr;
+  }
+  const huddle::wire::UserStatusEvent *body_as_UserStatusEvent() const {
+    return body_type() == huddle::wire::Body::UserStatusEvent ? static_cast<const huddle::wire::UserStatusEvent *>(body()) : nullptr;
+  }
   template <bool B = false>
   bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
     return VerifyTableStart(verifier) &&
@@ -4089,6 +4516,26 @@ template<> inline const huddle::wire::ChatUnread *Frame::body_as<huddle::wire::C
 
 template<> inline const huddle::wire::ChatUnreadCounts *Frame::body_as<huddle::wire::ChatUnreadCounts>() const {
   return body_as_ChatUnreadCounts();
+}
+
+template<> inline const huddle::wire::SetStatus *Frame::body_as<huddle::wire::SetStatus>() const {
+  return body_as_SetStatus();
+}
+
+template<> inline const huddle::wire::StatusSet *Frame::body_as<huddle::wire::StatusSet>() const {
+  return body_as_StatusSet();
+}
+
+template<> inline const huddle::wire::Follow *Frame::body_as<huddle::wire::Follow>() const {
+  return body_as_Follow();
+}
+
+template<> inline const huddle::wire::Unfollow *Frame::body_as<huddle::wire::Unfollow>() const {
+  return body_as_Unfollow();
+}
+
+template<> inline const huddle::wire::UserStatusEvent *Frame::body_as<huddle::wire::UserStatusEvent>() const {
+  return body_as_UserStatusEvent();
 }
 
 struct FrameBuilder {
@@ -4281,6 +4728,26 @@ inline bool VerifyBody(::flatbuffers::VerifierTemplate<B> &verifier, const void 
     }
     case Body::ChatUnreadCounts: {
       auto ptr = reinterpret_cast<const huddle::wire::ChatUnreadCounts *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::SetStatus: {
+      auto ptr = reinterpret_cast<const huddle::wire::SetStatus *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::StatusSet: {
+      auto ptr = reinterpret_cast<const huddle::wire::StatusSet *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::Follow: {
+      auto ptr = reinterpret_cast<const huddle::wire::Follow *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::Unfollow: {
+      auto ptr = reinterpret_cast<const huddle::wire::Unfollow *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::UserStatusEvent: {
+      auto ptr = reinterpret_cast<const huddle::wire::UserStatusEvent *>(obj);
       return verifier.VerifyTable(ptr);
     }
     default: return true;

@@ -469,10 +469,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ContentType {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 35;
+pub const ENUM_MAX_BODY: u8 = 40;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 36] = [
+pub const ENUM_VALUES_BODY: [Body; 41] = [
   Body::NONE,
   Body::Hello,
   Body::Welcome,
@@ -509,6 +509,11 @@ pub const ENUM_VALUES_BODY: [Body; 36] = [
   Body::ChatMessageDeletedEvent,
   Body::ChatUnread,
   Body::ChatUnreadCounts,
+  Body::SetStatus,
+  Body::StatusSet,
+  Body::Follow,
+  Body::Unfollow,
+  Body::UserStatusEvent,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -552,9 +557,14 @@ impl Body {
   pub const ChatMessageDeletedEvent: Self = Self(33);
   pub const ChatUnread: Self = Self(34);
   pub const ChatUnreadCounts: Self = Self(35);
+  pub const SetStatus: Self = Self(36);
+  pub const StatusSet: Self = Self(37);
+  pub const Follow: Self = Self(38);
+  pub const Unfollow: Self = Self(39);
+  pub const UserStatusEvent: Self = Self(40);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 35;
+  pub const ENUM_MAX: u8 = 40;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -592,6 +602,11 @@ impl Body {
     Self::ChatMessageDeletedEvent,
     Self::ChatUnread,
     Self::ChatUnreadCounts,
+    Self::SetStatus,
+    Self::StatusSet,
+    Self::Follow,
+    Self::Unfollow,
+    Self::UserStatusEvent,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -632,6 +647,11 @@ impl Body {
       Self::ChatMessageDeletedEvent => Some("ChatMessageDeletedEvent"),
       Self::ChatUnread => Some("ChatUnread"),
       Self::ChatUnreadCounts => Some("ChatUnreadCounts"),
+      Self::SetStatus => Some("SetStatus"),
+      Self::StatusSet => Some("StatusSet"),
+      Self::Follow => Some("Follow"),
+      Self::Unfollow => Some("Unfollow"),
+      Self::UserStatusEvent => Some("UserStatusEvent"),
       _ => None,
     }
   }
@@ -2336,6 +2356,7 @@ impl<'a> UserPresence<'a> {
   pub const VT_STATUS: ::flatbuffers::VOffsetT = 6;
   pub const VT_CONNECTIONS: ::flatbuffers::VOffsetT = 8;
   pub const VT_LAST_ACTIVE_MS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_TEXT: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2348,6 +2369,7 @@ impl<'a> UserPresence<'a> {
   ) -> ::flatbuffers::WIPOffset<UserPresence<'bldr>> {
     let mut builder = UserPresenceBuilder::new(_fbb);
     builder.add_last_active_ms(args.last_active_ms);
+    if let Some(x) = args.text { builder.add_text(x); }
     builder.add_connections(args.connections);
     if let Some(x) = args.user_id { builder.add_user_id(x); }
     builder.add_status(args.status);
@@ -2383,6 +2405,13 @@ impl<'a> UserPresence<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i64>(UserPresence::VT_LAST_ACTIVE_MS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn text(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(UserPresence::VT_TEXT, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for UserPresence<'_> {
@@ -2395,6 +2424,7 @@ impl ::flatbuffers::Verifiable for UserPresence<'_> {
      .visit_field::<PresenceStatus>("status", Self::VT_STATUS, false)?
      .visit_field::<u32>("connections", Self::VT_CONNECTIONS, false)?
      .visit_field::<i64>("last_active_ms", Self::VT_LAST_ACTIVE_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("text", Self::VT_TEXT, false)?
      .finish();
     Ok(())
   }
@@ -2404,6 +2434,7 @@ pub struct UserPresenceArgs<'a> {
     pub status: PresenceStatus,
     pub connections: u32,
     pub last_active_ms: i64,
+    pub text: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for UserPresenceArgs<'a> {
   #[inline]
@@ -2413,6 +2444,7 @@ impl<'a> Default for UserPresenceArgs<'a> {
       status: PresenceStatus::OFFLINE,
       connections: 0,
       last_active_ms: 0,
+      text: None,
     }
   }
 }
@@ -2439,6 +2471,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UserPresenceBuilder<'a, 'b, A
     self.fbb_.push_slot::<i64>(UserPresence::VT_LAST_ACTIVE_MS, last_active_ms, 0);
   }
   #[inline]
+  pub fn add_text(&mut self, text: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UserPresence::VT_TEXT, text);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UserPresenceBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     UserPresenceBuilder {
@@ -2460,6 +2496,7 @@ impl ::core::fmt::Debug for UserPresence<'_> {
       ds.field("status", &self.status());
       ds.field("connections", &self.connections());
       ds.field("last_active_ms", &self.last_active_ms());
+      ds.field("text", &self.text());
       ds.finish()
   }
 }
@@ -2556,6 +2593,605 @@ impl ::core::fmt::Debug for PresenceList<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("PresenceList");
       ds.field("users", &self.users());
+      ds.finish()
+  }
+}
+pub enum SetStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SetStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetStatus<'a> {
+  type Inner = SetStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetStatus<'a> {
+  pub const VT_STATUS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TEXT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_INVISIBLE: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetStatusArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SetStatus<'bldr>> {
+    let mut builder = SetStatusBuilder::new(_fbb);
+    if let Some(x) = args.text { builder.add_text(x); }
+    builder.add_invisible(args.invisible);
+    builder.add_status(args.status);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn status(&self) -> PresenceStatus {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<PresenceStatus>(SetStatus::VT_STATUS, Some(PresenceStatus::OFFLINE)).unwrap()}
+  }
+  #[inline]
+  pub fn text(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetStatus::VT_TEXT, None)}
+  }
+  #[inline]
+  pub fn invisible(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(SetStatus::VT_INVISIBLE, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<PresenceStatus>("status", Self::VT_STATUS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("text", Self::VT_TEXT, false)?
+     .visit_field::<bool>("invisible", Self::VT_INVISIBLE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetStatusArgs<'a> {
+    pub status: PresenceStatus,
+    pub text: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub invisible: bool,
+}
+impl<'a> Default for SetStatusArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SetStatusArgs {
+      status: PresenceStatus::OFFLINE,
+      text: None,
+      invisible: false,
+    }
+  }
+}
+
+pub struct SetStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_status(&mut self, status: PresenceStatus) {
+    self.fbb_.push_slot::<PresenceStatus>(SetStatus::VT_STATUS, status, PresenceStatus::OFFLINE);
+  }
+  #[inline]
+  pub fn add_text(&mut self, text: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetStatus::VT_TEXT, text);
+  }
+  #[inline]
+  pub fn add_invisible(&mut self, invisible: bool) {
+    self.fbb_.push_slot::<bool>(SetStatus::VT_INVISIBLE, invisible, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetStatus");
+      ds.field("status", &self.status());
+      ds.field("text", &self.text());
+      ds.field("invisible", &self.invisible());
+      ds.finish()
+  }
+}
+pub enum StatusSetOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct StatusSet<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for StatusSet<'a> {
+  type Inner = StatusSet<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> StatusSet<'a> {
+  pub const VT_STATUS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TEXT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_INVISIBLE: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    StatusSet { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args StatusSetArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<StatusSet<'bldr>> {
+    let mut builder = StatusSetBuilder::new(_fbb);
+    if let Some(x) = args.text { builder.add_text(x); }
+    builder.add_invisible(args.invisible);
+    builder.add_status(args.status);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn status(&self) -> PresenceStatus {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<PresenceStatus>(StatusSet::VT_STATUS, Some(PresenceStatus::OFFLINE)).unwrap()}
+  }
+  #[inline]
+  pub fn text(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(StatusSet::VT_TEXT, None)}
+  }
+  #[inline]
+  pub fn invisible(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(StatusSet::VT_INVISIBLE, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for StatusSet<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<PresenceStatus>("status", Self::VT_STATUS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("text", Self::VT_TEXT, false)?
+     .visit_field::<bool>("invisible", Self::VT_INVISIBLE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StatusSetArgs<'a> {
+    pub status: PresenceStatus,
+    pub text: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub invisible: bool,
+}
+impl<'a> Default for StatusSetArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    StatusSetArgs {
+      status: PresenceStatus::OFFLINE,
+      text: None,
+      invisible: false,
+    }
+  }
+}
+
+pub struct StatusSetBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusSetBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_status(&mut self, status: PresenceStatus) {
+    self.fbb_.push_slot::<PresenceStatus>(StatusSet::VT_STATUS, status, PresenceStatus::OFFLINE);
+  }
+  #[inline]
+  pub fn add_text(&mut self, text: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusSet::VT_TEXT, text);
+  }
+  #[inline]
+  pub fn add_invisible(&mut self, invisible: bool) {
+    self.fbb_.push_slot::<bool>(StatusSet::VT_INVISIBLE, invisible, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusSetBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StatusSetBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<StatusSet<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for StatusSet<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("StatusSet");
+      ds.field("status", &self.status());
+      ds.field("text", &self.text());
+      ds.field("invisible", &self.invisible());
+      ds.finish()
+  }
+}
+pub enum FollowOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Follow<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Follow<'a> {
+  type Inner = Follow<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Follow<'a> {
+  pub const VT_USER_IDS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Follow { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args FollowArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Follow<'bldr>> {
+    let mut builder = FollowBuilder::new(_fbb);
+    if let Some(x) = args.user_ids { builder.add_user_ids(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user_ids(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Follow::VT_USER_IDS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Follow<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("user_ids", Self::VT_USER_IDS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FollowArgs<'a> {
+    pub user_ids: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for FollowArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    FollowArgs {
+      user_ids: None,
+    }
+  }
+}
+
+pub struct FollowBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FollowBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user_ids(&mut self, user_ids: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Follow::VT_USER_IDS, user_ids);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FollowBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FollowBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Follow<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Follow<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Follow");
+      ds.field("user_ids", &self.user_ids());
+      ds.finish()
+  }
+}
+pub enum UnfollowOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Unfollow<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Unfollow<'a> {
+  type Inner = Unfollow<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Unfollow<'a> {
+  pub const VT_USER_IDS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Unfollow { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UnfollowArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Unfollow<'bldr>> {
+    let mut builder = UnfollowBuilder::new(_fbb);
+    if let Some(x) = args.user_ids { builder.add_user_ids(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user_ids(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Unfollow::VT_USER_IDS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Unfollow<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("user_ids", Self::VT_USER_IDS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UnfollowArgs<'a> {
+    pub user_ids: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for UnfollowArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UnfollowArgs {
+      user_ids: None,
+    }
+  }
+}
+
+pub struct UnfollowBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UnfollowBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user_ids(&mut self, user_ids: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Unfollow::VT_USER_IDS, user_ids);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UnfollowBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UnfollowBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Unfollow<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Unfollow<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Unfollow");
+      ds.field("user_ids", &self.user_ids());
+      ds.finish()
+  }
+}
+pub enum UserStatusEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UserStatusEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UserStatusEvent<'a> {
+  type Inner = UserStatusEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UserStatusEvent<'a> {
+  pub const VT_USER_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_STATUS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TEXT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_UPDATED_AT_MS: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UserStatusEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UserStatusEventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UserStatusEvent<'bldr>> {
+    let mut builder = UserStatusEventBuilder::new(_fbb);
+    builder.add_updated_at_ms(args.updated_at_ms);
+    if let Some(x) = args.text { builder.add_text(x); }
+    if let Some(x) = args.user_id { builder.add_user_id(x); }
+    builder.add_status(args.status);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(UserStatusEvent::VT_USER_ID, None)}
+  }
+  #[inline]
+  pub fn status(&self) -> PresenceStatus {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<PresenceStatus>(UserStatusEvent::VT_STATUS, Some(PresenceStatus::OFFLINE)).unwrap()}
+  }
+  #[inline]
+  pub fn text(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(UserStatusEvent::VT_TEXT, None)}
+  }
+  #[inline]
+  pub fn updated_at_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(UserStatusEvent::VT_UPDATED_AT_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UserStatusEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user_id", Self::VT_USER_ID, false)?
+     .visit_field::<PresenceStatus>("status", Self::VT_STATUS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("text", Self::VT_TEXT, false)?
+     .visit_field::<i64>("updated_at_ms", Self::VT_UPDATED_AT_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UserStatusEventArgs<'a> {
+    pub user_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub status: PresenceStatus,
+    pub text: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub updated_at_ms: i64,
+}
+impl<'a> Default for UserStatusEventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UserStatusEventArgs {
+      user_id: None,
+      status: PresenceStatus::OFFLINE,
+      text: None,
+      updated_at_ms: 0,
+    }
+  }
+}
+
+pub struct UserStatusEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UserStatusEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user_id(&mut self, user_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UserStatusEvent::VT_USER_ID, user_id);
+  }
+  #[inline]
+  pub fn add_status(&mut self, status: PresenceStatus) {
+    self.fbb_.push_slot::<PresenceStatus>(UserStatusEvent::VT_STATUS, status, PresenceStatus::OFFLINE);
+  }
+  #[inline]
+  pub fn add_text(&mut self, text: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UserStatusEvent::VT_TEXT, text);
+  }
+  #[inline]
+  pub fn add_updated_at_ms(&mut self, updated_at_ms: i64) {
+    self.fbb_.push_slot::<i64>(UserStatusEvent::VT_UPDATED_AT_MS, updated_at_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UserStatusEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UserStatusEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UserStatusEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UserStatusEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UserStatusEvent");
+      ds.field("user_id", &self.user_id());
+      ds.field("status", &self.status());
+      ds.field("text", &self.text());
+      ds.field("updated_at_ms", &self.updated_at_ms());
       ds.finish()
   }
 }
@@ -6568,6 +7204,81 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_status(&self) -> Option<SetStatus<'a>> {
+    if self.body_type() == Body::SetStatus {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SetStatus::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_status_set(&self) -> Option<StatusSet<'a>> {
+    if self.body_type() == Body::StatusSet {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { StatusSet::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_follow(&self) -> Option<Follow<'a>> {
+    if self.body_type() == Body::Follow {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Follow::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_unfollow(&self) -> Option<Unfollow<'a>> {
+    if self.body_type() == Body::Unfollow {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Unfollow::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_user_status_event(&self) -> Option<UserStatusEvent<'a>> {
+    if self.body_type() == Body::UserStatusEvent {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UserStatusEvent::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -6616,6 +7327,11 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::ChatMessageDeletedEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatMessageDeletedEvent>>("Body::ChatMessageDeletedEvent", pos),
           Body::ChatUnread => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatUnread>>("Body::ChatUnread", pos),
           Body::ChatUnreadCounts => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatUnreadCounts>>("Body::ChatUnreadCounts", pos),
+          Body::SetStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetStatus>>("Body::SetStatus", pos),
+          Body::StatusSet => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusSet>>("Body::StatusSet", pos),
+          Body::Follow => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Follow>>("Body::Follow", pos),
+          Body::Unfollow => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Unfollow>>("Body::Unfollow", pos),
+          Body::UserStatusEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UserStatusEvent>>("Body::UserStatusEvent", pos),
           _ => Ok(()),
         }
      })?
@@ -6931,6 +7647,41 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::ChatUnreadCounts => {
           if let Some(x) = self.body_as_chat_unread_counts() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SetStatus => {
+          if let Some(x) = self.body_as_set_status() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::StatusSet => {
+          if let Some(x) = self.body_as_status_set() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Follow => {
+          if let Some(x) = self.body_as_follow() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Unfollow => {
+          if let Some(x) = self.body_as_unfollow() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::UserStatusEvent => {
+          if let Some(x) = self.body_as_user_status_event() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

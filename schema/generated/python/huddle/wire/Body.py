@@ -39,3 +39,8 @@ class Body(object):
     ChatMessageDeletedEvent = 33
     ChatUnread = 34
     ChatUnreadCounts = 35
+    SetStatus = 36
+    StatusSet = 37
+    Follow = 38
+    Unfollow = 39
+    UserStatusEvent = 40

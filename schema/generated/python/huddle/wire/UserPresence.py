@@ -56,8 +56,15 @@ class UserPresence(object):
             return self._tab.Get(flatbuffers.number_types.Int64Flags, o + self._tab.Pos)
         return 0
 
+    # UserPresence
+    def Text(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
 def UserPresenceStart(builder):
-    builder.StartObject(4)
+    builder.StartObject(5)
 
 def Start(builder):
     UserPresenceStart(builder)
@@ -85,6 +92,12 @@ def UserPresenceAddLastActiveMs(builder, lastActiveMs):
 
 def AddLastActiveMs(builder, lastActiveMs):
     UserPresenceAddLastActiveMs(builder, lastActiveMs)
+
+def UserPresenceAddText(builder, text):
+    builder.PrependUOffsetTRelativeSlot(4, flatbuffers.number_types.UOffsetTFlags.py_type(text), 0)
+
+def AddText(builder, text):
+    UserPresenceAddText(builder, text)
 
 def UserPresenceEnd(builder):
     return builder.EndObject()

@@ -30,12 +30,17 @@ import { EchoEvent } from '../../huddle/wire/echo-event.js';
 import { EchoReply } from '../../huddle/wire/echo-reply.js';
 import { EchoRequest } from '../../huddle/wire/echo-request.js';
 import { Error } from '../../huddle/wire/error.js';
+import { Follow } from '../../huddle/wire/follow.js';
 import { GoAway } from '../../huddle/wire/go-away.js';
 import { Hello } from '../../huddle/wire/hello.js';
 import { Ping } from '../../huddle/wire/ping.js';
 import { Pong } from '../../huddle/wire/pong.js';
 import { PresenceList } from '../../huddle/wire/presence-list.js';
 import { PresenceQuery } from '../../huddle/wire/presence-query.js';
+import { SetStatus } from '../../huddle/wire/set-status.js';
+import { StatusSet } from '../../huddle/wire/status-set.js';
+import { Unfollow } from '../../huddle/wire/unfollow.js';
+import { UserStatusEvent } from '../../huddle/wire/user-status-event.js';
 import { Welcome } from '../../huddle/wire/welcome.js';
 
 
@@ -75,13 +80,18 @@ export enum Body {
   ChatMessageUpdatedEvent = 32,
   ChatMessageDeletedEvent = 33,
   ChatUnread = 34,
-  ChatUnreadCounts = 35
+  ChatUnreadCounts = 35,
+  SetStatus = 36,
+  StatusSet = 37,
+  Follow = 38,
+  Unfollow = 39,
+  UserStatusEvent = 40
 }
 
 export function unionToBody(
   type: Body,
-  accessor: (obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null
-): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null {
+  accessor: (obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null
+): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(new Hello())! as Hello;
@@ -119,15 +129,20 @@ export function unionToBody(
     case 'ChatMessageDeletedEvent': return accessor(new ChatMessageDeletedEvent())! as ChatMessageDeletedEvent;
     case 'ChatUnread': return accessor(new ChatUnread())! as ChatUnread;
     case 'ChatUnreadCounts': return accessor(new ChatUnreadCounts())! as ChatUnreadCounts;
+    case 'SetStatus': return accessor(new SetStatus())! as SetStatus;
+    case 'StatusSet': return accessor(new StatusSet())! as StatusSet;
+    case 'Follow': return accessor(new Follow())! as Follow;
+    case 'Unfollow': return accessor(new Unfollow())! as Unfollow;
+    case 'UserStatusEvent': return accessor(new UserStatusEvent())! as UserStatusEvent;
     default: return null;
   }
 }
 
 export function unionListToBody(
   type: Body, 
-  accessor: (index: number, obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null, 
+  accessor: (index: number, obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null, 
   index: number
-): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|Welcome|null {
+): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(index, new Hello())! as Hello;
@@ -165,6 +180,11 @@ export function unionListToBody(
     case 'ChatMessageDeletedEvent': return accessor(index, new ChatMessageDeletedEvent())! as ChatMessageDeletedEvent;
     case 'ChatUnread': return accessor(index, new ChatUnread())! as ChatUnread;
     case 'ChatUnreadCounts': return accessor(index, new ChatUnreadCounts())! as ChatUnreadCounts;
+    case 'SetStatus': return accessor(index, new SetStatus())! as SetStatus;
+    case 'StatusSet': return accessor(index, new StatusSet())! as StatusSet;
+    case 'Follow': return accessor(index, new Follow())! as Follow;
+    case 'Unfollow': return accessor(index, new Unfollow())! as Unfollow;
+    case 'UserStatusEvent': return accessor(index, new UserStatusEvent())! as UserStatusEvent;
     default: return null;
   }
 }

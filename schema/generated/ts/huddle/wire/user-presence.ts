@@ -47,8 +47,15 @@ lastActiveMs():bigint {
   return offset ? this.bb!.readInt64(this.bb_pos + offset) : BigInt('0');
 }
 
+text():string|null
+text(optionalEncoding:flatbuffers.Encoding):string|Uint8Array|null
+text(optionalEncoding?:any):string|Uint8Array|null {
+  const offset = this.bb!.__offset(this.bb_pos, 12);
+  return offset ? this.bb!.__string(this.bb_pos + offset, optionalEncoding) : null;
+}
+
 static startUserPresence(builder:flatbuffers.Builder) {
-  builder.startObject(4);
+  builder.startObject(5);
 }
 
 static addUserId(builder:flatbuffers.Builder, userIdOffset:flatbuffers.Offset) {
@@ -67,17 +74,22 @@ static addLastActiveMs(builder:flatbuffers.Builder, lastActiveMs:bigint) {
   builder.addFieldInt64(3, lastActiveMs, BigInt('0'));
 }
 
+static addText(builder:flatbuffers.Builder, textOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(4, textOffset, 0);
+}
+
 static endUserPresence(builder:flatbuffers.Builder):flatbuffers.Offset {
   const offset = builder.endObject();
   return offset;
 }
 
-static createUserPresence(builder:flatbuffers.Builder, userIdOffset:flatbuffers.Offset, status:PresenceStatus, connections:number, lastActiveMs:bigint):flatbuffers.Offset {
+static createUserPresence(builder:flatbuffers.Builder, userIdOffset:flatbuffers.Offset, status:PresenceStatus, connections:number, lastActiveMs:bigint, textOffset:flatbuffers.Offset):flatbuffers.Offset {
   UserPresence.startUserPresence(builder);
   UserPresence.addUserId(builder, userIdOffset);
   UserPresence.addStatus(builder, status);
   UserPresence.addConnections(builder, connections);
   UserPresence.addLastActiveMs(builder, lastActiveMs);
+  UserPresence.addText(builder, textOffset);
   return UserPresence.endUserPresence(builder);
 }
 }
