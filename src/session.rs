@@ -36,6 +36,9 @@ pub const MAX_PRESENCE_IDS: usize = 500;
 /// Most chats one unread-count query may name.
 pub const MAX_UNREAD_CHATS: usize = 100;
 
+/// Most users one connection may follow at once.
+pub const MAX_FOLLOWS_PER_CONNECTION: usize = 1000;
+
 /// Most chats one connection may be in at once.
 pub const MAX_CHATS_PER_CONNECTION: usize = 256;
 
@@ -417,6 +420,9 @@ struct Conn<'a> {
     malformed: u32,
     last_in: Instant,
     last_out: Instant,
+    /// Users this connection follows (bounded by MAX_FOLLOWS_PER_CONNECTION);
+    /// boxed and created on first use, so idle connections don't carry it.
+    follows: Option<Box<std::collections::HashSet<UserId>>>,
     /// Chats joined over this connection, left for the session when it
     /// ends for good. (Chats joined before a resume are cleaned up by
     /// their shard's sweep once the session is over.)
@@ -439,6 +445,7 @@ async fn run<R: FrameReader, W: FrameWriter>(
         last_in: now,
         last_out: now,
         joined: Vec::new(),
+        follows: None,
     };
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + tick_period(cfg),
@@ -1007,6 +1014,29 @@ impl Conn<'_> {
         let ids: Vec<UserId> = ids
             .map(|v| v.iter().map(UserId::from).collect())
             .unwrap_or_default();
+        match follow {
+            Some(true) => {
+                let follows = self.follows.get_or_insert_with(Default::default);
+                let new = ids.iter().filter(|id| !follows.contains(*id)).count();
+                if follows.len() + new > MAX_FOLLOWS_PER_CONNECTION {
+                    let msg = format!(
+                        "following {} users already; at most {MAX_FOLLOWS_PER_CONNECTION} per connection (unfollow some)",
+                        follows.len()
+                    );
+                    self.error(request_id, ErrorCode::INVALID_ARGUMENT, &msg, false);
+                    return;
+                }
+                follows.extend(ids.iter().cloned());
+            }
+            Some(false) => {
+                if let Some(follows) = self.follows.as_mut() {
+                    ids.iter().for_each(|id| {
+                        follows.remove(id);
+                    });
+                }
+            }
+            None => {}
+        }
         let (session, outbox) = (self.at.session, self.at.outbox.clone());
         let Some(pending) = self.scatter(
             request_id,
