@@ -421,7 +421,9 @@ struct Conn<'a> {
     last_in: Instant,
     last_out: Instant,
     /// Users this connection follows (bounded by MAX_FOLLOWS_PER_CONNECTION);
-    /// boxed and created on first use, so idle connections don't carry it.
+    /// boxed and created on first use, so idle connections carry 8 bytes
+    /// for it instead of a 48-byte empty set in every task.
+    #[allow(clippy::box_collection)]
     follows: Option<Box<std::collections::HashSet<UserId>>>,
     /// Chats joined over this connection, left for the session when it
     /// ends for good. (Chats joined before a resume are cleaned up by
