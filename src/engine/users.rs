@@ -76,10 +76,18 @@ struct SessionEntry {
     detached_until: Option<Instant>,
 }
 
-#[derive(Debug)]
+/// One user's row. Kept small (every connected user has one): the parts
+/// most users never use live behind one optional box.
+#[derive(Debug, Default)]
 struct UserEntry {
     sessions: Vec<SessionId>,
     last_active_ms: i64,
+    extra: Option<Box<UserExtra>>,
+}
+
+/// A chosen status and the sessions that follow it.
+#[derive(Debug)]
+struct UserExtra {
     /// The status the user chose (shown while connected and visible).
     status: Status,
     text: Option<Arc<str>>,
@@ -88,11 +96,9 @@ struct UserEntry {
     followers: HashSet<SessionId>,
 }
 
-impl Default for UserEntry {
+impl Default for UserExtra {
     fn default() -> Self {
         Self {
-            sessions: Vec::new(),
-            last_active_ms: 0,
             status: Status::Online,
             text: None,
             invisible: false,
@@ -102,12 +108,21 @@ impl Default for UserEntry {
 }
 
 impl UserEntry {
+    fn extra(&mut self) -> &mut UserExtra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    fn followers(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.extra.iter().flat_map(|x| x.followers.iter().copied())
+    }
+
     /// What others see: offline when not connected or invisible.
     fn visible(&self) -> (Status, Option<Arc<str>>) {
-        if self.sessions.is_empty() || self.invisible {
-            (Status::Offline, None)
-        } else {
-            (self.status, self.text.clone())
+        match &self.extra {
+            _ if self.sessions.is_empty() => (Status::Offline, None),
+            Some(x) if x.invisible => (Status::Offline, None),
+            Some(x) => (x.status, x.text.clone()),
+            None => (Status::Online, None),
         }
     }
 
@@ -302,13 +317,15 @@ impl Users {
                 }
                 let entry = self.users.entry(user.clone()).or_default();
                 let before = entry.visible();
-                entry.status = status;
-                entry.text = text.map(Arc::from);
-                entry.invisible = invisible;
+                let extra = entry.extra();
+                extra.status = status;
+                extra.text = text.map(Arc::from);
+                extra.invisible = invisible;
+                let text = extra.text.clone();
                 entry.last_active_ms = now.unix_ms;
                 let reply = Reply::StatusSet {
                     status,
-                    text: entry.text.clone(),
+                    text,
                     invisible,
                 };
                 self.notify_followers(now, &user, before, out);
@@ -324,10 +341,13 @@ impl Users {
                         self.users
                             .entry(target.clone())
                             .or_default()
+                            .extra()
                             .followers
                             .insert(session);
-                    } else if let Some(e) = self.users.get_mut(target) {
-                        e.followers.remove(&session);
+                    } else if let Some(x) =
+                        self.users.get_mut(target).and_then(|e| e.extra.as_mut())
+                    {
+                        x.followers.remove(&session);
                     }
                 }
                 let rows = if follow {
@@ -338,9 +358,9 @@ impl Users {
                 out.push(Effect::Presence(rows));
             }
             Command::FollowersGone { sessions } => {
-                for entry in self.users.values_mut() {
+                for x in self.users.values_mut().filter_map(|e| e.extra.as_mut()) {
                     for s in &sessions {
-                        entry.followers.remove(s);
+                        x.followers.remove(s);
                     }
                 }
             }
@@ -372,11 +392,12 @@ impl Users {
             return;
         };
         let after = entry.visible();
-        if after == before || entry.followers.is_empty() {
+        let followers: Vec<SessionId> = entry.followers().collect();
+        if after == before || followers.is_empty() {
             return;
         }
         out.push(Effect::Deliver {
-            sessions: entry.followers.iter().copied().collect(),
+            sessions: followers,
             event: Event::UserStatus {
                 user_id: user.clone(),
                 status: after.0,
