@@ -754,88 +754,81 @@ impl Conn<'_> {
     fn chat_request(&mut self, request_id: u64, frame: &wire::Frame<'_>) {
         let session = self.at.session;
         let id = |s: Option<&str>| -> Arc<str> { Arc::from(s.unwrap_or("")) };
-        let (chat_id, cmd) = if let Some(j) = frame.body_as_chat_join() {
-            let chat_id = id(j.chat_id());
-            let cmd = chat::Command::Join {
+        // Edit and delete are one engine command: with or without content.
+        let amend = frame
+            .body_as_chat_edit()
+            .map(|e| {
+                (
+                    e.chat_id(),
+                    e.message_id(),
+                    Some(e.content().unwrap_or("").to_string()),
+                )
+            })
+            .or_else(|| {
+                frame
+                    .body_as_chat_delete()
+                    .map(|d| (d.chat_id(), d.message_id(), None))
+            });
+        let cmd = if let Some(j) = frame.body_as_chat_join() {
+            chat::Command::Join {
                 request_id,
                 session,
                 actor: self.actor(),
-                chat_id: chat_id.clone(),
-            };
-            (chat_id, cmd)
+                chat_id: id(j.chat_id()),
+            }
         } else if let Some(l) = frame.body_as_chat_leave() {
-            let chat_id = id(l.chat_id());
-            let cmd = chat::Command::Leave {
+            chat::Command::Leave {
                 request_id,
                 session,
-                chat_id: chat_id.clone(),
-            };
-            (chat_id, cmd)
+                chat_id: id(l.chat_id()),
+            }
         } else if let Some(m) = frame.body_as_chat_send() {
-            let chat_id = id(m.chat_id());
-            let cmd = chat::Command::Send {
+            chat::Command::Send {
                 request_id,
                 session,
                 actor: self.actor(),
-                chat_id: chat_id.clone(),
+                chat_id: id(m.chat_id()),
                 content: m.content().unwrap_or("").to_string(),
                 content_type: m.content_type().0,
                 nonce: m.nonce().filter(|n| !n.is_empty()).map(str::to_string),
-            };
-            (chat_id, cmd)
+            }
         } else if let Some(r) = frame.body_as_chat_read() {
-            let chat_id = id(r.chat_id());
-            let cmd = chat::Command::Read {
+            chat::Command::Read {
                 request_id,
                 session,
                 user: self.at.user.clone(),
-                chat_id: chat_id.clone(),
+                chat_id: id(r.chat_id()),
                 message_id: r.message_id(),
-            };
-            (chat_id, cmd)
-        } else if let Some(e) = frame.body_as_chat_edit() {
-            let chat_id = id(e.chat_id());
-            let cmd = chat::Command::Amend {
+            }
+        } else if let Some((chat_id, message_id, content)) = amend {
+            chat::Command::Amend {
                 request_id,
                 session,
                 actor: self.actor(),
-                chat_id: chat_id.clone(),
-                message_id: e.message_id(),
-                content: Some(e.content().unwrap_or("").to_string()),
-            };
-            (chat_id, cmd)
-        } else if let Some(d) = frame.body_as_chat_delete() {
-            let chat_id = id(d.chat_id());
-            let cmd = chat::Command::Amend {
-                request_id,
-                session,
-                actor: self.actor(),
-                chat_id: chat_id.clone(),
-                message_id: d.message_id(),
-                content: None,
-            };
-            (chat_id, cmd)
+                chat_id: id(chat_id),
+                message_id,
+                content,
+            }
         } else if let Some(m) = frame.body_as_chat_mute() {
-            let chat_id = id(m.chat_id());
-            let cmd = chat::Command::Mute {
+            chat::Command::Mute {
                 request_id,
                 actor: self.actor(),
-                chat_id: chat_id.clone(),
+                chat_id: id(m.chat_id()),
                 user: UserId::from(m.user_id().unwrap_or("")),
                 duration_ms: m.duration_ms(),
-            };
-            (chat_id, cmd)
+            }
         } else if let Some(h) = frame.body_as_chat_history() {
-            let chat_id = id(h.chat_id());
-            let cmd = chat::Command::History {
+            chat::Command::History {
                 request_id,
                 session,
-                chat_id: chat_id.clone(),
+                chat_id: id(h.chat_id()),
                 before_id: h.before_id(),
                 limit: h.limit(),
-            };
-            (chat_id, cmd)
+            }
         } else {
+            return;
+        };
+        let Some(chat_id) = cmd.chat_id().cloned() else {
             return;
         };
         let joining = matches!(cmd, chat::Command::Join { .. });

@@ -210,6 +210,23 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The chat a command is about (none for clean-ups across chats).
+    pub fn chat_id(&self) -> Option<&Arc<str>> {
+        match self {
+            Command::Join { chat_id, .. }
+            | Command::Leave { chat_id, .. }
+            | Command::Send { chat_id, .. }
+            | Command::Typing { chat_id, .. }
+            | Command::Read { chat_id, .. }
+            | Command::History { chat_id, .. }
+            | Command::Amend { chat_id, .. }
+            | Command::Mute { chat_id, .. } => Some(chat_id),
+            Command::CreateChannel(_) | Command::SessionsGone { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct MemberUser {
     /// This user's sessions in the chat.
