@@ -12,6 +12,9 @@ use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 use crate::wire::{self, Body, ChatKind, ContentType, ErrorCode, PresenceStatus};
 use crate::PROTOCOL_VERSION;
 
+mod social;
+pub use social::{ChannelFields, FriendEntry, NotificationFields};
+
 /// An event encoded once for many recipients.
 #[derive(Clone, Debug)]
 pub struct EventFrame {
@@ -356,24 +359,23 @@ impl Encoder {
         self.finish_frame(request_id, 0, Body::PresenceQuery, body.as_union_value())
     }
 
+    fn user_presence(&mut self, u: &PresenceEntry) -> WIPOffset<wire::UserPresence<'static>> {
+        let user_id = self.fbb.create_string(&u.user_id);
+        let text = (!u.text.is_empty()).then(|| self.fbb.create_string(&u.text));
+        wire::UserPresence::create(
+            &mut self.fbb,
+            &wire::UserPresenceArgs {
+                user_id: Some(user_id),
+                status: u.status,
+                connections: u.connections,
+                last_active_ms: u.last_active_ms,
+                text,
+            },
+        )
+    }
+
     pub fn presence_list(&mut self, request_id: u64, users: &[PresenceEntry]) -> Bytes {
-        let rows: Vec<_> = users
-            .iter()
-            .map(|u| {
-                let user_id = self.fbb.create_string(&u.user_id);
-                let text = (!u.text.is_empty()).then(|| self.fbb.create_string(&u.text));
-                wire::UserPresence::create(
-                    &mut self.fbb,
-                    &wire::UserPresenceArgs {
-                        user_id: Some(user_id),
-                        status: u.status,
-                        connections: u.connections,
-                        last_active_ms: u.last_active_ms,
-                        text,
-                    },
-                )
-            })
-            .collect();
+        let rows: Vec<_> = users.iter().map(|u| self.user_presence(u)).collect();
         let rows = self.fbb.create_vector(&rows);
         let body = wire::PresenceList::create(
             &mut self.fbb,

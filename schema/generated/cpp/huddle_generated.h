@@ -154,6 +154,51 @@ struct ChatTypingEventBuilder;
 struct ChatReadEvent;
 struct ChatReadEventBuilder;
 
+struct FriendOp;
+struct FriendOpBuilder;
+
+struct FriendOpDone;
+struct FriendOpDoneBuilder;
+
+struct FriendList;
+struct FriendListBuilder;
+
+struct FriendRow;
+struct FriendRowBuilder;
+
+struct FriendListPage;
+struct FriendListPageBuilder;
+
+struct FriendEvent;
+struct FriendEventBuilder;
+
+struct ChannelStatus;
+struct ChannelStatusBuilder;
+
+struct Notification;
+struct NotificationBuilder;
+
+struct NotificationEvent;
+struct NotificationEventBuilder;
+
+struct NotificationCountEvent;
+struct NotificationCountEventBuilder;
+
+struct NotificationList;
+struct NotificationListBuilder;
+
+struct NotificationPage;
+struct NotificationPageBuilder;
+
+struct NotificationMarkRead;
+struct NotificationMarkReadBuilder;
+
+struct NotificationDelete;
+struct NotificationDeleteBuilder;
+
+struct NotificationCounts;
+struct NotificationCountsBuilder;
+
 struct Frame;
 struct FrameBuilder;
 
@@ -184,11 +229,13 @@ enum class ErrorCode : uint16_t {
   RESUME_FAILED = 109,
   INTERNAL = 110,
   INVALID_ARGUMENT = 111,
+  FRIEND_ERROR = 112,
+  NOTIFICATION_NOT_FOUND = 113,
   MIN = NONE,
-  MAX = INVALID_ARGUMENT
+  MAX = NOTIFICATION_NOT_FOUND
 };
 
-inline const ErrorCode (&EnumValuesErrorCode())[26] {
+inline const ErrorCode (&EnumValuesErrorCode())[28] {
   static const ErrorCode values[] = {
     ErrorCode::NONE,
     ErrorCode::CHAT_NOT_FOUND,
@@ -215,13 +262,15 @@ inline const ErrorCode (&EnumValuesErrorCode())[26] {
     ErrorCode::SLOW_CONSUMER,
     ErrorCode::RESUME_FAILED,
     ErrorCode::INTERNAL,
-    ErrorCode::INVALID_ARGUMENT
+    ErrorCode::INVALID_ARGUMENT,
+    ErrorCode::FRIEND_ERROR,
+    ErrorCode::NOTIFICATION_NOT_FOUND
   };
   return values;
 }
 
 inline const char * const *EnumNamesErrorCode() {
-  static const char * const names[113] = {
+  static const char * const names[115] = {
     "NONE",
     "CHAT_NOT_FOUND",
     "ACCESS_DENIED",
@@ -334,13 +383,15 @@ inline const char * const *EnumNamesErrorCode() {
     "RESUME_FAILED",
     "INTERNAL",
     "INVALID_ARGUMENT",
+    "FRIEND_ERROR",
+    "NOTIFICATION_NOT_FOUND",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameErrorCode(ErrorCode e) {
-  if (::flatbuffers::IsOutRange(e, ErrorCode::NONE, ErrorCode::INVALID_ARGUMENT)) return "";
+  if (::flatbuffers::IsOutRange(e, ErrorCode::NONE, ErrorCode::NOTIFICATION_NOT_FOUND)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesErrorCode()[index];
 }
@@ -453,6 +504,156 @@ inline const char *EnumNameContentType(ContentType e) {
   return EnumNamesContentType()[index];
 }
 
+enum class Relation : uint8_t {
+  NONE = 0,
+  FRIEND = 1,
+  REQUEST_SENT = 2,
+  REQUEST_RECEIVED = 3,
+  BLOCKED = 4,
+  MIN = NONE,
+  MAX = BLOCKED
+};
+
+inline const Relation (&EnumValuesRelation())[5] {
+  static const Relation values[] = {
+    Relation::NONE,
+    Relation::FRIEND,
+    Relation::REQUEST_SENT,
+    Relation::REQUEST_RECEIVED,
+    Relation::BLOCKED
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesRelation() {
+  static const char * const names[6] = {
+    "NONE",
+    "FRIEND",
+    "REQUEST_SENT",
+    "REQUEST_RECEIVED",
+    "BLOCKED",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameRelation(Relation e) {
+  if (::flatbuffers::IsOutRange(e, Relation::NONE, Relation::BLOCKED)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesRelation()[index];
+}
+
+enum class FriendAction : uint8_t {
+  REQUEST = 0,
+  ACCEPT = 1,
+  REJECT = 2,
+  CANCEL = 3,
+  REMOVE = 4,
+  BLOCK = 5,
+  UNBLOCK = 6,
+  MIN = REQUEST,
+  MAX = UNBLOCK
+};
+
+inline const FriendAction (&EnumValuesFriendAction())[7] {
+  static const FriendAction values[] = {
+    FriendAction::REQUEST,
+    FriendAction::ACCEPT,
+    FriendAction::REJECT,
+    FriendAction::CANCEL,
+    FriendAction::REMOVE,
+    FriendAction::BLOCK,
+    FriendAction::UNBLOCK
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesFriendAction() {
+  static const char * const names[8] = {
+    "REQUEST",
+    "ACCEPT",
+    "REJECT",
+    "CANCEL",
+    "REMOVE",
+    "BLOCK",
+    "UNBLOCK",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameFriendAction(FriendAction e) {
+  if (::flatbuffers::IsOutRange(e, FriendAction::REQUEST, FriendAction::UNBLOCK)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesFriendAction()[index];
+}
+
+enum class DeliveryChannel : uint8_t {
+  IN_APP = 0,
+  PUSH = 1,
+  EMAIL = 2,
+  MIN = IN_APP,
+  MAX = EMAIL
+};
+
+inline const DeliveryChannel (&EnumValuesDeliveryChannel())[3] {
+  static const DeliveryChannel values[] = {
+    DeliveryChannel::IN_APP,
+    DeliveryChannel::PUSH,
+    DeliveryChannel::EMAIL
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesDeliveryChannel() {
+  static const char * const names[4] = {
+    "IN_APP",
+    "PUSH",
+    "EMAIL",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameDeliveryChannel(DeliveryChannel e) {
+  if (::flatbuffers::IsOutRange(e, DeliveryChannel::IN_APP, DeliveryChannel::EMAIL)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesDeliveryChannel()[index];
+}
+
+enum class DeliveryState : uint8_t {
+  PENDING = 0,
+  SENT = 1,
+  FAILED = 2,
+  MIN = PENDING,
+  MAX = FAILED
+};
+
+inline const DeliveryState (&EnumValuesDeliveryState())[3] {
+  static const DeliveryState values[] = {
+    DeliveryState::PENDING,
+    DeliveryState::SENT,
+    DeliveryState::FAILED
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesDeliveryState() {
+  static const char * const names[4] = {
+    "PENDING",
+    "SENT",
+    "FAILED",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameDeliveryState(DeliveryState e) {
+  if (::flatbuffers::IsOutRange(e, DeliveryState::PENDING, DeliveryState::FAILED)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesDeliveryState()[index];
+}
+
 enum class Body : uint8_t {
   NONE = 0,
   Hello = 1,
@@ -495,11 +696,23 @@ enum class Body : uint8_t {
   Follow = 38,
   Unfollow = 39,
   UserStatusEvent = 40,
+  FriendOp = 41,
+  FriendOpDone = 42,
+  FriendList = 43,
+  FriendListPage = 44,
+  FriendEvent = 45,
+  NotificationEvent = 46,
+  NotificationCountEvent = 47,
+  NotificationList = 48,
+  NotificationPage = 49,
+  NotificationMarkRead = 50,
+  NotificationDelete = 51,
+  NotificationCounts = 52,
   MIN = NONE,
-  MAX = UserStatusEvent
+  MAX = NotificationCounts
 };
 
-inline const Body (&EnumValuesBody())[41] {
+inline const Body (&EnumValuesBody())[53] {
   static const Body values[] = {
     Body::NONE,
     Body::Hello,
@@ -541,13 +754,25 @@ inline const Body (&EnumValuesBody())[41] {
     Body::StatusSet,
     Body::Follow,
     Body::Unfollow,
-    Body::UserStatusEvent
+    Body::UserStatusEvent,
+    Body::FriendOp,
+    Body::FriendOpDone,
+    Body::FriendList,
+    Body::FriendListPage,
+    Body::FriendEvent,
+    Body::NotificationEvent,
+    Body::NotificationCountEvent,
+    Body::NotificationList,
+    Body::NotificationPage,
+    Body::NotificationMarkRead,
+    Body::NotificationDelete,
+    Body::NotificationCounts
   };
   return values;
 }
 
 inline const char * const *EnumNamesBody() {
-  static const char * const names[42] = {
+  static const char * const names[54] = {
     "NONE",
     "Hello",
     "Welcome",
@@ -589,13 +814,25 @@ inline const char * const *EnumNamesBody() {
     "Follow",
     "Unfollow",
     "UserStatusEvent",
+    "FriendOp",
+    "FriendOpDone",
+    "FriendList",
+    "FriendListPage",
+    "FriendEvent",
+    "NotificationEvent",
+    "NotificationCountEvent",
+    "NotificationList",
+    "NotificationPage",
+    "NotificationMarkRead",
+    "NotificationDelete",
+    "NotificationCounts",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameBody(Body e) {
-  if (::flatbuffers::IsOutRange(e, Body::NONE, Body::UserStatusEvent)) return "";
+  if (::flatbuffers::IsOutRange(e, Body::NONE, Body::NotificationCounts)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesBody()[index];
 }
@@ -762,6 +999,54 @@ template<> struct BodyTraits<huddle::wire::Unfollow> {
 
 template<> struct BodyTraits<huddle::wire::UserStatusEvent> {
   static const Body enum_value = Body::UserStatusEvent;
+};
+
+template<> struct BodyTraits<huddle::wire::FriendOp> {
+  static const Body enum_value = Body::FriendOp;
+};
+
+template<> struct BodyTraits<huddle::wire::FriendOpDone> {
+  static const Body enum_value = Body::FriendOpDone;
+};
+
+template<> struct BodyTraits<huddle::wire::FriendList> {
+  static const Body enum_value = Body::FriendList;
+};
+
+template<> struct BodyTraits<huddle::wire::FriendListPage> {
+  static const Body enum_value = Body::FriendListPage;
+};
+
+template<> struct BodyTraits<huddle::wire::FriendEvent> {
+  static const Body enum_value = Body::FriendEvent;
+};
+
+template<> struct BodyTraits<huddle::wire::NotificationEvent> {
+  static const Body enum_value = Body::NotificationEvent;
+};
+
+template<> struct BodyTraits<huddle::wire::NotificationCountEvent> {
+  static const Body enum_value = Body::NotificationCountEvent;
+};
+
+template<> struct BodyTraits<huddle::wire::NotificationList> {
+  static const Body enum_value = Body::NotificationList;
+};
+
+template<> struct BodyTraits<huddle::wire::NotificationPage> {
+  static const Body enum_value = Body::NotificationPage;
+};
+
+template<> struct BodyTraits<huddle::wire::NotificationMarkRead> {
+  static const Body enum_value = Body::NotificationMarkRead;
+};
+
+template<> struct BodyTraits<huddle::wire::NotificationDelete> {
+  static const Body enum_value = Body::NotificationDelete;
+};
+
+template<> struct BodyTraits<huddle::wire::NotificationCounts> {
+  static const Body enum_value = Body::NotificationCounts;
 };
 
 template <bool B = false>
@@ -4220,6 +4505,1031 @@ inline ::flatbuffers::Offset<ChatReadEvent> CreateChatReadEventDirect(
       read_up_to);
 }
 
+struct FriendOp FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef FriendOpBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_ACTION = 4,
+    VT_USER_ID = 6
+  };
+  huddle::wire::FriendAction action() const {
+    return static_cast<huddle::wire::FriendAction>(GetField<uint8_t>(VT_ACTION, 0));
+  }
+  const ::flatbuffers::String *user_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_USER_ID);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint8_t>(verifier, VT_ACTION, 1) &&
+           VerifyOffset(verifier, VT_USER_ID) &&
+           verifier.VerifyString(user_id()) &&
+           verifier.EndTable();
+  }
+};
+
+struct FriendOpBuilder {
+  typedef FriendOp Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_action(huddle::wire::FriendAction action) {
+    fbb_.AddElement<uint8_t>(FriendOp::VT_ACTION, static_cast<uint8_t>(action), 0);
+  }
+  void add_user_id(::flatbuffers::Offset<::flatbuffers::String> user_id) {
+    fbb_.AddOffset(FriendOp::VT_USER_ID, user_id);
+  }
+  explicit FriendOpBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<FriendOp> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<FriendOp>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<FriendOp> CreateFriendOp(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    huddle::wire::FriendAction action = huddle::wire::FriendAction::REQUEST,
+    ::flatbuffers::Offset<::flatbuffers::String> user_id = 0) {
+  FriendOpBuilder builder_(_fbb);
+  builder_.add_user_id(user_id);
+  builder_.add_action(action);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<FriendOp> CreateFriendOpDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    huddle::wire::FriendAction action = huddle::wire::FriendAction::REQUEST,
+    const char *user_id = nullptr) {
+  auto user_id__ = user_id ? _fbb.CreateString(user_id) : 0;
+  return huddle::wire::CreateFriendOp(
+      _fbb,
+      action,
+      user_id__);
+}
+
+struct FriendOpDone FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef FriendOpDoneBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_USER_ID = 4,
+    VT_RELATION = 6,
+    VT_SINCE_MS = 8
+  };
+  const ::flatbuffers::String *user_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_USER_ID);
+  }
+  huddle::wire::Relation relation() const {
+    return static_cast<huddle::wire::Relation>(GetField<uint8_t>(VT_RELATION, 0));
+  }
+  int64_t since_ms() const {
+    return GetField<int64_t>(VT_SINCE_MS, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_USER_ID) &&
+           verifier.VerifyString(user_id()) &&
+           VerifyField<uint8_t>(verifier, VT_RELATION, 1) &&
+           VerifyField<int64_t>(verifier, VT_SINCE_MS, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct FriendOpDoneBuilder {
+  typedef FriendOpDone Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_user_id(::flatbuffers::Offset<::flatbuffers::String> user_id) {
+    fbb_.AddOffset(FriendOpDone::VT_USER_ID, user_id);
+  }
+  void add_relation(huddle::wire::Relation relation) {
+    fbb_.AddElement<uint8_t>(FriendOpDone::VT_RELATION, static_cast<uint8_t>(relation), 0);
+  }
+  void add_since_ms(int64_t since_ms) {
+    fbb_.AddElement<int64_t>(FriendOpDone::VT_SINCE_MS, since_ms, 0);
+  }
+  explicit FriendOpDoneBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<FriendOpDone> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<FriendOpDone>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<FriendOpDone> CreateFriendOpDone(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> user_id = 0,
+    huddle::wire::Relation relation = huddle::wire::Relation::NONE,
+    int64_t since_ms = 0) {
+  FriendOpDoneBuilder builder_(_fbb);
+  builder_.add_since_ms(since_ms);
+  builder_.add_user_id(user_id);
+  builder_.add_relation(relation);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<FriendOpDone> CreateFriendOpDoneDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *user_id = nullptr,
+    huddle::wire::Relation relation = huddle::wire::Relation::NONE,
+    int64_t since_ms = 0) {
+  auto user_id__ = user_id ? _fbb.CreateString(user_id) : 0;
+  return huddle::wire::CreateFriendOpDone(
+      _fbb,
+      user_id__,
+      relation,
+      since_ms);
+}
+
+struct FriendList FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef FriendListBuilder Builder;
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           verifier.EndTable();
+  }
+};
+
+struct FriendListBuilder {
+  typedef FriendList Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  explicit FriendListBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<FriendList> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<FriendList>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<FriendList> CreateFriendList(
+    ::flatbuffers::FlatBufferBuilder &_fbb) {
+  FriendListBuilder builder_(_fbb);
+  return builder_.Finish();
+}
+
+struct FriendRow FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef FriendRowBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_USER_ID = 4,
+    VT_RELATION = 6,
+    VT_SINCE_MS = 8,
+    VT_PRESENCE = 10
+  };
+  const ::flatbuffers::String *user_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_USER_ID);
+  }
+  huddle::wire::Relation relation() const {
+    return static_cast<huddle::wire::Relation>(GetField<uint8_t>(VT_RELATION, 0));
+  }
+  int64_t since_ms() const {
+    return GetField<int64_t>(VT_SINCE_MS, 0);
+  }
+  const huddle::wire::UserPresence *presence() const {
+    return GetPointer<const huddle::wire::UserPresence *>(VT_PRESENCE);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_USER_ID) &&
+           verifier.VerifyString(user_id()) &&
+           VerifyField<uint8_t>(verifier, VT_RELATION, 1) &&
+           VerifyField<int64_t>(verifier, VT_SINCE_MS, 8) &&
+           VerifyOffset(verifier, VT_PRESENCE) &&
+           verifier.VerifyTable(presence()) &&
+           verifier.EndTable();
+  }
+};
+
+struct FriendRowBuilder {
+  typedef FriendRow Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_user_id(::flatbuffers::Offset<::flatbuffers::String> user_id) {
+    fbb_.AddOffset(FriendRow::VT_USER_ID, user_id);
+  }
+  void add_relation(huddle::wire::Relation relation) {
+    fbb_.AddElement<uint8_t>(FriendRow::VT_RELATION, static_cast<uint8_t>(relation), 0);
+  }
+  void add_since_ms(int64_t since_ms) {
+    fbb_.AddElement<int64_t>(FriendRow::VT_SINCE_MS, since_ms, 0);
+  }
+  void add_presence(::flatbuffers::Offset<huddle::wire::UserPresence> presence) {
+    fbb_.AddOffset(FriendRow::VT_PRESENCE, presence);
+  }
+  explicit FriendRowBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<FriendRow> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<FriendRow>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<FriendRow> CreateFriendRow(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> user_id = 0,
+    huddle::wire::Relation relation = huddle::wire::Relation::NONE,
+    int64_t since_ms = 0,
+    ::flatbuffers::Offset<huddle::wire::UserPresence> presence = 0) {
+  FriendRowBuilder builder_(_fbb);
+  builder_.add_since_ms(since_ms);
+  builder_.add_presence(presence);
+  builder_.add_user_id(user_id);
+  builder_.add_relation(relation);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<FriendRow> CreateFriendRowDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *user_id = nullptr,
+    huddle::wire::Relation relation = huddle::wire::Relation::NONE,
+    int64_t since_ms = 0,
+    ::flatbuffers::Offset<huddle::wire::UserPresence> presence = 0) {
+  auto user_id__ = user_id ? _fbb.CreateString(user_id) : 0;
+  return huddle::wire::CreateFriendRow(
+      _fbb,
+      user_id__,
+      relation,
+      since_ms,
+      presence);
+}
+
+struct FriendListPage FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef FriendListPageBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_FRIENDS = 4
+  };
+  const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::FriendRow>> *friends() const {
+    return GetPointer<const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::FriendRow>> *>(VT_FRIENDS);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_FRIENDS) &&
+           verifier.VerifyVector(friends()) &&
+           verifier.VerifyVectorOfTables(friends()) &&
+           verifier.EndTable();
+  }
+};
+
+struct FriendListPageBuilder {
+  typedef FriendListPage Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_friends(::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::FriendRow>>> friends) {
+    fbb_.AddOffset(FriendListPage::VT_FRIENDS, friends);
+  }
+  explicit FriendListPageBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<FriendListPage> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<FriendListPage>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<FriendListPage> CreateFriendListPage(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::FriendRow>>> friends = 0) {
+  FriendListPageBuilder builder_(_fbb);
+  builder_.add_friends(friends);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<FriendListPage> CreateFriendListPageDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const std::vector<::flatbuffers::Offset<huddle::wire::FriendRow>> *friends = nullptr) {
+  auto friends__ = friends ? _fbb.CreateVector<::flatbuffers::Offset<huddle::wire::FriendRow>>(*friends) : 0;
+  return huddle::wire::CreateFriendListPage(
+      _fbb,
+      friends__);
+}
+
+struct FriendEvent FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef FriendEventBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_USER_ID = 4,
+    VT_RELATION = 6,
+    VT_SINCE_MS = 8
+  };
+  const ::flatbuffers::String *user_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_USER_ID);
+  }
+  huddle::wire::Relation relation() const {
+    return static_cast<huddle::wire::Relation>(GetField<uint8_t>(VT_RELATION, 0));
+  }
+  int64_t since_ms() const {
+    return GetField<int64_t>(VT_SINCE_MS, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_USER_ID) &&
+           verifier.VerifyString(user_id()) &&
+           VerifyField<uint8_t>(verifier, VT_RELATION, 1) &&
+           VerifyField<int64_t>(verifier, VT_SINCE_MS, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct FriendEventBuilder {
+  typedef FriendEvent Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_user_id(::flatbuffers::Offset<::flatbuffers::String> user_id) {
+    fbb_.AddOffset(FriendEvent::VT_USER_ID, user_id);
+  }
+  void add_relation(huddle::wire::Relation relation) {
+    fbb_.AddElement<uint8_t>(FriendEvent::VT_RELATION, static_cast<uint8_t>(relation), 0);
+  }
+  void add_since_ms(int64_t since_ms) {
+    fbb_.AddElement<int64_t>(FriendEvent::VT_SINCE_MS, since_ms, 0);
+  }
+  explicit FriendEventBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<FriendEvent> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<FriendEvent>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<FriendEvent> CreateFriendEvent(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> user_id = 0,
+    huddle::wire::Relation relation = huddle::wire::Relation::NONE,
+    int64_t since_ms = 0) {
+  FriendEventBuilder builder_(_fbb);
+  builder_.add_since_ms(since_ms);
+  builder_.add_user_id(user_id);
+  builder_.add_relation(relation);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<FriendEvent> CreateFriendEventDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *user_id = nullptr,
+    huddle::wire::Relation relation = huddle::wire::Relation::NONE,
+    int64_t since_ms = 0) {
+  auto user_id__ = user_id ? _fbb.CreateString(user_id) : 0;
+  return huddle::wire::CreateFriendEvent(
+      _fbb,
+      user_id__,
+      relation,
+      since_ms);
+}
+
+struct ChannelStatus FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef ChannelStatusBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_CHANNEL = 4,
+    VT_STATE = 6,
+    VT_ERROR = 8,
+    VT_ATTEMPTS = 10,
+    VT_UPDATED_AT_MS = 12
+  };
+  huddle::wire::DeliveryChannel channel() const {
+    return static_cast<huddle::wire::DeliveryChannel>(GetField<uint8_t>(VT_CHANNEL, 0));
+  }
+  huddle::wire::DeliveryState state() const {
+    return static_cast<huddle::wire::DeliveryState>(GetField<uint8_t>(VT_STATE, 0));
+  }
+  const ::flatbuffers::String *error() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_ERROR);
+  }
+  uint16_t attempts() const {
+    return GetField<uint16_t>(VT_ATTEMPTS, 0);
+  }
+  int64_t updated_at_ms() const {
+    return GetField<int64_t>(VT_UPDATED_AT_MS, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint8_t>(verifier, VT_CHANNEL, 1) &&
+           VerifyField<uint8_t>(verifier, VT_STATE, 1) &&
+           VerifyOffset(verifier, VT_ERROR) &&
+           verifier.VerifyString(error()) &&
+           VerifyField<uint16_t>(verifier, VT_ATTEMPTS, 2) &&
+           VerifyField<int64_t>(verifier, VT_UPDATED_AT_MS, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct ChannelStatusBuilder {
+  typedef ChannelStatus Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_channel(huddle::wire::DeliveryChannel channel) {
+    fbb_.AddElement<uint8_t>(ChannelStatus::VT_CHANNEL, static_cast<uint8_t>(channel), 0);
+  }
+  void add_state(huddle::wire::DeliveryState state) {
+    fbb_.AddElement<uint8_t>(ChannelStatus::VT_STATE, static_cast<uint8_t>(state), 0);
+  }
+  void add_error(::flatbuffers::Offset<::flatbuffers::String> error) {
+    fbb_.AddOffset(ChannelStatus::VT_ERROR, error);
+  }
+  void add_attempts(uint16_t attempts) {
+    fbb_.AddElement<uint16_t>(ChannelStatus::VT_ATTEMPTS, attempts, 0);
+  }
+  void add_updated_at_ms(int64_t updated_at_ms) {
+    fbb_.AddElement<int64_t>(ChannelStatus::VT_UPDATED_AT_MS, updated_at_ms, 0);
+  }
+  explicit ChannelStatusBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<ChannelStatus> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<ChannelStatus>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<ChannelStatus> CreateChannelStatus(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    huddle::wire::DeliveryChannel channel = huddle::wire::DeliveryChannel::IN_APP,
+    huddle::wire::DeliveryState state = huddle::wire::DeliveryState::PENDING,
+    ::flatbuffers::Offset<::flatbuffers::String> error = 0,
+    uint16_t attempts = 0,
+    int64_t updated_at_ms = 0) {
+  ChannelStatusBuilder builder_(_fbb);
+  builder_.add_updated_at_ms(updated_at_ms);
+  builder_.add_error(error);
+  builder_.add_attempts(attempts);
+  builder_.add_state(state);
+  builder_.add_channel(channel);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<ChannelStatus> CreateChannelStatusDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    huddle::wire::DeliveryChannel channel = huddle::wire::DeliveryChannel::IN_APP,
+    huddle::wire::DeliveryState state = huddle::wire::DeliveryState::PENDING,
+    const char *error = nullptr,
+    uint16_t attempts = 0,
+    int64_t updated_at_ms = 0) {
+  auto error__ = error ? _fbb.CreateString(error) : 0;
+  return huddle::wire::CreateChannelStatus(
+      _fbb,
+      channel,
+      state,
+      error__,
+      attempts,
+      updated_at_ms);
+}
+
+struct Notification FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef NotificationBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_ID = 4,
+    VT_KIND = 6,
+    VT_TITLE = 8,
+    VT_BODY = 10,
+    VT_DATA = 12,
+    VT_CREATED_AT_MS = 14,
+    VT_READ = 16,
+    VT_CHANNELS = 18
+  };
+  uint64_t id() const {
+    return GetField<uint64_t>(VT_ID, 0);
+  }
+  const ::flatbuffers::String *kind() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_KIND);
+  }
+  const ::flatbuffers::String *title() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_TITLE);
+  }
+  const ::flatbuffers::String *body() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_BODY);
+  }
+  const ::flatbuffers::String *data() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_DATA);
+  }
+  int64_t created_at_ms() const {
+    return GetField<int64_t>(VT_CREATED_AT_MS, 0);
+  }
+  bool read() const {
+    return GetField<uint8_t>(VT_READ, 0) != 0;
+  }
+  const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::ChannelStatus>> *channels() const {
+    return GetPointer<const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::ChannelStatus>> *>(VT_CHANNELS);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint64_t>(verifier, VT_ID, 8) &&
+           VerifyOffset(verifier, VT_KIND) &&
+           verifier.VerifyString(kind()) &&
+           VerifyOffset(verifier, VT_TITLE) &&
+           verifier.VerifyString(title()) &&
+           VerifyOffset(verifier, VT_BODY) &&
+           verifier.VerifyString(body()) &&
+           VerifyOffset(verifier, VT_DATA) &&
+           verifier.VerifyString(data()) &&
+           VerifyField<int64_t>(verifier, VT_CREATED_AT_MS, 8) &&
+           VerifyField<uint8_t>(verifier, VT_READ, 1) &&
+           VerifyOffset(verifier, VT_CHANNELS) &&
+           verifier.VerifyVector(channels()) &&
+           verifier.VerifyVectorOfTables(channels()) &&
+           verifier.EndTable();
+  }
+};
+
+struct NotificationBuilder {
+  typedef Notification Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_id(uint64_t id) {
+    fbb_.AddElement<uint64_t>(Notification::VT_ID, id, 0);
+  }
+  void add_kind(::flatbuffers::Offset<::flatbuffers::String> kind) {
+    fbb_.AddOffset(Notification::VT_KIND, kind);
+  }
+  void add_title(::flatbuffers::Offset<::flatbuffers::String> title) {
+    fbb_.AddOffset(Notification::VT_TITLE, title);
+  }
+  void add_body(::flatbuffers::Offset<::flatbuffers::String> body) {
+    fbb_.AddOffset(Notification::VT_BODY, body);
+  }
+  void add_data(::flatbuffers::Offset<::flatbuffers::String> data) {
+    fbb_.AddOffset(Notification::VT_DATA, data);
+  }
+  void add_created_at_ms(int64_t created_at_ms) {
+    fbb_.AddElement<int64_t>(Notification::VT_CREATED_AT_MS, created_at_ms, 0);
+  }
+  void add_read(bool read) {
+    fbb_.AddElement<uint8_t>(Notification::VT_READ, static_cast<uint8_t>(read), 0);
+  }
+  void add_channels(::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::ChannelStatus>>> channels) {
+    fbb_.AddOffset(Notification::VT_CHANNELS, channels);
+  }
+  explicit NotificationBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<Notification> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<Notification>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<Notification> CreateNotification(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    uint64_t id = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> kind = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> title = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> body = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> data = 0,
+    int64_t created_at_ms = 0,
+    bool read = false,
+    ::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::ChannelStatus>>> channels = 0) {
+  NotificationBuilder builder_(_fbb);
+  builder_.add_created_at_ms(created_at_ms);
+  builder_.add_id(id);
+  builder_.add_channels(channels);
+  builder_.add_data(data);
+  builder_.add_body(body);
+  builder_.add_title(title);
+  builder_.add_kind(kind);
+  builder_.add_read(read);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<Notification> CreateNotificationDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    uint64_t id = 0,
+    const char *kind = nullptr,
+    const char *title = nullptr,
+    const char *body = nullptr,
+    const char *data = nullptr,
+    int64_t created_at_ms = 0,
+    bool read = false,
+    const std::vector<::flatbuffers::Offset<huddle::wire::ChannelStatus>> *channels = nullptr) {
+  auto kind__ = kind ? _fbb.CreateString(kind) : 0;
+  auto title__ = title ? _fbb.CreateString(title) : 0;
+  auto body__ = body ? _fbb.CreateString(body) : 0;
+  auto data__ = data ? _fbb.CreateString(data) : 0;
+  auto channels__ = channels ? _fbb.CreateVector<::flatbuffers::Offset<huddle::wire::ChannelStatus>>(*channels) : 0;
+  return huddle::wire::CreateNotification(
+      _fbb,
+      id,
+      kind__,
+      title__,
+      body__,
+      data__,
+      created_at_ms,
+      read,
+      channels__);
+}
+
+struct NotificationEvent FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef NotificationEventBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_NOTIFICATION = 4
+  };
+  const huddle::wire::Notification *notification() const {
+    return GetPointer<const huddle::wire::Notification *>(VT_NOTIFICATION);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_NOTIFICATION) &&
+           verifier.VerifyTable(notification()) &&
+           verifier.EndTable();
+  }
+};
+
+struct NotificationEventBuilder {
+  typedef NotificationEvent Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_notification(::flatbuffers::Offset<huddle::wire::Notification> notification) {
+    fbb_.AddOffset(NotificationEvent::VT_NOTIFICATION, notification);
+  }
+  explicit NotificationEventBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<NotificationEvent> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<NotificationEvent>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<NotificationEvent> CreateNotificationEvent(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<huddle::wire::Notification> notification = 0) {
+  NotificationEventBuilder builder_(_fbb);
+  builder_.add_notification(notification);
+  return builder_.Finish();
+}
+
+struct NotificationCountEvent FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef NotificationCountEventBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_TOTAL = 4,
+    VT_UNREAD = 6
+  };
+  uint32_t total() const {
+    return GetField<uint32_t>(VT_TOTAL, 0);
+  }
+  uint32_t unread() const {
+    return GetField<uint32_t>(VT_UNREAD, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint32_t>(verifier, VT_TOTAL, 4) &&
+           VerifyField<uint32_t>(verifier, VT_UNREAD, 4) &&
+           verifier.EndTable();
+  }
+};
+
+struct NotificationCountEventBuilder {
+  typedef NotificationCountEvent Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_total(uint32_t total) {
+    fbb_.AddElement<uint32_t>(NotificationCountEvent::VT_TOTAL, total, 0);
+  }
+  void add_unread(uint32_t unread) {
+    fbb_.AddElement<uint32_t>(NotificationCountEvent::VT_UNREAD, unread, 0);
+  }
+  explicit NotificationCountEventBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<NotificationCountEvent> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<NotificationCountEvent>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<NotificationCountEvent> CreateNotificationCountEvent(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    uint32_t total = 0,
+    uint32_t unread = 0) {
+  NotificationCountEventBuilder builder_(_fbb);
+  builder_.add_unread(unread);
+  builder_.add_total(total);
+  return builder_.Finish();
+}
+
+struct NotificationList FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef NotificationListBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_BEFORE_ID = 4,
+    VT_LIMIT = 6,
+    VT_UNREAD_ONLY = 8
+  };
+  uint64_t before_id() const {
+    return GetField<uint64_t>(VT_BEFORE_ID, 0);
+  }
+  uint16_t limit() const {
+    return GetField<uint16_t>(VT_LIMIT, 0);
+  }
+  bool unread_only() const {
+    return GetField<uint8_t>(VT_UNREAD_ONLY, 0) != 0;
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint64_t>(verifier, VT_BEFORE_ID, 8) &&
+           VerifyField<uint16_t>(verifier, VT_LIMIT, 2) &&
+           VerifyField<uint8_t>(verifier, VT_UNREAD_ONLY, 1) &&
+           verifier.EndTable();
+  }
+};
+
+struct NotificationListBuilder {
+  typedef NotificationList Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_before_id(uint64_t before_id) {
+    fbb_.AddElement<uint64_t>(NotificationList::VT_BEFORE_ID, before_id, 0);
+  }
+  void add_limit(uint16_t limit) {
+    fbb_.AddElement<uint16_t>(NotificationList::VT_LIMIT, limit, 0);
+  }
+  void add_unread_only(bool unread_only) {
+    fbb_.AddElement<uint8_t>(NotificationList::VT_UNREAD_ONLY, static_cast<uint8_t>(unread_only), 0);
+  }
+  explicit NotificationListBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<NotificationList> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<NotificationList>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<NotificationList> CreateNotificationList(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    uint64_t before_id = 0,
+    uint16_t limit = 0,
+    bool unread_only = false) {
+  NotificationListBuilder builder_(_fbb);
+  builder_.add_before_id(before_id);
+  builder_.add_limit(limit);
+  builder_.add_unread_only(unread_only);
+  return builder_.Finish();
+}
+
+struct NotificationPage FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef NotificationPageBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_NOTIFICATIONS = 4,
+    VT_HAS_MORE = 6,
+    VT_TOTAL = 8,
+    VT_UNREAD = 10
+  };
+  const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::Notification>> *notifications() const {
+    return GetPointer<const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::Notification>> *>(VT_NOTIFICATIONS);
+  }
+  bool has_more() const {
+    return GetField<uint8_t>(VT_HAS_MORE, 0) != 0;
+  }
+  uint32_t total() const {
+    return GetField<uint32_t>(VT_TOTAL, 0);
+  }
+  uint32_t unread() const {
+    return GetField<uint32_t>(VT_UNREAD, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_NOTIFICATIONS) &&
+           verifier.VerifyVector(notifications()) &&
+           verifier.VerifyVectorOfTables(notifications()) &&
+           VerifyField<uint8_t>(verifier, VT_HAS_MORE, 1) &&
+           VerifyField<uint32_t>(verifier, VT_TOTAL, 4) &&
+           VerifyField<uint32_t>(verifier, VT_UNREAD, 4) &&
+           verifier.EndTable();
+  }
+};
+
+struct NotificationPageBuilder {
+  typedef NotificationPage Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_notifications(::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::Notification>>> notifications) {
+    fbb_.AddOffset(NotificationPage::VT_NOTIFICATIONS, notifications);
+  }
+  void add_has_more(bool has_more) {
+    fbb_.AddElement<uint8_t>(NotificationPage::VT_HAS_MORE, static_cast<uint8_t>(has_more), 0);
+  }
+  void add_total(uint32_t total) {
+    fbb_.AddElement<uint32_t>(NotificationPage::VT_TOTAL, total, 0);
+  }
+  void add_unread(uint32_t unread) {
+    fbb_.AddElement<uint32_t>(NotificationPage::VT_UNREAD, unread, 0);
+  }
+  explicit NotificationPageBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<NotificationPage> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<NotificationPage>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<NotificationPage> CreateNotificationPage(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::Notification>>> notifications = 0,
+    bool has_more = false,
+    uint32_t total = 0,
+    uint32_t unread = 0) {
+  NotificationPageBuilder builder_(_fbb);
+  builder_.add_unread(unread);
+  builder_.add_total(total);
+  builder_.add_notifications(notifications);
+  builder_.add_has_more(has_more);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<NotificationPage> CreateNotificationPageDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const std::vector<::flatbuffers::Offset<huddle::wire::Notification>> *notifications = nullptr,
+    bool has_more = false,
+    uint32_t total = 0,
+    uint32_t unread = 0) {
+  auto notifications__ = notifications ? _fbb.CreateVector<::flatbuffers::Offset<huddle::wire::Notification>>(*notifications) : 0;
+  return huddle::wire::CreateNotificationPage(
+      _fbb,
+      notifications__,
+      has_more,
+      total,
+      unread);
+}
+
+struct NotificationMarkRead FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef NotificationMarkReadBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_ID = 4,
+    VT_ALL = 6
+  };
+  uint64_t id() const {
+    return GetField<uint64_t>(VT_ID, 0);
+  }
+  bool all() const {
+    return GetField<uint8_t>(VT_ALL, 0) != 0;
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint64_t>(verifier, VT_ID, 8) &&
+           VerifyField<uint8_t>(verifier, VT_ALL, 1) &&
+           verifier.EndTable();
+  }
+};
+
+struct NotificationMarkReadBuilder {
+  typedef NotificationMarkRead Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_id(uint64_t id) {
+    fbb_.AddElement<uint64_t>(NotificationMarkRead::VT_ID, id, 0);
+  }
+  void add_all(bool all) {
+    fbb_.AddElement<uint8_t>(NotificationMarkRead::VT_ALL, static_cast<uint8_t>(all), 0);
+  }
+  explicit NotificationMarkReadBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<NotificationMarkRead> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<NotificationMarkRead>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<NotificationMarkRead> CreateNotificationMarkRead(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    uint64_t id = 0,
+    bool all = false) {
+  NotificationMarkReadBuilder builder_(_fbb);
+  builder_.add_id(id);
+  builder_.add_all(all);
+  return builder_.Finish();
+}
+
+struct NotificationDelete FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef NotificationDeleteBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_ID = 4
+  };
+  uint64_t id() const {
+    return GetField<uint64_t>(VT_ID, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint64_t>(verifier, VT_ID, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct NotificationDeleteBuilder {
+  typedef NotificationDelete Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_id(uint64_t id) {
+    fbb_.AddElement<uint64_t>(NotificationDelete::VT_ID, id, 0);
+  }
+  explicit NotificationDeleteBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<NotificationDelete> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<NotificationDelete>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<NotificationDelete> CreateNotificationDelete(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    uint64_t id = 0) {
+  NotificationDeleteBuilder builder_(_fbb);
+  builder_.add_id(id);
+  return builder_.Finish();
+}
+
+struct NotificationCounts FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef NotificationCountsBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_TOTAL = 4,
+    VT_UNREAD = 6
+  };
+  uint32_t total() const {
+    return GetField<uint32_t>(VT_TOTAL, 0);
+  }
+  uint32_t unread() const {
+    return GetField<uint32_t>(VT_UNREAD, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint32_t>(verifier, VT_TOTAL, 4) &&
+           VerifyField<uint32_t>(verifier, VT_UNREAD, 4) &&
+           verifier.EndTable();
+  }
+};
+
+struct NotificationCountsBuilder {
+  typedef NotificationCounts Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_total(uint32_t total) {
+    fbb_.AddElement<uint32_t>(NotificationCounts::VT_TOTAL, total, 0);
+  }
+  void add_unread(uint32_t unread) {
+    fbb_.AddElement<uint32_t>(NotificationCounts::VT_UNREAD, unread, 0);
+  }
+  explicit NotificationCountsBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<NotificationCounts> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<NotificationCounts>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<NotificationCounts> CreateNotificationCounts(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    uint32_t total = 0,
+    uint32_t unread = 0) {
+  NotificationCountsBuilder builder_(_fbb);
+  builder_.add_unread(unread);
+  builder_.add_total(total);
+  return builder_.Finish();
+}
+
 struct Frame FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   typedef FrameBuilder Builder;
   enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
@@ -4364,6 +5674,42 @@ struct Frame FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   }
   const huddle::wire::UserStatusEvent *body_as_UserStatusEvent() const {
     return body_type() == huddle::wire::Body::UserStatusEvent ? static_cast<const huddle::wire::UserStatusEvent *>(body()) : nullptr;
+  }
+  const huddle::wire::FriendOp *body_as_FriendOp() const {
+    return body_type() == huddle::wire::Body::FriendOp ? static_cast<const huddle::wire::FriendOp *>(body()) : nullptr;
+  }
+  const huddle::wire::FriendOpDone *body_as_FriendOpDone() const {
+    return body_type() == huddle::wire::Body::FriendOpDone ? static_cast<const huddle::wire::FriendOpDone *>(body()) : nullptr;
+  }
+  const huddle::wire::FriendList *body_as_FriendList() const {
+    return body_type() == huddle::wire::Body::FriendList ? static_cast<const huddle::wire::FriendList *>(body()) : nullptr;
+  }
+  const huddle::wire::FriendListPage *body_as_FriendListPage() const {
+    return body_type() == huddle::wire::Body::FriendListPage ? static_cast<const huddle::wire::FriendListPage *>(body()) : nullptr;
+  }
+  const huddle::wire::FriendEvent *body_as_FriendEvent() const {
+    return body_type() == huddle::wire::Body::FriendEvent ? static_cast<const huddle::wire::FriendEvent *>(body()) : nullptr;
+  }
+  const huddle::wire::NotificationEvent *body_as_NotificationEvent() const {
+    return body_type() == huddle::wire::Body::NotificationEvent ? static_cast<const huddle::wire::NotificationEvent *>(body()) : nullptr;
+  }
+  const huddle::wire::NotificationCountEvent *body_as_NotificationCountEvent() const {
+    return body_type() == huddle::wire::Body::NotificationCountEvent ? static_cast<const huddle::wire::NotificationCountEvent *>(body()) : nullptr;
+  }
+  const huddle::wire::NotificationList *body_as_NotificationList() const {
+    return body_type() == huddle::wire::Body::NotificationList ? static_cast<const huddle::wire::NotificationList *>(body()) : nullptr;
+  }
+  const huddle::wire::NotificationPage *body_as_NotificationPage() const {
+    return body_type() == huddle::wire::Body::NotificationPage ? static_cast<const huddle::wire::NotificationPage *>(body()) : nullptr;
+  }
+  const huddle::wire::NotificationMarkRead *body_as_NotificationMarkRead() const {
+    return body_type() == huddle::wire::Body::NotificationMarkRead ? static_cast<const huddle::wire::NotificationMarkRead *>(body()) : nullptr;
+  }
+  const huddle::wire::NotificationDelete *body_as_NotificationDelete() const {
+    return body_type() == huddle::wire::Body::NotificationDelete ? static_cast<const huddle::wire::NotificationDelete *>(body()) : nullptr;
+  }
+  const huddle::wire::NotificationCounts *body_as_NotificationCounts() const {
+    return body_type() == huddle::wire::Body::NotificationCounts ? static_cast<const huddle::wire::NotificationCounts *>(body()) : nullptr;
   }
   template <bool B = false>
   bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
@@ -4536,6 +5882,54 @@ template<> inline const huddle::wire::Unfollow *Frame::body_as<huddle::wire::Unf
 
 template<> inline const huddle::wire::UserStatusEvent *Frame::body_as<huddle::wire::UserStatusEvent>() const {
   return body_as_UserStatusEvent();
+}
+
+template<> inline const huddle::wire::FriendOp *Frame::body_as<huddle::wire::FriendOp>() const {
+  return body_as_FriendOp();
+}
+
+template<> inline const huddle::wire::FriendOpDone *Frame::body_as<huddle::wire::FriendOpDone>() const {
+  return body_as_FriendOpDone();
+}
+
+template<> inline const huddle::wire::FriendList *Frame::body_as<huddle::wire::FriendList>() const {
+  return body_as_FriendList();
+}
+
+template<> inline const huddle::wire::FriendListPage *Frame::body_as<huddle::wire::FriendListPage>() const {
+  return body_as_FriendListPage();
+}
+
+template<> inline const huddle::wire::FriendEvent *Frame::body_as<huddle::wire::FriendEvent>() const {
+  return body_as_FriendEvent();
+}
+
+template<> inline const huddle::wire::NotificationEvent *Frame::body_as<huddle::wire::NotificationEvent>() const {
+  return body_as_NotificationEvent();
+}
+
+template<> inline const huddle::wire::NotificationCountEvent *Frame::body_as<huddle::wire::NotificationCountEvent>() const {
+  return body_as_NotificationCountEvent();
+}
+
+template<> inline const huddle::wire::NotificationList *Frame::body_as<huddle::wire::NotificationList>() const {
+  return body_as_NotificationList();
+}
+
+template<> inline const huddle::wire::NotificationPage *Frame::body_as<huddle::wire::NotificationPage>() const {
+  return body_as_NotificationPage();
+}
+
+template<> inline const huddle::wire::NotificationMarkRead *Frame::body_as<huddle::wire::NotificationMarkRead>() const {
+  return body_as_NotificationMarkRead();
+}
+
+template<> inline const huddle::wire::NotificationDelete *Frame::body_as<huddle::wire::NotificationDelete>() const {
+  return body_as_NotificationDelete();
+}
+
+template<> inline const huddle::wire::NotificationCounts *Frame::body_as<huddle::wire::NotificationCounts>() const {
+  return body_as_NotificationCounts();
 }
 
 struct FrameBuilder {
@@ -4748,6 +6142,54 @@ inline bool VerifyBody(::flatbuffers::VerifierTemplate<B> &verifier, const void 
     }
     case Body::UserStatusEvent: {
       auto ptr = reinterpret_cast<const huddle::wire::UserStatusEvent *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::FriendOp: {
+      auto ptr = reinterpret_cast<const huddle::wire::FriendOp *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::FriendOpDone: {
+      auto ptr = reinterpret_cast<const huddle::wire::FriendOpDone *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::FriendList: {
+      auto ptr = reinterpret_cast<const huddle::wire::FriendList *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::FriendListPage: {
+      auto ptr = reinterpret_cast<const huddle::wire::FriendListPage *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::FriendEvent: {
+      auto ptr = reinterpret_cast<const huddle::wire::FriendEvent *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::NotificationEvent: {
+      auto ptr = reinterpret_cast<const huddle::wire::NotificationEvent *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::NotificationCountEvent: {
+      auto ptr = reinterpret_cast<const huddle::wire::NotificationCountEvent *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::NotificationList: {
+      auto ptr = reinterpret_cast<const huddle::wire::NotificationList *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::NotificationPage: {
+      auto ptr = reinterpret_cast<const huddle::wire::NotificationPage *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::NotificationMarkRead: {
+      auto ptr = reinterpret_cast<const huddle::wire::NotificationMarkRead *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::NotificationDelete: {
+      auto ptr = reinterpret_cast<const huddle::wire::NotificationDelete *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::NotificationCounts: {
+      auto ptr = reinterpret_cast<const huddle::wire::NotificationCounts *>(obj);
       return verifier.VerifyTable(ptr);
     }
     default: return true;

@@ -13,10 +13,10 @@ pub mod wire {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 111;
+pub const ENUM_MAX_ERROR_CODE: u16 = 113;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 26] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 28] = [
   ErrorCode::NONE,
   ErrorCode::CHAT_NOT_FOUND,
   ErrorCode::ACCESS_DENIED,
@@ -43,6 +43,8 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 26] = [
   ErrorCode::RESUME_FAILED,
   ErrorCode::INTERNAL,
   ErrorCode::INVALID_ARGUMENT,
+  ErrorCode::FRIEND_ERROR,
+  ErrorCode::NOTIFICATION_NOT_FOUND,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -76,9 +78,11 @@ impl ErrorCode {
   pub const RESUME_FAILED: Self = Self(109);
   pub const INTERNAL: Self = Self(110);
   pub const INVALID_ARGUMENT: Self = Self(111);
+  pub const FRIEND_ERROR: Self = Self(112);
+  pub const NOTIFICATION_NOT_FOUND: Self = Self(113);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 111;
+  pub const ENUM_MAX: u16 = 113;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CHAT_NOT_FOUND,
@@ -106,6 +110,8 @@ impl ErrorCode {
     Self::RESUME_FAILED,
     Self::INTERNAL,
     Self::INVALID_ARGUMENT,
+    Self::FRIEND_ERROR,
+    Self::NOTIFICATION_NOT_FOUND,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -136,6 +142,8 @@ impl ErrorCode {
       Self::RESUME_FAILED => Some("RESUME_FAILED"),
       Self::INTERNAL => Some("INTERNAL"),
       Self::INVALID_ARGUMENT => Some("INVALID_ARGUMENT"),
+      Self::FRIEND_ERROR => Some("FRIEND_ERROR"),
+      Self::NOTIFICATION_NOT_FOUND => Some("NOTIFICATION_NOT_FOUND"),
       _ => None,
     }
   }
@@ -467,12 +475,388 @@ impl<'a> ::flatbuffers::Verifiable for ContentType {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ContentType {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_BODY: u8 = 0;
+pub const ENUM_MIN_RELATION: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 40;
+pub const ENUM_MAX_RELATION: u8 = 4;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 41] = [
+pub const ENUM_VALUES_RELATION: [Relation; 5] = [
+  Relation::NONE,
+  Relation::FRIEND,
+  Relation::REQUEST_SENT,
+  Relation::REQUEST_RECEIVED,
+  Relation::BLOCKED,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct Relation(pub u8);
+#[allow(non_upper_case_globals)]
+impl Relation {
+  pub const NONE: Self = Self(0);
+  pub const FRIEND: Self = Self(1);
+  pub const REQUEST_SENT: Self = Self(2);
+  pub const REQUEST_RECEIVED: Self = Self(3);
+  pub const BLOCKED: Self = Self(4);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::NONE,
+    Self::FRIEND,
+    Self::REQUEST_SENT,
+    Self::REQUEST_RECEIVED,
+    Self::BLOCKED,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::NONE => Some("NONE"),
+      Self::FRIEND => Some("FRIEND"),
+      Self::REQUEST_SENT => Some("REQUEST_SENT"),
+      Self::REQUEST_RECEIVED => Some("REQUEST_RECEIVED"),
+      Self::BLOCKED => Some("BLOCKED"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for Relation {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for Relation {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for Relation {
+    type Output = Relation;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for Relation {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for Relation {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for Relation {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_FRIEND_ACTION: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_FRIEND_ACTION: u8 = 6;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_FRIEND_ACTION: [FriendAction; 7] = [
+  FriendAction::REQUEST,
+  FriendAction::ACCEPT,
+  FriendAction::REJECT,
+  FriendAction::CANCEL,
+  FriendAction::REMOVE,
+  FriendAction::BLOCK,
+  FriendAction::UNBLOCK,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct FriendAction(pub u8);
+#[allow(non_upper_case_globals)]
+impl FriendAction {
+  pub const REQUEST: Self = Self(0);
+  pub const ACCEPT: Self = Self(1);
+  pub const REJECT: Self = Self(2);
+  pub const CANCEL: Self = Self(3);
+  pub const REMOVE: Self = Self(4);
+  pub const BLOCK: Self = Self(5);
+  pub const UNBLOCK: Self = Self(6);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::REQUEST,
+    Self::ACCEPT,
+    Self::REJECT,
+    Self::CANCEL,
+    Self::REMOVE,
+    Self::BLOCK,
+    Self::UNBLOCK,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::REQUEST => Some("REQUEST"),
+      Self::ACCEPT => Some("ACCEPT"),
+      Self::REJECT => Some("REJECT"),
+      Self::CANCEL => Some("CANCEL"),
+      Self::REMOVE => Some("REMOVE"),
+      Self::BLOCK => Some("BLOCK"),
+      Self::UNBLOCK => Some("UNBLOCK"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for FriendAction {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for FriendAction {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for FriendAction {
+    type Output = FriendAction;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for FriendAction {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for FriendAction {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for FriendAction {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_DELIVERY_CHANNEL: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_DELIVERY_CHANNEL: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_DELIVERY_CHANNEL: [DeliveryChannel; 3] = [
+  DeliveryChannel::IN_APP,
+  DeliveryChannel::PUSH,
+  DeliveryChannel::EMAIL,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct DeliveryChannel(pub u8);
+#[allow(non_upper_case_globals)]
+impl DeliveryChannel {
+  pub const IN_APP: Self = Self(0);
+  pub const PUSH: Self = Self(1);
+  pub const EMAIL: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::IN_APP,
+    Self::PUSH,
+    Self::EMAIL,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::IN_APP => Some("IN_APP"),
+      Self::PUSH => Some("PUSH"),
+      Self::EMAIL => Some("EMAIL"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for DeliveryChannel {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for DeliveryChannel {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for DeliveryChannel {
+    type Output = DeliveryChannel;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for DeliveryChannel {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for DeliveryChannel {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for DeliveryChannel {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_DELIVERY_STATE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_DELIVERY_STATE: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_DELIVERY_STATE: [DeliveryState; 3] = [
+  DeliveryState::PENDING,
+  DeliveryState::SENT,
+  DeliveryState::FAILED,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct DeliveryState(pub u8);
+#[allow(non_upper_case_globals)]
+impl DeliveryState {
+  pub const PENDING: Self = Self(0);
+  pub const SENT: Self = Self(1);
+  pub const FAILED: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::PENDING,
+    Self::SENT,
+    Self::FAILED,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::PENDING => Some("PENDING"),
+      Self::SENT => Some("SENT"),
+      Self::FAILED => Some("FAILED"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for DeliveryState {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for DeliveryState {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for DeliveryState {
+    type Output = DeliveryState;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for DeliveryState {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for DeliveryState {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for DeliveryState {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_BODY: u8 = 52;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_BODY: [Body; 53] = [
   Body::NONE,
   Body::Hello,
   Body::Welcome,
@@ -514,6 +898,18 @@ pub const ENUM_VALUES_BODY: [Body; 41] = [
   Body::Follow,
   Body::Unfollow,
   Body::UserStatusEvent,
+  Body::FriendOp,
+  Body::FriendOpDone,
+  Body::FriendList,
+  Body::FriendListPage,
+  Body::FriendEvent,
+  Body::NotificationEvent,
+  Body::NotificationCountEvent,
+  Body::NotificationList,
+  Body::NotificationPage,
+  Body::NotificationMarkRead,
+  Body::NotificationDelete,
+  Body::NotificationCounts,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -562,9 +958,21 @@ impl Body {
   pub const Follow: Self = Self(38);
   pub const Unfollow: Self = Self(39);
   pub const UserStatusEvent: Self = Self(40);
+  pub const FriendOp: Self = Self(41);
+  pub const FriendOpDone: Self = Self(42);
+  pub const FriendList: Self = Self(43);
+  pub const FriendListPage: Self = Self(44);
+  pub const FriendEvent: Self = Self(45);
+  pub const NotificationEvent: Self = Self(46);
+  pub const NotificationCountEvent: Self = Self(47);
+  pub const NotificationList: Self = Self(48);
+  pub const NotificationPage: Self = Self(49);
+  pub const NotificationMarkRead: Self = Self(50);
+  pub const NotificationDelete: Self = Self(51);
+  pub const NotificationCounts: Self = Self(52);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 40;
+  pub const ENUM_MAX: u8 = 52;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -607,6 +1015,18 @@ impl Body {
     Self::Follow,
     Self::Unfollow,
     Self::UserStatusEvent,
+    Self::FriendOp,
+    Self::FriendOpDone,
+    Self::FriendList,
+    Self::FriendListPage,
+    Self::FriendEvent,
+    Self::NotificationEvent,
+    Self::NotificationCountEvent,
+    Self::NotificationList,
+    Self::NotificationPage,
+    Self::NotificationMarkRead,
+    Self::NotificationDelete,
+    Self::NotificationCounts,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -652,6 +1072,18 @@ impl Body {
       Self::Follow => Some("Follow"),
       Self::Unfollow => Some("Unfollow"),
       Self::UserStatusEvent => Some("UserStatusEvent"),
+      Self::FriendOp => Some("FriendOp"),
+      Self::FriendOpDone => Some("FriendOpDone"),
+      Self::FriendList => Some("FriendList"),
+      Self::FriendListPage => Some("FriendListPage"),
+      Self::FriendEvent => Some("FriendEvent"),
+      Self::NotificationEvent => Some("NotificationEvent"),
+      Self::NotificationCountEvent => Some("NotificationCountEvent"),
+      Self::NotificationList => Some("NotificationList"),
+      Self::NotificationPage => Some("NotificationPage"),
+      Self::NotificationMarkRead => Some("NotificationMarkRead"),
+      Self::NotificationDelete => Some("NotificationDelete"),
+      Self::NotificationCounts => Some("NotificationCounts"),
       _ => None,
     }
   }
@@ -6603,6 +7035,1887 @@ impl ::core::fmt::Debug for ChatReadEvent<'_> {
       ds.finish()
   }
 }
+pub enum FriendOpOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct FriendOp<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for FriendOp<'a> {
+  type Inner = FriendOp<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> FriendOp<'a> {
+  pub const VT_ACTION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER_ID: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    FriendOp { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args FriendOpArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<FriendOp<'bldr>> {
+    let mut builder = FriendOpBuilder::new(_fbb);
+    if let Some(x) = args.user_id { builder.add_user_id(x); }
+    builder.add_action(args.action);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn action(&self) -> FriendAction {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<FriendAction>(FriendOp::VT_ACTION, Some(FriendAction::REQUEST)).unwrap()}
+  }
+  #[inline]
+  pub fn user_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(FriendOp::VT_USER_ID, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for FriendOp<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<FriendAction>("action", Self::VT_ACTION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user_id", Self::VT_USER_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FriendOpArgs<'a> {
+    pub action: FriendAction,
+    pub user_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for FriendOpArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    FriendOpArgs {
+      action: FriendAction::REQUEST,
+      user_id: None,
+    }
+  }
+}
+
+pub struct FriendOpBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FriendOpBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_action(&mut self, action: FriendAction) {
+    self.fbb_.push_slot::<FriendAction>(FriendOp::VT_ACTION, action, FriendAction::REQUEST);
+  }
+  #[inline]
+  pub fn add_user_id(&mut self, user_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FriendOp::VT_USER_ID, user_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FriendOpBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FriendOpBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<FriendOp<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for FriendOp<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("FriendOp");
+      ds.field("action", &self.action());
+      ds.field("user_id", &self.user_id());
+      ds.finish()
+  }
+}
+pub enum FriendOpDoneOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct FriendOpDone<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for FriendOpDone<'a> {
+  type Inner = FriendOpDone<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> FriendOpDone<'a> {
+  pub const VT_USER_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_RELATION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SINCE_MS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    FriendOpDone { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args FriendOpDoneArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<FriendOpDone<'bldr>> {
+    let mut builder = FriendOpDoneBuilder::new(_fbb);
+    builder.add_since_ms(args.since_ms);
+    if let Some(x) = args.user_id { builder.add_user_id(x); }
+    builder.add_relation(args.relation);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(FriendOpDone::VT_USER_ID, None)}
+  }
+  #[inline]
+  pub fn relation(&self) -> Relation {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Relation>(FriendOpDone::VT_RELATION, Some(Relation::NONE)).unwrap()}
+  }
+  #[inline]
+  pub fn since_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(FriendOpDone::VT_SINCE_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for FriendOpDone<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user_id", Self::VT_USER_ID, false)?
+     .visit_field::<Relation>("relation", Self::VT_RELATION, false)?
+     .visit_field::<i64>("since_ms", Self::VT_SINCE_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FriendOpDoneArgs<'a> {
+    pub user_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub relation: Relation,
+    pub since_ms: i64,
+}
+impl<'a> Default for FriendOpDoneArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    FriendOpDoneArgs {
+      user_id: None,
+      relation: Relation::NONE,
+      since_ms: 0,
+    }
+  }
+}
+
+pub struct FriendOpDoneBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FriendOpDoneBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user_id(&mut self, user_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FriendOpDone::VT_USER_ID, user_id);
+  }
+  #[inline]
+  pub fn add_relation(&mut self, relation: Relation) {
+    self.fbb_.push_slot::<Relation>(FriendOpDone::VT_RELATION, relation, Relation::NONE);
+  }
+  #[inline]
+  pub fn add_since_ms(&mut self, since_ms: i64) {
+    self.fbb_.push_slot::<i64>(FriendOpDone::VT_SINCE_MS, since_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FriendOpDoneBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FriendOpDoneBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<FriendOpDone<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for FriendOpDone<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("FriendOpDone");
+      ds.field("user_id", &self.user_id());
+      ds.field("relation", &self.relation());
+      ds.field("since_ms", &self.since_ms());
+      ds.finish()
+  }
+}
+pub enum FriendListOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct FriendList<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for FriendList<'a> {
+  type Inner = FriendList<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> FriendList<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    FriendList { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args FriendListArgs
+  ) -> ::flatbuffers::WIPOffset<FriendList<'bldr>> {
+    let mut builder = FriendListBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for FriendList<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FriendListArgs {
+}
+impl<'a> Default for FriendListArgs {
+  #[inline]
+  fn default() -> Self {
+    FriendListArgs {
+    }
+  }
+}
+
+pub struct FriendListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FriendListBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FriendListBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FriendListBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<FriendList<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for FriendList<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("FriendList");
+      ds.finish()
+  }
+}
+pub enum FriendRowOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct FriendRow<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for FriendRow<'a> {
+  type Inner = FriendRow<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> FriendRow<'a> {
+  pub const VT_USER_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_RELATION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SINCE_MS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PRESENCE: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    FriendRow { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args FriendRowArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<FriendRow<'bldr>> {
+    let mut builder = FriendRowBuilder::new(_fbb);
+    builder.add_since_ms(args.since_ms);
+    if let Some(x) = args.presence { builder.add_presence(x); }
+    if let Some(x) = args.user_id { builder.add_user_id(x); }
+    builder.add_relation(args.relation);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(FriendRow::VT_USER_ID, None)}
+  }
+  #[inline]
+  pub fn relation(&self) -> Relation {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Relation>(FriendRow::VT_RELATION, Some(Relation::NONE)).unwrap()}
+  }
+  #[inline]
+  pub fn since_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(FriendRow::VT_SINCE_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn presence(&self) -> Option<UserPresence<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<UserPresence>>(FriendRow::VT_PRESENCE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for FriendRow<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user_id", Self::VT_USER_ID, false)?
+     .visit_field::<Relation>("relation", Self::VT_RELATION, false)?
+     .visit_field::<i64>("since_ms", Self::VT_SINCE_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<UserPresence>>("presence", Self::VT_PRESENCE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FriendRowArgs<'a> {
+    pub user_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub relation: Relation,
+    pub since_ms: i64,
+    pub presence: Option<::flatbuffers::WIPOffset<UserPresence<'a>>>,
+}
+impl<'a> Default for FriendRowArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    FriendRowArgs {
+      user_id: None,
+      relation: Relation::NONE,
+      since_ms: 0,
+      presence: None,
+    }
+  }
+}
+
+pub struct FriendRowBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FriendRowBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user_id(&mut self, user_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FriendRow::VT_USER_ID, user_id);
+  }
+  #[inline]
+  pub fn add_relation(&mut self, relation: Relation) {
+    self.fbb_.push_slot::<Relation>(FriendRow::VT_RELATION, relation, Relation::NONE);
+  }
+  #[inline]
+  pub fn add_since_ms(&mut self, since_ms: i64) {
+    self.fbb_.push_slot::<i64>(FriendRow::VT_SINCE_MS, since_ms, 0);
+  }
+  #[inline]
+  pub fn add_presence(&mut self, presence: ::flatbuffers::WIPOffset<UserPresence<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<UserPresence>>(FriendRow::VT_PRESENCE, presence);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FriendRowBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FriendRowBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<FriendRow<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for FriendRow<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("FriendRow");
+      ds.field("user_id", &self.user_id());
+      ds.field("relation", &self.relation());
+      ds.field("since_ms", &self.since_ms());
+      ds.field("presence", &self.presence());
+      ds.finish()
+  }
+}
+pub enum FriendListPageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct FriendListPage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for FriendListPage<'a> {
+  type Inner = FriendListPage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> FriendListPage<'a> {
+  pub const VT_FRIENDS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    FriendListPage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args FriendListPageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<FriendListPage<'bldr>> {
+    let mut builder = FriendListPageBuilder::new(_fbb);
+    if let Some(x) = args.friends { builder.add_friends(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn friends(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FriendRow<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FriendRow>>>>(FriendListPage::VT_FRIENDS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for FriendListPage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<FriendRow>>>>("friends", Self::VT_FRIENDS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FriendListPageArgs<'a> {
+    pub friends: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FriendRow<'a>>>>>,
+}
+impl<'a> Default for FriendListPageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    FriendListPageArgs {
+      friends: None,
+    }
+  }
+}
+
+pub struct FriendListPageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FriendListPageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_friends(&mut self, friends: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<FriendRow<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FriendListPage::VT_FRIENDS, friends);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FriendListPageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FriendListPageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<FriendListPage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for FriendListPage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("FriendListPage");
+      ds.field("friends", &self.friends());
+      ds.finish()
+  }
+}
+pub enum FriendEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct FriendEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for FriendEvent<'a> {
+  type Inner = FriendEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> FriendEvent<'a> {
+  pub const VT_USER_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_RELATION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SINCE_MS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    FriendEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args FriendEventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<FriendEvent<'bldr>> {
+    let mut builder = FriendEventBuilder::new(_fbb);
+    builder.add_since_ms(args.since_ms);
+    if let Some(x) = args.user_id { builder.add_user_id(x); }
+    builder.add_relation(args.relation);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(FriendEvent::VT_USER_ID, None)}
+  }
+  #[inline]
+  pub fn relation(&self) -> Relation {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Relation>(FriendEvent::VT_RELATION, Some(Relation::NONE)).unwrap()}
+  }
+  #[inline]
+  pub fn since_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(FriendEvent::VT_SINCE_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for FriendEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user_id", Self::VT_USER_ID, false)?
+     .visit_field::<Relation>("relation", Self::VT_RELATION, false)?
+     .visit_field::<i64>("since_ms", Self::VT_SINCE_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FriendEventArgs<'a> {
+    pub user_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub relation: Relation,
+    pub since_ms: i64,
+}
+impl<'a> Default for FriendEventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    FriendEventArgs {
+      user_id: None,
+      relation: Relation::NONE,
+      since_ms: 0,
+    }
+  }
+}
+
+pub struct FriendEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FriendEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user_id(&mut self, user_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FriendEvent::VT_USER_ID, user_id);
+  }
+  #[inline]
+  pub fn add_relation(&mut self, relation: Relation) {
+    self.fbb_.push_slot::<Relation>(FriendEvent::VT_RELATION, relation, Relation::NONE);
+  }
+  #[inline]
+  pub fn add_since_ms(&mut self, since_ms: i64) {
+    self.fbb_.push_slot::<i64>(FriendEvent::VT_SINCE_MS, since_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FriendEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FriendEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<FriendEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for FriendEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("FriendEvent");
+      ds.field("user_id", &self.user_id());
+      ds.field("relation", &self.relation());
+      ds.field("since_ms", &self.since_ms());
+      ds.finish()
+  }
+}
+pub enum ChannelStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChannelStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChannelStatus<'a> {
+  type Inner = ChannelStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChannelStatus<'a> {
+  pub const VT_CHANNEL: ::flatbuffers::VOffsetT = 4;
+  pub const VT_STATE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ATTEMPTS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_UPDATED_AT_MS: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChannelStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChannelStatusArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChannelStatus<'bldr>> {
+    let mut builder = ChannelStatusBuilder::new(_fbb);
+    builder.add_updated_at_ms(args.updated_at_ms);
+    if let Some(x) = args.error { builder.add_error(x); }
+    builder.add_attempts(args.attempts);
+    builder.add_state(args.state);
+    builder.add_channel(args.channel);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn channel(&self) -> DeliveryChannel {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<DeliveryChannel>(ChannelStatus::VT_CHANNEL, Some(DeliveryChannel::IN_APP)).unwrap()}
+  }
+  #[inline]
+  pub fn state(&self) -> DeliveryState {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<DeliveryState>(ChannelStatus::VT_STATE, Some(DeliveryState::PENDING)).unwrap()}
+  }
+  #[inline]
+  pub fn error(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChannelStatus::VT_ERROR, None)}
+  }
+  #[inline]
+  pub fn attempts(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(ChannelStatus::VT_ATTEMPTS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn updated_at_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ChannelStatus::VT_UPDATED_AT_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChannelStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<DeliveryChannel>("channel", Self::VT_CHANNEL, false)?
+     .visit_field::<DeliveryState>("state", Self::VT_STATE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("error", Self::VT_ERROR, false)?
+     .visit_field::<u16>("attempts", Self::VT_ATTEMPTS, false)?
+     .visit_field::<i64>("updated_at_ms", Self::VT_UPDATED_AT_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChannelStatusArgs<'a> {
+    pub channel: DeliveryChannel,
+    pub state: DeliveryState,
+    pub error: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub attempts: u16,
+    pub updated_at_ms: i64,
+}
+impl<'a> Default for ChannelStatusArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChannelStatusArgs {
+      channel: DeliveryChannel::IN_APP,
+      state: DeliveryState::PENDING,
+      error: None,
+      attempts: 0,
+      updated_at_ms: 0,
+    }
+  }
+}
+
+pub struct ChannelStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChannelStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_channel(&mut self, channel: DeliveryChannel) {
+    self.fbb_.push_slot::<DeliveryChannel>(ChannelStatus::VT_CHANNEL, channel, DeliveryChannel::IN_APP);
+  }
+  #[inline]
+  pub fn add_state(&mut self, state: DeliveryState) {
+    self.fbb_.push_slot::<DeliveryState>(ChannelStatus::VT_STATE, state, DeliveryState::PENDING);
+  }
+  #[inline]
+  pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChannelStatus::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn add_attempts(&mut self, attempts: u16) {
+    self.fbb_.push_slot::<u16>(ChannelStatus::VT_ATTEMPTS, attempts, 0);
+  }
+  #[inline]
+  pub fn add_updated_at_ms(&mut self, updated_at_ms: i64) {
+    self.fbb_.push_slot::<i64>(ChannelStatus::VT_UPDATED_AT_MS, updated_at_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChannelStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChannelStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChannelStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChannelStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChannelStatus");
+      ds.field("channel", &self.channel());
+      ds.field("state", &self.state());
+      ds.field("error", &self.error());
+      ds.field("attempts", &self.attempts());
+      ds.field("updated_at_ms", &self.updated_at_ms());
+      ds.finish()
+  }
+}
+pub enum NotificationOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Notification<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Notification<'a> {
+  type Inner = Notification<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Notification<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TITLE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_BODY: ::flatbuffers::VOffsetT = 10;
+  pub const VT_DATA: ::flatbuffers::VOffsetT = 12;
+  pub const VT_CREATED_AT_MS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_READ: ::flatbuffers::VOffsetT = 16;
+  pub const VT_CHANNELS: ::flatbuffers::VOffsetT = 18;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Notification { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args NotificationArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Notification<'bldr>> {
+    let mut builder = NotificationBuilder::new(_fbb);
+    builder.add_created_at_ms(args.created_at_ms);
+    builder.add_id(args.id);
+    if let Some(x) = args.channels { builder.add_channels(x); }
+    if let Some(x) = args.data { builder.add_data(x); }
+    if let Some(x) = args.body { builder.add_body(x); }
+    if let Some(x) = args.title { builder.add_title(x); }
+    if let Some(x) = args.kind { builder.add_kind(x); }
+    builder.add_read(args.read);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Notification::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn kind(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Notification::VT_KIND, None)}
+  }
+  #[inline]
+  pub fn title(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Notification::VT_TITLE, None)}
+  }
+  #[inline]
+  pub fn body(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Notification::VT_BODY, None)}
+  }
+  #[inline]
+  pub fn data(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Notification::VT_DATA, None)}
+  }
+  #[inline]
+  pub fn created_at_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(Notification::VT_CREATED_AT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn read(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Notification::VT_READ, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn channels(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChannelStatus<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChannelStatus>>>>(Notification::VT_CHANNELS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Notification<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("kind", Self::VT_KIND, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("title", Self::VT_TITLE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("body", Self::VT_BODY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("data", Self::VT_DATA, false)?
+     .visit_field::<i64>("created_at_ms", Self::VT_CREATED_AT_MS, false)?
+     .visit_field::<bool>("read", Self::VT_READ, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ChannelStatus>>>>("channels", Self::VT_CHANNELS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct NotificationArgs<'a> {
+    pub id: u64,
+    pub kind: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub title: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub body: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub data: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub created_at_ms: i64,
+    pub read: bool,
+    pub channels: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChannelStatus<'a>>>>>,
+}
+impl<'a> Default for NotificationArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    NotificationArgs {
+      id: 0,
+      kind: None,
+      title: None,
+      body: None,
+      data: None,
+      created_at_ms: 0,
+      read: false,
+      channels: None,
+    }
+  }
+}
+
+pub struct NotificationBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NotificationBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u64) {
+    self.fbb_.push_slot::<u64>(Notification::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Notification::VT_KIND, kind);
+  }
+  #[inline]
+  pub fn add_title(&mut self, title: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Notification::VT_TITLE, title);
+  }
+  #[inline]
+  pub fn add_body(&mut self, body: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Notification::VT_BODY, body);
+  }
+  #[inline]
+  pub fn add_data(&mut self, data: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Notification::VT_DATA, data);
+  }
+  #[inline]
+  pub fn add_created_at_ms(&mut self, created_at_ms: i64) {
+    self.fbb_.push_slot::<i64>(Notification::VT_CREATED_AT_MS, created_at_ms, 0);
+  }
+  #[inline]
+  pub fn add_read(&mut self, read: bool) {
+    self.fbb_.push_slot::<bool>(Notification::VT_READ, read, false);
+  }
+  #[inline]
+  pub fn add_channels(&mut self, channels: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ChannelStatus<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Notification::VT_CHANNELS, channels);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NotificationBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    NotificationBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Notification<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Notification<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Notification");
+      ds.field("id", &self.id());
+      ds.field("kind", &self.kind());
+      ds.field("title", &self.title());
+      ds.field("body", &self.body());
+      ds.field("data", &self.data());
+      ds.field("created_at_ms", &self.created_at_ms());
+      ds.field("read", &self.read());
+      ds.field("channels", &self.channels());
+      ds.finish()
+  }
+}
+pub enum NotificationEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct NotificationEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for NotificationEvent<'a> {
+  type Inner = NotificationEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> NotificationEvent<'a> {
+  pub const VT_NOTIFICATION: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    NotificationEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args NotificationEventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<NotificationEvent<'bldr>> {
+    let mut builder = NotificationEventBuilder::new(_fbb);
+    if let Some(x) = args.notification { builder.add_notification(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn notification(&self) -> Option<Notification<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Notification>>(NotificationEvent::VT_NOTIFICATION, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for NotificationEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Notification>>("notification", Self::VT_NOTIFICATION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct NotificationEventArgs<'a> {
+    pub notification: Option<::flatbuffers::WIPOffset<Notification<'a>>>,
+}
+impl<'a> Default for NotificationEventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    NotificationEventArgs {
+      notification: None,
+    }
+  }
+}
+
+pub struct NotificationEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NotificationEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_notification(&mut self, notification: ::flatbuffers::WIPOffset<Notification<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Notification>>(NotificationEvent::VT_NOTIFICATION, notification);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NotificationEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    NotificationEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<NotificationEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for NotificationEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("NotificationEvent");
+      ds.field("notification", &self.notification());
+      ds.finish()
+  }
+}
+pub enum NotificationCountEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct NotificationCountEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for NotificationCountEvent<'a> {
+  type Inner = NotificationCountEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> NotificationCountEvent<'a> {
+  pub const VT_TOTAL: ::flatbuffers::VOffsetT = 4;
+  pub const VT_UNREAD: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    NotificationCountEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args NotificationCountEventArgs
+  ) -> ::flatbuffers::WIPOffset<NotificationCountEvent<'bldr>> {
+    let mut builder = NotificationCountEventBuilder::new(_fbb);
+    builder.add_unread(args.unread);
+    builder.add_total(args.total);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn total(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(NotificationCountEvent::VT_TOTAL, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn unread(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(NotificationCountEvent::VT_UNREAD, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for NotificationCountEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("total", Self::VT_TOTAL, false)?
+     .visit_field::<u32>("unread", Self::VT_UNREAD, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct NotificationCountEventArgs {
+    pub total: u32,
+    pub unread: u32,
+}
+impl<'a> Default for NotificationCountEventArgs {
+  #[inline]
+  fn default() -> Self {
+    NotificationCountEventArgs {
+      total: 0,
+      unread: 0,
+    }
+  }
+}
+
+pub struct NotificationCountEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NotificationCountEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_total(&mut self, total: u32) {
+    self.fbb_.push_slot::<u32>(NotificationCountEvent::VT_TOTAL, total, 0);
+  }
+  #[inline]
+  pub fn add_unread(&mut self, unread: u32) {
+    self.fbb_.push_slot::<u32>(NotificationCountEvent::VT_UNREAD, unread, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NotificationCountEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    NotificationCountEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<NotificationCountEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for NotificationCountEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("NotificationCountEvent");
+      ds.field("total", &self.total());
+      ds.field("unread", &self.unread());
+      ds.finish()
+  }
+}
+pub enum NotificationListOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct NotificationList<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for NotificationList<'a> {
+  type Inner = NotificationList<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> NotificationList<'a> {
+  pub const VT_BEFORE_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_UNREAD_ONLY: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    NotificationList { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args NotificationListArgs
+  ) -> ::flatbuffers::WIPOffset<NotificationList<'bldr>> {
+    let mut builder = NotificationListBuilder::new(_fbb);
+    builder.add_before_id(args.before_id);
+    builder.add_limit(args.limit);
+    builder.add_unread_only(args.unread_only);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn before_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(NotificationList::VT_BEFORE_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn limit(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(NotificationList::VT_LIMIT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn unread_only(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(NotificationList::VT_UNREAD_ONLY, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for NotificationList<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("before_id", Self::VT_BEFORE_ID, false)?
+     .visit_field::<u16>("limit", Self::VT_LIMIT, false)?
+     .visit_field::<bool>("unread_only", Self::VT_UNREAD_ONLY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct NotificationListArgs {
+    pub before_id: u64,
+    pub limit: u16,
+    pub unread_only: bool,
+}
+impl<'a> Default for NotificationListArgs {
+  #[inline]
+  fn default() -> Self {
+    NotificationListArgs {
+      before_id: 0,
+      limit: 0,
+      unread_only: false,
+    }
+  }
+}
+
+pub struct NotificationListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NotificationListBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_before_id(&mut self, before_id: u64) {
+    self.fbb_.push_slot::<u64>(NotificationList::VT_BEFORE_ID, before_id, 0);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u16) {
+    self.fbb_.push_slot::<u16>(NotificationList::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn add_unread_only(&mut self, unread_only: bool) {
+    self.fbb_.push_slot::<bool>(NotificationList::VT_UNREAD_ONLY, unread_only, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NotificationListBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    NotificationListBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<NotificationList<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for NotificationList<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("NotificationList");
+      ds.field("before_id", &self.before_id());
+      ds.field("limit", &self.limit());
+      ds.field("unread_only", &self.unread_only());
+      ds.finish()
+  }
+}
+pub enum NotificationPageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct NotificationPage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for NotificationPage<'a> {
+  type Inner = NotificationPage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> NotificationPage<'a> {
+  pub const VT_NOTIFICATIONS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HAS_MORE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TOTAL: ::flatbuffers::VOffsetT = 8;
+  pub const VT_UNREAD: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    NotificationPage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args NotificationPageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<NotificationPage<'bldr>> {
+    let mut builder = NotificationPageBuilder::new(_fbb);
+    builder.add_unread(args.unread);
+    builder.add_total(args.total);
+    if let Some(x) = args.notifications { builder.add_notifications(x); }
+    builder.add_has_more(args.has_more);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn notifications(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Notification<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Notification>>>>(NotificationPage::VT_NOTIFICATIONS, None)}
+  }
+  #[inline]
+  pub fn has_more(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(NotificationPage::VT_HAS_MORE, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn total(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(NotificationPage::VT_TOTAL, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn unread(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(NotificationPage::VT_UNREAD, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for NotificationPage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Notification>>>>("notifications", Self::VT_NOTIFICATIONS, false)?
+     .visit_field::<bool>("has_more", Self::VT_HAS_MORE, false)?
+     .visit_field::<u32>("total", Self::VT_TOTAL, false)?
+     .visit_field::<u32>("unread", Self::VT_UNREAD, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct NotificationPageArgs<'a> {
+    pub notifications: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Notification<'a>>>>>,
+    pub has_more: bool,
+    pub total: u32,
+    pub unread: u32,
+}
+impl<'a> Default for NotificationPageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    NotificationPageArgs {
+      notifications: None,
+      has_more: false,
+      total: 0,
+      unread: 0,
+    }
+  }
+}
+
+pub struct NotificationPageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NotificationPageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_notifications(&mut self, notifications: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Notification<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NotificationPage::VT_NOTIFICATIONS, notifications);
+  }
+  #[inline]
+  pub fn add_has_more(&mut self, has_more: bool) {
+    self.fbb_.push_slot::<bool>(NotificationPage::VT_HAS_MORE, has_more, false);
+  }
+  #[inline]
+  pub fn add_total(&mut self, total: u32) {
+    self.fbb_.push_slot::<u32>(NotificationPage::VT_TOTAL, total, 0);
+  }
+  #[inline]
+  pub fn add_unread(&mut self, unread: u32) {
+    self.fbb_.push_slot::<u32>(NotificationPage::VT_UNREAD, unread, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NotificationPageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    NotificationPageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<NotificationPage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for NotificationPage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("NotificationPage");
+      ds.field("notifications", &self.notifications());
+      ds.field("has_more", &self.has_more());
+      ds.field("total", &self.total());
+      ds.field("unread", &self.unread());
+      ds.finish()
+  }
+}
+pub enum NotificationMarkReadOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct NotificationMarkRead<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for NotificationMarkRead<'a> {
+  type Inner = NotificationMarkRead<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> NotificationMarkRead<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ALL: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    NotificationMarkRead { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args NotificationMarkReadArgs
+  ) -> ::flatbuffers::WIPOffset<NotificationMarkRead<'bldr>> {
+    let mut builder = NotificationMarkReadBuilder::new(_fbb);
+    builder.add_id(args.id);
+    builder.add_all(args.all);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(NotificationMarkRead::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn all(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(NotificationMarkRead::VT_ALL, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for NotificationMarkRead<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("id", Self::VT_ID, false)?
+     .visit_field::<bool>("all", Self::VT_ALL, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct NotificationMarkReadArgs {
+    pub id: u64,
+    pub all: bool,
+}
+impl<'a> Default for NotificationMarkReadArgs {
+  #[inline]
+  fn default() -> Self {
+    NotificationMarkReadArgs {
+      id: 0,
+      all: false,
+    }
+  }
+}
+
+pub struct NotificationMarkReadBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NotificationMarkReadBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u64) {
+    self.fbb_.push_slot::<u64>(NotificationMarkRead::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_all(&mut self, all: bool) {
+    self.fbb_.push_slot::<bool>(NotificationMarkRead::VT_ALL, all, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NotificationMarkReadBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    NotificationMarkReadBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<NotificationMarkRead<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for NotificationMarkRead<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("NotificationMarkRead");
+      ds.field("id", &self.id());
+      ds.field("all", &self.all());
+      ds.finish()
+  }
+}
+pub enum NotificationDeleteOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct NotificationDelete<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for NotificationDelete<'a> {
+  type Inner = NotificationDelete<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> NotificationDelete<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    NotificationDelete { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args NotificationDeleteArgs
+  ) -> ::flatbuffers::WIPOffset<NotificationDelete<'bldr>> {
+    let mut builder = NotificationDeleteBuilder::new(_fbb);
+    builder.add_id(args.id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(NotificationDelete::VT_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for NotificationDelete<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("id", Self::VT_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct NotificationDeleteArgs {
+    pub id: u64,
+}
+impl<'a> Default for NotificationDeleteArgs {
+  #[inline]
+  fn default() -> Self {
+    NotificationDeleteArgs {
+      id: 0,
+    }
+  }
+}
+
+pub struct NotificationDeleteBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NotificationDeleteBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u64) {
+    self.fbb_.push_slot::<u64>(NotificationDelete::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NotificationDeleteBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    NotificationDeleteBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<NotificationDelete<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for NotificationDelete<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("NotificationDelete");
+      ds.field("id", &self.id());
+      ds.finish()
+  }
+}
+pub enum NotificationCountsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct NotificationCounts<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for NotificationCounts<'a> {
+  type Inner = NotificationCounts<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> NotificationCounts<'a> {
+  pub const VT_TOTAL: ::flatbuffers::VOffsetT = 4;
+  pub const VT_UNREAD: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    NotificationCounts { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args NotificationCountsArgs
+  ) -> ::flatbuffers::WIPOffset<NotificationCounts<'bldr>> {
+    let mut builder = NotificationCountsBuilder::new(_fbb);
+    builder.add_unread(args.unread);
+    builder.add_total(args.total);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn total(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(NotificationCounts::VT_TOTAL, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn unread(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(NotificationCounts::VT_UNREAD, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for NotificationCounts<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("total", Self::VT_TOTAL, false)?
+     .visit_field::<u32>("unread", Self::VT_UNREAD, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct NotificationCountsArgs {
+    pub total: u32,
+    pub unread: u32,
+}
+impl<'a> Default for NotificationCountsArgs {
+  #[inline]
+  fn default() -> Self {
+    NotificationCountsArgs {
+      total: 0,
+      unread: 0,
+    }
+  }
+}
+
+pub struct NotificationCountsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NotificationCountsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_total(&mut self, total: u32) {
+    self.fbb_.push_slot::<u32>(NotificationCounts::VT_TOTAL, total, 0);
+  }
+  #[inline]
+  pub fn add_unread(&mut self, unread: u32) {
+    self.fbb_.push_slot::<u32>(NotificationCounts::VT_UNREAD, unread, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NotificationCountsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    NotificationCountsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<NotificationCounts<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for NotificationCounts<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("NotificationCounts");
+      ds.field("total", &self.total());
+      ds.field("unread", &self.unread());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7279,6 +9592,186 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_friend_op(&self) -> Option<FriendOp<'a>> {
+    if self.body_type() == Body::FriendOp {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { FriendOp::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_friend_op_done(&self) -> Option<FriendOpDone<'a>> {
+    if self.body_type() == Body::FriendOpDone {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { FriendOpDone::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_friend_list(&self) -> Option<FriendList<'a>> {
+    if self.body_type() == Body::FriendList {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { FriendList::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_friend_list_page(&self) -> Option<FriendListPage<'a>> {
+    if self.body_type() == Body::FriendListPage {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { FriendListPage::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_friend_event(&self) -> Option<FriendEvent<'a>> {
+    if self.body_type() == Body::FriendEvent {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { FriendEvent::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_notification_event(&self) -> Option<NotificationEvent<'a>> {
+    if self.body_type() == Body::NotificationEvent {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { NotificationEvent::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_notification_count_event(&self) -> Option<NotificationCountEvent<'a>> {
+    if self.body_type() == Body::NotificationCountEvent {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { NotificationCountEvent::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_notification_list(&self) -> Option<NotificationList<'a>> {
+    if self.body_type() == Body::NotificationList {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { NotificationList::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_notification_page(&self) -> Option<NotificationPage<'a>> {
+    if self.body_type() == Body::NotificationPage {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { NotificationPage::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_notification_mark_read(&self) -> Option<NotificationMarkRead<'a>> {
+    if self.body_type() == Body::NotificationMarkRead {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { NotificationMarkRead::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_notification_delete(&self) -> Option<NotificationDelete<'a>> {
+    if self.body_type() == Body::NotificationDelete {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { NotificationDelete::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_notification_counts(&self) -> Option<NotificationCounts<'a>> {
+    if self.body_type() == Body::NotificationCounts {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { NotificationCounts::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -7332,6 +9825,18 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::Follow => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Follow>>("Body::Follow", pos),
           Body::Unfollow => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Unfollow>>("Body::Unfollow", pos),
           Body::UserStatusEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UserStatusEvent>>("Body::UserStatusEvent", pos),
+          Body::FriendOp => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FriendOp>>("Body::FriendOp", pos),
+          Body::FriendOpDone => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FriendOpDone>>("Body::FriendOpDone", pos),
+          Body::FriendList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FriendList>>("Body::FriendList", pos),
+          Body::FriendListPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FriendListPage>>("Body::FriendListPage", pos),
+          Body::FriendEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FriendEvent>>("Body::FriendEvent", pos),
+          Body::NotificationEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NotificationEvent>>("Body::NotificationEvent", pos),
+          Body::NotificationCountEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NotificationCountEvent>>("Body::NotificationCountEvent", pos),
+          Body::NotificationList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NotificationList>>("Body::NotificationList", pos),
+          Body::NotificationPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NotificationPage>>("Body::NotificationPage", pos),
+          Body::NotificationMarkRead => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NotificationMarkRead>>("Body::NotificationMarkRead", pos),
+          Body::NotificationDelete => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NotificationDelete>>("Body::NotificationDelete", pos),
+          Body::NotificationCounts => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NotificationCounts>>("Body::NotificationCounts", pos),
           _ => Ok(()),
         }
      })?
@@ -7682,6 +10187,90 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::UserStatusEvent => {
           if let Some(x) = self.body_as_user_status_event() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::FriendOp => {
+          if let Some(x) = self.body_as_friend_op() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::FriendOpDone => {
+          if let Some(x) = self.body_as_friend_op_done() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::FriendList => {
+          if let Some(x) = self.body_as_friend_list() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::FriendListPage => {
+          if let Some(x) = self.body_as_friend_list_page() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::FriendEvent => {
+          if let Some(x) = self.body_as_friend_event() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::NotificationEvent => {
+          if let Some(x) = self.body_as_notification_event() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::NotificationCountEvent => {
+          if let Some(x) = self.body_as_notification_count_event() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::NotificationList => {
+          if let Some(x) = self.body_as_notification_list() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::NotificationPage => {
+          if let Some(x) = self.body_as_notification_page() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::NotificationMarkRead => {
+          if let Some(x) = self.body_as_notification_mark_read() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::NotificationDelete => {
+          if let Some(x) = self.body_as_notification_delete() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::NotificationCounts => {
+          if let Some(x) = self.body_as_notification_counts() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -44,3 +44,15 @@ class Body(object):
     Follow = 38
     Unfollow = 39
     UserStatusEvent = 40
+    FriendOp = 41
+    FriendOpDone = 42
+    FriendList = 43
+    FriendListPage = 44
+    FriendEvent = 45
+    NotificationEvent = 46
+    NotificationCountEvent = 47
+    NotificationList = 48
+    NotificationPage = 49
+    NotificationMarkRead = 50
+    NotificationDelete = 51
+    NotificationCounts = 52

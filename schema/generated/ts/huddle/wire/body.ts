@@ -31,8 +31,20 @@ import { EchoReply } from '../../huddle/wire/echo-reply.js';
 import { EchoRequest } from '../../huddle/wire/echo-request.js';
 import { Error } from '../../huddle/wire/error.js';
 import { Follow } from '../../huddle/wire/follow.js';
+import { FriendEvent } from '../../huddle/wire/friend-event.js';
+import { FriendList } from '../../huddle/wire/friend-list.js';
+import { FriendListPage } from '../../huddle/wire/friend-list-page.js';
+import { FriendOp } from '../../huddle/wire/friend-op.js';
+import { FriendOpDone } from '../../huddle/wire/friend-op-done.js';
 import { GoAway } from '../../huddle/wire/go-away.js';
 import { Hello } from '../../huddle/wire/hello.js';
+import { NotificationCountEvent } from '../../huddle/wire/notification-count-event.js';
+import { NotificationCounts } from '../../huddle/wire/notification-counts.js';
+import { NotificationDelete } from '../../huddle/wire/notification-delete.js';
+import { NotificationEvent } from '../../huddle/wire/notification-event.js';
+import { NotificationList } from '../../huddle/wire/notification-list.js';
+import { NotificationMarkRead } from '../../huddle/wire/notification-mark-read.js';
+import { NotificationPage } from '../../huddle/wire/notification-page.js';
 import { Ping } from '../../huddle/wire/ping.js';
 import { Pong } from '../../huddle/wire/pong.js';
 import { PresenceList } from '../../huddle/wire/presence-list.js';
@@ -85,13 +97,25 @@ export enum Body {
   StatusSet = 37,
   Follow = 38,
   Unfollow = 39,
-  UserStatusEvent = 40
+  UserStatusEvent = 40,
+  FriendOp = 41,
+  FriendOpDone = 42,
+  FriendList = 43,
+  FriendListPage = 44,
+  FriendEvent = 45,
+  NotificationEvent = 46,
+  NotificationCountEvent = 47,
+  NotificationList = 48,
+  NotificationPage = 49,
+  NotificationMarkRead = 50,
+  NotificationDelete = 51,
+  NotificationCounts = 52
 }
 
 export function unionToBody(
   type: Body,
-  accessor: (obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null
-): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null {
+  accessor: (obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null
+): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(new Hello())! as Hello;
@@ -134,15 +158,27 @@ export function unionToBody(
     case 'Follow': return accessor(new Follow())! as Follow;
     case 'Unfollow': return accessor(new Unfollow())! as Unfollow;
     case 'UserStatusEvent': return accessor(new UserStatusEvent())! as UserStatusEvent;
+    case 'FriendOp': return accessor(new FriendOp())! as FriendOp;
+    case 'FriendOpDone': return accessor(new FriendOpDone())! as FriendOpDone;
+    case 'FriendList': return accessor(new FriendList())! as FriendList;
+    case 'FriendListPage': return accessor(new FriendListPage())! as FriendListPage;
+    case 'FriendEvent': return accessor(new FriendEvent())! as FriendEvent;
+    case 'NotificationEvent': return accessor(new NotificationEvent())! as NotificationEvent;
+    case 'NotificationCountEvent': return accessor(new NotificationCountEvent())! as NotificationCountEvent;
+    case 'NotificationList': return accessor(new NotificationList())! as NotificationList;
+    case 'NotificationPage': return accessor(new NotificationPage())! as NotificationPage;
+    case 'NotificationMarkRead': return accessor(new NotificationMarkRead())! as NotificationMarkRead;
+    case 'NotificationDelete': return accessor(new NotificationDelete())! as NotificationDelete;
+    case 'NotificationCounts': return accessor(new NotificationCounts())! as NotificationCounts;
     default: return null;
   }
 }
 
 export function unionListToBody(
   type: Body, 
-  accessor: (index: number, obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null, 
+  accessor: (index: number, obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null, 
   index: number
-): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|GoAway|Hello|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null {
+): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(index, new Hello())! as Hello;
@@ -185,6 +221,18 @@ export function unionListToBody(
     case 'Follow': return accessor(index, new Follow())! as Follow;
     case 'Unfollow': return accessor(index, new Unfollow())! as Unfollow;
     case 'UserStatusEvent': return accessor(index, new UserStatusEvent())! as UserStatusEvent;
+    case 'FriendOp': return accessor(index, new FriendOp())! as FriendOp;
+    case 'FriendOpDone': return accessor(index, new FriendOpDone())! as FriendOpDone;
+    case 'FriendList': return accessor(index, new FriendList())! as FriendList;
+    case 'FriendListPage': return accessor(index, new FriendListPage())! as FriendListPage;
+    case 'FriendEvent': return accessor(index, new FriendEvent())! as FriendEvent;
+    case 'NotificationEvent': return accessor(index, new NotificationEvent())! as NotificationEvent;
+    case 'NotificationCountEvent': return accessor(index, new NotificationCountEvent())! as NotificationCountEvent;
+    case 'NotificationList': return accessor(index, new NotificationList())! as NotificationList;
+    case 'NotificationPage': return accessor(index, new NotificationPage())! as NotificationPage;
+    case 'NotificationMarkRead': return accessor(index, new NotificationMarkRead())! as NotificationMarkRead;
+    case 'NotificationDelete': return accessor(index, new NotificationDelete())! as NotificationDelete;
+    case 'NotificationCounts': return accessor(index, new NotificationCounts())! as NotificationCounts;
     default: return null;
   }
 }
