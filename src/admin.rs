@@ -1,8 +1,9 @@
 //! Admin HTTP: `/healthz` (the process answers), `/readyz` (503 once the
 //! gateway stops accepting and drains), `/metrics` (Prometheus text) and the
 //! operator API under `/v1/` (bearer token `server.admin_token` when set):
-//! `POST /v1/channels` creates or reconfigures a chat channel. Never on the
-//! client data path.
+//! `POST /v1/channels` creates or reconfigures a chat channel;
+//! `POST /v1/notifications` notifies one user, many, or everyone online.
+//! Never on the client data path.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::engine::chat::ChannelSpec;
+use crate::engine::notifications::{Channel, NewNotification};
 use crate::engine::UserId;
 use crate::gateway::Gateway;
 use crate::metrics::metrics;
@@ -114,6 +116,116 @@ async fn create_channel(
     }
 }
 
+/// `POST /v1/notifications` body: exactly one of `user_ids` or
+/// `all_online`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyRequest {
+    #[serde(default)]
+    user_ids: Vec<String>,
+    /// Every user connected to this node now (a server-wide announcement).
+    #[serde(default)]
+    all_online: bool,
+    #[serde(default = "announcement")]
+    kind: String,
+    title: String,
+    #[serde(default)]
+    body: String,
+    /// Any JSON for the game.
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+    /// Besides in_app: push, email.
+    #[serde(default)]
+    channels: Vec<Channel>,
+}
+
+fn announcement() -> String {
+    "announcement".into()
+}
+
+/// Users per request at most (an announcement to everyone uses `all_online`).
+const MAX_NOTIFY_USERS: usize = 10_000;
+/// Longest title, body and data, bytes.
+const MAX_NOTIFY_TEXT: usize = 4096;
+
+async fn notify(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Json(req): Json<NotifyRequest>,
+) -> Answer {
+    if let Err(denied) = authorized(&gw, &headers) {
+        return denied;
+    }
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m + "\n");
+    if req.all_online != req.user_ids.is_empty() {
+        return bad("give either user_ids (1 or more) or all_online: true".into());
+    }
+    if req.user_ids.len() > MAX_NOTIFY_USERS {
+        return bad(format!(
+            "at most {MAX_NOTIFY_USERS} user_ids per request; use all_online for everyone"
+        ));
+    }
+    if req.user_ids.iter().any(|u| u.is_empty() || u.len() > 128) {
+        return bad("every user id must be 1..=128 bytes".into());
+    }
+    let data = req.data.map(|d| d.to_string()).unwrap_or_default();
+    if req.title.is_empty()
+        || req.title.len() > MAX_NOTIFY_TEXT
+        || req.body.len() > MAX_NOTIFY_TEXT
+        || data.len() > MAX_NOTIFY_TEXT
+        || req.kind.is_empty()
+        || req.kind.len() > 64
+    {
+        return bad(format!(
+            "title (1..={MAX_NOTIFY_TEXT} bytes), body and data (≤ {MAX_NOTIFY_TEXT} bytes) and kind (1..=64 bytes) are required within limits"
+        ));
+    }
+    let what = Arc::new(NewNotification {
+        kind: req.kind,
+        title: req.title,
+        body: req.body,
+        data,
+        channels: req.channels,
+    });
+    let shards = &gw.shards;
+    let mut parts: Vec<Option<Vec<UserId>>> = if req.all_online {
+        vec![None; shards.count()]
+    } else {
+        let mut ids = req.user_ids;
+        ids.sort();
+        ids.dedup();
+        let mut parts = vec![Some(Vec::new()); shards.count()];
+        for id in ids {
+            if let Some(part) = &mut parts[shards.of_user(&id)] {
+                part.push(UserId::from(id));
+            }
+        }
+        parts
+    };
+    let mut pending = Vec::new();
+    for (shard, users) in parts.drain(..).enumerate() {
+        if users.as_ref().is_some_and(|u| u.is_empty()) {
+            continue;
+        }
+        let (reply, rx) = oneshot::channel();
+        let msg = ShardMsg::Announce {
+            users,
+            what: what.clone(),
+            reply,
+        };
+        shards.send(shard, msg).await;
+        pending.push(rx);
+    }
+    let mut notified = 0;
+    for rx in pending {
+        match rx.await {
+            Ok(n) => notified += n,
+            Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
+        }
+    }
+    (StatusCode::OK, format!("{{\"notified\":{notified}}}\n"))
+}
+
 /// Serves the admin API until the gateway's connections are gone.
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
     let app = Router::new()
@@ -121,6 +233,7 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .route("/v1/channels", post(create_channel))
+        .route("/v1/notifications", post(notify))
         .with_state(gw.clone());
     let done = gw.admin_stop.clone();
     let _ = axum::serve(listener, app)

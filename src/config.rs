@@ -23,6 +23,67 @@ pub struct Config {
     pub session: SessionConfig,
     pub shards: ShardConfig,
     pub chat: ChatConfig,
+    pub notifications: NotificationConfig,
+    pub webhooks: WebhookConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationConfig {
+    /// Notifications kept per user; past it the oldest read one is deleted
+    /// (the oldest, when all are unread).
+    pub max_per_user: usize,
+    /// The game's push service: POSTed one JSON body per push delivery.
+    /// Empty: push is not configured and push deliveries fail with that reason.
+    pub push_url: String,
+    /// The game's email service, as `push_url`.
+    pub email_url: String,
+}
+
+impl Default for NotificationConfig {
+    fn default() -> Self {
+        Self {
+            max_per_user: 500,
+            push_url: String::new(),
+            email_url: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The game backend's integration webhook: domain events are POSTed to
+    /// it in batches. Empty: events stay inside the gateway.
+    pub events_url: String,
+    /// Sent as `Authorization: Bearer <token>` to every webhook when set.
+    pub token: String,
+    /// Attempts per delivery before it is marked failed.
+    pub max_attempts: u16,
+    /// First retry delay; doubles per attempt up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Per-request timeout.
+    pub timeout_ms: u64,
+    /// Domain events per integration POST at most.
+    pub events_batch: usize,
+    /// Requests in flight at once across all webhooks.
+    pub concurrency: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            events_url: String::new(),
+            token: String::new(),
+            max_attempts: 8,
+            retry_base_ms: 1000,
+            retry_max_ms: 60_000,
+            timeout_ms: 5000,
+            events_batch: 100,
+            concurrency: 16,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -318,6 +379,31 @@ impl Config {
         }
         if s.rate_per_s <= 0.0 || s.rate_burst < 1.0 {
             return bad("session.rate_per_s must be > 0 and session.rate_burst >= 1");
+        }
+        let w = &self.webhooks;
+        if w.max_attempts == 0 || w.concurrency == 0 || w.events_batch == 0 {
+            return bad(
+                "webhooks.max_attempts, webhooks.concurrency and webhooks.events_batch must be > 0",
+            );
+        }
+        if w.retry_base_ms == 0 || w.retry_max_ms < w.retry_base_ms || w.timeout_ms == 0 {
+            return bad("webhooks.retry_base_ms and webhooks.timeout_ms must be > 0, and webhooks.retry_max_ms >= webhooks.retry_base_ms");
+        }
+        if self.notifications.max_per_user == 0 {
+            return bad("notifications.max_per_user must be > 0");
+        }
+        for (key, value) in [
+            ("notifications.push_url", &self.notifications.push_url),
+            ("notifications.email_url", &self.notifications.email_url),
+            ("webhooks.events_url", &w.events_url),
+        ] {
+            if !value.is_empty()
+                && !matches!(url::Url::parse(value), Ok(u) if u.scheme() == "http" || u.scheme() == "https")
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} must be an http(s) URL, got {value:?}"
+                )));
+            }
         }
         if !self.server.admin_addr.ip().is_loopback() && self.server.admin_token.is_none() {
             return bad("server.admin_addr is not a loopback address: set server.admin_token for the operator API");

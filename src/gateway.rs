@@ -17,11 +17,14 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{dev_secret, Authenticator};
 use crate::config::{Config, JwtAlgorithm};
 use crate::engine::chat::ChatLimits;
+use crate::engine::notifications::NotificationLimits;
 use crate::metrics::metrics;
+use crate::shard::{Restore, Services};
 use crate::shard::{ShardSettings, ShardThreads, Shards};
 use crate::store::embedded::EmbeddedStore;
-use crate::store::{History, HistoryThreads};
+use crate::store::{History, HistoryStore, HistoryThreads};
 use crate::transport::{quic, ws};
+use crate::webhook::{self, Webhooks, WorkerContext};
 use crate::{admin, tls};
 
 /// What every connection task shares.
@@ -56,6 +59,8 @@ pub struct Running {
     endpoint: quinn::Endpoint,
     accept_loops: Vec<JoinHandle<()>>,
     admin: JoinHandle<()>,
+    webhook_stop: CancellationToken,
+    webhook_task: JoinHandle<()>,
 }
 
 fn quic_transport(cfg: &Config) -> quinn::TransportConfig {
@@ -137,8 +142,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None
     };
 
-    let store = EmbeddedStore::open(&config.server.data_dir.join("history.redb"))?;
-    let (history, history_threads) = History::start(Arc::new(store));
+    let store: Arc<dyn HistoryStore> = Arc::new(EmbeddedStore::open(
+        &config.server.data_dir.join("history.redb"),
+    )?);
+    let restore = Arc::new(Restore {
+        relations: store.load_relations()?,
+        notifications: store.load_notifications()?,
+    });
+    let (history, history_threads) = History::start(store.clone());
+    let (webhooks, webhook_worker) =
+        Webhooks::new(history.clone(), &config.webhooks, config.server.node_id);
     let (shards, threads) = Shards::start(
         config.shard_count(),
         config.shards.mailbox,
@@ -151,10 +164,31 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 nonces: config.chat.nonces_per_chat,
                 typing_every: Duration::from_millis(config.chat.typing_interval_ms),
             },
+            notifications: NotificationLimits {
+                push_configured: !config.notifications.push_url.is_empty(),
+                email_configured: !config.notifications.email_url.is_empty(),
+                max_per_user: config.notifications.max_per_user,
+            },
             node: config.server.node_id,
         },
-        history,
+        Services {
+            history: history.clone(),
+            webhooks,
+        },
+        restore,
     );
+    let webhook_stop = CancellationToken::new();
+    let webhook_task = tokio::spawn(webhook::run(
+        webhook_worker,
+        WorkerContext {
+            store,
+            history,
+            shards: shards.clone(),
+            webhooks: config.webhooks.clone(),
+            notifications: config.notifications.clone(),
+            stop: webhook_stop.clone(),
+        },
+    ));
     metrics();
     let gw = Arc::new(Gateway {
         auth,
@@ -180,6 +214,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         endpoint,
         threads,
         history_threads,
+        webhook_stop,
+        webhook_task,
         gw,
     };
     Ok(running)
@@ -215,6 +251,9 @@ impl Running {
         {
             admin.abort();
         }
+        // The webhook outbox stops; what it still owes stays in the store.
+        self.webhook_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.webhook_task).await;
         drop(self.gw);
         // Shards stop, then the history writer drains what they queued.
         let (threads, history) = (self.threads, self.history_threads);

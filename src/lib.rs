@@ -32,4 +32,5 @@ pub mod shard;
 pub mod store;
 pub mod tls;
 pub mod transport;
+pub mod webhook;
 pub mod wire;

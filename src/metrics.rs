@@ -44,6 +44,10 @@ pub struct Metrics {
     pub outbound_depth: Gauge,
     pub events_shed: Counter,
     pub sessions_resumed: Counter,
+    /// Webhook deliveries: sent (2xx), retried after a failure, given up.
+    pub webhook_sent: Counter,
+    pub webhook_retried: Counter,
+    pub webhook_failed: Counter,
     shard_lag: Family<Labels, Gauge<f64, AtomicU64>>,
     shard_commands: Family<Labels, Counter>,
 }
@@ -73,6 +77,19 @@ impl Metrics {
         let outbound_depth = Gauge::default();
         let events_shed = Counter::default();
         let sessions_resumed = Counter::default();
+        let webhook = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome (sent, retried, failed)",
+            webhook.clone(),
+        );
+        let outcome = |o: &str| {
+            webhook
+                .get_or_create(&vec![("outcome", o.to_string())])
+                .clone()
+        };
+        let (webhook_sent, webhook_retried, webhook_failed) =
+            (outcome("sent"), outcome("retried"), outcome("failed"));
         let shard_lag = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         let shard_commands = Family::<Labels, Counter>::default();
         registry.register("connections", "Open client connections", conns.clone());
@@ -145,6 +162,9 @@ impl Metrics {
             outbound_depth,
             events_shed,
             sessions_resumed,
+            webhook_sent,
+            webhook_retried,
+            webhook_failed,
             shard_lag,
             shard_commands,
             registry,

@@ -30,6 +30,8 @@ use crate::metrics::{metrics, TransportKind};
 use crate::outbox::{Closed, Outbox, OutboxLimits, Queued, Stop};
 use crate::shard::{ResumeFailure, ShardMsg};
 
+mod social;
+
 /// Most user ids one presence query may name.
 pub const MAX_PRESENCE_IDS: usize = 500;
 
@@ -694,7 +696,12 @@ impl Conn<'_> {
             | Body::ChatUnread
             | Body::SetStatus
             | Body::Follow
-            | Body::Unfollow => {
+            | Body::Unfollow
+            | Body::FriendOp
+            | Body::FriendList
+            | Body::NotificationList
+            | Body::NotificationMarkRead
+            | Body::NotificationDelete => {
                 if request_id == 0 {
                     let msg = format!(
                         "{} needs a non-zero request_id",
@@ -723,7 +730,7 @@ impl Conn<'_> {
                     self.set_status(request_id, req);
                 } else if let Some(query) = frame.body_as_chat_unread() {
                     self.unread(request_id, query);
-                } else {
+                } else if !self.social_request(request_id, &frame) {
                     self.chat_request(request_id, &frame);
                 }
                 None

@@ -16,13 +16,22 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 use huddle_schema::Encoder;
 use tokio::sync::{oneshot, Notify};
 
-use crate::engine::chat::{self, ChannelSpec, ChatLimits, Chats, NoLobbies};
+use crate::engine::chat::{self, direct_chat_id, ChannelSpec, ChatContext, ChatLimits, Chats};
+use crate::engine::notifications::{
+    self, Channel, NewNotification, Notification, NotificationLimits, Notifications,
+};
+use crate::engine::social::{self, Pairs, RelationRecord, RosterEntry, Rosters};
 use crate::engine::users::{self, Users};
-use crate::engine::{shard_of, Effect, Failure, Now, Presence, ResumeRefusal, SessionId, UserId};
+use crate::engine::{
+    shard_of, DomainEvent, Effect, Event, Failure, Now, Presence, Record, ResumeRefusal, SessionId,
+    UserId,
+};
 use crate::metrics::metrics;
 use crate::outbox::{Closed, Outbox, Push, ResumeGap};
 use crate::store::{History, PageJob};
+use crate::webhook::Webhooks;
 use crate::wire;
+use huddle_schema::EventFrame;
 
 /// How often a shard drops chat members whose sessions have ended.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -32,9 +41,22 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 pub struct ShardSettings {
     pub resume_window: Duration,
     pub chat: ChatLimits,
+    pub notifications: NotificationLimits,
     /// This node's id, part of every message id.
     pub node: u16,
 }
+
+/// What the store held at start-up; each shard takes the rows it owns.
+#[derive(Debug, Default)]
+pub struct Restore {
+    pub relations: Vec<RelationRecord>,
+    pub notifications: Vec<Notification>,
+}
+
+/// Messages to another shard that found its mailbox full, kept in order
+/// and retried every loop turn. Past this many the shard waits for room
+/// instead (backpressure; never a drop).
+const MAX_DEFERRED: usize = 65_536;
 
 /// Why a resume failed, for the RESUME_FAILED message.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +139,42 @@ pub enum ShardMsg {
         spec: ChannelSpec,
         reply: oneshot::Sender<Result<(), Failure>>,
     },
+    /// A friend operation, decided by the pair's shard.
+    Friend {
+        cmd: social::OpCommand,
+        reply_to: Arc<Outbox>,
+    },
+    /// The pair's shard decided `user`'s new relation to `other`.
+    Roster {
+        user: UserId,
+        other: UserId,
+        relation: social::Relation,
+        since_ms: i64,
+    },
+    /// `user`'s roster, for the friend list.
+    FriendList {
+        user: UserId,
+        reply: oneshot::Sender<Vec<RosterEntry>>,
+    },
+    /// A notification command for users this shard owns.
+    Notifications {
+        cmd: notifications::Command,
+        reply_to: Option<Arc<Outbox>>,
+    },
+    /// An operator's notification: to `users` (owned here), or with `None`
+    /// to every user connected to this shard. Answered with the count.
+    Announce {
+        users: Option<Vec<UserId>>,
+        what: Arc<NewNotification>,
+        reply: oneshot::Sender<usize>,
+    },
+    /// An event, encoded once by another shard, for every session of `users`.
+    ToUsers {
+        users: Vec<UserId>,
+        frame: EventFrame,
+    },
+    /// Stop the loop (shutdown; peers hold each other's mailboxes open).
+    Stop,
 }
 
 struct Envelope {
@@ -130,9 +188,17 @@ pub struct Shards {
     mailboxes: Arc<[Sender<Envelope>]>,
 }
 
-/// The threads behind [`Shards`]; joined at shutdown.
+/// The threads behind [`Shards`]; stopped and joined at shutdown.
 pub struct ShardThreads {
     joins: Vec<JoinHandle<()>>,
+    stop: Shards,
+}
+
+/// The services every shard hands work to.
+#[derive(Clone)]
+pub struct Services {
+    pub history: History,
+    pub webhooks: Webhooks,
 }
 
 /// The mailbox was full; the message comes back.
@@ -145,19 +211,23 @@ impl Shards {
         mailbox: usize,
         pin: bool,
         settings: ShardSettings,
-        history: History,
+        services: Services,
+        restore: Arc<Restore>,
     ) -> (Shards, ShardThreads) {
         let cores = if pin {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
             Vec::new()
         };
-        let mut senders = Vec::with_capacity(count);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..count).map(|_| bounded(mailbox)).unzip();
+        let shards = Shards {
+            mailboxes: senders.into(),
+        };
         let mut joins = Vec::with_capacity(count);
-        for index in 0..count {
-            let (tx, rx) = bounded(mailbox);
-            let history = history.clone();
-            senders.push(tx);
+        for (index, rx) in receivers.into_iter().enumerate() {
+            let services = services.clone();
+            let peers = shards.clone();
+            let restore = restore.clone();
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             let join = std::thread::Builder::new()
                 .name(format!("huddle-shard-{index}"))
@@ -165,17 +235,24 @@ impl Shards {
                     if let Some(core) = core {
                         core_affinity::set_for_current(core);
                     }
-                    ShardLoop::new(index, settings, history, rx).run();
+                    let mut shard = ShardLoop::new(index, settings, services, peers, rx);
+                    shard.restore(&restore);
+                    drop(restore);
+                    shard.run();
                 })
                 .expect("spawning a shard thread at start-up");
             joins.push(join);
         }
-        (
-            Shards {
-                mailboxes: senders.into(),
-            },
-            ShardThreads { joins },
-        )
+        let threads = ShardThreads {
+            joins,
+            stop: shards.clone(),
+        };
+        (shards, threads)
+    }
+
+    /// The shard that owns the pair of `a` and `b` (and their direct chat).
+    pub fn of_pair(&self, a: &str, b: &str) -> usize {
+        shard_of(direct_chat_id(a, b).as_bytes(), self.count())
     }
 
     pub fn count(&self) -> usize {
@@ -227,8 +304,14 @@ impl Shards {
 }
 
 impl ShardThreads {
-    /// Waits for every shard to finish (after every [`Shards`] handle is dropped).
+    /// Stops every shard (after what is already in its mailbox) and waits.
     pub fn join(self) {
+        for tx in self.stop.mailboxes.iter() {
+            let _ = tx.send(Envelope {
+                msg: ShardMsg::Stop,
+                sent_at: Instant::now(),
+            });
+        }
         for j in self.joins {
             let _ = j.join();
         }
@@ -248,6 +331,11 @@ fn now() -> Now {
 struct ShardLoop {
     index: usize,
     rx: Receiver<Envelope>,
+    /// Every shard's mailbox, this one's included.
+    peers: Shards,
+    /// Messages for peers whose mailbox was full, per peer, in order.
+    deferred: Vec<std::collections::VecDeque<ShardMsg>>,
+    deferred_len: usize,
     users: Users,
     /// Outboxes of the sessions whose users this shard owns.
     outboxes: HashMap<SessionId, Arc<Outbox>>,
@@ -256,42 +344,143 @@ struct ShardLoop {
     chat_outboxes: HashMap<SessionId, Arc<Outbox>>,
     /// Outboxes of sessions following the status of this shard's users.
     follower_outboxes: HashMap<SessionId, Arc<Outbox>>,
+    /// Friend/block authority of the pairs this shard owns.
+    pairs: Pairs,
+    /// The relations of the users this shard owns.
+    rosters: Rosters,
+    notifications: Notifications,
     next_sweep: Instant,
-    history: History,
+    services: Services,
     encoder: Encoder,
     effects: Vec<Effect>,
+}
+
+/// What the chat engine may ask this shard: blocks from the pair
+/// authority (lobbies arrive with the lobby engine).
+struct Neighbours<'a> {
+    pairs: &'a Pairs,
+}
+
+impl ChatContext for Neighbours<'_> {
+    fn lobby_member(&self, _lobby: &str, _user: &str) -> Option<bool> {
+        None
+    }
+
+    fn direct_block(&self, sender: &str, recipient: &str) -> Option<String> {
+        self.pairs.direct_block(sender, recipient)
+    }
+}
+
+/// The notification a domain event creates, and for whom.
+fn notification_for(event: &DomainEvent) -> Option<(UserId, NewNotification)> {
+    let (user, kind, title, body, data) = match event {
+        DomainEvent::FriendshipRequested { from, to } => (
+            to,
+            "friend.request",
+            "Friend request",
+            format!("{from} wants to be your friend"),
+            serde_json::json!({ "from": from }),
+        ),
+        DomainEvent::FriendshipAccepted { by, requester } => (
+            requester,
+            "friend.accepted",
+            "Friend request accepted",
+            format!("{by} accepted your friend request"),
+            serde_json::json!({ "by": by }),
+        ),
+        DomainEvent::FriendshipRejected { by, requester } => (
+            requester,
+            "friend.rejected",
+            "Friend request declined",
+            format!("{by} declined your friend request"),
+            serde_json::json!({ "by": by }),
+        ),
+        _ => return None,
+    };
+    Some((
+        user.clone(),
+        NewNotification {
+            kind: kind.into(),
+            title: title.into(),
+            body,
+            data: data.to_string(),
+            channels: vec![Channel::InApp, Channel::Push],
+        },
+    ))
 }
 
 impl ShardLoop {
     fn new(
         index: usize,
         settings: ShardSettings,
-        history: History,
+        services: Services,
+        peers: Shards,
         rx: Receiver<Envelope>,
     ) -> Self {
         Self {
             index,
             rx,
+            deferred: (0..peers.count()).map(|_| Default::default()).collect(),
+            deferred_len: 0,
+            peers,
             users: Users::new(index as u16, settings.resume_window),
             outboxes: HashMap::new(),
             chats: Chats::new(settings.chat, settings.node, index as u16),
             chat_outboxes: HashMap::new(),
             follower_outboxes: HashMap::new(),
+            pairs: Pairs::new(),
+            rosters: Rosters::new(),
+            notifications: Notifications::new(settings.notifications, settings.node, index as u16),
             next_sweep: Instant::now() + SWEEP_EVERY,
-            history,
+            services,
             encoder: Encoder::new(),
             effects: Vec::new(),
+        }
+    }
+
+    /// Takes this shard's rows of what the store held; re-queues deliveries
+    /// still pending (the outbox ignores the ones it already has).
+    fn restore(&mut self, restore: &Restore) {
+        let count = self.peers.count();
+        for r in &restore.relations {
+            let Some(pair) = r.pair else { continue };
+            let user_is_lo = r.user < r.other;
+            if user_is_lo && self.peers.of_pair(&r.user, &r.other) == self.index {
+                self.pairs.restore(&r.user, &r.other, pair);
+            }
+            if shard_of(r.user.as_bytes(), count) == self.index {
+                let (relation, since_ms) = pair.view(user_is_lo);
+                self.rosters.set(&r.user, &r.other, relation, since_ms);
+            }
+        }
+        for n in &restore.notifications {
+            if shard_of(n.user_id.as_bytes(), count) == self.index {
+                self.notifications.restore(n.clone());
+            }
+        }
+        for delivery in self.notifications.pending() {
+            self.services.webhooks.deliver(&delivery);
         }
     }
 
     fn run(mut self) {
         let (lag, handled) = metrics().shard_series(self.index);
         loop {
-            let deadline = match self.users.poll_timeout() {
+            let mut deadline = match self.users.poll_timeout() {
                 Some(t) => t.min(self.next_sweep),
                 None => self.next_sweep,
             };
+            if self.deferred_len > 0 {
+                self.flush_deferred();
+                if self.deferred_len > 0 {
+                    deadline = deadline.min(Instant::now() + Duration::from_millis(1));
+                }
+            }
             match self.rx.recv_deadline(deadline) {
+                Ok(Envelope {
+                    msg: ShardMsg::Stop,
+                    ..
+                }) => break,
                 Ok(env) => {
                     lag.set(env.sent_at.elapsed().as_secs_f64());
                     handled.inc();
@@ -305,8 +494,101 @@ impl ShardLoop {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+        // Owed cross-shard messages go out before the shard stops.
+        while self.deferred_len > 0 {
+            self.flush_deferred();
+            if self.deferred_len > 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         for outbox in self.outboxes.values() {
             outbox.close(Closed::Ended);
+        }
+    }
+
+    /// Sends a message to shard `to` (handling it here when it is this
+    /// one) without ever blocking on a peer that may be blocked on us.
+    fn send_to_shard(&mut self, to: usize, msg: ShardMsg) {
+        if to == self.index {
+            return self.handle(msg);
+        }
+        if self.deferred[to].is_empty() {
+            match self.peers.try_send(to, msg) {
+                Ok(()) => return,
+                Err(Busy(msg)) => {
+                    self.deferred[to].push_back(msg);
+                    self.deferred_len += 1;
+                }
+            }
+        } else {
+            self.deferred[to].push_back(msg);
+            self.deferred_len += 1;
+        }
+        if self.deferred_len > MAX_DEFERRED {
+            // Far behind: wait for room rather than grow without bound.
+            while let Some(msg) = self.deferred[to].pop_front() {
+                self.deferred_len -= 1;
+                let env = Envelope {
+                    msg,
+                    sent_at: Instant::now(),
+                };
+                let _ = self.peers.mailboxes[to].send(env);
+            }
+        }
+    }
+
+    fn flush_deferred(&mut self) {
+        for to in 0..self.deferred.len() {
+            while let Some(msg) = self.deferred[to].pop_front() {
+                match self.peers.try_send(to, msg) {
+                    Ok(()) => self.deferred_len -= 1,
+                    Err(Busy(msg)) => {
+                        self.deferred[to].push_front(msg);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues an encoded event to every session of `user` (owned here).
+    fn push_to_user(&mut self, user: &str, frame: &EventFrame) {
+        let mut ended = Vec::new();
+        for session in self.users.sessions_of(user) {
+            if let Some(outbox) = self.outboxes.get(session) {
+                if let Push::Overflowed(Closed::OverflowWhileAway) = outbox.push_event(frame) {
+                    ended.push(*session);
+                }
+            }
+        }
+        for session in ended {
+            let cmd = users::Command::Detach {
+                session,
+                resumable: false,
+            };
+            self.users.handle(now(), cmd, &mut self.effects);
+            self.apply(None);
+        }
+    }
+
+    /// Queues an encoded event to every session of each user, wherever
+    /// their shard is: one message per other shard.
+    fn push_to_users(&mut self, users: impl IntoIterator<Item = UserId>, frame: &EventFrame) {
+        let count = self.peers.count();
+        let mut remote: Vec<Vec<UserId>> = vec![Vec::new(); count];
+        for user in users {
+            let shard = shard_of(user.as_bytes(), count);
+            if shard == self.index {
+                self.push_to_user(&user, frame);
+            } else {
+                remote[shard].push(user);
+            }
+        }
+        for (shard, users) in remote.into_iter().enumerate() {
+            if !users.is_empty() {
+                let frame = frame.clone();
+                self.send_to_shard(shard, ShardMsg::ToUsers { users, frame });
+            }
         }
     }
 
@@ -428,8 +710,8 @@ impl ShardLoop {
                     self.chat_outboxes.entry(*session).or_insert(outbox);
                 }
                 let session = chat_session(&cmd);
-                self.chats
-                    .handle(now(), &NoLobbies, *cmd, &mut self.effects);
+                let ctx = Neighbours { pairs: &self.pairs };
+                self.chats.handle(now(), &ctx, *cmd, &mut self.effects);
                 self.apply(Some(&reply_to));
                 if let Some(session) = session {
                     if !self.chats.in_any_chat(session) {
@@ -442,7 +724,8 @@ impl ShardLoop {
                 chat_ids,
                 reply,
             } => {
-                let _ = reply.send(self.chats.unread(&NoLobbies, &actor, &chat_ids));
+                let ctx = Neighbours { pairs: &self.pairs };
+                let _ = reply.send(self.chats.unread(&ctx, &actor, &chat_ids));
             }
             ShardMsg::Follow {
                 session,
@@ -470,7 +753,8 @@ impl ShardLoop {
             }
             ShardMsg::CreateChannel { spec, reply } => {
                 let cmd = chat::Command::CreateChannel(spec);
-                self.chats.handle(now(), &NoLobbies, cmd, &mut self.effects);
+                let ctx = Neighbours { pairs: &self.pairs };
+                self.chats.handle(now(), &ctx, cmd, &mut self.effects);
                 let result = match self.effects.drain(..).next() {
                     Some(Effect::Fail { failure, .. }) => Err(failure),
                     _ => Ok(()),
@@ -478,6 +762,49 @@ impl ShardLoop {
                 self.effects.clear();
                 let _ = reply.send(result);
             }
+            ShardMsg::Friend { cmd, reply_to } => {
+                self.pairs.handle(now(), cmd, &mut self.effects);
+                self.apply(Some(&reply_to));
+            }
+            ShardMsg::Roster {
+                user,
+                other,
+                relation,
+                since_ms,
+            } => {
+                self.rosters.set(&user, &other, relation, since_ms);
+                let event = Event::FriendUpdate {
+                    user_id: other,
+                    relation,
+                    since_ms,
+                };
+                let frame = wire::event_frame(&mut self.encoder, &event, true);
+                self.push_to_user(&user, &frame);
+            }
+            ShardMsg::FriendList { user, reply } => {
+                let _ = reply.send(self.rosters.list(&user));
+            }
+            ShardMsg::Notifications { cmd, reply_to } => {
+                self.notifications.handle(now(), cmd, &mut self.effects);
+                self.apply(reply_to.as_ref());
+            }
+            ShardMsg::Announce { users, what, reply } => {
+                let users: Vec<UserId> = match users {
+                    Some(users) => users,
+                    None => self.users.connected_users().cloned().collect(),
+                };
+                let count = users.len();
+                let cmd = notifications::Command::Create { users, what };
+                self.notifications.handle(now(), cmd, &mut self.effects);
+                self.apply(None);
+                let _ = reply.send(count);
+            }
+            ShardMsg::ToUsers { users, frame } => {
+                for user in users {
+                    self.push_to_user(&user, &frame);
+                }
+            }
+            ShardMsg::Stop => {}
         }
     }
 
@@ -515,7 +842,8 @@ impl ShardLoop {
             self.chat_outboxes.remove(s);
         }
         let cmd = chat::Command::SessionsGone { sessions };
-        self.chats.handle(now(), &NoLobbies, cmd, &mut self.effects);
+        let ctx = Neighbours { pairs: &self.pairs };
+        self.chats.handle(now(), &ctx, cmd, &mut self.effects);
         self.apply(None);
     }
 
@@ -584,7 +912,35 @@ impl ShardLoop {
                         }
                     }
                 }
-                Effect::Persist(record) => self.history.persist(record),
+                Effect::Persist(record) => self.services.history.persist(record),
+                Effect::PersistRelation(r) => self.services.history.persist(Record::Relation(r)),
+                Effect::ToUser { user, event } => {
+                    let frame = wire::event_frame(&mut self.encoder, &event, true);
+                    self.push_to_users([user], &frame);
+                }
+                Effect::ToFriends { user, event } => {
+                    let friends: Vec<UserId> = self.rosters.friends(&user).cloned().collect();
+                    if !friends.is_empty() {
+                        let frame = wire::event_frame(&mut self.encoder, &event, true);
+                        self.push_to_users(friends, &frame);
+                    }
+                }
+                Effect::RelationChanged {
+                    user,
+                    other,
+                    relation,
+                    since_ms,
+                } => {
+                    let shard = self.peers.of_user(&user);
+                    let msg = ShardMsg::Roster {
+                        user,
+                        other,
+                        relation,
+                        since_ms,
+                    };
+                    self.send_to_shard(shard, msg);
+                }
+                Effect::Dispatch(delivery) => self.services.webhooks.deliver(&delivery),
                 Effect::HistoryPage {
                     request_id,
                     chat_id,
@@ -601,7 +957,7 @@ impl ShardLoop {
                             limit,
                             reply_to: outbox.clone(),
                         };
-                        if self.history.read(job).is_err() {
+                        if self.services.history.read(job).is_err() {
                             let busy = crate::engine::Failure::new(
                                 crate::engine::Refusal::RateLimited,
                                 "history reads are backed up; retry shortly",
@@ -616,9 +972,7 @@ impl ShardLoop {
                         outbox.close(Closed::Ended);
                     }
                 }
-                Effect::Domain(event) => {
-                    tracing::debug!(shard = self.index, ?event, "domain event")
-                }
+                Effect::Domain(event) => self.publish(event),
                 Effect::Presence(_)
                 | Effect::ResumeAccepted { .. }
                 | Effect::ResumeRefused { .. } => {}
@@ -638,6 +992,27 @@ impl ShardLoop {
             gone_from_chats.sort_unstable();
             gone_from_chats.dedup();
             self.end_chat_sessions(gone_from_chats);
+        }
+    }
+}
+
+impl ShardLoop {
+    /// The domain event bus: the engines that subscribe (notifications for
+    /// friendship events) get their commands, and the integration webhook
+    /// gets the event when one is configured.
+    fn publish(&mut self, event: DomainEvent) {
+        self.services.webhooks.publish(&event, now().unix_ms);
+        if let Some((user, what)) = notification_for(&event) {
+            let shard = self.peers.of_user(&user);
+            let cmd = notifications::Command::Create {
+                users: vec![user],
+                what: Arc::new(what),
+            };
+            let msg = ShardMsg::Notifications {
+                cmd,
+                reply_to: None,
+            };
+            self.send_to_shard(shard, msg);
         }
     }
 }

@@ -5,11 +5,17 @@
 //! engines never see it. Events are encoded once per fan-out here.
 
 use bytes::Bytes;
-use huddle_schema::encode::{JoinedFields, MessageFields, UserFields};
-use huddle_schema::wire::{Body, ChatKind, ContentType, ErrorCode, PresenceStatus};
+use huddle_schema::encode::{
+    ChannelFields, JoinedFields, MessageFields, NotificationFields, UserFields,
+};
+use huddle_schema::wire::{
+    Body, ChatKind, ContentType, DeliveryChannel, DeliveryState, ErrorCode, PresenceStatus,
+};
 use huddle_schema::{Encoder, EventFrame};
 
 use crate::engine::chat::{Author, Kind, Message};
+use crate::engine::notifications::{self, Channel, Notification};
+use crate::engine::social::Relation;
 use crate::engine::{Event, Failure, Refusal, Reply, Status};
 use crate::metrics::metrics;
 
@@ -23,6 +29,8 @@ pub fn refusal_code(r: Refusal) -> ErrorCode {
         Refusal::MessageError => ErrorCode::MESSAGE_ERROR,
         Refusal::RateLimited => ErrorCode::RATE_LIMITED,
         Refusal::InvalidArgument => ErrorCode::INVALID_ARGUMENT,
+        Refusal::FriendError => ErrorCode::FRIEND_ERROR,
+        Refusal::NotificationNotFound => ErrorCode::NOTIFICATION_NOT_FOUND,
     }
 }
 
@@ -65,6 +73,59 @@ fn kind(k: Kind) -> ChatKind {
         Kind::Direct => ChatKind::DIRECT,
         Kind::Lobby => ChatKind::LOBBY,
         Kind::Channel => ChatKind::CHANNEL,
+    }
+}
+
+/// The wire form of a relation.
+pub fn relation(r: Relation) -> huddle_schema::wire::Relation {
+    use huddle_schema::wire::Relation as W;
+    match r {
+        Relation::None => W::NONE,
+        Relation::Friend => W::FRIEND,
+        Relation::RequestSent => W::REQUEST_SENT,
+        Relation::RequestReceived => W::REQUEST_RECEIVED,
+        Relation::Blocked => W::BLOCKED,
+    }
+}
+
+/// The engine form of a wire delivery channel (unknown values: none).
+pub fn channel_from_wire(c: DeliveryChannel) -> Option<Channel> {
+    Some(match c {
+        DeliveryChannel::IN_APP => Channel::InApp,
+        DeliveryChannel::PUSH => Channel::Push,
+        DeliveryChannel::EMAIL => Channel::Email,
+        _ => return None,
+    })
+}
+
+fn notification(n: &Notification) -> NotificationFields<'_> {
+    NotificationFields {
+        id: n.id,
+        kind: &n.kind,
+        title: &n.title,
+        body: &n.body,
+        data: &n.data,
+        created_at_ms: n.created_at_ms,
+        read: n.read,
+        channels: n
+            .channels
+            .iter()
+            .map(|c| ChannelFields {
+                channel: match c.channel {
+                    Channel::InApp => DeliveryChannel::IN_APP,
+                    Channel::Push => DeliveryChannel::PUSH,
+                    Channel::Email => DeliveryChannel::EMAIL,
+                },
+                state: match c.state {
+                    notifications::DeliveryState::Pending => DeliveryState::PENDING,
+                    notifications::DeliveryState::Sent => DeliveryState::SENT,
+                    notifications::DeliveryState::Failed => DeliveryState::FAILED,
+                },
+                error: c.error.as_deref().unwrap_or(""),
+                attempts: c.attempts,
+                updated_at_ms: c.updated_at_ms,
+            })
+            .collect(),
     }
 }
 
@@ -128,6 +189,13 @@ pub fn event_frame(enc: &mut Encoder, event: &Event, reliable: bool) -> EventFra
             message_id,
             by,
         } => enc.chat_message_deleted_event(chat_id, *message_id, by),
+        Event::FriendUpdate {
+            user_id,
+            relation: r,
+            since_ms,
+        } => enc.friend_event(user_id, relation(*r), *since_ms),
+        Event::Notification(n) => enc.notification_event(&notification(n)),
+        Event::NotificationCount { total, unread } => enc.notification_count_event(*total, *unread),
     }
 }
 
@@ -221,6 +289,30 @@ pub fn reply_frame(enc: &mut Encoder, request_id: u64, reply: &Reply) -> Option<
                 true,
             ),
             Body::StatusSet,
+        ),
+        Reply::FriendOpDone {
+            user_id,
+            relation: r,
+            since_ms,
+        } => (
+            enc.friend_op_done(request_id, user_id, relation(*r), *since_ms),
+            Body::FriendOpDone,
+        ),
+        Reply::NotificationPage {
+            notifications,
+            has_more,
+            total,
+            unread,
+        } => {
+            let rows: Vec<_> = notifications.iter().map(|n| notification(n)).collect();
+            (
+                enc.notification_page(request_id, &rows, *has_more, *total, *unread),
+                Body::NotificationPage,
+            )
+        }
+        Reply::NotificationCounts { total, unread } => (
+            enc.notification_counts(request_id, *total, *unread),
+            Body::NotificationCounts,
         ),
         Reply::Done => return None,
     })

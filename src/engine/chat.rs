@@ -4,7 +4,7 @@
 //!
 //! Access rules follow the reference design: a direct chat admits its two
 //! participants, a lobby chat the lobby's members (asked through
-//! [`LobbyMembership`], which the lobby engine implements on the same shard),
+//! [`ChatContext`], which the lobby engine implements on the same shard),
 //! a channel whoever its visibility allows. Membership is per session, like a
 //! socket joining a room, and ends with the session.
 //!
@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Effect, Event, Failure, Now, Refusal, Reply, SessionId, UserId};
+use super::{DomainEvent, Effect, Event, Failure, Now, Record, Refusal, Reply, SessionId, UserId};
 
 /// Longest chat id accepted, bytes.
 pub const MAX_CHAT_ID: usize = 200;
@@ -125,17 +125,22 @@ pub struct ChannelSpec {
     pub members: Vec<UserId>,
 }
 
-/// Answers whether a user is a member of a lobby; `None` when the lobby
-/// does not exist. The lobby engine implements it on the shard that owns
-/// both the lobby and its chat.
-pub trait LobbyMembership {
+/// What the chat engine asks of its neighbours on the same shard: lobby
+/// membership (the lobby engine, which lives with the lobby's chat) and
+/// blocks (the friends authority, which lives with the direct chat).
+pub trait ChatContext {
+    /// Whether `user` is a member of `lobby`; `None` when no such lobby.
     fn lobby_member(&self, lobby: &str, user: &str) -> Option<bool>;
+    /// Why `sender` may not message `recipient` directly, if blocked.
+    fn direct_block(&self, _sender: &str, _recipient: &str) -> Option<String> {
+        None
+    }
 }
 
-/// Used until the lobby engine is wired in: no lobby exists.
+/// No lobbies and no blocks: for tests and tools.
 pub struct NoLobbies;
 
-impl LobbyMembership for NoLobbies {
+impl ChatContext for NoLobbies {
     fn lobby_member(&self, _lobby: &str, _user: &str) -> Option<bool> {
         None
     }
@@ -440,7 +445,7 @@ impl Chats {
     pub fn handle(
         &mut self,
         now: Now,
-        lobbies: &dyn LobbyMembership,
+        lobbies: &dyn ChatContext,
         cmd: Command,
         out: &mut Vec<Effect>,
     ) {
@@ -467,6 +472,7 @@ impl Chats {
                 nonce,
             } => self.send(
                 now,
+                lobbies,
                 request_id,
                 session,
                 actor,
@@ -547,7 +553,7 @@ impl Chats {
     /// chat, by its kind.
     fn may_join(
         &self,
-        lobbies: &dyn LobbyMembership,
+        lobbies: &dyn ChatContext,
         actor: &Actor,
         chat_id: &Arc<str>,
     ) -> Result<Kind, Failure> {
@@ -590,7 +596,7 @@ impl Chats {
     /// the first chat they may not read refuses the whole query.
     pub fn unread(
         &self,
-        lobbies: &dyn LobbyMembership,
+        lobbies: &dyn ChatContext,
         actor: &Actor,
         chat_ids: &[Arc<str>],
     ) -> Result<Vec<UnreadCount>, Failure> {
@@ -614,7 +620,7 @@ impl Chats {
 
     fn join(
         &mut self,
-        lobbies: &dyn LobbyMembership,
+        lobbies: &dyn ChatContext,
         request_id: u64,
         session: SessionId,
         actor: Actor,
@@ -748,6 +754,7 @@ impl Chats {
     fn send(
         &mut self,
         now: Now,
+        ctx: &dyn ChatContext,
         request_id: u64,
         session: SessionId,
         actor: Actor,
@@ -800,6 +807,14 @@ impl Chats {
                 Refusal::AccessDenied,
                 format!("{chat_id} is read-only; only operators post here"),
             );
+        }
+        if let Some(("direct", pair)) = chat_id.split_once(':') {
+            let other = pair
+                .split_once(':')
+                .map(|(a, b)| if a == &*user { b } else { a });
+            if let Some(why) = other.and_then(|other| ctx.direct_block(&user, other)) {
+                return fail(out, request_id, Refusal::AccessDenied, why);
+            }
         }
         if let Some(&until) = chat.mutes.get(&user) {
             if until > now.unix_ms {
@@ -870,13 +885,20 @@ impl Chats {
         }
         // The sender has read what they wrote.
         chat.cursors.insert(user, message.id);
-        out.push(Effect::Persist(HistoryRecord::Message(message.clone())));
+        out.push(Effect::Persist(Record::Chat(HistoryRecord::Message(
+            message.clone(),
+        ))));
         out.push(Effect::Broadcast {
             chat: chat_id.clone(),
             event: Event::ChatMessage(message.clone()),
             reliable: true,
             except: None,
         });
+        out.push(Effect::Domain(DomainEvent::ChatMessageSent {
+            chat_id: chat_id.clone(),
+            message_id: message.id,
+            sender: message.sender.id.clone(),
+        }));
         out.push(Effect::Reply {
             request_id,
             reply: Reply::ChatSent {
@@ -970,7 +992,9 @@ impl Chats {
             }
         };
         chat.recent[slot] = updated.clone();
-        out.push(Effect::Persist(HistoryRecord::Message(updated)));
+        out.push(Effect::Persist(Record::Chat(HistoryRecord::Message(
+            updated,
+        ))));
         out.push(Effect::Broadcast {
             chat: chat_id.clone(),
             event,
@@ -1097,11 +1121,11 @@ impl Chats {
         }
         let read_up_to = *cursor;
         if advanced {
-            out.push(Effect::Persist(HistoryRecord::ReadCursor {
+            out.push(Effect::Persist(Record::Chat(HistoryRecord::ReadCursor {
                 chat_id: chat_id.clone(),
                 user_id: user.clone(),
                 up_to: read_up_to,
-            }));
+            })));
             out.push(Effect::Broadcast {
                 chat: chat_id.clone(),
                 event: Event::ChatRead {
@@ -1186,7 +1210,7 @@ mod tests {
     use super::*;
 
     struct Lobbies;
-    impl LobbyMembership for Lobbies {
+    impl ChatContext for Lobbies {
         fn lobby_member(&self, lobby: &str, user: &str) -> Option<bool> {
             (lobby == "l1").then(|| user == "alice" || user == "bob")
         }

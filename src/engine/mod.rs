@@ -8,6 +8,8 @@
 //! engine with a virtual clock and assert on the effects.
 
 pub mod chat;
+pub mod notifications;
+pub mod social;
 pub mod users;
 
 use std::sync::Arc;
@@ -90,6 +92,19 @@ pub enum Event {
         message_id: u64,
         by: UserId,
     },
+    /// `friend:update`: the recipient's relation to `user_id` changed.
+    FriendUpdate {
+        user_id: UserId,
+        relation: social::Relation,
+        since_ms: i64,
+    },
+    /// `notification:new`.
+    Notification(Arc<notifications::Notification>),
+    /// `notification:count`.
+    NotificationCount {
+        total: u32,
+        unread: u32,
+    },
 }
 
 /// A typed reply to a request.
@@ -142,6 +157,21 @@ pub enum Reply {
         text: Option<Arc<str>>,
         invisible: bool,
     },
+    FriendOpDone {
+        user_id: UserId,
+        relation: social::Relation,
+        since_ms: i64,
+    },
+    NotificationPage {
+        notifications: Vec<Arc<notifications::Notification>>,
+        has_more: bool,
+        total: u32,
+        unread: u32,
+    },
+    NotificationCounts {
+        total: u32,
+        unread: u32,
+    },
     /// An operator action succeeded.
     Done,
 }
@@ -156,6 +186,8 @@ pub enum Refusal {
     MessageError,
     RateLimited,
     InvalidArgument,
+    FriendError,
+    NotificationNotFound,
 }
 
 /// A refused request: what and a message a developer can act on.
@@ -188,9 +220,81 @@ pub enum ResumeRefusal {
 /// Domain events other parts of the system react to (presence fan-out,
 /// notifications, the game backend).
 #[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Named as in the reference design (`friendship.requested`, ...); see
+/// [`DomainEvent::name`]. Engines publish them as [`Effect::Domain`]; the
+/// shard routes them to the engines that subscribe (notifications) and to
+/// the integration webhook.
 pub enum DomainEvent {
-    UserOnline { user: UserId },
-    UserOffline { user: UserId },
+    UserOnline {
+        user: UserId,
+    },
+    UserOffline {
+        user: UserId,
+    },
+    FriendshipRequested {
+        from: UserId,
+        to: UserId,
+    },
+    FriendshipAccepted {
+        by: UserId,
+        requester: UserId,
+    },
+    FriendshipRejected {
+        by: UserId,
+        requester: UserId,
+    },
+    ChatMessageSent {
+        chat_id: Arc<str>,
+        message_id: u64,
+        sender: UserId,
+    },
+}
+
+impl DomainEvent {
+    /// The event's name on the bus and the integration webhook.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DomainEvent::UserOnline { .. } => "user.online",
+            DomainEvent::UserOffline { .. } => "user.offline",
+            DomainEvent::FriendshipRequested { .. } => "friendship.requested",
+            DomainEvent::FriendshipAccepted { .. } => "friendship.accepted",
+            DomainEvent::FriendshipRejected { .. } => "friendship.rejected",
+            DomainEvent::ChatMessageSent { .. } => "chat.message.sent",
+        }
+    }
+
+    /// The event's fields as JSON, for the integration webhook.
+    pub fn data(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            DomainEvent::UserOnline { user } | DomainEvent::UserOffline { user } => {
+                json!({ "user_id": user })
+            }
+            DomainEvent::FriendshipRequested { from, to } => json!({ "from": from, "to": to }),
+            DomainEvent::FriendshipAccepted { by, requester }
+            | DomainEvent::FriendshipRejected { by, requester } => {
+                json!({ "by": by, "requester": requester })
+            }
+            DomainEvent::ChatMessageSent {
+                chat_id,
+                message_id,
+                sender,
+            } => {
+                json!({ "chat_id": chat_id, "message_id": message_id.to_string(), "sender": sender })
+            }
+        }
+    }
+}
+
+/// A record for the store, as the engines produce it. Writing the same
+/// record twice is harmless (upserts and deletes by primary key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Chat(chat::HistoryRecord),
+    Relation(social::RelationRecord),
+    Notification(Arc<notifications::Notification>),
+    NotificationDeleted { user: UserId, id: u64 },
 }
 
 /// What an engine asks its shell to do.
@@ -207,7 +311,29 @@ pub enum Effect {
         failure: Failure,
     },
     /// Hand a record to the history writer (asynchronous; never waited on).
-    Persist(chat::HistoryRecord),
+    Persist(Record),
+    /// Queue `event` to every session of `user`, wherever the user's shard is.
+    ToUser {
+        user: UserId,
+        event: Event,
+    },
+    /// Queue `event` (a `user:status`) to every session of `user`'s friends.
+    ToFriends {
+        user: UserId,
+        event: Event,
+    },
+    /// A pair's shard decided a new relation as `user` sees it: update
+    /// `user`'s roster (on their shard) and tell their sessions.
+    RelationChanged {
+        user: UserId,
+        other: UserId,
+        relation: social::Relation,
+        since_ms: i64,
+    },
+    /// Persist a relationship row (routed like any record).
+    PersistRelation(social::RelationRecord),
+    /// Hand a push or email delivery to the durable webhook outbox.
+    Dispatch(notifications::Delivery),
     /// Finish a history page from the store: `partial` came from memory,
     /// `limit` more are wanted older than `partial`'s oldest (or `before_id`).
     HistoryPage {

@@ -380,7 +380,8 @@ impl Users {
         }
     }
 
-    /// Tells `user`'s followers when what they see changed from `before`.
+    /// Tells `user`'s followers and friends when what they see changed from
+    /// `before`.
     fn notify_followers(
         &self,
         now: Now,
@@ -392,20 +393,40 @@ impl Users {
             return;
         };
         let after = entry.visible();
-        let followers: Vec<SessionId> = entry.followers().collect();
-        if after == before || followers.is_empty() {
+        if after == before {
             return;
         }
-        out.push(Effect::Deliver {
-            sessions: followers,
-            event: Event::UserStatus {
-                user_id: user.clone(),
-                status: after.0,
-                text: after.1,
-                at_ms: now.unix_ms,
-            },
-            reliable: true,
+        let event = Event::UserStatus {
+            user_id: user.clone(),
+            status: after.0,
+            text: after.1,
+            at_ms: now.unix_ms,
+        };
+        let followers: Vec<SessionId> = entry.followers().collect();
+        if !followers.is_empty() {
+            out.push(Effect::Deliver {
+                sessions: followers,
+                event: event.clone(),
+                reliable: true,
+            });
+        }
+        out.push(Effect::ToFriends {
+            user: user.clone(),
+            event,
         });
+    }
+
+    /// The sessions `user` holds on this node (attached or awaiting resume).
+    pub fn sessions_of(&self, user: &str) -> &[SessionId] {
+        self.users.get(user).map_or(&[], |e| e.sessions.as_slice())
+    }
+
+    /// Users with at least one session here.
+    pub fn connected_users(&self) -> impl Iterator<Item = &UserId> + '_ {
+        self.users
+            .iter()
+            .filter(|(_, e)| !e.sessions.is_empty())
+            .map(|(u, _)| u)
     }
 
     /// Ends sessions whose resume window has passed.
@@ -476,10 +497,58 @@ mod tests {
         UserId::from(s)
     }
 
+    /// Runs a command; the friends fan-out (checked on its own below) is
+    /// left out so the tests read as the follower rules.
     fn run(users: &mut Users, clock: &Clock, cmd: Command) -> Vec<Effect> {
         let mut out = Vec::new();
         users.handle(clock.now(), cmd, &mut out);
+        out.retain(|e| !matches!(e, Effect::ToFriends { .. }));
         out
+    }
+
+    #[test]
+    fn every_visible_change_goes_to_friends_and_invisible_changes_do_not() {
+        let clock = Clock::new();
+        let mut users = Users::new(0, Duration::from_secs(30));
+        let to_friends = |out: &[Effect]| {
+            out.iter()
+                .filter_map(|e| match e {
+                    Effect::ToFriends {
+                        event: Event::UserStatus { status, .. },
+                        ..
+                    } => Some(*status),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut out = Vec::new();
+        let attach = Command::Attach {
+            session: 1,
+            user: uid("alice"),
+            resume_token: 1,
+        };
+        users.handle(clock.now(), attach, &mut out);
+        assert_eq!(to_friends(&out), vec![Status::Online]);
+        out.clear();
+        let invisible = Command::SetStatus {
+            request_id: 1,
+            user: uid("alice"),
+            status: Status::Busy,
+            text: None,
+            invisible: true,
+        };
+        users.handle(clock.now(), invisible, &mut out);
+        assert_eq!(to_friends(&out), vec![Status::Offline]);
+        out.clear();
+        let still_invisible = Command::SetStatus {
+            request_id: 2,
+            user: uid("alice"),
+            status: Status::Away,
+            text: None,
+            invisible: true,
+        };
+        users.handle(clock.now(), still_invisible, &mut out);
+        assert!(to_friends(&out).is_empty(), "nothing visible changed");
     }
 
     fn attach(users: &mut Users, clock: &Clock, session: SessionId, user: &str) -> Vec<Effect> {
@@ -620,6 +689,7 @@ mod tests {
         assert!(out.is_empty());
         clock.advance(Duration::from_secs(2));
         users.handle_timeout(clock.now(), &mut out);
+        out.retain(|e| !matches!(e, Effect::ToFriends { .. }));
         assert_eq!(
             out,
             vec![

@@ -9,19 +9,27 @@
 //! doesn't reach.
 //!
 //! Tables mirror the wide-column layout: `messages` keyed (chat id, message
-//! id), `read_cursors` keyed (chat id, user id). Values are JSON: small,
-//! self-describing, and readable with any redb tool.
+//! id), `read_cursors` keyed (chat id, user id), `relations` keyed (user,
+//! other user), `notifications` keyed (user, notification id), `outbox`
+//! keyed by job id. Values are JSON: small, self-describing, and readable
+//! with any redb tool.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{HistoryStore, Record, StoreError};
-use crate::engine::chat::Message;
+use super::{HistoryStore, Record, StoreError, Write};
+use crate::engine::chat::{HistoryRecord, Message};
+use crate::engine::notifications::Notification;
+use crate::engine::social::{PairState, RelationRecord};
+use crate::webhook::Job;
 
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 const READ_CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("read_cursors");
+const RELATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("relations");
+const NOTIFICATIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("notifications");
+const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 
 /// History in `<data_dir>/history.redb`.
 pub struct EmbeddedStore {
@@ -42,13 +50,18 @@ impl EmbeddedStore {
             .map_err(|e| err("messages table", e))?;
         txn.open_table(READ_CURSORS)
             .map_err(|e| err("read_cursors table", e))?;
+        txn.open_table(RELATIONS)
+            .map_err(|e| err("relations table", e))?;
+        txn.open_table(NOTIFICATIONS)
+            .map_err(|e| err("notifications table", e))?;
+        txn.open_table(OUTBOX).map_err(|e| err("outbox table", e))?;
         txn.commit().map_err(|e| err("commit", e))?;
         Ok(Self { db })
     }
 }
 
 impl HistoryStore for EmbeddedStore {
-    fn write(&self, batch: &[Record]) -> Result<(), StoreError> {
+    fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| err("begin", e))?;
         {
             let mut messages = txn
@@ -57,23 +70,66 @@ impl HistoryStore for EmbeddedStore {
             let mut cursors = txn
                 .open_table(READ_CURSORS)
                 .map_err(|e| err("read_cursors table", e))?;
-            for record in batch {
-                match record {
-                    Record::Message(m) => {
+            let mut relations = txn
+                .open_table(RELATIONS)
+                .map_err(|e| err("relations table", e))?;
+            let mut notifications = txn
+                .open_table(NOTIFICATIONS)
+                .map_err(|e| err("notifications table", e))?;
+            let mut outbox = txn.open_table(OUTBOX).map_err(|e| err("outbox table", e))?;
+            for write in batch {
+                match write {
+                    Write::Record(Record::Chat(HistoryRecord::Message(m))) => {
                         let value =
                             serde_json::to_vec(&**m).map_err(|e| err("encoding a message", e))?;
                         messages
                             .insert((&*m.chat_id, m.id), value.as_slice())
                             .map_err(|e| err("writing a message", e))?;
                     }
-                    Record::ReadCursor {
+                    Write::Record(Record::Chat(HistoryRecord::ReadCursor {
                         chat_id,
                         user_id,
                         up_to,
-                    } => {
+                    })) => {
                         cursors
                             .insert((&**chat_id, &**user_id), *up_to)
                             .map_err(|e| err("writing a read cursor", e))?;
+                    }
+                    Write::Record(Record::Relation(r)) => {
+                        let key = (&*r.user, &*r.other);
+                        match &r.pair {
+                            Some(pair) => {
+                                let value = serde_json::to_vec(pair)
+                                    .map_err(|e| err("encoding a relation", e))?;
+                                relations.insert(key, value.as_slice())
+                            }
+                            None => relations.remove(key),
+                        }
+                        .map_err(|e| err("writing a relation", e))?;
+                    }
+                    Write::Record(Record::Notification(n)) => {
+                        let value = serde_json::to_vec(&**n)
+                            .map_err(|e| err("encoding a notification", e))?;
+                        notifications
+                            .insert((&*n.user_id, n.id), value.as_slice())
+                            .map_err(|e| err("writing a notification", e))?;
+                    }
+                    Write::Record(Record::NotificationDeleted { user, id }) => {
+                        notifications
+                            .remove((&**user, *id))
+                            .map_err(|e| err("deleting a notification", e))?;
+                    }
+                    Write::OutboxPut(job) => {
+                        let value =
+                            serde_json::to_vec(&**job).map_err(|e| err("encoding a job", e))?;
+                        outbox
+                            .insert(&*job.id, value.as_slice())
+                            .map_err(|e| err("writing a job", e))?;
+                    }
+                    Write::OutboxDone(id) => {
+                        outbox
+                            .remove(&**id)
+                            .map_err(|e| err("finishing a job", e))?;
                     }
                 }
             }
@@ -115,12 +171,64 @@ impl HistoryStore for EmbeddedStore {
             .map_err(|e| err("reading a read cursor", e))?;
         Ok(got.map(|v| v.value()))
     }
+
+    fn load_relations(&self) -> Result<Vec<RelationRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| err("begin read", e))?;
+        let table = txn
+            .open_table(RELATIONS)
+            .map_err(|e| err("relations table", e))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| err("reading relations", e))? {
+            let (k, v) = row.map_err(|e| err("reading a relation", e))?;
+            let (user, other) = k.value();
+            let pair: PairState =
+                serde_json::from_slice(v.value()).map_err(|e| err("decoding a relation", e))?;
+            out.push(RelationRecord {
+                user: Arc::from(user),
+                other: Arc::from(other),
+                pair: Some(pair),
+            });
+        }
+        Ok(out)
+    }
+
+    fn load_notifications(&self) -> Result<Vec<Notification>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| err("begin read", e))?;
+        let table = txn
+            .open_table(NOTIFICATIONS)
+            .map_err(|e| err("notifications table", e))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| err("reading notifications", e))? {
+            let (_, v) = row.map_err(|e| err("reading a notification", e))?;
+            out.push(
+                serde_json::from_slice(v.value()).map_err(|e| err("decoding a notification", e))?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn load_outbox(&self) -> Result<Vec<Job>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| err("begin read", e))?;
+        let table = txn.open_table(OUTBOX).map_err(|e| err("outbox table", e))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| err("reading the outbox", e))? {
+            let (_, v) = row.map_err(|e| err("reading a job", e))?;
+            out.push(serde_json::from_slice(v.value()).map_err(|e| err("decoding a job", e))?);
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::chat::Author;
+    use crate::engine::notifications::{Channel, ChannelStatus, DeliveryState};
+    use crate::engine::social::Side;
+
+    fn chat(r: HistoryRecord) -> Write {
+        Write::Record(Record::Chat(r))
+    }
 
     fn msg(chat: &str, id: u64, text: &str) -> Arc<Message> {
         Arc::new(Message {
@@ -143,14 +251,24 @@ mod tests {
     fn pages_are_one_partition_newest_first_and_upserts_are_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("h.redb")).unwrap();
-        let batch: Vec<Record> = (1..=5)
-            .map(|i| Record::Message(msg("channel:a", i, &format!("m{i}"))))
-            .chain([Record::Message(msg("channel:b", 3, "other chat"))])
+        let batch: Vec<Write> = (1..=5)
+            .map(|i| {
+                chat(HistoryRecord::Message(msg(
+                    "channel:a",
+                    i,
+                    &format!("m{i}"),
+                )))
+            })
+            .chain([chat(HistoryRecord::Message(msg(
+                "channel:b",
+                3,
+                "other chat",
+            )))])
             .collect();
         store.write(&batch).unwrap();
         store.write(&batch).unwrap();
         store
-            .write(&[Record::Message(msg("channel:a", 4, "edited"))])
+            .write(&[chat(HistoryRecord::Message(msg("channel:a", 4, "edited")))])
             .unwrap();
         let page = store.messages("channel:a", 0, 3).unwrap();
         let got: Vec<(u64, &str)> = page.iter().map(|m| (m.id, &*m.content)).collect();
@@ -158,13 +276,75 @@ mod tests {
         let older = store.messages("channel:a", 3, 10).unwrap();
         assert_eq!(older.iter().map(|m| m.id).collect::<Vec<_>>(), vec![2, 1]);
         store
-            .write(&[Record::ReadCursor {
+            .write(&[chat(HistoryRecord::ReadCursor {
                 chat_id: Arc::from("channel:a"),
                 user_id: Arc::from("u2"),
                 up_to: 4,
-            }])
+            })])
             .unwrap();
         assert_eq!(store.read_cursor("channel:a", "u2").unwrap(), Some(4));
         assert_eq!(store.read_cursor("channel:a", "u3").unwrap(), None);
+    }
+
+    #[test]
+    fn relations_notifications_and_jobs_round_trip_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("h.redb")).unwrap();
+        let pair = PairState {
+            lo: Side::Friend,
+            hi: Side::Friend,
+            lo_since_ms: 5,
+            hi_since_ms: 5,
+        };
+        let row = |user: &str, other: &str, pair| {
+            Write::Record(Record::Relation(RelationRecord {
+                user: Arc::from(user),
+                other: Arc::from(other),
+                pair,
+            }))
+        };
+        let n = Arc::new(Notification {
+            id: 7,
+            user_id: Arc::from("bob"),
+            kind: "friend.request".into(),
+            title: "t".into(),
+            body: "b".into(),
+            data: String::new(),
+            created_at_ms: 1,
+            read: false,
+            channels: vec![ChannelStatus {
+                channel: Channel::Push,
+                state: DeliveryState::Pending,
+                error: None,
+                attempts: 0,
+                updated_at_ms: 1,
+            }],
+        });
+        let job = Arc::new(Job::for_test("n:7:push"));
+        store
+            .write(&[
+                row("alice", "bob", Some(pair)),
+                row("bob", "alice", Some(pair)),
+                Write::Record(Record::Notification(n.clone())),
+                Write::OutboxPut(job.clone()),
+            ])
+            .unwrap();
+        assert_eq!(store.load_relations().unwrap().len(), 2);
+        assert_eq!(store.load_notifications().unwrap(), vec![(*n).clone()]);
+        assert_eq!(store.load_outbox().unwrap().len(), 1);
+        store
+            .write(&[
+                row("alice", "bob", None),
+                row("bob", "alice", None),
+                Write::Record(Record::NotificationDeleted {
+                    user: Arc::from("bob"),
+                    id: 7,
+                }),
+                Write::OutboxDone(job.id.clone()),
+            ])
+            .unwrap();
+        assert!(store.load_relations().unwrap().is_empty());
+        assert!(store.load_notifications().unwrap().is_empty());
+        assert!(store.load_outbox().unwrap().is_empty());
     }
 }

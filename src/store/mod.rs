@@ -1,9 +1,16 @@
-//! Chat history behind one trait, [`HistoryStore`], shaped for a
-//! wide-column store: every record has a partition key (the chat) and a
-//! clustering key (the message id, newest first), writes are idempotent
-//! upserts by primary key, and every read is one partition slice — no joins,
-//! no scans of everything. [`embedded`] implements it for a single node; the
-//! ScyllaDB implementation plugs in beside it.
+//! Everything the gateway keeps — chat messages (with edits and
+//! tombstones), read cursors, relationships, notifications with their
+//! delivery states, and the webhook outbox — behind one trait,
+//! [`HistoryStore`], shaped for a wide-column store: every record has a
+//! partition key (chat, user) and a clustering key (message id, other user,
+//! notification id), writes are idempotent upserts or deletes by primary
+//! key, and every serving read is one partition slice — no joins.
+//!
+//! The one exception is the warm start: a node loads the relationships,
+//! notifications and outbox jobs it serves once, when it starts
+//! (`load_*`). On one node that is a scan of its own file; a clustered
+//! store pages those by token range. [`embedded`] implements the trait for
+//! a single node; the ScyllaDB implementation plugs in beside it.
 //!
 //! [`History`] is the shell around a store: a writer thread that batches
 //! records into transactions (engines only enqueue) and a reader thread that
@@ -19,13 +26,27 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use huddle_schema::Encoder;
 
 use crate::engine::chat::Message;
+use crate::engine::notifications::Notification;
+use crate::engine::social::RelationRecord;
 use crate::engine::Reply;
 use crate::outbox::Outbox;
+use crate::webhook::Job;
 use crate::wire;
 
 /// One record to persist, as the engines produce it. Writing the same
 /// record twice is harmless.
-pub use crate::engine::chat::HistoryRecord as Record;
+pub use crate::engine::Record;
+
+/// One write for the writer thread: an engine record, or the webhook
+/// outbox's own bookkeeping.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Record(Record),
+    /// Queue (or update the attempts of) a webhook job, keyed by its id.
+    OutboxPut(Arc<Job>),
+    /// The job is finished (delivered or given up).
+    OutboxDone(Arc<str>),
+}
 
 /// A storage failure, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +56,7 @@ pub struct StoreError(pub String);
 /// Where chat history lives.
 pub trait HistoryStore: Send + Sync + 'static {
     /// Persists a batch atomically where the store can; idempotent.
-    fn write(&self, batch: &[Record]) -> Result<(), StoreError>;
+    fn write(&self, batch: &[Write]) -> Result<(), StoreError>;
     /// Up to `limit` messages of `chat_id` with id < `before_id` (0 = no
     /// bound), newest first.
     fn messages(
@@ -46,6 +67,12 @@ pub trait HistoryStore: Send + Sync + 'static {
     ) -> Result<Vec<Arc<Message>>, StoreError>;
     /// A user's read cursor in a chat.
     fn read_cursor(&self, chat_id: &str, user_id: &str) -> Result<Option<u64>, StoreError>;
+    /// Warm start: every relationship row (one per user and other user).
+    fn load_relations(&self) -> Result<Vec<RelationRecord>, StoreError>;
+    /// Warm start: every stored notification.
+    fn load_notifications(&self) -> Result<Vec<Notification>, StoreError>;
+    /// Warm start: every unfinished webhook job.
+    fn load_outbox(&self) -> Result<Vec<Job>, StoreError>;
 }
 
 /// A history page the engine could not fill from its recent buffer.
@@ -64,7 +91,7 @@ pub struct PageJob {
 /// Records waiting for the writer. Full: the shard waits (backpressure
 /// reaches clients as RATE_LIMITED from full mailboxes) — history is never
 /// dropped.
-const WRITE_QUEUE: usize = 65_536;
+pub const WRITE_QUEUE: usize = 65_536;
 /// History pages waiting for the reader. Full: the request is answered
 /// RATE_LIMITED by the shard.
 const READ_QUEUE: usize = 4_096;
@@ -77,7 +104,7 @@ const WRITE_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 /// The running history service: a writer and a reader thread over a store.
 #[derive(Clone)]
 pub struct History {
-    writes: Sender<Record>,
+    writes: Sender<Write>,
     reads: Sender<PageJob>,
 }
 
@@ -89,7 +116,7 @@ pub struct HistoryThreads {
 
 impl History {
     pub fn start(store: Arc<dyn HistoryStore>) -> (History, HistoryThreads) {
-        let (writes, write_rx) = bounded::<Record>(WRITE_QUEUE);
+        let (writes, write_rx) = bounded::<Write>(WRITE_QUEUE);
         let (reads, read_rx) = bounded::<PageJob>(READ_QUEUE);
         let writer_store = store.clone();
         let writer = std::thread::Builder::new()
@@ -110,7 +137,12 @@ impl History {
 
     /// Queues a record; waits only when the writer is a full queue behind.
     pub fn persist(&self, record: Record) {
-        if self.writes.send(record).is_err() {
+        self.write(Write::Record(record));
+    }
+
+    /// Queues any write (the webhook outbox's too).
+    pub fn write(&self, write: Write) {
+        if self.writes.send(write).is_err() {
             tracing::error!("history writer is gone; record not persisted");
         }
     }
@@ -129,7 +161,7 @@ impl HistoryThreads {
     }
 }
 
-fn write_loop(store: &dyn HistoryStore, rx: Receiver<Record>) {
+fn write_loop(store: &dyn HistoryStore, rx: Receiver<Write>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while let Ok(first) = rx.recv() {
         batch.push(first);

@@ -194,6 +194,24 @@ pub enum Event {
         read_up_to: u64,
         seq: u64,
     },
+    /// `friend:update`: this user's relation to `user_id` changed (a request
+    /// sent or received, accepted, rejected, cancelled, a friend removed, a
+    /// block or unblock by this user). `relation` is as this user sees it.
+    FriendUpdate {
+        user_id: String,
+        relation: huddle_schema::wire::Relation,
+        since_ms: i64,
+        seq: u64,
+    },
+    /// `notification:new`: a notification for this user (every session of
+    /// the user gets it).
+    Notification {
+        notification: crate::social::Notification,
+        seq: u64,
+    },
+    /// `notification:count`: this user's notification counts after any
+    /// change (new, read, deleted).
+    NotificationCount { total: u32, unread: u32, seq: u64 },
     /// The connection dropped; the client is reconnecting unless a
     /// [`Event::Closed`] follows. In-flight requests failed with
     /// [`ClientError::Disconnected`].
@@ -631,19 +649,19 @@ fn decode_presence_list(buf: &[u8]) -> Result<Vec<PresenceEntry>, ClientError> {
         .ok_or_else(|| unexpected(&frame, "PresenceList"))?;
     Ok(list
         .users()
-        .map(|users| {
-            users
-                .iter()
-                .map(|u| PresenceEntry {
-                    user_id: u.user_id().unwrap_or_default().to_owned(),
-                    status: u.status(),
-                    connections: u.connections(),
-                    last_active_ms: u.last_active_ms(),
-                    text: u.text().unwrap_or_default().to_owned(),
-                })
-                .collect()
-        })
+        .map(|users| users.iter().map(presence_entry).collect())
         .unwrap_or_default())
+}
+
+/// One user's presence as the wire carries it (missing fields: defaults).
+pub(crate) fn presence_entry(u: huddle_schema::wire::UserPresence<'_>) -> PresenceEntry {
+    PresenceEntry {
+        user_id: u.user_id().unwrap_or_default().to_owned(),
+        status: u.status(),
+        connections: u.connections(),
+        last_active_ms: u.last_active_ms(),
+        text: u.text().unwrap_or_default().to_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -468,7 +468,8 @@ impl Driver {
                     .unwrap_or_default(),
                 seq,
             }),
-            None => crate::chat::chat_event(&frame, seq),
+            None => crate::chat::chat_event(&frame, seq)
+                .or_else(|| crate::social::social_event(&frame, seq)),
         };
         if let Some(event) = event {
             if reliable {

@@ -48,6 +48,7 @@ mod error;
 #[cfg(test)]
 mod loopback_tests;
 mod seq;
+pub mod social;
 mod tls;
 pub mod transport;
 
@@ -57,7 +58,13 @@ pub use chat::{
 pub use client::{Client, ClientConfig, EchoReply, Event, EventStream, SessionInfo};
 pub use error::ClientError;
 pub use huddle_schema::encode::PresenceEntry;
-pub use huddle_schema::wire::{ChatKind, ContentType, ErrorCode, PresenceStatus};
+pub use huddle_schema::wire::{
+    ChatKind, ContentType, DeliveryChannel, DeliveryState, ErrorCode, FriendAction, PresenceStatus,
+    Relation,
+};
+pub use social::{
+    ChannelStatus, Friend, FriendOpDone, Notification, NotificationCounts, NotificationPage,
+};
 pub use transport::{
     connect_raw, RawConnection, RawReceiver, RawSender, TlsOptions, Transport,
     MAX_INBOUND_FRAME_BYTES,

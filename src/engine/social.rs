@@ -1,0 +1,601 @@
+//! Friends and blocks, in two halves that each live on the shard owning
+//! their key:
+//!
+//! - [`Pairs`] decides. One pair of users is keyed like their direct chat
+//!   (`direct:<a>:<b>`, ids in byte order), so every transition of a pair is
+//!   decided on one shard, atomically, and the direct chat on that same
+//!   shard checks blocks without a hop.
+//! - [`Rosters`] remembers. Each user's view (friends, requests both ways,
+//!   blocks) lives on the user's shard, updated by [`Effect::RelationChanged`]
+//!   from the pair's shard; it serves the friend list and tells the shard
+//!   whom to push `user:status` to.
+//!
+//! A blocked user is never told: they see the relation as NONE. Never does
+//! I/O; records for the store go out as [`Effect::PersistRelation`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::chat::direct_chat_id;
+use super::{DomainEvent, Effect, Failure, Now, Refusal, Reply, UserId};
+
+/// A relation as one user sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Relation {
+    #[default]
+    None,
+    Friend,
+    RequestSent,
+    RequestReceived,
+    /// This user blocked the other.
+    Blocked,
+}
+
+/// A friend operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Request,
+    Accept,
+    Reject,
+    Cancel,
+    Remove,
+    Block,
+    Unblock,
+}
+
+/// What one side of a pair has done. Stored as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Side {
+    #[default]
+    None,
+    /// Asked the other to be friends.
+    Requested,
+    /// Friends (both sides say so).
+    Friend,
+    /// Blocked the other.
+    Blocked,
+}
+
+/// One pair's state: `lo` is the side of the smaller user id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PairState {
+    pub lo: Side,
+    pub hi: Side,
+    /// When the current friendship, request or block began.
+    pub lo_since_ms: i64,
+    pub hi_since_ms: i64,
+}
+
+impl PairState {
+    fn is_empty(&self) -> bool {
+        self.lo == Side::None && self.hi == Side::None
+    }
+
+    /// (mine, theirs, my since) for `user`, which is `lo` when `is_lo`.
+    fn sides(&self, is_lo: bool) -> (Side, Side, i64) {
+        if is_lo {
+            (self.lo, self.hi, self.lo_since_ms)
+        } else {
+            (self.hi, self.lo, self.hi_since_ms)
+        }
+    }
+
+    fn set(&mut self, is_lo: bool, side: Side, since_ms: i64) {
+        if is_lo {
+            self.lo = side;
+            self.lo_since_ms = since_ms;
+        } else {
+            self.hi = side;
+            self.hi_since_ms = since_ms;
+        }
+    }
+
+    /// The relation as the `lo` (or `hi`) user sees it, with its start.
+    pub fn view(&self, is_lo: bool) -> (Relation, i64) {
+        let (mine, theirs, since) = self.sides(is_lo);
+        let theirs_since = self.sides(!is_lo).2;
+        match (mine, theirs) {
+            (Side::Blocked, _) => (Relation::Blocked, since),
+            (_, Side::Blocked) => (Relation::None, 0),
+            (Side::Friend, _) => (Relation::Friend, since),
+            (Side::Requested, _) => (Relation::RequestSent, since),
+            (_, Side::Requested) => (Relation::RequestReceived, theirs_since),
+            _ => (Relation::None, 0),
+        }
+    }
+}
+
+/// A stored relationship row: the whole pair, written once under each
+/// user's partition so either user's list is one partition read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelationRecord {
+    /// The partition: the user whose list this row belongs to.
+    pub user: UserId,
+    /// The clustering key: the other user.
+    pub other: UserId,
+    /// `None` deletes the row (nothing left between the two).
+    pub pair: Option<PairState>,
+}
+
+/// Commands the pair authority accepts.
+#[derive(Debug, Clone)]
+pub struct OpCommand {
+    pub request_id: u64,
+    pub actor: UserId,
+    pub target: UserId,
+    pub op: Op,
+}
+
+/// The friend/block authority for the pairs this shard owns.
+#[derive(Debug, Default)]
+pub struct Pairs {
+    pairs: HashMap<Arc<str>, PairState>,
+}
+
+fn friend_error(out: &mut Vec<Effect>, request_id: u64, message: String) {
+    out.push(Effect::Fail {
+        request_id,
+        failure: Failure::new(Refusal::FriendError, message),
+    });
+}
+
+impl Pairs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Loads a stored pair (at start-up).
+    pub fn restore(&mut self, a: &str, b: &str, state: PairState) {
+        if !state.is_empty() {
+            self.pairs.insert(Arc::from(direct_chat_id(a, b)), state);
+        }
+    }
+
+    fn state(&self, a: &str, b: &str) -> (PairState, bool) {
+        let key = direct_chat_id(a, b);
+        (
+            self.pairs.get(key.as_str()).copied().unwrap_or_default(),
+            a < b,
+        )
+    }
+
+    /// Why `sender` may not message `recipient` directly, if they may not.
+    pub fn direct_block(&self, sender: &str, recipient: &str) -> Option<String> {
+        let (pair, sender_is_lo) = self.state(sender, recipient);
+        let (mine, theirs, _) = pair.sides(sender_is_lo);
+        if theirs == Side::Blocked {
+            Some(format!(
+                "{recipient} does not accept direct messages from you"
+            ))
+        } else if mine == Side::Blocked {
+            Some(format!(
+                "you blocked {recipient}; unblock them to send messages"
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Whether `by` blocked `user` (invites and requests are refused then).
+    pub fn blocked(&self, by: &str, user: &str) -> bool {
+        let (pair, by_is_lo) = self.state(by, user);
+        pair.sides(by_is_lo).0 == Side::Blocked
+    }
+
+    /// The relation `user` sees towards `other`.
+    pub fn relation(&self, user: &str, other: &str) -> Relation {
+        let (pair, is_lo) = self.state(user, other);
+        pair.view(is_lo).0
+    }
+
+    pub fn handle(&mut self, now: Now, cmd: OpCommand, out: &mut Vec<Effect>) {
+        let OpCommand {
+            request_id,
+            actor,
+            target,
+            op,
+        } = cmd;
+        if actor == target {
+            return friend_error(
+                out,
+                request_id,
+                "you cannot be your own friend, nor block yourself".into(),
+            );
+        }
+        let (before, actor_is_lo) = self.state(&actor, &target);
+        let (mine, theirs, _) = before.sides(actor_is_lo);
+        let mut after = before;
+        let at = now.unix_ms;
+        let mut domain = None;
+        let t = &target;
+        match op {
+            Op::Request => {
+                if theirs == Side::Blocked {
+                    return out.push(Effect::Fail {
+                        request_id,
+                        failure: Failure::new(
+                            Refusal::AccessDenied,
+                            format!("{t} does not accept friend requests from you"),
+                        ),
+                    });
+                }
+                match mine {
+                    Side::Blocked => {
+                        return friend_error(
+                            out,
+                            request_id,
+                            format!("you blocked {t}; unblock them before sending a request"),
+                        )
+                    }
+                    Side::Friend => {
+                        return friend_error(out, request_id, format!("{t} is already your friend"))
+                    }
+                    Side::Requested => {}
+                    Side::None if theirs == Side::Requested => {
+                        after.set(actor_is_lo, Side::Friend, at);
+                        after.set(!actor_is_lo, Side::Friend, at);
+                        domain = Some(DomainEvent::FriendshipAccepted {
+                            by: actor.clone(),
+                            requester: target.clone(),
+                        });
+                    }
+                    Side::None => {
+                        after.set(actor_is_lo, Side::Requested, at);
+                        domain = Some(DomainEvent::FriendshipRequested {
+                            from: actor.clone(),
+                            to: target.clone(),
+                        });
+                    }
+                }
+            }
+            Op::Accept | Op::Reject => {
+                if theirs != Side::Requested || mine == Side::Blocked {
+                    let what = if op == Op::Accept { "accept" } else { "reject" };
+                    return friend_error(
+                        out,
+                        request_id,
+                        format!("there is no friend request from {t} to {what}"),
+                    );
+                }
+                if op == Op::Accept {
+                    after.set(actor_is_lo, Side::Friend, at);
+                    after.set(!actor_is_lo, Side::Friend, at);
+                    domain = Some(DomainEvent::FriendshipAccepted {
+                        by: actor.clone(),
+                        requester: target.clone(),
+                    });
+                } else {
+                    after.set(!actor_is_lo, Side::None, 0);
+                    domain = Some(DomainEvent::FriendshipRejected {
+                        by: actor.clone(),
+                        requester: target.clone(),
+                    });
+                }
+            }
+            Op::Cancel => {
+                if mine != Side::Requested {
+                    return friend_error(
+                        out,
+                        request_id,
+                        format!("you have no pending friend request to {t} to cancel"),
+                    );
+                }
+                after.set(actor_is_lo, Side::None, 0);
+            }
+            Op::Remove => {
+                if mine != Side::Friend {
+                    return friend_error(out, request_id, format!("{t} is not your friend"));
+                }
+                after.set(actor_is_lo, Side::None, 0);
+                after.set(!actor_is_lo, Side::None, 0);
+            }
+            Op::Block => {
+                if mine != Side::Blocked {
+                    after.set(actor_is_lo, Side::Blocked, at);
+                    // A block ends any friendship and request between them.
+                    if theirs != Side::Blocked {
+                        after.set(!actor_is_lo, Side::None, 0);
+                    }
+                }
+            }
+            Op::Unblock => {
+                if mine != Side::Blocked {
+                    return friend_error(out, request_id, format!("{t} is not blocked"));
+                }
+                after.set(actor_is_lo, Side::None, 0);
+            }
+        }
+        let (relation, since_ms) = after.view(actor_is_lo);
+        out.push(Effect::Reply {
+            request_id,
+            reply: Reply::FriendOpDone {
+                user_id: target.clone(),
+                relation,
+                since_ms,
+            },
+        });
+        if after == before {
+            return;
+        }
+        let key: Arc<str> = Arc::from(direct_chat_id(&actor, &target));
+        if after.is_empty() {
+            self.pairs.remove(&key);
+        } else {
+            self.pairs.insert(key, after);
+        }
+        for (user, other, is_lo) in [
+            (&actor, &target, actor_is_lo),
+            (&target, &actor, !actor_is_lo),
+        ] {
+            out.push(Effect::PersistRelation(RelationRecord {
+                user: user.clone(),
+                other: other.clone(),
+                pair: (!after.is_empty()).then_some(after),
+            }));
+            let seen = after.view(is_lo);
+            if seen != before.view(is_lo) {
+                out.push(Effect::RelationChanged {
+                    user: user.clone(),
+                    other: other.clone(),
+                    relation: seen.0,
+                    since_ms: seen.1,
+                });
+            }
+        }
+        if let Some(event) = domain {
+            out.push(Effect::Domain(event));
+        }
+    }
+}
+
+/// One row of a user's list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterEntry {
+    pub user_id: UserId,
+    pub relation: Relation,
+    pub since_ms: i64,
+}
+
+/// Each user's view of their relations, for the users this shard owns.
+#[derive(Debug, Default)]
+pub struct Rosters {
+    users: HashMap<UserId, HashMap<UserId, (Relation, i64)>>,
+}
+
+impl Rosters {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records what the pair's shard decided (or what the store held).
+    pub fn set(&mut self, user: &UserId, other: &UserId, relation: Relation, since_ms: i64) {
+        if relation == Relation::None {
+            if let Some(list) = self.users.get_mut(user) {
+                list.remove(other);
+                if list.is_empty() {
+                    self.users.remove(user);
+                }
+            }
+        } else {
+            self.users
+                .entry(user.clone())
+                .or_default()
+                .insert(other.clone(), (relation, since_ms));
+        }
+    }
+
+    /// `user`'s friends.
+    pub fn friends<'a>(&'a self, user: &str) -> impl Iterator<Item = &'a UserId> + 'a {
+        self.users
+            .get(user)
+            .into_iter()
+            .flat_map(|l| l.iter())
+            .filter(|(_, (r, _))| *r == Relation::Friend)
+            .map(|(u, _)| u)
+    }
+
+    /// Everything `user` has: friends, requests both ways, blocks; friends
+    /// first, then by user id.
+    pub fn list(&self, user: &str) -> Vec<RosterEntry> {
+        let mut rows: Vec<RosterEntry> = self
+            .users
+            .get(user)
+            .into_iter()
+            .flat_map(|l| l.iter())
+            .map(|(u, (relation, since_ms))| RosterEntry {
+                user_id: u.clone(),
+                relation: *relation,
+                since_ms: *since_ms,
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (a.relation != Relation::Friend, &a.user_id)
+                .cmp(&(b.relation != Relation::Friend, &b.user_id))
+        });
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn now(ms: i64) -> Now {
+        Now {
+            mono: Instant::now(),
+            unix_ms: ms,
+        }
+    }
+
+    struct World {
+        pairs: Pairs,
+        rosters: Rosters,
+        domain: Vec<DomainEvent>,
+        stored: Vec<RelationRecord>,
+    }
+
+    impl World {
+        fn new() -> Self {
+            Self {
+                pairs: Pairs::new(),
+                rosters: Rosters::new(),
+                domain: Vec::new(),
+                stored: Vec::new(),
+            }
+        }
+
+        /// Runs an op; the reply's relation or the refusal.
+        fn op(&mut self, actor: &str, op: Op, target: &str) -> Result<Relation, Failure> {
+            let mut out = Vec::new();
+            let cmd = OpCommand {
+                request_id: 1,
+                actor: Arc::from(actor),
+                target: Arc::from(target),
+                op,
+            };
+            self.pairs.handle(now(1_000), cmd, &mut out);
+            let mut result = None;
+            for e in out {
+                match e {
+                    Effect::Reply {
+                        reply: Reply::FriendOpDone { relation, .. },
+                        ..
+                    } => result = Some(Ok(relation)),
+                    Effect::Fail { failure, .. } => result = Some(Err(failure)),
+                    Effect::RelationChanged {
+                        user,
+                        other,
+                        relation,
+                        since_ms,
+                    } => self.rosters.set(&user, &other, relation, since_ms),
+                    Effect::Domain(d) => self.domain.push(d),
+                    Effect::PersistRelation(r) => self.stored.push(r),
+                    other => panic!("unexpected effect {other:?}"),
+                }
+            }
+            result.expect("every op is answered")
+        }
+
+        fn seen(&self, user: &str) -> Vec<(String, Relation)> {
+            self.rosters
+                .list(user)
+                .into_iter()
+                .map(|r| (r.user_id.to_string(), r.relation))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn request_accept_remove_with_views_on_both_sides() {
+        let mut w = World::new();
+        assert_eq!(w.op("alice", Op::Request, "bob"), Ok(Relation::RequestSent));
+        assert_eq!(
+            w.seen("bob"),
+            vec![("alice".into(), Relation::RequestReceived)]
+        );
+        assert_eq!(
+            w.op("alice", Op::Request, "bob"),
+            Ok(Relation::RequestSent),
+            "a repeated request changes nothing"
+        );
+        assert_eq!(w.domain.len(), 1);
+        assert_eq!(w.op("bob", Op::Accept, "alice"), Ok(Relation::Friend));
+        assert_eq!(w.seen("alice"), vec![("bob".into(), Relation::Friend)]);
+        assert_eq!(w.rosters.friends("bob").count(), 1);
+        assert!(matches!(
+            w.domain.last(),
+            Some(DomainEvent::FriendshipAccepted { .. })
+        ));
+        assert_eq!(w.op("bob", Op::Remove, "alice"), Ok(Relation::None));
+        assert!(w.seen("alice").is_empty() && w.seen("bob").is_empty());
+        assert_eq!(
+            w.stored.last().map(|r| r.pair),
+            Some(None),
+            "an empty pair is deleted from the store"
+        );
+    }
+
+    #[test]
+    fn crossing_requests_make_friends_and_reject_cancel_work() {
+        let mut w = World::new();
+        w.op("alice", Op::Request, "bob").unwrap();
+        assert_eq!(w.op("bob", Op::Request, "alice"), Ok(Relation::Friend));
+        w.op("carol", Op::Request, "bob").unwrap();
+        assert_eq!(w.op("bob", Op::Reject, "carol"), Ok(Relation::None));
+        assert!(matches!(
+            w.domain.last(),
+            Some(DomainEvent::FriendshipRejected { .. })
+        ));
+        assert!(w.seen("carol").is_empty());
+        w.op("carol", Op::Request, "dave").unwrap();
+        assert_eq!(w.op("carol", Op::Cancel, "dave"), Ok(Relation::None));
+        assert!(w.seen("dave").is_empty());
+    }
+
+    #[test]
+    fn wrong_operations_are_refused_and_change_nothing() {
+        let mut w = World::new();
+        let code = |r: Result<Relation, Failure>| r.unwrap_err().refusal;
+        assert_eq!(
+            code(w.op("alice", Op::Request, "alice")),
+            Refusal::FriendError
+        );
+        assert_eq!(code(w.op("alice", Op::Accept, "bob")), Refusal::FriendError);
+        assert_eq!(code(w.op("alice", Op::Reject, "bob")), Refusal::FriendError);
+        assert_eq!(code(w.op("alice", Op::Cancel, "bob")), Refusal::FriendError);
+        assert_eq!(code(w.op("alice", Op::Remove, "bob")), Refusal::FriendError);
+        assert_eq!(
+            code(w.op("alice", Op::Unblock, "bob")),
+            Refusal::FriendError
+        );
+        w.op("alice", Op::Request, "bob").unwrap();
+        assert_eq!(
+            code(w.op("alice", Op::Accept, "bob")),
+            Refusal::FriendError,
+            "one cannot accept one's own request"
+        );
+        assert!(w.stored.len() == 2 && w.domain.len() == 1);
+    }
+
+    #[test]
+    fn a_block_ends_the_friendship_is_invisible_and_stops_requests_and_messages() {
+        let mut w = World::new();
+        w.op("alice", Op::Request, "bob").unwrap();
+        w.op("bob", Op::Accept, "alice").unwrap();
+        assert_eq!(w.op("bob", Op::Block, "alice"), Ok(Relation::Blocked));
+        assert_eq!(w.seen("bob"), vec![("alice".into(), Relation::Blocked)]);
+        assert!(w.seen("alice").is_empty(), "the blocked user is not told");
+        let refused = w.op("alice", Op::Request, "bob").unwrap_err();
+        assert_eq!(refused.refusal, Refusal::AccessDenied);
+        assert_eq!(
+            refused.message,
+            "bob does not accept friend requests from you"
+        );
+        assert!(w.pairs.direct_block("alice", "bob").is_some());
+        assert!(w.pairs.direct_block("bob", "alice").is_some());
+        assert!(w.pairs.blocked("bob", "alice") && !w.pairs.blocked("alice", "bob"));
+        assert_eq!(
+            w.op("bob", Op::Request, "alice").unwrap_err().refusal,
+            Refusal::FriendError,
+            "the blocker must unblock first"
+        );
+        assert_eq!(w.op("bob", Op::Unblock, "alice"), Ok(Relation::None));
+        assert!(w.pairs.direct_block("alice", "bob").is_none());
+        assert_eq!(w.op("alice", Op::Request, "bob"), Ok(Relation::RequestSent));
+    }
+
+    #[test]
+    fn pairs_restore_from_stored_rows() {
+        let mut w = World::new();
+        w.op("bob", Op::Request, "alice").unwrap();
+        let mut restored = Pairs::new();
+        for r in &w.stored {
+            restored.restore(&r.user, &r.other, r.pair.unwrap());
+        }
+        assert_eq!(restored.relation("alice", "bob"), Relation::RequestReceived);
+        assert_eq!(restored.relation("bob", "alice"), Relation::RequestSent);
+    }
+}
