@@ -28,7 +28,7 @@ use crate::engine::{
 };
 use crate::metrics::metrics;
 use crate::outbox::{Closed, Outbox, Push, ResumeGap};
-use crate::store::{History, PageJob};
+use crate::store::{History, PageJob, ReadJob, WarmJob};
 use crate::webhook::Webhooks;
 use crate::wire;
 use huddle_schema::EventFrame;
@@ -287,6 +287,16 @@ impl Shards {
                 Err(Busy(env.msg))
             }
         }
+    }
+
+    /// Sends from a thread that may block (never a shard or an async
+    /// worker), waiting for room.
+    pub fn send_blocking(&self, shard: usize, msg: ShardMsg) {
+        let env = Envelope {
+            msg,
+            sent_at: Instant::now(),
+        };
+        let _ = self.mailboxes[shard].send(env);
     }
 
     /// Sends session control that must not be lost, waiting (off the async
@@ -957,13 +967,50 @@ impl ShardLoop {
                             limit,
                             reply_to: outbox.clone(),
                         };
-                        if self.services.history.read(job).is_err() {
+                        if self.services.history.read(ReadJob::Page(job)).is_err() {
                             let busy = crate::engine::Failure::new(
                                 crate::engine::Refusal::RateLimited,
                                 "history reads are backed up; retry shortly",
                             );
                             let bytes = wire::failure_frame(&mut self.encoder, request_id, &busy);
                             outbox.push_reply(bytes, huddle_schema::wire::Body::Error);
+                        }
+                    }
+                }
+                Effect::WarmUp {
+                    request_id,
+                    chat_id,
+                    user,
+                    recent,
+                    joined,
+                } => {
+                    let Some(outbox) = reply_to else { continue };
+                    let (peers, shard) = (self.peers.clone(), self.index);
+                    let reply_to = outbox.clone();
+                    let job = WarmJob {
+                        request_id,
+                        chat_id,
+                        user,
+                        recent,
+                        joined,
+                        reply_to: outbox.clone(),
+                        back: Box::new(move |cmd| {
+                            let msg = ShardMsg::Chat {
+                                cmd: Box::new(cmd),
+                                reply_to,
+                                member: None,
+                            };
+                            peers.send_blocking(shard, msg);
+                        }),
+                    };
+                    if let Err(ReadJob::Warm(job)) = self.services.history.read(ReadJob::Warm(job))
+                    {
+                        // The reader is far behind: answer from memory.
+                        tracing::warn!(chat = %job.chat_id, "history reader busy; join answered without the stored cursor");
+                        if let Some((bytes, body)) =
+                            wire::reply_frame(&mut self.encoder, request_id, &job.joined)
+                        {
+                            outbox.push_reply(bytes, body);
                         }
                     }
                 }
@@ -1027,7 +1074,7 @@ fn chat_session(cmd: &chat::Command) -> Option<SessionId> {
         | chat::Command::Read { session, .. }
         | chat::Command::History { session, .. }
         | chat::Command::Amend { session, .. } => Some(*session),
-        chat::Command::Mute { .. } => None,
+        chat::Command::Mute { .. } | chat::Command::Warmed { .. } => None,
         chat::Command::CreateChannel(_) | chat::Command::SessionsGone { .. } => None,
     }
 }

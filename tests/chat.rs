@@ -498,13 +498,24 @@ async fn history_survives_a_gateway_restart() {
             .await
             .unwrap();
         keeper.chat_delete(chat, ids[2]).await.unwrap();
+        let (reader, _) = gw.client(&gw.ws_url, "reader").await;
+        reader.chat_join(chat).await.unwrap();
+        reader.chat_read(chat, ids[3]).await.unwrap();
+        reader.close().await;
         keeper.close().await;
         assert!(gw.shutdown().await, "clean shutdown flushes history");
     }
     let gw = TestGateway::start_in(dir.path(), |_| {}).await;
     for url in gw.urls() {
         let (reader, _) = gw.client(&url, "reader").await;
-        reader.chat_join(chat).await.unwrap();
+        let joined = reader.chat_join(chat).await.unwrap();
+        assert_eq!(joined.read_up_to, ids[3], "the read cursor is read back");
+        let unread = reader.chat_unread(&[chat]).await.unwrap();
+        assert_eq!(
+            (unread[0].unread, unread[0].last_message_id),
+            (1, ids[4]),
+            "unread counts cover the stored messages"
+        );
         let page = reader.chat_history(chat, 0, 3).await.unwrap();
         let got: Vec<(u64, String, bool)> = page
             .messages
@@ -526,7 +537,14 @@ async fn history_survives_a_gateway_restart() {
         assert!(!rest.has_more);
         reader.close().await;
     }
-    // New messages after the restart join the stored ones.
+    // New messages after the restart join the stored ones, and stored
+    // messages can still be edited.
+    let (keeper, _) = gw.client(&gw.ws_url, "keeper").await;
+    keeper.chat_join(chat).await.unwrap();
+    keeper
+        .chat_edit(chat, ids[4], "note 4 (edited after restart)")
+        .await
+        .unwrap();
     let (reader, _) = gw.client(&gw.ws_url, "reader").await;
     reader.chat_join(chat).await.unwrap();
     let sent = reader
@@ -540,6 +558,7 @@ async fn history_survives_a_gateway_restart() {
     let page = reader.chat_history(chat, 0, 2).await.unwrap();
     assert_eq!(page.messages[0].content, "back again");
     assert_eq!(page.messages[1].id, ids[4]);
+    assert_eq!(page.messages[1].content, "note 4 (edited after restart)");
 }
 
 #[tokio::test]

@@ -213,6 +213,14 @@ pub enum Command {
     SessionsGone {
         sessions: Vec<SessionId>,
     },
+    /// What the store held for a chat a join found cold: `user`'s read
+    /// cursor and the newest messages (newest first).
+    Warmed {
+        chat_id: Arc<str>,
+        user: UserId,
+        cursor: Option<u64>,
+        messages: Vec<Arc<Message>>,
+    },
 }
 
 impl Command {
@@ -226,7 +234,8 @@ impl Command {
             | Command::Read { chat_id, .. }
             | Command::History { chat_id, .. }
             | Command::Amend { chat_id, .. }
-            | Command::Mute { chat_id, .. } => Some(chat_id),
+            | Command::Mute { chat_id, .. }
+            | Command::Warmed { chat_id, .. } => Some(chat_id),
             Command::CreateChannel(_) | Command::SessionsGone { .. } => None,
         }
     }
@@ -254,6 +263,10 @@ struct Chat {
     nonce_order: VecDeque<(UserId, Box<str>)>,
     /// Muted users and when their mute ends (Unix ms).
     mutes: HashMap<UserId, i64>,
+    /// The store's newest messages were asked for (on the first join).
+    recent_loaded: bool,
+    /// Users whose stored read cursor was asked for.
+    cursors_loaded: HashSet<UserId>,
 }
 
 impl Chat {
@@ -270,6 +283,8 @@ impl Chat {
             nonces: HashMap::new(),
             nonce_order: VecDeque::new(),
             mutes: HashMap::new(),
+            recent_loaded: false,
+            cursors_loaded: HashSet::new(),
         }
     }
 
@@ -519,6 +534,12 @@ impl Chats {
                 user,
                 duration_ms,
             } => self.mute(now, request_id, actor, &chat_id, user, duration_ms, out),
+            Command::Warmed {
+                chat_id,
+                user,
+                cursor,
+                messages,
+            } => self.warmed(&chat_id, user, cursor, messages),
             Command::SessionsGone { sessions } => {
                 for session in sessions {
                     for chat in self.joined.remove(&session).unwrap_or_default() {
@@ -662,17 +683,59 @@ impl Chats {
                 });
             }
         }
-        out.push(Effect::Reply {
-            request_id,
-            reply: Reply::ChatJoined {
-                chat_id: chat_id.clone(),
-                kind,
-                members: chat.users.len() as u32,
-                read_only: chat.read_only,
-                slow_mode_ms: chat.slow_mode_ms,
-                read_up_to: chat.cursors.get(user).copied().unwrap_or(0),
-            },
-        });
+        let reply = Reply::ChatJoined {
+            chat_id: chat_id.clone(),
+            kind,
+            members: chat.users.len() as u32,
+            read_only: chat.read_only,
+            slow_mode_ms: chat.slow_mode_ms,
+            read_up_to: chat.cursors.get(user).copied().unwrap_or(0),
+        };
+        // What the store holds of this chat's past (after a restart, or
+        // once an empty chat was forgotten) comes back before the reply.
+        let recent = if chat.recent_loaded {
+            0
+        } else {
+            chat.recent_loaded = true;
+            self.limits.recent
+        };
+        let cursor = chat.cursors_loaded.insert(user.clone());
+        if recent > 0 || cursor {
+            out.push(Effect::WarmUp {
+                request_id,
+                chat_id,
+                user: user.clone(),
+                recent,
+                joined: reply,
+            });
+        } else {
+            out.push(Effect::Reply { request_id, reply });
+        }
+    }
+
+    /// Merges what the store held: the cursor only moves forward, and
+    /// stored messages older than the buffer's oldest fill it from below.
+    fn warmed(
+        &mut self,
+        chat_id: &str,
+        user: UserId,
+        cursor: Option<u64>,
+        messages: Vec<Arc<Message>>,
+    ) {
+        let Some(chat) = self.chats.get_mut(chat_id) else {
+            return;
+        };
+        if let Some(stored) = cursor {
+            let c = chat.cursors.entry(user).or_insert(0);
+            *c = (*c).max(stored);
+        }
+        let oldest = chat.recent.front().map_or(u64::MAX, |m| m.id);
+        for m in messages.into_iter().filter(|m| m.id < oldest) {
+            if chat.recent.len() >= self.limits.recent {
+                break;
+            }
+            chat.recent.push_front(m);
+        }
     }
 
     fn leave(
@@ -1247,10 +1310,23 @@ mod tests {
                 unix_ms: self.at_ms,
             }
         }
+        /// Runs a command; a join's warm-up is answered as an empty store
+        /// would (its own test below covers a store that holds something).
         fn run(&mut self, cmd: Command) -> Vec<Effect> {
             let mut out = Vec::new();
             let now = self.now();
             self.chats.handle(now, &Lobbies, cmd, &mut out);
+            for e in &mut out {
+                if let Effect::WarmUp {
+                    request_id, joined, ..
+                } = e
+                {
+                    *e = Effect::Reply {
+                        request_id: *request_id,
+                        reply: joined.clone(),
+                    };
+                }
+            }
             out
         }
         fn join(&mut self, session: SessionId, user: &str, chat: &str) -> Vec<Effect> {
@@ -1674,5 +1750,69 @@ mod tests {
         }
         let other_shard = MessageIds::new(5, 3).next(1_800_000_000_000);
         assert_ne!(other_shard, MessageIds::new(5, 2).next(1_800_000_000_000));
+    }
+
+    #[test]
+    fn a_cold_chat_asks_the_store_once_and_merges_what_it_held() {
+        let mut w = World::new();
+        let mut out = Vec::new();
+        let join = |session, user: &str| Command::Join {
+            request_id: 1,
+            session,
+            actor: actor(user),
+            chat_id: Arc::from("direct:alice:bob"),
+        };
+        w.chats
+            .handle(w.now(), &Lobbies, join(1, "alice"), &mut out);
+        assert!(
+            matches!(&out[..], [.., Effect::WarmUp { recent, .. }] if *recent == ChatLimits::default().recent),
+            "{out:?}"
+        );
+        out.clear();
+        // A message sent meanwhile is newer than anything stored.
+        let sent = sent_id(&w.send(1, "alice", "direct:alice:bob", "live", None)).0;
+        let stored: Vec<Arc<Message>> = [3u64, 2, 1]
+            .iter()
+            .map(|&id| {
+                Arc::new(Message {
+                    id,
+                    chat_id: Arc::from("direct:alice:bob"),
+                    sender: actor("bob").author,
+                    content: Arc::from(format!("old {id}")),
+                    content_type: 0,
+                    created_at_ms: 1,
+                    edited_at_ms: 0,
+                    deleted: false,
+                })
+            })
+            .collect();
+        w.run(Command::Warmed {
+            chat_id: Arc::from("direct:alice:bob"),
+            user: UserId::from("alice"),
+            cursor: Some(2),
+            messages: stored,
+        });
+        w.chats.handle(w.now(), &Lobbies, join(2, "bob"), &mut out);
+        assert!(
+            matches!(&out[..], [.., Effect::WarmUp { recent: 0, .. }]),
+            "a second user only needs their cursor: {out:?}"
+        );
+        let rows = w
+            .chats
+            .unread(&Lobbies, &actor("alice"), &[Arc::from("direct:alice:bob")])
+            .unwrap();
+        assert_eq!(
+            (rows[0].read_up_to, rows[0].last_message_id),
+            (sent, sent),
+            "the sender's own newer cursor wins over the stored one"
+        );
+        let rows = w
+            .chats
+            .unread(&Lobbies, &actor("bob"), &[Arc::from("direct:alice:bob")])
+            .unwrap();
+        assert_eq!(
+            rows[0].unread, 4,
+            "three stored messages below the live one"
+        );
     }
 }

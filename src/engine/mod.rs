@@ -343,6 +343,17 @@ pub enum Effect {
         limit: usize,
         partial: Vec<Arc<chat::Message>>,
     },
+    /// A join found its chat (or this user's cursor) cold: read `user`'s
+    /// stored cursor and, with `recent` > 0, the newest `recent` messages;
+    /// answer `joined` with the cursor merged in, and hand what was read
+    /// back as [`chat::Command::Warmed`].
+    WarmUp {
+        request_id: u64,
+        chat_id: Arc<str>,
+        user: UserId,
+        recent: usize,
+        joined: Reply,
+    },
     /// Queue `event` to every session in `chat` but `except`, encoded once.
     Broadcast {
         chat: Arc<str>,

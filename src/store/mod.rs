@@ -88,6 +88,26 @@ pub struct PageJob {
     pub reply_to: Arc<Outbox>,
 }
 
+/// A cold chat's stored past, asked for by a join.
+pub struct WarmJob {
+    pub request_id: u64,
+    pub chat_id: Arc<str>,
+    pub user: crate::engine::UserId,
+    /// Newest messages wanted (0: the cursor only).
+    pub recent: usize,
+    /// The join's reply, its cursor to be merged with the stored one.
+    pub joined: Reply,
+    pub reply_to: Arc<Outbox>,
+    /// Hands what was read back to the chat's shard.
+    pub back: Box<dyn FnOnce(crate::engine::chat::Command) + Send>,
+}
+
+/// Work for the reader thread.
+pub enum ReadJob {
+    Page(PageJob),
+    Warm(WarmJob),
+}
+
 /// Records waiting for the writer. Full: the shard waits (backpressure
 /// reaches clients as RATE_LIMITED from full mailboxes) — history is never
 /// dropped.
@@ -105,7 +125,7 @@ const WRITE_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 #[derive(Clone)]
 pub struct History {
     writes: Sender<Write>,
-    reads: Sender<PageJob>,
+    reads: Sender<ReadJob>,
 }
 
 /// The service's threads, joined at shutdown after every [`History`] handle
@@ -117,7 +137,7 @@ pub struct HistoryThreads {
 impl History {
     pub fn start(store: Arc<dyn HistoryStore>) -> (History, HistoryThreads) {
         let (writes, write_rx) = bounded::<Write>(WRITE_QUEUE);
-        let (reads, read_rx) = bounded::<PageJob>(READ_QUEUE);
+        let (reads, read_rx) = bounded::<ReadJob>(READ_QUEUE);
         let writer_store = store.clone();
         let writer = std::thread::Builder::new()
             .name("huddle-history-writer".into())
@@ -147,8 +167,8 @@ impl History {
         }
     }
 
-    /// Hands a page to the reader; gives it back when the reader is busy.
-    pub fn read(&self, job: PageJob) -> Result<(), PageJob> {
+    /// Hands a job to the reader; gives it back when the reader is busy.
+    pub fn read(&self, job: ReadJob) -> Result<(), ReadJob> {
         self.reads.try_send(job).map_err(|e| e.into_inner())
     }
 }
@@ -185,37 +205,82 @@ fn write_loop(store: &dyn HistoryStore, rx: Receiver<Write>) {
     }
 }
 
-fn read_loop(store: &dyn HistoryStore, rx: Receiver<PageJob>) {
+fn read_loop(store: &dyn HistoryStore, rx: Receiver<ReadJob>) {
     let mut enc = Encoder::new();
     while let Ok(job) = rx.recv() {
-        let mut messages = job.partial;
-        let before = messages.last().map_or(job.before_id, |m| m.id);
-        let frame = match store.messages(&job.chat_id, before, job.limit + 1) {
-            Ok(mut older) => {
-                let has_more = older.len() > job.limit;
-                older.truncate(job.limit);
-                messages.extend(older);
-                let reply = Reply::ChatHistory {
-                    chat_id: job.chat_id,
-                    messages,
-                    has_more,
-                };
-                wire::reply_frame(&mut enc, job.request_id, &reply)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "history read failed");
-                let f = crate::engine::Failure::new(
-                    crate::engine::Refusal::RateLimited,
-                    "history is unavailable right now; retry shortly",
-                );
-                Some((
-                    wire::failure_frame(&mut enc, job.request_id, &f),
-                    huddle_schema::wire::Body::Error,
-                ))
-            }
-        };
-        if let Some((bytes, body)) = frame {
-            job.reply_to.push_reply(bytes, body);
+        match job {
+            ReadJob::Page(job) => read_page(store, &mut enc, job),
+            ReadJob::Warm(job) => warm(store, &mut enc, job),
         }
+    }
+}
+
+fn read_page(store: &dyn HistoryStore, enc: &mut Encoder, job: PageJob) {
+    let mut messages = job.partial;
+    let before = messages.last().map_or(job.before_id, |m| m.id);
+    let frame = match store.messages(&job.chat_id, before, job.limit + 1) {
+        Ok(mut older) => {
+            let has_more = older.len() > job.limit;
+            older.truncate(job.limit);
+            messages.extend(older);
+            let reply = Reply::ChatHistory {
+                chat_id: job.chat_id,
+                messages,
+                has_more,
+            };
+            wire::reply_frame(enc, job.request_id, &reply)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "history read failed");
+            let f = crate::engine::Failure::new(
+                crate::engine::Refusal::RateLimited,
+                "history is unavailable right now; retry shortly",
+            );
+            Some((
+                wire::failure_frame(enc, job.request_id, &f),
+                huddle_schema::wire::Body::Error,
+            ))
+        }
+    };
+    if let Some((bytes, body)) = frame {
+        job.reply_to.push_reply(bytes, body);
+    }
+}
+
+/// Reads a cold chat's cursor and newest messages, answers the join with
+/// the cursor merged in, and hands both back to the chat's shard. A store
+/// error answers the join from memory (logged): joining never fails on it.
+fn warm(store: &dyn HistoryStore, enc: &mut Encoder, job: WarmJob) {
+    let cursor = store
+        .read_cursor(&job.chat_id, &job.user)
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, chat = %job.chat_id, "reading a read cursor failed");
+            None
+        });
+    let messages = if job.recent > 0 {
+        store
+            .messages(&job.chat_id, 0, job.recent)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, chat = %job.chat_id, "warming a chat failed");
+                Vec::new()
+            })
+    } else {
+        Vec::new()
+    };
+    let mut joined = job.joined;
+    if let (Reply::ChatJoined { read_up_to, .. }, Some(stored)) = (&mut joined, cursor) {
+        *read_up_to = (*read_up_to).max(stored);
+    }
+    let frame = wire::reply_frame(enc, job.request_id, &joined);
+    // The shard gets the state before the client gets the reply, so any
+    // request the client sends after the reply sees it.
+    (job.back)(crate::engine::chat::Command::Warmed {
+        chat_id: job.chat_id,
+        user: job.user,
+        cursor,
+        messages,
+    });
+    if let Some((bytes, body)) = frame {
+        job.reply_to.push_reply(bytes, body);
     }
 }
