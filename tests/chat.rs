@@ -487,8 +487,9 @@ async fn history_survives_a_gateway_restart() {
         let (keeper, _) = gw.client(&gw.ws_url, "keeper").await;
         keeper.chat_join(chat).await.unwrap();
         for i in 0..5 {
+            let nonce = format!("keeper-{i}");
             let sent = keeper
-                .chat_send(chat, &format!("note {i}"), ContentType::TEXT, None)
+                .chat_send(chat, &format!("note {i}"), ContentType::TEXT, Some(&nonce))
                 .await
                 .unwrap();
             ids.push(sent.message_id);
@@ -541,6 +542,15 @@ async fn history_survives_a_gateway_restart() {
     // messages can still be edited.
     let (keeper, _) = gw.client(&gw.ws_url, "keeper").await;
     keeper.chat_join(chat).await.unwrap();
+    let retry = keeper
+        .chat_send(chat, "note 4", ContentType::TEXT, Some("keeper-4"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (retry.message_id, retry.duplicate),
+        (ids[4], true),
+        "a send retried across the restart is not posted twice"
+    );
     keeper
         .chat_edit(chat, ids[4], "note 4 (edited after restart)")
         .await

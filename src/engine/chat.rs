@@ -86,6 +86,10 @@ pub struct Message {
     pub edited_at_ms: i64,
     /// A tombstone: the content is gone.
     pub deleted: bool,
+    /// The sender's idempotency nonce, stored so a retry after a restart
+    /// is still recognised. Never sent to other members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<Box<str>>,
 }
 
 /// What chat history persists; the store writes each idempotently.
@@ -734,6 +738,13 @@ impl Chats {
             if chat.recent.len() >= self.limits.recent {
                 break;
             }
+            if let Some(nonce) = &m.nonce {
+                let key = (m.sender.id.clone(), nonce.clone());
+                if chat.nonce_order.len() < self.limits.nonces && !chat.nonces.contains_key(&key) {
+                    chat.nonces.insert(key.clone(), m.id);
+                    chat.nonce_order.push_front(key);
+                }
+            }
             chat.recent.push_front(m);
         }
     }
@@ -931,6 +942,7 @@ impl Chats {
             created_at_ms: now.unix_ms,
             edited_at_ms: 0,
             deleted: false,
+            nonce: nonce.as_deref().map(Box::from),
         });
         chat.recent.push_back(message.clone());
         if chat.recent.len() > limits.recent {
@@ -1783,6 +1795,7 @@ mod tests {
                     created_at_ms: 1,
                     edited_at_ms: 0,
                     deleted: false,
+                    nonce: (id == 3).then(|| Box::from("n-3")),
                 })
             })
             .collect();

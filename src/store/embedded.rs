@@ -244,6 +244,7 @@ mod tests {
             created_at_ms: 1,
             edited_at_ms: 0,
             deleted: false,
+            nonce: None,
         })
     }
 
