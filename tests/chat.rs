@@ -10,17 +10,7 @@ use huddle_client::{ChatKind, Client, ContentType, ErrorCode, Event, EventStream
 
 /// Creates a channel through the operator API.
 async fn create_channel(gw: &TestGateway, body: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = gw.running.as_ref().unwrap().admin_addr;
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "POST /v1/channels HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+    admin_post(gw, "/v1/channels", body).await
 }
 
 /// The next chat event (skipping connection events), with a hang guard.

@@ -241,3 +241,18 @@ pub async fn expect_refusal(conn: &mut RawConnection, reply: &[u8], code: ErrorC
         "{what}: the gateway closes the connection"
     );
 }
+
+/// POSTs JSON to the operator API; the raw HTTP response.
+pub async fn admin_post(gw: &TestGateway, path: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = gw.running.as_ref().unwrap().admin_addr;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
