@@ -25,6 +25,33 @@ pub struct Config {
     pub chat: ChatConfig,
     pub notifications: NotificationConfig,
     pub webhooks: WebhookConfig,
+    pub lobbies: LobbyConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LobbyConfig {
+    /// How long a member whose last session ended keeps the slot.
+    pub grace_ms: u64,
+    /// How long a player assigned by an operator or the matchmaker keeps
+    /// the slot before first connecting.
+    pub assigned_grace_ms: u64,
+    /// How long a kicked user may not rejoin that lobby.
+    pub kick_ban_ms: u64,
+    /// Lobbies of one game a user may be in at once; joining one more
+    /// leaves the oldest.
+    pub per_game: usize,
+}
+
+impl Default for LobbyConfig {
+    fn default() -> Self {
+        Self {
+            grace_ms: 60_000,
+            assigned_grace_ms: 600_000,
+            kick_ban_ms: 300_000,
+            per_game: 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -388,6 +415,9 @@ impl Config {
         }
         if w.retry_base_ms == 0 || w.retry_max_ms < w.retry_base_ms || w.timeout_ms == 0 {
             return bad("webhooks.retry_base_ms and webhooks.timeout_ms must be > 0, and webhooks.retry_max_ms >= webhooks.retry_base_ms");
+        }
+        if self.lobbies.per_game == 0 {
+            return bad("lobbies.per_game must be at least 1");
         }
         if self.notifications.max_per_user == 0 {
             return bad("notifications.max_per_user must be > 0");

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{dev_secret, Authenticator};
 use crate::config::{Config, JwtAlgorithm};
 use crate::engine::chat::ChatLimits;
+use crate::engine::lobbies::LobbyLimits;
 use crate::engine::notifications::NotificationLimits;
 use crate::metrics::metrics;
 use crate::shard::{Restore, Services};
@@ -169,6 +170,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 email_configured: !config.notifications.email_url.is_empty(),
                 max_per_user: config.notifications.max_per_user,
             },
+            lobbies: LobbyLimits {
+                grace: Duration::from_millis(config.lobbies.grace_ms),
+                assigned_grace: Duration::from_millis(config.lobbies.assigned_grace_ms),
+                kick_ban: Duration::from_millis(config.lobbies.kick_ban_ms),
+            },
+            lobbies_per_game: config.lobbies.per_game,
             node: config.server.node_id,
         },
         Services {

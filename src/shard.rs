@@ -17,6 +17,7 @@ use huddle_schema::Encoder;
 use tokio::sync::{oneshot, Notify};
 
 use crate::engine::chat::{self, direct_chat_id, ChannelSpec, ChatContext, ChatLimits, Chats};
+use crate::engine::lobbies::{self, Lobbies, LobbyLimits};
 use crate::engine::notifications::{
     self, Channel, NewNotification, Notification, NotificationLimits, Notifications,
 };
@@ -42,6 +43,9 @@ pub struct ShardSettings {
     pub resume_window: Duration,
     pub chat: ChatLimits,
     pub notifications: NotificationLimits,
+    pub lobbies: LobbyLimits,
+    /// Lobbies of one game a user may be in at once.
+    pub lobbies_per_game: usize,
     /// This node's id, part of every message id.
     pub node: u16,
 }
@@ -173,9 +177,59 @@ pub enum ShardMsg {
         users: Vec<UserId>,
         frame: EventFrame,
     },
+    /// A lobby command for a lobby this shard owns. `member` is the
+    /// asking session, joined to the lobby's chat when the command makes
+    /// its user a member of a lobby with chat.
+    Lobby {
+        cmd: Box<lobbies::Command>,
+        reply_to: Option<Arc<Outbox>>,
+        member: Option<Box<LobbyMember>>,
+    },
+    /// `user` (owned here) joined or left a lobby.
+    LobbyIndex {
+        user: UserId,
+        lobby_id: Arc<str>,
+        game: Arc<str>,
+        joined: bool,
+    },
+    /// Check an invitation on the pair's shard.
+    InviteCheck(Box<InviteCheck>),
+    /// This shard's public lobbies matching a listing.
+    LobbyList(Box<LobbyListQuery>),
     /// Stop the loop (shutdown; peers hold each other's mailboxes open).
     Stop,
 }
+
+/// The session a lobby command came from, joined to the lobby's chat when
+/// the command leaves its user a member of a lobby with chat.
+pub struct LobbyMember {
+    pub session: SessionId,
+    pub actor: chat::Actor,
+    pub outbox: Arc<Outbox>,
+}
+
+/// An invitation to check on the pair's shard: blocks, and friendship when
+/// `friends_only`.
+pub struct InviteCheck {
+    pub request_id: u64,
+    pub lobby_id: Arc<str>,
+    pub game: Arc<str>,
+    pub inviter: UserId,
+    pub invitee: UserId,
+    pub friends_only: bool,
+    pub reply_to: Option<Arc<Outbox>>,
+}
+
+/// A lobby listing, asked of every shard.
+pub struct LobbyListQuery {
+    pub filter: lobbies::ListFilter,
+    pub after: String,
+    pub limit: usize,
+    pub reply: oneshot::Sender<Vec<lobbies::Summary>>,
+}
+
+/// Lobbies of one user with their games, oldest first.
+type UserLobbies = Vec<(Arc<str>, Arc<str>)>;
 
 struct Envelope {
     msg: ShardMsg,
@@ -248,6 +302,11 @@ impl Shards {
             stop: shards.clone(),
         };
         (shards, threads)
+    }
+
+    /// The shard that owns a lobby (and its chat, `lobby:<id>`).
+    pub fn of_lobby(&self, lobby_id: &str) -> usize {
+        shard_of(lobby_id.as_bytes(), self.count())
     }
 
     /// The shard that owns the pair of `a` and `b` (and their direct chat).
@@ -359,21 +418,26 @@ struct ShardLoop {
     /// The relations of the users this shard owns.
     rosters: Rosters,
     notifications: Notifications,
+    lobbies: Lobbies,
+    /// Lobbies each user this shard owns is in, with their game, oldest first.
+    user_lobbies: HashMap<UserId, UserLobbies>,
+    lobbies_per_game: usize,
     next_sweep: Instant,
     services: Services,
     encoder: Encoder,
     effects: Vec<Effect>,
 }
 
-/// What the chat engine may ask this shard: blocks from the pair
-/// authority (lobbies arrive with the lobby engine).
+/// What the chat engine may ask this shard: lobby membership from the
+/// lobby engine and blocks from the pair authority.
 struct Neighbours<'a> {
     pairs: &'a Pairs,
+    lobbies: &'a Lobbies,
 }
 
 impl ChatContext for Neighbours<'_> {
-    fn lobby_member(&self, _lobby: &str, _user: &str) -> Option<bool> {
-        None
+    fn lobby_member(&self, lobby: &str, user: &str) -> Option<bool> {
+        self.lobbies.is_member(lobby, user)
     }
 
     fn direct_block(&self, sender: &str, recipient: &str) -> Option<String> {
@@ -441,6 +505,9 @@ impl ShardLoop {
             pairs: Pairs::new(),
             rosters: Rosters::new(),
             notifications: Notifications::new(settings.notifications, settings.node, index as u16),
+            lobbies: Lobbies::new(settings.lobbies),
+            user_lobbies: HashMap::new(),
+            lobbies_per_game: settings.lobbies_per_game,
             next_sweep: Instant::now() + SWEEP_EVERY,
             services,
             encoder: Encoder::new(),
@@ -476,10 +543,10 @@ impl ShardLoop {
     fn run(mut self) {
         let (lag, handled) = metrics().shard_series(self.index);
         loop {
-            let mut deadline = match self.users.poll_timeout() {
-                Some(t) => t.min(self.next_sweep),
-                None => self.next_sweep,
-            };
+            let mut deadline = [self.users.poll_timeout(), self.lobbies.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .fold(self.next_sweep, Instant::min);
             if self.deferred_len > 0 {
                 self.flush_deferred();
                 if self.deferred_len > 0 {
@@ -607,6 +674,8 @@ impl ShardLoop {
         let now = now();
         self.users.handle_timeout(now, &mut self.effects);
         self.apply(None);
+        self.lobbies.handle_timeout(now, &mut self.effects);
+        self.apply(None);
         if now.mono >= self.next_sweep {
             self.sweep_chat_members(now);
         }
@@ -720,7 +789,10 @@ impl ShardLoop {
                     self.chat_outboxes.entry(*session).or_insert(outbox);
                 }
                 let session = chat_session(&cmd);
-                let ctx = Neighbours { pairs: &self.pairs };
+                let ctx = Neighbours {
+                    pairs: &self.pairs,
+                    lobbies: &self.lobbies,
+                };
                 self.chats.handle(now(), &ctx, *cmd, &mut self.effects);
                 self.apply(Some(&reply_to));
                 if let Some(session) = session {
@@ -734,7 +806,10 @@ impl ShardLoop {
                 chat_ids,
                 reply,
             } => {
-                let ctx = Neighbours { pairs: &self.pairs };
+                let ctx = Neighbours {
+                    pairs: &self.pairs,
+                    lobbies: &self.lobbies,
+                };
                 let _ = reply.send(self.chats.unread(&ctx, &actor, &chat_ids));
             }
             ShardMsg::Follow {
@@ -763,7 +838,10 @@ impl ShardLoop {
             }
             ShardMsg::CreateChannel { spec, reply } => {
                 let cmd = chat::Command::CreateChannel(spec);
-                let ctx = Neighbours { pairs: &self.pairs };
+                let ctx = Neighbours {
+                    pairs: &self.pairs,
+                    lobbies: &self.lobbies,
+                };
                 self.chats.handle(now(), &ctx, cmd, &mut self.effects);
                 let result = match self.effects.drain(..).next() {
                     Some(Effect::Fail { failure, .. }) => Err(failure),
@@ -814,7 +892,174 @@ impl ShardLoop {
                     self.push_to_user(&user, &frame);
                 }
             }
+            ShardMsg::Lobby {
+                cmd,
+                reply_to,
+                member,
+            } => {
+                let lobby_id = lobby_of(&cmd).clone();
+                self.lobbies.handle(now(), *cmd, &mut self.effects);
+                self.apply(reply_to.as_ref());
+                if let Some(m) = member {
+                    let LobbyMember {
+                        session,
+                        actor,
+                        outbox,
+                    } = *m;
+                    self.join_lobby_chat(&lobby_id, session, actor, outbox);
+                }
+            }
+            ShardMsg::LobbyIndex {
+                user,
+                lobby_id,
+                game,
+                joined,
+            } => self.index_lobby(user, lobby_id, game, joined),
+            ShardMsg::InviteCheck(check) => {
+                let InviteCheck {
+                    request_id,
+                    lobby_id,
+                    game,
+                    inviter,
+                    invitee,
+                    friends_only,
+                    reply_to,
+                } = *check;
+                let refusal = if self.pairs.blocked(&invitee, &inviter) {
+                    Some(format!("{invitee} does not accept invitations from you"))
+                } else if friends_only
+                    && self.pairs.relation(&inviter, &invitee) != social::Relation::Friend
+                {
+                    Some(format!(
+                        "{invitee} is not your friend; only friends may be invited to a lobby that is not public"
+                    ))
+                } else {
+                    None
+                };
+                let result = match refusal {
+                    Some(why) => Effect::Fail {
+                        request_id,
+                        failure: Failure::new(crate::engine::Refusal::AccessDenied, why),
+                    },
+                    None => {
+                        let shard = self.peers.of_lobby(&lobby_id);
+                        let cmd = lobbies::Command::Invited {
+                            lobby_id: lobby_id.clone(),
+                            invitee: invitee.clone(),
+                        };
+                        let msg = ShardMsg::Lobby {
+                            cmd: Box::new(cmd),
+                            reply_to: None,
+                            member: None,
+                        };
+                        self.send_to_shard(shard, msg);
+                        self.effects.push(Effect::Domain(DomainEvent::LobbyInvited {
+                            lobby_id: lobby_id.clone(),
+                            game,
+                            inviter,
+                            invitee: invitee.clone(),
+                        }));
+                        Effect::Reply {
+                            request_id,
+                            reply: crate::engine::Reply::LobbyInvited {
+                                lobby_id,
+                                user_id: invitee,
+                            },
+                        }
+                    }
+                };
+                self.effects.push(result);
+                self.apply(reply_to.as_ref());
+            }
+            ShardMsg::LobbyList(q) => {
+                let _ = q.reply.send(self.lobbies.list(&q.filter, &q.after, q.limit));
+            }
             ShardMsg::Stop => {}
+        }
+    }
+
+    /// A session that just became (or already was) a member of a lobby with
+    /// chat joins the lobby's chat, which lives on this same shard.
+    fn join_lobby_chat(
+        &mut self,
+        lobby_id: &Arc<str>,
+        session: SessionId,
+        actor: chat::Actor,
+        outbox: Arc<Outbox>,
+    ) {
+        let chat_on = self
+            .lobbies
+            .snapshot(lobby_id)
+            .is_some_and(|l| l.chat && l.members.iter().any(|m| m.user.id == actor.author.id));
+        if !chat_on {
+            return;
+        }
+        self.chat_outboxes.entry(session).or_insert(outbox.clone());
+        let cmd = chat::Command::Join {
+            request_id: 0,
+            session,
+            actor,
+            chat_id: Arc::from(format!("lobby:{lobby_id}")),
+        };
+        let ctx = Neighbours {
+            pairs: &self.pairs,
+            lobbies: &self.lobbies,
+        };
+        self.chats.handle(now(), &ctx, cmd, &mut self.effects);
+        // The lobby's reply already told the client; the chat's own reply
+        // (request 0) would only be noise.
+        self.effects.retain(|e| {
+            !matches!(e, Effect::Reply { request_id: 0, .. }) && !matches!(e, Effect::WarmUp { .. })
+        });
+        self.apply(Some(&outbox));
+    }
+
+    /// The user's lobby index: one lobby per game (the oldest gives way),
+    /// and the lobby learns whether its new member is online now.
+    fn index_lobby(&mut self, user: UserId, lobby_id: Arc<str>, game: Arc<str>, joined: bool) {
+        let list = self.user_lobbies.entry(user.clone()).or_default();
+        list.retain(|(l, _)| *l != lobby_id);
+        let mut superseded = Vec::new();
+        if joined {
+            list.push((lobby_id.clone(), game.clone()));
+            let same: Vec<Arc<str>> = list
+                .iter()
+                .filter(|(_, g)| *g == game)
+                .map(|(l, _)| l.clone())
+                .collect();
+            if same.len() > self.lobbies_per_game {
+                superseded = same[..same.len() - self.lobbies_per_game].to_vec();
+                list.retain(|(l, _)| !superseded.contains(l));
+            }
+        }
+        if list.is_empty() {
+            self.user_lobbies.remove(&user);
+        }
+        for old in superseded {
+            let cmd = lobbies::Command::Superseded {
+                lobby_id: old.clone(),
+                user: user.clone(),
+            };
+            let msg = ShardMsg::Lobby {
+                cmd: Box::new(cmd),
+                reply_to: None,
+                member: None,
+            };
+            self.send_to_shard(self.peers.of_lobby(&old), msg);
+        }
+        if joined {
+            let online = !self.users.sessions_of(&user).is_empty();
+            let cmd = lobbies::Command::Presence {
+                lobby_id: lobby_id.clone(),
+                user,
+                online,
+            };
+            let msg = ShardMsg::Lobby {
+                cmd: Box::new(cmd),
+                reply_to: None,
+                member: None,
+            };
+            self.send_to_shard(self.peers.of_lobby(&lobby_id), msg);
         }
     }
 
@@ -852,7 +1097,10 @@ impl ShardLoop {
             self.chat_outboxes.remove(s);
         }
         let cmd = chat::Command::SessionsGone { sessions };
-        let ctx = Neighbours { pairs: &self.pairs };
+        let ctx = Neighbours {
+            pairs: &self.pairs,
+            lobbies: &self.lobbies,
+        };
         self.chats.handle(now(), &ctx, cmd, &mut self.effects);
         self.apply(None);
     }
@@ -951,6 +1199,59 @@ impl ShardLoop {
                     self.send_to_shard(shard, msg);
                 }
                 Effect::Dispatch(delivery) => self.services.webhooks.deliver(&delivery),
+                Effect::ToUsers { users, event } => {
+                    let frame = wire::event_frame(&mut self.encoder, &event, true);
+                    self.push_to_users(users, &frame);
+                }
+                Effect::LobbyMembership {
+                    user,
+                    lobby_id,
+                    game,
+                    joined,
+                } => {
+                    if !joined {
+                        // Out of the lobby is out of its chat (same shard).
+                        let cmd = chat::Command::RemoveUser {
+                            chat_id: Arc::from(format!("lobby:{lobby_id}")),
+                            user: user.clone(),
+                        };
+                        let ctx = Neighbours {
+                            pairs: &self.pairs,
+                            lobbies: &self.lobbies,
+                        };
+                        self.chats.handle(now(), &ctx, cmd, &mut self.effects);
+                        self.apply(None);
+                    }
+                    let shard = self.peers.of_user(&user);
+                    let msg = ShardMsg::LobbyIndex {
+                        user,
+                        lobby_id,
+                        game,
+                        joined,
+                    };
+                    self.send_to_shard(shard, msg);
+                }
+                Effect::LobbyInvite {
+                    request_id,
+                    lobby_id,
+                    game,
+                    inviter,
+                    invitee,
+                    friends_only,
+                } => {
+                    let shard = self.peers.of_pair(&inviter, &invitee);
+                    let msg = ShardMsg::InviteCheck(Box::new(InviteCheck {
+                        request_id,
+                        lobby_id,
+                        game,
+                        inviter,
+                        invitee,
+                        friends_only,
+                        reply_to: reply_to.cloned(),
+                    }));
+                    self.send_to_shard(shard, msg);
+                }
+                Effect::LobbyClosed { .. } => {}
                 Effect::HistoryPage {
                     request_id,
                     chat_id,
@@ -1064,6 +1365,27 @@ impl ShardLoop {
     }
 }
 
+/// The lobby a lobby command is about.
+fn lobby_of(cmd: &lobbies::Command) -> &Arc<str> {
+    use lobbies::Command as C;
+    match cmd {
+        C::Create { lobby_id, .. }
+        | C::Join { lobby_id, .. }
+        | C::Leave { lobby_id, .. }
+        | C::Ready { lobby_id, .. }
+        | C::Kick { lobby_id, .. }
+        | C::Update { lobby_id, .. }
+        | C::TransferHost { lobby_id, .. }
+        | C::Start { lobby_id, .. }
+        | C::Close { lobby_id, .. }
+        | C::Invite { lobby_id, .. }
+        | C::Invited { lobby_id, .. }
+        | C::Get { lobby_id, .. }
+        | C::Presence { lobby_id, .. }
+        | C::Superseded { lobby_id, .. } => lobby_id,
+    }
+}
+
 /// The session a chat command acts for.
 fn chat_session(cmd: &chat::Command) -> Option<SessionId> {
     match cmd {
@@ -1074,7 +1396,9 @@ fn chat_session(cmd: &chat::Command) -> Option<SessionId> {
         | chat::Command::Read { session, .. }
         | chat::Command::History { session, .. }
         | chat::Command::Amend { session, .. } => Some(*session),
-        chat::Command::Mute { .. } | chat::Command::Warmed { .. } => None,
+        chat::Command::Mute { .. }
+        | chat::Command::Warmed { .. }
+        | chat::Command::RemoveUser { .. } => None,
         chat::Command::CreateChannel(_) | chat::Command::SessionsGone { .. } => None,
     }
 }

@@ -6,14 +6,17 @@
 
 use bytes::Bytes;
 use huddle_schema::encode::{
-    ChannelFields, JoinedFields, MessageFields, NotificationFields, UserFields,
+    ChannelFields, JoinedFields, LobbyEventFields, LobbyStateFields, MemberFields, MessageFields,
+    NotificationFields, UserFields,
 };
 use huddle_schema::wire::{
-    Body, ChatKind, ContentType, DeliveryChannel, DeliveryState, ErrorCode, PresenceStatus,
+    Body, ChatKind, ContentType, DeliveryChannel, DeliveryState, ErrorCode, LobbyEventKind,
+    PresenceStatus,
 };
 use huddle_schema::{Encoder, EventFrame};
 
 use crate::engine::chat::{Author, Kind, Message};
+use crate::engine::lobbies::{self, EventKind, Snapshot};
 use crate::engine::notifications::{self, Channel, Notification};
 use crate::engine::social::Relation;
 use crate::engine::{Event, Failure, Refusal, Reply, Status};
@@ -31,6 +34,11 @@ pub fn refusal_code(r: Refusal) -> ErrorCode {
         Refusal::InvalidArgument => ErrorCode::INVALID_ARGUMENT,
         Refusal::FriendError => ErrorCode::FRIEND_ERROR,
         Refusal::NotificationNotFound => ErrorCode::NOTIFICATION_NOT_FOUND,
+        Refusal::LobbyNotFound => ErrorCode::LOBBY_NOT_FOUND,
+        Refusal::LobbyError => ErrorCode::LOBBY_ERROR,
+        Refusal::NotHost => ErrorCode::NOT_HOST,
+        Refusal::KickError => ErrorCode::KICK_ERROR,
+        Refusal::ReadyError => ErrorCode::READY_ERROR,
     }
 }
 
@@ -129,6 +137,94 @@ fn notification(n: &Notification) -> NotificationFields<'_> {
     }
 }
 
+/// The wire form of a lobby visibility.
+pub fn visibility(v: lobbies::Visibility) -> huddle_schema::wire::LobbyVisibility {
+    use huddle_schema::wire::LobbyVisibility as W;
+    match v {
+        lobbies::Visibility::Public => W::PUBLIC,
+        lobbies::Visibility::Private => W::PRIVATE,
+        lobbies::Visibility::InviteOnly => W::INVITE_ONLY,
+    }
+}
+
+/// The engine form of a wire visibility (unknown values: none).
+pub fn visibility_from_wire(
+    v: huddle_schema::wire::LobbyVisibility,
+) -> Option<lobbies::Visibility> {
+    use huddle_schema::wire::LobbyVisibility as W;
+    Some(match v {
+        W::PUBLIC => lobbies::Visibility::Public,
+        W::PRIVATE => lobbies::Visibility::Private,
+        W::INVITE_ONLY => lobbies::Visibility::InviteOnly,
+        _ => return None,
+    })
+}
+
+/// The wire form of a lobby status.
+pub fn lobby_status(s: lobbies::Status) -> huddle_schema::wire::LobbyStatus {
+    use huddle_schema::wire::LobbyStatus as W;
+    match s {
+        lobbies::Status::Open => W::OPEN,
+        lobbies::Status::Ready => W::READY,
+        lobbies::Status::InGame => W::IN_GAME,
+    }
+}
+
+fn lobby_state(l: &Snapshot) -> LobbyStateFields<'_> {
+    LobbyStateFields {
+        id: &l.id,
+        game: &l.game,
+        mode: &l.mode,
+        region: &l.region,
+        min: l.min,
+        max: l.max,
+        visibility: visibility(l.visibility),
+        has_password: l.has_password,
+        chat: l.chat,
+        locked: l.locked,
+        status: lobby_status(l.status),
+        host: l.host.as_deref().unwrap_or(""),
+        members: l
+            .members
+            .iter()
+            .map(|m| MemberFields {
+                user: user(&m.user),
+                ready: m.ready,
+                connected: m.connected,
+                team: m.team.map_or(-1, i16::from),
+                joined_at_ms: m.joined_at_ms,
+            })
+            .collect(),
+        settings: l
+            .settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        connection: l.connection.as_deref().unwrap_or(""),
+        version: l.version,
+        created_at_ms: l.created_at_ms,
+        updated_at_ms: l.updated_at_ms,
+    }
+}
+
+fn event_kind(k: EventKind) -> LobbyEventKind {
+    match k {
+        EventKind::MemberJoined => LobbyEventKind::MEMBER_JOINED,
+        EventKind::MemberLeft => LobbyEventKind::MEMBER_LEFT,
+        EventKind::HostChanged => LobbyEventKind::HOST_CHANGED,
+        EventKind::MemberReady => LobbyEventKind::MEMBER_READY,
+        EventKind::AllReady => LobbyEventKind::ALL_READY,
+        EventKind::NotReady => LobbyEventKind::NOT_READY,
+        EventKind::MemberKicked => LobbyEventKind::MEMBER_KICKED,
+        EventKind::Kicked => LobbyEventKind::KICKED,
+        EventKind::Updated => LobbyEventKind::UPDATED,
+        EventKind::Started => LobbyEventKind::STARTED,
+        EventKind::Closed => LobbyEventKind::CLOSED,
+        EventKind::MemberDisconnected => LobbyEventKind::MEMBER_DISCONNECTED,
+        EventKind::MemberReconnected => LobbyEventKind::MEMBER_RECONNECTED,
+    }
+}
+
 /// The wire form of a presence status.
 pub fn presence_status(s: Status) -> PresenceStatus {
     match s {
@@ -196,6 +292,16 @@ pub fn event_frame(enc: &mut Encoder, event: &Event, reliable: bool) -> EventFra
         } => enc.friend_event(user_id, relation(*r), *since_ms),
         Event::Notification(n) => enc.notification_event(&notification(n)),
         Event::NotificationCount { total, unread } => enc.notification_count_event(*total, *unread),
+        Event::Lobby(e) => enc.lobby_event(&LobbyEventFields {
+            lobby_id: &e.lobby_id,
+            version: e.version,
+            kind: event_kind(e.kind),
+            user: e.user.as_ref().map(user),
+            ready: e.ready,
+            reason: e.reason.as_deref().unwrap_or(""),
+            lobby: e.snapshot.as_deref().map(lobby_state),
+            at_ms: e.at_ms,
+        }),
     }
 }
 
@@ -313,6 +419,15 @@ pub fn reply_frame(enc: &mut Encoder, request_id: u64, reply: &Reply) -> Option<
         Reply::NotificationCounts { total, unread } => (
             enc.notification_counts(request_id, *total, *unread),
             Body::NotificationCounts,
+        ),
+        Reply::Lobby(l) => (
+            enc.lobby_reply(request_id, &lobby_state(l)),
+            Body::LobbyReply,
+        ),
+        Reply::LobbyLeft { lobby_id } => (enc.lobby_left(request_id, lobby_id), Body::LobbyLeft),
+        Reply::LobbyInvited { lobby_id, user_id } => (
+            enc.lobby_invited(request_id, lobby_id, user_id),
+            Body::LobbyInvited,
         ),
         Reply::Done => return None,
     })

@@ -12,7 +12,12 @@ use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 use crate::wire::{self, Body, ChatKind, ContentType, ErrorCode, PresenceStatus};
 use crate::PROTOCOL_VERSION;
 
+mod lobby;
 mod social;
+pub use lobby::{
+    LobbyCreateFields, LobbyEventFields, LobbyListFields, LobbyStateFields, LobbySummaryFields,
+    LobbyUpdateFields, MemberFields,
+};
 pub use social::{ChannelFields, FriendEntry, NotificationFields};
 
 /// An event encoded once for many recipients.

@@ -217,6 +217,12 @@ pub enum Command {
     SessionsGone {
         sessions: Vec<SessionId>,
     },
+    /// `user` may no longer be in `chat_id` (left or was kicked from its
+    /// lobby): every session of theirs leaves it.
+    RemoveUser {
+        chat_id: Arc<str>,
+        user: UserId,
+    },
     /// What the store held for a chat a join found cold: `user`'s read
     /// cursor and the newest messages (newest first).
     Warmed {
@@ -239,7 +245,8 @@ impl Command {
             | Command::History { chat_id, .. }
             | Command::Amend { chat_id, .. }
             | Command::Mute { chat_id, .. }
-            | Command::Warmed { chat_id, .. } => Some(chat_id),
+            | Command::Warmed { chat_id, .. }
+            | Command::RemoveUser { chat_id, .. } => Some(chat_id),
             Command::CreateChannel(_) | Command::SessionsGone { .. } => None,
         }
     }
@@ -544,6 +551,19 @@ impl Chats {
                 cursor,
                 messages,
             } => self.warmed(&chat_id, user, cursor, messages),
+            Command::RemoveUser { chat_id, user } => {
+                let sessions: Vec<SessionId> = self
+                    .chats
+                    .get(&chat_id)
+                    .into_iter()
+                    .flat_map(|c| c.sessions.iter())
+                    .filter(|(_, a)| a.id == user)
+                    .map(|(s, _)| *s)
+                    .collect();
+                for session in sessions {
+                    self.leave(0, session, &chat_id, out);
+                }
+            }
             Command::SessionsGone { sessions } => {
                 for session in sessions {
                     for chat in self.joined.remove(&session).unwrap_or_default() {

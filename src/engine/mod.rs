@@ -8,6 +8,7 @@
 //! engine with a virtual clock and assert on the effects.
 
 pub mod chat;
+pub mod lobbies;
 pub mod notifications;
 pub mod social;
 pub mod users;
@@ -105,6 +106,8 @@ pub enum Event {
         total: u32,
         unread: u32,
     },
+    /// Everything `lobby:*`.
+    Lobby(Arc<lobbies::LobbyEvent>),
 }
 
 /// A typed reply to a request.
@@ -172,6 +175,16 @@ pub enum Reply {
         total: u32,
         unread: u32,
     },
+    /// A lobby's state (create, join, ready, update, get, ...).
+    Lobby(Arc<lobbies::Snapshot>),
+    LobbyLeft {
+        lobby_id: Arc<str>,
+    },
+    /// An invitation went out.
+    LobbyInvited {
+        lobby_id: Arc<str>,
+        user_id: UserId,
+    },
     /// An operator action succeeded.
     Done,
 }
@@ -188,6 +201,11 @@ pub enum Refusal {
     InvalidArgument,
     FriendError,
     NotificationNotFound,
+    LobbyNotFound,
+    LobbyError,
+    NotHost,
+    KickError,
+    ReadyError,
 }
 
 /// A refused request: what and a message a developer can act on.
@@ -249,6 +267,31 @@ pub enum DomainEvent {
         message_id: u64,
         sender: UserId,
     },
+    LobbyCreated {
+        lobby_id: Arc<str>,
+        game: Arc<str>,
+    },
+    LobbyUpdated {
+        lobby_id: Arc<str>,
+    },
+    LobbyClosed {
+        lobby_id: Arc<str>,
+    },
+    LobbyMemberJoined {
+        lobby_id: Arc<str>,
+        user: UserId,
+    },
+    LobbyMemberLeft {
+        lobby_id: Arc<str>,
+        user: UserId,
+    },
+    /// An invitation passed its checks (creates the invitee's notification).
+    LobbyInvited {
+        lobby_id: Arc<str>,
+        game: Arc<str>,
+        inviter: UserId,
+        invitee: UserId,
+    },
 }
 
 impl DomainEvent {
@@ -261,6 +304,12 @@ impl DomainEvent {
             DomainEvent::FriendshipAccepted { .. } => "friendship.accepted",
             DomainEvent::FriendshipRejected { .. } => "friendship.rejected",
             DomainEvent::ChatMessageSent { .. } => "chat.message.sent",
+            DomainEvent::LobbyCreated { .. } => "lobby.created",
+            DomainEvent::LobbyUpdated { .. } => "lobby.updated",
+            DomainEvent::LobbyClosed { .. } => "lobby.closed",
+            DomainEvent::LobbyMemberJoined { .. } => "lobby.member.joined",
+            DomainEvent::LobbyMemberLeft { .. } => "lobby.member.left",
+            DomainEvent::LobbyInvited { .. } => "lobby.invited",
         }
     }
 
@@ -282,6 +331,24 @@ impl DomainEvent {
                 sender,
             } => {
                 json!({ "chat_id": chat_id, "message_id": message_id.to_string(), "sender": sender })
+            }
+            DomainEvent::LobbyCreated { lobby_id, game } => {
+                json!({ "lobby_id": lobby_id, "game": game })
+            }
+            DomainEvent::LobbyUpdated { lobby_id } | DomainEvent::LobbyClosed { lobby_id } => {
+                json!({ "lobby_id": lobby_id })
+            }
+            DomainEvent::LobbyMemberJoined { lobby_id, user }
+            | DomainEvent::LobbyMemberLeft { lobby_id, user } => {
+                json!({ "lobby_id": lobby_id, "user_id": user })
+            }
+            DomainEvent::LobbyInvited {
+                lobby_id,
+                game,
+                inviter,
+                invitee,
+            } => {
+                json!({ "lobby_id": lobby_id, "game": game, "inviter": inviter, "invitee": invitee })
             }
         }
     }
@@ -334,6 +401,35 @@ pub enum Effect {
     PersistRelation(social::RelationRecord),
     /// Hand a push or email delivery to the durable webhook outbox.
     Dispatch(notifications::Delivery),
+    /// Queue `event` to every session of each user, wherever their shards
+    /// are, encoded once.
+    ToUsers {
+        users: Vec<UserId>,
+        event: Event,
+    },
+    /// `user` joined or left a lobby: their shard's index (one lobby per
+    /// game, disconnect tracking) follows.
+    LobbyMembership {
+        user: UserId,
+        lobby_id: Arc<str>,
+        game: Arc<str>,
+        joined: bool,
+    },
+    /// A member asked to invite `invitee`: check blocks (and friendship
+    /// when `friends_only`) on the pair's shard, then grant and notify.
+    LobbyInvite {
+        request_id: u64,
+        lobby_id: Arc<str>,
+        game: Arc<str>,
+        inviter: UserId,
+        invitee: UserId,
+        friends_only: bool,
+    },
+    /// A lobby closed: its chat ends with it.
+    LobbyClosed {
+        lobby_id: Arc<str>,
+        members: Vec<UserId>,
+    },
     /// Finish a history page from the store: `partial` came from memory,
     /// `limit` more are wanted older than `partial`'s oldest (or `before_id`).
     HistoryPage {

@@ -199,6 +199,48 @@ struct NotificationDeleteBuilder;
 struct NotificationCounts;
 struct NotificationCountsBuilder;
 
+struct Setting;
+struct SettingBuilder;
+
+struct LobbyMember;
+struct LobbyMemberBuilder;
+
+struct LobbyState;
+struct LobbyStateBuilder;
+
+struct LobbyCreate;
+struct LobbyCreateBuilder;
+
+struct LobbyJoin;
+struct LobbyJoinBuilder;
+
+struct LobbyUpdate;
+struct LobbyUpdateBuilder;
+
+struct LobbyOp;
+struct LobbyOpBuilder;
+
+struct LobbyReply;
+struct LobbyReplyBuilder;
+
+struct LobbyLeft;
+struct LobbyLeftBuilder;
+
+struct LobbyInvited;
+struct LobbyInvitedBuilder;
+
+struct LobbyList;
+struct LobbyListBuilder;
+
+struct LobbySummary;
+struct LobbySummaryBuilder;
+
+struct LobbyListPage;
+struct LobbyListPageBuilder;
+
+struct LobbyEvent;
+struct LobbyEventBuilder;
+
 struct Frame;
 struct FrameBuilder;
 
@@ -654,6 +696,186 @@ inline const char *EnumNameDeliveryState(DeliveryState e) {
   return EnumNamesDeliveryState()[index];
 }
 
+enum class LobbyVisibility : uint8_t {
+  PUBLIC = 0,
+  PRIVATE = 1,
+  INVITE_ONLY = 2,
+  MIN = PUBLIC,
+  MAX = INVITE_ONLY
+};
+
+inline const LobbyVisibility (&EnumValuesLobbyVisibility())[3] {
+  static const LobbyVisibility values[] = {
+    LobbyVisibility::PUBLIC,
+    LobbyVisibility::PRIVATE,
+    LobbyVisibility::INVITE_ONLY
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesLobbyVisibility() {
+  static const char * const names[4] = {
+    "PUBLIC",
+    "PRIVATE",
+    "INVITE_ONLY",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameLobbyVisibility(LobbyVisibility e) {
+  if (::flatbuffers::IsOutRange(e, LobbyVisibility::PUBLIC, LobbyVisibility::INVITE_ONLY)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesLobbyVisibility()[index];
+}
+
+enum class LobbyStatus : uint8_t {
+  OPEN = 0,
+  READY = 1,
+  IN_GAME = 2,
+  MIN = OPEN,
+  MAX = IN_GAME
+};
+
+inline const LobbyStatus (&EnumValuesLobbyStatus())[3] {
+  static const LobbyStatus values[] = {
+    LobbyStatus::OPEN,
+    LobbyStatus::READY,
+    LobbyStatus::IN_GAME
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesLobbyStatus() {
+  static const char * const names[4] = {
+    "OPEN",
+    "READY",
+    "IN_GAME",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameLobbyStatus(LobbyStatus e) {
+  if (::flatbuffers::IsOutRange(e, LobbyStatus::OPEN, LobbyStatus::IN_GAME)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesLobbyStatus()[index];
+}
+
+enum class LobbyOpKind : uint8_t {
+  LEAVE = 0,
+  READY = 1,
+  UNREADY = 2,
+  KICK = 3,
+  TRANSFER_HOST = 4,
+  START = 5,
+  CLOSE = 6,
+  INVITE = 7,
+  GET = 8,
+  MIN = LEAVE,
+  MAX = GET
+};
+
+inline const LobbyOpKind (&EnumValuesLobbyOpKind())[9] {
+  static const LobbyOpKind values[] = {
+    LobbyOpKind::LEAVE,
+    LobbyOpKind::READY,
+    LobbyOpKind::UNREADY,
+    LobbyOpKind::KICK,
+    LobbyOpKind::TRANSFER_HOST,
+    LobbyOpKind::START,
+    LobbyOpKind::CLOSE,
+    LobbyOpKind::INVITE,
+    LobbyOpKind::GET
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesLobbyOpKind() {
+  static const char * const names[10] = {
+    "LEAVE",
+    "READY",
+    "UNREADY",
+    "KICK",
+    "TRANSFER_HOST",
+    "START",
+    "CLOSE",
+    "INVITE",
+    "GET",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameLobbyOpKind(LobbyOpKind e) {
+  if (::flatbuffers::IsOutRange(e, LobbyOpKind::LEAVE, LobbyOpKind::GET)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesLobbyOpKind()[index];
+}
+
+enum class LobbyEventKind : uint8_t {
+  MEMBER_JOINED = 0,
+  MEMBER_LEFT = 1,
+  HOST_CHANGED = 2,
+  MEMBER_READY = 3,
+  ALL_READY = 4,
+  NOT_READY = 5,
+  MEMBER_KICKED = 6,
+  KICKED = 7,
+  UPDATED = 8,
+  STARTED = 9,
+  CLOSED = 10,
+  MEMBER_DISCONNECTED = 11,
+  MEMBER_RECONNECTED = 12,
+  MIN = MEMBER_JOINED,
+  MAX = MEMBER_RECONNECTED
+};
+
+inline const LobbyEventKind (&EnumValuesLobbyEventKind())[13] {
+  static const LobbyEventKind values[] = {
+    LobbyEventKind::MEMBER_JOINED,
+    LobbyEventKind::MEMBER_LEFT,
+    LobbyEventKind::HOST_CHANGED,
+    LobbyEventKind::MEMBER_READY,
+    LobbyEventKind::ALL_READY,
+    LobbyEventKind::NOT_READY,
+    LobbyEventKind::MEMBER_KICKED,
+    LobbyEventKind::KICKED,
+    LobbyEventKind::UPDATED,
+    LobbyEventKind::STARTED,
+    LobbyEventKind::CLOSED,
+    LobbyEventKind::MEMBER_DISCONNECTED,
+    LobbyEventKind::MEMBER_RECONNECTED
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesLobbyEventKind() {
+  static const char * const names[14] = {
+    "MEMBER_JOINED",
+    "MEMBER_LEFT",
+    "HOST_CHANGED",
+    "MEMBER_READY",
+    "ALL_READY",
+    "NOT_READY",
+    "MEMBER_KICKED",
+    "KICKED",
+    "UPDATED",
+    "STARTED",
+    "CLOSED",
+    "MEMBER_DISCONNECTED",
+    "MEMBER_RECONNECTED",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameLobbyEventKind(LobbyEventKind e) {
+  if (::flatbuffers::IsOutRange(e, LobbyEventKind::MEMBER_JOINED, LobbyEventKind::MEMBER_RECONNECTED)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesLobbyEventKind()[index];
+}
+
 enum class Body : uint8_t {
   NONE = 0,
   Hello = 1,
@@ -708,11 +930,21 @@ enum class Body : uint8_t {
   NotificationMarkRead = 50,
   NotificationDelete = 51,
   NotificationCounts = 52,
+  LobbyCreate = 53,
+  LobbyJoin = 54,
+  LobbyUpdate = 55,
+  LobbyOp = 56,
+  LobbyReply = 57,
+  LobbyLeft = 58,
+  LobbyInvited = 59,
+  LobbyList = 60,
+  LobbyListPage = 61,
+  LobbyEvent = 62,
   MIN = NONE,
-  MAX = NotificationCounts
+  MAX = LobbyEvent
 };
 
-inline const Body (&EnumValuesBody())[53] {
+inline const Body (&EnumValuesBody())[63] {
   static const Body values[] = {
     Body::NONE,
     Body::Hello,
@@ -766,13 +998,23 @@ inline const Body (&EnumValuesBody())[53] {
     Body::NotificationPage,
     Body::NotificationMarkRead,
     Body::NotificationDelete,
-    Body::NotificationCounts
+    Body::NotificationCounts,
+    Body::LobbyCreate,
+    Body::LobbyJoin,
+    Body::LobbyUpdate,
+    Body::LobbyOp,
+    Body::LobbyReply,
+    Body::LobbyLeft,
+    Body::LobbyInvited,
+    Body::LobbyList,
+    Body::LobbyListPage,
+    Body::LobbyEvent
   };
   return values;
 }
 
 inline const char * const *EnumNamesBody() {
-  static const char * const names[54] = {
+  static const char * const names[64] = {
     "NONE",
     "Hello",
     "Welcome",
@@ -826,13 +1068,23 @@ inline const char * const *EnumNamesBody() {
     "NotificationMarkRead",
     "NotificationDelete",
     "NotificationCounts",
+    "LobbyCreate",
+    "LobbyJoin",
+    "LobbyUpdate",
+    "LobbyOp",
+    "LobbyReply",
+    "LobbyLeft",
+    "LobbyInvited",
+    "LobbyList",
+    "LobbyListPage",
+    "LobbyEvent",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameBody(Body e) {
-  if (::flatbuffers::IsOutRange(e, Body::NONE, Body::NotificationCounts)) return "";
+  if (::flatbuffers::IsOutRange(e, Body::NONE, Body::LobbyEvent)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesBody()[index];
 }
@@ -1047,6 +1299,46 @@ template<> struct BodyTraits<huddle::wire::NotificationDelete> {
 
 template<> struct BodyTraits<huddle::wire::NotificationCounts> {
   static const Body enum_value = Body::NotificationCounts;
+};
+
+template<> struct BodyTraits<huddle::wire::LobbyCreate> {
+  static const Body enum_value = Body::LobbyCreate;
+};
+
+template<> struct BodyTraits<huddle::wire::LobbyJoin> {
+  static const Body enum_value = Body::LobbyJoin;
+};
+
+template<> struct BodyTraits<huddle::wire::LobbyUpdate> {
+  static const Body enum_value = Body::LobbyUpdate;
+};
+
+template<> struct BodyTraits<huddle::wire::LobbyOp> {
+  static const Body enum_value = Body::LobbyOp;
+};
+
+template<> struct BodyTraits<huddle::wire::LobbyReply> {
+  static const Body enum_value = Body::LobbyReply;
+};
+
+template<> struct BodyTraits<huddle::wire::LobbyLeft> {
+  static const Body enum_value = Body::LobbyLeft;
+};
+
+template<> struct BodyTraits<huddle::wire::LobbyInvited> {
+  static const Body enum_value = Body::LobbyInvited;
+};
+
+template<> struct BodyTraits<huddle::wire::LobbyList> {
+  static const Body enum_value = Body::LobbyList;
+};
+
+template<> struct BodyTraits<huddle::wire::LobbyListPage> {
+  static const Body enum_value = Body::LobbyListPage;
+};
+
+template<> struct BodyTraits<huddle::wire::LobbyEvent> {
+  static const Body enum_value = Body::LobbyEvent;
 };
 
 template <bool B = false>
@@ -5530,6 +5822,1535 @@ inline ::flatbuffers::Offset<NotificationCounts> CreateNotificationCounts(
   return builder_.Finish();
 }
 
+struct Setting FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef SettingBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_KEY = 4,
+    VT_VALUE = 6
+  };
+  const ::flatbuffers::String *key() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_KEY);
+  }
+  const ::flatbuffers::String *value() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_VALUE);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_KEY) &&
+           verifier.VerifyString(key()) &&
+           VerifyOffset(verifier, VT_VALUE) &&
+           verifier.VerifyString(value()) &&
+           verifier.EndTable();
+  }
+};
+
+struct SettingBuilder {
+  typedef Setting Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_key(::flatbuffers::Offset<::flatbuffers::String> key) {
+    fbb_.AddOffset(Setting::VT_KEY, key);
+  }
+  void add_value(::flatbuffers::Offset<::flatbuffers::String> value) {
+    fbb_.AddOffset(Setting::VT_VALUE, value);
+  }
+  explicit SettingBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<Setting> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<Setting>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<Setting> CreateSetting(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> key = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> value = 0) {
+  SettingBuilder builder_(_fbb);
+  builder_.add_value(value);
+  builder_.add_key(key);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<Setting> CreateSettingDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *key = nullptr,
+    const char *value = nullptr) {
+  auto key__ = key ? _fbb.CreateString(key) : 0;
+  auto value__ = value ? _fbb.CreateString(value) : 0;
+  return huddle::wire::CreateSetting(
+      _fbb,
+      key__,
+      value__);
+}
+
+struct LobbyMember FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef LobbyMemberBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_USER = 4,
+    VT_READY = 6,
+    VT_CONNECTED = 8,
+    VT_TEAM = 10,
+    VT_JOINED_AT_MS = 12
+  };
+  const huddle::wire::ChatUser *user() const {
+    return GetPointer<const huddle::wire::ChatUser *>(VT_USER);
+  }
+  bool ready() const {
+    return GetField<uint8_t>(VT_READY, 0) != 0;
+  }
+  bool connected() const {
+    return GetField<uint8_t>(VT_CONNECTED, 0) != 0;
+  }
+  int16_t team() const {
+    return GetField<int16_t>(VT_TEAM, -1);
+  }
+  int64_t joined_at_ms() const {
+    return GetField<int64_t>(VT_JOINED_AT_MS, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_USER) &&
+           verifier.VerifyTable(user()) &&
+           VerifyField<uint8_t>(verifier, VT_READY, 1) &&
+           VerifyField<uint8_t>(verifier, VT_CONNECTED, 1) &&
+           VerifyField<int16_t>(verifier, VT_TEAM, 2) &&
+           VerifyField<int64_t>(verifier, VT_JOINED_AT_MS, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct LobbyMemberBuilder {
+  typedef LobbyMember Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_user(::flatbuffers::Offset<huddle::wire::ChatUser> user) {
+    fbb_.AddOffset(LobbyMember::VT_USER, user);
+  }
+  void add_ready(bool ready) {
+    fbb_.AddElement<uint8_t>(LobbyMember::VT_READY, static_cast<uint8_t>(ready), 0);
+  }
+  void add_connected(bool connected) {
+    fbb_.AddElement<uint8_t>(LobbyMember::VT_CONNECTED, static_cast<uint8_t>(connected), 0);
+  }
+  void add_team(int16_t team) {
+    fbb_.AddElement<int16_t>(LobbyMember::VT_TEAM, team, -1);
+  }
+  void add_joined_at_ms(int64_t joined_at_ms) {
+    fbb_.AddElement<int64_t>(LobbyMember::VT_JOINED_AT_MS, joined_at_ms, 0);
+  }
+  explicit LobbyMemberBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<LobbyMember> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<LobbyMember>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<LobbyMember> CreateLobbyMember(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<huddle::wire::ChatUser> user = 0,
+    bool ready = false,
+    bool connected = false,
+    int16_t team = -1,
+    int64_t joined_at_ms = 0) {
+  LobbyMemberBuilder builder_(_fbb);
+  builder_.add_joined_at_ms(joined_at_ms);
+  builder_.add_user(user);
+  builder_.add_team(team);
+  builder_.add_connected(connected);
+  builder_.add_ready(ready);
+  return builder_.Finish();
+}
+
+struct LobbyState FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef LobbyStateBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_ID = 4,
+    VT_GAME = 6,
+    VT_MODE = 8,
+    VT_REGION = 10,
+    VT_MIN = 12,
+    VT_MAX = 14,
+    VT_VISIBILITY = 16,
+    VT_HAS_PASSWORD = 18,
+    VT_CHAT = 20,
+    VT_LOCKED = 22,
+    VT_STATUS = 24,
+    VT_HOST = 26,
+    VT_MEMBERS = 28,
+    VT_SETTINGS = 30,
+    VT_CONNECTION = 32,
+    VT_VERSION = 34,
+    VT_CREATED_AT_MS = 36,
+    VT_UPDATED_AT_MS = 38
+  };
+  const ::flatbuffers::String *id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_ID);
+  }
+  const ::flatbuffers::String *game() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_GAME);
+  }
+  const ::flatbuffers::String *mode() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_MODE);
+  }
+  const ::flatbuffers::String *region() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_REGION);
+  }
+  uint16_t min() const {
+    return GetField<uint16_t>(VT_MIN, 0);
+  }
+  uint16_t max() const {
+    return GetField<uint16_t>(VT_MAX, 0);
+  }
+  huddle::wire::LobbyVisibility visibility() const {
+    return static_cast<huddle::wire::LobbyVisibility>(GetField<uint8_t>(VT_VISIBILITY, 0));
+  }
+  bool has_password() const {
+    return GetField<uint8_t>(VT_HAS_PASSWORD, 0) != 0;
+  }
+  bool chat() const {
+    return GetField<uint8_t>(VT_CHAT, 0) != 0;
+  }
+  bool locked() const {
+    return GetField<uint8_t>(VT_LOCKED, 0) != 0;
+  }
+  huddle::wire::LobbyStatus status() const {
+    return static_cast<huddle::wire::LobbyStatus>(GetField<uint8_t>(VT_STATUS, 0));
+  }
+  const ::flatbuffers::String *host() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_HOST);
+  }
+  const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::LobbyMember>> *members() const {
+    return GetPointer<const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::LobbyMember>> *>(VT_MEMBERS);
+  }
+  const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::Setting>> *settings() const {
+    return GetPointer<const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::Setting>> *>(VT_SETTINGS);
+  }
+  const ::flatbuffers::String *connection() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_CONNECTION);
+  }
+  uint64_t version() const {
+    return GetField<uint64_t>(VT_VERSION, 0);
+  }
+  int64_t created_at_ms() const {
+    return GetField<int64_t>(VT_CREATED_AT_MS, 0);
+  }
+  int64_t updated_at_ms() const {
+    return GetField<int64_t>(VT_UPDATED_AT_MS, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_ID) &&
+           verifier.VerifyString(id()) &&
+           VerifyOffset(verifier, VT_GAME) &&
+           verifier.VerifyString(game()) &&
+           VerifyOffset(verifier, VT_MODE) &&
+           verifier.VerifyString(mode()) &&
+           VerifyOffset(verifier, VT_REGION) &&
+           verifier.VerifyString(region()) &&
+           VerifyField<uint16_t>(verifier, VT_MIN, 2) &&
+           VerifyField<uint16_t>(verifier, VT_MAX, 2) &&
+           VerifyField<uint8_t>(verifier, VT_VISIBILITY, 1) &&
+           VerifyField<uint8_t>(verifier, VT_HAS_PASSWORD, 1) &&
+           VerifyField<uint8_t>(verifier, VT_CHAT, 1) &&
+           VerifyField<uint8_t>(verifier, VT_LOCKED, 1) &&
+           VerifyField<uint8_t>(verifier, VT_STATUS, 1) &&
+           VerifyOffset(verifier, VT_HOST) &&
+           verifier.VerifyString(host()) &&
+           VerifyOffset(verifier, VT_MEMBERS) &&
+           verifier.VerifyVector(members()) &&
+           verifier.VerifyVectorOfTables(members()) &&
+           VerifyOffset(verifier, VT_SETTINGS) &&
+           verifier.VerifyVector(settings()) &&
+           verifier.VerifyVectorOfTables(settings()) &&
+           VerifyOffset(verifier, VT_CONNECTION) &&
+           verifier.VerifyString(connection()) &&
+           VerifyField<uint64_t>(verifier, VT_VERSION, 8) &&
+           VerifyField<int64_t>(verifier, VT_CREATED_AT_MS, 8) &&
+           VerifyField<int64_t>(verifier, VT_UPDATED_AT_MS, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct LobbyStateBuilder {
+  typedef LobbyState Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_id(::flatbuffers::Offset<::flatbuffers::String> id) {
+    fbb_.AddOffset(LobbyState::VT_ID, id);
+  }
+  void add_game(::flatbuffers::Offset<::flatbuffers::String> game) {
+    fbb_.AddOffset(LobbyState::VT_GAME, game);
+  }
+  void add_mode(::flatbuffers::Offset<::flatbuffers::String> mode) {
+    fbb_.AddOffset(LobbyState::VT_MODE, mode);
+  }
+  void add_region(::flatbuffers::Offset<::flatbuffers::String> region) {
+    fbb_.AddOffset(LobbyState::VT_REGION, region);
+  }
+  void add_min(uint16_t min) {
+    fbb_.AddElement<uint16_t>(LobbyState::VT_MIN, min, 0);
+  }
+  void add_max(uint16_t max) {
+    fbb_.AddElement<uint16_t>(LobbyState::VT_MAX, max, 0);
+  }
+  void add_visibility(huddle::wire::LobbyVisibility visibility) {
+    fbb_.AddElement<uint8_t>(LobbyState::VT_VISIBILITY, static_cast<uint8_t>(visibility), 0);
+  }
+  void add_has_password(bool has_password) {
+    fbb_.AddElement<uint8_t>(LobbyState::VT_HAS_PASSWORD, static_cast<uint8_t>(has_password), 0);
+  }
+  void add_chat(bool chat) {
+    fbb_.AddElement<uint8_t>(LobbyState::VT_CHAT, static_cast<uint8_t>(chat), 0);
+  }
+  void add_locked(bool locked) {
+    fbb_.AddElement<uint8_t>(LobbyState::VT_LOCKED, static_cast<uint8_t>(locked), 0);
+  }
+  void add_status(huddle::wire::LobbyStatus status) {
+    fbb_.AddElement<uint8_t>(LobbyState::VT_STATUS, static_cast<uint8_t>(status), 0);
+  }
+  void add_host(::flatbuffers::Offset<::flatbuffers::String> host) {
+    fbb_.AddOffset(LobbyState::VT_HOST, host);
+  }
+  void add_members(::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::LobbyMember>>> members) {
+    fbb_.AddOffset(LobbyState::VT_MEMBERS, members);
+  }
+  void add_settings(::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::Setting>>> settings) {
+    fbb_.AddOffset(LobbyState::VT_SETTINGS, settings);
+  }
+  void add_connection(::flatbuffers::Offset<::flatbuffers::String> connection) {
+    fbb_.AddOffset(LobbyState::VT_CONNECTION, connection);
+  }
+  void add_version(uint64_t version) {
+    fbb_.AddElement<uint64_t>(LobbyState::VT_VERSION, version, 0);
+  }
+  void add_created_at_ms(int64_t created_at_ms) {
+    fbb_.AddElement<int64_t>(LobbyState::VT_CREATED_AT_MS, created_at_ms, 0);
+  }
+  void add_updated_at_ms(int64_t updated_at_ms) {
+    fbb_.AddElement<int64_t>(LobbyState::VT_UPDATED_AT_MS, updated_at_ms, 0);
+  }
+  explicit LobbyStateBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<LobbyState> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<LobbyState>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<LobbyState> CreateLobbyState(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> id = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> game = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> mode = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> region = 0,
+    uint16_t min = 0,
+    uint16_t max = 0,
+    huddle::wire::LobbyVisibility visibility = huddle::wire::LobbyVisibility::PUBLIC,
+    bool has_password = false,
+    bool chat = false,
+    bool locked = false,
+    huddle::wire::LobbyStatus status = huddle::wire::LobbyStatus::OPEN,
+    ::flatbuffers::Offset<::flatbuffers::String> host = 0,
+    ::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::LobbyMember>>> members = 0,
+    ::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::Setting>>> settings = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> connection = 0,
+    uint64_t version = 0,
+    int64_t created_at_ms = 0,
+    int64_t updated_at_ms = 0) {
+  LobbyStateBuilder builder_(_fbb);
+  builder_.add_updated_at_ms(updated_at_ms);
+  builder_.add_created_at_ms(created_at_ms);
+  builder_.add_version(version);
+  builder_.add_connection(connection);
+  builder_.add_settings(settings);
+  builder_.add_members(members);
+  builder_.add_host(host);
+  builder_.add_region(region);
+  builder_.add_mode(mode);
+  builder_.add_game(game);
+  builder_.add_id(id);
+  builder_.add_max(max);
+  builder_.add_min(min);
+  builder_.add_status(status);
+  builder_.add_locked(locked);
+  builder_.add_chat(chat);
+  builder_.add_has_password(has_password);
+  builder_.add_visibility(visibility);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<LobbyState> CreateLobbyStateDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *id = nullptr,
+    const char *game = nullptr,
+    const char *mode = nullptr,
+    const char *region = nullptr,
+    uint16_t min = 0,
+    uint16_t max = 0,
+    huddle::wire::LobbyVisibility visibility = huddle::wire::LobbyVisibility::PUBLIC,
+    bool has_password = false,
+    bool chat = false,
+    bool locked = false,
+    huddle::wire::LobbyStatus status = huddle::wire::LobbyStatus::OPEN,
+    const char *host = nullptr,
+    const std::vector<::flatbuffers::Offset<huddle::wire::LobbyMember>> *members = nullptr,
+    const std::vector<::flatbuffers::Offset<huddle::wire::Setting>> *settings = nullptr,
+    const char *connection = nullptr,
+    uint64_t version = 0,
+    int64_t created_at_ms = 0,
+    int64_t updated_at_ms = 0) {
+  auto id__ = id ? _fbb.CreateString(id) : 0;
+  auto game__ = game ? _fbb.CreateString(game) : 0;
+  auto mode__ = mode ? _fbb.CreateString(mode) : 0;
+  auto region__ = region ? _fbb.CreateString(region) : 0;
+  auto host__ = host ? _fbb.CreateString(host) : 0;
+  auto members__ = members ? _fbb.CreateVector<::flatbuffers::Offset<huddle::wire::LobbyMember>>(*members) : 0;
+  auto settings__ = settings ? _fbb.CreateVector<::flatbuffers::Offset<huddle::wire::Setting>>(*settings) : 0;
+  auto connection__ = connection ? _fbb.CreateString(connection) : 0;
+  return huddle::wire::CreateLobbyState(
+      _fbb,
+      id__,
+      game__,
+      mode__,
+      region__,
+      min,
+      max,
+      visibility,
+      has_password,
+      chat,
+      locked,
+      status,
+      host__,
+      members__,
+      settings__,
+      connection__,
+      version,
+      created_at_ms,
+      updated_at_ms);
+}
+
+struct LobbyCreate FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef LobbyCreateBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_GAME = 4,
+    VT_MODE = 6,
+    VT_REGION = 8,
+    VT_MIN = 10,
+    VT_MAX = 12,
+    VT_VISIBILITY = 14,
+    VT_PASSWORD = 16,
+    VT_CHAT = 18,
+    VT_SETTINGS = 20
+  };
+  const ::flatbuffers::String *game() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_GAME);
+  }
+  const ::flatbuffers::String *mode() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_MODE);
+  }
+  const ::flatbuffers::String *region() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_REGION);
+  }
+  uint16_t min() const {
+    return GetField<uint16_t>(VT_MIN, 0);
+  }
+  uint16_t max() const {
+    return GetField<uint16_t>(VT_MAX, 0);
+  }
+  huddle::wire::LobbyVisibility visibility() const {
+    return static_cast<huddle::wire::LobbyVisibility>(GetField<uint8_t>(VT_VISIBILITY, 0));
+  }
+  const ::flatbuffers::String *password() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_PASSWORD);
+  }
+  bool chat() const {
+    return GetField<uint8_t>(VT_CHAT, 1) != 0;
+  }
+  const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::Setting>> *settings() const {
+    return GetPointer<const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::Setting>> *>(VT_SETTINGS);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_GAME) &&
+           verifier.VerifyString(game()) &&
+           VerifyOffset(verifier, VT_MODE) &&
+           verifier.VerifyString(mode()) &&
+           VerifyOffset(verifier, VT_REGION) &&
+           verifier.VerifyString(region()) &&
+           VerifyField<uint16_t>(verifier, VT_MIN, 2) &&
+           VerifyField<uint16_t>(verifier, VT_MAX, 2) &&
+           VerifyField<uint8_t>(verifier, VT_VISIBILITY, 1) &&
+           VerifyOffset(verifier, VT_PASSWORD) &&
+           verifier.VerifyString(password()) &&
+           VerifyField<uint8_t>(verifier, VT_CHAT, 1) &&
+           VerifyOffset(verifier, VT_SETTINGS) &&
+           verifier.VerifyVector(settings()) &&
+           verifier.VerifyVectorOfTables(settings()) &&
+           verifier.EndTable();
+  }
+};
+
+struct LobbyCreateBuilder {
+  typedef LobbyCreate Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_game(::flatbuffers::Offset<::flatbuffers::String> game) {
+    fbb_.AddOffset(LobbyCreate::VT_GAME, game);
+  }
+  void add_mode(::flatbuffers::Offset<::flatbuffers::String> mode) {
+    fbb_.AddOffset(LobbyCreate::VT_MODE, mode);
+  }
+  void add_region(::flatbuffers::Offset<::flatbuffers::String> region) {
+    fbb_.AddOffset(LobbyCreate::VT_REGION, region);
+  }
+  void add_min(uint16_t min) {
+    fbb_.AddElement<uint16_t>(LobbyCreate::VT_MIN, min, 0);
+  }
+  void add_max(uint16_t max) {
+    fbb_.AddElement<uint16_t>(LobbyCreate::VT_MAX, max, 0);
+  }
+  void add_visibility(huddle::wire::LobbyVisibility visibility) {
+    fbb_.AddElement<uint8_t>(LobbyCreate::VT_VISIBILITY, static_cast<uint8_t>(visibility), 0);
+  }
+  void add_password(::flatbuffers::Offset<::flatbuffers::String> password) {
+    fbb_.AddOffset(LobbyCreate::VT_PASSWORD, password);
+  }
+  void add_chat(bool chat) {
+    fbb_.AddElement<uint8_t>(LobbyCreate::VT_CHAT, static_cast<uint8_t>(chat), 1);
+  }
+  void add_settings(::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::Setting>>> settings) {
+    fbb_.AddOffset(LobbyCreate::VT_SETTINGS, settings);
+  }
+  explicit LobbyCreateBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<LobbyCreate> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<LobbyCreate>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<LobbyCreate> CreateLobbyCreate(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> game = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> mode = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> region = 0,
+    uint16_t min = 0,
+    uint16_t max = 0,
+    huddle::wire::LobbyVisibility visibility = huddle::wire::LobbyVisibility::PUBLIC,
+    ::flatbuffers::Offset<::flatbuffers::String> password = 0,
+    bool chat = true,
+    ::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::Setting>>> settings = 0) {
+  LobbyCreateBuilder builder_(_fbb);
+  builder_.add_settings(settings);
+  builder_.add_password(password);
+  builder_.add_region(region);
+  builder_.add_mode(mode);
+  builder_.add_game(game);
+  builder_.add_max(max);
+  builder_.add_min(min);
+  builder_.add_chat(chat);
+  builder_.add_visibility(visibility);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<LobbyCreate> CreateLobbyCreateDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *game = nullptr,
+    const char *mode = nullptr,
+    const char *region = nullptr,
+    uint16_t min = 0,
+    uint16_t max = 0,
+    huddle::wire::LobbyVisibility visibility = huddle::wire::LobbyVisibility::PUBLIC,
+    const char *password = nullptr,
+    bool chat = true,
+    const std::vector<::flatbuffers::Offset<huddle::wire::Setting>> *settings = nullptr) {
+  auto game__ = game ? _fbb.CreateString(game) : 0;
+  auto mode__ = mode ? _fbb.CreateString(mode) : 0;
+  auto region__ = region ? _fbb.CreateString(region) : 0;
+  auto password__ = password ? _fbb.CreateString(password) : 0;
+  auto settings__ = settings ? _fbb.CreateVector<::flatbuffers::Offset<huddle::wire::Setting>>(*settings) : 0;
+  return huddle::wire::CreateLobbyCreate(
+      _fbb,
+      game__,
+      mode__,
+      region__,
+      min,
+      max,
+      visibility,
+      password__,
+      chat,
+      settings__);
+}
+
+struct LobbyJoin FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef LobbyJoinBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_LOBBY_ID = 4,
+    VT_PASSWORD = 6
+  };
+  const ::flatbuffers::String *lobby_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_LOBBY_ID);
+  }
+  const ::flatbuffers::String *password() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_PASSWORD);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_LOBBY_ID) &&
+           verifier.VerifyString(lobby_id()) &&
+           VerifyOffset(verifier, VT_PASSWORD) &&
+           verifier.VerifyString(password()) &&
+           verifier.EndTable();
+  }
+};
+
+struct LobbyJoinBuilder {
+  typedef LobbyJoin Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_lobby_id(::flatbuffers::Offset<::flatbuffers::String> lobby_id) {
+    fbb_.AddOffset(LobbyJoin::VT_LOBBY_ID, lobby_id);
+  }
+  void add_password(::flatbuffers::Offset<::flatbuffers::String> password) {
+    fbb_.AddOffset(LobbyJoin::VT_PASSWORD, password);
+  }
+  explicit LobbyJoinBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<LobbyJoin> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<LobbyJoin>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<LobbyJoin> CreateLobbyJoin(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> lobby_id = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> password = 0) {
+  LobbyJoinBuilder builder_(_fbb);
+  builder_.add_password(password);
+  builder_.add_lobby_id(lobby_id);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<LobbyJoin> CreateLobbyJoinDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *lobby_id = nullptr,
+    const char *password = nullptr) {
+  auto lobby_id__ = lobby_id ? _fbb.CreateString(lobby_id) : 0;
+  auto password__ = password ? _fbb.CreateString(password) : 0;
+  return huddle::wire::CreateLobbyJoin(
+      _fbb,
+      lobby_id__,
+      password__);
+}
+
+struct LobbyUpdate FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef LobbyUpdateBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_LOBBY_ID = 4,
+    VT_SET_SETTINGS = 6,
+    VT_SETTINGS = 8,
+    VT_MIN = 10,
+    VT_MAX = 12,
+    VT_SET_VISIBILITY = 14,
+    VT_VISIBILITY = 16,
+    VT_SET_PASSWORD = 18,
+    VT_PASSWORD = 20,
+    VT_LOCK = 22
+  };
+  const ::flatbuffers::String *lobby_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_LOBBY_ID);
+  }
+  bool set_settings() const {
+    return GetField<uint8_t>(VT_SET_SETTINGS, 0) != 0;
+  }
+  const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::Setting>> *settings() const {
+    return GetPointer<const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::Setting>> *>(VT_SETTINGS);
+  }
+  uint16_t min() const {
+    return GetField<uint16_t>(VT_MIN, 0);
+  }
+  uint16_t max() const {
+    return GetField<uint16_t>(VT_MAX, 0);
+  }
+  bool set_visibility() const {
+    return GetField<uint8_t>(VT_SET_VISIBILITY, 0) != 0;
+  }
+  huddle::wire::LobbyVisibility visibility() const {
+    return static_cast<huddle::wire::LobbyVisibility>(GetField<uint8_t>(VT_VISIBILITY, 0));
+  }
+  bool set_password() const {
+    return GetField<uint8_t>(VT_SET_PASSWORD, 0) != 0;
+  }
+  const ::flatbuffers::String *password() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_PASSWORD);
+  }
+  uint8_t lock() const {
+    return GetField<uint8_t>(VT_LOCK, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_LOBBY_ID) &&
+           verifier.VerifyString(lobby_id()) &&
+           VerifyField<uint8_t>(verifier, VT_SET_SETTINGS, 1) &&
+           VerifyOffset(verifier, VT_SETTINGS) &&
+           verifier.VerifyVector(settings()) &&
+           verifier.VerifyVectorOfTables(settings()) &&
+           VerifyField<uint16_t>(verifier, VT_MIN, 2) &&
+           VerifyField<uint16_t>(verifier, VT_MAX, 2) &&
+           VerifyField<uint8_t>(verifier, VT_SET_VISIBILITY, 1) &&
+           VerifyField<uint8_t>(verifier, VT_VISIBILITY, 1) &&
+           VerifyField<uint8_t>(verifier, VT_SET_PASSWORD, 1) &&
+           VerifyOffset(verifier, VT_PASSWORD) &&
+           verifier.VerifyString(password()) &&
+           VerifyField<uint8_t>(verifier, VT_LOCK, 1) &&
+           verifier.EndTable();
+  }
+};
+
+struct LobbyUpdateBuilder {
+  typedef LobbyUpdate Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_lobby_id(::flatbuffers::Offset<::flatbuffers::String> lobby_id) {
+    fbb_.AddOffset(LobbyUpdate::VT_LOBBY_ID, lobby_id);
+  }
+  void add_set_settings(bool set_settings) {
+    fbb_.AddElement<uint8_t>(LobbyUpdate::VT_SET_SETTINGS, static_cast<uint8_t>(set_settings), 0);
+  }
+  void add_settings(::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::Setting>>> settings) {
+    fbb_.AddOffset(LobbyUpdate::VT_SETTINGS, settings);
+  }
+  void add_min(uint16_t min) {
+    fbb_.AddElement<uint16_t>(LobbyUpdate::VT_MIN, min, 0);
+  }
+  void add_max(uint16_t max) {
+    fbb_.AddElement<uint16_t>(LobbyUpdate::VT_MAX, max, 0);
+  }
+  void add_set_visibility(bool set_visibility) {
+    fbb_.AddElement<uint8_t>(LobbyUpdate::VT_SET_VISIBILITY, static_cast<uint8_t>(set_visibility), 0);
+  }
+  void add_visibility(huddle::wire::LobbyVisibility visibility) {
+    fbb_.AddElement<uint8_t>(LobbyUpdate::VT_VISIBILITY, static_cast<uint8_t>(visibility), 0);
+  }
+  void add_set_password(bool set_password) {
+    fbb_.AddElement<uint8_t>(LobbyUpdate::VT_SET_PASSWORD, static_cast<uint8_t>(set_password), 0);
+  }
+  void add_password(::flatbuffers::Offset<::flatbuffers::String> password) {
+    fbb_.AddOffset(LobbyUpdate::VT_PASSWORD, password);
+  }
+  void add_lock(uint8_t lock) {
+    fbb_.AddElement<uint8_t>(LobbyUpdate::VT_LOCK, lock, 0);
+  }
+  explicit LobbyUpdateBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<LobbyUpdate> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<LobbyUpdate>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<LobbyUpdate> CreateLobbyUpdate(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> lobby_id = 0,
+    bool set_settings = false,
+    ::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::Setting>>> settings = 0,
+    uint16_t min = 0,
+    uint16_t max = 0,
+    bool set_visibility = false,
+    huddle::wire::LobbyVisibility visibility = huddle::wire::LobbyVisibility::PUBLIC,
+    bool set_password = false,
+    ::flatbuffers::Offset<::flatbuffers::String> password = 0,
+    uint8_t lock = 0) {
+  LobbyUpdateBuilder builder_(_fbb);
+  builder_.add_password(password);
+  builder_.add_settings(settings);
+  builder_.add_lobby_id(lobby_id);
+  builder_.add_max(max);
+  builder_.add_min(min);
+  builder_.add_lock(lock);
+  builder_.add_set_password(set_password);
+  builder_.add_visibility(visibility);
+  builder_.add_set_visibility(set_visibility);
+  builder_.add_set_settings(set_settings);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<LobbyUpdate> CreateLobbyUpdateDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *lobby_id = nullptr,
+    bool set_settings = false,
+    const std::vector<::flatbuffers::Offset<huddle::wire::Setting>> *settings = nullptr,
+    uint16_t min = 0,
+    uint16_t max = 0,
+    bool set_visibility = false,
+    huddle::wire::LobbyVisibility visibility = huddle::wire::LobbyVisibility::PUBLIC,
+    bool set_password = false,
+    const char *password = nullptr,
+    uint8_t lock = 0) {
+  auto lobby_id__ = lobby_id ? _fbb.CreateString(lobby_id) : 0;
+  auto settings__ = settings ? _fbb.CreateVector<::flatbuffers::Offset<huddle::wire::Setting>>(*settings) : 0;
+  auto password__ = password ? _fbb.CreateString(password) : 0;
+  return huddle::wire::CreateLobbyUpdate(
+      _fbb,
+      lobby_id__,
+      set_settings,
+      settings__,
+      min,
+      max,
+      set_visibility,
+      visibility,
+      set_password,
+      password__,
+      lock);
+}
+
+struct LobbyOp FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef LobbyOpBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_OP = 4,
+    VT_LOBBY_ID = 6,
+    VT_USER_ID = 8,
+    VT_TEXT = 10
+  };
+  huddle::wire::LobbyOpKind op() const {
+    return static_cast<huddle::wire::LobbyOpKind>(GetField<uint8_t>(VT_OP, 0));
+  }
+  const ::flatbuffers::String *lobby_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_LOBBY_ID);
+  }
+  const ::flatbuffers::String *user_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_USER_ID);
+  }
+  const ::flatbuffers::String *text() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_TEXT);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint8_t>(verifier, VT_OP, 1) &&
+           VerifyOffset(verifier, VT_LOBBY_ID) &&
+           verifier.VerifyString(lobby_id()) &&
+           VerifyOffset(verifier, VT_USER_ID) &&
+           verifier.VerifyString(user_id()) &&
+           VerifyOffset(verifier, VT_TEXT) &&
+           verifier.VerifyString(text()) &&
+           verifier.EndTable();
+  }
+};
+
+struct LobbyOpBuilder {
+  typedef LobbyOp Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_op(huddle::wire::LobbyOpKind op) {
+    fbb_.AddElement<uint8_t>(LobbyOp::VT_OP, static_cast<uint8_t>(op), 0);
+  }
+  void add_lobby_id(::flatbuffers::Offset<::flatbuffers::String> lobby_id) {
+    fbb_.AddOffset(LobbyOp::VT_LOBBY_ID, lobby_id);
+  }
+  void add_user_id(::flatbuffers::Offset<::flatbuffers::String> user_id) {
+    fbb_.AddOffset(LobbyOp::VT_USER_ID, user_id);
+  }
+  void add_text(::flatbuffers::Offset<::flatbuffers::String> text) {
+    fbb_.AddOffset(LobbyOp::VT_TEXT, text);
+  }
+  explicit LobbyOpBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<LobbyOp> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<LobbyOp>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<LobbyOp> CreateLobbyOp(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    huddle::wire::LobbyOpKind op = huddle::wire::LobbyOpKind::LEAVE,
+    ::flatbuffers::Offset<::flatbuffers::String> lobby_id = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> user_id = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> text = 0) {
+  LobbyOpBuilder builder_(_fbb);
+  builder_.add_text(text);
+  builder_.add_user_id(user_id);
+  builder_.add_lobby_id(lobby_id);
+  builder_.add_op(op);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<LobbyOp> CreateLobbyOpDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    huddle::wire::LobbyOpKind op = huddle::wire::LobbyOpKind::LEAVE,
+    const char *lobby_id = nullptr,
+    const char *user_id = nullptr,
+    const char *text = nullptr) {
+  auto lobby_id__ = lobby_id ? _fbb.CreateString(lobby_id) : 0;
+  auto user_id__ = user_id ? _fbb.CreateString(user_id) : 0;
+  auto text__ = text ? _fbb.CreateString(text) : 0;
+  return huddle::wire::CreateLobbyOp(
+      _fbb,
+      op,
+      lobby_id__,
+      user_id__,
+      text__);
+}
+
+struct LobbyReply FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef LobbyReplyBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_LOBBY = 4
+  };
+  const huddle::wire::LobbyState *lobby() const {
+    return GetPointer<const huddle::wire::LobbyState *>(VT_LOBBY);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_LOBBY) &&
+           verifier.VerifyTable(lobby()) &&
+           verifier.EndTable();
+  }
+};
+
+struct LobbyReplyBuilder {
+  typedef LobbyReply Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_lobby(::flatbuffers::Offset<huddle::wire::LobbyState> lobby) {
+    fbb_.AddOffset(LobbyReply::VT_LOBBY, lobby);
+  }
+  explicit LobbyReplyBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<LobbyReply> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<LobbyReply>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<LobbyReply> CreateLobbyReply(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<huddle::wire::LobbyState> lobby = 0) {
+  LobbyReplyBuilder builder_(_fbb);
+  builder_.add_lobby(lobby);
+  return builder_.Finish();
+}
+
+struct LobbyLeft FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef LobbyLeftBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_LOBBY_ID = 4
+  };
+  const ::flatbuffers::String *lobby_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_LOBBY_ID);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_LOBBY_ID) &&
+           verifier.VerifyString(lobby_id()) &&
+           verifier.EndTable();
+  }
+};
+
+struct LobbyLeftBuilder {
+  typedef LobbyLeft Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_lobby_id(::flatbuffers::Offset<::flatbuffers::String> lobby_id) {
+    fbb_.AddOffset(LobbyLeft::VT_LOBBY_ID, lobby_id);
+  }
+  explicit LobbyLeftBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<LobbyLeft> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<LobbyLeft>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<LobbyLeft> CreateLobbyLeft(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> lobby_id = 0) {
+  LobbyLeftBuilder builder_(_fbb);
+  builder_.add_lobby_id(lobby_id);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<LobbyLeft> CreateLobbyLeftDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *lobby_id = nullptr) {
+  auto lobby_id__ = lobby_id ? _fbb.CreateString(lobby_id) : 0;
+  return huddle::wire::CreateLobbyLeft(
+      _fbb,
+      lobby_id__);
+}
+
+struct LobbyInvited FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef LobbyInvitedBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_LOBBY_ID = 4,
+    VT_USER_ID = 6
+  };
+  const ::flatbuffers::String *lobby_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_LOBBY_ID);
+  }
+  const ::flatbuffers::String *user_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_USER_ID);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_LOBBY_ID) &&
+           verifier.VerifyString(lobby_id()) &&
+           VerifyOffset(verifier, VT_USER_ID) &&
+           verifier.VerifyString(user_id()) &&
+           verifier.EndTable();
+  }
+};
+
+struct LobbyInvitedBuilder {
+  typedef LobbyInvited Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_lobby_id(::flatbuffers::Offset<::flatbuffers::String> lobby_id) {
+    fbb_.AddOffset(LobbyInvited::VT_LOBBY_ID, lobby_id);
+  }
+  void add_user_id(::flatbuffers::Offset<::flatbuffers::String> user_id) {
+    fbb_.AddOffset(LobbyInvited::VT_USER_ID, user_id);
+  }
+  explicit LobbyInvitedBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<LobbyInvited> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<LobbyInvited>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<LobbyInvited> CreateLobbyInvited(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> lobby_id = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> user_id = 0) {
+  LobbyInvitedBuilder builder_(_fbb);
+  builder_.add_user_id(user_id);
+  builder_.add_lobby_id(lobby_id);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<LobbyInvited> CreateLobbyInvitedDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *lobby_id = nullptr,
+    const char *user_id = nullptr) {
+  auto lobby_id__ = lobby_id ? _fbb.CreateString(lobby_id) : 0;
+  auto user_id__ = user_id ? _fbb.CreateString(user_id) : 0;
+  return huddle::wire::CreateLobbyInvited(
+      _fbb,
+      lobby_id__,
+      user_id__);
+}
+
+struct LobbyList FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef LobbyListBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_GAME = 4,
+    VT_MODE = 6,
+    VT_REGION = 8,
+    VT_MIN_FREE = 10,
+    VT_AFTER = 12,
+    VT_LIMIT = 14
+  };
+  const ::flatbuffers::String *game() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_GAME);
+  }
+  const ::flatbuffers::String *mode() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_MODE);
+  }
+  const ::flatbuffers::String *region() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_REGION);
+  }
+  uint16_t min_free() const {
+    return GetField<uint16_t>(VT_MIN_FREE, 0);
+  }
+  const ::flatbuffers::String *after() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_AFTER);
+  }
+  uint16_t limit() const {
+    return GetField<uint16_t>(VT_LIMIT, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_GAME) &&
+           verifier.VerifyString(game()) &&
+           VerifyOffset(verifier, VT_MODE) &&
+           verifier.VerifyString(mode()) &&
+           VerifyOffset(verifier, VT_REGION) &&
+           verifier.VerifyString(region()) &&
+           VerifyField<uint16_t>(verifier, VT_MIN_FREE, 2) &&
+           VerifyOffset(verifier, VT_AFTER) &&
+           verifier.VerifyString(after()) &&
+           VerifyField<uint16_t>(verifier, VT_LIMIT, 2) &&
+           verifier.EndTable();
+  }
+};
+
+struct LobbyListBuilder {
+  typedef LobbyList Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_game(::flatbuffers::Offset<::flatbuffers::String> game) {
+    fbb_.AddOffset(LobbyList::VT_GAME, game);
+  }
+  void add_mode(::flatbuffers::Offset<::flatbuffers::String> mode) {
+    fbb_.AddOffset(LobbyList::VT_MODE, mode);
+  }
+  void add_region(::flatbuffers::Offset<::flatbuffers::String> region) {
+    fbb_.AddOffset(LobbyList::VT_REGION, region);
+  }
+  void add_min_free(uint16_t min_free) {
+    fbb_.AddElement<uint16_t>(LobbyList::VT_MIN_FREE, min_free, 0);
+  }
+  void add_after(::flatbuffers::Offset<::flatbuffers::String> after) {
+    fbb_.AddOffset(LobbyList::VT_AFTER, after);
+  }
+  void add_limit(uint16_t limit) {
+    fbb_.AddElement<uint16_t>(LobbyList::VT_LIMIT, limit, 0);
+  }
+  explicit LobbyListBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<LobbyList> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<LobbyList>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<LobbyList> CreateLobbyList(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> game = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> mode = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> region = 0,
+    uint16_t min_free = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> after = 0,
+    uint16_t limit = 0) {
+  LobbyListBuilder builder_(_fbb);
+  builder_.add_after(after);
+  builder_.add_region(region);
+  builder_.add_mode(mode);
+  builder_.add_game(game);
+  builder_.add_limit(limit);
+  builder_.add_min_free(min_free);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<LobbyList> CreateLobbyListDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *game = nullptr,
+    const char *mode = nullptr,
+    const char *region = nullptr,
+    uint16_t min_free = 0,
+    const char *after = nullptr,
+    uint16_t limit = 0) {
+  auto game__ = game ? _fbb.CreateString(game) : 0;
+  auto mode__ = mode ? _fbb.CreateString(mode) : 0;
+  auto region__ = region ? _fbb.CreateString(region) : 0;
+  auto after__ = after ? _fbb.CreateString(after) : 0;
+  return huddle::wire::CreateLobbyList(
+      _fbb,
+      game__,
+      mode__,
+      region__,
+      min_free,
+      after__,
+      limit);
+}
+
+struct LobbySummary FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef LobbySummaryBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_ID = 4,
+    VT_GAME = 6,
+    VT_MODE = 8,
+    VT_REGION = 10,
+    VT_MEMBERS = 12,
+    VT_MAX = 14,
+    VT_HAS_PASSWORD = 16,
+    VT_STATUS = 18
+  };
+  const ::flatbuffers::String *id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_ID);
+  }
+  const ::flatbuffers::String *game() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_GAME);
+  }
+  const ::flatbuffers::String *mode() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_MODE);
+  }
+  const ::flatbuffers::String *region() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_REGION);
+  }
+  uint16_t members() const {
+    return GetField<uint16_t>(VT_MEMBERS, 0);
+  }
+  uint16_t max() const {
+    return GetField<uint16_t>(VT_MAX, 0);
+  }
+  bool has_password() const {
+    return GetField<uint8_t>(VT_HAS_PASSWORD, 0) != 0;
+  }
+  huddle::wire::LobbyStatus status() const {
+    return static_cast<huddle::wire::LobbyStatus>(GetField<uint8_t>(VT_STATUS, 0));
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_ID) &&
+           verifier.VerifyString(id()) &&
+           VerifyOffset(verifier, VT_GAME) &&
+           verifier.VerifyString(game()) &&
+           VerifyOffset(verifier, VT_MODE) &&
+           verifier.VerifyString(mode()) &&
+           VerifyOffset(verifier, VT_REGION) &&
+           verifier.VerifyString(region()) &&
+           VerifyField<uint16_t>(verifier, VT_MEMBERS, 2) &&
+           VerifyField<uint16_t>(verifier, VT_MAX, 2) &&
+           VerifyField<uint8_t>(verifier, VT_HAS_PASSWORD, 1) &&
+           VerifyField<uint8_t>(verifier, VT_STATUS, 1) &&
+           verifier.EndTable();
+  }
+};
+
+struct LobbySummaryBuilder {
+  typedef LobbySummary Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_id(::flatbuffers::Offset<::flatbuffers::String> id) {
+    fbb_.AddOffset(LobbySummary::VT_ID, id);
+  }
+  void add_game(::flatbuffers::Offset<::flatbuffers::String> game) {
+    fbb_.AddOffset(LobbySummary::VT_GAME, game);
+  }
+  void add_mode(::flatbuffers::Offset<::flatbuffers::String> mode) {
+    fbb_.AddOffset(LobbySummary::VT_MODE, mode);
+  }
+  void add_region(::flatbuffers::Offset<::flatbuffers::String> region) {
+    fbb_.AddOffset(LobbySummary::VT_REGION, region);
+  }
+  void add_members(uint16_t members) {
+    fbb_.AddElement<uint16_t>(LobbySummary::VT_MEMBERS, members, 0);
+  }
+  void add_max(uint16_t max) {
+    fbb_.AddElement<uint16_t>(LobbySummary::VT_MAX, max, 0);
+  }
+  void add_has_password(bool has_password) {
+    fbb_.AddElement<uint8_t>(LobbySummary::VT_HAS_PASSWORD, static_cast<uint8_t>(has_password), 0);
+  }
+  void add_status(huddle::wire::LobbyStatus status) {
+    fbb_.AddElement<uint8_t>(LobbySummary::VT_STATUS, static_cast<uint8_t>(status), 0);
+  }
+  explicit LobbySummaryBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<LobbySummary> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<LobbySummary>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<LobbySummary> CreateLobbySummary(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> id = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> game = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> mode = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> region = 0,
+    uint16_t members = 0,
+    uint16_t max = 0,
+    bool has_password = false,
+    huddle::wire::LobbyStatus status = huddle::wire::LobbyStatus::OPEN) {
+  LobbySummaryBuilder builder_(_fbb);
+  builder_.add_region(region);
+  builder_.add_mode(mode);
+  builder_.add_game(game);
+  builder_.add_id(id);
+  builder_.add_max(max);
+  builder_.add_members(members);
+  builder_.add_status(status);
+  builder_.add_has_password(has_password);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<LobbySummary> CreateLobbySummaryDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *id = nullptr,
+    const char *game = nullptr,
+    const char *mode = nullptr,
+    const char *region = nullptr,
+    uint16_t members = 0,
+    uint16_t max = 0,
+    bool has_password = false,
+    huddle::wire::LobbyStatus status = huddle::wire::LobbyStatus::OPEN) {
+  auto id__ = id ? _fbb.CreateString(id) : 0;
+  auto game__ = game ? _fbb.CreateString(game) : 0;
+  auto mode__ = mode ? _fbb.CreateString(mode) : 0;
+  auto region__ = region ? _fbb.CreateString(region) : 0;
+  return huddle::wire::CreateLobbySummary(
+      _fbb,
+      id__,
+      game__,
+      mode__,
+      region__,
+      members,
+      max,
+      has_password,
+      status);
+}
+
+struct LobbyListPage FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef LobbyListPageBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_LOBBIES = 4,
+    VT_NEXT_AFTER = 6
+  };
+  const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::LobbySummary>> *lobbies() const {
+    return GetPointer<const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::LobbySummary>> *>(VT_LOBBIES);
+  }
+  const ::flatbuffers::String *next_after() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_NEXT_AFTER);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_LOBBIES) &&
+           verifier.VerifyVector(lobbies()) &&
+           verifier.VerifyVectorOfTables(lobbies()) &&
+           VerifyOffset(verifier, VT_NEXT_AFTER) &&
+           verifier.VerifyString(next_after()) &&
+           verifier.EndTable();
+  }
+};
+
+struct LobbyListPageBuilder {
+  typedef LobbyListPage Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_lobbies(::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::LobbySummary>>> lobbies) {
+    fbb_.AddOffset(LobbyListPage::VT_LOBBIES, lobbies);
+  }
+  void add_next_after(::flatbuffers::Offset<::flatbuffers::String> next_after) {
+    fbb_.AddOffset(LobbyListPage::VT_NEXT_AFTER, next_after);
+  }
+  explicit LobbyListPageBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<LobbyListPage> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<LobbyListPage>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<LobbyListPage> CreateLobbyListPage(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::LobbySummary>>> lobbies = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> next_after = 0) {
+  LobbyListPageBuilder builder_(_fbb);
+  builder_.add_next_after(next_after);
+  builder_.add_lobbies(lobbies);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<LobbyListPage> CreateLobbyListPageDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const std::vector<::flatbuffers::Offset<huddle::wire::LobbySummary>> *lobbies = nullptr,
+    const char *next_after = nullptr) {
+  auto lobbies__ = lobbies ? _fbb.CreateVector<::flatbuffers::Offset<huddle::wire::LobbySummary>>(*lobbies) : 0;
+  auto next_after__ = next_after ? _fbb.CreateString(next_after) : 0;
+  return huddle::wire::CreateLobbyListPage(
+      _fbb,
+      lobbies__,
+      next_after__);
+}
+
+struct LobbyEvent FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef LobbyEventBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_LOBBY_ID = 4,
+    VT_VERSION = 6,
+    VT_KIND = 8,
+    VT_USER = 10,
+    VT_READY = 12,
+    VT_REASON = 14,
+    VT_LOBBY = 16,
+    VT_AT_MS = 18
+  };
+  const ::flatbuffers::String *lobby_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_LOBBY_ID);
+  }
+  uint64_t version() const {
+    return GetField<uint64_t>(VT_VERSION, 0);
+  }
+  huddle::wire::LobbyEventKind kind() const {
+    return static_cast<huddle::wire::LobbyEventKind>(GetField<uint8_t>(VT_KIND, 0));
+  }
+  const huddle::wire::ChatUser *user() const {
+    return GetPointer<const huddle::wire::ChatUser *>(VT_USER);
+  }
+  bool ready() const {
+    return GetField<uint8_t>(VT_READY, 0) != 0;
+  }
+  const ::flatbuffers::String *reason() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_REASON);
+  }
+  const huddle::wire::LobbyState *lobby() const {
+    return GetPointer<const huddle::wire::LobbyState *>(VT_LOBBY);
+  }
+  int64_t at_ms() const {
+    return GetField<int64_t>(VT_AT_MS, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_LOBBY_ID) &&
+           verifier.VerifyString(lobby_id()) &&
+           VerifyField<uint64_t>(verifier, VT_VERSION, 8) &&
+           VerifyField<uint8_t>(verifier, VT_KIND, 1) &&
+           VerifyOffset(verifier, VT_USER) &&
+           verifier.VerifyTable(user()) &&
+           VerifyField<uint8_t>(verifier, VT_READY, 1) &&
+           VerifyOffset(verifier, VT_REASON) &&
+           verifier.VerifyString(reason()) &&
+           VerifyOffset(verifier, VT_LOBBY) &&
+           verifier.VerifyTable(lobby()) &&
+           VerifyField<int64_t>(verifier, VT_AT_MS, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct LobbyEventBuilder {
+  typedef LobbyEvent Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_lobby_id(::flatbuffers::Offset<::flatbuffers::String> lobby_id) {
+    fbb_.AddOffset(LobbyEvent::VT_LOBBY_ID, lobby_id);
+  }
+  void add_version(uint64_t version) {
+    fbb_.AddElement<uint64_t>(LobbyEvent::VT_VERSION, version, 0);
+  }
+  void add_kind(huddle::wire::LobbyEventKind kind) {
+    fbb_.AddElement<uint8_t>(LobbyEvent::VT_KIND, static_cast<uint8_t>(kind), 0);
+  }
+  void add_user(::flatbuffers::Offset<huddle::wire::ChatUser> user) {
+    fbb_.AddOffset(LobbyEvent::VT_USER, user);
+  }
+  void add_ready(bool ready) {
+    fbb_.AddElement<uint8_t>(LobbyEvent::VT_READY, static_cast<uint8_t>(ready), 0);
+  }
+  void add_reason(::flatbuffers::Offset<::flatbuffers::String> reason) {
+    fbb_.AddOffset(LobbyEvent::VT_REASON, reason);
+  }
+  void add_lobby(::flatbuffers::Offset<huddle::wire::LobbyState> lobby) {
+    fbb_.AddOffset(LobbyEvent::VT_LOBBY, lobby);
+  }
+  void add_at_ms(int64_t at_ms) {
+    fbb_.AddElement<int64_t>(LobbyEvent::VT_AT_MS, at_ms, 0);
+  }
+  explicit LobbyEventBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<LobbyEvent> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<LobbyEvent>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<LobbyEvent> CreateLobbyEvent(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> lobby_id = 0,
+    uint64_t version = 0,
+    huddle::wire::LobbyEventKind kind = huddle::wire::LobbyEventKind::MEMBER_JOINED,
+    ::flatbuffers::Offset<huddle::wire::ChatUser> user = 0,
+    bool ready = false,
+    ::flatbuffers::Offset<::flatbuffers::String> reason = 0,
+    ::flatbuffers::Offset<huddle::wire::LobbyState> lobby = 0,
+    int64_t at_ms = 0) {
+  LobbyEventBuilder builder_(_fbb);
+  builder_.add_at_ms(at_ms);
+  builder_.add_version(version);
+  builder_.add_lobby(lobby);
+  builder_.add_reason(reason);
+  builder_.add_user(user);
+  builder_.add_lobby_id(lobby_id);
+  builder_.add_ready(ready);
+  builder_.add_kind(kind);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<LobbyEvent> CreateLobbyEventDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *lobby_id = nullptr,
+    uint64_t version = 0,
+    huddle::wire::LobbyEventKind kind = huddle::wire::LobbyEventKind::MEMBER_JOINED,
+    ::flatbuffers::Offset<huddle::wire::ChatUser> user = 0,
+    bool ready = false,
+    const char *reason = nullptr,
+    ::flatbuffers::Offset<huddle::wire::LobbyState> lobby = 0,
+    int64_t at_ms = 0) {
+  auto lobby_id__ = lobby_id ? _fbb.CreateString(lobby_id) : 0;
+  auto reason__ = reason ? _fbb.CreateString(reason) : 0;
+  return huddle::wire::CreateLobbyEvent(
+      _fbb,
+      lobby_id__,
+      version,
+      kind,
+      user,
+      ready,
+      reason__,
+      lobby,
+      at_ms);
+}
+
 struct Frame FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   typedef FrameBuilder Builder;
   enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
@@ -5710,6 +7531,36 @@ struct Frame FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   }
   const huddle::wire::NotificationCounts *body_as_NotificationCounts() const {
     return body_type() == huddle::wire::Body::NotificationCounts ? static_cast<const huddle::wire::NotificationCounts *>(body()) : nullptr;
+  }
+  const huddle::wire::LobbyCreate *body_as_LobbyCreate() const {
+    return body_type() == huddle::wire::Body::LobbyCreate ? static_cast<const huddle::wire::LobbyCreate *>(body()) : nullptr;
+  }
+  const huddle::wire::LobbyJoin *body_as_LobbyJoin() const {
+    return body_type() == huddle::wire::Body::LobbyJoin ? static_cast<const huddle::wire::LobbyJoin *>(body()) : nullptr;
+  }
+  const huddle::wire::LobbyUpdate *body_as_LobbyUpdate() const {
+    return body_type() == huddle::wire::Body::LobbyUpdate ? static_cast<const huddle::wire::LobbyUpdate *>(body()) : nullptr;
+  }
+  const huddle::wire::LobbyOp *body_as_LobbyOp() const {
+    return body_type() == huddle::wire::Body::LobbyOp ? static_cast<const huddle::wire::LobbyOp *>(body()) : nullptr;
+  }
+  const huddle::wire::LobbyReply *body_as_LobbyReply() const {
+    return body_type() == huddle::wire::Body::LobbyReply ? static_cast<const huddle::wire::LobbyReply *>(body()) : nullptr;
+  }
+  const huddle::wire::LobbyLeft *body_as_LobbyLeft() const {
+    return body_type() == huddle::wire::Body::LobbyLeft ? static_cast<const huddle::wire::LobbyLeft *>(body()) : nullptr;
+  }
+  const huddle::wire::LobbyInvited *body_as_LobbyInvited() const {
+    return body_type() == huddle::wire::Body::LobbyInvited ? static_cast<const huddle::wire::LobbyInvited *>(body()) : nullptr;
+  }
+  const huddle::wire::LobbyList *body_as_LobbyList() const {
+    return body_type() == huddle::wire::Body::LobbyList ? static_cast<const huddle::wire::LobbyList *>(body()) : nullptr;
+  }
+  const huddle::wire::LobbyListPage *body_as_LobbyListPage() const {
+    return body_type() == huddle::wire::Body::LobbyListPage ? static_cast<const huddle::wire::LobbyListPage *>(body()) : nullptr;
+  }
+  const huddle::wire::LobbyEvent *body_as_LobbyEvent() const {
+    return body_type() == huddle::wire::Body::LobbyEvent ? static_cast<const huddle::wire::LobbyEvent *>(body()) : nullptr;
   }
   template <bool B = false>
   bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
@@ -5930,6 +7781,46 @@ template<> inline const huddle::wire::NotificationDelete *Frame::body_as<huddle:
 
 template<> inline const huddle::wire::NotificationCounts *Frame::body_as<huddle::wire::NotificationCounts>() const {
   return body_as_NotificationCounts();
+}
+
+template<> inline const huddle::wire::LobbyCreate *Frame::body_as<huddle::wire::LobbyCreate>() const {
+  return body_as_LobbyCreate();
+}
+
+template<> inline const huddle::wire::LobbyJoin *Frame::body_as<huddle::wire::LobbyJoin>() const {
+  return body_as_LobbyJoin();
+}
+
+template<> inline const huddle::wire::LobbyUpdate *Frame::body_as<huddle::wire::LobbyUpdate>() const {
+  return body_as_LobbyUpdate();
+}
+
+template<> inline const huddle::wire::LobbyOp *Frame::body_as<huddle::wire::LobbyOp>() const {
+  return body_as_LobbyOp();
+}
+
+template<> inline const huddle::wire::LobbyReply *Frame::body_as<huddle::wire::LobbyReply>() const {
+  return body_as_LobbyReply();
+}
+
+template<> inline const huddle::wire::LobbyLeft *Frame::body_as<huddle::wire::LobbyLeft>() const {
+  return body_as_LobbyLeft();
+}
+
+template<> inline const huddle::wire::LobbyInvited *Frame::body_as<huddle::wire::LobbyInvited>() const {
+  return body_as_LobbyInvited();
+}
+
+template<> inline const huddle::wire::LobbyList *Frame::body_as<huddle::wire::LobbyList>() const {
+  return body_as_LobbyList();
+}
+
+template<> inline const huddle::wire::LobbyListPage *Frame::body_as<huddle::wire::LobbyListPage>() const {
+  return body_as_LobbyListPage();
+}
+
+template<> inline const huddle::wire::LobbyEvent *Frame::body_as<huddle::wire::LobbyEvent>() const {
+  return body_as_LobbyEvent();
 }
 
 struct FrameBuilder {
@@ -6190,6 +8081,46 @@ inline bool VerifyBody(::flatbuffers::VerifierTemplate<B> &verifier, const void 
     }
     case Body::NotificationCounts: {
       auto ptr = reinterpret_cast<const huddle::wire::NotificationCounts *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::LobbyCreate: {
+      auto ptr = reinterpret_cast<const huddle::wire::LobbyCreate *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::LobbyJoin: {
+      auto ptr = reinterpret_cast<const huddle::wire::LobbyJoin *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::LobbyUpdate: {
+      auto ptr = reinterpret_cast<const huddle::wire::LobbyUpdate *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::LobbyOp: {
+      auto ptr = reinterpret_cast<const huddle::wire::LobbyOp *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::LobbyReply: {
+      auto ptr = reinterpret_cast<const huddle::wire::LobbyReply *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::LobbyLeft: {
+      auto ptr = reinterpret_cast<const huddle::wire::LobbyLeft *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::LobbyInvited: {
+      auto ptr = reinterpret_cast<const huddle::wire::LobbyInvited *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::LobbyList: {
+      auto ptr = reinterpret_cast<const huddle::wire::LobbyList *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::LobbyListPage: {
+      auto ptr = reinterpret_cast<const huddle::wire::LobbyListPage *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::LobbyEvent: {
+      auto ptr = reinterpret_cast<const huddle::wire::LobbyEvent *>(obj);
       return verifier.VerifyTable(ptr);
     }
     default: return true;

@@ -851,12 +851,428 @@ impl<'a> ::flatbuffers::Verifiable for DeliveryState {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for DeliveryState {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_BODY: u8 = 0;
+pub const ENUM_MIN_LOBBY_VISIBILITY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 52;
+pub const ENUM_MAX_LOBBY_VISIBILITY: u8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 53] = [
+pub const ENUM_VALUES_LOBBY_VISIBILITY: [LobbyVisibility; 3] = [
+  LobbyVisibility::PUBLIC,
+  LobbyVisibility::PRIVATE,
+  LobbyVisibility::INVITE_ONLY,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct LobbyVisibility(pub u8);
+#[allow(non_upper_case_globals)]
+impl LobbyVisibility {
+  pub const PUBLIC: Self = Self(0);
+  pub const PRIVATE: Self = Self(1);
+  pub const INVITE_ONLY: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::PUBLIC,
+    Self::PRIVATE,
+    Self::INVITE_ONLY,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::PUBLIC => Some("PUBLIC"),
+      Self::PRIVATE => Some("PRIVATE"),
+      Self::INVITE_ONLY => Some("INVITE_ONLY"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for LobbyVisibility {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for LobbyVisibility {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for LobbyVisibility {
+    type Output = LobbyVisibility;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for LobbyVisibility {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for LobbyVisibility {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for LobbyVisibility {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_LOBBY_STATUS: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_LOBBY_STATUS: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_LOBBY_STATUS: [LobbyStatus; 3] = [
+  LobbyStatus::OPEN,
+  LobbyStatus::READY,
+  LobbyStatus::IN_GAME,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct LobbyStatus(pub u8);
+#[allow(non_upper_case_globals)]
+impl LobbyStatus {
+  pub const OPEN: Self = Self(0);
+  pub const READY: Self = Self(1);
+  pub const IN_GAME: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::OPEN,
+    Self::READY,
+    Self::IN_GAME,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::OPEN => Some("OPEN"),
+      Self::READY => Some("READY"),
+      Self::IN_GAME => Some("IN_GAME"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for LobbyStatus {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for LobbyStatus {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for LobbyStatus {
+    type Output = LobbyStatus;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for LobbyStatus {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for LobbyStatus {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for LobbyStatus {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_LOBBY_OP_KIND: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_LOBBY_OP_KIND: u8 = 8;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_LOBBY_OP_KIND: [LobbyOpKind; 9] = [
+  LobbyOpKind::LEAVE,
+  LobbyOpKind::READY,
+  LobbyOpKind::UNREADY,
+  LobbyOpKind::KICK,
+  LobbyOpKind::TRANSFER_HOST,
+  LobbyOpKind::START,
+  LobbyOpKind::CLOSE,
+  LobbyOpKind::INVITE,
+  LobbyOpKind::GET,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct LobbyOpKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl LobbyOpKind {
+  pub const LEAVE: Self = Self(0);
+  pub const READY: Self = Self(1);
+  pub const UNREADY: Self = Self(2);
+  pub const KICK: Self = Self(3);
+  pub const TRANSFER_HOST: Self = Self(4);
+  pub const START: Self = Self(5);
+  pub const CLOSE: Self = Self(6);
+  pub const INVITE: Self = Self(7);
+  pub const GET: Self = Self(8);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 8;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::LEAVE,
+    Self::READY,
+    Self::UNREADY,
+    Self::KICK,
+    Self::TRANSFER_HOST,
+    Self::START,
+    Self::CLOSE,
+    Self::INVITE,
+    Self::GET,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::LEAVE => Some("LEAVE"),
+      Self::READY => Some("READY"),
+      Self::UNREADY => Some("UNREADY"),
+      Self::KICK => Some("KICK"),
+      Self::TRANSFER_HOST => Some("TRANSFER_HOST"),
+      Self::START => Some("START"),
+      Self::CLOSE => Some("CLOSE"),
+      Self::INVITE => Some("INVITE"),
+      Self::GET => Some("GET"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for LobbyOpKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for LobbyOpKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for LobbyOpKind {
+    type Output = LobbyOpKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for LobbyOpKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for LobbyOpKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for LobbyOpKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_LOBBY_EVENT_KIND: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_LOBBY_EVENT_KIND: u8 = 12;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_LOBBY_EVENT_KIND: [LobbyEventKind; 13] = [
+  LobbyEventKind::MEMBER_JOINED,
+  LobbyEventKind::MEMBER_LEFT,
+  LobbyEventKind::HOST_CHANGED,
+  LobbyEventKind::MEMBER_READY,
+  LobbyEventKind::ALL_READY,
+  LobbyEventKind::NOT_READY,
+  LobbyEventKind::MEMBER_KICKED,
+  LobbyEventKind::KICKED,
+  LobbyEventKind::UPDATED,
+  LobbyEventKind::STARTED,
+  LobbyEventKind::CLOSED,
+  LobbyEventKind::MEMBER_DISCONNECTED,
+  LobbyEventKind::MEMBER_RECONNECTED,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct LobbyEventKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl LobbyEventKind {
+  pub const MEMBER_JOINED: Self = Self(0);
+  pub const MEMBER_LEFT: Self = Self(1);
+  pub const HOST_CHANGED: Self = Self(2);
+  pub const MEMBER_READY: Self = Self(3);
+  pub const ALL_READY: Self = Self(4);
+  pub const NOT_READY: Self = Self(5);
+  pub const MEMBER_KICKED: Self = Self(6);
+  pub const KICKED: Self = Self(7);
+  pub const UPDATED: Self = Self(8);
+  pub const STARTED: Self = Self(9);
+  pub const CLOSED: Self = Self(10);
+  pub const MEMBER_DISCONNECTED: Self = Self(11);
+  pub const MEMBER_RECONNECTED: Self = Self(12);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 12;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::MEMBER_JOINED,
+    Self::MEMBER_LEFT,
+    Self::HOST_CHANGED,
+    Self::MEMBER_READY,
+    Self::ALL_READY,
+    Self::NOT_READY,
+    Self::MEMBER_KICKED,
+    Self::KICKED,
+    Self::UPDATED,
+    Self::STARTED,
+    Self::CLOSED,
+    Self::MEMBER_DISCONNECTED,
+    Self::MEMBER_RECONNECTED,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::MEMBER_JOINED => Some("MEMBER_JOINED"),
+      Self::MEMBER_LEFT => Some("MEMBER_LEFT"),
+      Self::HOST_CHANGED => Some("HOST_CHANGED"),
+      Self::MEMBER_READY => Some("MEMBER_READY"),
+      Self::ALL_READY => Some("ALL_READY"),
+      Self::NOT_READY => Some("NOT_READY"),
+      Self::MEMBER_KICKED => Some("MEMBER_KICKED"),
+      Self::KICKED => Some("KICKED"),
+      Self::UPDATED => Some("UPDATED"),
+      Self::STARTED => Some("STARTED"),
+      Self::CLOSED => Some("CLOSED"),
+      Self::MEMBER_DISCONNECTED => Some("MEMBER_DISCONNECTED"),
+      Self::MEMBER_RECONNECTED => Some("MEMBER_RECONNECTED"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for LobbyEventKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for LobbyEventKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for LobbyEventKind {
+    type Output = LobbyEventKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for LobbyEventKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for LobbyEventKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for LobbyEventKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_BODY: u8 = 62;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_BODY: [Body; 63] = [
   Body::NONE,
   Body::Hello,
   Body::Welcome,
@@ -910,6 +1326,16 @@ pub const ENUM_VALUES_BODY: [Body; 53] = [
   Body::NotificationMarkRead,
   Body::NotificationDelete,
   Body::NotificationCounts,
+  Body::LobbyCreate,
+  Body::LobbyJoin,
+  Body::LobbyUpdate,
+  Body::LobbyOp,
+  Body::LobbyReply,
+  Body::LobbyLeft,
+  Body::LobbyInvited,
+  Body::LobbyList,
+  Body::LobbyListPage,
+  Body::LobbyEvent,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -970,9 +1396,19 @@ impl Body {
   pub const NotificationMarkRead: Self = Self(50);
   pub const NotificationDelete: Self = Self(51);
   pub const NotificationCounts: Self = Self(52);
+  pub const LobbyCreate: Self = Self(53);
+  pub const LobbyJoin: Self = Self(54);
+  pub const LobbyUpdate: Self = Self(55);
+  pub const LobbyOp: Self = Self(56);
+  pub const LobbyReply: Self = Self(57);
+  pub const LobbyLeft: Self = Self(58);
+  pub const LobbyInvited: Self = Self(59);
+  pub const LobbyList: Self = Self(60);
+  pub const LobbyListPage: Self = Self(61);
+  pub const LobbyEvent: Self = Self(62);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 52;
+  pub const ENUM_MAX: u8 = 62;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -1027,6 +1463,16 @@ impl Body {
     Self::NotificationMarkRead,
     Self::NotificationDelete,
     Self::NotificationCounts,
+    Self::LobbyCreate,
+    Self::LobbyJoin,
+    Self::LobbyUpdate,
+    Self::LobbyOp,
+    Self::LobbyReply,
+    Self::LobbyLeft,
+    Self::LobbyInvited,
+    Self::LobbyList,
+    Self::LobbyListPage,
+    Self::LobbyEvent,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1084,6 +1530,16 @@ impl Body {
       Self::NotificationMarkRead => Some("NotificationMarkRead"),
       Self::NotificationDelete => Some("NotificationDelete"),
       Self::NotificationCounts => Some("NotificationCounts"),
+      Self::LobbyCreate => Some("LobbyCreate"),
+      Self::LobbyJoin => Some("LobbyJoin"),
+      Self::LobbyUpdate => Some("LobbyUpdate"),
+      Self::LobbyOp => Some("LobbyOp"),
+      Self::LobbyReply => Some("LobbyReply"),
+      Self::LobbyLeft => Some("LobbyLeft"),
+      Self::LobbyInvited => Some("LobbyInvited"),
+      Self::LobbyList => Some("LobbyList"),
+      Self::LobbyListPage => Some("LobbyListPage"),
+      Self::LobbyEvent => Some("LobbyEvent"),
       _ => None,
     }
   }
@@ -8916,6 +9372,2438 @@ impl ::core::fmt::Debug for NotificationCounts<'_> {
       ds.finish()
   }
 }
+pub enum SettingOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Setting<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Setting<'a> {
+  type Inner = Setting<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Setting<'a> {
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Setting { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SettingArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Setting<'bldr>> {
+    let mut builder = SettingBuilder::new(_fbb);
+    if let Some(x) = args.value { builder.add_value(x); }
+    if let Some(x) = args.key { builder.add_key(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Setting::VT_KEY, None)}
+  }
+  #[inline]
+  pub fn value(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Setting::VT_VALUE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Setting<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key", Self::VT_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("value", Self::VT_VALUE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SettingArgs<'a> {
+    pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub value: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for SettingArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SettingArgs {
+      key: None,
+      value: None,
+    }
+  }
+}
+
+pub struct SettingBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SettingBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Setting::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Setting::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SettingBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SettingBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Setting<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Setting<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Setting");
+      ds.field("key", &self.key());
+      ds.field("value", &self.value());
+      ds.finish()
+  }
+}
+pub enum LobbyMemberOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LobbyMember<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LobbyMember<'a> {
+  type Inner = LobbyMember<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LobbyMember<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_READY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CONNECTED: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TEAM: ::flatbuffers::VOffsetT = 10;
+  pub const VT_JOINED_AT_MS: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LobbyMember { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LobbyMemberArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LobbyMember<'bldr>> {
+    let mut builder = LobbyMemberBuilder::new(_fbb);
+    builder.add_joined_at_ms(args.joined_at_ms);
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.add_team(args.team);
+    builder.add_connected(args.connected);
+    builder.add_ready(args.ready);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> Option<ChatUser<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ChatUser>>(LobbyMember::VT_USER, None)}
+  }
+  #[inline]
+  pub fn ready(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LobbyMember::VT_READY, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn connected(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LobbyMember::VT_CONNECTED, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn team(&self) -> i16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i16>(LobbyMember::VT_TEAM, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn joined_at_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LobbyMember::VT_JOINED_AT_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LobbyMember<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ChatUser>>("user", Self::VT_USER, false)?
+     .visit_field::<bool>("ready", Self::VT_READY, false)?
+     .visit_field::<bool>("connected", Self::VT_CONNECTED, false)?
+     .visit_field::<i16>("team", Self::VT_TEAM, false)?
+     .visit_field::<i64>("joined_at_ms", Self::VT_JOINED_AT_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LobbyMemberArgs<'a> {
+    pub user: Option<::flatbuffers::WIPOffset<ChatUser<'a>>>,
+    pub ready: bool,
+    pub connected: bool,
+    pub team: i16,
+    pub joined_at_ms: i64,
+}
+impl<'a> Default for LobbyMemberArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LobbyMemberArgs {
+      user: None,
+      ready: false,
+      connected: false,
+      team: -1,
+      joined_at_ms: 0,
+    }
+  }
+}
+
+pub struct LobbyMemberBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LobbyMemberBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<ChatUser<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ChatUser>>(LobbyMember::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_ready(&mut self, ready: bool) {
+    self.fbb_.push_slot::<bool>(LobbyMember::VT_READY, ready, false);
+  }
+  #[inline]
+  pub fn add_connected(&mut self, connected: bool) {
+    self.fbb_.push_slot::<bool>(LobbyMember::VT_CONNECTED, connected, false);
+  }
+  #[inline]
+  pub fn add_team(&mut self, team: i16) {
+    self.fbb_.push_slot::<i16>(LobbyMember::VT_TEAM, team, -1);
+  }
+  #[inline]
+  pub fn add_joined_at_ms(&mut self, joined_at_ms: i64) {
+    self.fbb_.push_slot::<i64>(LobbyMember::VT_JOINED_AT_MS, joined_at_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LobbyMemberBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LobbyMemberBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LobbyMember<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LobbyMember<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LobbyMember");
+      ds.field("user", &self.user());
+      ds.field("ready", &self.ready());
+      ds.field("connected", &self.connected());
+      ds.field("team", &self.team());
+      ds.field("joined_at_ms", &self.joined_at_ms());
+      ds.finish()
+  }
+}
+pub enum LobbyStateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LobbyState<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LobbyState<'a> {
+  type Inner = LobbyState<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LobbyState<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_GAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MODE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_REGION: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MIN: ::flatbuffers::VOffsetT = 12;
+  pub const VT_MAX: ::flatbuffers::VOffsetT = 14;
+  pub const VT_VISIBILITY: ::flatbuffers::VOffsetT = 16;
+  pub const VT_HAS_PASSWORD: ::flatbuffers::VOffsetT = 18;
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 20;
+  pub const VT_LOCKED: ::flatbuffers::VOffsetT = 22;
+  pub const VT_STATUS: ::flatbuffers::VOffsetT = 24;
+  pub const VT_HOST: ::flatbuffers::VOffsetT = 26;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 28;
+  pub const VT_SETTINGS: ::flatbuffers::VOffsetT = 30;
+  pub const VT_CONNECTION: ::flatbuffers::VOffsetT = 32;
+  pub const VT_VERSION: ::flatbuffers::VOffsetT = 34;
+  pub const VT_CREATED_AT_MS: ::flatbuffers::VOffsetT = 36;
+  pub const VT_UPDATED_AT_MS: ::flatbuffers::VOffsetT = 38;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LobbyState { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LobbyStateArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LobbyState<'bldr>> {
+    let mut builder = LobbyStateBuilder::new(_fbb);
+    builder.add_updated_at_ms(args.updated_at_ms);
+    builder.add_created_at_ms(args.created_at_ms);
+    builder.add_version(args.version);
+    if let Some(x) = args.connection { builder.add_connection(x); }
+    if let Some(x) = args.settings { builder.add_settings(x); }
+    if let Some(x) = args.members { builder.add_members(x); }
+    if let Some(x) = args.host { builder.add_host(x); }
+    if let Some(x) = args.region { builder.add_region(x); }
+    if let Some(x) = args.mode { builder.add_mode(x); }
+    if let Some(x) = args.game { builder.add_game(x); }
+    if let Some(x) = args.id { builder.add_id(x); }
+    builder.add_max(args.max);
+    builder.add_min(args.min);
+    builder.add_status(args.status);
+    builder.add_locked(args.locked);
+    builder.add_chat(args.chat);
+    builder.add_has_password(args.has_password);
+    builder.add_visibility(args.visibility);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyState::VT_ID, None)}
+  }
+  #[inline]
+  pub fn game(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyState::VT_GAME, None)}
+  }
+  #[inline]
+  pub fn mode(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyState::VT_MODE, None)}
+  }
+  #[inline]
+  pub fn region(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyState::VT_REGION, None)}
+  }
+  #[inline]
+  pub fn min(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(LobbyState::VT_MIN, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn max(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(LobbyState::VT_MAX, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn visibility(&self) -> LobbyVisibility {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<LobbyVisibility>(LobbyState::VT_VISIBILITY, Some(LobbyVisibility::PUBLIC)).unwrap()}
+  }
+  #[inline]
+  pub fn has_password(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LobbyState::VT_HAS_PASSWORD, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn chat(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LobbyState::VT_CHAT, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn locked(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LobbyState::VT_LOCKED, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn status(&self) -> LobbyStatus {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<LobbyStatus>(LobbyState::VT_STATUS, Some(LobbyStatus::OPEN)).unwrap()}
+  }
+  #[inline]
+  pub fn host(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyState::VT_HOST, None)}
+  }
+  #[inline]
+  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<LobbyMember<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<LobbyMember>>>>(LobbyState::VT_MEMBERS, None)}
+  }
+  #[inline]
+  pub fn settings(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Setting<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Setting>>>>(LobbyState::VT_SETTINGS, None)}
+  }
+  #[inline]
+  pub fn connection(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyState::VT_CONNECTION, None)}
+  }
+  #[inline]
+  pub fn version(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LobbyState::VT_VERSION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn created_at_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LobbyState::VT_CREATED_AT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn updated_at_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LobbyState::VT_UPDATED_AT_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LobbyState<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("game", Self::VT_GAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("mode", Self::VT_MODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("region", Self::VT_REGION, false)?
+     .visit_field::<u16>("min", Self::VT_MIN, false)?
+     .visit_field::<u16>("max", Self::VT_MAX, false)?
+     .visit_field::<LobbyVisibility>("visibility", Self::VT_VISIBILITY, false)?
+     .visit_field::<bool>("has_password", Self::VT_HAS_PASSWORD, false)?
+     .visit_field::<bool>("chat", Self::VT_CHAT, false)?
+     .visit_field::<bool>("locked", Self::VT_LOCKED, false)?
+     .visit_field::<LobbyStatus>("status", Self::VT_STATUS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("host", Self::VT_HOST, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<LobbyMember>>>>("members", Self::VT_MEMBERS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Setting>>>>("settings", Self::VT_SETTINGS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("connection", Self::VT_CONNECTION, false)?
+     .visit_field::<u64>("version", Self::VT_VERSION, false)?
+     .visit_field::<i64>("created_at_ms", Self::VT_CREATED_AT_MS, false)?
+     .visit_field::<i64>("updated_at_ms", Self::VT_UPDATED_AT_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LobbyStateArgs<'a> {
+    pub id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub game: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub mode: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub region: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub min: u16,
+    pub max: u16,
+    pub visibility: LobbyVisibility,
+    pub has_password: bool,
+    pub chat: bool,
+    pub locked: bool,
+    pub status: LobbyStatus,
+    pub host: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<LobbyMember<'a>>>>>,
+    pub settings: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Setting<'a>>>>>,
+    pub connection: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub version: u64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+impl<'a> Default for LobbyStateArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LobbyStateArgs {
+      id: None,
+      game: None,
+      mode: None,
+      region: None,
+      min: 0,
+      max: 0,
+      visibility: LobbyVisibility::PUBLIC,
+      has_password: false,
+      chat: false,
+      locked: false,
+      status: LobbyStatus::OPEN,
+      host: None,
+      members: None,
+      settings: None,
+      connection: None,
+      version: 0,
+      created_at_ms: 0,
+      updated_at_ms: 0,
+    }
+  }
+}
+
+pub struct LobbyStateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LobbyStateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyState::VT_ID, id);
+  }
+  #[inline]
+  pub fn add_game(&mut self, game: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyState::VT_GAME, game);
+  }
+  #[inline]
+  pub fn add_mode(&mut self, mode: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyState::VT_MODE, mode);
+  }
+  #[inline]
+  pub fn add_region(&mut self, region: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyState::VT_REGION, region);
+  }
+  #[inline]
+  pub fn add_min(&mut self, min: u16) {
+    self.fbb_.push_slot::<u16>(LobbyState::VT_MIN, min, 0);
+  }
+  #[inline]
+  pub fn add_max(&mut self, max: u16) {
+    self.fbb_.push_slot::<u16>(LobbyState::VT_MAX, max, 0);
+  }
+  #[inline]
+  pub fn add_visibility(&mut self, visibility: LobbyVisibility) {
+    self.fbb_.push_slot::<LobbyVisibility>(LobbyState::VT_VISIBILITY, visibility, LobbyVisibility::PUBLIC);
+  }
+  #[inline]
+  pub fn add_has_password(&mut self, has_password: bool) {
+    self.fbb_.push_slot::<bool>(LobbyState::VT_HAS_PASSWORD, has_password, false);
+  }
+  #[inline]
+  pub fn add_chat(&mut self, chat: bool) {
+    self.fbb_.push_slot::<bool>(LobbyState::VT_CHAT, chat, false);
+  }
+  #[inline]
+  pub fn add_locked(&mut self, locked: bool) {
+    self.fbb_.push_slot::<bool>(LobbyState::VT_LOCKED, locked, false);
+  }
+  #[inline]
+  pub fn add_status(&mut self, status: LobbyStatus) {
+    self.fbb_.push_slot::<LobbyStatus>(LobbyState::VT_STATUS, status, LobbyStatus::OPEN);
+  }
+  #[inline]
+  pub fn add_host(&mut self, host: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyState::VT_HOST, host);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<LobbyMember<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyState::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn add_settings(&mut self, settings: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Setting<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyState::VT_SETTINGS, settings);
+  }
+  #[inline]
+  pub fn add_connection(&mut self, connection: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyState::VT_CONNECTION, connection);
+  }
+  #[inline]
+  pub fn add_version(&mut self, version: u64) {
+    self.fbb_.push_slot::<u64>(LobbyState::VT_VERSION, version, 0);
+  }
+  #[inline]
+  pub fn add_created_at_ms(&mut self, created_at_ms: i64) {
+    self.fbb_.push_slot::<i64>(LobbyState::VT_CREATED_AT_MS, created_at_ms, 0);
+  }
+  #[inline]
+  pub fn add_updated_at_ms(&mut self, updated_at_ms: i64) {
+    self.fbb_.push_slot::<i64>(LobbyState::VT_UPDATED_AT_MS, updated_at_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LobbyStateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LobbyStateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LobbyState<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LobbyState<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LobbyState");
+      ds.field("id", &self.id());
+      ds.field("game", &self.game());
+      ds.field("mode", &self.mode());
+      ds.field("region", &self.region());
+      ds.field("min", &self.min());
+      ds.field("max", &self.max());
+      ds.field("visibility", &self.visibility());
+      ds.field("has_password", &self.has_password());
+      ds.field("chat", &self.chat());
+      ds.field("locked", &self.locked());
+      ds.field("status", &self.status());
+      ds.field("host", &self.host());
+      ds.field("members", &self.members());
+      ds.field("settings", &self.settings());
+      ds.field("connection", &self.connection());
+      ds.field("version", &self.version());
+      ds.field("created_at_ms", &self.created_at_ms());
+      ds.field("updated_at_ms", &self.updated_at_ms());
+      ds.finish()
+  }
+}
+pub enum LobbyCreateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LobbyCreate<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LobbyCreate<'a> {
+  type Inner = LobbyCreate<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LobbyCreate<'a> {
+  pub const VT_GAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MODE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REGION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MIN: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MAX: ::flatbuffers::VOffsetT = 12;
+  pub const VT_VISIBILITY: ::flatbuffers::VOffsetT = 14;
+  pub const VT_PASSWORD: ::flatbuffers::VOffsetT = 16;
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 18;
+  pub const VT_SETTINGS: ::flatbuffers::VOffsetT = 20;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LobbyCreate { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LobbyCreateArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LobbyCreate<'bldr>> {
+    let mut builder = LobbyCreateBuilder::new(_fbb);
+    if let Some(x) = args.settings { builder.add_settings(x); }
+    if let Some(x) = args.password { builder.add_password(x); }
+    if let Some(x) = args.region { builder.add_region(x); }
+    if let Some(x) = args.mode { builder.add_mode(x); }
+    if let Some(x) = args.game { builder.add_game(x); }
+    builder.add_max(args.max);
+    builder.add_min(args.min);
+    builder.add_chat(args.chat);
+    builder.add_visibility(args.visibility);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn game(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyCreate::VT_GAME, None)}
+  }
+  #[inline]
+  pub fn mode(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyCreate::VT_MODE, None)}
+  }
+  #[inline]
+  pub fn region(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyCreate::VT_REGION, None)}
+  }
+  #[inline]
+  pub fn min(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(LobbyCreate::VT_MIN, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn max(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(LobbyCreate::VT_MAX, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn visibility(&self) -> LobbyVisibility {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<LobbyVisibility>(LobbyCreate::VT_VISIBILITY, Some(LobbyVisibility::PUBLIC)).unwrap()}
+  }
+  #[inline]
+  pub fn password(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyCreate::VT_PASSWORD, None)}
+  }
+  #[inline]
+  pub fn chat(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LobbyCreate::VT_CHAT, Some(true)).unwrap()}
+  }
+  #[inline]
+  pub fn settings(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Setting<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Setting>>>>(LobbyCreate::VT_SETTINGS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LobbyCreate<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("game", Self::VT_GAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("mode", Self::VT_MODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("region", Self::VT_REGION, false)?
+     .visit_field::<u16>("min", Self::VT_MIN, false)?
+     .visit_field::<u16>("max", Self::VT_MAX, false)?
+     .visit_field::<LobbyVisibility>("visibility", Self::VT_VISIBILITY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("password", Self::VT_PASSWORD, false)?
+     .visit_field::<bool>("chat", Self::VT_CHAT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Setting>>>>("settings", Self::VT_SETTINGS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LobbyCreateArgs<'a> {
+    pub game: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub mode: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub region: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub min: u16,
+    pub max: u16,
+    pub visibility: LobbyVisibility,
+    pub password: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub chat: bool,
+    pub settings: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Setting<'a>>>>>,
+}
+impl<'a> Default for LobbyCreateArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LobbyCreateArgs {
+      game: None,
+      mode: None,
+      region: None,
+      min: 0,
+      max: 0,
+      visibility: LobbyVisibility::PUBLIC,
+      password: None,
+      chat: true,
+      settings: None,
+    }
+  }
+}
+
+pub struct LobbyCreateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LobbyCreateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_game(&mut self, game: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyCreate::VT_GAME, game);
+  }
+  #[inline]
+  pub fn add_mode(&mut self, mode: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyCreate::VT_MODE, mode);
+  }
+  #[inline]
+  pub fn add_region(&mut self, region: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyCreate::VT_REGION, region);
+  }
+  #[inline]
+  pub fn add_min(&mut self, min: u16) {
+    self.fbb_.push_slot::<u16>(LobbyCreate::VT_MIN, min, 0);
+  }
+  #[inline]
+  pub fn add_max(&mut self, max: u16) {
+    self.fbb_.push_slot::<u16>(LobbyCreate::VT_MAX, max, 0);
+  }
+  #[inline]
+  pub fn add_visibility(&mut self, visibility: LobbyVisibility) {
+    self.fbb_.push_slot::<LobbyVisibility>(LobbyCreate::VT_VISIBILITY, visibility, LobbyVisibility::PUBLIC);
+  }
+  #[inline]
+  pub fn add_password(&mut self, password: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyCreate::VT_PASSWORD, password);
+  }
+  #[inline]
+  pub fn add_chat(&mut self, chat: bool) {
+    self.fbb_.push_slot::<bool>(LobbyCreate::VT_CHAT, chat, true);
+  }
+  #[inline]
+  pub fn add_settings(&mut self, settings: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Setting<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyCreate::VT_SETTINGS, settings);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LobbyCreateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LobbyCreateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LobbyCreate<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LobbyCreate<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LobbyCreate");
+      ds.field("game", &self.game());
+      ds.field("mode", &self.mode());
+      ds.field("region", &self.region());
+      ds.field("min", &self.min());
+      ds.field("max", &self.max());
+      ds.field("visibility", &self.visibility());
+      ds.field("password", &self.password());
+      ds.field("chat", &self.chat());
+      ds.field("settings", &self.settings());
+      ds.finish()
+  }
+}
+pub enum LobbyJoinOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LobbyJoin<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LobbyJoin<'a> {
+  type Inner = LobbyJoin<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LobbyJoin<'a> {
+  pub const VT_LOBBY_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PASSWORD: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LobbyJoin { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LobbyJoinArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LobbyJoin<'bldr>> {
+    let mut builder = LobbyJoinBuilder::new(_fbb);
+    if let Some(x) = args.password { builder.add_password(x); }
+    if let Some(x) = args.lobby_id { builder.add_lobby_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn lobby_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyJoin::VT_LOBBY_ID, None)}
+  }
+  #[inline]
+  pub fn password(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyJoin::VT_PASSWORD, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LobbyJoin<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("lobby_id", Self::VT_LOBBY_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("password", Self::VT_PASSWORD, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LobbyJoinArgs<'a> {
+    pub lobby_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub password: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for LobbyJoinArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LobbyJoinArgs {
+      lobby_id: None,
+      password: None,
+    }
+  }
+}
+
+pub struct LobbyJoinBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LobbyJoinBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_lobby_id(&mut self, lobby_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyJoin::VT_LOBBY_ID, lobby_id);
+  }
+  #[inline]
+  pub fn add_password(&mut self, password: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyJoin::VT_PASSWORD, password);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LobbyJoinBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LobbyJoinBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LobbyJoin<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LobbyJoin<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LobbyJoin");
+      ds.field("lobby_id", &self.lobby_id());
+      ds.field("password", &self.password());
+      ds.finish()
+  }
+}
+pub enum LobbyUpdateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LobbyUpdate<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LobbyUpdate<'a> {
+  type Inner = LobbyUpdate<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LobbyUpdate<'a> {
+  pub const VT_LOBBY_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SET_SETTINGS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SETTINGS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MIN: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MAX: ::flatbuffers::VOffsetT = 12;
+  pub const VT_SET_VISIBILITY: ::flatbuffers::VOffsetT = 14;
+  pub const VT_VISIBILITY: ::flatbuffers::VOffsetT = 16;
+  pub const VT_SET_PASSWORD: ::flatbuffers::VOffsetT = 18;
+  pub const VT_PASSWORD: ::flatbuffers::VOffsetT = 20;
+  pub const VT_LOCK: ::flatbuffers::VOffsetT = 22;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LobbyUpdate { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LobbyUpdateArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LobbyUpdate<'bldr>> {
+    let mut builder = LobbyUpdateBuilder::new(_fbb);
+    if let Some(x) = args.password { builder.add_password(x); }
+    if let Some(x) = args.settings { builder.add_settings(x); }
+    if let Some(x) = args.lobby_id { builder.add_lobby_id(x); }
+    builder.add_max(args.max);
+    builder.add_min(args.min);
+    builder.add_lock(args.lock);
+    builder.add_set_password(args.set_password);
+    builder.add_visibility(args.visibility);
+    builder.add_set_visibility(args.set_visibility);
+    builder.add_set_settings(args.set_settings);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn lobby_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyUpdate::VT_LOBBY_ID, None)}
+  }
+  #[inline]
+  pub fn set_settings(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LobbyUpdate::VT_SET_SETTINGS, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn settings(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Setting<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Setting>>>>(LobbyUpdate::VT_SETTINGS, None)}
+  }
+  #[inline]
+  pub fn min(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(LobbyUpdate::VT_MIN, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn max(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(LobbyUpdate::VT_MAX, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn set_visibility(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LobbyUpdate::VT_SET_VISIBILITY, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn visibility(&self) -> LobbyVisibility {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<LobbyVisibility>(LobbyUpdate::VT_VISIBILITY, Some(LobbyVisibility::PUBLIC)).unwrap()}
+  }
+  #[inline]
+  pub fn set_password(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LobbyUpdate::VT_SET_PASSWORD, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn password(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyUpdate::VT_PASSWORD, None)}
+  }
+  #[inline]
+  pub fn lock(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(LobbyUpdate::VT_LOCK, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LobbyUpdate<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("lobby_id", Self::VT_LOBBY_ID, false)?
+     .visit_field::<bool>("set_settings", Self::VT_SET_SETTINGS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Setting>>>>("settings", Self::VT_SETTINGS, false)?
+     .visit_field::<u16>("min", Self::VT_MIN, false)?
+     .visit_field::<u16>("max", Self::VT_MAX, false)?
+     .visit_field::<bool>("set_visibility", Self::VT_SET_VISIBILITY, false)?
+     .visit_field::<LobbyVisibility>("visibility", Self::VT_VISIBILITY, false)?
+     .visit_field::<bool>("set_password", Self::VT_SET_PASSWORD, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("password", Self::VT_PASSWORD, false)?
+     .visit_field::<u8>("lock", Self::VT_LOCK, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LobbyUpdateArgs<'a> {
+    pub lobby_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub set_settings: bool,
+    pub settings: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Setting<'a>>>>>,
+    pub min: u16,
+    pub max: u16,
+    pub set_visibility: bool,
+    pub visibility: LobbyVisibility,
+    pub set_password: bool,
+    pub password: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub lock: u8,
+}
+impl<'a> Default for LobbyUpdateArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LobbyUpdateArgs {
+      lobby_id: None,
+      set_settings: false,
+      settings: None,
+      min: 0,
+      max: 0,
+      set_visibility: false,
+      visibility: LobbyVisibility::PUBLIC,
+      set_password: false,
+      password: None,
+      lock: 0,
+    }
+  }
+}
+
+pub struct LobbyUpdateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LobbyUpdateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_lobby_id(&mut self, lobby_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyUpdate::VT_LOBBY_ID, lobby_id);
+  }
+  #[inline]
+  pub fn add_set_settings(&mut self, set_settings: bool) {
+    self.fbb_.push_slot::<bool>(LobbyUpdate::VT_SET_SETTINGS, set_settings, false);
+  }
+  #[inline]
+  pub fn add_settings(&mut self, settings: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Setting<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyUpdate::VT_SETTINGS, settings);
+  }
+  #[inline]
+  pub fn add_min(&mut self, min: u16) {
+    self.fbb_.push_slot::<u16>(LobbyUpdate::VT_MIN, min, 0);
+  }
+  #[inline]
+  pub fn add_max(&mut self, max: u16) {
+    self.fbb_.push_slot::<u16>(LobbyUpdate::VT_MAX, max, 0);
+  }
+  #[inline]
+  pub fn add_set_visibility(&mut self, set_visibility: bool) {
+    self.fbb_.push_slot::<bool>(LobbyUpdate::VT_SET_VISIBILITY, set_visibility, false);
+  }
+  #[inline]
+  pub fn add_visibility(&mut self, visibility: LobbyVisibility) {
+    self.fbb_.push_slot::<LobbyVisibility>(LobbyUpdate::VT_VISIBILITY, visibility, LobbyVisibility::PUBLIC);
+  }
+  #[inline]
+  pub fn add_set_password(&mut self, set_password: bool) {
+    self.fbb_.push_slot::<bool>(LobbyUpdate::VT_SET_PASSWORD, set_password, false);
+  }
+  #[inline]
+  pub fn add_password(&mut self, password: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyUpdate::VT_PASSWORD, password);
+  }
+  #[inline]
+  pub fn add_lock(&mut self, lock: u8) {
+    self.fbb_.push_slot::<u8>(LobbyUpdate::VT_LOCK, lock, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LobbyUpdateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LobbyUpdateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LobbyUpdate<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LobbyUpdate<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LobbyUpdate");
+      ds.field("lobby_id", &self.lobby_id());
+      ds.field("set_settings", &self.set_settings());
+      ds.field("settings", &self.settings());
+      ds.field("min", &self.min());
+      ds.field("max", &self.max());
+      ds.field("set_visibility", &self.set_visibility());
+      ds.field("visibility", &self.visibility());
+      ds.field("set_password", &self.set_password());
+      ds.field("password", &self.password());
+      ds.field("lock", &self.lock());
+      ds.finish()
+  }
+}
+pub enum LobbyOpOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LobbyOp<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LobbyOp<'a> {
+  type Inner = LobbyOp<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LobbyOp<'a> {
+  pub const VT_OP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LOBBY_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_USER_ID: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TEXT: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LobbyOp { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LobbyOpArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LobbyOp<'bldr>> {
+    let mut builder = LobbyOpBuilder::new(_fbb);
+    if let Some(x) = args.text { builder.add_text(x); }
+    if let Some(x) = args.user_id { builder.add_user_id(x); }
+    if let Some(x) = args.lobby_id { builder.add_lobby_id(x); }
+    builder.add_op(args.op);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn op(&self) -> LobbyOpKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<LobbyOpKind>(LobbyOp::VT_OP, Some(LobbyOpKind::LEAVE)).unwrap()}
+  }
+  #[inline]
+  pub fn lobby_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyOp::VT_LOBBY_ID, None)}
+  }
+  #[inline]
+  pub fn user_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyOp::VT_USER_ID, None)}
+  }
+  #[inline]
+  pub fn text(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyOp::VT_TEXT, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LobbyOp<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<LobbyOpKind>("op", Self::VT_OP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("lobby_id", Self::VT_LOBBY_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user_id", Self::VT_USER_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("text", Self::VT_TEXT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LobbyOpArgs<'a> {
+    pub op: LobbyOpKind,
+    pub lobby_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub user_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub text: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for LobbyOpArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LobbyOpArgs {
+      op: LobbyOpKind::LEAVE,
+      lobby_id: None,
+      user_id: None,
+      text: None,
+    }
+  }
+}
+
+pub struct LobbyOpBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LobbyOpBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_op(&mut self, op: LobbyOpKind) {
+    self.fbb_.push_slot::<LobbyOpKind>(LobbyOp::VT_OP, op, LobbyOpKind::LEAVE);
+  }
+  #[inline]
+  pub fn add_lobby_id(&mut self, lobby_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyOp::VT_LOBBY_ID, lobby_id);
+  }
+  #[inline]
+  pub fn add_user_id(&mut self, user_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyOp::VT_USER_ID, user_id);
+  }
+  #[inline]
+  pub fn add_text(&mut self, text: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyOp::VT_TEXT, text);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LobbyOpBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LobbyOpBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LobbyOp<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LobbyOp<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LobbyOp");
+      ds.field("op", &self.op());
+      ds.field("lobby_id", &self.lobby_id());
+      ds.field("user_id", &self.user_id());
+      ds.field("text", &self.text());
+      ds.finish()
+  }
+}
+pub enum LobbyReplyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LobbyReply<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LobbyReply<'a> {
+  type Inner = LobbyReply<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LobbyReply<'a> {
+  pub const VT_LOBBY: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LobbyReply { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LobbyReplyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LobbyReply<'bldr>> {
+    let mut builder = LobbyReplyBuilder::new(_fbb);
+    if let Some(x) = args.lobby { builder.add_lobby(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn lobby(&self) -> Option<LobbyState<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<LobbyState>>(LobbyReply::VT_LOBBY, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LobbyReply<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<LobbyState>>("lobby", Self::VT_LOBBY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LobbyReplyArgs<'a> {
+    pub lobby: Option<::flatbuffers::WIPOffset<LobbyState<'a>>>,
+}
+impl<'a> Default for LobbyReplyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LobbyReplyArgs {
+      lobby: None,
+    }
+  }
+}
+
+pub struct LobbyReplyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LobbyReplyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_lobby(&mut self, lobby: ::flatbuffers::WIPOffset<LobbyState<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<LobbyState>>(LobbyReply::VT_LOBBY, lobby);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LobbyReplyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LobbyReplyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LobbyReply<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LobbyReply<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LobbyReply");
+      ds.field("lobby", &self.lobby());
+      ds.finish()
+  }
+}
+pub enum LobbyLeftOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LobbyLeft<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LobbyLeft<'a> {
+  type Inner = LobbyLeft<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LobbyLeft<'a> {
+  pub const VT_LOBBY_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LobbyLeft { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LobbyLeftArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LobbyLeft<'bldr>> {
+    let mut builder = LobbyLeftBuilder::new(_fbb);
+    if let Some(x) = args.lobby_id { builder.add_lobby_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn lobby_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyLeft::VT_LOBBY_ID, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LobbyLeft<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("lobby_id", Self::VT_LOBBY_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LobbyLeftArgs<'a> {
+    pub lobby_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for LobbyLeftArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LobbyLeftArgs {
+      lobby_id: None,
+    }
+  }
+}
+
+pub struct LobbyLeftBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LobbyLeftBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_lobby_id(&mut self, lobby_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyLeft::VT_LOBBY_ID, lobby_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LobbyLeftBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LobbyLeftBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LobbyLeft<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LobbyLeft<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LobbyLeft");
+      ds.field("lobby_id", &self.lobby_id());
+      ds.finish()
+  }
+}
+pub enum LobbyInvitedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LobbyInvited<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LobbyInvited<'a> {
+  type Inner = LobbyInvited<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LobbyInvited<'a> {
+  pub const VT_LOBBY_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER_ID: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LobbyInvited { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LobbyInvitedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LobbyInvited<'bldr>> {
+    let mut builder = LobbyInvitedBuilder::new(_fbb);
+    if let Some(x) = args.user_id { builder.add_user_id(x); }
+    if let Some(x) = args.lobby_id { builder.add_lobby_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn lobby_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyInvited::VT_LOBBY_ID, None)}
+  }
+  #[inline]
+  pub fn user_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyInvited::VT_USER_ID, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LobbyInvited<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("lobby_id", Self::VT_LOBBY_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user_id", Self::VT_USER_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LobbyInvitedArgs<'a> {
+    pub lobby_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub user_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for LobbyInvitedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LobbyInvitedArgs {
+      lobby_id: None,
+      user_id: None,
+    }
+  }
+}
+
+pub struct LobbyInvitedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LobbyInvitedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_lobby_id(&mut self, lobby_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyInvited::VT_LOBBY_ID, lobby_id);
+  }
+  #[inline]
+  pub fn add_user_id(&mut self, user_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyInvited::VT_USER_ID, user_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LobbyInvitedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LobbyInvitedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LobbyInvited<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LobbyInvited<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LobbyInvited");
+      ds.field("lobby_id", &self.lobby_id());
+      ds.field("user_id", &self.user_id());
+      ds.finish()
+  }
+}
+pub enum LobbyListOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LobbyList<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LobbyList<'a> {
+  type Inner = LobbyList<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LobbyList<'a> {
+  pub const VT_GAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MODE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REGION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MIN_FREE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_AFTER: ::flatbuffers::VOffsetT = 12;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LobbyList { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LobbyListArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LobbyList<'bldr>> {
+    let mut builder = LobbyListBuilder::new(_fbb);
+    if let Some(x) = args.after { builder.add_after(x); }
+    if let Some(x) = args.region { builder.add_region(x); }
+    if let Some(x) = args.mode { builder.add_mode(x); }
+    if let Some(x) = args.game { builder.add_game(x); }
+    builder.add_limit(args.limit);
+    builder.add_min_free(args.min_free);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn game(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyList::VT_GAME, None)}
+  }
+  #[inline]
+  pub fn mode(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyList::VT_MODE, None)}
+  }
+  #[inline]
+  pub fn region(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyList::VT_REGION, None)}
+  }
+  #[inline]
+  pub fn min_free(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(LobbyList::VT_MIN_FREE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn after(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyList::VT_AFTER, None)}
+  }
+  #[inline]
+  pub fn limit(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(LobbyList::VT_LIMIT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LobbyList<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("game", Self::VT_GAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("mode", Self::VT_MODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("region", Self::VT_REGION, false)?
+     .visit_field::<u16>("min_free", Self::VT_MIN_FREE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("after", Self::VT_AFTER, false)?
+     .visit_field::<u16>("limit", Self::VT_LIMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LobbyListArgs<'a> {
+    pub game: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub mode: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub region: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub min_free: u16,
+    pub after: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub limit: u16,
+}
+impl<'a> Default for LobbyListArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LobbyListArgs {
+      game: None,
+      mode: None,
+      region: None,
+      min_free: 0,
+      after: None,
+      limit: 0,
+    }
+  }
+}
+
+pub struct LobbyListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LobbyListBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_game(&mut self, game: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyList::VT_GAME, game);
+  }
+  #[inline]
+  pub fn add_mode(&mut self, mode: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyList::VT_MODE, mode);
+  }
+  #[inline]
+  pub fn add_region(&mut self, region: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyList::VT_REGION, region);
+  }
+  #[inline]
+  pub fn add_min_free(&mut self, min_free: u16) {
+    self.fbb_.push_slot::<u16>(LobbyList::VT_MIN_FREE, min_free, 0);
+  }
+  #[inline]
+  pub fn add_after(&mut self, after: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyList::VT_AFTER, after);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u16) {
+    self.fbb_.push_slot::<u16>(LobbyList::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LobbyListBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LobbyListBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LobbyList<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LobbyList<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LobbyList");
+      ds.field("game", &self.game());
+      ds.field("mode", &self.mode());
+      ds.field("region", &self.region());
+      ds.field("min_free", &self.min_free());
+      ds.field("after", &self.after());
+      ds.field("limit", &self.limit());
+      ds.finish()
+  }
+}
+pub enum LobbySummaryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LobbySummary<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LobbySummary<'a> {
+  type Inner = LobbySummary<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LobbySummary<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_GAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MODE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_REGION: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_MAX: ::flatbuffers::VOffsetT = 14;
+  pub const VT_HAS_PASSWORD: ::flatbuffers::VOffsetT = 16;
+  pub const VT_STATUS: ::flatbuffers::VOffsetT = 18;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LobbySummary { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LobbySummaryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LobbySummary<'bldr>> {
+    let mut builder = LobbySummaryBuilder::new(_fbb);
+    if let Some(x) = args.region { builder.add_region(x); }
+    if let Some(x) = args.mode { builder.add_mode(x); }
+    if let Some(x) = args.game { builder.add_game(x); }
+    if let Some(x) = args.id { builder.add_id(x); }
+    builder.add_max(args.max);
+    builder.add_members(args.members);
+    builder.add_status(args.status);
+    builder.add_has_password(args.has_password);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbySummary::VT_ID, None)}
+  }
+  #[inline]
+  pub fn game(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbySummary::VT_GAME, None)}
+  }
+  #[inline]
+  pub fn mode(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbySummary::VT_MODE, None)}
+  }
+  #[inline]
+  pub fn region(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbySummary::VT_REGION, None)}
+  }
+  #[inline]
+  pub fn members(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(LobbySummary::VT_MEMBERS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn max(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(LobbySummary::VT_MAX, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn has_password(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LobbySummary::VT_HAS_PASSWORD, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn status(&self) -> LobbyStatus {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<LobbyStatus>(LobbySummary::VT_STATUS, Some(LobbyStatus::OPEN)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LobbySummary<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("game", Self::VT_GAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("mode", Self::VT_MODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("region", Self::VT_REGION, false)?
+     .visit_field::<u16>("members", Self::VT_MEMBERS, false)?
+     .visit_field::<u16>("max", Self::VT_MAX, false)?
+     .visit_field::<bool>("has_password", Self::VT_HAS_PASSWORD, false)?
+     .visit_field::<LobbyStatus>("status", Self::VT_STATUS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LobbySummaryArgs<'a> {
+    pub id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub game: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub mode: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub region: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub members: u16,
+    pub max: u16,
+    pub has_password: bool,
+    pub status: LobbyStatus,
+}
+impl<'a> Default for LobbySummaryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LobbySummaryArgs {
+      id: None,
+      game: None,
+      mode: None,
+      region: None,
+      members: 0,
+      max: 0,
+      has_password: false,
+      status: LobbyStatus::OPEN,
+    }
+  }
+}
+
+pub struct LobbySummaryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LobbySummaryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbySummary::VT_ID, id);
+  }
+  #[inline]
+  pub fn add_game(&mut self, game: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbySummary::VT_GAME, game);
+  }
+  #[inline]
+  pub fn add_mode(&mut self, mode: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbySummary::VT_MODE, mode);
+  }
+  #[inline]
+  pub fn add_region(&mut self, region: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbySummary::VT_REGION, region);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: u16) {
+    self.fbb_.push_slot::<u16>(LobbySummary::VT_MEMBERS, members, 0);
+  }
+  #[inline]
+  pub fn add_max(&mut self, max: u16) {
+    self.fbb_.push_slot::<u16>(LobbySummary::VT_MAX, max, 0);
+  }
+  #[inline]
+  pub fn add_has_password(&mut self, has_password: bool) {
+    self.fbb_.push_slot::<bool>(LobbySummary::VT_HAS_PASSWORD, has_password, false);
+  }
+  #[inline]
+  pub fn add_status(&mut self, status: LobbyStatus) {
+    self.fbb_.push_slot::<LobbyStatus>(LobbySummary::VT_STATUS, status, LobbyStatus::OPEN);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LobbySummaryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LobbySummaryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LobbySummary<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LobbySummary<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LobbySummary");
+      ds.field("id", &self.id());
+      ds.field("game", &self.game());
+      ds.field("mode", &self.mode());
+      ds.field("region", &self.region());
+      ds.field("members", &self.members());
+      ds.field("max", &self.max());
+      ds.field("has_password", &self.has_password());
+      ds.field("status", &self.status());
+      ds.finish()
+  }
+}
+pub enum LobbyListPageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LobbyListPage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LobbyListPage<'a> {
+  type Inner = LobbyListPage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LobbyListPage<'a> {
+  pub const VT_LOBBIES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NEXT_AFTER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LobbyListPage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LobbyListPageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LobbyListPage<'bldr>> {
+    let mut builder = LobbyListPageBuilder::new(_fbb);
+    if let Some(x) = args.next_after { builder.add_next_after(x); }
+    if let Some(x) = args.lobbies { builder.add_lobbies(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn lobbies(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<LobbySummary<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<LobbySummary>>>>(LobbyListPage::VT_LOBBIES, None)}
+  }
+  #[inline]
+  pub fn next_after(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyListPage::VT_NEXT_AFTER, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LobbyListPage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<LobbySummary>>>>("lobbies", Self::VT_LOBBIES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("next_after", Self::VT_NEXT_AFTER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LobbyListPageArgs<'a> {
+    pub lobbies: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<LobbySummary<'a>>>>>,
+    pub next_after: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for LobbyListPageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LobbyListPageArgs {
+      lobbies: None,
+      next_after: None,
+    }
+  }
+}
+
+pub struct LobbyListPageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LobbyListPageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_lobbies(&mut self, lobbies: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<LobbySummary<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyListPage::VT_LOBBIES, lobbies);
+  }
+  #[inline]
+  pub fn add_next_after(&mut self, next_after: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyListPage::VT_NEXT_AFTER, next_after);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LobbyListPageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LobbyListPageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LobbyListPage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LobbyListPage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LobbyListPage");
+      ds.field("lobbies", &self.lobbies());
+      ds.field("next_after", &self.next_after());
+      ds.finish()
+  }
+}
+pub enum LobbyEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LobbyEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LobbyEvent<'a> {
+  type Inner = LobbyEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LobbyEvent<'a> {
+  pub const VT_LOBBY_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VERSION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 8;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 10;
+  pub const VT_READY: ::flatbuffers::VOffsetT = 12;
+  pub const VT_REASON: ::flatbuffers::VOffsetT = 14;
+  pub const VT_LOBBY: ::flatbuffers::VOffsetT = 16;
+  pub const VT_AT_MS: ::flatbuffers::VOffsetT = 18;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LobbyEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LobbyEventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LobbyEvent<'bldr>> {
+    let mut builder = LobbyEventBuilder::new(_fbb);
+    builder.add_at_ms(args.at_ms);
+    builder.add_version(args.version);
+    if let Some(x) = args.lobby { builder.add_lobby(x); }
+    if let Some(x) = args.reason { builder.add_reason(x); }
+    if let Some(x) = args.user { builder.add_user(x); }
+    if let Some(x) = args.lobby_id { builder.add_lobby_id(x); }
+    builder.add_ready(args.ready);
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn lobby_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyEvent::VT_LOBBY_ID, None)}
+  }
+  #[inline]
+  pub fn version(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LobbyEvent::VT_VERSION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn kind(&self) -> LobbyEventKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<LobbyEventKind>(LobbyEvent::VT_KIND, Some(LobbyEventKind::MEMBER_JOINED)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> Option<ChatUser<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ChatUser>>(LobbyEvent::VT_USER, None)}
+  }
+  #[inline]
+  pub fn ready(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LobbyEvent::VT_READY, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn reason(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LobbyEvent::VT_REASON, None)}
+  }
+  #[inline]
+  pub fn lobby(&self) -> Option<LobbyState<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<LobbyState>>(LobbyEvent::VT_LOBBY, None)}
+  }
+  #[inline]
+  pub fn at_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LobbyEvent::VT_AT_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LobbyEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("lobby_id", Self::VT_LOBBY_ID, false)?
+     .visit_field::<u64>("version", Self::VT_VERSION, false)?
+     .visit_field::<LobbyEventKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ChatUser>>("user", Self::VT_USER, false)?
+     .visit_field::<bool>("ready", Self::VT_READY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("reason", Self::VT_REASON, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<LobbyState>>("lobby", Self::VT_LOBBY, false)?
+     .visit_field::<i64>("at_ms", Self::VT_AT_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LobbyEventArgs<'a> {
+    pub lobby_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub version: u64,
+    pub kind: LobbyEventKind,
+    pub user: Option<::flatbuffers::WIPOffset<ChatUser<'a>>>,
+    pub ready: bool,
+    pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub lobby: Option<::flatbuffers::WIPOffset<LobbyState<'a>>>,
+    pub at_ms: i64,
+}
+impl<'a> Default for LobbyEventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LobbyEventArgs {
+      lobby_id: None,
+      version: 0,
+      kind: LobbyEventKind::MEMBER_JOINED,
+      user: None,
+      ready: false,
+      reason: None,
+      lobby: None,
+      at_ms: 0,
+    }
+  }
+}
+
+pub struct LobbyEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LobbyEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_lobby_id(&mut self, lobby_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyEvent::VT_LOBBY_ID, lobby_id);
+  }
+  #[inline]
+  pub fn add_version(&mut self, version: u64) {
+    self.fbb_.push_slot::<u64>(LobbyEvent::VT_VERSION, version, 0);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: LobbyEventKind) {
+    self.fbb_.push_slot::<LobbyEventKind>(LobbyEvent::VT_KIND, kind, LobbyEventKind::MEMBER_JOINED);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<ChatUser<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ChatUser>>(LobbyEvent::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_ready(&mut self, ready: bool) {
+    self.fbb_.push_slot::<bool>(LobbyEvent::VT_READY, ready, false);
+  }
+  #[inline]
+  pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LobbyEvent::VT_REASON, reason);
+  }
+  #[inline]
+  pub fn add_lobby(&mut self, lobby: ::flatbuffers::WIPOffset<LobbyState<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<LobbyState>>(LobbyEvent::VT_LOBBY, lobby);
+  }
+  #[inline]
+  pub fn add_at_ms(&mut self, at_ms: i64) {
+    self.fbb_.push_slot::<i64>(LobbyEvent::VT_AT_MS, at_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LobbyEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LobbyEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LobbyEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LobbyEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LobbyEvent");
+      ds.field("lobby_id", &self.lobby_id());
+      ds.field("version", &self.version());
+      ds.field("kind", &self.kind());
+      ds.field("user", &self.user());
+      ds.field("ready", &self.ready());
+      ds.field("reason", &self.reason());
+      ds.field("lobby", &self.lobby());
+      ds.field("at_ms", &self.at_ms());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -9772,6 +12660,156 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_lobby_create(&self) -> Option<LobbyCreate<'a>> {
+    if self.body_type() == Body::LobbyCreate {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LobbyCreate::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_lobby_join(&self) -> Option<LobbyJoin<'a>> {
+    if self.body_type() == Body::LobbyJoin {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LobbyJoin::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_lobby_update(&self) -> Option<LobbyUpdate<'a>> {
+    if self.body_type() == Body::LobbyUpdate {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LobbyUpdate::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_lobby_op(&self) -> Option<LobbyOp<'a>> {
+    if self.body_type() == Body::LobbyOp {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LobbyOp::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_lobby_reply(&self) -> Option<LobbyReply<'a>> {
+    if self.body_type() == Body::LobbyReply {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LobbyReply::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_lobby_left(&self) -> Option<LobbyLeft<'a>> {
+    if self.body_type() == Body::LobbyLeft {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LobbyLeft::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_lobby_invited(&self) -> Option<LobbyInvited<'a>> {
+    if self.body_type() == Body::LobbyInvited {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LobbyInvited::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_lobby_list(&self) -> Option<LobbyList<'a>> {
+    if self.body_type() == Body::LobbyList {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LobbyList::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_lobby_list_page(&self) -> Option<LobbyListPage<'a>> {
+    if self.body_type() == Body::LobbyListPage {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LobbyListPage::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_lobby_event(&self) -> Option<LobbyEvent<'a>> {
+    if self.body_type() == Body::LobbyEvent {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LobbyEvent::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -9837,6 +12875,16 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::NotificationMarkRead => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NotificationMarkRead>>("Body::NotificationMarkRead", pos),
           Body::NotificationDelete => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NotificationDelete>>("Body::NotificationDelete", pos),
           Body::NotificationCounts => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NotificationCounts>>("Body::NotificationCounts", pos),
+          Body::LobbyCreate => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LobbyCreate>>("Body::LobbyCreate", pos),
+          Body::LobbyJoin => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LobbyJoin>>("Body::LobbyJoin", pos),
+          Body::LobbyUpdate => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LobbyUpdate>>("Body::LobbyUpdate", pos),
+          Body::LobbyOp => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LobbyOp>>("Body::LobbyOp", pos),
+          Body::LobbyReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LobbyReply>>("Body::LobbyReply", pos),
+          Body::LobbyLeft => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LobbyLeft>>("Body::LobbyLeft", pos),
+          Body::LobbyInvited => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LobbyInvited>>("Body::LobbyInvited", pos),
+          Body::LobbyList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LobbyList>>("Body::LobbyList", pos),
+          Body::LobbyListPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LobbyListPage>>("Body::LobbyListPage", pos),
+          Body::LobbyEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LobbyEvent>>("Body::LobbyEvent", pos),
           _ => Ok(()),
         }
      })?
@@ -10271,6 +13319,76 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::NotificationCounts => {
           if let Some(x) = self.body_as_notification_counts() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::LobbyCreate => {
+          if let Some(x) = self.body_as_lobby_create() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::LobbyJoin => {
+          if let Some(x) = self.body_as_lobby_join() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::LobbyUpdate => {
+          if let Some(x) = self.body_as_lobby_update() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::LobbyOp => {
+          if let Some(x) = self.body_as_lobby_op() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::LobbyReply => {
+          if let Some(x) = self.body_as_lobby_reply() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::LobbyLeft => {
+          if let Some(x) = self.body_as_lobby_left() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::LobbyInvited => {
+          if let Some(x) = self.body_as_lobby_invited() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::LobbyList => {
+          if let Some(x) = self.body_as_lobby_list() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::LobbyListPage => {
+          if let Some(x) = self.body_as_lobby_list_page() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::LobbyEvent => {
+          if let Some(x) = self.body_as_lobby_event() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -56,3 +56,13 @@ class Body(object):
     NotificationMarkRead = 50
     NotificationDelete = 51
     NotificationCounts = 52
+    LobbyCreate = 53
+    LobbyJoin = 54
+    LobbyUpdate = 55
+    LobbyOp = 56
+    LobbyReply = 57
+    LobbyLeft = 58
+    LobbyInvited = 59
+    LobbyList = 60
+    LobbyListPage = 61
+    LobbyEvent = 62

@@ -38,6 +38,16 @@ import { FriendOp } from '../../huddle/wire/friend-op.js';
 import { FriendOpDone } from '../../huddle/wire/friend-op-done.js';
 import { GoAway } from '../../huddle/wire/go-away.js';
 import { Hello } from '../../huddle/wire/hello.js';
+import { LobbyCreate } from '../../huddle/wire/lobby-create.js';
+import { LobbyEvent } from '../../huddle/wire/lobby-event.js';
+import { LobbyInvited } from '../../huddle/wire/lobby-invited.js';
+import { LobbyJoin } from '../../huddle/wire/lobby-join.js';
+import { LobbyLeft } from '../../huddle/wire/lobby-left.js';
+import { LobbyList } from '../../huddle/wire/lobby-list.js';
+import { LobbyListPage } from '../../huddle/wire/lobby-list-page.js';
+import { LobbyOp } from '../../huddle/wire/lobby-op.js';
+import { LobbyReply } from '../../huddle/wire/lobby-reply.js';
+import { LobbyUpdate } from '../../huddle/wire/lobby-update.js';
 import { NotificationCountEvent } from '../../huddle/wire/notification-count-event.js';
 import { NotificationCounts } from '../../huddle/wire/notification-counts.js';
 import { NotificationDelete } from '../../huddle/wire/notification-delete.js';
@@ -109,13 +119,23 @@ export enum Body {
   NotificationPage = 49,
   NotificationMarkRead = 50,
   NotificationDelete = 51,
-  NotificationCounts = 52
+  NotificationCounts = 52,
+  LobbyCreate = 53,
+  LobbyJoin = 54,
+  LobbyUpdate = 55,
+  LobbyOp = 56,
+  LobbyReply = 57,
+  LobbyLeft = 58,
+  LobbyInvited = 59,
+  LobbyList = 60,
+  LobbyListPage = 61,
+  LobbyEvent = 62
 }
 
 export function unionToBody(
   type: Body,
-  accessor: (obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null
-): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null {
+  accessor: (obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null
+): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(new Hello())! as Hello;
@@ -170,15 +190,25 @@ export function unionToBody(
     case 'NotificationMarkRead': return accessor(new NotificationMarkRead())! as NotificationMarkRead;
     case 'NotificationDelete': return accessor(new NotificationDelete())! as NotificationDelete;
     case 'NotificationCounts': return accessor(new NotificationCounts())! as NotificationCounts;
+    case 'LobbyCreate': return accessor(new LobbyCreate())! as LobbyCreate;
+    case 'LobbyJoin': return accessor(new LobbyJoin())! as LobbyJoin;
+    case 'LobbyUpdate': return accessor(new LobbyUpdate())! as LobbyUpdate;
+    case 'LobbyOp': return accessor(new LobbyOp())! as LobbyOp;
+    case 'LobbyReply': return accessor(new LobbyReply())! as LobbyReply;
+    case 'LobbyLeft': return accessor(new LobbyLeft())! as LobbyLeft;
+    case 'LobbyInvited': return accessor(new LobbyInvited())! as LobbyInvited;
+    case 'LobbyList': return accessor(new LobbyList())! as LobbyList;
+    case 'LobbyListPage': return accessor(new LobbyListPage())! as LobbyListPage;
+    case 'LobbyEvent': return accessor(new LobbyEvent())! as LobbyEvent;
     default: return null;
   }
 }
 
 export function unionListToBody(
   type: Body, 
-  accessor: (index: number, obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null, 
+  accessor: (index: number, obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null, 
   index: number
-): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null {
+): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(index, new Hello())! as Hello;
@@ -233,6 +263,16 @@ export function unionListToBody(
     case 'NotificationMarkRead': return accessor(index, new NotificationMarkRead())! as NotificationMarkRead;
     case 'NotificationDelete': return accessor(index, new NotificationDelete())! as NotificationDelete;
     case 'NotificationCounts': return accessor(index, new NotificationCounts())! as NotificationCounts;
+    case 'LobbyCreate': return accessor(index, new LobbyCreate())! as LobbyCreate;
+    case 'LobbyJoin': return accessor(index, new LobbyJoin())! as LobbyJoin;
+    case 'LobbyUpdate': return accessor(index, new LobbyUpdate())! as LobbyUpdate;
+    case 'LobbyOp': return accessor(index, new LobbyOp())! as LobbyOp;
+    case 'LobbyReply': return accessor(index, new LobbyReply())! as LobbyReply;
+    case 'LobbyLeft': return accessor(index, new LobbyLeft())! as LobbyLeft;
+    case 'LobbyInvited': return accessor(index, new LobbyInvited())! as LobbyInvited;
+    case 'LobbyList': return accessor(index, new LobbyList())! as LobbyList;
+    case 'LobbyListPage': return accessor(index, new LobbyListPage())! as LobbyListPage;
+    case 'LobbyEvent': return accessor(index, new LobbyEvent())! as LobbyEvent;
     default: return null;
   }
 }
