@@ -260,7 +260,13 @@ impl Running {
         }
         // The webhook outbox stops; what it still owes stays in the store.
         self.webhook_stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.webhook_task).await;
+        let webhook = self.webhook_task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), self.webhook_task)
+            .await
+            .is_err()
+        {
+            webhook.abort();
+        }
         drop(self.gw);
         // Shards stop, then the history writer drains what they queued.
         let (threads, history) = (self.threads, self.history_threads);

@@ -143,10 +143,13 @@ pub enum ShardMsg {
         spec: ChannelSpec,
         reply: oneshot::Sender<Result<(), Failure>>,
     },
-    /// A friend operation, decided by the pair's shard.
+    /// A friend operation: first to the actor's shard (`checked: false`),
+    /// which enforces the per-user relation cap, then to the pair's shard,
+    /// which decides.
     Friend {
         cmd: social::OpCommand,
         reply_to: Arc<Outbox>,
+        checked: bool,
     },
     /// The pair's shard decided `user`'s new relation to `other`.
     Roster {
@@ -172,10 +175,12 @@ pub enum ShardMsg {
         what: Arc<NewNotification>,
         reply: oneshot::Sender<usize>,
     },
-    /// An event, encoded once by another shard, for every session of `users`.
+    /// An event, encoded once by another shard, for every session of
+    /// `users` but those in `skip` (which had it already).
     ToUsers {
         users: Vec<UserId>,
         frame: EventFrame,
+        skip: Option<Box<[SessionId]>>,
     },
     /// A lobby command for a lobby this shard owns. `member` is the
     /// asking session, joined to the lobby's chat when the command makes
@@ -196,7 +201,11 @@ pub enum ShardMsg {
     InviteCheck(Box<InviteCheck>),
     /// This shard's public lobbies matching a listing.
     LobbyList(Box<LobbyListQuery>),
-    /// Stop the loop (shutdown; peers hold each other's mailboxes open).
+    /// Shutdown, first phase: answer how many messages this shard has sent
+    /// to peers so far and how many are still parked.
+    Quiesce(crossbeam_channel::Sender<(u64, usize)>),
+    /// Shutdown, last phase: stop the loop (peers hold each other's
+    /// mailboxes open, so they never disconnect on their own).
     Stop,
 }
 
@@ -257,6 +266,14 @@ pub struct Services {
 
 /// The mailbox was full; the message comes back.
 pub struct Busy(pub ShardMsg);
+
+/// How a shard-to-shard send went.
+enum PeerSend {
+    Sent,
+    Full(ShardMsg),
+    /// The peer has stopped (shutdown).
+    Gone,
+}
 
 impl Shards {
     /// Starts `count` shard threads.
@@ -334,6 +351,18 @@ impl Shards {
         shard_of(&session.to_le_bytes(), self.count())
     }
 
+    fn try_send_peer(&self, shard: usize, msg: ShardMsg) -> PeerSend {
+        let env = Envelope {
+            msg,
+            sent_at: Instant::now(),
+        };
+        match self.mailboxes[shard].try_send(env) {
+            Ok(()) => PeerSend::Sent,
+            Err(TrySendError::Full(env)) => PeerSend::Full(env.msg),
+            Err(TrySendError::Disconnected(_)) => PeerSend::Gone,
+        }
+    }
+
     /// Sends without waiting; a full mailbox hands the message back.
     pub fn try_send(&self, shard: usize, msg: ShardMsg) -> Result<(), Busy> {
         let env = Envelope {
@@ -373,13 +402,37 @@ impl Shards {
 }
 
 impl ShardThreads {
-    /// Stops every shard (after what is already in its mailbox) and waits.
+    /// Stops every shard and waits. First the shards quiesce: rounds of
+    /// `Quiesce` until a whole round sends nothing between shards, so every
+    /// message one shard owes another has been handled; then `Stop`.
     pub fn join(self) {
-        for tx in self.stop.mailboxes.iter() {
+        let send = |msg: ShardMsg, tx: &Sender<Envelope>| {
             let _ = tx.send(Envelope {
-                msg: ShardMsg::Stop,
+                msg,
                 sent_at: Instant::now(),
             });
+        };
+        let mut last: Option<u64> = None;
+        for _ in 0..10_000 {
+            let (reply, answers) = crossbeam_channel::unbounded();
+            for tx in self.stop.mailboxes.iter() {
+                send(ShardMsg::Quiesce(reply.clone()), tx);
+            }
+            drop(reply);
+            let answers: Vec<(u64, usize)> = answers.iter().collect();
+            let parked: usize = answers.iter().map(|a| a.1).sum();
+            // Answers arrive in any order; the total is what must settle.
+            let sent: u64 = answers.iter().map(|a| a.0).sum();
+            if parked == 0 && last == Some(sent) {
+                break;
+            }
+            last = Some(sent);
+            if parked > 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        for tx in self.stop.mailboxes.iter() {
+            send(ShardMsg::Stop, tx);
         }
         for j in self.joins {
             let _ = j.join();
@@ -405,6 +458,8 @@ struct ShardLoop {
     /// Messages for peers whose mailbox was full, per peer, in order.
     deferred: Vec<std::collections::VecDeque<ShardMsg>>,
     deferred_len: usize,
+    /// Messages sent to other shards so far (shutdown waits until it stops moving).
+    peer_sends: u64,
     users: Users,
     /// Outboxes of the sessions whose users this shard owns.
     outboxes: HashMap<SessionId, Arc<Outbox>>,
@@ -496,6 +551,7 @@ impl ShardLoop {
             rx,
             deferred: (0..peers.count()).map(|_| Default::default()).collect(),
             deferred_len: 0,
+            peer_sends: 0,
             peers,
             users: Users::new(index as u16, settings.resume_window),
             outboxes: HashMap::new(),
@@ -515,28 +571,32 @@ impl ShardLoop {
         }
     }
 
-    /// Takes this shard's rows of what the store held; re-queues deliveries
-    /// still pending (the outbox ignores the ones it already has).
+    /// Takes this shard's rows of what the store held.
     fn restore(&mut self, restore: &Restore) {
         let count = self.peers.count();
         for r in &restore.relations {
+            // Each row holds the whole pair, so either row restores it.
             let Some(pair) = r.pair else { continue };
-            let user_is_lo = r.user < r.other;
-            if user_is_lo && self.peers.of_pair(&r.user, &r.other) == self.index {
+            if self.peers.of_pair(&r.user, &r.other) == self.index {
                 self.pairs.restore(&r.user, &r.other, pair);
             }
-            if shard_of(r.user.as_bytes(), count) == self.index {
-                let (relation, since_ms) = pair.view(user_is_lo);
-                self.rosters.set(&r.user, &r.other, relation, since_ms);
+            let user_is_lo = r.user < r.other;
+            for (user, other, is_lo) in [
+                (&r.user, &r.other, user_is_lo),
+                (&r.other, &r.user, !user_is_lo),
+            ] {
+                if shard_of(user.as_bytes(), count) == self.index {
+                    let (relation, since_ms) = pair.view(is_lo);
+                    self.rosters.set(user, other, relation, since_ms);
+                }
             }
         }
+        // Pending push/email deliveries come back from the webhook outbox's
+        // own table (the source of truth), not from here.
         for n in &restore.notifications {
             if shard_of(n.user_id.as_bytes(), count) == self.index {
                 self.notifications.restore(n.clone());
             }
-        }
-        for delivery in self.notifications.pending() {
-            self.services.webhooks.deliver(&delivery);
         }
     }
 
@@ -571,28 +631,29 @@ impl ShardLoop {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        // Owed cross-shard messages go out before the shard stops.
-        while self.deferred_len > 0 {
-            self.flush_deferred();
-            if self.deferred_len > 0 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
+        // Quiescing emptied the parked messages; a last try for anything
+        // later (a peer that stopped first drops it, logged).
+        self.flush_deferred();
         for outbox in self.outboxes.values() {
             outbox.close(Closed::Ended);
         }
     }
 
     /// Sends a message to shard `to` (handling it here when it is this
-    /// one) without ever blocking on a peer that may be blocked on us.
+    /// one). A full peer mailbox parks the message in that peer's FIFO,
+    /// retried every loop turn. Past `MAX_DEFERRED` parked messages the
+    /// shard waits for room, but only on a higher-numbered peer: waits then
+    /// always point the same way, so two shards can never wait on each
+    /// other, and the highest shard never waits at all.
     fn send_to_shard(&mut self, to: usize, msg: ShardMsg) {
         if to == self.index {
             return self.handle(msg);
         }
+        self.peer_sends += 1;
         if self.deferred[to].is_empty() {
-            match self.peers.try_send(to, msg) {
-                Ok(()) => return,
-                Err(Busy(msg)) => {
+            match self.peers.try_send_peer(to, msg) {
+                PeerSend::Sent | PeerSend::Gone => return,
+                PeerSend::Full(msg) => {
                     self.deferred[to].push_back(msg);
                     self.deferred_len += 1;
                 }
@@ -601,8 +662,7 @@ impl ShardLoop {
             self.deferred[to].push_back(msg);
             self.deferred_len += 1;
         }
-        if self.deferred_len > MAX_DEFERRED {
-            // Far behind: wait for room rather than grow without bound.
+        if self.deferred_len > MAX_DEFERRED && to > self.index {
             while let Some(msg) = self.deferred[to].pop_front() {
                 self.deferred_len -= 1;
                 let env = Envelope {
@@ -617,9 +677,18 @@ impl ShardLoop {
     fn flush_deferred(&mut self) {
         for to in 0..self.deferred.len() {
             while let Some(msg) = self.deferred[to].pop_front() {
-                match self.peers.try_send(to, msg) {
-                    Ok(()) => self.deferred_len -= 1,
-                    Err(Busy(msg)) => {
+                match self.peers.try_send_peer(to, msg) {
+                    PeerSend::Sent => self.deferred_len -= 1,
+                    PeerSend::Gone => {
+                        // Only at shutdown, after quiescing: nothing owed is lost.
+                        tracing::warn!(
+                            shard = self.index,
+                            peer = to,
+                            "peer shard gone; message dropped"
+                        );
+                        self.deferred_len -= 1;
+                    }
+                    PeerSend::Full(msg) => {
                         self.deferred[to].push_front(msg);
                         break;
                     }
@@ -629,9 +698,12 @@ impl ShardLoop {
     }
 
     /// Queues an encoded event to every session of `user` (owned here).
-    fn push_to_user(&mut self, user: &str, frame: &EventFrame) {
+    fn push_to_user(&mut self, user: &str, frame: &EventFrame, skip: &[SessionId]) {
         let mut ended = Vec::new();
         for session in self.users.sessions_of(user) {
+            if skip.contains(session) {
+                continue;
+            }
             if let Some(outbox) = self.outboxes.get(session) {
                 if let Push::Overflowed(Closed::OverflowWhileAway) = outbox.push_event(frame) {
                     ended.push(*session);
@@ -650,13 +722,19 @@ impl ShardLoop {
 
     /// Queues an encoded event to every session of each user, wherever
     /// their shard is: one message per other shard.
-    fn push_to_users(&mut self, users: impl IntoIterator<Item = UserId>, frame: &EventFrame) {
+    /// Sessions in `skip` already have the event (status followers).
+    fn push_to_users(
+        &mut self,
+        users: impl IntoIterator<Item = UserId>,
+        frame: &EventFrame,
+        skip: &[SessionId],
+    ) {
         let count = self.peers.count();
         let mut remote: Vec<Vec<UserId>> = vec![Vec::new(); count];
         for user in users {
             let shard = shard_of(user.as_bytes(), count);
             if shard == self.index {
-                self.push_to_user(&user, frame);
+                self.push_to_user(&user, frame, skip);
             } else {
                 remote[shard].push(user);
             }
@@ -664,7 +742,8 @@ impl ShardLoop {
         for (shard, users) in remote.into_iter().enumerate() {
             if !users.is_empty() {
                 let frame = frame.clone();
-                self.send_to_shard(shard, ShardMsg::ToUsers { users, frame });
+                let skip = (!skip.is_empty()).then(|| Box::from(skip));
+                self.send_to_shard(shard, ShardMsg::ToUsers { users, frame, skip });
             }
         }
     }
@@ -850,9 +929,35 @@ impl ShardLoop {
                 self.effects.clear();
                 let _ = reply.send(result);
             }
-            ShardMsg::Friend { cmd, reply_to } => {
+            ShardMsg::Friend {
+                cmd,
+                reply_to,
+                checked: true,
+            } => {
                 self.pairs.handle(now(), cmd, &mut self.effects);
                 self.apply(Some(&reply_to));
+            }
+            ShardMsg::Friend { cmd, reply_to, .. } => {
+                let adds = matches!(cmd.op, social::Op::Request | social::Op::Block);
+                if adds && self.rosters.count(&cmd.actor) >= social::MAX_RELATIONS {
+                    let f = Failure::new(
+                        crate::engine::Refusal::FriendError,
+                        format!(
+                            "you have {} friends, requests and blocks, the most allowed; remove some first",
+                            social::MAX_RELATIONS
+                        ),
+                    );
+                    let bytes = wire::failure_frame(&mut self.encoder, cmd.request_id, &f);
+                    reply_to.push_reply(bytes, huddle_schema::wire::Body::Error);
+                    return;
+                }
+                let shard = self.peers.of_pair(&cmd.actor, &cmd.target);
+                let msg = ShardMsg::Friend {
+                    cmd,
+                    reply_to,
+                    checked: true,
+                };
+                self.send_to_shard(shard, msg);
             }
             ShardMsg::Roster {
                 user,
@@ -867,7 +972,7 @@ impl ShardLoop {
                     since_ms,
                 };
                 let frame = wire::event_frame(&mut self.encoder, &event, true);
-                self.push_to_user(&user, &frame);
+                self.push_to_user(&user, &frame, &[]);
             }
             ShardMsg::FriendList { user, reply } => {
                 let _ = reply.send(self.rosters.list(&user));
@@ -887,9 +992,10 @@ impl ShardLoop {
                 self.apply(None);
                 let _ = reply.send(count);
             }
-            ShardMsg::ToUsers { users, frame } => {
+            ShardMsg::ToUsers { users, frame, skip } => {
+                let skip = skip.as_deref().unwrap_or(&[]);
                 for user in users {
-                    self.push_to_user(&user, &frame);
+                    self.push_to_user(&user, &frame, skip);
                 }
             }
             ShardMsg::Lobby {
@@ -972,7 +1078,14 @@ impl ShardLoop {
                 self.apply(reply_to.as_ref());
             }
             ShardMsg::LobbyList(q) => {
-                let _ = q.reply.send(self.lobbies.list(&q.filter, &q.after, q.limit));
+                let _ = q
+                    .reply
+                    .send(self.lobbies.list(&q.filter, &q.after, q.limit));
+            }
+            ShardMsg::Quiesce(reply) => {
+                // Never wait here: a peer may be quiescing too.
+                self.flush_deferred();
+                let _ = reply.send((self.peer_sends, self.deferred_len));
             }
             ShardMsg::Stop => {}
         }
@@ -1174,14 +1287,36 @@ impl ShardLoop {
                 Effect::PersistRelation(r) => self.services.history.persist(Record::Relation(r)),
                 Effect::ToUser { user, event } => {
                     let frame = wire::event_frame(&mut self.encoder, &event, true);
-                    self.push_to_users([user], &frame);
+                    self.push_to_users([user], &frame, &[]);
                 }
-                Effect::ToFriends { user, event } => {
+                Effect::ToFriends {
+                    user,
+                    event,
+                    followers,
+                } => {
                     let friends: Vec<UserId> = self.rosters.friends(&user).cloned().collect();
-                    if !friends.is_empty() {
-                        let frame = wire::event_frame(&mut self.encoder, &event, true);
-                        self.push_to_users(friends, &frame);
+                    if friends.is_empty() && followers.is_empty() {
+                        continue;
                     }
+                    // One encoding for followers and friends; a session that
+                    // is both hears it once.
+                    let frame = wire::event_frame(&mut self.encoder, &event, true);
+                    for session in &followers {
+                        if let Some(outbox) = self
+                            .outboxes
+                            .get(session)
+                            .or_else(|| self.follower_outboxes.get(session))
+                        {
+                            if let Push::Overflowed(Closed::OverflowWhileAway) =
+                                outbox.push_event(&frame)
+                            {
+                                if self.outboxes.contains_key(session) {
+                                    ended.push(*session);
+                                }
+                            }
+                        }
+                    }
+                    self.push_to_users(friends, &frame, &followers);
                 }
                 Effect::RelationChanged {
                     user,
@@ -1201,7 +1336,7 @@ impl ShardLoop {
                 Effect::Dispatch(delivery) => self.services.webhooks.deliver(&delivery),
                 Effect::ToUsers { users, event } => {
                     let frame = wire::event_frame(&mut self.encoder, &event, true);
-                    self.push_to_users(users, &frame);
+                    self.push_to_users(users, &frame, &[]);
                 }
                 Effect::LobbyMembership {
                     user,
@@ -1306,8 +1441,18 @@ impl ShardLoop {
                     };
                     if let Err(ReadJob::Warm(job)) = self.services.history.read(ReadJob::Warm(job))
                     {
-                        // The reader is far behind: answer from memory.
+                        // The reader is far behind: answer from memory, and
+                        // let the next join ask the store again.
                         tracing::warn!(chat = %job.chat_id, "history reader busy; join answered without the stored cursor");
+                        let cmd = chat::Command::WarmFailed {
+                            chat_id: job.chat_id.clone(),
+                            user: job.user.clone(),
+                        };
+                        let ctx = Neighbours {
+                            pairs: &self.pairs,
+                            lobbies: &self.lobbies,
+                        };
+                        self.chats.handle(now(), &ctx, cmd, &mut self.effects);
                         if let Some((bytes, body)) =
                             wire::reply_frame(&mut self.encoder, request_id, &job.joined)
                         {
@@ -1398,7 +1543,17 @@ fn chat_session(cmd: &chat::Command) -> Option<SessionId> {
         | chat::Command::Amend { session, .. } => Some(*session),
         chat::Command::Mute { .. }
         | chat::Command::Warmed { .. }
-        | chat::Command::RemoveUser { .. } => None,
+        | chat::Command::RemoveUser { .. }
+        | chat::Command::WarmFailed { .. } => None,
         chat::Command::CreateChannel(_) | chat::Command::SessionsGone { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Every mailbox slot is as large as the largest message: keep it small.
+    #[test]
+    fn shard_messages_stay_small() {
+        assert!(std::mem::size_of::<super::ShardMsg>() <= 96);
     }
 }

@@ -10,8 +10,8 @@
 //! notification's delivery state. Never runs on a shard thread; a shard
 //! only calls [`Webhooks::enqueue`], which never blocks.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,8 +31,20 @@ use crate::store::{History, HistoryStore, Write};
 /// Jobs waiting for the worker. Full: the job is already in the store, and
 /// the worker picks it up from there on its next sweep.
 const QUEUE: usize = 16_384;
-/// How often the worker looks in the store for jobs the full queue missed.
+/// How often the worker looks in the store for jobs the full queue missed,
+/// and for how long after the last miss it keeps looking (a job reaches the
+/// store through the writer's queue, which may be behind).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+const SWEEP_AFTER_MISS_MS: i64 = 60_000;
+/// Finished job ids remembered, so a sweep that reads a job whose deletion
+/// is still in the writer's queue does not send it again.
+const RECENTLY_FINISHED: usize = 65_536;
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// Where a job goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,8 +90,9 @@ impl Job {
 pub struct Webhooks {
     tx: mpsc::Sender<Arc<Job>>,
     history: History,
-    /// A job found the queue full: the worker must sweep the store.
-    missed: Arc<AtomicBool>,
+    /// When a job last found the queue full (Unix ms; 0: never): the worker
+    /// sweeps the store for a while after.
+    missed_at: Arc<AtomicI64>,
     events_on: bool,
     node: u16,
     next_event: Arc<AtomicU64>,
@@ -88,23 +101,23 @@ pub struct Webhooks {
 /// The worker's half, handed to [`run`].
 pub struct Worker {
     rx: mpsc::Receiver<Arc<Job>>,
-    missed: Arc<AtomicBool>,
+    missed_at: Arc<AtomicI64>,
 }
 
 impl Webhooks {
     pub fn new(history: History, config: &WebhookConfig, node: u16) -> (Webhooks, Worker) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let missed = Arc::new(AtomicBool::new(false));
+        let missed_at = Arc::new(AtomicI64::new(0));
         (
             Webhooks {
                 tx,
                 history,
-                missed: missed.clone(),
+                missed_at: missed_at.clone(),
                 events_on: !config.events_url.is_empty(),
                 node,
                 next_event: Arc::new(AtomicU64::new(0)),
             },
-            Worker { rx, missed },
+            Worker { rx, missed_at },
         )
     }
 
@@ -114,7 +127,7 @@ impl Webhooks {
         let job = Arc::new(job);
         self.history.write(Write::OutboxPut(job.clone()));
         if self.tx.try_send(job).is_err() {
-            self.missed.store(true, Ordering::Relaxed);
+            self.missed_at.store(unix_ms(), Ordering::Relaxed);
         }
     }
 
@@ -191,11 +204,14 @@ struct State {
     jobs: HashMap<Arc<str>, Arc<Job>>,
     /// (due, id) of jobs waiting for their turn.
     due: BTreeSet<(Instant, Arc<str>)>,
+    /// Ids finished lately, oldest first (see `RECENTLY_FINISHED`).
+    finished: HashSet<Arc<str>>,
+    finished_order: VecDeque<Arc<str>>,
 }
 
 impl State {
     fn add(&mut self, job: Arc<Job>, at: Instant) {
-        if self.jobs.contains_key(&job.id) {
+        if self.jobs.contains_key(&job.id) || self.finished.contains(&job.id) {
             return;
         }
         self.due.insert((at, job.id.clone()));
@@ -294,7 +310,7 @@ impl State {
                         attempts,
                         ..(*job).clone()
                     });
-                    self.ctx.history.write(Write::OutboxPut(retry.clone()));
+                    self.write(Write::OutboxPut(retry.clone())).await;
                     self.jobs.insert(id.clone(), retry);
                     self.due
                         .insert((Instant::now() + self.backoff(attempts), id));
@@ -302,7 +318,14 @@ impl State {
                 }
             }
             self.jobs.remove(&id);
-            self.ctx.history.write(Write::OutboxDone(id.clone()));
+            self.finished.insert(id.clone());
+            self.finished_order.push_back(id.clone());
+            if self.finished_order.len() > RECENTLY_FINISHED {
+                if let Some(old) = self.finished_order.pop_front() {
+                    self.finished.remove(&old);
+                }
+            }
+            self.write(Write::OutboxDone(id.clone())).await;
             if let (Some(user), Target::Push | Target::Email) = (&job.user, job.target) {
                 let outcome = Outcome {
                     user: user.clone(),
@@ -325,16 +348,28 @@ impl State {
         }
     }
 
-    /// Jobs in the store the full queue never handed over.
-    fn sweep_store(&mut self) {
-        match self.ctx.store.load_outbox() {
-            Ok(jobs) => {
+    /// A store write from the async side: without waiting when the
+    /// writer has room, else off the async workers.
+    async fn write(&self, write: Write) {
+        if let Err(write) = self.ctx.history.try_write(write) {
+            let history = self.ctx.history.clone();
+            let _ = tokio::task::spawn_blocking(move || history.write(write)).await;
+        }
+    }
+
+    /// Jobs in the store the full queue never handed over (read off the
+    /// async workers).
+    async fn sweep_store(&mut self) {
+        let store = self.ctx.store.clone();
+        match tokio::task::spawn_blocking(move || store.load_outbox()).await {
+            Ok(Ok(jobs)) => {
                 let now = Instant::now();
                 for job in jobs {
                     self.add(Arc::new(job), now);
                 }
             }
-            Err(e) => tracing::error!(error = %e, "webhook outbox: reading the store failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "webhook outbox: reading the store failed"),
+            Err(e) => tracing::error!(error = %e, "webhook outbox: the store read did not finish"),
         }
     }
 }
@@ -342,7 +377,7 @@ impl State {
 /// Runs the worker until `ctx.stop` is cancelled. Unfinished jobs stay in
 /// the store for the next start.
 pub async fn run(worker: Worker, ctx: WorkerContext) {
-    let Worker { mut rx, missed } = worker;
+    let Worker { mut rx, missed_at } = worker;
     let http = match reqwest::Client::builder()
         .timeout(Duration::from_millis(ctx.webhooks.timeout_ms))
         .build()
@@ -358,8 +393,10 @@ pub async fn run(worker: Worker, ctx: WorkerContext) {
         http,
         jobs: HashMap::new(),
         due: BTreeSet::new(),
+        finished: HashSet::new(),
+        finished_order: VecDeque::new(),
     };
-    state.sweep_store();
+    state.sweep_store().await;
     let mut inflight = JoinSet::new();
     let mut next_sweep = Instant::now() + SWEEP_EVERY;
     loop {
@@ -382,8 +419,9 @@ pub async fn run(worker: Worker, ctx: WorkerContext) {
             _ = tokio::time::sleep_until(wake) => {
                 if Instant::now() >= next_sweep {
                     next_sweep = Instant::now() + SWEEP_EVERY;
-                    if missed.swap(false, Ordering::Relaxed) {
-                        state.sweep_store();
+                    let missed = missed_at.load(Ordering::Relaxed);
+                    if missed > 0 && unix_ms() - missed < SWEEP_AFTER_MISS_MS {
+                        state.sweep_store().await;
                     }
                 }
             }

@@ -217,6 +217,11 @@ pub enum Command {
     SessionsGone {
         sessions: Vec<SessionId>,
     },
+    /// A warm-up could not be queued: the next join asks the store again.
+    WarmFailed {
+        chat_id: Arc<str>,
+        user: UserId,
+    },
     /// `user` may no longer be in `chat_id` (left or was kicked from its
     /// lobby): every session of theirs leaves it.
     RemoveUser {
@@ -246,7 +251,8 @@ impl Command {
             | Command::Amend { chat_id, .. }
             | Command::Mute { chat_id, .. }
             | Command::Warmed { chat_id, .. }
-            | Command::RemoveUser { chat_id, .. } => Some(chat_id),
+            | Command::RemoveUser { chat_id, .. }
+            | Command::WarmFailed { chat_id, .. } => Some(chat_id),
             Command::CreateChannel(_) | Command::SessionsGone { .. } => None,
         }
     }
@@ -328,6 +334,16 @@ impl MessageIds {
             origin: (u64::from(node & 0x1ff) << 14) | (u64::from(shard & 0x3f) << 8),
             last_ms: 0,
             seq: 0,
+        }
+    }
+
+    /// Never hands out `id` or anything before it again (ids restored
+    /// from the store after a restart).
+    pub fn observe(&mut self, id: u64) {
+        let ms = id >> 23;
+        if ms > self.last_ms || (ms == self.last_ms && (id & 0xff) >= self.seq) {
+            self.last_ms = ms;
+            self.seq = id & 0xff;
         }
     }
 
@@ -551,6 +567,12 @@ impl Chats {
                 cursor,
                 messages,
             } => self.warmed(&chat_id, user, cursor, messages),
+            Command::WarmFailed { chat_id, user } => {
+                if let Some(chat) = self.chats.get_mut(&chat_id) {
+                    chat.recent_loaded = false;
+                    chat.cursors_loaded.remove(&user);
+                }
+            }
             Command::RemoveUser { chat_id, user } => {
                 let sessions: Vec<SessionId> = self
                     .chats

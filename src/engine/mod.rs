@@ -384,10 +384,13 @@ pub enum Effect {
         user: UserId,
         event: Event,
     },
-    /// Queue `event` (a `user:status`) to every session of `user`'s friends.
+    /// Queue `event` (a `user:status`) to the follower sessions and to every
+    /// session of `user`'s friends, encoded once; a session in both hears
+    /// it once.
     ToFriends {
         user: UserId,
         event: Event,
+        followers: Vec<SessionId>,
     },
     /// A pair's shard decided a new relation as `user` sees it: update
     /// `user`'s roster (on their shard) and tell their sessions.

@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 use super::chat::MessageIds;
 use super::{Effect, Event, Failure, Now, Record, Refusal, Reply, UserId};
 
-/// Largest page of a notification list.
+/// Largest page of a notification list, in notifications and in bytes.
 pub const MAX_PAGE: usize = 100;
+pub const MAX_PAGE_BYTES: usize = 256 * 1024;
 
 /// Where a notification is delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -176,6 +177,7 @@ impl Notifications {
 
     /// Loads a stored notification (at start-up).
     pub fn restore(&mut self, n: Notification) {
+        self.ids.observe(n.id);
         let inbox = self.inboxes.entry(n.user_id.clone()).or_default();
         if !n.read {
             inbox.unread += 1;
@@ -251,18 +253,26 @@ impl Notifications {
                 }
                 let (total, unread) = self.counts(&user);
                 let end = if before_id == 0 { u64::MAX } else { before_id };
-                let mut page: Vec<Arc<Notification>> = self
+                let mut page: Vec<Arc<Notification>> = Vec::new();
+                let mut bytes = 0;
+                let mut has_more = false;
+                let candidates = self
                     .inboxes
                     .get(&user)
                     .into_iter()
                     .flat_map(|i| i.items.range(..end).rev())
                     .map(|(_, n)| n)
-                    .filter(|n| !unread_only || !n.read)
-                    .take(limit + 1)
-                    .cloned()
-                    .collect();
-                let has_more = page.len() > limit;
-                page.truncate(limit);
+                    .filter(|n| !unread_only || !n.read);
+                for n in candidates {
+                    // A page stays well inside a frame: by count and by size.
+                    let size = 128 + n.kind.len() + n.title.len() + n.body.len() + n.data.len();
+                    if page.len() == limit || (!page.is_empty() && bytes + size > MAX_PAGE_BYTES) {
+                        has_more = true;
+                        break;
+                    }
+                    bytes += size;
+                    page.push(n.clone());
+                }
                 out.push(Effect::Reply {
                     request_id,
                     reply: Reply::NotificationPage {

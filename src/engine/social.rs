@@ -119,6 +119,10 @@ pub struct RelationRecord {
     pub pair: Option<PairState>,
 }
 
+/// Relations one user may hold; a request or block past it is refused
+/// (the user's own shard checks before the pair's shard decides).
+pub const MAX_RELATIONS: usize = 1000;
+
 /// Commands the pair authority accepts.
 #[derive(Debug, Clone)]
 pub struct OpCommand {
@@ -384,6 +388,11 @@ impl Rosters {
                 .or_default()
                 .insert(other.clone(), (relation, since_ms));
         }
+    }
+
+    /// How many relations `user` has (friends, requests both ways, blocks).
+    pub fn count(&self, user: &str) -> usize {
+        self.users.get(user).map_or(0, HashMap::len)
     }
 
     /// `user`'s friends.

@@ -402,17 +402,10 @@ impl Users {
             text: after.1,
             at_ms: now.unix_ms,
         };
-        let followers: Vec<SessionId> = entry.followers().collect();
-        if !followers.is_empty() {
-            out.push(Effect::Deliver {
-                sessions: followers,
-                event: event.clone(),
-                reliable: true,
-            });
-        }
         out.push(Effect::ToFriends {
             user: user.clone(),
             event,
+            followers: entry.followers().collect(),
         });
     }
 
@@ -497,13 +490,28 @@ mod tests {
         UserId::from(s)
     }
 
-    /// Runs a command; the friends fan-out (checked on its own below) is
-    /// left out so the tests read as the follower rules.
+    /// Runs a command. A status change reads as its delivery to followers
+    /// (the friends half is the shard's, checked in the integration tests).
     fn run(users: &mut Users, clock: &Clock, cmd: Command) -> Vec<Effect> {
         let mut out = Vec::new();
         users.handle(clock.now(), cmd, &mut out);
-        out.retain(|e| !matches!(e, Effect::ToFriends { .. }));
-        out
+        followers_only(out)
+    }
+
+    fn followers_only(out: Vec<Effect>) -> Vec<Effect> {
+        out.into_iter()
+            .filter_map(|e| match e {
+                Effect::ToFriends { followers, .. } if followers.is_empty() => None,
+                Effect::ToFriends {
+                    event, followers, ..
+                } => Some(Effect::Deliver {
+                    sessions: followers,
+                    event,
+                    reliable: true,
+                }),
+                other => Some(other),
+            })
+            .collect()
     }
 
     #[test]
@@ -689,7 +697,7 @@ mod tests {
         assert!(out.is_empty());
         clock.advance(Duration::from_secs(2));
         users.handle_timeout(clock.now(), &mut out);
-        out.retain(|e| !matches!(e, Effect::ToFriends { .. }));
+        let out = followers_only(out);
         assert_eq!(
             out,
             vec![

@@ -19,6 +19,8 @@ use crate::shard::ShardMsg;
 
 /// Longest user id accepted in a friend operation, bytes.
 const MAX_USER_ID: usize = 128;
+/// Rows of a friend list at most (friends come first).
+const MAX_FRIEND_ROWS: usize = 2000;
 
 fn offline(user_id: &str) -> PresenceEntry {
     PresenceEntry {
@@ -103,8 +105,8 @@ impl Conn<'_> {
 
     fn friend_op(&mut self, request_id: u64, req: wire::FriendOp<'_>) {
         let target = req.user_id().unwrap_or("");
-        if target.is_empty() || target.len() > MAX_USER_ID {
-            let msg = format!("user_id must be 1..={MAX_USER_ID} bytes");
+        if target.is_empty() || target.len() > MAX_USER_ID || target.contains(':') {
+            let msg = format!("user_id must be 1..={MAX_USER_ID} bytes without ':'");
             self.error(request_id, ErrorCode::INVALID_ARGUMENT, &msg, false);
             return;
         }
@@ -122,7 +124,9 @@ impl Conn<'_> {
                 return;
             }
         };
-        let shard = self.gw.shards.of_pair(&self.at.user, target);
+        // The actor's shard checks the relation cap, then hands the
+        // operation to the pair's shard.
+        let shard = self.gw.shards.of_user(&self.at.user);
         let msg = ShardMsg::Friend {
             cmd: OpCommand {
                 request_id,
@@ -131,6 +135,7 @@ impl Conn<'_> {
                 op,
             },
             reply_to: self.at.outbox.clone(),
+            checked: false,
         };
         if self.gw.shards.try_send(shard, msg).is_err() {
             self.busy(request_id, shard);
@@ -152,7 +157,8 @@ impl Conn<'_> {
         }
         let outbox = self.at.outbox.clone();
         tokio::spawn(async move {
-            let roster = rx.await.unwrap_or_default();
+            let mut roster = rx.await.unwrap_or_default();
+            roster.truncate(MAX_FRIEND_ROWS);
             let mut by_shard: Vec<Vec<UserId>> = vec![Vec::new(); shards.count()];
             for r in roster.iter().filter(|r| r.relation == Relation::Friend) {
                 by_shard[shards.of_user(&r.user_id)].push(r.user_id.clone());

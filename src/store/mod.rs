@@ -160,6 +160,11 @@ impl History {
         self.write(Write::Record(record));
     }
 
+    /// Queues a write if the writer has room; gives it back otherwise.
+    pub fn try_write(&self, write: Write) -> Result<(), Write> {
+        self.writes.try_send(write).map_err(|e| e.into_inner())
+    }
+
     /// Queues any write (the webhook outbox's too).
     pub fn write(&self, write: Write) {
         if self.writes.send(write).is_err() {
