@@ -2,7 +2,9 @@
 //! gateway stops accepting and drains), `/metrics` (Prometheus text) and the
 //! operator API under `/v1/` (bearer token `server.admin_token` when set):
 //! `POST /v1/channels` creates or reconfigures a chat channel;
-//! `POST /v1/notifications` notifies one user, many, or everyone online.
+//! `POST /v1/notifications` notifies one user, many, or everyone online;
+//! `POST /v1/lobbies` creates lobbies in bulk with their players assigned,
+//! `POST /v1/lobbies/close` closes one.
 //! Never on the client data path.
 
 use std::sync::Arc;
@@ -16,7 +18,8 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::engine::chat::ChannelSpec;
+use crate::engine::chat::{Author, ChannelSpec};
+use crate::engine::lobbies::{self, LobbySpec, Visibility};
 use crate::engine::notifications::{Channel, NewNotification};
 use crate::engine::UserId;
 use crate::gateway::Gateway;
@@ -226,6 +229,212 @@ async fn notify(
     (StatusCode::OK, format!("{{\"notified\":{notified}}}\n"))
 }
 
+/// One lobby of `POST /v1/lobbies`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LobbyRequest {
+    game: String,
+    mode: String,
+    region: String,
+    min: u16,
+    max: u16,
+    #[serde(default = "invite_only")]
+    visibility: String,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default = "yes")]
+    chat: bool,
+    #[serde(default)]
+    settings: std::collections::BTreeMap<String, String>,
+    players: Vec<Player>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Player {
+    user_id: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    team: Option<u8>,
+}
+
+fn invite_only() -> String {
+    "invite_only".into()
+}
+
+/// `POST /v1/lobbies` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LobbiesRequest {
+    lobbies: Vec<LobbyRequest>,
+}
+
+/// Lobbies per bulk request at most.
+const MAX_BULK_LOBBIES: usize = 1000;
+
+/// Creates many lobbies with their players assigned (a tournament round);
+/// each assigned player gets a `lobby.assigned` notification. Answers the
+/// created ids and, by index, the lobbies refused and why.
+async fn create_lobbies(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Json(req): Json<LobbiesRequest>,
+) -> Answer {
+    if let Err(denied) = authorized(&gw, &headers) {
+        return denied;
+    }
+    if req.lobbies.is_empty() || req.lobbies.len() > MAX_BULK_LOBBIES {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("give 1..={MAX_BULK_LOBBIES} lobbies\n"),
+        );
+    }
+    let shards = &gw.shards;
+    let mut pending = Vec::new();
+    let mut failed = Vec::new();
+    for (index, l) in req.lobbies.into_iter().enumerate() {
+        let visibility = match l.visibility.as_str() {
+            "public" => Visibility::Public,
+            "private" => Visibility::Private,
+            "invite_only" => Visibility::InviteOnly,
+            other => {
+                failed.push(serde_json::json!({ "index": index, "error": format!("unknown visibility {other:?}; use public, private or invite_only") }));
+                continue;
+            }
+        };
+        if l.players
+            .iter()
+            .any(|p| p.user_id.is_empty() || p.user_id.len() > 128)
+        {
+            failed.push(serde_json::json!({ "index": index, "error": "every user_id must be 1..=128 bytes" }));
+            continue;
+        }
+        let assigned: Vec<(Author, Option<u8>)> = l
+            .players
+            .into_iter()
+            .map(|p| {
+                let id = UserId::from(p.user_id.as_str());
+                let username: Arc<str> = Arc::from(p.username.unwrap_or_else(|| p.user_id.clone()));
+                let display_name: Arc<str> =
+                    Arc::from(p.display_name.unwrap_or_else(|| username.to_string()));
+                (
+                    Author {
+                        id,
+                        username,
+                        display_name,
+                    },
+                    p.team,
+                )
+            })
+            .collect();
+        let users: Vec<UserId> = assigned.iter().map(|(a, _)| a.id.clone()).collect();
+        let lobby_id: Arc<str> = Arc::from(format!("{:016x}", rand::random::<u64>()));
+        let cmd = lobbies::Command::Create {
+            request_id: 0,
+            lobby_id: lobby_id.clone(),
+            host: None,
+            spec: LobbySpec {
+                game: l.game,
+                mode: l.mode,
+                region: l.region,
+                min: l.min,
+                max: l.max,
+                visibility,
+                password: l.password,
+                chat: l.chat,
+                settings: l.settings,
+            },
+            assigned,
+        };
+        let (reply, rx) = oneshot::channel();
+        let msg = ShardMsg::LobbyAdmin {
+            cmd: Box::new(cmd),
+            reply,
+        };
+        shards.send(shards.of_lobby(&lobby_id), msg).await;
+        pending.push((index, lobby_id, users, rx));
+    }
+    let mut created = Vec::new();
+    for (index, lobby_id, users, rx) in pending {
+        match rx.await {
+            Ok(Ok(Some(lobby))) => {
+                let what = Arc::new(NewNotification {
+                    kind: "lobby.assigned".into(),
+                    title: "Your lobby is ready".into(),
+                    body: format!("You were assigned to a {} lobby", lobby.game),
+                    data: serde_json::json!({ "lobby_id": lobby_id, "game": lobby.game, "mode": lobby.mode }).to_string(),
+                    channels: vec![Channel::InApp, Channel::Push],
+                });
+                let mut by_shard: Vec<Vec<UserId>> = vec![Vec::new(); shards.count()];
+                for u in users {
+                    by_shard[shards.of_user(&u)].push(u);
+                }
+                for (shard, users) in by_shard.into_iter().enumerate() {
+                    if users.is_empty() {
+                        continue;
+                    }
+                    let (reply, _rx) = oneshot::channel();
+                    let msg = ShardMsg::Announce {
+                        users: Some(users),
+                        what: what.clone(),
+                        reply,
+                    };
+                    shards.send(shard, msg).await;
+                }
+                created.push(serde_json::json!({ "index": index, "lobby_id": lobby_id }));
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(f)) => failed.push(serde_json::json!({ "index": index, "error": f.message })),
+            Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
+        }
+    }
+    let status = if created.is_empty() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let body = serde_json::json!({ "created": created, "failed": failed });
+    (status, format!("{body}\n"))
+}
+
+/// `POST /v1/lobbies/close` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseRequest {
+    lobby_id: String,
+}
+
+/// An operator closes a lobby: every member hears `lobby:closed`.
+async fn close_lobby(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Json(req): Json<CloseRequest>,
+) -> Answer {
+    if let Err(denied) = authorized(&gw, &headers) {
+        return denied;
+    }
+    let lobby_id: Arc<str> = Arc::from(req.lobby_id);
+    let (reply, rx) = oneshot::channel();
+    let cmd = lobbies::Command::Close {
+        request_id: 0,
+        lobby_id: lobby_id.clone(),
+        actor: None,
+    };
+    let msg = ShardMsg::LobbyAdmin {
+        cmd: Box::new(cmd),
+        reply,
+    };
+    gw.shards.send(gw.shards.of_lobby(&lobby_id), msg).await;
+    match rx.await {
+        Ok(Ok(_)) => (StatusCode::OK, format!("{{\"closed\":{lobby_id:?}}}\n")),
+        Ok(Err(f)) => (StatusCode::NOT_FOUND, format!("{}\n", f.message)),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
+    }
+}
+
 /// Serves the admin API until the gateway's connections are gone.
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
     let app = Router::new()
@@ -234,6 +443,8 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
         .route("/metrics", get(prometheus))
         .route("/v1/channels", post(create_channel))
         .route("/v1/notifications", post(notify))
+        .route("/v1/lobbies", post(create_lobbies))
+        .route("/v1/lobbies/close", post(close_lobby))
         .with_state(gw.clone());
     let done = gw.admin_stop.clone();
     let _ = axum::serve(listener, app)

@@ -30,6 +30,7 @@ use crate::metrics::{metrics, TransportKind};
 use crate::outbox::{Closed, Outbox, OutboxLimits, Queued, Stop};
 use crate::shard::{ResumeFailure, ShardMsg};
 
+mod lobby;
 mod social;
 
 /// Most user ids one presence query may name.
@@ -701,7 +702,12 @@ impl Conn<'_> {
             | Body::FriendList
             | Body::NotificationList
             | Body::NotificationMarkRead
-            | Body::NotificationDelete => {
+            | Body::NotificationDelete
+            | Body::LobbyCreate
+            | Body::LobbyJoin
+            | Body::LobbyUpdate
+            | Body::LobbyOp
+            | Body::LobbyList => {
                 if request_id == 0 {
                     let msg = format!(
                         "{} needs a non-zero request_id",
@@ -730,7 +736,9 @@ impl Conn<'_> {
                     self.set_status(request_id, req);
                 } else if let Some(query) = frame.body_as_chat_unread() {
                     self.unread(request_id, query);
-                } else if !self.social_request(request_id, &frame) {
+                } else if !self.social_request(request_id, &frame)
+                    && !self.lobby_request(request_id, &frame)
+                {
                     self.chat_request(request_id, &frame);
                 }
                 None

@@ -190,6 +190,12 @@ pub enum ShardMsg {
         reply_to: Option<Arc<Outbox>>,
         member: Option<Box<LobbyMember>>,
     },
+    /// An operator's lobby command (bulk create, close), answered over a
+    /// oneshot with the lobby's state (`None` when it closed) or the refusal.
+    LobbyAdmin {
+        cmd: Box<lobbies::Command>,
+        reply: oneshot::Sender<Result<Option<Arc<lobbies::Snapshot>>, Failure>>,
+    },
     /// `user` (owned here) joined or left a lobby.
     LobbyIndex {
         user: UserId,
@@ -523,6 +529,18 @@ fn notification_for(event: &DomainEvent) -> Option<(UserId, NewNotification)> {
             "Friend request declined",
             format!("{by} declined your friend request"),
             serde_json::json!({ "by": by }),
+        ),
+        DomainEvent::LobbyInvited {
+            lobby_id,
+            game,
+            inviter,
+            invitee,
+        } => (
+            invitee,
+            "lobby.invite",
+            "Lobby invitation",
+            format!("{inviter} invited you to a {game} lobby"),
+            serde_json::json!({ "lobby_id": lobby_id, "game": game, "inviter": inviter }),
         ),
         _ => return None,
     };
@@ -1015,6 +1033,29 @@ impl ShardLoop {
                     self.join_lobby_chat(&lobby_id, session, actor, outbox);
                 }
             }
+            ShardMsg::LobbyAdmin { cmd, reply } => {
+                self.lobbies.handle(now(), *cmd, &mut self.effects);
+                let mut result = Ok(None);
+                self.effects.retain(|e| match e {
+                    Effect::Reply {
+                        request_id: 0,
+                        reply: crate::engine::Reply::Lobby(l),
+                    } => {
+                        result = Ok(Some(l.clone()));
+                        false
+                    }
+                    Effect::Fail {
+                        request_id: 0,
+                        failure,
+                    } => {
+                        result = Err(failure.clone());
+                        false
+                    }
+                    _ => true,
+                });
+                self.apply(None);
+                let _ = reply.send(result);
+            }
             ShardMsg::LobbyIndex {
                 user,
                 lobby_id,
@@ -1495,6 +1536,29 @@ impl ShardLoop {
     /// gets the event when one is configured.
     fn publish(&mut self, event: DomainEvent) {
         self.services.webhooks.publish(&event, now().unix_ms);
+        // A member's lobbies learn when their last session ends or a new
+        // one starts (this is the user's shard, which keeps their index).
+        if let DomainEvent::UserOnline { user } | DomainEvent::UserOffline { user } = &event {
+            let online = matches!(event, DomainEvent::UserOnline { .. });
+            let lobbies: Vec<Arc<str>> = self
+                .user_lobbies
+                .get(user)
+                .map(|l| l.iter().map(|(id, _)| id.clone()).collect())
+                .unwrap_or_default();
+            for lobby_id in lobbies {
+                let cmd = lobbies::Command::Presence {
+                    lobby_id: lobby_id.clone(),
+                    user: user.clone(),
+                    online,
+                };
+                let msg = ShardMsg::Lobby {
+                    cmd: Box::new(cmd),
+                    reply_to: None,
+                    member: None,
+                };
+                self.send_to_shard(self.peers.of_lobby(&lobby_id), msg);
+            }
+        }
         if let Some((user, what)) = notification_for(&event) {
             let shard = self.peers.of_user(&user);
             let cmd = notifications::Command::Create {

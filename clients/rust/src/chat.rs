@@ -81,7 +81,8 @@ pub struct ChatHistoryPage {
     pub has_more: bool,
 }
 
-fn user(u: Option<wire::ChatUser<'_>>) -> ChatUser {
+/// A participant; missing fields decode to "".
+pub(crate) fn user(u: Option<wire::ChatUser<'_>>) -> ChatUser {
     ChatUser {
         id: u.and_then(|u| u.id()).unwrap_or_default().to_owned(),
         username: u.and_then(|u| u.username()).unwrap_or_default().to_owned(),

@@ -212,6 +212,19 @@ pub enum Event {
     /// `notification:count`: this user's notification counts after any
     /// change (new, read, deleted).
     NotificationCount { total: u32, unread: u32, seq: u64 },
+    /// A lobby this user is in (or was just kicked from) changed:
+    /// `lobby:member:joined`, `lobby:member:left`, `lobby:host:changed`,
+    /// `lobby:member:ready`, `lobby:ready` (everyone ready), back to open,
+    /// `lobby:kicked` (this user), a member kicked, `lobby:update` and
+    /// started (with the new state), closed, a member disconnected or
+    /// reconnected; see [`crate::lobby::LobbyEvent`] for what each kind
+    /// carries. Every session of every member gets it. `event.version` is
+    /// bumped per change: a gap means events were missed, so call
+    /// [`Client::lobby_get`] for a snapshot.
+    Lobby {
+        event: crate::lobby::LobbyEvent,
+        seq: u64,
+    },
     /// The connection dropped; the client is reconnecting unless a
     /// [`Event::Closed`] follows. In-flight requests failed with
     /// [`ClientError::Disconnected`].

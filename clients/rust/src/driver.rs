@@ -469,7 +469,8 @@ impl Driver {
                 seq,
             }),
             None => crate::chat::chat_event(&frame, seq)
-                .or_else(|| crate::social::social_event(&frame, seq)),
+                .or_else(|| crate::social::social_event(&frame, seq))
+                .or_else(|| crate::lobby::lobby_event(&frame, seq)),
         };
         if let Some(event) = event {
             if reliable {

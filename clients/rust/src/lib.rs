@@ -45,6 +45,7 @@ pub mod chat;
 pub mod client;
 mod driver;
 mod error;
+pub mod lobby;
 #[cfg(test)]
 mod loopback_tests;
 mod seq;
@@ -59,8 +60,11 @@ pub use client::{Client, ClientConfig, EchoReply, Event, EventStream, SessionInf
 pub use error::ClientError;
 pub use huddle_schema::encode::PresenceEntry;
 pub use huddle_schema::wire::{
-    ChatKind, ContentType, DeliveryChannel, DeliveryState, ErrorCode, FriendAction, PresenceStatus,
-    Relation,
+    ChatKind, ContentType, DeliveryChannel, DeliveryState, ErrorCode, FriendAction, LobbyEventKind,
+    LobbyOpKind, LobbyStatus, LobbyVisibility, PresenceStatus, Relation,
+};
+pub use lobby::{
+    Lobby, LobbyChanges, LobbyEvent, LobbyListPage, LobbyMember, LobbySummary, NewLobby,
 };
 pub use social::{
     ChannelStatus, Friend, FriendOpDone, Notification, NotificationCounts, NotificationPage,
