@@ -4,7 +4,8 @@
 //! `POST /v1/channels` creates or reconfigures a chat channel;
 //! `POST /v1/notifications` notifies one user, many, or everyone online;
 //! `POST /v1/lobbies` creates lobbies in bulk with their players assigned,
-//! `POST /v1/lobbies/close` closes one.
+//! `POST /v1/lobbies/close` closes one, `POST /v1/lobbies/start` starts one
+//! with the game server's address.
 //! Never on the client data path.
 
 use std::sync::Arc;
@@ -400,11 +401,14 @@ async fn create_lobbies(
     (status, format!("{body}\n"))
 }
 
-/// `POST /v1/lobbies/close` body.
+/// `POST /v1/lobbies/close` and `/v1/lobbies/start` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CloseRequest {
     lobby_id: String,
+    /// start: the game server's connection payload for the members.
+    #[serde(default)]
+    connection: Option<String>,
 }
 
 /// An operator closes a lobby: every member hears `lobby:closed`.
@@ -416,12 +420,38 @@ async fn close_lobby(
     if let Err(denied) = authorized(&gw, &headers) {
         return denied;
     }
+    lobby_admin(&gw, req, false).await
+}
+
+/// The game backend starts a lobby and hands its members the game
+/// server's address (`connection`): every member hears `STARTED`.
+async fn start_lobby(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Json(req): Json<CloseRequest>,
+) -> Answer {
+    if let Err(denied) = authorized(&gw, &headers) {
+        return denied;
+    }
+    lobby_admin(&gw, req, true).await
+}
+
+async fn lobby_admin(gw: &Gateway, req: CloseRequest, start: bool) -> Answer {
     let lobby_id: Arc<str> = Arc::from(req.lobby_id);
     let (reply, rx) = oneshot::channel();
-    let cmd = lobbies::Command::Close {
-        request_id: 0,
-        lobby_id: lobby_id.clone(),
-        actor: None,
+    let cmd = if start {
+        lobbies::Command::Start {
+            request_id: 0,
+            lobby_id: lobby_id.clone(),
+            actor: None,
+            connection: req.connection,
+        }
+    } else {
+        lobbies::Command::Close {
+            request_id: 0,
+            lobby_id: lobby_id.clone(),
+            actor: None,
+        }
     };
     let msg = ShardMsg::LobbyAdmin {
         cmd: Box::new(cmd),
@@ -429,8 +459,14 @@ async fn close_lobby(
     };
     gw.shards.send(gw.shards.of_lobby(&lobby_id), msg).await;
     match rx.await {
-        Ok(Ok(_)) => (StatusCode::OK, format!("{{\"closed\":{lobby_id:?}}}\n")),
-        Ok(Err(f)) => (StatusCode::NOT_FOUND, format!("{}\n", f.message)),
+        Ok(Ok(_)) => {
+            let done = if start { "started" } else { "closed" };
+            (StatusCode::OK, format!("{{\"{done}\":{lobby_id:?}}}\n"))
+        }
+        Ok(Err(f)) if f.refusal == crate::engine::Refusal::LobbyNotFound => {
+            (StatusCode::NOT_FOUND, format!("{}\n", f.message))
+        }
+        Ok(Err(f)) => (StatusCode::BAD_REQUEST, format!("{}\n", f.message)),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
     }
 }
@@ -445,6 +481,7 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
         .route("/v1/notifications", post(notify))
         .route("/v1/lobbies", post(create_lobbies))
         .route("/v1/lobbies/close", post(close_lobby))
+        .route("/v1/lobbies/start", post(start_lobby))
         .with_state(gw.clone());
     let done = gw.admin_stop.clone();
     let _ = axum::serve(listener, app)

@@ -189,10 +189,11 @@ pub enum Command {
         actor: UserId,
         target: UserId,
     },
+    /// By the host, or by an operator or the game backend (`actor: None`).
     Start {
         request_id: u64,
         lobby_id: Arc<str>,
-        actor: UserId,
+        actor: Option<UserId>,
         connection: Option<String>,
     },
     /// By the host, or by an operator (`actor: None`).
@@ -991,7 +992,7 @@ impl Lobbies {
                 connection,
             } => {
                 let lobby = self.lobby(&lobby_id)?;
-                if !lobby.is_host(&actor) {
+                if actor.as_ref().is_some_and(|a| !lobby.is_host(a)) {
                     return Err(failure(
                         Refusal::NotHost,
                         format!("only the host of {lobby_id} may start it"),
@@ -1592,7 +1593,7 @@ mod tests {
         let start = w.run(Command::Start {
             request_id: 8,
             lobby_id: Arc::from("L"),
-            actor: UserId::from("host"),
+            actor: Some(UserId::from("host")),
             connection: Some("10.0.0.7:7777".into()),
         });
         assert_eq!(kinds(&start), vec![EventKind::Started]);

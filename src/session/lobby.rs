@@ -140,7 +140,7 @@ impl Conn<'_> {
                 LobbyOpKind::START => Command::Start {
                     request_id,
                     lobby_id,
-                    actor: user,
+                    actor: Some(user),
                     connection: (!text.is_empty()).then_some(text),
                 },
                 LobbyOpKind::CLOSE => Command::Close {
