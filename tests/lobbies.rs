@@ -353,6 +353,19 @@ async fn operators_create_lobbies_in_bulk_with_players_assigned() {
     assert_eq!(lobby.visibility, LobbyVisibility::INVITE_ONLY);
     r.chat_join(&format!("lobby:{id}")).await.unwrap();
 
+    // The game backend starts it with the game server's address.
+    let answer = admin_post(
+        &gw,
+        "/v1/lobbies/start",
+        &format!(r#"{{"lobby_id":"{id}","connection":"gs-7.example:7777"}}"#),
+    )
+    .await;
+    assert!(answer.contains("200 OK"), "{answer}");
+    let e = lobby_event(&mut r_ev, LobbyEventKind::STARTED).await;
+    assert_eq!(e.lobby.unwrap().connection, "gs-7.example:7777");
+    let missing = admin_post(&gw, "/v1/lobbies/close", r#"{"lobby_id":"nope"}"#).await;
+    assert!(missing.contains("404"), "{missing}");
+
     let answer = admin_post(
         &gw,
         "/v1/lobbies/close",
