@@ -1427,7 +1427,6 @@ impl ShardLoop {
                     }));
                     self.send_to_shard(shard, msg);
                 }
-                Effect::LobbyClosed { .. } => {}
                 Effect::HistoryPage {
                     request_id,
                     chat_id,

@@ -1217,10 +1217,6 @@ impl Lobbies {
                 joined: false,
             });
         }
-        out.push(Effect::LobbyClosed {
-            lobby_id: lobby_id.clone(),
-            members: lobby.members.iter().map(|m| m.user.id.clone()).collect(),
-        });
         out.push(Effect::Domain(DomainEvent::LobbyClosed {
             lobby_id: lobby_id.clone(),
         }));

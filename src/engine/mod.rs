@@ -428,11 +428,7 @@ pub enum Effect {
         invitee: UserId,
         friends_only: bool,
     },
-    /// A lobby closed: its chat ends with it.
-    LobbyClosed {
-        lobby_id: Arc<str>,
-        members: Vec<UserId>,
-    },
+
     /// Finish a history page from the store: `partial` came from memory,
     /// `limit` more are wanted older than `partial`'s oldest (or `before_id`).
     HistoryPage {
