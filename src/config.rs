@@ -419,6 +419,16 @@ impl Config {
         if self.lobbies.per_game == 0 {
             return bad("lobbies.per_game must be at least 1");
         }
+        const MONTH_MS: u64 = 30 * 24 * 3600 * 1000;
+        let l = &self.lobbies;
+        if [l.grace_ms, l.assigned_grace_ms, l.kick_ban_ms]
+            .iter()
+            .any(|&ms| ms > MONTH_MS)
+        {
+            return bad(
+                "lobbies.grace_ms, assigned_grace_ms and kick_ban_ms must be at most 30 days",
+            );
+        }
         if self.notifications.max_per_user == 0 {
             return bad("notifications.max_per_user must be > 0");
         }

@@ -202,6 +202,7 @@ pub enum ShardMsg {
         lobby_id: Arc<str>,
         game: Arc<str>,
         joined: bool,
+        since_version: u64,
     },
     /// Check an invitation on the pair's shard.
     InviteCheck(Box<InviteCheck>),
@@ -243,8 +244,12 @@ pub struct LobbyListQuery {
     pub reply: oneshot::Sender<Vec<lobbies::Summary>>,
 }
 
-/// Lobbies of one user with their games, oldest first.
-type UserLobbies = Vec<(Arc<str>, Arc<str>)>;
+/// Lobbies of one user: (lobby, game, membership's starting version), oldest first.
+type UserLobbies = Vec<(Arc<str>, Arc<str>, u64)>;
+
+/// Lobbies one user may be in at once, over all games; joining one more
+/// leaves the oldest.
+const MAX_LOBBIES_PER_USER: usize = 16;
 
 struct Envelope {
     msg: ShardMsg,
@@ -498,7 +503,7 @@ struct Neighbours<'a> {
 
 impl ChatContext for Neighbours<'_> {
     fn lobby_member(&self, lobby: &str, user: &str) -> Option<bool> {
-        self.lobbies.is_member(lobby, user)
+        self.lobbies.chat_member(lobby, user)
     }
 
     fn direct_block(&self, sender: &str, recipient: &str) -> Option<String> {
@@ -1061,7 +1066,8 @@ impl ShardLoop {
                 lobby_id,
                 game,
                 joined,
-            } => self.index_lobby(user, lobby_id, game, joined),
+                since_version,
+            } => self.index_lobby(user, lobby_id, game, joined, since_version),
             ShardMsg::InviteCheck(check) => {
                 let InviteCheck {
                     request_id,
@@ -1160,39 +1166,56 @@ impl ShardLoop {
             lobbies: &self.lobbies,
         };
         self.chats.handle(now(), &ctx, cmd, &mut self.effects);
-        // The lobby's reply already told the client; the chat's own reply
-        // (request 0) would only be noise.
-        self.effects.retain(|e| {
-            !matches!(e, Effect::Reply { request_id: 0, .. }) && !matches!(e, Effect::WarmUp { .. })
-        });
+        // The lobby's reply already told the client: the chat's own reply
+        // (request 0) is dropped here, and its warm-up's by the reader.
+        self.effects
+            .retain(|e| !matches!(e, Effect::Reply { request_id: 0, .. }));
         self.apply(Some(&outbox));
     }
 
     /// The user's lobby index: one lobby per game (the oldest gives way),
-    /// and the lobby learns whether its new member is online now.
-    fn index_lobby(&mut self, user: UserId, lobby_id: Arc<str>, game: Arc<str>, joined: bool) {
+    /// at most `MAX_LOBBIES_PER_USER` in all, and the lobby learns whether
+    /// its new member is online now.
+    fn index_lobby(
+        &mut self,
+        user: UserId,
+        lobby_id: Arc<str>,
+        game: Arc<str>,
+        joined: bool,
+        since_version: u64,
+    ) {
         let list = self.user_lobbies.entry(user.clone()).or_default();
-        list.retain(|(l, _)| *l != lobby_id);
-        let mut superseded = Vec::new();
+        list.retain(|(l, _, _)| *l != lobby_id);
+        let mut superseded: Vec<(Arc<str>, u64)> = Vec::new();
         if joined {
-            list.push((lobby_id.clone(), game.clone()));
-            let same: Vec<Arc<str>> = list
-                .iter()
-                .filter(|(_, g)| *g == game)
-                .map(|(l, _)| l.clone())
-                .collect();
-            if same.len() > self.lobbies_per_game {
-                superseded = same[..same.len() - self.lobbies_per_game].to_vec();
-                list.retain(|(l, _)| !superseded.contains(l));
-            }
+            list.push((lobby_id.clone(), game.clone(), since_version));
+            let same = list.iter().filter(|(_, g, _)| *g == game).count();
+            let mut extra_same = same.saturating_sub(self.lobbies_per_game);
+            let mut extra_all = list.len().saturating_sub(MAX_LOBBIES_PER_USER);
+            list.retain(|(l, g, v)| {
+                let drop = if *g == game && extra_same > 0 {
+                    extra_same -= 1;
+                    true
+                } else if extra_all > 0 && *l != lobby_id {
+                    extra_all -= 1;
+                    true
+                } else {
+                    false
+                };
+                if drop {
+                    superseded.push((l.clone(), *v));
+                }
+                !drop
+            });
         }
         if list.is_empty() {
             self.user_lobbies.remove(&user);
         }
-        for old in superseded {
+        for (old, since_version) in superseded {
             let cmd = lobbies::Command::Superseded {
                 lobby_id: old.clone(),
                 user: user.clone(),
+                since_version,
             };
             let msg = ShardMsg::Lobby {
                 cmd: Box::new(cmd),
@@ -1384,6 +1407,7 @@ impl ShardLoop {
                     lobby_id,
                     game,
                     joined,
+                    since_version,
                 } => {
                     if !joined {
                         // Out of the lobby is out of its chat (same shard).
@@ -1404,6 +1428,7 @@ impl ShardLoop {
                         lobby_id,
                         game,
                         joined,
+                        since_version,
                     };
                     self.send_to_shard(shard, msg);
                 }
@@ -1493,9 +1518,10 @@ impl ShardLoop {
                             lobbies: &self.lobbies,
                         };
                         self.chats.handle(now(), &ctx, cmd, &mut self.effects);
-                        if let Some((bytes, body)) =
-                            wire::reply_frame(&mut self.encoder, request_id, &job.joined)
-                        {
+                        let frame = (request_id != 0)
+                            .then(|| wire::reply_frame(&mut self.encoder, request_id, &job.joined))
+                            .flatten();
+                        if let Some((bytes, body)) = frame {
                             outbox.push_reply(bytes, body);
                         }
                     }
@@ -1542,7 +1568,7 @@ impl ShardLoop {
             let lobbies: Vec<Arc<str>> = self
                 .user_lobbies
                 .get(user)
-                .map(|l| l.iter().map(|(id, _)| id.clone()).collect())
+                .map(|l| l.iter().map(|(id, _, _)| id.clone()).collect())
                 .unwrap_or_default();
             for lobby_id in lobbies {
                 let cmd = lobbies::Command::Presence {

@@ -26,6 +26,8 @@ pub const MAX_SETTINGS_BYTES: usize = 4096;
 pub const MAX_CAPACITY: u16 = 256;
 /// Longest start payload (the game server's address and ticket), bytes.
 pub const MAX_CONNECTION: usize = 1024;
+/// Pending invitations per lobby at most.
+pub const MAX_INVITED: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Visibility {
@@ -223,8 +225,13 @@ pub enum Command {
         user: UserId,
         online: bool,
     },
-    /// The user joined another lobby of the same game: they leave this one.
-    Superseded { lobby_id: Arc<str>, user: UserId },
+    /// The user joined another lobby of the same game: they leave this one,
+    /// if they are still in the membership that began at `since_version`.
+    Superseded {
+        lobby_id: Arc<str>,
+        user: UserId,
+        since_version: u64,
+    },
 }
 
 /// Durations the engine works with.
@@ -257,6 +264,9 @@ struct Member {
     joined_at_ms: i64,
     /// When the grace period ends, while disconnected.
     grace_until: Option<Instant>,
+    /// The lobby's version when this membership began: tells a stale
+    /// `Superseded` (about an earlier membership) from a current one.
+    since_version: u64,
 }
 
 #[derive(Debug)]
@@ -466,6 +476,14 @@ impl Lobbies {
         self.lobbies.get(lobby).map(|l| l.member(user).is_some())
     }
 
+    /// Whether `user` may be in the lobby's chat: a member of a lobby with
+    /// chat on; `None` when no such lobby.
+    pub fn chat_member(&self, lobby: &str, user: &str) -> Option<bool> {
+        self.lobbies
+            .get(lobby)
+            .map(|l| l.chat && l.member(user).is_some())
+    }
+
     /// Members of a lobby, for the shell's fan-out.
     pub fn members(&self, lobby: &str) -> impl Iterator<Item = &UserId> + '_ {
         self.lobbies
@@ -597,6 +615,12 @@ impl Lobbies {
                     ));
                 }
                 let players = host.iter().count() + assigned.len();
+                if players == 0 {
+                    return Err(failure(
+                        Refusal::InvalidArgument,
+                        "a lobby needs at least one player",
+                    ));
+                }
                 if players > usize::from(spec.max) {
                     return Err(failure(
                         Refusal::InvalidArgument,
@@ -646,6 +670,7 @@ impl Lobbies {
                         lobby_id: lobby_id.clone(),
                         game: lobby.game.clone(),
                         joined: true,
+                        since_version: 1,
                     });
                     lobby.members.push(Member {
                         user,
@@ -654,6 +679,7 @@ impl Lobbies {
                         team,
                         joined_at_ms: now.unix_ms,
                         grace_until,
+                        since_version: 1,
                     });
                 }
                 if lobby.host.is_none() {
@@ -725,6 +751,8 @@ impl Lobbies {
                     }
                 }
                 lobby.invited.remove(&user.id);
+                lobby.bans.retain(|_, until| *until > now.unix_ms);
+                let version = lobby.bump(now);
                 lobby.members.push(Member {
                     user: user.clone(),
                     ready: false,
@@ -732,15 +760,19 @@ impl Lobbies {
                     team: None,
                     joined_at_ms: now.unix_ms,
                     grace_until: None,
+                    since_version: version,
                 });
+                if lobby.host.is_none() {
+                    lobby.host = Some(user.id.clone());
+                }
                 let was_ready = lobby.status == Status::Ready;
                 if was_ready {
                     lobby.status = Status::Open;
                 }
-                lobby.bump(now);
+                // Every member hears it, the joiner's other devices too.
                 let mut joined = lobby.event(EventKind::MemberJoined, now);
                 joined.user = Some(user.clone());
-                Self::broadcast(out, lobby, joined, Some(&user.id));
+                Self::broadcast(out, lobby, joined, None);
                 if was_ready {
                     let reverted = lobby.event(EventKind::NotReady, now);
                     Self::broadcast(out, lobby, reverted, None);
@@ -751,6 +783,7 @@ impl Lobbies {
                     lobby_id: lobby_id.clone(),
                     game: lobby.game.clone(),
                     joined: true,
+                    since_version: version,
                 });
                 out.push(Effect::Domain(DomainEvent::LobbyMemberJoined {
                     lobby_id,
@@ -777,8 +810,17 @@ impl Lobbies {
                 });
                 self.remove_member(now, &lobby_id, &user, "left", out);
             }
-            Command::Superseded { lobby_id, user } => {
-                if self.is_member(&lobby_id, &user) == Some(true) {
+            Command::Superseded {
+                lobby_id,
+                user,
+                since_version,
+            } => {
+                let current = self
+                    .lobbies
+                    .get(&lobby_id)
+                    .and_then(|l| l.member(&user))
+                    .is_some_and(|m| m.since_version == since_version);
+                if current {
                     self.remove_member(
                         now,
                         &lobby_id,
@@ -858,6 +900,7 @@ impl Lobbies {
                     ));
                 };
                 let author = member.user.clone();
+                lobby.bans.retain(|_, until| *until > now.unix_ms);
                 lobby
                     .bans
                     .insert(target.clone(), now.unix_ms + ban.as_millis() as i64);
@@ -977,6 +1020,10 @@ impl Lobbies {
                         format!("{target} is not in {lobby_id}"),
                     ));
                 };
+                if lobby.is_host(&target) {
+                    Self::reply(out, request_id, lobby);
+                    return Ok(());
+                }
                 let author = member.user.clone();
                 lobby.host = Some(target);
                 lobby.bump(now);
@@ -1069,6 +1116,14 @@ impl Lobbies {
                         format!("{invitee} is already in {lobby_id}"),
                     ));
                 }
+                if lobby.invited.len() >= MAX_INVITED {
+                    return Err(failure(
+                        Refusal::LobbyError,
+                        format!(
+                            "{lobby_id} has {MAX_INVITED} pending invitations, the most allowed"
+                        ),
+                    ));
+                }
                 out.push(Effect::LobbyInvite {
                     request_id,
                     lobby_id: lobby_id.clone(),
@@ -1089,13 +1144,22 @@ impl Lobbies {
                 user,
             } => {
                 let lobby = self.lobby(&lobby_id)?;
-                if lobby.member(&user).is_none() && lobby.visibility != Visibility::Public {
+                let member = lobby.member(&user).is_some();
+                if !member && lobby.visibility != Visibility::Public {
                     return Err(failure(
                         Refusal::AccessDenied,
                         format!("only members see {lobby_id}"),
                     ));
                 }
-                Self::reply(out, request_id, lobby);
+                let mut snapshot = lobby.snapshot();
+                if !member {
+                    // The game server's address is for members only.
+                    Arc::make_mut(&mut snapshot).connection = None;
+                }
+                out.push(Effect::Reply {
+                    request_id,
+                    reply: Reply::Lobby(snapshot),
+                });
             }
             Command::Presence {
                 lobby_id,
@@ -1167,21 +1231,47 @@ impl Lobbies {
             lobby_id: lobby_id.clone(),
             game: lobby.game.clone(),
             joined: false,
+            since_version: gone.since_version,
         });
         out.push(Effect::Domain(DomainEvent::LobbyMemberLeft {
             lobby_id: lobby_id.clone(),
             user: gone.user.id.clone(),
         }));
         if lobby.members.is_empty() {
+            if kind == EventKind::MemberLeft {
+                // The last one out hears the lobby close.
+                let mut e = lobby.event(EventKind::Closed, now);
+                e.version += 1;
+                e.reason = Some(reason.to_string());
+                out.push(Effect::ToUser {
+                    user: gone.user.id.clone(),
+                    event: Event::Lobby(Arc::new(e)),
+                });
+            }
             self.close(now, lobby_id, out);
             return;
         }
         let mut e = lobby.event(kind, now);
         e.user = Some(gone.user.clone());
         e.reason = Some(reason.to_string());
+        if kind == EventKind::MemberLeft {
+            // The one who left hears it too, on every device (a kicked
+            // user hears `Kicked` instead).
+            out.push(Effect::ToUser {
+                user: gone.user.id.clone(),
+                event: Event::Lobby(Arc::new(e.clone())),
+            });
+        }
         Self::broadcast(out, lobby, e, None);
         if lobby.is_host(user) {
-            let next = lobby.members[0].user.clone();
+            // The member present longest who is here now; else the longest.
+            let next = lobby
+                .members
+                .iter()
+                .find(|m| m.connected)
+                .unwrap_or(&lobby.members[0])
+                .user
+                .clone();
             lobby.host = Some(next.id.clone());
             lobby.bump(now);
             let mut e = lobby.event(EventKind::HostChanged, now);
@@ -1215,6 +1305,7 @@ impl Lobbies {
                 lobby_id: lobby_id.clone(),
                 game: lobby.game.clone(),
                 joined: false,
+                since_version: m.since_version,
             });
         }
         out.push(Effect::Domain(DomainEvent::LobbyClosed {
@@ -1383,9 +1474,9 @@ mod tests {
         assert!(
             matches!(
                 out.iter().find(|e| matches!(e, Effect::ToUsers { .. })),
-                Some(Effect::ToUsers { users, .. }) if users.len() == 1 && &*users[0] == "host"
+                Some(Effect::ToUsers { users, .. }) if users.len() == 2
             ),
-            "the joiner gets the snapshot, the others the event"
+            "every member hears the join, the joiner's other devices too"
         );
         w.ready("host", true);
         let out = w.ready("ann", true);
@@ -1482,9 +1573,14 @@ mod tests {
         w.join("ann", None);
         w.join("bob", None);
         let out = w.leave("host");
+        // The leaver's devices and the rest hear it, then the new host.
         assert_eq!(
             kinds(&out),
-            vec![EventKind::MemberLeft, EventKind::HostChanged]
+            vec![
+                EventKind::MemberLeft,
+                EventKind::MemberLeft,
+                EventKind::HostChanged
+            ]
         );
         assert_eq!(w.state().unwrap().host.as_deref(), Some("ann"));
         w.leave("ann");
@@ -1598,6 +1694,68 @@ mod tests {
             (s.status, s.connection.as_deref()),
             (Status::InGame, Some("10.0.0.7:7777"))
         );
+    }
+
+    #[test]
+    fn a_stale_superseded_never_removes_a_newer_membership() {
+        let mut w = World::new();
+        w.create("host", spec(1, 4, Visibility::Public));
+        let first = w.join("ann", None);
+        let v1 = first
+            .iter()
+            .find_map(|e| match e {
+                Effect::LobbyMembership { since_version, .. } => Some(*since_version),
+                _ => None,
+            })
+            .unwrap();
+        w.leave("ann");
+        w.join("ann", None);
+        w.run(Command::Superseded {
+            lobby_id: Arc::from("L"),
+            user: UserId::from("ann"),
+            since_version: v1,
+        });
+        assert_eq!(
+            w.members(),
+            vec!["host", "ann"],
+            "the stale message is ignored"
+        );
+    }
+
+    #[test]
+    fn empty_lobbies_are_refused_and_non_members_never_see_the_server_address() {
+        let mut w = World::new();
+        let empty = w.run(Command::Create {
+            request_id: 1,
+            lobby_id: Arc::from("E"),
+            host: None,
+            spec: spec(1, 2, Visibility::Public),
+            assigned: Vec::new(),
+        });
+        assert_eq!(refusal(&empty), Some(Refusal::InvalidArgument));
+        w.create("host", spec(1, 4, Visibility::Public));
+        w.run(Command::Start {
+            request_id: 8,
+            lobby_id: Arc::from("L"),
+            actor: None,
+            connection: Some("10.0.0.7:7777".into()),
+        });
+        let get = |w: &mut World, user: &str| {
+            let out = w.run(Command::Get {
+                request_id: 9,
+                lobby_id: Arc::from("L"),
+                user: UserId::from(user),
+            });
+            match &out[0] {
+                Effect::Reply {
+                    reply: Reply::Lobby(l),
+                    ..
+                } => l.connection.clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(get(&mut w, "host").as_deref(), Some("10.0.0.7:7777"));
+        assert_eq!(get(&mut w, "outsider"), None);
     }
 
     #[derive(Debug, Clone)]

@@ -417,6 +417,8 @@ pub enum Effect {
         lobby_id: Arc<str>,
         game: Arc<str>,
         joined: bool,
+        /// The lobby version the membership began at (0 when leaving).
+        since_version: u64,
     },
     /// A member asked to invite `invitee`: check blocks (and friendship
     /// when `friends_only`) on the pair's shard, then grant and notify.

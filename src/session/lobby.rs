@@ -200,15 +200,10 @@ impl Conn<'_> {
             let msg = format!("lobby_id must be 1..={} bytes", lobbies::MAX_NAME);
             return self.invalid(request_id, &msg);
         }
+        // Create and join may put this session in the lobby's chat, on the
+        // lobby's shard; a closed connection leaves it through that
+        // shard's sweep of closed outboxes.
         let joins = matches!(cmd, Command::Create { .. } | Command::Join { .. });
-        if joins {
-            // The session may be put in the lobby's chat on the lobby's shard;
-            // remember it so a clean close leaves it.
-            let chat: Arc<str> = Arc::from(format!("lobby:{lobby_id}"));
-            if !self.joined.contains(&chat) {
-                self.joined.push(chat);
-            }
-        }
         let shard = self.gw.shards.of_lobby(&lobby_id);
         let member = joins.then(|| {
             Box::new(LobbyMember {

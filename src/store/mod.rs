@@ -247,7 +247,9 @@ fn read_page(store: &dyn HistoryStore, enc: &mut Encoder, job: PageJob) {
             ))
         }
     };
-    if let Some((bytes, body)) = frame {
+    // Request 0: a join made on the client's behalf (a lobby's chat),
+    // whose reply the client never asked for.
+    if let (Some((bytes, body)), true) = (frame, job.request_id != 0) {
         job.reply_to.push_reply(bytes, body);
     }
 }
@@ -285,7 +287,9 @@ fn warm(store: &dyn HistoryStore, enc: &mut Encoder, job: WarmJob) {
         cursor,
         messages,
     });
-    if let Some((bytes, body)) = frame {
+    // Request 0: a join made on the client's behalf (a lobby's chat),
+    // whose reply the client never asked for.
+    if let (Some((bytes, body)), true) = (frame, job.request_id != 0) {
         job.reply_to.push_reply(bytes, body);
     }
 }
