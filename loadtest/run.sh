@@ -5,6 +5,7 @@
 # to huddle-loadtest with --server-pid, prints its JSON on stdout, and stops
 # the gateway. Gateway log: $LOG (default /tmp/huddle-loadtest-gateway.log).
 #   loadtest/run.sh --scenario connect-storm --url ws://127.0.0.1:7350 --clients 19000 --source-ips 4 --hold-s 10
+#   loadtest/run.sh --scenario lobby-churn --url ws://127.0.0.1:7350 --clients 15000 --lobby-size 4 --think-ms 1000 --duration-s 20
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}

@@ -9,7 +9,8 @@
 //! key/trust flags of a Huddle deployment (`--jwt-secret`, `--data-dir`,
 //! `--ca-cert`, `--insecure`); chat-fanout also takes the operator API it
 //! creates its rooms' channels with (`--admin-url`, `--admin-token`) and a
-//! `--run-id` that keeps the rooms of different runs apart.
+//! `--run-id` that keeps the rooms of different runs apart; lobby-churn takes
+//! `--lobby-size` and `--think-ms`.
 //!
 //! # Layout
 //! - [`sys`]: the file limit, source addresses, `/proc` sampling.
@@ -39,6 +40,9 @@ pub(crate) enum Scenario {
     ChatFanout,
     /// Open --clients connections as fast as --concurrency allows, then hold them --hold-s seconds.
     ConnectStorm,
+    /// Groups of --lobby-size clients create, join, READY and LEAVE a lobby, round after round,
+    /// pausing --think-ms between a client's operations.
+    LobbyChurn,
 }
 
 impl Scenario {
@@ -46,6 +50,7 @@ impl Scenario {
         match self {
             Self::ChatFanout => "chat-fanout",
             Self::ConnectStorm => "connect-storm",
+            Self::LobbyChurn => "lobby-churn",
         }
     }
 }
@@ -68,9 +73,15 @@ pub(crate) struct Args {
     /// chat-fanout: each client sends one message per interval.
     #[arg(long, default_value_t = 1000, value_parser = value_parser!(u64).range(1..))]
     pub(crate) interval_ms: u64,
-    /// chat-fanout: length of the send phase.
+    /// chat-fanout: length of the send phase; lobby-churn: of the churn phase.
     #[arg(long, default_value_t = 20)]
     pub(crate) duration_s: u64,
+    /// lobby-churn: clients per group, and the lobby's `max`.
+    #[arg(long, default_value_t = 4, value_parser = value_parser!(u32).range(1..=256))]
+    pub(crate) lobby_size: u32,
+    /// lobby-churn: pause from a reply (or its timeout) to the client's next request.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) think_ms: u64,
     /// connect-storm: how long to hold the connections open once all are up.
     #[arg(long, default_value_t = 10)]
     pub(crate) hold_s: u64,

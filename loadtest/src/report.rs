@@ -1,6 +1,7 @@
 //! The JSON report (one line on stdout), field for field the baseline load
 //! generator's, and the human summary on stderr.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use hdrhistogram::Histogram;
@@ -29,6 +30,9 @@ pub(crate) struct Report {
     /// `null` without `--server-pid`.
     pub(crate) server: Option<Server>,
     pub(crate) loadgen: Loadgen,
+    /// lobby-churn only: the operations by kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) operations: Option<Operations>,
 }
 
 /// Every flag (the secret left out), `source_ips` as used.
@@ -46,6 +50,12 @@ pub(crate) struct Params {
     pub(crate) source_ips: u32,
     pub(crate) server_pid: Option<u32>,
     pub(crate) threads: u32,
+    /// lobby-churn only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) lobby_size: Option<u32>,
+    /// lobby-churn only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) think_ms: Option<u64>,
     pub(crate) data_dir: PathBuf,
     pub(crate) ca_cert: Option<PathBuf>,
     pub(crate) insecure: bool,
@@ -56,6 +66,7 @@ pub(crate) struct Params {
 
 impl Params {
     pub(crate) fn new(args: &Args, source_ips: u32) -> Self {
+        let churn = args.scenario == Scenario::LobbyChurn;
         Self {
             scenario: args.scenario,
             target: TARGET,
@@ -69,6 +80,8 @@ impl Params {
             source_ips,
             server_pid: args.server_pid,
             threads: args.threads,
+            lobby_size: churn.then_some(args.lobby_size),
+            think_ms: churn.then_some(args.think_ms),
             data_dir: args.data_dir.clone(),
             ca_cert: args.ca_cert.clone(),
             insecure: args.insecure,
@@ -101,6 +114,34 @@ impl Percentiles {
             max: h.max(),
         }
     }
+}
+
+/// lobby-churn: each kind of operation, and all of them per second.
+#[derive(Debug, Serialize)]
+pub(crate) struct Operations {
+    pub(crate) create: OpReport,
+    pub(crate) join: OpReport,
+    pub(crate) ready: OpReport,
+    pub(crate) leave: OpReport,
+    /// Successful operations of every kind per second of the window.
+    pub(crate) ops_per_s: f64,
+}
+
+/// One kind of lobby operation.
+#[derive(Debug, Serialize)]
+pub(crate) struct OpReport {
+    /// Requests answered with their reply (`LobbyReply`, `LobbyLeft` for LEAVE).
+    pub(crate) count: u64,
+    /// Requests answered with an `Error` (or another unexpected frame), or
+    /// not answered within the reply timeout.
+    pub(crate) errors: u64,
+    /// `count` per second of the window.
+    pub(crate) per_s: f64,
+    /// From sending the request to reading its reply, successful requests only.
+    pub(crate) latency_us: Percentiles,
+    /// `errors` by error code (`TIMEOUT`: no reply in time); omitted when none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) error_codes: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -203,6 +244,8 @@ mod tests {
                 source_ips: 1,
                 server_pid: None,
                 threads: 1,
+                lobby_size: None,
+                think_ms: None,
                 data_dir: "huddle-data".into(),
                 ca_cert: None,
                 insecure: false,
@@ -227,6 +270,7 @@ mod tests {
                 rss_bytes_peak: 1,
                 cpu_s: 0.1,
             },
+            operations: None,
         };
         let json = serde_json::to_string(&report).unwrap();
         assert!(json.starts_with(

@@ -466,6 +466,15 @@ impl Session {
         }
     }
 
+    /// Moves the next heartbeat to `fraction` (0..1) of an interval after
+    /// `from`, the later ones one interval apart. Connections that were set
+    /// up within moments of each other have their heartbeats fall due
+    /// together; a scenario spreads them this way.
+    pub(crate) fn spread_heartbeat(&mut self, from: tokio::time::Instant, fraction: f64) {
+        let offset = self.ticks.period().mul_f64(fraction.clamp(0.0, 1.0));
+        self.ticks.reset_at(from + offset);
+    }
+
     /// Sends one frame.
     pub(crate) async fn send(&mut self, frame: Bytes) -> Result<(), Failure> {
         self.conn

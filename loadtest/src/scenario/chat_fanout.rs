@@ -332,6 +332,7 @@ pub(super) async fn run(
         },
         server,
         loadgen,
+        operations: None,
     };
     report::summarize(&report, setup.dropped.load(Relaxed));
     eprintln!(

@@ -86,6 +86,7 @@ pub(super) async fn run(
         },
         server,
         loadgen,
+        operations: None,
     };
     let dropped = setup.dropped.load(Relaxed);
     report::summarize(&report, dropped);

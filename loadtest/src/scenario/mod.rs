@@ -7,6 +7,7 @@
 
 mod chat_fanout;
 mod connect_storm;
+mod lobby_churn;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -48,6 +49,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<report::Report> {
             connect_storm::run(args, transport, source_ips, setup, probes).await
         }
         Scenario::ChatFanout => chat_fanout::run(args, transport, source_ips, setup, probes).await,
+        Scenario::LobbyChurn => lobby_churn::run(args, transport, source_ips, setup, probes).await,
     }
 }
 
