@@ -1,6 +1,10 @@
 //! The lobby engine without I/O: one join + ready + leave cycle against a
 //! lobby of 8 (the sans-IO cost of each operation, effects included).
 
+// The gateway's allocator, so the figures match production.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;

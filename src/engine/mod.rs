@@ -9,6 +9,7 @@
 
 pub mod chat;
 pub mod lobbies;
+pub mod matchmaker;
 pub mod notifications;
 pub mod social;
 pub mod users;

@@ -1,0 +1,876 @@
+//! One matchmaking queue (a game and mode) as a deterministic state
+//! machine: tickets (a player or a party) go in with their ratings and
+//! their latency per region; every tick forms as many matches as the rules
+//! allow and times out what waited too long.
+//!
+//! The rules are data ([`QueueRules`]): team count and size, regions, and a
+//! rating spread and a latency limit that widen with waiting time up to a
+//! cap. A match fills every team exactly, never splits a party, keeps every
+//! rating within the spread that applied to its oldest ticket, and keeps
+//! every player under their own latency limit in the chosen region. Oldest
+//! tickets pick first. Time comes in as milliseconds; the same inputs at
+//! the same times give the same matches. Never does I/O.
+//!
+//! A tick sorts the waiting tickets by rating once (n log n) and, for each
+//! ticket in age order, grows a group outward from it in rating order,
+//! nearest first, skipping matched tickets through a path-compressed
+//! "next free" index — so a tick costs O(n log n) plus a bounded scan per
+//! ticket.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use super::{Failure, Refusal, UserId};
+
+/// A limit that widens with waiting time: `start`, plus `step` for every
+/// full `every_ms` waited, never past `max`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Widening {
+    pub start: f64,
+    pub step: f64,
+    pub every_ms: u64,
+    pub max: f64,
+}
+
+impl Widening {
+    /// The limit after waiting `waited_ms`.
+    pub fn at(&self, waited_ms: u64) -> f64 {
+        let steps = waited_ms.checked_div(self.every_ms).unwrap_or(0);
+        (self.start + self.step * steps as f64).min(self.max)
+    }
+}
+
+/// A queue's rule set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueRules {
+    /// 2 for 1v1 or 5v5, 4 for 2v2v2v2, N for a free-for-all of N.
+    pub teams: u16,
+    pub team_size: u16,
+    /// Regions a match may be played in, by name; tickets give their
+    /// latency to some of them.
+    pub regions: Vec<Arc<str>>,
+    /// Largest rating difference within a match.
+    pub spread: Widening,
+    /// Largest latency (ms) to the match's region.
+    pub latency: Widening,
+    /// A ticket waiting this long times out.
+    pub timeout_ms: u64,
+}
+
+impl QueueRules {
+    /// Players in one match.
+    pub fn players(&self) -> usize {
+        usize::from(self.teams) * usize::from(self.team_size)
+    }
+}
+
+/// One player of a ticket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Player {
+    pub user: UserId,
+    /// Skill rating (the mean of a rating + uncertainty pair).
+    pub rating: f64,
+}
+
+/// A ticket as it enters the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TicketSpec {
+    pub id: u64,
+    /// One player, or a party (never split across teams or matches).
+    pub players: Vec<Player>,
+    /// Measured latency in ms to regions by name.
+    pub latency_ms: Vec<(Arc<str>, u32)>,
+}
+
+/// Latency values accepted, ms (0 and anything at or past this are absurd).
+pub const MAX_LATENCY_MS: u32 = 10_000;
+/// Regions one queue may have at most.
+pub const MAX_REGIONS: usize = 8;
+/// Latency meaning "no measurement for this region".
+const UNKNOWN: u32 = u32::MAX;
+/// Candidates examined per ticket and region in one tick, at most (the
+/// scan is nearest-first, so this only bounds pathological queues).
+const SCAN_LIMIT: usize = 256;
+
+#[derive(Debug, Clone)]
+struct Ticket {
+    id: u64,
+    players: Vec<Player>,
+    rating: f64,
+    rating_sum: f64,
+    /// Indexed like `QueueRules::regions`.
+    /// Indexed like `QueueRules::regions` (inline: no pointer to chase).
+    latency: [u32; MAX_REGIONS],
+    entered_ms: u64,
+}
+
+impl Ticket {
+    fn size(&self) -> usize {
+        self.players.len()
+    }
+}
+
+/// A formed match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match {
+    /// Unique per queue: the id of its oldest ticket.
+    pub id: u64,
+    pub region: Arc<str>,
+    /// Each team's tickets (ids) and players; parties stay whole.
+    pub teams: Vec<Team>,
+    /// The spread that applied (the oldest ticket's, at match time), and
+    /// the match's actual rating range.
+    pub allowed_spread: f64,
+    pub spread: f64,
+    pub formed_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Team {
+    pub tickets: Vec<u64>,
+    pub players: Vec<Player>,
+    pub rating_sum: f64,
+}
+
+/// What a tick produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Matched(Match),
+    TimedOut { ticket: u64 },
+}
+
+/// Where a ticket stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TicketStatus {
+    pub waited_ms: u64,
+    pub spread: f64,
+    pub latency_ms: f64,
+    /// Tickets that entered before this one and still wait.
+    pub ahead: usize,
+}
+
+/// One queue.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    rules: QueueRules,
+    /// Waiting tickets in entry order (oldest first).
+    tickets: Vec<Ticket>,
+    ids: HashMap<u64, (), BuildHasherDefault<IdHasher>>,
+}
+
+/// Hashes ticket ids (unique numbers the gateway assigns) with one
+/// multiply: a queue's bookkeeping runs on every tick.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Failure {
+    Failure::new(Refusal::InvalidArgument, message)
+}
+
+/// An f64 as a u64 with the same order (negative numbers included).
+fn sortable(x: f64) -> u64 {
+    let bits = x.to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    }
+}
+
+/// The per-tick copy of what the scan reads, in rating order.
+struct Hot {
+    rating: Vec<f64>,
+    /// Rating sums (a party's players together).
+    sum: Vec<f64>,
+    size: Vec<u16>,
+    /// Each ticket's latency limit now.
+    limit: Vec<f32>,
+    /// `regions` latencies per ticket (`f32::MAX`-ish when unknown).
+    latency: Vec<f32>,
+}
+
+impl Hot {
+    /// Grows a group around position `p` in `region`: the free tickets
+    /// nearest in rating, each under its own latency limit, the whole group
+    /// within `spread`, parties whole, exactly `need` players.
+    #[allow(clippy::too_many_arguments)]
+    fn grow(
+        &self,
+        need: usize,
+        p: usize,
+        region: usize,
+        spread: f64,
+        right: &mut NextFree,
+        left: &mut NextFree,
+        group: &mut Vec<usize>,
+    ) -> bool {
+        let n = self.rating.len();
+        let regions = self.latency.len() / n.max(1);
+        let center = self.rating[p];
+        let (mut lo, mut hi) = (center, center);
+        let mut players = usize::from(self.size[p]);
+        group.push(p);
+        let mut r = right.find(p + 1);
+        let mut l = {
+            let m = left.find(n - p); // mirrored p - 1
+            (m < n).then(|| n - 1 - m)
+        };
+        let mut scanned = 0;
+        while players < need && scanned < SCAN_LIMIT {
+            let right_gap = (r < n).then(|| self.rating[r] - center);
+            let left_gap = l.map(|l| center - self.rating[l]);
+            let take_right = match (right_gap, left_gap) {
+                (Some(rg), Some(lg)) => rg <= lg,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if (if take_right { right_gap } else { left_gap }).is_some_and(|g| g > spread) {
+                break; // the nearest is already too far: so is everything
+            }
+            let at = if take_right {
+                let at = r;
+                r = right.find(r + 1);
+                at
+            } else {
+                let at = l.unwrap_or(0);
+                let m = left.find(n - at);
+                l = (m < n).then(|| n - 1 - m);
+                at
+            };
+            scanned += 1;
+            let size = usize::from(self.size[at]);
+            if self.latency[at * regions + region] > self.limit[at] || players + size > need {
+                continue;
+            }
+            let rating = self.rating[at];
+            let (nlo, nhi) = (lo.min(rating), hi.max(rating));
+            if nhi - nlo > spread {
+                continue;
+            }
+            lo = nlo;
+            hi = nhi;
+            players += size;
+            group.push(at);
+        }
+        players == need
+    }
+}
+
+/// "Next free slot" over positions 0..n with path compression: after
+/// `take(i)`, `find(i)` skips to the next free position (n when none).
+struct NextFree {
+    next: Vec<u32>,
+}
+
+impl NextFree {
+    fn new(n: usize) -> Self {
+        Self {
+            next: (0..=n as u32).collect(),
+        }
+    }
+
+    fn find(&mut self, mut i: usize) -> usize {
+        let mut root = i;
+        while self.next[root] as usize != root {
+            root = self.next[root] as usize;
+        }
+        while self.next[i] as usize != root {
+            let up = self.next[i] as usize;
+            self.next[i] = root as u32;
+            i = up;
+        }
+        root
+    }
+
+    fn take(&mut self, i: usize) {
+        self.next[i] = (i + 1) as u32;
+    }
+}
+
+impl Queue {
+    /// A queue for `rules`; refused when the rules cannot form a match.
+    pub fn new(rules: QueueRules) -> Result<Self, Failure> {
+        if rules.teams == 0 || rules.team_size == 0 {
+            return Err(invalid(
+                "a queue needs at least one team of at least one player",
+            ));
+        }
+        if rules.regions.is_empty() || rules.regions.len() > MAX_REGIONS {
+            return Err(invalid(format!("a queue has 1..={MAX_REGIONS} regions")));
+        }
+        Ok(Self {
+            rules,
+            tickets: Vec::new(),
+            ids: HashMap::default(),
+        })
+    }
+
+    pub fn rules(&self) -> &QueueRules {
+        &self.rules
+    }
+
+    pub fn len(&self) -> usize {
+        self.tickets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tickets.is_empty()
+    }
+
+    /// Adds a ticket; refuses bad ones with a message and changes nothing.
+    pub fn insert(&mut self, now_ms: u64, spec: TicketSpec) -> Result<(), Failure> {
+        if self.ids.contains_key(&spec.id) {
+            return Err(invalid(format!("ticket {} is already queued", spec.id)));
+        }
+        let size = spec.players.len();
+        if size == 0 || size > usize::from(self.rules.team_size) {
+            return Err(invalid(format!(
+                "a party of {size} does not fit a team of {}",
+                self.rules.team_size
+            )));
+        }
+        if spec.players.iter().any(|p| !p.rating.is_finite()) {
+            return Err(invalid("ratings must be finite numbers"));
+        }
+        let mut latency = [UNKNOWN; MAX_REGIONS];
+        for (region, ms) in &spec.latency_ms {
+            let Some(i) = self.rules.regions.iter().position(|r| r == region) else {
+                return Err(invalid(format!(
+                    "region {region:?} is not played in this queue; regions: {}",
+                    self.rules.regions.join(", ")
+                )));
+            };
+            if *ms == 0 || *ms >= MAX_LATENCY_MS {
+                return Err(invalid(format!(
+                    "latency {ms} ms to {region} is not a measurement (1..{MAX_LATENCY_MS})"
+                )));
+            }
+            latency[i] = *ms;
+        }
+        if latency[..self.rules.regions.len()]
+            .iter()
+            .all(|&l| l == UNKNOWN)
+        {
+            return Err(invalid("give the measured latency to at least one region"));
+        }
+        let rating_sum: f64 = spec.players.iter().map(|p| p.rating).sum();
+        self.ids.insert(spec.id, ());
+        self.tickets.push(Ticket {
+            id: spec.id,
+            rating: rating_sum / size as f64,
+            rating_sum,
+            players: spec.players,
+            latency,
+            entered_ms: now_ms,
+        });
+        Ok(())
+    }
+
+    /// Removes a waiting ticket; false when it is not waiting (matched,
+    /// timed out, cancelled, never queued).
+    pub fn cancel(&mut self, id: u64) -> bool {
+        if self.ids.remove(&id).is_none() {
+            return false;
+        }
+        self.tickets.retain(|t| t.id != id);
+        true
+    }
+
+    pub fn status(&self, id: u64, now_ms: u64) -> Option<TicketStatus> {
+        let at = self.tickets.iter().position(|t| t.id == id)?;
+        let waited = now_ms.saturating_sub(self.tickets[at].entered_ms);
+        Some(TicketStatus {
+            waited_ms: waited,
+            spread: self.rules.spread.at(waited),
+            latency_ms: self.rules.latency.at(waited),
+            ahead: at,
+        })
+    }
+
+    /// Times out what waited too long, then forms every match it can.
+    pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Outcome>) {
+        let timeout = self.rules.timeout_ms;
+        let ids = &mut self.ids;
+        self.tickets.retain(|t| {
+            let expired = now_ms.saturating_sub(t.entered_ms) >= timeout;
+            if expired {
+                ids.remove(&t.id);
+                out.push(Outcome::TimedOut { ticket: t.id });
+            }
+            !expired
+        });
+        let n = self.tickets.len();
+        let need = self.rules.players();
+        if n == 0 || need == 0 {
+            return;
+        }
+        // Rating order, ties by age: deterministic.
+        // Sort (rating bits, age) keys: one pass over the tickets, then a
+        // sort of plain integers.
+        let mut keys: Vec<(u64, u32)> = self
+            .tickets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (sortable(t.rating), i as u32))
+            .collect();
+        keys.sort_unstable();
+        let order: Vec<u32> = keys.into_iter().map(|(_, i)| i).collect();
+        let mut pos = vec![0u32; n];
+        for (p, &t) in order.iter().enumerate() {
+            pos[t as usize] = p as u32;
+        }
+        // What the scan reads, laid out in rating order so that neighbours
+        // in rating are neighbours in memory.
+        let regions_n = self.rules.regions.len();
+        let mut hot = Hot {
+            rating: Vec::with_capacity(n),
+            sum: Vec::with_capacity(n),
+            size: Vec::with_capacity(n),
+            limit: Vec::with_capacity(n),
+            latency: Vec::with_capacity(n * regions_n),
+        };
+        for &t in &order {
+            let t = &self.tickets[t as usize];
+            let waited = now_ms.saturating_sub(t.entered_ms);
+            hot.rating.push(t.rating);
+            hot.sum.push(t.rating_sum);
+            hot.size.push(t.size() as u16);
+            hot.limit.push(self.rules.latency.at(waited) as f32);
+            hot.latency
+                .extend(t.latency[..regions_n].iter().map(|&l| l as f32));
+        }
+        // Free positions in rating order, scanning right (`right`) and,
+        // through mirrored positions, left (`left`).
+        let mut right = NextFree::new(n);
+        let mut left = NextFree::new(n);
+        let mut matched = vec![false; n];
+        let mut group: Vec<usize> = Vec::with_capacity(need);
+        let mut regions: Vec<usize> = Vec::with_capacity(regions_n);
+        for anchor in 0..n {
+            if matched[anchor] {
+                continue;
+            }
+            let a = &self.tickets[anchor];
+            let p = pos[anchor] as usize;
+            let waited = now_ms.saturating_sub(a.entered_ms);
+            let spread = self.rules.spread.at(waited);
+            let limit = hot.limit[p];
+            regions.clear();
+            regions.extend((0..regions_n).filter(|&r| hot.latency[p * regions_n + r] <= limit));
+            regions.sort_by_key(|&r| (a.latency[r], r));
+            for &region in &regions {
+                group.clear();
+                if !hot.grow(need, p, region, spread, &mut right, &mut left, &mut group) {
+                    continue;
+                }
+                if let Some(teams) = self.balance(&hot, &order, &group) {
+                    let (lo, hi) = group.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &g| {
+                        let r = hot.rating[g];
+                        (lo.min(r), hi.max(r))
+                    });
+                    for &g in &group {
+                        matched[order[g] as usize] = true;
+                        right.take(g);
+                        left.take(n - 1 - g);
+                    }
+                    let id = self.tickets[anchor].id;
+                    // The matched tickets leave the queue below: their
+                    // players move into the match, nothing is copied.
+                    let teams = teams
+                        .into_iter()
+                        .map(|(rating_sum, members)| Team {
+                            tickets: members.iter().map(|&t| self.tickets[t].id).collect(),
+                            players: members
+                                .iter()
+                                .flat_map(|&t| std::mem::take(&mut self.tickets[t].players))
+                                .collect(),
+                            rating_sum,
+                        })
+                        .collect();
+                    out.push(Outcome::Matched(Match {
+                        id,
+                        region: self.rules.regions[region].clone(),
+                        teams,
+                        allowed_spread: spread,
+                        spread: hi - lo,
+                        formed_ms: now_ms,
+                    }));
+                    break;
+                }
+            }
+        }
+        if matched.iter().any(|&m| m) {
+            let mut i = 0;
+            let ids = &mut self.ids;
+            self.tickets.retain(|t| {
+                let keep = !matched[i];
+                i += 1;
+                if !keep {
+                    ids.remove(&t.id);
+                }
+                keep
+            });
+        }
+    }
+
+    /// Splits a group into full teams, parties whole, sums balanced:
+    /// largest parties first, each to the lightest team with room, then
+    /// swaps of equal-sized tickets between the heaviest and lightest team
+    /// while that narrows the gap. `None` when the parties cannot fill the
+    /// teams exactly. Works on a small local copy and answers each team's
+    /// rating sum and tickets (indices).
+    fn balance(&self, hot: &Hot, order: &[u32], group: &[usize]) -> Option<Vec<(f64, Vec<usize>)>> {
+        #[derive(Clone, Copy)]
+        struct Item {
+            ticket: usize,
+            size: usize,
+            sum: f64,
+            id: u64,
+        }
+        let size = usize::from(self.rules.team_size);
+        let team_count = usize::from(self.rules.teams);
+        // Positions in rating order are local to the group: no ticket is
+        // read here. Ties go by age (the index), which is deterministic.
+        let mut items: Vec<Item> = group
+            .iter()
+            .map(|&g| Item {
+                ticket: order[g] as usize,
+                size: usize::from(hot.size[g]),
+                sum: hot.sum[g],
+                id: u64::from(order[g]),
+            })
+            .collect();
+        items.sort_by(|a, b| {
+            b.size
+                .cmp(&a.size)
+                .then(b.sum.total_cmp(&a.sum))
+                .then(a.id.cmp(&b.id))
+        });
+        // team[i] = (sum, players, items)
+        let mut teams: Vec<(f64, usize, Vec<Item>)> =
+            vec![(0.0, 0, Vec::with_capacity(size)); team_count];
+        for item in items {
+            let best = teams
+                .iter_mut()
+                .filter(|(_, count, _)| count + item.size <= size)
+                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))?;
+            best.0 += item.sum;
+            best.1 += item.size;
+            best.2.push(item);
+        }
+        if teams.iter().any(|(_, count, _)| *count != size) {
+            return None;
+        }
+        for _ in 0..size * 2 {
+            let (mut hi, mut lo) = (0, 0);
+            for (i, t) in teams.iter().enumerate() {
+                if t.0 > teams[hi].0 {
+                    hi = i;
+                }
+                if t.0 < teams[lo].0 {
+                    lo = i;
+                }
+            }
+            let gap = teams[hi].0 - teams[lo].0;
+            let mut best: Option<(usize, usize, f64)> = None;
+            for (i, x) in teams[hi].2.iter().enumerate() {
+                for (j, y) in teams[lo].2.iter().enumerate() {
+                    let d = x.sum - y.sum;
+                    if x.size != y.size || d <= 0.0 {
+                        continue;
+                    }
+                    let new_gap = (gap - 2.0 * d).abs();
+                    if new_gap < gap && best.is_none_or(|b| new_gap < b.2) {
+                        best = Some((i, j, new_gap));
+                    }
+                }
+            }
+            let Some((i, j, _)) = best else { break };
+            let (x, y) = (teams[hi].2[i], teams[lo].2[j]);
+            teams[hi].2[i] = y;
+            teams[lo].2[j] = x;
+            teams[hi].0 -= x.sum - y.sum;
+            teams[lo].0 += x.sum - y.sum;
+        }
+        Some(
+            teams
+                .into_iter()
+                .map(|(sum, _, members)| (sum, members.iter().map(|m| m.ticket).collect()))
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    fn rules(teams: u16, team_size: u16) -> QueueRules {
+        QueueRules {
+            teams,
+            team_size,
+            regions: vec![Arc::from("eu"), Arc::from("us")],
+            spread: Widening {
+                start: 100.0,
+                step: 50.0,
+                every_ms: 10_000,
+                max: 1000.0,
+            },
+            latency: Widening {
+                start: 60.0,
+                step: 20.0,
+                every_ms: 15_000,
+                max: 200.0,
+            },
+            timeout_ms: 120_000,
+        }
+    }
+
+    fn solo(id: u64, rating: f64, eu: u32, us: u32) -> TicketSpec {
+        TicketSpec {
+            id,
+            players: vec![Player {
+                user: UserId::from(format!("p{id}")),
+                rating,
+            }],
+            latency_ms: vec![(Arc::from("eu"), eu), (Arc::from("us"), us)],
+        }
+    }
+
+    fn matches(out: &[Outcome]) -> Vec<&Match> {
+        out.iter()
+            .filter_map(|o| match o {
+                Outcome::Matched(m) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_one_v_one_forms_within_the_spread_and_the_latency_limit() {
+        let mut q = Queue::new(rules(2, 1)).unwrap();
+        q.insert(0, solo(1, 1500.0, 30, 150)).unwrap();
+        q.insert(0, solo(2, 1900.0, 30, 150)).unwrap(); // too far in rating
+        q.insert(0, solo(3, 1550.0, 200, 40)).unwrap(); // too far from eu
+        q.insert(0, solo(4, 1560.0, 40, 150)).unwrap();
+        let mut out = Vec::new();
+        q.tick(0, &mut out);
+        let m = matches(&out);
+        assert_eq!(m.len(), 1);
+        assert_eq!(&*m[0].region, "eu");
+        let ids: HashSet<u64> = m[0].teams.iter().flat_map(|t| t.tickets.clone()).collect();
+        assert_eq!(ids, HashSet::from([1, 4]));
+        assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn windows_widen_with_waiting_time_until_a_match_or_a_timeout() {
+        let mut q = Queue::new(rules(2, 1)).unwrap();
+        q.insert(0, solo(1, 1500.0, 30, 150)).unwrap();
+        q.insert(0, solo(2, 1750.0, 30, 150)).unwrap();
+        let mut out = Vec::new();
+        q.tick(0, &mut out);
+        assert!(out.is_empty(), "250 apart, spread 100");
+        q.tick(30_000, &mut out);
+        assert_eq!(matches(&out).len(), 1, "after 30 s the spread is 250");
+        let mut q = Queue::new(rules(2, 1)).unwrap();
+        q.insert(0, solo(9, 1500.0, 30, 150)).unwrap();
+        let mut out = Vec::new();
+        q.tick(120_000, &mut out);
+        assert_eq!(out, vec![Outcome::TimedOut { ticket: 9 }]);
+    }
+
+    #[test]
+    fn bad_tickets_are_refused_and_change_nothing() {
+        let mut q = Queue::new(rules(2, 2)).unwrap();
+        let mut party = solo(1, 1500.0, 30, 30);
+        party.players = (0..3)
+            .map(|i| Player {
+                user: UserId::from(format!("x{i}")),
+                rating: 1500.0,
+            })
+            .collect();
+        assert!(q.insert(0, party).is_err(), "a party larger than a team");
+        let mut nowhere = solo(2, 1500.0, 30, 30);
+        nowhere.latency_ms = vec![(Arc::from("mars"), 30)];
+        assert!(q.insert(0, nowhere).is_err());
+        let mut absurd = solo(3, 1500.0, 30, 30);
+        absurd.latency_ms = vec![(Arc::from("eu"), 0)];
+        assert!(q.insert(0, absurd).is_err());
+        let mut empty = solo(4, 1500.0, 30, 30);
+        empty.latency_ms.clear();
+        assert!(q.insert(0, empty).is_err());
+        q.insert(0, solo(5, 1500.0, 30, 30)).unwrap();
+        assert!(
+            q.insert(0, solo(5, 1500.0, 30, 30)).is_err(),
+            "already queued"
+        );
+        assert_eq!(q.len(), 1);
+        assert!(q.cancel(5) && !q.cancel(5));
+    }
+
+    #[test]
+    fn teams_are_balanced_and_parties_stay_together() {
+        let mut q = Queue::new(rules(2, 3)).unwrap();
+        let mut party = solo(1, 0.0, 30, 30);
+        party.players = vec![
+            Player {
+                user: UserId::from("a"),
+                rating: 1600.0,
+            },
+            Player {
+                user: UserId::from("b"),
+                rating: 1560.0,
+            },
+        ];
+        q.insert(0, party).unwrap();
+        for (id, r) in [(2, 1590.0), (3, 1500.0), (4, 1520.0), (5, 1570.0)] {
+            q.insert(0, solo(id, r, 30, 30)).unwrap();
+        }
+        let mut out = Vec::new();
+        q.tick(0, &mut out);
+        let m = matches(&out);
+        assert_eq!(m.len(), 1);
+        let with_party = m[0].teams.iter().find(|t| t.tickets.contains(&1)).unwrap();
+        assert_eq!(with_party.players.len(), 3);
+        let sums: Vec<f64> = m[0].teams.iter().map(|t| t.rating_sum).collect();
+        assert!((sums[0] - sums[1]).abs() <= 60.0, "{sums:?}");
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Add {
+            rating: u16,
+            party: u8,
+            eu: u16,
+            us: u16,
+        },
+        Cancel(u8),
+        Tick(u16),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (1000u16..2000, 1u8..=3, 10u16..300, 10u16..300)
+                .prop_map(|(rating, party, eu, us)| Step::Add { rating, party, eu, us }),
+            1 => any::<u8>().prop_map(Step::Cancel),
+            3 => (0u16..20_000).prop_map(Step::Tick),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn matchmaking_invariants(steps in proptest::collection::vec(step(), 1..150), teams in 2u16..=4, team_size in 1u16..=3) {
+            let rules = rules(teams, team_size);
+            let mut q = Queue::new(rules.clone()).unwrap();
+            let mut now = 0u64;
+            let mut next = 1u64;
+            // id -> (size, entered, latency to eu, to us)
+            let mut waiting: HashMap<u64, (usize, u64, u32, u32)> = HashMap::new();
+            let mut ended: HashSet<u64> = HashSet::new();
+            let mut seen_players: HashSet<String> = HashSet::new();
+            let mut out = Vec::new();
+            let mut check = |out: &mut Vec<Outcome>, waiting: &mut HashMap<u64, (usize, u64, u32, u32)>, ended: &mut HashSet<u64>| -> Result<(), TestCaseError> {
+                for o in out.drain(..) {
+                    match o {
+                        Outcome::TimedOut { ticket } => {
+                            prop_assert!(waiting.remove(&ticket).is_some());
+                            prop_assert!(ended.insert(ticket));
+                        }
+                        Outcome::Matched(m) => {
+                            prop_assert_eq!(m.teams.len(), usize::from(rules.teams));
+                            prop_assert!(m.spread <= m.allowed_spread + 1e-9, "within the window");
+                            for team in &m.teams {
+                                prop_assert_eq!(team.players.len(), usize::from(rules.team_size), "every team exactly full");
+                                let mut in_team = 0;
+                                for t in &team.tickets {
+                                    let (size, entered, eu, us) = waiting.remove(t).expect("a matched ticket was waiting");
+                                    let latency = if &*m.region == "eu" { eu } else { us };
+                                    prop_assert!(
+                                        f64::from(latency) <= rules.latency.at(m.formed_ms - entered),
+                                        "every player under their own latency limit"
+                                    );
+                                    in_team += size;
+                                    prop_assert!(ended.insert(*t), "no ticket in two matches");
+                                }
+                                prop_assert_eq!(in_team, team.players.len(), "parties whole within one team");
+                                for p in &team.players {
+                                    prop_assert!(seen_players.insert(p.user.to_string()), "no player in two matches");
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            };
+            for s in steps {
+                match s {
+                    Step::Add { rating, party, eu, us } => {
+                        let id = next;
+                        next += 1;
+                        let size = usize::from(party).min(usize::from(team_size));
+                        let spec = TicketSpec {
+                            id,
+                            players: (0..size).map(|i| Player { user: UserId::from(format!("u{id}-{i}")), rating: f64::from(rating) + i as f64 }).collect(),
+                            latency_ms: vec![(Arc::from("eu"), u32::from(eu)), (Arc::from("us"), u32::from(us))],
+                        };
+                        q.insert(now, spec).unwrap();
+                        waiting.insert(id, (size, now, u32::from(eu), u32::from(us)));
+                    }
+                    Step::Cancel(k) => {
+                        let id = u64::from(k) % next.max(1);
+                        let was = waiting.remove(&id).is_some();
+                        prop_assert_eq!(q.cancel(id), was, "cancel succeeds exactly while waiting");
+                        if was {
+                            ended.insert(id);
+                        }
+                    }
+                    Step::Tick(ms) => {
+                        now += u64::from(ms);
+                        q.tick(now, &mut out);
+                        check(&mut out, &mut waiting, &mut ended)?;
+                    }
+                }
+                prop_assert_eq!(q.len(), waiting.len());
+            }
+            // Long enough: every ticket ends matched, cancelled or timed out.
+            now += rules.timeout_ms;
+            q.tick(now, &mut out);
+            check(&mut out, &mut waiting, &mut ended)?;
+            prop_assert!(waiting.is_empty() && q.is_empty());
+        }
+
+        #[test]
+        fn the_same_inputs_give_the_same_matches(ratings in proptest::collection::vec(1000u16..2000, 1..80)) {
+            let run = || {
+                let mut q = Queue::new(rules(2, 2)).unwrap();
+                for (i, r) in ratings.iter().enumerate() {
+                    q.insert(i as u64, solo(i as u64 + 1, f64::from(*r), 40, 80)).unwrap();
+                }
+                let mut out = Vec::new();
+                q.tick(1_000, &mut out);
+                q.tick(31_000, &mut out);
+                out
+            };
+            prop_assert_eq!(run(), run());
+        }
+    }
+}
