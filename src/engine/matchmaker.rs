@@ -17,8 +17,6 @@
 //! "next free" index — so a tick costs O(n log n) plus a bounded scan per
 //! ticket.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use super::{Failure, Refusal, UserId};
@@ -103,6 +101,8 @@ struct Ticket {
     /// Indexed like `QueueRules::regions` (inline: no pointer to chase).
     latency: [u32; MAX_REGIONS],
     entered_ms: u64,
+    /// Cancelled: skipped, and dropped at the next tick.
+    cancelled: bool,
 }
 
 impl Ticket {
@@ -154,28 +154,13 @@ pub struct TicketStatus {
 #[derive(Debug, Clone)]
 pub struct Queue {
     rules: QueueRules,
-    /// Waiting tickets in entry order (oldest first).
+    /// Waiting tickets in entry order (oldest first), which is also id
+    /// order: ids increase, so a ticket is found by binary search.
     tickets: Vec<Ticket>,
-    ids: HashMap<u64, (), BuildHasherDefault<IdHasher>>,
-}
-
-/// Hashes ticket ids (unique numbers the gateway assigns) with one
-/// multiply: a queue's bookkeeping runs on every tick.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, x: u64) {
-        self.0 = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
+    /// The last id queued.
+    last_id: Option<u64>,
+    /// Tickets waiting (not cancelled).
+    live: usize,
 }
 
 fn invalid(message: impl Into<String>) -> Failure {
@@ -194,6 +179,7 @@ fn sortable(x: f64) -> u64 {
 
 /// The per-tick copy of what the scan reads, in rating order.
 struct Hot {
+    id: Vec<u64>,
     rating: Vec<f64>,
     /// Rating sums (a party's players together).
     sum: Vec<f64>,
@@ -317,7 +303,8 @@ impl Queue {
         Ok(Self {
             rules,
             tickets: Vec::new(),
-            ids: HashMap::default(),
+            last_id: None,
+            live: 0,
         })
     }
 
@@ -325,18 +312,30 @@ impl Queue {
         &self.rules
     }
 
+    /// Tickets waiting.
     pub fn len(&self) -> usize {
-        self.tickets.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tickets.is_empty()
+        self.live == 0
+    }
+
+    fn find(&self, id: u64) -> Option<usize> {
+        self.tickets
+            .binary_search_by_key(&id, |t| t.id)
+            .ok()
+            .filter(|&i| !self.tickets[i].cancelled)
     }
 
     /// Adds a ticket; refuses bad ones with a message and changes nothing.
+    /// Ticket ids increase (the shell numbers them).
     pub fn insert(&mut self, now_ms: u64, spec: TicketSpec) -> Result<(), Failure> {
-        if self.ids.contains_key(&spec.id) {
-            return Err(invalid(format!("ticket {} is already queued", spec.id)));
+        if self.last_id.is_some_and(|last| spec.id <= last) {
+            return Err(invalid(format!(
+                "ticket {} is not newer than the last queued ticket; ids increase",
+                spec.id
+            )));
         }
         let size = spec.players.len();
         if size == 0 || size > usize::from(self.rules.team_size) {
@@ -370,7 +369,8 @@ impl Queue {
             return Err(invalid("give the measured latency to at least one region"));
         }
         let rating_sum: f64 = spec.players.iter().map(|p| p.rating).sum();
-        self.ids.insert(spec.id, ());
+        self.last_id = Some(spec.id);
+        self.live += 1;
         self.tickets.push(Ticket {
             id: spec.id,
             rating: rating_sum / size as f64,
@@ -378,6 +378,7 @@ impl Queue {
             players: spec.players,
             latency,
             entered_ms: now_ms,
+            cancelled: false,
         });
         Ok(())
     }
@@ -385,15 +386,16 @@ impl Queue {
     /// Removes a waiting ticket; false when it is not waiting (matched,
     /// timed out, cancelled, never queued).
     pub fn cancel(&mut self, id: u64) -> bool {
-        if self.ids.remove(&id).is_none() {
+        let Some(i) = self.find(id) else {
             return false;
-        }
-        self.tickets.retain(|t| t.id != id);
+        };
+        self.tickets[i].cancelled = true;
+        self.live -= 1;
         true
     }
 
     pub fn status(&self, id: u64, now_ms: u64) -> Option<TicketStatus> {
-        let at = self.tickets.iter().position(|t| t.id == id)?;
+        let at = self.find(id)?;
         let waited = now_ms.saturating_sub(self.tickets[at].entered_ms);
         Some(TicketStatus {
             waited_ms: waited,
@@ -406,11 +408,14 @@ impl Queue {
     /// Times out what waited too long, then forms every match it can.
     pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Outcome>) {
         let timeout = self.rules.timeout_ms;
-        let ids = &mut self.ids;
+        let live = &mut self.live;
         self.tickets.retain(|t| {
+            if t.cancelled {
+                return false;
+            }
             let expired = now_ms.saturating_sub(t.entered_ms) >= timeout;
             if expired {
-                ids.remove(&t.id);
+                *live -= 1;
                 out.push(Outcome::TimedOut { ticket: t.id });
             }
             !expired
@@ -439,27 +444,40 @@ impl Queue {
         // in rating are neighbours in memory.
         let regions_n = self.rules.regions.len();
         let mut hot = Hot {
+            id: Vec::with_capacity(n),
             rating: Vec::with_capacity(n),
             sum: Vec::with_capacity(n),
             size: Vec::with_capacity(n),
             limit: Vec::with_capacity(n),
             latency: Vec::with_capacity(n * regions_n),
         };
-        for &t in &order {
-            let t = &self.tickets[t as usize];
+        // Read the tickets in order (sequentially) and scatter into the
+        // small rating-ordered arrays.
+        hot.rating.resize(n, 0.0);
+        hot.sum.resize(n, 0.0);
+        hot.size.resize(n, 0);
+        hot.limit.resize(n, 0.0);
+        hot.id.resize(n, 0);
+        hot.latency.resize(n * regions_n, 0.0);
+        for (i, t) in self.tickets.iter().enumerate() {
+            let p = pos[i] as usize;
             let waited = now_ms.saturating_sub(t.entered_ms);
-            hot.rating.push(t.rating);
-            hot.sum.push(t.rating_sum);
-            hot.size.push(t.size() as u16);
-            hot.limit.push(self.rules.latency.at(waited) as f32);
-            hot.latency
-                .extend(t.latency[..regions_n].iter().map(|&l| l as f32));
+            hot.rating[p] = t.rating;
+            hot.sum[p] = t.rating_sum;
+            hot.size[p] = t.size() as u16;
+            hot.limit[p] = self.rules.latency.at(waited) as f32;
+            hot.id[p] = t.id;
+            for (r, &l) in t.latency[..regions_n].iter().enumerate() {
+                hot.latency[p * regions_n + r] = l as f32;
+            }
         }
         // Free positions in rating order, scanning right (`right`) and,
         // through mirrored positions, left (`left`).
         let mut right = NextFree::new(n);
         let mut left = NextFree::new(n);
         let mut matched = vec![false; n];
+        // Where each matched ticket's players go: (index in `out`, team).
+        let mut dest = vec![(u32::MAX, 0u32); n];
         let mut group: Vec<usize> = Vec::with_capacity(need);
         let mut regions: Vec<usize> = Vec::with_capacity(regions_n);
         for anchor in 0..n {
@@ -489,22 +507,25 @@ impl Queue {
                         right.take(g);
                         left.take(n - 1 - g);
                     }
-                    let id = self.tickets[anchor].id;
-                    // The matched tickets leave the queue below: their
-                    // players move into the match, nothing is copied.
+                    // Players join their teams in the sequential pass
+                    // below, which removes the matched tickets.
+                    let slot = out.len() as u32;
                     let teams = teams
                         .into_iter()
-                        .map(|(rating_sum, members)| Team {
-                            tickets: members.iter().map(|&t| self.tickets[t].id).collect(),
-                            players: members
-                                .iter()
-                                .flat_map(|&t| std::mem::take(&mut self.tickets[t].players))
-                                .collect(),
-                            rating_sum,
+                        .enumerate()
+                        .map(|(team, (rating_sum, members))| {
+                            for &t in &members {
+                                dest[t] = (slot, team as u32);
+                            }
+                            Team {
+                                tickets: members.iter().map(|&t| hot.id[pos[t] as usize]).collect(),
+                                players: Vec::with_capacity(usize::from(self.rules.team_size)),
+                                rating_sum,
+                            }
                         })
                         .collect();
                     out.push(Outcome::Matched(Match {
-                        id,
+                        id: hot.id[p],
                         region: self.rules.regions[region].clone(),
                         teams,
                         allowed_spread: spread,
@@ -517,14 +538,18 @@ impl Queue {
         }
         if matched.iter().any(|&m| m) {
             let mut i = 0;
-            let ids = &mut self.ids;
-            self.tickets.retain(|t| {
-                let keep = !matched[i];
+            let live = &mut self.live;
+            self.tickets.retain_mut(|t| {
+                let (slot, team) = dest[i];
                 i += 1;
-                if !keep {
-                    ids.remove(&t.id);
+                if slot == u32::MAX {
+                    return true;
                 }
-                keep
+                *live -= 1;
+                if let Some(Outcome::Matched(m)) = out.get_mut(slot as usize) {
+                    m.teams[team as usize].players.append(&mut t.players);
+                }
+                false
             });
         }
     }
@@ -621,7 +646,7 @@ impl Queue {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
 
     fn rules(teams: u16, team_size: u16) -> QueueRules {
         QueueRules {
