@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use huddle_client::transport::Transport;
 use huddle_schema::error_code_name;
@@ -37,7 +37,7 @@ use huddle_schema::wire::{Body, ContentType, Frame};
 use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::{print_failures, transport_name, wait_for_setups, Probes};
+use super::{print_failures, setup_outcome, transport_name, wait_for_setups, Phase, Probes};
 use crate::admin::AdminApi;
 use crate::report::{self, Connect, Params, Percentiles, Report};
 use crate::setup::{encode, histogram, now_ns, Failure, Session, Setup, MAX_ACK_SEQ, PINGS_SENT};
@@ -93,17 +93,6 @@ impl Probe {
         };
         parts.next().is_none().then_some(probe)
     }
-}
-
-/// Where the run is; every client task watches it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// Setups are under way.
-    Setup,
-    /// Send from this instant (+ the client's offset) for `--duration-s`.
-    Run(Instant),
-    /// Close the connection.
-    Done,
 }
 
 /// What all client tasks share.
@@ -277,17 +266,7 @@ pub(super) async fn run(
     drop(phase_rx);
 
     wait_for_setups(&setup, args.clients, started.into_std()).await;
-    let connections = setup.ready.load(Relaxed);
-    let failed = setup.failed.load(Relaxed);
-    let connect_s = setup
-        .last_connect_ns
-        .load(Relaxed)
-        .saturating_sub(started_ns) as f64
-        / 1e9;
-    if connections == 0 {
-        print_failures(&setup);
-        bail!("no client could connect");
-    }
+    let (connections, failed, connect_s) = setup_outcome(&setup, started_ns)?;
 
     // The measurement window: from the first send slot to the end of the
     // straggler wait.

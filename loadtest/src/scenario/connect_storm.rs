@@ -11,12 +11,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use huddle_client::transport::Transport;
 use tokio::sync::watch;
 use tokio::time::sleep;
 
-use super::{print_failures, transport_name, wait_for_setups, Probes};
+use super::{print_failures, setup_outcome, transport_name, wait_for_setups, Probes};
 use crate::report::{self, Connect, Params, Percentiles, Report};
 use crate::setup::{now_ns, Setup};
 use crate::sys;
@@ -40,17 +39,7 @@ pub(super) async fn run(
 
     wait_for_setups(&setup, args.clients, started).await;
     let cpu_used = probes.since(cpu_at_start);
-    let connections = setup.ready.load(Relaxed);
-    let failed = setup.failed.load(Relaxed);
-    let connect_s = setup
-        .last_connect_ns
-        .load(Relaxed)
-        .saturating_sub(started_ns) as f64
-        / 1e9;
-    if connections == 0 {
-        print_failures(&setup);
-        bail!("no client could connect");
-    }
+    let (connections, failed, connect_s) = setup_outcome(&setup, started_ns)?;
 
     sleep(Duration::from_secs(args.hold_s)).await;
     if let Some(usage) = sys::usage(None) {

@@ -55,7 +55,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::bail;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use huddle_client::transport::Transport;
@@ -65,7 +64,7 @@ use huddle_schema::wire::{Body, Frame, LobbyOpKind, LobbyVisibility};
 use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, Instant, Sleep};
 
-use super::{print_failures, transport_name, wait_for_setups, Probes};
+use super::{print_failures, setup_outcome, transport_name, wait_for_setups, Phase, Probes};
 use crate::report::{self, Connect, OpReport, Operations, Params, Percentiles, Report};
 use crate::setup::{encode, histogram, now_ns, Failure, Setup, MAX_ACK_SEQ, PINGS_SENT};
 use crate::Args;
@@ -202,17 +201,6 @@ impl Round {
             .then(|| self.lobby_id.clone().map(|id| (self.n, id)))
             .flatten()
     }
-}
-
-/// Where the run is; every client task watches it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// Setups are under way.
-    Setup,
-    /// Rounds from this instant (+ the host's offset) for `--duration-s`.
-    Run(Instant),
-    /// Close the connection.
-    Done,
 }
 
 /// What all client tasks share.
@@ -411,17 +399,7 @@ pub(super) async fn run(
     drop(phase_rx);
 
     wait_for_setups(&setup, args.clients, started.into_std()).await;
-    let connections = setup.ready.load(Relaxed);
-    let failed = setup.failed.load(Relaxed);
-    let connect_s = setup
-        .last_connect_ns
-        .load(Relaxed)
-        .saturating_sub(started_ns) as f64
-        / 1e9;
-    if connections == 0 {
-        print_failures(&setup);
-        bail!("no client could connect");
-    }
+    let (connections, failed, connect_s) = setup_outcome(&setup, started_ns)?;
 
     // The measurement window: from the first request slot until every
     // client stopped.

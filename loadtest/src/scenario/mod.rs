@@ -21,6 +21,17 @@ use crate::setup::{self, Setup};
 use crate::sys::{self, Monitor};
 use crate::{Args, Scenario};
 
+/// Where a timed run is; every client task watches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Setups are under way.
+    Setup,
+    /// Work from this instant (+ the client's own offset) for `--duration-s`.
+    Run(tokio::time::Instant),
+    /// Close the connection.
+    Done,
+}
+
 /// Source addresses per connection count when `--source-ips` is not given:
 /// the kernel's source-port search slows down as one address fills up.
 const CONNECTIONS_PER_SOURCE_IP: u32 = 5_000;
@@ -179,4 +190,22 @@ pub(crate) fn print_failures(setup: &Setup) {
     for (kind, n) in failures.iter() {
         eprintln!("  {n} x {kind}");
     }
+}
+
+/// How the setups went: completed, failed, and the seconds from
+/// `started_ns` to the last completed connect. Fails (after printing why)
+/// when no client connected.
+pub(crate) fn setup_outcome(setup: &Setup, started_ns: u64) -> anyhow::Result<(u64, u64, f64)> {
+    let connections = setup.ready.load(Relaxed);
+    let failed = setup.failed.load(Relaxed);
+    let connect_s = setup
+        .last_connect_ns
+        .load(Relaxed)
+        .saturating_sub(started_ns) as f64
+        / 1e9;
+    if connections == 0 {
+        print_failures(setup);
+        anyhow::bail!("no client could connect");
+    }
+    Ok((connections, failed, connect_s))
 }
