@@ -39,6 +39,8 @@ pub fn refusal_code(r: Refusal) -> ErrorCode {
         Refusal::NotHost => ErrorCode::NOT_HOST,
         Refusal::KickError => ErrorCode::KICK_ERROR,
         Refusal::ReadyError => ErrorCode::READY_ERROR,
+        Refusal::MatchNotFound => ErrorCode::MATCH_NOT_FOUND,
+        Refusal::CancelError => ErrorCode::CANCEL_ERROR,
     }
 }
 

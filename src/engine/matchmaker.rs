@@ -337,6 +337,34 @@ impl Queue {
                 spec.id
             )));
         }
+        let ticket = self.build(now_ms, spec)?;
+        self.last_id = Some(ticket.id);
+        self.live += 1;
+        self.tickets.push(ticket);
+        Ok(())
+    }
+
+    /// Puts a ticket back where its id and entry time place it (after a
+    /// ready check others failed), keeping its waiting time.
+    pub fn requeue(&mut self, entered_ms: u64, spec: TicketSpec) -> Result<(), Failure> {
+        let at = match self.tickets.binary_search_by_key(&spec.id, |t| t.id) {
+            Ok(i) if !self.tickets[i].cancelled => {
+                return Err(invalid(format!("ticket {} is already queued", spec.id)))
+            }
+            Ok(i) => {
+                self.tickets.remove(i);
+                i
+            }
+            Err(i) => i,
+        };
+        let ticket = self.build(entered_ms, spec)?;
+        self.last_id = Some(self.last_id.map_or(ticket.id, |l| l.max(ticket.id)));
+        self.live += 1;
+        self.tickets.insert(at, ticket);
+        Ok(())
+    }
+
+    fn build(&self, now_ms: u64, spec: TicketSpec) -> Result<Ticket, Failure> {
         let size = spec.players.len();
         if size == 0 || size > usize::from(self.rules.team_size) {
             return Err(invalid(format!(
@@ -369,9 +397,7 @@ impl Queue {
             return Err(invalid("give the measured latency to at least one region"));
         }
         let rating_sum: f64 = spec.players.iter().map(|p| p.rating).sum();
-        self.last_id = Some(spec.id);
-        self.live += 1;
-        self.tickets.push(Ticket {
+        Ok(Ticket {
             id: spec.id,
             rating: rating_sum / size as f64,
             rating_sum,
@@ -379,8 +405,7 @@ impl Queue {
             latency,
             entered_ms: now_ms,
             cancelled: false,
-        });
-        Ok(())
+        })
     }
 
     /// Removes a waiting ticket; false when it is not waiting (matched,

@@ -10,6 +10,7 @@
 pub mod chat;
 pub mod lobbies;
 pub mod matchmaker;
+pub mod matchmaking;
 pub mod notifications;
 pub mod social;
 pub mod users;
@@ -207,6 +208,8 @@ pub enum Refusal {
     NotHost,
     KickError,
     ReadyError,
+    MatchNotFound,
+    CancelError,
 }
 
 /// A refused request: what and a message a developer can act on.

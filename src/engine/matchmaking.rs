@@ -1,0 +1,524 @@
+//! One matchmaking queue's ticket lifecycle around [`Queue`]: what each
+//! ticket is doing (searching, or in a ready check), the optional ready
+//! check (`matchmaking:found`: every player accepts within the limit;
+//! decliners and the silent lose their ticket, the others go back in the
+//! queue keeping their waiting time), and what a cancel means at each stage.
+//!
+//! A cancel and a match can race; the outcome is defined by order: a cancel
+//! handled before the tick that would have matched the ticket removes it; a
+//! cancel after that tick is refused with CANCEL_ERROR ("a match was found;
+//! decline it"), and the client sees the match. Never does I/O; time comes
+//! in as milliseconds.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::matchmaker::{Match, Outcome, Queue, TicketSpec};
+use super::{Failure, Refusal, UserId};
+
+/// Why a ticket left without a match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Cancelled,
+    TimedOut,
+    /// A player of the ticket declined the ready check.
+    Declined,
+    /// A player of the ticket did not answer the ready check in time.
+    NoAnswer,
+}
+
+/// What the lifecycle tells its shell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A ready check began: every one of `users` must accept by `deadline_ms`.
+    Found {
+        match_id: u64,
+        users: Vec<UserId>,
+        deadline_ms: u64,
+    },
+    /// A match stands (ready check passed, or none asked): create its lobby.
+    Matched(Match),
+    /// Back to searching after a failed ready check, waiting time kept.
+    Requeued { ticket: u64, users: Vec<UserId> },
+    /// The ticket is over without a match.
+    Removed {
+        ticket: u64,
+        users: Vec<UserId>,
+        why: Removal,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Searching,
+    Checking { match_id: u64 },
+}
+
+#[derive(Debug, Clone)]
+struct Ticket {
+    spec: TicketSpec,
+    entered_ms: u64,
+    stage: Stage,
+}
+
+impl Ticket {
+    fn users(&self) -> Vec<UserId> {
+        self.spec.players.iter().map(|p| p.user.clone()).collect()
+    }
+}
+
+#[derive(Debug)]
+struct Check {
+    found: Match,
+    deadline_ms: u64,
+    /// Each participant's answer so far (`None`: not yet).
+    answers: HashMap<UserId, Option<bool>>,
+}
+
+/// A queue with its tickets' lifecycle.
+#[derive(Debug)]
+pub struct Lifecycle {
+    queue: Queue,
+    /// `None`: matches stand at once.
+    ready_check_ms: Option<u64>,
+    tickets: HashMap<u64, Ticket>,
+    checks: BTreeMap<u64, Check>,
+}
+
+fn failure(refusal: Refusal, message: impl Into<String>) -> Failure {
+    Failure::new(refusal, message)
+}
+
+impl Lifecycle {
+    pub fn new(queue: Queue, ready_check_ms: Option<u64>) -> Self {
+        Self {
+            queue,
+            ready_check_ms,
+            tickets: HashMap::new(),
+            checks: BTreeMap::new(),
+        }
+    }
+
+    /// Tickets not over yet (searching or in a ready check).
+    pub fn len(&self) -> usize {
+        self.tickets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tickets.is_empty()
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Queues a ticket (ids increase; the shell numbers them).
+    pub fn start(&mut self, now_ms: u64, spec: TicketSpec) -> Result<(), Failure> {
+        self.queue.insert(now_ms, spec.clone())?;
+        self.tickets.insert(
+            spec.id,
+            Ticket {
+                spec,
+                entered_ms: now_ms,
+                stage: Stage::Searching,
+            },
+        );
+        Ok(())
+    }
+
+    /// Cancels `ticket` for `user`, who must be one of its players.
+    pub fn cancel(&mut self, ticket: u64, user: &str, out: &mut Vec<Event>) -> Result<(), Failure> {
+        let Some(t) = self.tickets.get(&ticket) else {
+            return Err(failure(
+                Refusal::MatchNotFound,
+                format!("no ticket {ticket} is searching"),
+            ));
+        };
+        if !t.spec.players.iter().any(|p| &*p.user == user) {
+            return Err(failure(
+                Refusal::MatchNotFound,
+                format!("no ticket {ticket} of yours is searching"),
+            ));
+        }
+        if let Stage::Checking { .. } = t.stage {
+            return Err(failure(
+                Refusal::CancelError,
+                format!("a match was found for ticket {ticket}; decline it instead"),
+            ));
+        }
+        self.queue.cancel(ticket);
+        let t = self
+            .tickets
+            .remove(&ticket)
+            .map(|t| t.users())
+            .unwrap_or_default();
+        out.push(Event::Removed {
+            ticket,
+            users: t,
+            why: Removal::Cancelled,
+        });
+        Ok(())
+    }
+
+    /// `user` accepts or declines the ready check of `match_id`.
+    pub fn answer(
+        &mut self,
+        now_ms: u64,
+        match_id: u64,
+        user: &str,
+        accept: bool,
+        out: &mut Vec<Event>,
+    ) -> Result<(), Failure> {
+        let Some(check) = self.checks.get_mut(&match_id) else {
+            return Err(failure(
+                Refusal::MatchNotFound,
+                format!("no ready check {match_id} is open"),
+            ));
+        };
+        let Some(answer) = check.answers.iter_mut().find(|(u, _)| &***u == user) else {
+            return Err(failure(
+                Refusal::AccessDenied,
+                format!("you are not in match {match_id}"),
+            ));
+        };
+        *answer.1 = Some(accept);
+        let everyone = check.answers.values().all(|&a| a == Some(true));
+        if !accept {
+            self.resolve(now_ms, match_id, Removal::Declined, out);
+        } else if everyone {
+            if let Some(check) = self.checks.remove(&match_id) {
+                for team in &check.found.teams {
+                    for t in &team.tickets {
+                        self.tickets.remove(t);
+                    }
+                }
+                out.push(Event::Matched(check.found));
+            }
+        }
+        Ok(())
+    }
+
+    /// A failed ready check: on a decline, the decliner's ticket is
+    /// removed; at the deadline, every ticket with a player who did not
+    /// accept. The rest search again with their waiting time.
+    fn resolve(&mut self, _now_ms: u64, match_id: u64, why: Removal, out: &mut Vec<Event>) {
+        let Some(check) = self.checks.remove(&match_id) else {
+            return;
+        };
+        for team in &check.found.teams {
+            for id in &team.tickets {
+                let Some(t) = self.tickets.get(id) else {
+                    continue;
+                };
+                let users = t.users();
+                let failed = users.iter().any(|u| {
+                    let answer = check.answers.get(u).copied().flatten();
+                    match why {
+                        Removal::Declined => answer == Some(false),
+                        _ => answer != Some(true),
+                    }
+                });
+                if failed {
+                    self.tickets.remove(id);
+                    out.push(Event::Removed {
+                        ticket: *id,
+                        users,
+                        why,
+                    });
+                } else if let Some(t) = self.tickets.get_mut(id) {
+                    t.stage = Stage::Searching;
+                    if self.queue.requeue(t.entered_ms, t.spec.clone()).is_ok() {
+                        out.push(Event::Requeued { ticket: *id, users });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes ready checks past their deadline, then runs the queue's tick.
+    pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Event>) {
+        let due: Vec<u64> = self
+            .checks
+            .iter()
+            .filter(|(_, c)| c.deadline_ms <= now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for match_id in due {
+            self.resolve(now_ms, match_id, Removal::NoAnswer, out);
+        }
+        let mut formed = Vec::new();
+        self.queue.tick(now_ms, &mut formed);
+        for outcome in formed {
+            match outcome {
+                Outcome::TimedOut { ticket } => {
+                    let users = self
+                        .tickets
+                        .remove(&ticket)
+                        .map(|t| t.users())
+                        .unwrap_or_default();
+                    out.push(Event::Removed {
+                        ticket,
+                        users,
+                        why: Removal::TimedOut,
+                    });
+                }
+                Outcome::Matched(m) => match self.ready_check_ms {
+                    None => {
+                        for team in &m.teams {
+                            for t in &team.tickets {
+                                self.tickets.remove(t);
+                            }
+                        }
+                        out.push(Event::Matched(m));
+                    }
+                    Some(limit) => {
+                        let users: Vec<UserId> = m
+                            .teams
+                            .iter()
+                            .flat_map(|t| t.players.iter().map(|p| p.user.clone()))
+                            .collect();
+                        for team in &m.teams {
+                            for t in &team.tickets {
+                                if let Some(t) = self.tickets.get_mut(t) {
+                                    t.stage = Stage::Checking { match_id: m.id };
+                                }
+                            }
+                        }
+                        let deadline_ms = now_ms + limit;
+                        out.push(Event::Found {
+                            match_id: m.id,
+                            users: users.clone(),
+                            deadline_ms,
+                        });
+                        self.checks.insert(
+                            m.id,
+                            Check {
+                                found: m,
+                                deadline_ms,
+                                answers: users.into_iter().map(|u| (u, None)).collect(),
+                            },
+                        );
+                    }
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::matchmaker::{Player, QueueRules, Widening};
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    fn lifecycle(ready_check: Option<u64>) -> Lifecycle {
+        let rules = QueueRules {
+            teams: 2,
+            team_size: 1,
+            regions: vec![Arc::from("eu")],
+            spread: Widening {
+                start: 100.0,
+                step: 50.0,
+                every_ms: 10_000,
+                max: 1000.0,
+            },
+            latency: Widening {
+                start: 100.0,
+                step: 0.0,
+                every_ms: 10_000,
+                max: 100.0,
+            },
+            timeout_ms: 60_000,
+        };
+        Lifecycle::new(Queue::new(rules).unwrap(), ready_check)
+    }
+
+    fn spec(id: u64, user: &str, rating: f64) -> TicketSpec {
+        TicketSpec {
+            id,
+            players: vec![Player {
+                user: UserId::from(user),
+                rating,
+            }],
+            latency_ms: vec![(Arc::from("eu"), 30)],
+        }
+    }
+
+    fn found(out: &[Event]) -> Option<u64> {
+        out.iter().find_map(|e| match e {
+            Event::Found { match_id, .. } => Some(*match_id),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn without_a_ready_check_a_match_stands_at_once() {
+        let mut l = lifecycle(None);
+        l.start(0, spec(1, "a", 1500.0)).unwrap();
+        l.start(0, spec(2, "b", 1520.0)).unwrap();
+        let mut out = Vec::new();
+        l.tick(100, &mut out);
+        assert!(matches!(&out[..], [Event::Matched(_)]));
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn all_accept_then_the_match_stands() {
+        let mut l = lifecycle(Some(10_000));
+        l.start(0, spec(1, "a", 1500.0)).unwrap();
+        l.start(0, spec(2, "b", 1520.0)).unwrap();
+        let mut out = Vec::new();
+        l.tick(100, &mut out);
+        let id = found(&out).expect("found");
+        out.clear();
+        l.answer(200, id, "a", true, &mut out).unwrap();
+        assert!(out.is_empty(), "still waiting for b");
+        assert_eq!(
+            l.answer(200, id, "zed", true, &mut out)
+                .unwrap_err()
+                .refusal,
+            Refusal::AccessDenied
+        );
+        l.answer(300, id, "b", true, &mut out).unwrap();
+        assert!(matches!(&out[..], [Event::Matched(_)]));
+        assert!(l.is_empty());
+        assert_eq!(
+            l.answer(400, id, "a", true, &mut out).unwrap_err().refusal,
+            Refusal::MatchNotFound
+        );
+    }
+
+    #[test]
+    fn a_decliner_loses_the_ticket_the_others_search_again_with_their_waiting_time() {
+        let mut l = lifecycle(Some(10_000));
+        l.start(0, spec(1, "a", 1500.0)).unwrap();
+        l.start(5_000, spec(2, "b", 1520.0)).unwrap();
+        let mut out = Vec::new();
+        l.tick(6_000, &mut out);
+        let id = found(&out).unwrap();
+        out.clear();
+        l.answer(7_000, id, "b", false, &mut out).unwrap();
+        assert!(out.contains(&Event::Removed {
+            ticket: 2,
+            users: vec![UserId::from("b")],
+            why: Removal::Declined
+        }));
+        assert!(out.contains(&Event::Requeued {
+            ticket: 1,
+            users: vec![UserId::from("a")]
+        }));
+        let status = l.queue().status(1, 8_000).expect("a searches again");
+        assert_eq!(status.waited_ms, 8_000, "waiting time kept");
+    }
+
+    #[test]
+    fn the_silent_lose_their_ticket_at_the_deadline() {
+        let mut l = lifecycle(Some(10_000));
+        l.start(0, spec(1, "a", 1500.0)).unwrap();
+        l.start(0, spec(2, "b", 1520.0)).unwrap();
+        let mut out = Vec::new();
+        l.tick(0, &mut out);
+        let id = found(&out).unwrap();
+        l.answer(100, id, "a", true, &mut out).unwrap();
+        out.clear();
+        l.tick(10_000, &mut out);
+        assert!(out.contains(&Event::Removed {
+            ticket: 2,
+            users: vec![UserId::from("b")],
+            why: Removal::NoAnswer
+        }));
+        assert!(out
+            .iter()
+            .any(|e| matches!(e, Event::Requeued { ticket: 1, .. })));
+    }
+
+    #[test]
+    fn cancel_only_while_searching_and_only_by_the_owner() {
+        let mut l = lifecycle(Some(10_000));
+        l.start(0, spec(1, "a", 1500.0)).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(
+            l.cancel(1, "b", &mut out).unwrap_err().refusal,
+            Refusal::MatchNotFound,
+            "another user's ticket"
+        );
+        l.start(0, spec(2, "b", 1520.0)).unwrap();
+        l.tick(0, &mut out);
+        assert!(found(&out).is_some());
+        let refused = l.cancel(1, "a", &mut out).unwrap_err();
+        assert_eq!(refused.refusal, Refusal::CancelError, "{}", refused.message);
+        l.start(1, spec(3, "c", 1500.0)).unwrap();
+        out.clear();
+        l.cancel(3, "c", &mut out).unwrap();
+        assert_eq!(
+            out,
+            vec![Event::Removed {
+                ticket: 3,
+                users: vec![UserId::from("c")],
+                why: Removal::Cancelled
+            }]
+        );
+        let mut again = Vec::new();
+        l.tick(2, &mut again);
+        assert!(
+            again.iter().all(|e| !matches!(e, Event::Found { .. })),
+            "a cancelled ticket is never matched"
+        );
+    }
+
+    #[test]
+    fn every_ticket_ends_once() {
+        let mut l = lifecycle(Some(5_000));
+        let mut out = Vec::new();
+        for i in 1..=40u64 {
+            l.start(
+                i * 100,
+                spec(i, &format!("u{i}"), 1400.0 + (i * 37 % 200) as f64),
+            )
+            .unwrap();
+        }
+        let mut ended: HashSet<u64> = HashSet::new();
+        let mut now = 0;
+        for round in 0..40 {
+            now += 3_000;
+            l.tick(now, &mut out);
+            for e in std::mem::take(&mut out) {
+                match e {
+                    // Every other ready check: the first player accepts, the rest are silent.
+                    Event::Found {
+                        match_id, users, ..
+                    } if round % 2 == 0 => {
+                        for u in &users {
+                            l.answer(now, match_id, u, true, &mut out).unwrap();
+                        }
+                    }
+                    Event::Found {
+                        match_id, users, ..
+                    } => {
+                        l.answer(now, match_id, &users[0], true, &mut out).unwrap();
+                    }
+                    Event::Matched(m) => {
+                        for t in m.teams.iter().flat_map(|t| t.tickets.iter()) {
+                            assert!(ended.insert(*t), "a ticket ended twice");
+                        }
+                    }
+                    Event::Removed { ticket, .. } => assert!(ended.insert(ticket)),
+                    Event::Requeued { .. } => {}
+                }
+            }
+            for e in out.drain(..) {
+                if let Event::Matched(m) = e {
+                    for t in m.teams.iter().flat_map(|t| t.tickets.iter()) {
+                        assert!(ended.insert(*t), "a ticket ended twice");
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            ended.len(),
+            40,
+            "every ticket ended: matched, removed or timed out"
+        );
+        assert!(l.is_empty());
+    }
+}
