@@ -26,6 +26,106 @@ pub struct Config {
     pub notifications: NotificationConfig,
     pub webhooks: WebhookConfig,
     pub lobbies: LobbyConfig,
+    pub matchmaking: MatchmakingConfig,
+}
+
+/// Matchmaking: how often queues tick, and the queues as data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatchmakingConfig {
+    /// Time between two ticks of every queue.
+    pub tick_ms: u64,
+    pub queues: Vec<QueueConfig>,
+}
+
+impl Default for MatchmakingConfig {
+    fn default() -> Self {
+        Self {
+            tick_ms: 250,
+            queues: Vec::new(),
+        }
+    }
+}
+
+/// A limit that widens with waiting time (see `engine::matchmaker::Widening`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WideningConfig {
+    pub start: f64,
+    pub step: f64,
+    pub every_ms: u64,
+    pub max: f64,
+}
+
+/// One queue, keyed by game and mode.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    pub game: String,
+    pub mode: String,
+    pub teams: u16,
+    pub team_size: u16,
+    pub regions: Vec<String>,
+    /// Largest rating difference within a match.
+    pub spread: WideningConfig,
+    /// Largest latency to the match's region, ms.
+    pub latency: WideningConfig,
+    pub timeout_ms: u64,
+    /// Every player must accept within this long; absent: no ready check.
+    #[serde(default)]
+    pub ready_check_ms: Option<u64>,
+}
+
+impl QueueConfig {
+    /// The engine's rule set, or why these rules cannot work.
+    pub fn rules(&self) -> Result<crate::engine::matchmaker::QueueRules, String> {
+        use crate::engine::matchmaker::{QueueRules, Widening, MAX_REGIONS};
+        let name = format!("matchmaking queue {}/{}", self.game, self.mode);
+        if self.game.is_empty() || self.mode.is_empty() {
+            return Err("matchmaking queues need a game and a mode".into());
+        }
+        if self.teams == 0 || self.team_size == 0 {
+            return Err(format!("{name}: teams and team_size must be at least 1"));
+        }
+        if self.regions.is_empty() || self.regions.len() > MAX_REGIONS {
+            return Err(format!("{name}: 1..={MAX_REGIONS} regions"));
+        }
+        for (what, w) in [("spread", &self.spread), ("latency", &self.latency)] {
+            let ok = w.start.is_finite()
+                && w.step.is_finite()
+                && w.max.is_finite()
+                && w.start >= 0.0
+                && w.step >= 0.0
+                && w.max >= w.start
+                && w.every_ms > 0;
+            if !ok {
+                return Err(format!(
+                    "{name}: {what} needs 0 <= start <= max, step >= 0 and every_ms > 0"
+                ));
+            }
+        }
+        if self.timeout_ms == 0 || self.ready_check_ms == Some(0) {
+            return Err(format!("{name}: timeout_ms and ready_check_ms must be > 0"));
+        }
+        let widening = |w: &WideningConfig| Widening {
+            start: w.start,
+            step: w.step,
+            every_ms: w.every_ms,
+            max: w.max,
+        };
+        Ok(QueueRules {
+            teams: self.teams,
+            team_size: self.team_size,
+            regions: self
+                .regions
+                .iter()
+                .map(|r| std::sync::Arc::from(r.as_str()))
+                .collect(),
+            spread: widening(&self.spread),
+            latency: widening(&self.latency),
+            timeout_ms: self.timeout_ms,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -416,6 +516,19 @@ impl Config {
         if w.retry_base_ms == 0 || w.retry_max_ms < w.retry_base_ms || w.timeout_ms == 0 {
             return bad("webhooks.retry_base_ms and webhooks.timeout_ms must be > 0, and webhooks.retry_max_ms >= webhooks.retry_base_ms");
         }
+        if self.matchmaking.tick_ms == 0 {
+            return bad("matchmaking.tick_ms must be > 0");
+        }
+        let mut keys = std::collections::HashSet::new();
+        for q in &self.matchmaking.queues {
+            q.rules().map_err(ConfigError::Invalid)?;
+            if !keys.insert((q.game.as_str(), q.mode.as_str())) {
+                return Err(ConfigError::Invalid(format!(
+                    "matchmaking queue {}/{} is configured twice",
+                    q.game, q.mode
+                )));
+            }
+        }
         if self.lobbies.per_game == 0 {
             return bad("lobbies.per_game must be at least 1");
         }
@@ -487,6 +600,47 @@ mod tests {
         let c = Config::load(None).unwrap();
         assert!(c.loopback_only());
         assert_eq!(c.server.ws_addr.port(), 7350);
+    }
+
+    #[test]
+    fn matchmaking_queues_are_data_and_bad_rules_are_refused() {
+        let queue = r#"
+            [matchmaking]
+            tick_ms = 250
+            [[matchmaking.queues]]
+            game = "arena"
+            mode = "5v5"
+            teams = 2
+            team_size = 5
+            regions = ["eu", "us"]
+            spread = { start = 100.0, step = 50.0, every_ms = 10000, max = 600.0 }
+            latency = { start = 60.0, step = 20.0, every_ms = 15000, max = 200.0 }
+            timeout_ms = 300000
+            ready_check_ms = 15000
+        "#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.toml");
+        std::fs::write(&path, queue).unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        let rules = config.matchmaking.queues[0].rules().unwrap();
+        assert_eq!(rules.players(), 10);
+        for (bad, why) in [
+            ("team_size = 5", "team_size = 0"),
+            ("max = 600.0", "max = 50.0"),
+            ("regions = [\"eu\", \"us\"]", "regions = []"),
+        ] {
+            std::fs::write(&path, queue.replace(bad, why)).unwrap();
+            assert!(Config::load(Some(&path)).is_err(), "{why} must be refused");
+        }
+        std::fs::write(
+            &path,
+            format!("{queue}{}", &queue[queue.find("[[").unwrap()..]),
+        )
+        .unwrap();
+        assert!(
+            Config::load(Some(&path)).is_err(),
+            "a queue twice is refused"
+        );
     }
 
     #[test]
