@@ -10,7 +10,7 @@
 //! decline it"), and the client sees the match. Never does I/O; time comes
 //! in as milliseconds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::matchmaker::{Match, Outcome, Queue, TicketSpec};
 use super::{Failure, Refusal, UserId};
@@ -47,6 +47,23 @@ pub enum Event {
     },
 }
 
+/// What a searching ticket's owner sees in `matchmaking:status`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Status {
+    pub waited_ms: u64,
+    /// The windows that apply now.
+    pub spread: f64,
+    pub latency_ms: f64,
+    /// Tickets ahead in the queue, rounded down to a band (0, 1, 10, 100,
+    /// 1,000, ...): enough to show progress without leaking the queue's size.
+    pub ahead_band: u64,
+    /// From the queue's recent throughput; `None` until it has some.
+    pub estimated_wait_ms: Option<u64>,
+}
+
+/// How far back throughput is measured for wait estimates.
+const THROUGHPUT_WINDOW_MS: u64 = 60_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Searching,
@@ -82,6 +99,8 @@ pub struct Lifecycle {
     ready_check_ms: Option<u64>,
     tickets: HashMap<u64, Ticket>,
     checks: BTreeMap<u64, Check>,
+    /// (tick time, tickets matched in it) over the last minute.
+    throughput: VecDeque<(u64, u64)>,
 }
 
 fn failure(refusal: Refusal, message: impl Into<String>) -> Failure {
@@ -95,7 +114,36 @@ impl Lifecycle {
             ready_check_ms,
             tickets: HashMap::new(),
             checks: BTreeMap::new(),
+            throughput: VecDeque::new(),
         }
+    }
+
+    /// A searching ticket's status; `None` when it is not searching.
+    pub fn status(&self, ticket: u64, now_ms: u64) -> Option<Status> {
+        let s = self.queue.status(ticket, now_ms)?;
+        let matched: u64 = self.throughput.iter().map(|(_, n)| n).sum();
+        let span = self
+            .throughput
+            .front()
+            .map_or(0, |(at, _)| now_ms.saturating_sub(*at))
+            .max(1);
+        let ahead = s.ahead as u64;
+        let estimated_wait_ms = (matched > 0).then(|| {
+            // Tickets ahead (and this one) leave at the recent rate.
+            (ahead + 1).saturating_mul(span) / matched
+        });
+        let ahead_band = if ahead == 0 {
+            0
+        } else {
+            10u64.pow(ahead.ilog10())
+        };
+        Some(Status {
+            waited_ms: s.waited_ms,
+            spread: s.spread,
+            latency_ms: s.latency_ms,
+            ahead_band,
+            estimated_wait_ms,
+        })
     }
 
     /// Tickets not over yet (searching or in a ready check).
@@ -247,6 +295,21 @@ impl Lifecycle {
         }
         let mut formed = Vec::new();
         self.queue.tick(now_ms, &mut formed);
+        let matched: u64 = formed
+            .iter()
+            .map(|o| match o {
+                Outcome::Matched(m) => m.teams.iter().map(|t| t.tickets.len() as u64).sum(),
+                Outcome::TimedOut { .. } => 0,
+            })
+            .sum();
+        self.throughput.push_back((now_ms, matched));
+        while self
+            .throughput
+            .front()
+            .is_some_and(|(at, _)| now_ms.saturating_sub(*at) > THROUGHPUT_WINDOW_MS)
+        {
+            self.throughput.pop_front();
+        }
         for outcome in formed {
             match outcome {
                 Outcome::TimedOut { ticket } => {
@@ -464,6 +527,27 @@ mod tests {
             again.iter().all(|e| !matches!(e, Event::Found { .. })),
             "a cancelled ticket is never matched"
         );
+    }
+
+    #[test]
+    fn status_shows_windows_a_band_and_a_wait_estimate_from_throughput() {
+        let mut l = lifecycle(None);
+        for i in 1..=4u64 {
+            l.start(0, spec(i, &format!("u{i}"), 1500.0 + i as f64))
+                .unwrap();
+        }
+        l.start(0, spec(5, "far", 3000.0)).unwrap();
+        let mut out = Vec::new();
+        let before = l.status(5, 0).unwrap();
+        assert_eq!(before.estimated_wait_ms, None, "no throughput yet");
+        assert_eq!(before.ahead_band, 1, "4 ahead: the 1s band");
+        l.tick(10_000, &mut out);
+        let s = l.status(5, 20_000).unwrap();
+        assert_eq!(s.waited_ms, 20_000);
+        assert_eq!(s.spread, 200.0, "100 + 2 steps of 50");
+        assert_eq!(s.ahead_band, 0);
+        assert!(s.estimated_wait_ms.is_some());
+        assert!(l.status(1, 20_000).is_none(), "matched: not searching");
     }
 
     #[test]
