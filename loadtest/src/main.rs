@@ -21,6 +21,7 @@
 //! - [`scenario`]: the scenarios, one module each.
 
 mod admin;
+mod matchmaking_storm;
 mod report;
 mod scenario;
 mod setup;
@@ -43,6 +44,9 @@ pub(crate) enum Scenario {
     /// Groups of --lobby-size clients create, join, READY and LEAVE a lobby, round after round,
     /// pausing --think-ms between a client's operations.
     LobbyChurn,
+    /// In process, no network: arrivals at --arrivals-per-min into a
+    /// matchmaking queue for --duration-s of simulated time.
+    MatchmakingStorm,
 }
 
 impl Scenario {
@@ -51,6 +55,7 @@ impl Scenario {
             Self::ChatFanout => "chat-fanout",
             Self::ConnectStorm => "connect-storm",
             Self::LobbyChurn => "lobby-churn",
+            Self::MatchmakingStorm => "matchmaking-storm",
         }
     }
 }
@@ -82,6 +87,17 @@ pub(crate) struct Args {
     /// lobby-churn: pause from a reply (or its timeout) to the client's next request.
     #[arg(long, default_value_t = 1000)]
     pub(crate) think_ms: u64,
+    /// matchmaking-storm: tickets arriving per minute (solo players).
+    #[arg(long, default_value_t = 10_000, value_parser = value_parser!(u64).range(1..=10_000_000))]
+    pub(crate) arrivals_per_min: u64,
+    /// matchmaking-storm: teams per match and players per team.
+    #[arg(long, default_value_t = 2, value_parser = value_parser!(u16).range(1..=64))]
+    pub(crate) teams: u16,
+    #[arg(long, default_value_t = 5, value_parser = value_parser!(u16).range(1..=64))]
+    pub(crate) team_size: u16,
+    /// matchmaking-storm: random seed (the run is deterministic for it).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
     /// connect-storm: how long to hold the connections open once all are up.
     #[arg(long, default_value_t = 10)]
     pub(crate) hold_s: u64,
@@ -162,6 +178,15 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<String> {
+    if args.scenario == Scenario::MatchmakingStorm {
+        return matchmaking_storm::run(matchmaking_storm::StormParams {
+            arrivals_per_min: args.arrivals_per_min,
+            duration_s: args.duration_s,
+            teams: args.teams,
+            team_size: args.team_size,
+            seed: args.seed,
+        });
+    }
     setup::init_clock();
     // Each connection holds one socket (TCP, or QUIC's UDP endpoint).
     let needed = u64::from(args.clients) + 64;

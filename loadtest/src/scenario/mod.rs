@@ -61,6 +61,8 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<report::Report> {
         }
         Scenario::ChatFanout => chat_fanout::run(args, transport, source_ips, setup, probes).await,
         Scenario::LobbyChurn => lobby_churn::run(args, transport, source_ips, setup, probes).await,
+        // Runs in process before any network setup (see main.rs).
+        Scenario::MatchmakingStorm => anyhow::bail!("matchmaking-storm runs without a network"),
     }
 }
 
