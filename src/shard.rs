@@ -143,13 +143,13 @@ pub enum ShardMsg {
         spec: ChannelSpec,
         reply: oneshot::Sender<Result<(), Failure>>,
     },
-    /// A friend operation: first to the actor's shard (`checked: false`),
-    /// which enforces the per-user relation cap, then to the pair's shard,
-    /// which decides.
+    /// A friend operation, in stages: the actor's shard enforces the
+    /// per-user relation cap; for a request, the target's shard then the
+    /// cap on pending requests a user receives; the pair's shard decides.
     Friend {
         cmd: social::OpCommand,
         reply_to: Arc<Outbox>,
-        checked: bool,
+        stage: FriendStage,
     },
     /// The pair's shard decided `user`'s new relation to `other`.
     Roster {
@@ -222,6 +222,17 @@ pub struct LobbyMember {
     pub session: SessionId,
     pub actor: chat::Actor,
     pub outbox: Arc<Outbox>,
+}
+
+/// Where a friend operation is on its way to the pair's shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FriendStage {
+    /// On the actor's shard.
+    Actor,
+    /// On the target's shard (requests only).
+    Target,
+    /// On the pair's shard, which decides.
+    Decide,
 }
 
 /// An invitation to check on the pair's shard: blocks, and friendship when
@@ -955,33 +966,8 @@ impl ShardLoop {
             ShardMsg::Friend {
                 cmd,
                 reply_to,
-                checked: true,
-            } => {
-                self.pairs.handle(now(), cmd, &mut self.effects);
-                self.apply(Some(&reply_to));
-            }
-            ShardMsg::Friend { cmd, reply_to, .. } => {
-                let adds = matches!(cmd.op, social::Op::Request | social::Op::Block);
-                if adds && self.rosters.count(&cmd.actor) >= social::MAX_RELATIONS {
-                    let f = Failure::new(
-                        crate::engine::Refusal::FriendError,
-                        format!(
-                            "you have {} friends, requests and blocks, the most allowed; remove some first",
-                            social::MAX_RELATIONS
-                        ),
-                    );
-                    let bytes = wire::failure_frame(&mut self.encoder, cmd.request_id, &f);
-                    reply_to.push_reply(bytes, huddle_schema::wire::Body::Error);
-                    return;
-                }
-                let shard = self.peers.of_pair(&cmd.actor, &cmd.target);
-                let msg = ShardMsg::Friend {
-                    cmd,
-                    reply_to,
-                    checked: true,
-                };
-                self.send_to_shard(shard, msg);
-            }
+                stage,
+            } => self.friend_stage(cmd, reply_to, stage),
             ShardMsg::Roster {
                 user,
                 other,
@@ -1136,6 +1122,58 @@ impl ShardLoop {
             }
             ShardMsg::Stop => {}
         }
+    }
+
+    /// One stage of a friend operation (see [`ShardMsg::Friend`]).
+    fn friend_stage(&mut self, cmd: social::OpCommand, reply_to: Arc<Outbox>, stage: FriendStage) {
+        let refuse = |this: &mut Self, cmd: &social::OpCommand, message: String| {
+            let f = Failure::new(crate::engine::Refusal::FriendError, message);
+            let bytes = wire::failure_frame(&mut this.encoder, cmd.request_id, &f);
+            reply_to.push_reply(bytes, huddle_schema::wire::Body::Error);
+        };
+        let next = match stage {
+            FriendStage::Decide => {
+                self.pairs.handle(now(), cmd, &mut self.effects);
+                self.apply(Some(&reply_to));
+                return;
+            }
+            FriendStage::Actor => {
+                let adds = matches!(cmd.op, social::Op::Request | social::Op::Block);
+                if adds && self.rosters.count(&cmd.actor) >= social::MAX_RELATIONS {
+                    let why = format!(
+                        "you have {} friends, requests and blocks, the most allowed; remove some first",
+                        social::MAX_RELATIONS
+                    );
+                    return refuse(self, &cmd, why);
+                }
+                if cmd.op == social::Op::Request {
+                    FriendStage::Target
+                } else {
+                    FriendStage::Decide
+                }
+            }
+            FriendStage::Target => {
+                if self.rosters.incoming(&cmd.target) >= social::MAX_INCOMING {
+                    let why = format!(
+                        "{} has {} friend requests waiting, the most allowed; try again later",
+                        cmd.target,
+                        social::MAX_INCOMING
+                    );
+                    return refuse(self, &cmd, why);
+                }
+                FriendStage::Decide
+            }
+        };
+        let shard = match next {
+            FriendStage::Target => self.peers.of_user(&cmd.target),
+            _ => self.peers.of_pair(&cmd.actor, &cmd.target),
+        };
+        let msg = ShardMsg::Friend {
+            cmd,
+            reply_to,
+            stage: next,
+        };
+        self.send_to_shard(shard, msg);
     }
 
     /// A session that just became (or already was) a member of a lobby with

@@ -122,6 +122,9 @@ pub struct RelationRecord {
 /// Relations one user may hold; a request or block past it is refused
 /// (the user's own shard checks before the pair's shard decides).
 pub const MAX_RELATIONS: usize = 1000;
+/// Friend requests one user may have waiting; more are refused until they
+/// answer some (the target's shard checks).
+pub const MAX_INCOMING: usize = 500;
 
 /// Commands the pair authority accepts.
 #[derive(Debug, Clone)]
@@ -395,6 +398,15 @@ impl Rosters {
         self.users.get(user).map_or(0, HashMap::len)
     }
 
+    /// Friend requests waiting for `user`'s answer.
+    pub fn incoming(&self, user: &str) -> usize {
+        self.users.get(user).map_or(0, |l| {
+            l.values()
+                .filter(|(r, _)| *r == Relation::RequestReceived)
+                .count()
+        })
+    }
+
     /// `user`'s friends.
     pub fn friends<'a>(&'a self, user: &str) -> impl Iterator<Item = &'a UserId> + 'a {
         self.users
@@ -594,6 +606,19 @@ mod tests {
         assert_eq!(w.op("bob", Op::Unblock, "alice"), Ok(Relation::None));
         assert!(w.pairs.direct_block("alice", "bob").is_none());
         assert_eq!(w.op("alice", Op::Request, "bob"), Ok(Relation::RequestSent));
+    }
+
+    #[test]
+    fn rosters_count_waiting_requests() {
+        let mut w = World::new();
+        for from in ["ann", "ben", "cid"] {
+            w.op(from, Op::Request, "star").unwrap();
+        }
+        w.op("star", Op::Request, "dot").unwrap();
+        assert_eq!(w.rosters.incoming("star"), 3, "only requests received count");
+        w.op("star", Op::Accept, "ann").unwrap();
+        assert_eq!(w.rosters.incoming("star"), 2);
+        assert_eq!(w.rosters.count("star"), 4);
     }
 
     #[test]

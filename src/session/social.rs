@@ -15,7 +15,7 @@ use super::{encode, Conn};
 use crate::engine::notifications::{self, MAX_PAGE};
 use crate::engine::social::{Op, OpCommand, Relation};
 use crate::engine::{Presence, Status, UserId};
-use crate::shard::ShardMsg;
+use crate::shard::{FriendStage, ShardMsg};
 
 /// Longest user id accepted in a friend operation, bytes.
 const MAX_USER_ID: usize = 128;
@@ -135,7 +135,7 @@ impl Conn<'_> {
                 op,
             },
             reply_to: self.at.outbox.clone(),
-            checked: false,
+            stage: FriendStage::Actor,
         };
         if self.gw.shards.try_send(shard, msg).is_err() {
             self.busy(request_id, shard);
