@@ -615,7 +615,11 @@ mod tests {
             w.op(from, Op::Request, "star").unwrap();
         }
         w.op("star", Op::Request, "dot").unwrap();
-        assert_eq!(w.rosters.incoming("star"), 3, "only requests received count");
+        assert_eq!(
+            w.rosters.incoming("star"),
+            3,
+            "only requests received count"
+        );
         w.op("star", Op::Accept, "ann").unwrap();
         assert_eq!(w.rosters.incoming("star"), 2);
         assert_eq!(w.rosters.count("star"), 4);
