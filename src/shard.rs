@@ -1185,11 +1185,7 @@ impl ShardLoop {
         actor: chat::Actor,
         outbox: Arc<Outbox>,
     ) {
-        let chat_on = self
-            .lobbies
-            .snapshot(lobby_id)
-            .is_some_and(|l| l.chat && l.members.iter().any(|m| m.user.id == actor.author.id));
-        if !chat_on {
+        if self.lobbies.chat_member(lobby_id, &actor.author.id) != Some(true) {
             return;
         }
         self.chat_outboxes.entry(session).or_insert(outbox.clone());
@@ -1598,7 +1594,7 @@ impl ShardLoop {
     /// friendship events) get their commands, and the integration webhook
     /// gets the event when one is configured.
     fn publish(&mut self, event: DomainEvent) {
-        self.services.webhooks.publish(&event, now().unix_ms);
+        self.services.webhooks.publish(&event);
         // A member's lobbies learn when their last session ends or a new
         // one starts (this is the user's shard, which keeps their index).
         if let DomainEvent::UserOnline { user } | DomainEvent::UserOffline { user } = &event {

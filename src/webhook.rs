@@ -162,10 +162,11 @@ impl Webhooks {
     }
 
     /// A domain event for the integration webhook, when one is configured.
-    pub fn publish(&self, event: &DomainEvent, at_ms: i64) {
+    pub fn publish(&self, event: &DomainEvent) {
         if !self.events_on {
             return;
         }
+        let at_ms = unix_ms();
         let n = self.next_event.fetch_add(1, Ordering::Relaxed);
         let id = format!("e:{}:{at_ms}:{n}", self.node);
         self.enqueue(Job {
@@ -247,17 +248,23 @@ impl State {
                 continue;
             };
             let (ids, body) = if job.target == Target::Events {
+                // The other due events ride along, found in one pass.
+                let batch = self.ctx.webhooks.events_batch;
+                let more: Vec<(Instant, Arc<str>)> = self
+                    .due
+                    .iter()
+                    .take_while(|(at, _)| *at <= now)
+                    .filter(|(_, id)| {
+                        self.jobs
+                            .get(id)
+                            .is_some_and(|j| j.target == Target::Events)
+                    })
+                    .take(batch.saturating_sub(1))
+                    .cloned()
+                    .collect();
                 let mut ids = vec![id];
                 let mut events = vec![job.payload.clone()];
-                while ids.len() < self.ctx.webhooks.events_batch {
-                    let next = self.due.iter().find(|(at, id)| {
-                        *at <= now
-                            && self
-                                .jobs
-                                .get(id)
-                                .is_some_and(|j| j.target == Target::Events)
-                    });
-                    let Some(entry) = next.cloned() else { break };
+                for entry in more {
                     self.due.remove(&entry);
                     if let Some(j) = self.jobs.get(&entry.1) {
                         events.push(j.payload.clone());

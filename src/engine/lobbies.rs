@@ -462,34 +462,12 @@ impl Lobbies {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.lobbies.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lobbies.is_empty()
-    }
-
-    /// Whether `user` is a member of `lobby`; `None` when no such lobby
-    /// (the chat engine's access rule for `lobby:` chats).
-    pub fn is_member(&self, lobby: &str, user: &str) -> Option<bool> {
-        self.lobbies.get(lobby).map(|l| l.member(user).is_some())
-    }
-
     /// Whether `user` may be in the lobby's chat: a member of a lobby with
     /// chat on; `None` when no such lobby.
     pub fn chat_member(&self, lobby: &str, user: &str) -> Option<bool> {
         self.lobbies
             .get(lobby)
             .map(|l| l.chat && l.member(user).is_some())
-    }
-
-    /// Members of a lobby, for the shell's fan-out.
-    pub fn members(&self, lobby: &str) -> impl Iterator<Item = &UserId> + '_ {
-        self.lobbies
-            .get(lobby)
-            .into_iter()
-            .flat_map(|l| l.members.iter().map(|m| &m.user.id))
     }
 
     /// The full state of a lobby, if it exists.

@@ -308,10 +308,6 @@ impl Queue {
         })
     }
 
-    pub fn rules(&self) -> &QueueRules {
-        &self.rules
-    }
-
     /// Tickets waiting.
     pub fn len(&self) -> usize {
         self.live
