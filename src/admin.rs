@@ -5,15 +5,18 @@
 //! `POST /v1/notifications` notifies one user, many, or everyone online;
 //! `POST /v1/lobbies` creates lobbies in bulk with their players assigned,
 //! `POST /v1/lobbies/close` closes one, `POST /v1/lobbies/start` starts one
-//! with the game server's address.
+//! with the game server's address; `POST /v1/ratings` and
+//! `PUT /v1/matchmaking/queues` are in [`matchmaking`].
 //! Never on the client data path.
+
+mod matchmaking;
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -70,9 +73,9 @@ fn yes() -> bool {
     true
 }
 
-type Answer = (StatusCode, String);
+pub(crate) type Answer = (StatusCode, String);
 
-fn authorized(gw: &Gateway, headers: &HeaderMap) -> Result<(), Answer> {
+pub(crate) fn authorized(gw: &Gateway, headers: &HeaderMap) -> Result<(), Answer> {
     let Some(want) = gw.config.server.admin_token.as_deref() else {
         return Ok(());
     };
@@ -482,6 +485,8 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
         .route("/v1/lobbies", post(create_lobbies))
         .route("/v1/lobbies/close", post(close_lobby))
         .route("/v1/lobbies/start", post(start_lobby))
+        .route("/v1/ratings", post(matchmaking::set_ratings))
+        .route("/v1/matchmaking/queues", put(matchmaking::put_queues))
         .with_state(gw.clone());
     let done = gw.admin_stop.clone();
     let _ = axum::serve(listener, app)

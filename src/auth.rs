@@ -18,12 +18,26 @@ use serde::{Deserialize, Serialize};
 use crate::config::{AuthConfig, JwtAlgorithm};
 
 /// Who a verified token says the client is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     pub user_id: Arc<str>,
     pub username: String,
     pub display_name: String,
     pub roles: Vec<String>,
+    /// Skill ratings per game from the `ratings` claim (valid ones only).
+    pub ratings: Vec<(Arc<str>, crate::engine::queues::Rating)>,
+}
+
+/// A rating in a token's `ratings` claim: `{"arena": {"mu": 1620, "sigma": 80}}`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct RatingClaim {
+    pub mu: f64,
+    #[serde(default = "default_sigma")]
+    pub sigma: f64,
+}
+
+fn default_sigma() -> f64 {
+    crate::engine::queues::DEFAULT_RATING.sigma
 }
 
 /// The claims Huddle reads from a token.
@@ -48,6 +62,11 @@ pub struct Claims {
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<Audience>,
+    /// Skill per game, set by the game backend that signs the token; the
+    /// matchmaker uses it unless the backend set a newer one through the
+    /// admin API. Games beyond the first 32 are ignored.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub ratings: std::collections::BTreeMap<String, RatingClaim>,
 }
 
 /// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
@@ -179,7 +198,21 @@ impl Authenticator {
             return Err(AuthError::Disabled(c.sub));
         }
         let username = c.name.unwrap_or_else(|| c.sub.clone());
+        let ratings = c
+            .ratings
+            .iter()
+            .take(32)
+            .map(|(game, r)| {
+                let rating = crate::engine::queues::Rating {
+                    mu: r.mu,
+                    sigma: r.sigma,
+                };
+                (Arc::from(game.as_str()), rating)
+            })
+            .filter(|(_, r)| r.valid())
+            .collect();
         Ok(Identity {
+            ratings,
             display_name: c.display_name.unwrap_or_else(|| username.clone()),
             username,
             roles: c.roles,
@@ -242,6 +275,7 @@ pub fn mint(
         nbf: None,
         iss: cfg.issuer.clone(),
         aud: cfg.audience.clone().map(Audience::One),
+        ratings: Default::default(),
     };
     let key = match cfg.algorithm {
         JwtAlgorithm::HS256 => {
@@ -307,6 +341,7 @@ mod tests {
             nbf: None,
             iss: None,
             aud: None,
+            ratings: Default::default(),
         }
     }
 

@@ -128,6 +128,41 @@ impl QueueConfig {
     }
 }
 
+/// The queues as the matchmaking engine takes them, or why this set of
+/// queues cannot work (bad rules, a game/mode configured twice).
+pub fn queue_specs(
+    queues: &[QueueConfig],
+) -> Result<Vec<crate::engine::queues::QueueSpec>, String> {
+    let mut keys = std::collections::HashSet::new();
+    let mut specs = Vec::with_capacity(queues.len());
+    for q in queues {
+        let rules = q.rules()?;
+        if q.game.len() > crate::engine::queues::MAX_NAME
+            || q.mode.len() > crate::engine::queues::MAX_NAME
+        {
+            return Err(format!(
+                "matchmaking queue {}/{}: game and mode are at most {} bytes",
+                q.game,
+                q.mode,
+                crate::engine::queues::MAX_NAME
+            ));
+        }
+        if !keys.insert((q.game.as_str(), q.mode.as_str())) {
+            return Err(format!(
+                "matchmaking queue {}/{} is configured twice",
+                q.game, q.mode
+            ));
+        }
+        specs.push(crate::engine::queues::QueueSpec {
+            game: std::sync::Arc::from(q.game.as_str()),
+            mode: std::sync::Arc::from(q.mode.as_str()),
+            rules,
+            ready_check_ms: q.ready_check_ms,
+        });
+    }
+    Ok(specs)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LobbyConfig {
@@ -519,16 +554,7 @@ impl Config {
         if self.matchmaking.tick_ms == 0 {
             return bad("matchmaking.tick_ms must be > 0");
         }
-        let mut keys = std::collections::HashSet::new();
-        for q in &self.matchmaking.queues {
-            q.rules().map_err(ConfigError::Invalid)?;
-            if !keys.insert((q.game.as_str(), q.mode.as_str())) {
-                return Err(ConfigError::Invalid(format!(
-                    "matchmaking queue {}/{} is configured twice",
-                    q.game, q.mode
-                )));
-            }
-        }
+        queue_specs(&self.matchmaking.queues).map_err(ConfigError::Invalid)?;
         if self.lobbies.per_game == 0 {
             return bad("lobbies.per_game must be at least 1");
         }

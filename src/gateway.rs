@@ -177,6 +177,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             },
             lobbies_per_game: config.lobbies.per_game,
             node: config.server.node_id,
+            matchmaking_tick: Duration::from_millis(config.matchmaking.tick_ms),
         },
         Services {
             history: history.clone(),
@@ -197,6 +198,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
     ));
     metrics();
+    let queues = config.matchmaking.queues.clone();
     let gw = Arc::new(Gateway {
         auth,
         shards,
@@ -207,6 +209,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         connection_permits: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
         config,
     });
+    gw.configure_matchmaking(&queues)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let running = Running {
         ws_addr: ws_listener.local_addr()?,
         quic_addr: endpoint.local_addr()?,
@@ -228,7 +233,41 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(running)
 }
 
+impl Gateway {
+    /// Replaces every matchmaking queue's rules (at start, and on a reload
+    /// without a restart): waiting tickets keep their place and waiting
+    /// time under the new rules; those that no longer fit, and the tickets
+    /// of removed queues, end with a `matchmaking` REMOVED event. Refused
+    /// as a whole, changing nothing, when any queue is bad. Answers how
+    /// many queues are configured.
+    pub async fn configure_matchmaking(
+        &self,
+        queues: &[crate::config::QueueConfig],
+    ) -> Result<usize, String> {
+        let specs = crate::config::queue_specs(queues)?;
+        let count = specs.len();
+        for shard in 0..self.shards.count() {
+            let cmd = crate::engine::queues::Command::Configure(specs.clone());
+            let msg = crate::shard::ShardMsg::Matchmaking {
+                cmd: Box::new(cmd),
+                reply_to: None,
+                watcher: None,
+            };
+            self.shards.send(shard, msg).await;
+        }
+        Ok(count)
+    }
+}
+
 impl Running {
+    /// Reloads the matchmaking queues (see [`Gateway::configure_matchmaking`]).
+    pub async fn reload_matchmaking(
+        &self,
+        queues: &[crate::config::QueueConfig],
+    ) -> Result<usize, String> {
+        self.gw.configure_matchmaking(queues).await
+    }
+
     /// The shard count in use.
     pub fn shards(&self) -> usize {
         self.gw.shards.count()

@@ -78,18 +78,18 @@ fn main() -> anyhow::Result<()> {
             println!("{}", mint(&config.auth, dev.as_deref(), &req)?);
             Ok(())
         }
-        Cmd::Serve => serve(config),
+        Cmd::Serve => serve(config, cli.config),
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.worker_threads(config.io_thread_count());
     let rt = rt.thread_name("huddle-io").enable_all().build()?;
     rt.block_on(async move {
         let running = huddle::gateway::start(config).await?;
         print_banner(&running);
-        wait_for_signal().await;
+        wait_for_signal(&running, path.as_deref()).await;
         tracing::info!("shutting down: GoAway to clients, draining");
         let drained = running.shutdown().await;
         tracing::info!(drained, "stopped");
@@ -129,16 +129,35 @@ fn print_banner(running: &huddle::gateway::Running) {
     let _ = out.flush();
 }
 
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+/// Waits for SIGTERM or Ctrl-C. SIGHUP re-reads the configuration file and
+/// applies its matchmaking queues without a restart (everything else in
+/// the file takes effect at the next start).
+async fn wait_for_signal(running: &huddle::gateway::Running, path: Option<&std::path::Path>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => {
+                let reloaded = Config::load(path)
+                    .map_err(|e| e.to_string())
+                    .map(|c| c.matchmaking.queues);
+                let applied = match reloaded {
+                    Ok(queues) => running.reload_matchmaking(&queues).await,
+                    Err(e) => Err(e),
+                };
+                match applied {
+                    Ok(queues) => tracing::info!(queues, "SIGHUP: matchmaking queues reloaded"),
+                    Err(why) => tracing::error!(%why, "SIGHUP: configuration refused; queues unchanged"),
+                }
+            }
+        }
     }
 }

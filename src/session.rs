@@ -31,6 +31,7 @@ use crate::outbox::{Closed, Outbox, OutboxLimits, Queued, Stop};
 use crate::shard::{ResumeFailure, ShardMsg};
 
 mod lobby;
+mod matchmaking;
 mod social;
 
 /// Most user ids one presence query may name.
@@ -131,6 +132,8 @@ struct Attached {
     generation: u64,
     wake: Arc<Notify>,
     datagrams: bool,
+    /// Skill per game from the token, for the matchmaker.
+    ratings: Vec<(Arc<str>, crate::engine::queues::Rating)>,
 }
 
 /// Serves one connection from its first byte to its close.
@@ -363,6 +366,7 @@ async fn handshake<R: FrameReader, W: FrameWriter>(
             }
         },
         operator,
+        ratings: identity.ratings,
         user: identity.user_id,
         outbox,
         generation,
@@ -377,6 +381,23 @@ async fn handshake<R: FrameReader, W: FrameWriter>(
         // A fresh session whose Welcome never arrived cannot be resumed.
         detach(gw, &attached, resumed).await;
         return None;
+    }
+    // The matchmaker learns the token's ratings now, so a party queued by
+    // another member's lobby host is matched on them too. Best effort: a
+    // player's own start carries them again.
+    for (game, rating) in &attached.ratings {
+        let cmd = crate::engine::queues::Command::SetRating {
+            game: game.clone(),
+            user: attached.user.clone(),
+            rating: *rating,
+            from_token: true,
+        };
+        let msg = ShardMsg::Matchmaking {
+            cmd: Box::new(cmd),
+            reply_to: None,
+            watcher: None,
+        };
+        let _ = gw.shards.try_send(gw.shards.of_game(game), msg);
     }
     Some(attached)
 }
@@ -707,7 +728,9 @@ impl Conn<'_> {
             | Body::LobbyJoin
             | Body::LobbyUpdate
             | Body::LobbyOp
-            | Body::LobbyList => {
+            | Body::LobbyList
+            | Body::MatchmakingStart
+            | Body::MatchmakingOp => {
                 if request_id == 0 {
                     let msg = format!(
                         "{} needs a non-zero request_id",
@@ -738,6 +761,7 @@ impl Conn<'_> {
                     self.unread(request_id, query);
                 } else if !self.social_request(request_id, &frame)
                     && !self.lobby_request(request_id, &frame)
+                    && !self.matchmaking_request(request_id, &frame)
                 {
                     self.chat_request(request_id, &frame);
                 }

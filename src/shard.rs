@@ -21,6 +21,7 @@ use crate::engine::lobbies::{self, Lobbies, LobbyLimits};
 use crate::engine::notifications::{
     self, Channel, NewNotification, Notification, NotificationLimits, Notifications,
 };
+use crate::engine::queues::{self, Queues};
 use crate::engine::social::{self, Pairs, RelationRecord, RosterEntry, Rosters};
 use crate::engine::users::{self, Users};
 use crate::engine::{
@@ -48,6 +49,8 @@ pub struct ShardSettings {
     pub lobbies_per_game: usize,
     /// This node's id, part of every message id.
     pub node: u16,
+    /// Time between two ticks of this shard's matchmaking queues.
+    pub matchmaking_tick: Duration,
 }
 
 /// What the store held at start-up; each shard takes the rows it owns.
@@ -206,6 +209,19 @@ pub enum ShardMsg {
     },
     /// Check an invitation on the pair's shard.
     InviteCheck(Box<InviteCheck>),
+    /// A matchmaking command for a game this shard owns (`Configure` goes
+    /// to every shard, which keeps its own games). `watcher` is the asking
+    /// session's outbox, kept while the session follows a ticket.
+    Matchmaking {
+        cmd: Box<queues::Command>,
+        reply_to: Option<Arc<Outbox>>,
+        watcher: Option<Arc<Outbox>>,
+    },
+    /// A lobby host queues the lobby (owned here) as a party.
+    PartyStart(Box<PartyStart>),
+    /// A match stands: create its lobby here (the lobby's shard), then
+    /// tell every player.
+    MatchLobby(Box<MatchLobby>),
     /// This shard's public lobbies matching a listing.
     LobbyList(Box<LobbyListQuery>),
     /// Shutdown, first phase: answer how many messages this shard has sent
@@ -214,6 +230,19 @@ pub enum ShardMsg {
     /// Shutdown, last phase: stop the loop (peers hold each other's
     /// mailboxes open, so they never disconnect on their own).
     Stop,
+}
+
+/// A party ticket on its way through the lobby's shard, which fills in
+/// the members (host first) and forwards it to the game's queue shard.
+pub struct PartyStart {
+    pub start: queues::Start,
+    pub lobby_id: Arc<str>,
+    pub reply_to: Arc<Outbox>,
+}
+
+pub struct MatchLobby {
+    pub matched: queues::FormedMatch,
+    pub lobby_id: Arc<str>,
 }
 
 /// The session a lobby command came from, joined to the lobby's chat when
@@ -346,6 +375,11 @@ impl Shards {
     /// The shard that owns a lobby (and its chat, `lobby:<id>`).
     pub fn of_lobby(&self, lobby_id: &str) -> usize {
         shard_of(lobby_id.as_bytes(), self.count())
+    }
+
+    /// The shard that owns a game's matchmaking queues (every mode).
+    pub fn of_game(&self, game: &str) -> usize {
+        shard_of(queues::shard_key(game).as_bytes(), self.count())
     }
 
     /// The shard that owns the pair of `a` and `b` (and their direct chat).
@@ -499,6 +533,12 @@ struct ShardLoop {
     /// Lobbies each user this shard owns is in, with their game, oldest first.
     user_lobbies: HashMap<UserId, UserLobbies>,
     lobbies_per_game: usize,
+    /// The matchmaking queues of the games this shard owns.
+    queues: Queues,
+    /// Outboxes of sessions following a ticket's status here.
+    watcher_outboxes: HashMap<SessionId, Arc<Outbox>>,
+    matchmaking_tick: Duration,
+    next_matchmaking_tick: Instant,
     next_sweep: Instant,
     services: Services,
     encoder: Encoder,
@@ -598,6 +638,10 @@ impl ShardLoop {
             lobbies: Lobbies::new(settings.lobbies),
             user_lobbies: HashMap::new(),
             lobbies_per_game: settings.lobbies_per_game,
+            queues: Queues::new(),
+            watcher_outboxes: HashMap::new(),
+            matchmaking_tick: settings.matchmaking_tick,
+            next_matchmaking_tick: Instant::now(),
             next_sweep: Instant::now() + SWEEP_EVERY,
             services,
             encoder: Encoder::new(),
@@ -637,10 +681,15 @@ impl ShardLoop {
     fn run(mut self) {
         let (lag, handled) = metrics().shard_series(self.index);
         loop {
-            let mut deadline = [self.users.poll_timeout(), self.lobbies.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .fold(self.next_sweep, Instant::min);
+            let matchmaking = self.queues.active().then_some(self.next_matchmaking_tick);
+            let mut deadline = [
+                self.users.poll_timeout(),
+                self.lobbies.poll_timeout(),
+                matchmaking,
+            ]
+            .into_iter()
+            .flatten()
+            .fold(self.next_sweep, Instant::min);
             if self.deferred_len > 0 {
                 self.flush_deferred();
                 if self.deferred_len > 0 {
@@ -789,6 +838,11 @@ impl ShardLoop {
         self.apply(None);
         self.lobbies.handle_timeout(now, &mut self.effects);
         self.apply(None);
+        if self.queues.active() && now.mono >= self.next_matchmaking_tick {
+            self.next_matchmaking_tick = now.mono + self.matchmaking_tick;
+            self.queues.tick(now.unix_ms, &mut self.effects);
+            self.apply(None);
+        }
         if now.mono >= self.next_sweep {
             self.sweep_chat_members(now);
         }
@@ -1110,6 +1164,13 @@ impl ShardLoop {
                 self.effects.push(result);
                 self.apply(reply_to.as_ref());
             }
+            ShardMsg::Matchmaking {
+                cmd,
+                reply_to,
+                watcher,
+            } => self.matchmaking(*cmd, reply_to, watcher),
+            ShardMsg::PartyStart(p) => self.party_start(*p),
+            ShardMsg::MatchLobby(m) => self.match_lobby(*m),
             ShardMsg::LobbyList(q) => {
                 let _ = q
                     .reply
@@ -1174,6 +1235,164 @@ impl ShardLoop {
             stage: next,
         };
         self.send_to_shard(shard, msg);
+    }
+
+    /// A matchmaking command for this shard's games.
+    fn matchmaking(
+        &mut self,
+        cmd: queues::Command,
+        reply_to: Option<Arc<Outbox>>,
+        watcher: Option<Arc<Outbox>>,
+    ) {
+        let cmd = match cmd {
+            queues::Command::Configure(specs) => {
+                let mine = specs
+                    .into_iter()
+                    .filter(|s| self.peers.of_game(&s.game) == self.index)
+                    .collect();
+                queues::Command::Configure(mine)
+            }
+            other => other,
+        };
+        let session = match &cmd {
+            queues::Command::Start(s) => s.session,
+            queues::Command::Watch {
+                session,
+                watch: true,
+                ..
+            } => Some(*session),
+            _ => None,
+        };
+        if let (Some(session), Some(outbox)) = (session, watcher) {
+            self.watcher_outboxes.entry(session).or_insert(outbox);
+        }
+        self.queues.handle(now().unix_ms, cmd, &mut self.effects);
+        self.apply(reply_to.as_ref());
+    }
+
+    /// A host queues their lobby: the members join the ticket as a party.
+    fn party_start(&mut self, p: PartyStart) {
+        let PartyStart {
+            mut start,
+            lobby_id,
+            reply_to,
+        } = p;
+        let host = start
+            .players
+            .first()
+            .map(|a| a.id.clone())
+            .unwrap_or_default();
+        let refusal = match self.lobbies.party(&lobby_id, &host) {
+            Ok((game, _)) if game != start.game => Some(Failure::new(
+                crate::engine::Refusal::LobbyError,
+                format!(
+                    "lobby {lobby_id} is a {game} lobby; it cannot queue for {}",
+                    start.game
+                ),
+            )),
+            Ok((_, players)) => {
+                start.players = players;
+                start.party = Some(lobby_id);
+                None
+            }
+            Err(f) => Some(f),
+        };
+        if let Some(f) = refusal {
+            let bytes = wire::failure_frame(&mut self.encoder, start.request_id, &f);
+            reply_to.push_reply(bytes, huddle_schema::wire::Body::Error);
+            return;
+        }
+        let shard = self.peers.of_game(&start.game);
+        let msg = ShardMsg::Matchmaking {
+            cmd: Box::new(queues::Command::Start(Box::new(start))),
+            reply_to: Some(reply_to.clone()),
+            watcher: Some(reply_to),
+        };
+        self.send_to_shard(shard, msg);
+    }
+
+    /// Creates a formed match's lobby (this is the lobby's shard) with the
+    /// teams assigned, then sends `matchmaking:matched` to every player's
+    /// connections and publishes `matchmaking.matched`.
+    fn match_lobby(&mut self, m: MatchLobby) {
+        let MatchLobby { matched, lobby_id } = m;
+        let size = u16::try_from(matched.players.len()).unwrap_or(u16::MAX);
+        let spec = lobbies::LobbySpec {
+            game: matched.game.to_string(),
+            mode: matched.mode.to_string(),
+            region: matched.region.to_string(),
+            min: size,
+            max: size,
+            visibility: lobbies::Visibility::InviteOnly,
+            password: None,
+            chat: true,
+            settings: [("match_id".to_string(), matched.match_id.to_string())].into(),
+        };
+        let cmd = lobbies::Command::Create {
+            request_id: 0,
+            lobby_id: lobby_id.clone(),
+            host: None,
+            spec,
+            assigned: matched
+                .players
+                .iter()
+                .map(|p| (p.author.clone(), Some(p.team)))
+                .collect(),
+        };
+        self.lobbies.handle(now(), cmd, &mut self.effects);
+        let refused = self.effects.iter().find_map(|e| match e {
+            Effect::Fail {
+                request_id: 0,
+                failure,
+            } => Some(failure.message.clone()),
+            _ => None,
+        });
+        self.apply(None);
+        let at = matched.matched_at_ms;
+        // One encoding per ticket and team (a party's members share it).
+        let mut groups: Vec<(Arc<str>, u8, Vec<UserId>)> = Vec::new();
+        for p in &matched.players {
+            match groups
+                .iter_mut()
+                .find(|(r, t, _)| *r == p.request_id && *t == p.team)
+            {
+                Some(g) => g.2.push(p.author.id.clone()),
+                None => groups.push((p.request_id.clone(), p.team, vec![p.author.id.clone()])),
+            }
+        }
+        for (request_id, team, users) in groups {
+            let mut event = queues::MatchEvent::new(
+                if refused.is_some() {
+                    queues::EventKind::Removed
+                } else {
+                    queues::EventKind::Matched
+                },
+                request_id,
+                at,
+            );
+            event.match_id = matched.match_id.clone();
+            if let Some(why) = &refused {
+                event.reason = format!("the match's lobby could not be created: {why}");
+            } else {
+                event.lobby_id = lobby_id.clone();
+                event.team = i16::from(team);
+            }
+            let frame = wire::event_frame(
+                &mut self.encoder,
+                &Event::Matchmaking(Arc::new(event)),
+                true,
+            );
+            self.push_to_users(users, &frame, &[]);
+        }
+        match refused {
+            Some(why) => {
+                tracing::error!(match_id = %matched.match_id, %why, "a formed match's lobby was refused")
+            }
+            None => self.publish(DomainEvent::MatchmakingMatched {
+                matched: Box::new(matched),
+                lobby_id,
+            }),
+        }
     }
 
     /// A session that just became (or already was) a member of a lobby with
@@ -1288,6 +1507,20 @@ impl ShardLoop {
             self.end_chat_sessions(gone);
         }
         let gone: Vec<SessionId> = self
+            .watcher_outboxes
+            .iter()
+            .filter(|(_, o)| o.is_closed())
+            .map(|(s, _)| *s)
+            .collect();
+        if !gone.is_empty() {
+            for s in &gone {
+                self.watcher_outboxes.remove(s);
+            }
+            let cmd = queues::Command::SessionsGone(gone);
+            self.queues.handle(now.unix_ms, cmd, &mut self.effects);
+            self.apply(None);
+        }
+        let gone: Vec<SessionId> = self
             .follower_outboxes
             .iter()
             .filter(|(_, o)| o.is_closed())
@@ -1352,9 +1585,14 @@ impl ShardLoop {
                             {
                                 ended.push(session);
                             }
-                        } else if let Some(outbox) = self.follower_outboxes.get(&session) {
-                            // A follower homed elsewhere: its own shard ends
-                            // the session; the sweep forgets the follow.
+                        } else if let Some(outbox) = self
+                            .follower_outboxes
+                            .get(&session)
+                            .or_else(|| self.watcher_outboxes.get(&session))
+                        {
+                            // A follower (or ticket watcher) homed elsewhere:
+                            // its own shard ends the session; the sweep
+                            // forgets the follow.
                             outbox.push_event(&frame);
                         }
                     }
@@ -1566,6 +1804,16 @@ impl ShardLoop {
                     }
                 }
                 Effect::Domain(event) => self.publish(event),
+                Effect::MatchFormed(matched) => {
+                    let lobby_id: Arc<str> =
+                        Arc::from(format!("m{:015x}", rand::random::<u64>() >> 4));
+                    let shard = self.peers.of_lobby(&lobby_id);
+                    let msg = ShardMsg::MatchLobby(Box::new(MatchLobby {
+                        matched: *matched,
+                        lobby_id,
+                    }));
+                    self.send_to_shard(shard, msg);
+                }
                 Effect::Presence(_)
                 | Effect::ResumeAccepted { .. }
                 | Effect::ResumeRefused { .. } => {}

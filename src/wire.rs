@@ -6,18 +6,19 @@
 
 use bytes::Bytes;
 use huddle_schema::encode::{
-    ChannelFields, JoinedFields, LobbyEventFields, LobbyStateFields, MemberFields, MessageFields,
-    NotificationFields, UserFields,
+    ChannelFields, JoinedFields, LobbyEventFields, LobbyStateFields, MatchmakingEventFields,
+    MemberFields, MessageFields, NotificationFields, TicketFields, UserFields,
 };
 use huddle_schema::wire::{
     Body, ChatKind, ContentType, DeliveryChannel, DeliveryState, ErrorCode, LobbyEventKind,
-    PresenceStatus,
+    MatchmakingEventKind, PresenceStatus, TicketState,
 };
 use huddle_schema::{Encoder, EventFrame};
 
 use crate::engine::chat::{Author, Kind, Message};
 use crate::engine::lobbies::{self, EventKind, Snapshot};
 use crate::engine::notifications::{self, Channel, Notification};
+use crate::engine::queues;
 use crate::engine::social::Relation;
 use crate::engine::{Event, Failure, Refusal, Reply, Status};
 use crate::metrics::metrics;
@@ -41,6 +42,8 @@ pub fn refusal_code(r: Refusal) -> ErrorCode {
         Refusal::ReadyError => ErrorCode::READY_ERROR,
         Refusal::MatchNotFound => ErrorCode::MATCH_NOT_FOUND,
         Refusal::CancelError => ErrorCode::CANCEL_ERROR,
+        Refusal::SubscriptionError => ErrorCode::SUBSCRIPTION_ERROR,
+        Refusal::MatchmakingError => ErrorCode::MATCHMAKING_ERROR,
     }
 }
 
@@ -304,6 +307,50 @@ pub fn event_frame(enc: &mut Encoder, event: &Event, reliable: bool) -> EventFra
             lobby: e.snapshot.as_deref().map(lobby_state),
             at_ms: e.at_ms,
         }),
+        Event::Matchmaking(e) => enc.matchmaking_event(&MatchmakingEventFields {
+            kind: match e.kind {
+                queues::EventKind::Status => MatchmakingEventKind::STATUS,
+                queues::EventKind::Found => MatchmakingEventKind::FOUND,
+                queues::EventKind::Matched => MatchmakingEventKind::MATCHED,
+                queues::EventKind::Cancelled => MatchmakingEventKind::CANCELLED,
+                queues::EventKind::TimedOut => MatchmakingEventKind::TIMEOUT,
+                queues::EventKind::Requeued => MatchmakingEventKind::REQUEUED,
+                queues::EventKind::Removed => MatchmakingEventKind::REMOVED,
+                queues::EventKind::Started => MatchmakingEventKind::STARTED,
+            },
+            request_id: &e.request_id,
+            ticket: e.ticket.as_ref().map(ticket),
+            match_id: &e.match_id,
+            lobby_id: &e.lobby_id,
+            team: e.team,
+            deadline_ms: e.deadline_ms,
+            reason: &e.reason,
+            at_ms: e.at_ms,
+        }),
+    }
+}
+
+fn ticket(t: &queues::TicketView) -> TicketFields<'_> {
+    TicketFields {
+        request_id: &t.request_id,
+        game: &t.game,
+        mode: &t.mode,
+        state: match t.state {
+            queues::TicketState::Searching => TicketState::SEARCHING,
+            queues::TicketState::Found => TicketState::FOUND,
+            queues::TicketState::Matched => TicketState::MATCHED,
+            queues::TicketState::Cancelled => TicketState::CANCELLED,
+            queues::TicketState::TimedOut => TicketState::TIMED_OUT,
+            queues::TicketState::Removed => TicketState::REMOVED,
+        },
+        waited_ms: t.waited_ms,
+        spread: t.spread,
+        latency_ms: t.latency_ms,
+        ahead_band: t.ahead_band,
+        estimated_wait_ms: t
+            .estimated_wait_ms
+            .map_or(-1, |w| w.min(i64::MAX as u64) as i64),
+        players: t.players.iter().map(|p| &**p).collect(),
     }
 }
 
@@ -430,6 +477,10 @@ pub fn reply_frame(enc: &mut Encoder, request_id: u64, reply: &Reply) -> Option<
         Reply::LobbyInvited { lobby_id, user_id } => (
             enc.lobby_invited(request_id, lobby_id, user_id),
             Body::LobbyInvited,
+        ),
+        Reply::Matchmaking(t) => (
+            enc.matchmaking_reply(request_id, &ticket(t)),
+            Body::MatchmakingReply,
         ),
         Reply::Done => return None,
     })

@@ -13,11 +13,13 @@ use crate::wire::{self, Body, ChatKind, ContentType, ErrorCode, PresenceStatus};
 use crate::PROTOCOL_VERSION;
 
 mod lobby;
+mod matchmaking;
 mod social;
 pub use lobby::{
     LobbyCreateFields, LobbyEventFields, LobbyListFields, LobbyStateFields, LobbySummaryFields,
     LobbyUpdateFields, MemberFields,
 };
+pub use matchmaking::{MatchmakingEventFields, TicketFields};
 pub use social::{ChannelFields, FriendEntry, NotificationFields};
 
 /// An event encoded once for many recipients.

@@ -470,6 +470,41 @@ impl Lobbies {
             .map(|l| l.chat && l.member(user).is_some())
     }
 
+    /// The members of `lobby` to queue as a party for matchmaking, host
+    /// first: only its host may, and only while it is not in game.
+    pub fn party(&self, lobby: &str, user: &str) -> Result<(Arc<str>, Vec<Author>), Failure> {
+        let Some(l) = self.lobbies.get(lobby) else {
+            return Err(Failure::new(
+                Refusal::LobbyNotFound,
+                format!("no lobby {lobby}"),
+            ));
+        };
+        if l.member(user).is_none() {
+            return Err(Failure::new(
+                Refusal::LobbyNotFound,
+                format!("no lobby {lobby}"),
+            ));
+        }
+        if l.host.as_deref() != Some(user) {
+            return Err(Failure::new(
+                Refusal::NotHost,
+                "only the lobby's host may queue it for matchmaking",
+            ));
+        }
+        if l.status == Status::InGame {
+            return Err(Failure::new(
+                Refusal::LobbyError,
+                format!("lobby {lobby} is in game; it cannot queue for a match"),
+            ));
+        }
+        let mut players: Vec<Author> = l.members.iter().map(|m| m.user.clone()).collect();
+        if let Some(i) = players.iter().position(|p| &*p.id == user) {
+            let host = players.remove(i);
+            players.insert(0, host);
+        }
+        Ok((l.game.clone(), players))
+    }
+
     /// The full state of a lobby, if it exists.
     pub fn snapshot(&self, lobby: &str) -> Option<Arc<Snapshot>> {
         self.lobbies.get(lobby).map(Lobby::snapshot)

@@ -24,6 +24,9 @@ pub enum Removal {
     Declined,
     /// A player of the ticket did not answer the ready check in time.
     NoAnswer,
+    /// The queue's rules changed (or the queue was removed) and the ticket
+    /// no longer fits them.
+    QueueChanged,
 }
 
 /// What the lifecycle tells its shell.
@@ -276,9 +279,73 @@ impl Lifecycle {
                     t.stage = Stage::Searching;
                     if self.queue.requeue(t.entered_ms, t.spec.clone()).is_ok() {
                         out.push(Event::Requeued { ticket: *id, users });
+                    } else {
+                        // The rules changed during the check: never dangle.
+                        self.tickets.remove(id);
+                        out.push(Event::Removed {
+                            ticket: *id,
+                            users,
+                            why: Removal::QueueChanged,
+                        });
                     }
                 }
             }
+        }
+    }
+
+    /// Applies new rules: searching tickets move into `queue` (built from
+    /// the new rules) keeping their waiting time; those it refuses are
+    /// removed with [`Removal::QueueChanged`]. Ready checks in progress
+    /// finish under the old match; their survivors requeue under the new
+    /// rules.
+    pub fn reconfigure(&mut self, queue: Queue, ready_check_ms: Option<u64>, out: &mut Vec<Event>) {
+        self.queue = queue;
+        self.ready_check_ms = ready_check_ms;
+        let mut searching: Vec<u64> = self
+            .tickets
+            .iter()
+            .filter(|(_, t)| t.stage == Stage::Searching)
+            .map(|(id, _)| *id)
+            .collect();
+        searching.sort_unstable();
+        for id in searching {
+            let Some(t) = self.tickets.get(&id) else {
+                continue;
+            };
+            if self.queue.requeue(t.entered_ms, t.spec.clone()).is_err() {
+                let users = t.users();
+                self.tickets.remove(&id);
+                out.push(Event::Removed {
+                    ticket: id,
+                    users,
+                    why: Removal::QueueChanged,
+                });
+            }
+        }
+    }
+
+    /// Ends every ticket (the queue was removed from the configuration).
+    pub fn close(&mut self, out: &mut Vec<Event>) {
+        let mut ids: Vec<u64> = self.tickets.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(t) = self.tickets.remove(&id) {
+                self.queue.cancel(id);
+                out.push(Event::Removed {
+                    ticket: id,
+                    users: t.users(),
+                    why: Removal::QueueChanged,
+                });
+            }
+        }
+        self.checks.clear();
+    }
+
+    /// The ready check `ticket` is in, if any.
+    pub fn checking(&self, ticket: u64) -> Option<u64> {
+        match self.tickets.get(&ticket)?.stage {
+            Stage::Checking { match_id } => Some(match_id),
+            Stage::Searching => None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod lobbies;
 pub mod matchmaker;
 pub mod matchmaking;
 pub mod notifications;
+pub mod queues;
 pub mod social;
 pub mod users;
 
@@ -110,6 +111,7 @@ pub enum Event {
     },
     /// Everything `lobby:*`.
     Lobby(Arc<lobbies::LobbyEvent>),
+    Matchmaking(Arc<queues::MatchEvent>),
 }
 
 /// A typed reply to a request.
@@ -187,6 +189,7 @@ pub enum Reply {
         lobby_id: Arc<str>,
         user_id: UserId,
     },
+    Matchmaking(Arc<queues::TicketView>),
     /// An operator action succeeded.
     Done,
 }
@@ -209,7 +212,9 @@ pub enum Refusal {
     KickError,
     ReadyError,
     MatchNotFound,
+    SubscriptionError,
     CancelError,
+    MatchmakingError,
 }
 
 /// A refused request: what and a message a developer can act on.
@@ -296,6 +301,27 @@ pub enum DomainEvent {
         inviter: UserId,
         invitee: UserId,
     },
+    MatchmakingStarted {
+        request_id: Arc<str>,
+        game: Arc<str>,
+        mode: Arc<str>,
+        users: Vec<UserId>,
+        party: Option<Arc<str>>,
+    },
+    /// A match stands and its lobby exists: the game backend allocates a
+    /// server and can push its address into the lobby.
+    MatchmakingMatched {
+        matched: Box<queues::FormedMatch>,
+        lobby_id: Arc<str>,
+    },
+    /// A ticket ended without a match (`reason`: cancelled, timeout,
+    /// declined, no_answer, queue_changed).
+    MatchmakingCancelled {
+        request_id: Arc<str>,
+        game: Arc<str>,
+        users: Vec<UserId>,
+        reason: &'static str,
+    },
 }
 
 impl DomainEvent {
@@ -314,6 +340,9 @@ impl DomainEvent {
             DomainEvent::LobbyMemberJoined { .. } => "lobby.member.joined",
             DomainEvent::LobbyMemberLeft { .. } => "lobby.member.left",
             DomainEvent::LobbyInvited { .. } => "lobby.invited",
+            DomainEvent::MatchmakingStarted { .. } => "matchmaking.started",
+            DomainEvent::MatchmakingMatched { .. } => "matchmaking.matched",
+            DomainEvent::MatchmakingCancelled { .. } => "matchmaking.cancelled",
         }
     }
 
@@ -353,6 +382,41 @@ impl DomainEvent {
                 invitee,
             } => {
                 json!({ "lobby_id": lobby_id, "game": game, "inviter": inviter, "invitee": invitee })
+            }
+            DomainEvent::MatchmakingStarted {
+                request_id,
+                game,
+                mode,
+                users,
+                party,
+            } => {
+                json!({ "request_id": request_id, "game": game, "mode": mode, "users": users, "party_lobby_id": party })
+            }
+            DomainEvent::MatchmakingMatched { matched, lobby_id } => {
+                let players: Vec<_> = matched
+                    .players
+                    .iter()
+                    .map(|p| json!({ "user_id": p.author.id, "team": p.team, "request_id": p.request_id }))
+                    .collect();
+                json!({
+                    "match_id": matched.match_id,
+                    "lobby_id": lobby_id,
+                    "game": matched.game,
+                    "mode": matched.mode,
+                    "region": matched.region,
+                    "teams": matched.teams,
+                    "players": players,
+                    "rating_spread": matched.spread,
+                    "matched_at_ms": matched.matched_at_ms,
+                })
+            }
+            DomainEvent::MatchmakingCancelled {
+                request_id,
+                game,
+                users,
+                reason,
+            } => {
+                json!({ "request_id": request_id, "game": game, "users": users, "reason": reason })
             }
         }
     }
@@ -483,4 +547,6 @@ pub enum Effect {
         session: SessionId,
     },
     Domain(DomainEvent),
+    /// A match stands: create its lobby, then tell its players.
+    MatchFormed(Box<queues::FormedMatch>),
 }

@@ -88,6 +88,21 @@ impl TestGateway {
         c
     }
 
+    /// A client whose token carries `claims` (ratings, roles, ...).
+    pub async fn client_with(&self, url: &str, claims: &Claims) -> (Client, EventStream) {
+        let token = sign(
+            claims,
+            Algorithm::HS256,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        );
+        let mut c = ClientConfig::new(url, token);
+        c.tls = self.tls();
+        c.request_timeout = Duration::from_secs(10);
+        Client::connect(c)
+            .await
+            .unwrap_or_else(|e| panic!("{} connects over {url}: {e}", claims.sub))
+    }
+
     pub async fn client(&self, url: &str, user: &str) -> (Client, EventStream) {
         Client::connect(self.client_config(url, user))
             .await
@@ -136,6 +151,7 @@ pub fn claims(user: &str) -> Claims {
         nbf: None,
         iss: None,
         aud: None,
+        ratings: Default::default(),
     }
 }
 
@@ -244,11 +260,16 @@ pub async fn expect_refusal(conn: &mut RawConnection, reply: &[u8], code: ErrorC
 
 /// POSTs JSON to the operator API; the raw HTTP response.
 pub async fn admin_post(gw: &TestGateway, path: &str, body: &str) -> String {
+    admin_send(gw, "POST", path, body).await
+}
+
+/// Sends JSON to the operator API with `method`; the raw HTTP response.
+pub async fn admin_send(gw: &TestGateway, method: &str, path: &str, body: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = gw.running.as_ref().unwrap().admin_addr;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();

@@ -225,6 +225,15 @@ pub enum Event {
         event: crate::lobby::LobbyEvent,
         seq: u64,
     },
+    /// A matchmaking ticket of this user changed: `matchmaking:status`
+    /// (volatile, to subscribed sessions), `found` (a ready check),
+    /// `matched` (with the match's lobby and team), `cancelled`, `timeout`,
+    /// requeued, removed, or a party ticket started by the lobby's host; see
+    /// [`crate::matchmaking::MatchmakingEvent`].
+    Matchmaking {
+        event: crate::matchmaking::MatchmakingEvent,
+        seq: u64,
+    },
     /// The connection dropped; the client is reconnecting unless a
     /// [`Event::Closed`] follows. In-flight requests failed with
     /// [`ClientError::Disconnected`].

@@ -470,7 +470,8 @@ impl Driver {
             }),
             None => crate::chat::chat_event(&frame, seq)
                 .or_else(|| crate::social::social_event(&frame, seq))
-                .or_else(|| crate::lobby::lobby_event(&frame, seq)),
+                .or_else(|| crate::lobby::lobby_event(&frame, seq))
+                .or_else(|| crate::matchmaking::matchmaking_event(&frame, seq)),
         };
         if let Some(event) = event {
             if reliable {

@@ -48,6 +48,7 @@ mod error;
 pub mod lobby;
 #[cfg(test)]
 mod loopback_tests;
+pub mod matchmaking;
 mod seq;
 pub mod social;
 mod tls;
@@ -61,11 +62,13 @@ pub use error::ClientError;
 pub use huddle_schema::encode::PresenceEntry;
 pub use huddle_schema::wire::{
     ChatKind, ContentType, DeliveryChannel, DeliveryState, ErrorCode, FriendAction, LobbyEventKind,
-    LobbyOpKind, LobbyStatus, LobbyVisibility, PresenceStatus, Relation,
+    LobbyOpKind, LobbyStatus, LobbyVisibility, MatchmakingEventKind, PresenceStatus, Relation,
+    TicketState,
 };
 pub use lobby::{
     Lobby, LobbyChanges, LobbyEvent, LobbyListPage, LobbyMember, LobbySummary, NewLobby,
 };
+pub use matchmaking::{MatchmakingEvent, Ticket};
 pub use social::{
     ChannelStatus, Friend, FriendOpDone, Notification, NotificationCounts, NotificationPage,
 };

@@ -241,6 +241,24 @@ struct LobbyListPageBuilder;
 struct LobbyEvent;
 struct LobbyEventBuilder;
 
+struct RegionLatency;
+struct RegionLatencyBuilder;
+
+struct MatchmakingStart;
+struct MatchmakingStartBuilder;
+
+struct MatchmakingOp;
+struct MatchmakingOpBuilder;
+
+struct TicketStatus;
+struct TicketStatusBuilder;
+
+struct MatchmakingReply;
+struct MatchmakingReplyBuilder;
+
+struct MatchmakingEvent;
+struct MatchmakingEventBuilder;
+
 struct Frame;
 struct FrameBuilder;
 
@@ -273,11 +291,12 @@ enum class ErrorCode : uint16_t {
   INVALID_ARGUMENT = 111,
   FRIEND_ERROR = 112,
   NOTIFICATION_NOT_FOUND = 113,
+  MATCHMAKING_ERROR = 114,
   MIN = NONE,
-  MAX = NOTIFICATION_NOT_FOUND
+  MAX = MATCHMAKING_ERROR
 };
 
-inline const ErrorCode (&EnumValuesErrorCode())[28] {
+inline const ErrorCode (&EnumValuesErrorCode())[29] {
   static const ErrorCode values[] = {
     ErrorCode::NONE,
     ErrorCode::CHAT_NOT_FOUND,
@@ -306,13 +325,14 @@ inline const ErrorCode (&EnumValuesErrorCode())[28] {
     ErrorCode::INTERNAL,
     ErrorCode::INVALID_ARGUMENT,
     ErrorCode::FRIEND_ERROR,
-    ErrorCode::NOTIFICATION_NOT_FOUND
+    ErrorCode::NOTIFICATION_NOT_FOUND,
+    ErrorCode::MATCHMAKING_ERROR
   };
   return values;
 }
 
 inline const char * const *EnumNamesErrorCode() {
-  static const char * const names[115] = {
+  static const char * const names[116] = {
     "NONE",
     "CHAT_NOT_FOUND",
     "ACCESS_DENIED",
@@ -427,13 +447,14 @@ inline const char * const *EnumNamesErrorCode() {
     "INVALID_ARGUMENT",
     "FRIEND_ERROR",
     "NOTIFICATION_NOT_FOUND",
+    "MATCHMAKING_ERROR",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameErrorCode(ErrorCode e) {
-  if (::flatbuffers::IsOutRange(e, ErrorCode::NONE, ErrorCode::NOTIFICATION_NOT_FOUND)) return "";
+  if (::flatbuffers::IsOutRange(e, ErrorCode::NONE, ErrorCode::MATCHMAKING_ERROR)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesErrorCode()[index];
 }
@@ -876,6 +897,138 @@ inline const char *EnumNameLobbyEventKind(LobbyEventKind e) {
   return EnumNamesLobbyEventKind()[index];
 }
 
+enum class MatchmakingOpKind : uint8_t {
+  CANCEL = 0,
+  SUBSCRIBE = 1,
+  UNSUBSCRIBE = 2,
+  STATUS = 3,
+  ACCEPT = 4,
+  DECLINE = 5,
+  MIN = CANCEL,
+  MAX = DECLINE
+};
+
+inline const MatchmakingOpKind (&EnumValuesMatchmakingOpKind())[6] {
+  static const MatchmakingOpKind values[] = {
+    MatchmakingOpKind::CANCEL,
+    MatchmakingOpKind::SUBSCRIBE,
+    MatchmakingOpKind::UNSUBSCRIBE,
+    MatchmakingOpKind::STATUS,
+    MatchmakingOpKind::ACCEPT,
+    MatchmakingOpKind::DECLINE
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesMatchmakingOpKind() {
+  static const char * const names[7] = {
+    "CANCEL",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "STATUS",
+    "ACCEPT",
+    "DECLINE",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameMatchmakingOpKind(MatchmakingOpKind e) {
+  if (::flatbuffers::IsOutRange(e, MatchmakingOpKind::CANCEL, MatchmakingOpKind::DECLINE)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesMatchmakingOpKind()[index];
+}
+
+enum class TicketState : uint8_t {
+  SEARCHING = 0,
+  FOUND = 1,
+  MATCHED = 2,
+  CANCELLED = 3,
+  TIMED_OUT = 4,
+  REMOVED = 5,
+  MIN = SEARCHING,
+  MAX = REMOVED
+};
+
+inline const TicketState (&EnumValuesTicketState())[6] {
+  static const TicketState values[] = {
+    TicketState::SEARCHING,
+    TicketState::FOUND,
+    TicketState::MATCHED,
+    TicketState::CANCELLED,
+    TicketState::TIMED_OUT,
+    TicketState::REMOVED
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesTicketState() {
+  static const char * const names[7] = {
+    "SEARCHING",
+    "FOUND",
+    "MATCHED",
+    "CANCELLED",
+    "TIMED_OUT",
+    "REMOVED",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameTicketState(TicketState e) {
+  if (::flatbuffers::IsOutRange(e, TicketState::SEARCHING, TicketState::REMOVED)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesTicketState()[index];
+}
+
+enum class MatchmakingEventKind : uint8_t {
+  STATUS = 0,
+  FOUND = 1,
+  MATCHED = 2,
+  CANCELLED = 3,
+  TIMEOUT = 4,
+  REQUEUED = 5,
+  REMOVED = 6,
+  STARTED = 7,
+  MIN = STATUS,
+  MAX = STARTED
+};
+
+inline const MatchmakingEventKind (&EnumValuesMatchmakingEventKind())[8] {
+  static const MatchmakingEventKind values[] = {
+    MatchmakingEventKind::STATUS,
+    MatchmakingEventKind::FOUND,
+    MatchmakingEventKind::MATCHED,
+    MatchmakingEventKind::CANCELLED,
+    MatchmakingEventKind::TIMEOUT,
+    MatchmakingEventKind::REQUEUED,
+    MatchmakingEventKind::REMOVED,
+    MatchmakingEventKind::STARTED
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesMatchmakingEventKind() {
+  static const char * const names[9] = {
+    "STATUS",
+    "FOUND",
+    "MATCHED",
+    "CANCELLED",
+    "TIMEOUT",
+    "REQUEUED",
+    "REMOVED",
+    "STARTED",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameMatchmakingEventKind(MatchmakingEventKind e) {
+  if (::flatbuffers::IsOutRange(e, MatchmakingEventKind::STATUS, MatchmakingEventKind::STARTED)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesMatchmakingEventKind()[index];
+}
+
 enum class Body : uint8_t {
   NONE = 0,
   Hello = 1,
@@ -940,11 +1093,15 @@ enum class Body : uint8_t {
   LobbyList = 60,
   LobbyListPage = 61,
   LobbyEvent = 62,
+  MatchmakingStart = 63,
+  MatchmakingOp = 64,
+  MatchmakingReply = 65,
+  MatchmakingEvent = 66,
   MIN = NONE,
-  MAX = LobbyEvent
+  MAX = MatchmakingEvent
 };
 
-inline const Body (&EnumValuesBody())[63] {
+inline const Body (&EnumValuesBody())[67] {
   static const Body values[] = {
     Body::NONE,
     Body::Hello,
@@ -1008,13 +1165,17 @@ inline const Body (&EnumValuesBody())[63] {
     Body::LobbyInvited,
     Body::LobbyList,
     Body::LobbyListPage,
-    Body::LobbyEvent
+    Body::LobbyEvent,
+    Body::MatchmakingStart,
+    Body::MatchmakingOp,
+    Body::MatchmakingReply,
+    Body::MatchmakingEvent
   };
   return values;
 }
 
 inline const char * const *EnumNamesBody() {
-  static const char * const names[64] = {
+  static const char * const names[68] = {
     "NONE",
     "Hello",
     "Welcome",
@@ -1078,13 +1239,17 @@ inline const char * const *EnumNamesBody() {
     "LobbyList",
     "LobbyListPage",
     "LobbyEvent",
+    "MatchmakingStart",
+    "MatchmakingOp",
+    "MatchmakingReply",
+    "MatchmakingEvent",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameBody(Body e) {
-  if (::flatbuffers::IsOutRange(e, Body::NONE, Body::LobbyEvent)) return "";
+  if (::flatbuffers::IsOutRange(e, Body::NONE, Body::MatchmakingEvent)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesBody()[index];
 }
@@ -1339,6 +1504,22 @@ template<> struct BodyTraits<huddle::wire::LobbyListPage> {
 
 template<> struct BodyTraits<huddle::wire::LobbyEvent> {
   static const Body enum_value = Body::LobbyEvent;
+};
+
+template<> struct BodyTraits<huddle::wire::MatchmakingStart> {
+  static const Body enum_value = Body::MatchmakingStart;
+};
+
+template<> struct BodyTraits<huddle::wire::MatchmakingOp> {
+  static const Body enum_value = Body::MatchmakingOp;
+};
+
+template<> struct BodyTraits<huddle::wire::MatchmakingReply> {
+  static const Body enum_value = Body::MatchmakingReply;
+};
+
+template<> struct BodyTraits<huddle::wire::MatchmakingEvent> {
+  static const Body enum_value = Body::MatchmakingEvent;
 };
 
 template <bool B = false>
@@ -7351,6 +7532,594 @@ inline ::flatbuffers::Offset<LobbyEvent> CreateLobbyEventDirect(
       at_ms);
 }
 
+struct RegionLatency FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef RegionLatencyBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_REGION = 4,
+    VT_MS = 6
+  };
+  const ::flatbuffers::String *region() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_REGION);
+  }
+  uint32_t ms() const {
+    return GetField<uint32_t>(VT_MS, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_REGION) &&
+           verifier.VerifyString(region()) &&
+           VerifyField<uint32_t>(verifier, VT_MS, 4) &&
+           verifier.EndTable();
+  }
+};
+
+struct RegionLatencyBuilder {
+  typedef RegionLatency Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_region(::flatbuffers::Offset<::flatbuffers::String> region) {
+    fbb_.AddOffset(RegionLatency::VT_REGION, region);
+  }
+  void add_ms(uint32_t ms) {
+    fbb_.AddElement<uint32_t>(RegionLatency::VT_MS, ms, 0);
+  }
+  explicit RegionLatencyBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<RegionLatency> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<RegionLatency>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<RegionLatency> CreateRegionLatency(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> region = 0,
+    uint32_t ms = 0) {
+  RegionLatencyBuilder builder_(_fbb);
+  builder_.add_ms(ms);
+  builder_.add_region(region);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<RegionLatency> CreateRegionLatencyDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *region = nullptr,
+    uint32_t ms = 0) {
+  auto region__ = region ? _fbb.CreateString(region) : 0;
+  return huddle::wire::CreateRegionLatency(
+      _fbb,
+      region__,
+      ms);
+}
+
+struct MatchmakingStart FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef MatchmakingStartBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_GAME = 4,
+    VT_MODE = 6,
+    VT_LATENCIES = 8,
+    VT_LOBBY_ID = 10
+  };
+  const ::flatbuffers::String *game() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_GAME);
+  }
+  const ::flatbuffers::String *mode() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_MODE);
+  }
+  const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::RegionLatency>> *latencies() const {
+    return GetPointer<const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::RegionLatency>> *>(VT_LATENCIES);
+  }
+  const ::flatbuffers::String *lobby_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_LOBBY_ID);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_GAME) &&
+           verifier.VerifyString(game()) &&
+           VerifyOffset(verifier, VT_MODE) &&
+           verifier.VerifyString(mode()) &&
+           VerifyOffset(verifier, VT_LATENCIES) &&
+           verifier.VerifyVector(latencies()) &&
+           verifier.VerifyVectorOfTables(latencies()) &&
+           VerifyOffset(verifier, VT_LOBBY_ID) &&
+           verifier.VerifyString(lobby_id()) &&
+           verifier.EndTable();
+  }
+};
+
+struct MatchmakingStartBuilder {
+  typedef MatchmakingStart Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_game(::flatbuffers::Offset<::flatbuffers::String> game) {
+    fbb_.AddOffset(MatchmakingStart::VT_GAME, game);
+  }
+  void add_mode(::flatbuffers::Offset<::flatbuffers::String> mode) {
+    fbb_.AddOffset(MatchmakingStart::VT_MODE, mode);
+  }
+  void add_latencies(::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::RegionLatency>>> latencies) {
+    fbb_.AddOffset(MatchmakingStart::VT_LATENCIES, latencies);
+  }
+  void add_lobby_id(::flatbuffers::Offset<::flatbuffers::String> lobby_id) {
+    fbb_.AddOffset(MatchmakingStart::VT_LOBBY_ID, lobby_id);
+  }
+  explicit MatchmakingStartBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<MatchmakingStart> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<MatchmakingStart>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<MatchmakingStart> CreateMatchmakingStart(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> game = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> mode = 0,
+    ::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::RegionLatency>>> latencies = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> lobby_id = 0) {
+  MatchmakingStartBuilder builder_(_fbb);
+  builder_.add_lobby_id(lobby_id);
+  builder_.add_latencies(latencies);
+  builder_.add_mode(mode);
+  builder_.add_game(game);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<MatchmakingStart> CreateMatchmakingStartDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *game = nullptr,
+    const char *mode = nullptr,
+    const std::vector<::flatbuffers::Offset<huddle::wire::RegionLatency>> *latencies = nullptr,
+    const char *lobby_id = nullptr) {
+  auto game__ = game ? _fbb.CreateString(game) : 0;
+  auto mode__ = mode ? _fbb.CreateString(mode) : 0;
+  auto latencies__ = latencies ? _fbb.CreateVector<::flatbuffers::Offset<huddle::wire::RegionLatency>>(*latencies) : 0;
+  auto lobby_id__ = lobby_id ? _fbb.CreateString(lobby_id) : 0;
+  return huddle::wire::CreateMatchmakingStart(
+      _fbb,
+      game__,
+      mode__,
+      latencies__,
+      lobby_id__);
+}
+
+struct MatchmakingOp FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef MatchmakingOpBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_OP = 4,
+    VT_REQUEST_ID = 6
+  };
+  huddle::wire::MatchmakingOpKind op() const {
+    return static_cast<huddle::wire::MatchmakingOpKind>(GetField<uint8_t>(VT_OP, 0));
+  }
+  const ::flatbuffers::String *request_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_REQUEST_ID);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint8_t>(verifier, VT_OP, 1) &&
+           VerifyOffset(verifier, VT_REQUEST_ID) &&
+           verifier.VerifyString(request_id()) &&
+           verifier.EndTable();
+  }
+};
+
+struct MatchmakingOpBuilder {
+  typedef MatchmakingOp Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_op(huddle::wire::MatchmakingOpKind op) {
+    fbb_.AddElement<uint8_t>(MatchmakingOp::VT_OP, static_cast<uint8_t>(op), 0);
+  }
+  void add_request_id(::flatbuffers::Offset<::flatbuffers::String> request_id) {
+    fbb_.AddOffset(MatchmakingOp::VT_REQUEST_ID, request_id);
+  }
+  explicit MatchmakingOpBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<MatchmakingOp> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<MatchmakingOp>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<MatchmakingOp> CreateMatchmakingOp(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    huddle::wire::MatchmakingOpKind op = huddle::wire::MatchmakingOpKind::CANCEL,
+    ::flatbuffers::Offset<::flatbuffers::String> request_id = 0) {
+  MatchmakingOpBuilder builder_(_fbb);
+  builder_.add_request_id(request_id);
+  builder_.add_op(op);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<MatchmakingOp> CreateMatchmakingOpDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    huddle::wire::MatchmakingOpKind op = huddle::wire::MatchmakingOpKind::CANCEL,
+    const char *request_id = nullptr) {
+  auto request_id__ = request_id ? _fbb.CreateString(request_id) : 0;
+  return huddle::wire::CreateMatchmakingOp(
+      _fbb,
+      op,
+      request_id__);
+}
+
+struct TicketStatus FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef TicketStatusBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_REQUEST_ID = 4,
+    VT_GAME = 6,
+    VT_MODE = 8,
+    VT_STATE = 10,
+    VT_WAITED_MS = 12,
+    VT_SPREAD = 14,
+    VT_LATENCY_MS = 16,
+    VT_AHEAD_BAND = 18,
+    VT_ESTIMATED_WAIT_MS = 20,
+    VT_PLAYERS = 22
+  };
+  const ::flatbuffers::String *request_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_REQUEST_ID);
+  }
+  const ::flatbuffers::String *game() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_GAME);
+  }
+  const ::flatbuffers::String *mode() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_MODE);
+  }
+  huddle::wire::TicketState state() const {
+    return static_cast<huddle::wire::TicketState>(GetField<uint8_t>(VT_STATE, 0));
+  }
+  uint64_t waited_ms() const {
+    return GetField<uint64_t>(VT_WAITED_MS, 0);
+  }
+  uint32_t spread() const {
+    return GetField<uint32_t>(VT_SPREAD, 0);
+  }
+  uint32_t latency_ms() const {
+    return GetField<uint32_t>(VT_LATENCY_MS, 0);
+  }
+  uint64_t ahead_band() const {
+    return GetField<uint64_t>(VT_AHEAD_BAND, 0);
+  }
+  int64_t estimated_wait_ms() const {
+    return GetField<int64_t>(VT_ESTIMATED_WAIT_MS, 0);
+  }
+  const ::flatbuffers::Vector<::flatbuffers::Offset<::flatbuffers::String>> *players() const {
+    return GetPointer<const ::flatbuffers::Vector<::flatbuffers::Offset<::flatbuffers::String>> *>(VT_PLAYERS);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_REQUEST_ID) &&
+           verifier.VerifyString(request_id()) &&
+           VerifyOffset(verifier, VT_GAME) &&
+           verifier.VerifyString(game()) &&
+           VerifyOffset(verifier, VT_MODE) &&
+           verifier.VerifyString(mode()) &&
+           VerifyField<uint8_t>(verifier, VT_STATE, 1) &&
+           VerifyField<uint64_t>(verifier, VT_WAITED_MS, 8) &&
+           VerifyField<uint32_t>(verifier, VT_SPREAD, 4) &&
+           VerifyField<uint32_t>(verifier, VT_LATENCY_MS, 4) &&
+           VerifyField<uint64_t>(verifier, VT_AHEAD_BAND, 8) &&
+           VerifyField<int64_t>(verifier, VT_ESTIMATED_WAIT_MS, 8) &&
+           VerifyOffset(verifier, VT_PLAYERS) &&
+           verifier.VerifyVector(players()) &&
+           verifier.VerifyVectorOfStrings(players()) &&
+           verifier.EndTable();
+  }
+};
+
+struct TicketStatusBuilder {
+  typedef TicketStatus Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_request_id(::flatbuffers::Offset<::flatbuffers::String> request_id) {
+    fbb_.AddOffset(TicketStatus::VT_REQUEST_ID, request_id);
+  }
+  void add_game(::flatbuffers::Offset<::flatbuffers::String> game) {
+    fbb_.AddOffset(TicketStatus::VT_GAME, game);
+  }
+  void add_mode(::flatbuffers::Offset<::flatbuffers::String> mode) {
+    fbb_.AddOffset(TicketStatus::VT_MODE, mode);
+  }
+  void add_state(huddle::wire::TicketState state) {
+    fbb_.AddElement<uint8_t>(TicketStatus::VT_STATE, static_cast<uint8_t>(state), 0);
+  }
+  void add_waited_ms(uint64_t waited_ms) {
+    fbb_.AddElement<uint64_t>(TicketStatus::VT_WAITED_MS, waited_ms, 0);
+  }
+  void add_spread(uint32_t spread) {
+    fbb_.AddElement<uint32_t>(TicketStatus::VT_SPREAD, spread, 0);
+  }
+  void add_latency_ms(uint32_t latency_ms) {
+    fbb_.AddElement<uint32_t>(TicketStatus::VT_LATENCY_MS, latency_ms, 0);
+  }
+  void add_ahead_band(uint64_t ahead_band) {
+    fbb_.AddElement<uint64_t>(TicketStatus::VT_AHEAD_BAND, ahead_band, 0);
+  }
+  void add_estimated_wait_ms(int64_t estimated_wait_ms) {
+    fbb_.AddElement<int64_t>(TicketStatus::VT_ESTIMATED_WAIT_MS, estimated_wait_ms, 0);
+  }
+  void add_players(::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<::flatbuffers::String>>> players) {
+    fbb_.AddOffset(TicketStatus::VT_PLAYERS, players);
+  }
+  explicit TicketStatusBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<TicketStatus> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<TicketStatus>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<TicketStatus> CreateTicketStatus(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> request_id = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> game = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> mode = 0,
+    huddle::wire::TicketState state = huddle::wire::TicketState::SEARCHING,
+    uint64_t waited_ms = 0,
+    uint32_t spread = 0,
+    uint32_t latency_ms = 0,
+    uint64_t ahead_band = 0,
+    int64_t estimated_wait_ms = 0,
+    ::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<::flatbuffers::String>>> players = 0) {
+  TicketStatusBuilder builder_(_fbb);
+  builder_.add_estimated_wait_ms(estimated_wait_ms);
+  builder_.add_ahead_band(ahead_band);
+  builder_.add_waited_ms(waited_ms);
+  builder_.add_players(players);
+  builder_.add_latency_ms(latency_ms);
+  builder_.add_spread(spread);
+  builder_.add_mode(mode);
+  builder_.add_game(game);
+  builder_.add_request_id(request_id);
+  builder_.add_state(state);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<TicketStatus> CreateTicketStatusDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *request_id = nullptr,
+    const char *game = nullptr,
+    const char *mode = nullptr,
+    huddle::wire::TicketState state = huddle::wire::TicketState::SEARCHING,
+    uint64_t waited_ms = 0,
+    uint32_t spread = 0,
+    uint32_t latency_ms = 0,
+    uint64_t ahead_band = 0,
+    int64_t estimated_wait_ms = 0,
+    const std::vector<::flatbuffers::Offset<::flatbuffers::String>> *players = nullptr) {
+  auto request_id__ = request_id ? _fbb.CreateString(request_id) : 0;
+  auto game__ = game ? _fbb.CreateString(game) : 0;
+  auto mode__ = mode ? _fbb.CreateString(mode) : 0;
+  auto players__ = players ? _fbb.CreateVector<::flatbuffers::Offset<::flatbuffers::String>>(*players) : 0;
+  return huddle::wire::CreateTicketStatus(
+      _fbb,
+      request_id__,
+      game__,
+      mode__,
+      state,
+      waited_ms,
+      spread,
+      latency_ms,
+      ahead_band,
+      estimated_wait_ms,
+      players__);
+}
+
+struct MatchmakingReply FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef MatchmakingReplyBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_TICKET = 4
+  };
+  const huddle::wire::TicketStatus *ticket() const {
+    return GetPointer<const huddle::wire::TicketStatus *>(VT_TICKET);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_TICKET) &&
+           verifier.VerifyTable(ticket()) &&
+           verifier.EndTable();
+  }
+};
+
+struct MatchmakingReplyBuilder {
+  typedef MatchmakingReply Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_ticket(::flatbuffers::Offset<huddle::wire::TicketStatus> ticket) {
+    fbb_.AddOffset(MatchmakingReply::VT_TICKET, ticket);
+  }
+  explicit MatchmakingReplyBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<MatchmakingReply> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<MatchmakingReply>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<MatchmakingReply> CreateMatchmakingReply(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<huddle::wire::TicketStatus> ticket = 0) {
+  MatchmakingReplyBuilder builder_(_fbb);
+  builder_.add_ticket(ticket);
+  return builder_.Finish();
+}
+
+struct MatchmakingEvent FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef MatchmakingEventBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_KIND = 4,
+    VT_REQUEST_ID = 6,
+    VT_TICKET = 8,
+    VT_MATCH_ID = 10,
+    VT_LOBBY_ID = 12,
+    VT_TEAM = 14,
+    VT_DEADLINE_MS = 16,
+    VT_REASON = 18,
+    VT_AT_MS = 20
+  };
+  huddle::wire::MatchmakingEventKind kind() const {
+    return static_cast<huddle::wire::MatchmakingEventKind>(GetField<uint8_t>(VT_KIND, 0));
+  }
+  const ::flatbuffers::String *request_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_REQUEST_ID);
+  }
+  const huddle::wire::TicketStatus *ticket() const {
+    return GetPointer<const huddle::wire::TicketStatus *>(VT_TICKET);
+  }
+  const ::flatbuffers::String *match_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_MATCH_ID);
+  }
+  const ::flatbuffers::String *lobby_id() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_LOBBY_ID);
+  }
+  int16_t team() const {
+    return GetField<int16_t>(VT_TEAM, -1);
+  }
+  int64_t deadline_ms() const {
+    return GetField<int64_t>(VT_DEADLINE_MS, 0);
+  }
+  const ::flatbuffers::String *reason() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_REASON);
+  }
+  int64_t at_ms() const {
+    return GetField<int64_t>(VT_AT_MS, 0);
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint8_t>(verifier, VT_KIND, 1) &&
+           VerifyOffset(verifier, VT_REQUEST_ID) &&
+           verifier.VerifyString(request_id()) &&
+           VerifyOffset(verifier, VT_TICKET) &&
+           verifier.VerifyTable(ticket()) &&
+           VerifyOffset(verifier, VT_MATCH_ID) &&
+           verifier.VerifyString(match_id()) &&
+           VerifyOffset(verifier, VT_LOBBY_ID) &&
+           verifier.VerifyString(lobby_id()) &&
+           VerifyField<int16_t>(verifier, VT_TEAM, 2) &&
+           VerifyField<int64_t>(verifier, VT_DEADLINE_MS, 8) &&
+           VerifyOffset(verifier, VT_REASON) &&
+           verifier.VerifyString(reason()) &&
+           VerifyField<int64_t>(verifier, VT_AT_MS, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct MatchmakingEventBuilder {
+  typedef MatchmakingEvent Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_kind(huddle::wire::MatchmakingEventKind kind) {
+    fbb_.AddElement<uint8_t>(MatchmakingEvent::VT_KIND, static_cast<uint8_t>(kind), 0);
+  }
+  void add_request_id(::flatbuffers::Offset<::flatbuffers::String> request_id) {
+    fbb_.AddOffset(MatchmakingEvent::VT_REQUEST_ID, request_id);
+  }
+  void add_ticket(::flatbuffers::Offset<huddle::wire::TicketStatus> ticket) {
+    fbb_.AddOffset(MatchmakingEvent::VT_TICKET, ticket);
+  }
+  void add_match_id(::flatbuffers::Offset<::flatbuffers::String> match_id) {
+    fbb_.AddOffset(MatchmakingEvent::VT_MATCH_ID, match_id);
+  }
+  void add_lobby_id(::flatbuffers::Offset<::flatbuffers::String> lobby_id) {
+    fbb_.AddOffset(MatchmakingEvent::VT_LOBBY_ID, lobby_id);
+  }
+  void add_team(int16_t team) {
+    fbb_.AddElement<int16_t>(MatchmakingEvent::VT_TEAM, team, -1);
+  }
+  void add_deadline_ms(int64_t deadline_ms) {
+    fbb_.AddElement<int64_t>(MatchmakingEvent::VT_DEADLINE_MS, deadline_ms, 0);
+  }
+  void add_reason(::flatbuffers::Offset<::flatbuffers::String> reason) {
+    fbb_.AddOffset(MatchmakingEvent::VT_REASON, reason);
+  }
+  void add_at_ms(int64_t at_ms) {
+    fbb_.AddElement<int64_t>(MatchmakingEvent::VT_AT_MS, at_ms, 0);
+  }
+  explicit MatchmakingEventBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<MatchmakingEvent> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<MatchmakingEvent>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<MatchmakingEvent> CreateMatchmakingEvent(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    huddle::wire::MatchmakingEventKind kind = huddle::wire::MatchmakingEventKind::STATUS,
+    ::flatbuffers::Offset<::flatbuffers::String> request_id = 0,
+    ::flatbuffers::Offset<huddle::wire::TicketStatus> ticket = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> match_id = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> lobby_id = 0,
+    int16_t team = -1,
+    int64_t deadline_ms = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> reason = 0,
+    int64_t at_ms = 0) {
+  MatchmakingEventBuilder builder_(_fbb);
+  builder_.add_at_ms(at_ms);
+  builder_.add_deadline_ms(deadline_ms);
+  builder_.add_reason(reason);
+  builder_.add_lobby_id(lobby_id);
+  builder_.add_match_id(match_id);
+  builder_.add_ticket(ticket);
+  builder_.add_request_id(request_id);
+  builder_.add_team(team);
+  builder_.add_kind(kind);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<MatchmakingEvent> CreateMatchmakingEventDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    huddle::wire::MatchmakingEventKind kind = huddle::wire::MatchmakingEventKind::STATUS,
+    const char *request_id = nullptr,
+    ::flatbuffers::Offset<huddle::wire::TicketStatus> ticket = 0,
+    const char *match_id = nullptr,
+    const char *lobby_id = nullptr,
+    int16_t team = -1,
+    int64_t deadline_ms = 0,
+    const char *reason = nullptr,
+    int64_t at_ms = 0) {
+  auto request_id__ = request_id ? _fbb.CreateString(request_id) : 0;
+  auto match_id__ = match_id ? _fbb.CreateString(match_id) : 0;
+  auto lobby_id__ = lobby_id ? _fbb.CreateString(lobby_id) : 0;
+  auto reason__ = reason ? _fbb.CreateString(reason) : 0;
+  return huddle::wire::CreateMatchmakingEvent(
+      _fbb,
+      kind,
+      request_id__,
+      ticket,
+      match_id__,
+      lobby_id__,
+      team,
+      deadline_ms,
+      reason__,
+      at_ms);
+}
+
 struct Frame FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   typedef FrameBuilder Builder;
   enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
@@ -7561,6 +8330,18 @@ struct Frame FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   }
   const huddle::wire::LobbyEvent *body_as_LobbyEvent() const {
     return body_type() == huddle::wire::Body::LobbyEvent ? static_cast<const huddle::wire::LobbyEvent *>(body()) : nullptr;
+  }
+  const huddle::wire::MatchmakingStart *body_as_MatchmakingStart() const {
+    return body_type() == huddle::wire::Body::MatchmakingStart ? static_cast<const huddle::wire::MatchmakingStart *>(body()) : nullptr;
+  }
+  const huddle::wire::MatchmakingOp *body_as_MatchmakingOp() const {
+    return body_type() == huddle::wire::Body::MatchmakingOp ? static_cast<const huddle::wire::MatchmakingOp *>(body()) : nullptr;
+  }
+  const huddle::wire::MatchmakingReply *body_as_MatchmakingReply() const {
+    return body_type() == huddle::wire::Body::MatchmakingReply ? static_cast<const huddle::wire::MatchmakingReply *>(body()) : nullptr;
+  }
+  const huddle::wire::MatchmakingEvent *body_as_MatchmakingEvent() const {
+    return body_type() == huddle::wire::Body::MatchmakingEvent ? static_cast<const huddle::wire::MatchmakingEvent *>(body()) : nullptr;
   }
   template <bool B = false>
   bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
@@ -7821,6 +8602,22 @@ template<> inline const huddle::wire::LobbyListPage *Frame::body_as<huddle::wire
 
 template<> inline const huddle::wire::LobbyEvent *Frame::body_as<huddle::wire::LobbyEvent>() const {
   return body_as_LobbyEvent();
+}
+
+template<> inline const huddle::wire::MatchmakingStart *Frame::body_as<huddle::wire::MatchmakingStart>() const {
+  return body_as_MatchmakingStart();
+}
+
+template<> inline const huddle::wire::MatchmakingOp *Frame::body_as<huddle::wire::MatchmakingOp>() const {
+  return body_as_MatchmakingOp();
+}
+
+template<> inline const huddle::wire::MatchmakingReply *Frame::body_as<huddle::wire::MatchmakingReply>() const {
+  return body_as_MatchmakingReply();
+}
+
+template<> inline const huddle::wire::MatchmakingEvent *Frame::body_as<huddle::wire::MatchmakingEvent>() const {
+  return body_as_MatchmakingEvent();
 }
 
 struct FrameBuilder {
@@ -8121,6 +8918,22 @@ inline bool VerifyBody(::flatbuffers::VerifierTemplate<B> &verifier, const void 
     }
     case Body::LobbyEvent: {
       auto ptr = reinterpret_cast<const huddle::wire::LobbyEvent *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::MatchmakingStart: {
+      auto ptr = reinterpret_cast<const huddle::wire::MatchmakingStart *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::MatchmakingOp: {
+      auto ptr = reinterpret_cast<const huddle::wire::MatchmakingOp *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::MatchmakingReply: {
+      auto ptr = reinterpret_cast<const huddle::wire::MatchmakingReply *>(obj);
+      return verifier.VerifyTable(ptr);
+    }
+    case Body::MatchmakingEvent: {
+      auto ptr = reinterpret_cast<const huddle::wire::MatchmakingEvent *>(obj);
       return verifier.VerifyTable(ptr);
     }
     default: return true;

@@ -13,10 +13,10 @@ pub mod wire {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 113;
+pub const ENUM_MAX_ERROR_CODE: u16 = 114;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 28] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 29] = [
   ErrorCode::NONE,
   ErrorCode::CHAT_NOT_FOUND,
   ErrorCode::ACCESS_DENIED,
@@ -45,6 +45,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 28] = [
   ErrorCode::INVALID_ARGUMENT,
   ErrorCode::FRIEND_ERROR,
   ErrorCode::NOTIFICATION_NOT_FOUND,
+  ErrorCode::MATCHMAKING_ERROR,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -80,9 +81,10 @@ impl ErrorCode {
   pub const INVALID_ARGUMENT: Self = Self(111);
   pub const FRIEND_ERROR: Self = Self(112);
   pub const NOTIFICATION_NOT_FOUND: Self = Self(113);
+  pub const MATCHMAKING_ERROR: Self = Self(114);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 113;
+  pub const ENUM_MAX: u16 = 114;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CHAT_NOT_FOUND,
@@ -112,6 +114,7 @@ impl ErrorCode {
     Self::INVALID_ARGUMENT,
     Self::FRIEND_ERROR,
     Self::NOTIFICATION_NOT_FOUND,
+    Self::MATCHMAKING_ERROR,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -144,6 +147,7 @@ impl ErrorCode {
       Self::INVALID_ARGUMENT => Some("INVALID_ARGUMENT"),
       Self::FRIEND_ERROR => Some("FRIEND_ERROR"),
       Self::NOTIFICATION_NOT_FOUND => Some("NOTIFICATION_NOT_FOUND"),
+      Self::MATCHMAKING_ERROR => Some("MATCHMAKING_ERROR"),
       _ => None,
     }
   }
@@ -1267,12 +1271,320 @@ impl<'a> ::flatbuffers::Verifiable for LobbyEventKind {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for LobbyEventKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_BODY: u8 = 0;
+pub const ENUM_MIN_MATCHMAKING_OP_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 62;
+pub const ENUM_MAX_MATCHMAKING_OP_KIND: u8 = 5;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 63] = [
+pub const ENUM_VALUES_MATCHMAKING_OP_KIND: [MatchmakingOpKind; 6] = [
+  MatchmakingOpKind::CANCEL,
+  MatchmakingOpKind::SUBSCRIBE,
+  MatchmakingOpKind::UNSUBSCRIBE,
+  MatchmakingOpKind::STATUS,
+  MatchmakingOpKind::ACCEPT,
+  MatchmakingOpKind::DECLINE,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct MatchmakingOpKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl MatchmakingOpKind {
+  pub const CANCEL: Self = Self(0);
+  pub const SUBSCRIBE: Self = Self(1);
+  pub const UNSUBSCRIBE: Self = Self(2);
+  pub const STATUS: Self = Self(3);
+  pub const ACCEPT: Self = Self(4);
+  pub const DECLINE: Self = Self(5);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 5;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::CANCEL,
+    Self::SUBSCRIBE,
+    Self::UNSUBSCRIBE,
+    Self::STATUS,
+    Self::ACCEPT,
+    Self::DECLINE,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::CANCEL => Some("CANCEL"),
+      Self::SUBSCRIBE => Some("SUBSCRIBE"),
+      Self::UNSUBSCRIBE => Some("UNSUBSCRIBE"),
+      Self::STATUS => Some("STATUS"),
+      Self::ACCEPT => Some("ACCEPT"),
+      Self::DECLINE => Some("DECLINE"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for MatchmakingOpKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for MatchmakingOpKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for MatchmakingOpKind {
+    type Output = MatchmakingOpKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for MatchmakingOpKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for MatchmakingOpKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for MatchmakingOpKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_TICKET_STATE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_TICKET_STATE: u8 = 5;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_TICKET_STATE: [TicketState; 6] = [
+  TicketState::SEARCHING,
+  TicketState::FOUND,
+  TicketState::MATCHED,
+  TicketState::CANCELLED,
+  TicketState::TIMED_OUT,
+  TicketState::REMOVED,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct TicketState(pub u8);
+#[allow(non_upper_case_globals)]
+impl TicketState {
+  pub const SEARCHING: Self = Self(0);
+  pub const FOUND: Self = Self(1);
+  pub const MATCHED: Self = Self(2);
+  pub const CANCELLED: Self = Self(3);
+  pub const TIMED_OUT: Self = Self(4);
+  pub const REMOVED: Self = Self(5);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 5;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::SEARCHING,
+    Self::FOUND,
+    Self::MATCHED,
+    Self::CANCELLED,
+    Self::TIMED_OUT,
+    Self::REMOVED,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::SEARCHING => Some("SEARCHING"),
+      Self::FOUND => Some("FOUND"),
+      Self::MATCHED => Some("MATCHED"),
+      Self::CANCELLED => Some("CANCELLED"),
+      Self::TIMED_OUT => Some("TIMED_OUT"),
+      Self::REMOVED => Some("REMOVED"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for TicketState {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for TicketState {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for TicketState {
+    type Output = TicketState;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for TicketState {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for TicketState {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for TicketState {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_MATCHMAKING_EVENT_KIND: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_MATCHMAKING_EVENT_KIND: u8 = 7;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_MATCHMAKING_EVENT_KIND: [MatchmakingEventKind; 8] = [
+  MatchmakingEventKind::STATUS,
+  MatchmakingEventKind::FOUND,
+  MatchmakingEventKind::MATCHED,
+  MatchmakingEventKind::CANCELLED,
+  MatchmakingEventKind::TIMEOUT,
+  MatchmakingEventKind::REQUEUED,
+  MatchmakingEventKind::REMOVED,
+  MatchmakingEventKind::STARTED,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct MatchmakingEventKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl MatchmakingEventKind {
+  pub const STATUS: Self = Self(0);
+  pub const FOUND: Self = Self(1);
+  pub const MATCHED: Self = Self(2);
+  pub const CANCELLED: Self = Self(3);
+  pub const TIMEOUT: Self = Self(4);
+  pub const REQUEUED: Self = Self(5);
+  pub const REMOVED: Self = Self(6);
+  pub const STARTED: Self = Self(7);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::STATUS,
+    Self::FOUND,
+    Self::MATCHED,
+    Self::CANCELLED,
+    Self::TIMEOUT,
+    Self::REQUEUED,
+    Self::REMOVED,
+    Self::STARTED,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::STATUS => Some("STATUS"),
+      Self::FOUND => Some("FOUND"),
+      Self::MATCHED => Some("MATCHED"),
+      Self::CANCELLED => Some("CANCELLED"),
+      Self::TIMEOUT => Some("TIMEOUT"),
+      Self::REQUEUED => Some("REQUEUED"),
+      Self::REMOVED => Some("REMOVED"),
+      Self::STARTED => Some("STARTED"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for MatchmakingEventKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for MatchmakingEventKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for MatchmakingEventKind {
+    type Output = MatchmakingEventKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for MatchmakingEventKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for MatchmakingEventKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for MatchmakingEventKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_BODY: u8 = 66;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_BODY: [Body; 67] = [
   Body::NONE,
   Body::Hello,
   Body::Welcome,
@@ -1336,6 +1648,10 @@ pub const ENUM_VALUES_BODY: [Body; 63] = [
   Body::LobbyList,
   Body::LobbyListPage,
   Body::LobbyEvent,
+  Body::MatchmakingStart,
+  Body::MatchmakingOp,
+  Body::MatchmakingReply,
+  Body::MatchmakingEvent,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1406,9 +1722,13 @@ impl Body {
   pub const LobbyList: Self = Self(60);
   pub const LobbyListPage: Self = Self(61);
   pub const LobbyEvent: Self = Self(62);
+  pub const MatchmakingStart: Self = Self(63);
+  pub const MatchmakingOp: Self = Self(64);
+  pub const MatchmakingReply: Self = Self(65);
+  pub const MatchmakingEvent: Self = Self(66);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 62;
+  pub const ENUM_MAX: u8 = 66;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -1473,6 +1793,10 @@ impl Body {
     Self::LobbyList,
     Self::LobbyListPage,
     Self::LobbyEvent,
+    Self::MatchmakingStart,
+    Self::MatchmakingOp,
+    Self::MatchmakingReply,
+    Self::MatchmakingEvent,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1540,6 +1864,10 @@ impl Body {
       Self::LobbyList => Some("LobbyList"),
       Self::LobbyListPage => Some("LobbyListPage"),
       Self::LobbyEvent => Some("LobbyEvent"),
+      Self::MatchmakingStart => Some("MatchmakingStart"),
+      Self::MatchmakingOp => Some("MatchmakingOp"),
+      Self::MatchmakingReply => Some("MatchmakingReply"),
+      Self::MatchmakingEvent => Some("MatchmakingEvent"),
       _ => None,
     }
   }
@@ -11804,6 +12132,956 @@ impl ::core::fmt::Debug for LobbyEvent<'_> {
       ds.finish()
   }
 }
+pub enum RegionLatencyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RegionLatency<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RegionLatency<'a> {
+  type Inner = RegionLatency<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RegionLatency<'a> {
+  pub const VT_REGION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RegionLatency { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RegionLatencyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RegionLatency<'bldr>> {
+    let mut builder = RegionLatencyBuilder::new(_fbb);
+    builder.add_ms(args.ms);
+    if let Some(x) = args.region { builder.add_region(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn region(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RegionLatency::VT_REGION, None)}
+  }
+  #[inline]
+  pub fn ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(RegionLatency::VT_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RegionLatency<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("region", Self::VT_REGION, false)?
+     .visit_field::<u32>("ms", Self::VT_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RegionLatencyArgs<'a> {
+    pub region: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub ms: u32,
+}
+impl<'a> Default for RegionLatencyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RegionLatencyArgs {
+      region: None,
+      ms: 0,
+    }
+  }
+}
+
+pub struct RegionLatencyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegionLatencyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_region(&mut self, region: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RegionLatency::VT_REGION, region);
+  }
+  #[inline]
+  pub fn add_ms(&mut self, ms: u32) {
+    self.fbb_.push_slot::<u32>(RegionLatency::VT_MS, ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RegionLatencyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RegionLatencyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RegionLatency<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RegionLatency<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RegionLatency");
+      ds.field("region", &self.region());
+      ds.field("ms", &self.ms());
+      ds.finish()
+  }
+}
+pub enum MatchmakingStartOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MatchmakingStart<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MatchmakingStart<'a> {
+  type Inner = MatchmakingStart<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MatchmakingStart<'a> {
+  pub const VT_GAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MODE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LATENCIES: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LOBBY_ID: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MatchmakingStart { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MatchmakingStartArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MatchmakingStart<'bldr>> {
+    let mut builder = MatchmakingStartBuilder::new(_fbb);
+    if let Some(x) = args.lobby_id { builder.add_lobby_id(x); }
+    if let Some(x) = args.latencies { builder.add_latencies(x); }
+    if let Some(x) = args.mode { builder.add_mode(x); }
+    if let Some(x) = args.game { builder.add_game(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn game(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MatchmakingStart::VT_GAME, None)}
+  }
+  #[inline]
+  pub fn mode(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MatchmakingStart::VT_MODE, None)}
+  }
+  #[inline]
+  pub fn latencies(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionLatency<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionLatency>>>>(MatchmakingStart::VT_LATENCIES, None)}
+  }
+  #[inline]
+  pub fn lobby_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MatchmakingStart::VT_LOBBY_ID, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MatchmakingStart<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("game", Self::VT_GAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("mode", Self::VT_MODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RegionLatency>>>>("latencies", Self::VT_LATENCIES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("lobby_id", Self::VT_LOBBY_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MatchmakingStartArgs<'a> {
+    pub game: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub mode: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub latencies: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionLatency<'a>>>>>,
+    pub lobby_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for MatchmakingStartArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MatchmakingStartArgs {
+      game: None,
+      mode: None,
+      latencies: None,
+      lobby_id: None,
+    }
+  }
+}
+
+pub struct MatchmakingStartBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MatchmakingStartBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_game(&mut self, game: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MatchmakingStart::VT_GAME, game);
+  }
+  #[inline]
+  pub fn add_mode(&mut self, mode: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MatchmakingStart::VT_MODE, mode);
+  }
+  #[inline]
+  pub fn add_latencies(&mut self, latencies: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<RegionLatency<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MatchmakingStart::VT_LATENCIES, latencies);
+  }
+  #[inline]
+  pub fn add_lobby_id(&mut self, lobby_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MatchmakingStart::VT_LOBBY_ID, lobby_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MatchmakingStartBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MatchmakingStartBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MatchmakingStart<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MatchmakingStart<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MatchmakingStart");
+      ds.field("game", &self.game());
+      ds.field("mode", &self.mode());
+      ds.field("latencies", &self.latencies());
+      ds.field("lobby_id", &self.lobby_id());
+      ds.finish()
+  }
+}
+pub enum MatchmakingOpOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MatchmakingOp<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MatchmakingOp<'a> {
+  type Inner = MatchmakingOp<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MatchmakingOp<'a> {
+  pub const VT_OP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MatchmakingOp { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MatchmakingOpArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MatchmakingOp<'bldr>> {
+    let mut builder = MatchmakingOpBuilder::new(_fbb);
+    if let Some(x) = args.request_id { builder.add_request_id(x); }
+    builder.add_op(args.op);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn op(&self) -> MatchmakingOpKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<MatchmakingOpKind>(MatchmakingOp::VT_OP, Some(MatchmakingOpKind::CANCEL)).unwrap()}
+  }
+  #[inline]
+  pub fn request_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MatchmakingOp::VT_REQUEST_ID, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MatchmakingOp<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<MatchmakingOpKind>("op", Self::VT_OP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("request_id", Self::VT_REQUEST_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MatchmakingOpArgs<'a> {
+    pub op: MatchmakingOpKind,
+    pub request_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for MatchmakingOpArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MatchmakingOpArgs {
+      op: MatchmakingOpKind::CANCEL,
+      request_id: None,
+    }
+  }
+}
+
+pub struct MatchmakingOpBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MatchmakingOpBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_op(&mut self, op: MatchmakingOpKind) {
+    self.fbb_.push_slot::<MatchmakingOpKind>(MatchmakingOp::VT_OP, op, MatchmakingOpKind::CANCEL);
+  }
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MatchmakingOp::VT_REQUEST_ID, request_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MatchmakingOpBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MatchmakingOpBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MatchmakingOp<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MatchmakingOp<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MatchmakingOp");
+      ds.field("op", &self.op());
+      ds.field("request_id", &self.request_id());
+      ds.finish()
+  }
+}
+pub enum TicketStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct TicketStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TicketStatus<'a> {
+  type Inner = TicketStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TicketStatus<'a> {
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_GAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MODE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_STATE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_WAITED_MS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_SPREAD: ::flatbuffers::VOffsetT = 14;
+  pub const VT_LATENCY_MS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_AHEAD_BAND: ::flatbuffers::VOffsetT = 18;
+  pub const VT_ESTIMATED_WAIT_MS: ::flatbuffers::VOffsetT = 20;
+  pub const VT_PLAYERS: ::flatbuffers::VOffsetT = 22;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TicketStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TicketStatusArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<TicketStatus<'bldr>> {
+    let mut builder = TicketStatusBuilder::new(_fbb);
+    builder.add_estimated_wait_ms(args.estimated_wait_ms);
+    builder.add_ahead_band(args.ahead_band);
+    builder.add_waited_ms(args.waited_ms);
+    if let Some(x) = args.players { builder.add_players(x); }
+    builder.add_latency_ms(args.latency_ms);
+    builder.add_spread(args.spread);
+    if let Some(x) = args.mode { builder.add_mode(x); }
+    if let Some(x) = args.game { builder.add_game(x); }
+    if let Some(x) = args.request_id { builder.add_request_id(x); }
+    builder.add_state(args.state);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn request_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TicketStatus::VT_REQUEST_ID, None)}
+  }
+  #[inline]
+  pub fn game(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TicketStatus::VT_GAME, None)}
+  }
+  #[inline]
+  pub fn mode(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TicketStatus::VT_MODE, None)}
+  }
+  #[inline]
+  pub fn state(&self) -> TicketState {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<TicketState>(TicketStatus::VT_STATE, Some(TicketState::SEARCHING)).unwrap()}
+  }
+  #[inline]
+  pub fn waited_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TicketStatus::VT_WAITED_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn spread(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(TicketStatus::VT_SPREAD, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn latency_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(TicketStatus::VT_LATENCY_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn ahead_band(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TicketStatus::VT_AHEAD_BAND, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn estimated_wait_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(TicketStatus::VT_ESTIMATED_WAIT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn players(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(TicketStatus::VT_PLAYERS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for TicketStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("request_id", Self::VT_REQUEST_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("game", Self::VT_GAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("mode", Self::VT_MODE, false)?
+     .visit_field::<TicketState>("state", Self::VT_STATE, false)?
+     .visit_field::<u64>("waited_ms", Self::VT_WAITED_MS, false)?
+     .visit_field::<u32>("spread", Self::VT_SPREAD, false)?
+     .visit_field::<u32>("latency_ms", Self::VT_LATENCY_MS, false)?
+     .visit_field::<u64>("ahead_band", Self::VT_AHEAD_BAND, false)?
+     .visit_field::<i64>("estimated_wait_ms", Self::VT_ESTIMATED_WAIT_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("players", Self::VT_PLAYERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TicketStatusArgs<'a> {
+    pub request_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub game: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub mode: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub state: TicketState,
+    pub waited_ms: u64,
+    pub spread: u32,
+    pub latency_ms: u32,
+    pub ahead_band: u64,
+    pub estimated_wait_ms: i64,
+    pub players: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for TicketStatusArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TicketStatusArgs {
+      request_id: None,
+      game: None,
+      mode: None,
+      state: TicketState::SEARCHING,
+      waited_ms: 0,
+      spread: 0,
+      latency_ms: 0,
+      ahead_band: 0,
+      estimated_wait_ms: 0,
+      players: None,
+    }
+  }
+}
+
+pub struct TicketStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TicketStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TicketStatus::VT_REQUEST_ID, request_id);
+  }
+  #[inline]
+  pub fn add_game(&mut self, game: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TicketStatus::VT_GAME, game);
+  }
+  #[inline]
+  pub fn add_mode(&mut self, mode: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TicketStatus::VT_MODE, mode);
+  }
+  #[inline]
+  pub fn add_state(&mut self, state: TicketState) {
+    self.fbb_.push_slot::<TicketState>(TicketStatus::VT_STATE, state, TicketState::SEARCHING);
+  }
+  #[inline]
+  pub fn add_waited_ms(&mut self, waited_ms: u64) {
+    self.fbb_.push_slot::<u64>(TicketStatus::VT_WAITED_MS, waited_ms, 0);
+  }
+  #[inline]
+  pub fn add_spread(&mut self, spread: u32) {
+    self.fbb_.push_slot::<u32>(TicketStatus::VT_SPREAD, spread, 0);
+  }
+  #[inline]
+  pub fn add_latency_ms(&mut self, latency_ms: u32) {
+    self.fbb_.push_slot::<u32>(TicketStatus::VT_LATENCY_MS, latency_ms, 0);
+  }
+  #[inline]
+  pub fn add_ahead_band(&mut self, ahead_band: u64) {
+    self.fbb_.push_slot::<u64>(TicketStatus::VT_AHEAD_BAND, ahead_band, 0);
+  }
+  #[inline]
+  pub fn add_estimated_wait_ms(&mut self, estimated_wait_ms: i64) {
+    self.fbb_.push_slot::<i64>(TicketStatus::VT_ESTIMATED_WAIT_MS, estimated_wait_ms, 0);
+  }
+  #[inline]
+  pub fn add_players(&mut self, players: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TicketStatus::VT_PLAYERS, players);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TicketStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TicketStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TicketStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TicketStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TicketStatus");
+      ds.field("request_id", &self.request_id());
+      ds.field("game", &self.game());
+      ds.field("mode", &self.mode());
+      ds.field("state", &self.state());
+      ds.field("waited_ms", &self.waited_ms());
+      ds.field("spread", &self.spread());
+      ds.field("latency_ms", &self.latency_ms());
+      ds.field("ahead_band", &self.ahead_band());
+      ds.field("estimated_wait_ms", &self.estimated_wait_ms());
+      ds.field("players", &self.players());
+      ds.finish()
+  }
+}
+pub enum MatchmakingReplyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MatchmakingReply<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MatchmakingReply<'a> {
+  type Inner = MatchmakingReply<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MatchmakingReply<'a> {
+  pub const VT_TICKET: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MatchmakingReply { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MatchmakingReplyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MatchmakingReply<'bldr>> {
+    let mut builder = MatchmakingReplyBuilder::new(_fbb);
+    if let Some(x) = args.ticket { builder.add_ticket(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn ticket(&self) -> Option<TicketStatus<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<TicketStatus>>(MatchmakingReply::VT_TICKET, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MatchmakingReply<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<TicketStatus>>("ticket", Self::VT_TICKET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MatchmakingReplyArgs<'a> {
+    pub ticket: Option<::flatbuffers::WIPOffset<TicketStatus<'a>>>,
+}
+impl<'a> Default for MatchmakingReplyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MatchmakingReplyArgs {
+      ticket: None,
+    }
+  }
+}
+
+pub struct MatchmakingReplyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MatchmakingReplyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_ticket(&mut self, ticket: ::flatbuffers::WIPOffset<TicketStatus<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<TicketStatus>>(MatchmakingReply::VT_TICKET, ticket);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MatchmakingReplyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MatchmakingReplyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MatchmakingReply<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MatchmakingReply<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MatchmakingReply");
+      ds.field("ticket", &self.ticket());
+      ds.finish()
+  }
+}
+pub enum MatchmakingEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MatchmakingEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MatchmakingEvent<'a> {
+  type Inner = MatchmakingEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MatchmakingEvent<'a> {
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 4;
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TICKET: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MATCH_ID: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LOBBY_ID: ::flatbuffers::VOffsetT = 12;
+  pub const VT_TEAM: ::flatbuffers::VOffsetT = 14;
+  pub const VT_DEADLINE_MS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_REASON: ::flatbuffers::VOffsetT = 18;
+  pub const VT_AT_MS: ::flatbuffers::VOffsetT = 20;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MatchmakingEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MatchmakingEventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MatchmakingEvent<'bldr>> {
+    let mut builder = MatchmakingEventBuilder::new(_fbb);
+    builder.add_at_ms(args.at_ms);
+    builder.add_deadline_ms(args.deadline_ms);
+    if let Some(x) = args.reason { builder.add_reason(x); }
+    if let Some(x) = args.lobby_id { builder.add_lobby_id(x); }
+    if let Some(x) = args.match_id { builder.add_match_id(x); }
+    if let Some(x) = args.ticket { builder.add_ticket(x); }
+    if let Some(x) = args.request_id { builder.add_request_id(x); }
+    builder.add_team(args.team);
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn kind(&self) -> MatchmakingEventKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<MatchmakingEventKind>(MatchmakingEvent::VT_KIND, Some(MatchmakingEventKind::STATUS)).unwrap()}
+  }
+  #[inline]
+  pub fn request_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MatchmakingEvent::VT_REQUEST_ID, None)}
+  }
+  #[inline]
+  pub fn ticket(&self) -> Option<TicketStatus<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<TicketStatus>>(MatchmakingEvent::VT_TICKET, None)}
+  }
+  #[inline]
+  pub fn match_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MatchmakingEvent::VT_MATCH_ID, None)}
+  }
+  #[inline]
+  pub fn lobby_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MatchmakingEvent::VT_LOBBY_ID, None)}
+  }
+  #[inline]
+  pub fn team(&self) -> i16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i16>(MatchmakingEvent::VT_TEAM, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn deadline_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(MatchmakingEvent::VT_DEADLINE_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn reason(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MatchmakingEvent::VT_REASON, None)}
+  }
+  #[inline]
+  pub fn at_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(MatchmakingEvent::VT_AT_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MatchmakingEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<MatchmakingEventKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("request_id", Self::VT_REQUEST_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<TicketStatus>>("ticket", Self::VT_TICKET, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("match_id", Self::VT_MATCH_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("lobby_id", Self::VT_LOBBY_ID, false)?
+     .visit_field::<i16>("team", Self::VT_TEAM, false)?
+     .visit_field::<i64>("deadline_ms", Self::VT_DEADLINE_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("reason", Self::VT_REASON, false)?
+     .visit_field::<i64>("at_ms", Self::VT_AT_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MatchmakingEventArgs<'a> {
+    pub kind: MatchmakingEventKind,
+    pub request_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub ticket: Option<::flatbuffers::WIPOffset<TicketStatus<'a>>>,
+    pub match_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub lobby_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub team: i16,
+    pub deadline_ms: i64,
+    pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub at_ms: i64,
+}
+impl<'a> Default for MatchmakingEventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MatchmakingEventArgs {
+      kind: MatchmakingEventKind::STATUS,
+      request_id: None,
+      ticket: None,
+      match_id: None,
+      lobby_id: None,
+      team: -1,
+      deadline_ms: 0,
+      reason: None,
+      at_ms: 0,
+    }
+  }
+}
+
+pub struct MatchmakingEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MatchmakingEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_kind(&mut self, kind: MatchmakingEventKind) {
+    self.fbb_.push_slot::<MatchmakingEventKind>(MatchmakingEvent::VT_KIND, kind, MatchmakingEventKind::STATUS);
+  }
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MatchmakingEvent::VT_REQUEST_ID, request_id);
+  }
+  #[inline]
+  pub fn add_ticket(&mut self, ticket: ::flatbuffers::WIPOffset<TicketStatus<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<TicketStatus>>(MatchmakingEvent::VT_TICKET, ticket);
+  }
+  #[inline]
+  pub fn add_match_id(&mut self, match_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MatchmakingEvent::VT_MATCH_ID, match_id);
+  }
+  #[inline]
+  pub fn add_lobby_id(&mut self, lobby_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MatchmakingEvent::VT_LOBBY_ID, lobby_id);
+  }
+  #[inline]
+  pub fn add_team(&mut self, team: i16) {
+    self.fbb_.push_slot::<i16>(MatchmakingEvent::VT_TEAM, team, -1);
+  }
+  #[inline]
+  pub fn add_deadline_ms(&mut self, deadline_ms: i64) {
+    self.fbb_.push_slot::<i64>(MatchmakingEvent::VT_DEADLINE_MS, deadline_ms, 0);
+  }
+  #[inline]
+  pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MatchmakingEvent::VT_REASON, reason);
+  }
+  #[inline]
+  pub fn add_at_ms(&mut self, at_ms: i64) {
+    self.fbb_.push_slot::<i64>(MatchmakingEvent::VT_AT_MS, at_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MatchmakingEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MatchmakingEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MatchmakingEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MatchmakingEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MatchmakingEvent");
+      ds.field("kind", &self.kind());
+      ds.field("request_id", &self.request_id());
+      ds.field("ticket", &self.ticket());
+      ds.field("match_id", &self.match_id());
+      ds.field("lobby_id", &self.lobby_id());
+      ds.field("team", &self.team());
+      ds.field("deadline_ms", &self.deadline_ms());
+      ds.field("reason", &self.reason());
+      ds.field("at_ms", &self.at_ms());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -12810,6 +14088,66 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_matchmaking_start(&self) -> Option<MatchmakingStart<'a>> {
+    if self.body_type() == Body::MatchmakingStart {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MatchmakingStart::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_matchmaking_op(&self) -> Option<MatchmakingOp<'a>> {
+    if self.body_type() == Body::MatchmakingOp {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MatchmakingOp::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_matchmaking_reply(&self) -> Option<MatchmakingReply<'a>> {
+    if self.body_type() == Body::MatchmakingReply {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MatchmakingReply::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_matchmaking_event(&self) -> Option<MatchmakingEvent<'a>> {
+    if self.body_type() == Body::MatchmakingEvent {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MatchmakingEvent::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -12885,6 +14223,10 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::LobbyList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LobbyList>>("Body::LobbyList", pos),
           Body::LobbyListPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LobbyListPage>>("Body::LobbyListPage", pos),
           Body::LobbyEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LobbyEvent>>("Body::LobbyEvent", pos),
+          Body::MatchmakingStart => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MatchmakingStart>>("Body::MatchmakingStart", pos),
+          Body::MatchmakingOp => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MatchmakingOp>>("Body::MatchmakingOp", pos),
+          Body::MatchmakingReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MatchmakingReply>>("Body::MatchmakingReply", pos),
+          Body::MatchmakingEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MatchmakingEvent>>("Body::MatchmakingEvent", pos),
           _ => Ok(()),
         }
      })?
@@ -13389,6 +14731,34 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::LobbyEvent => {
           if let Some(x) = self.body_as_lobby_event() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::MatchmakingStart => {
+          if let Some(x) = self.body_as_matchmaking_start() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::MatchmakingOp => {
+          if let Some(x) = self.body_as_matchmaking_op() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::MatchmakingReply => {
+          if let Some(x) = self.body_as_matchmaking_reply() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::MatchmakingEvent => {
+          if let Some(x) = self.body_as_matchmaking_event() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

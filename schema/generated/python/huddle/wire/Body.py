@@ -66,3 +66,7 @@ class Body(object):
     LobbyList = 60
     LobbyListPage = 61
     LobbyEvent = 62
+    MatchmakingStart = 63
+    MatchmakingOp = 64
+    MatchmakingReply = 65
+    MatchmakingEvent = 66

@@ -48,6 +48,10 @@ import { LobbyListPage } from '../../huddle/wire/lobby-list-page.js';
 import { LobbyOp } from '../../huddle/wire/lobby-op.js';
 import { LobbyReply } from '../../huddle/wire/lobby-reply.js';
 import { LobbyUpdate } from '../../huddle/wire/lobby-update.js';
+import { MatchmakingEvent } from '../../huddle/wire/matchmaking-event.js';
+import { MatchmakingOp } from '../../huddle/wire/matchmaking-op.js';
+import { MatchmakingReply } from '../../huddle/wire/matchmaking-reply.js';
+import { MatchmakingStart } from '../../huddle/wire/matchmaking-start.js';
 import { NotificationCountEvent } from '../../huddle/wire/notification-count-event.js';
 import { NotificationCounts } from '../../huddle/wire/notification-counts.js';
 import { NotificationDelete } from '../../huddle/wire/notification-delete.js';
@@ -129,13 +133,17 @@ export enum Body {
   LobbyInvited = 59,
   LobbyList = 60,
   LobbyListPage = 61,
-  LobbyEvent = 62
+  LobbyEvent = 62,
+  MatchmakingStart = 63,
+  MatchmakingOp = 64,
+  MatchmakingReply = 65,
+  MatchmakingEvent = 66
 }
 
 export function unionToBody(
   type: Body,
-  accessor: (obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null
-): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null {
+  accessor: (obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|MatchmakingEvent|MatchmakingOp|MatchmakingReply|MatchmakingStart|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|MatchmakingEvent|MatchmakingOp|MatchmakingReply|MatchmakingStart|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null
+): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|MatchmakingEvent|MatchmakingOp|MatchmakingReply|MatchmakingStart|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(new Hello())! as Hello;
@@ -200,15 +208,19 @@ export function unionToBody(
     case 'LobbyList': return accessor(new LobbyList())! as LobbyList;
     case 'LobbyListPage': return accessor(new LobbyListPage())! as LobbyListPage;
     case 'LobbyEvent': return accessor(new LobbyEvent())! as LobbyEvent;
+    case 'MatchmakingStart': return accessor(new MatchmakingStart())! as MatchmakingStart;
+    case 'MatchmakingOp': return accessor(new MatchmakingOp())! as MatchmakingOp;
+    case 'MatchmakingReply': return accessor(new MatchmakingReply())! as MatchmakingReply;
+    case 'MatchmakingEvent': return accessor(new MatchmakingEvent())! as MatchmakingEvent;
     default: return null;
   }
 }
 
 export function unionListToBody(
   type: Body, 
-  accessor: (index: number, obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null, 
+  accessor: (index: number, obj:ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|MatchmakingEvent|MatchmakingOp|MatchmakingReply|MatchmakingStart|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome) => ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|MatchmakingEvent|MatchmakingOp|MatchmakingReply|MatchmakingStart|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null, 
   index: number
-): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null {
+): ChatDelete|ChatEdit|ChatHistory|ChatHistoryPage|ChatJoin|ChatJoined|ChatLeave|ChatLeft|ChatMemberEvent|ChatMessageDeletedEvent|ChatMessageEvent|ChatMessageUpdatedEvent|ChatMute|ChatMuted|ChatRead|ChatReadAck|ChatReadEvent|ChatSend|ChatSent|ChatTyping|ChatTypingEvent|ChatUnread|ChatUnreadCounts|ChatUpdated|EchoEvent|EchoReply|EchoRequest|Error|Follow|FriendEvent|FriendList|FriendListPage|FriendOp|FriendOpDone|GoAway|Hello|LobbyCreate|LobbyEvent|LobbyInvited|LobbyJoin|LobbyLeft|LobbyList|LobbyListPage|LobbyOp|LobbyReply|LobbyUpdate|MatchmakingEvent|MatchmakingOp|MatchmakingReply|MatchmakingStart|NotificationCountEvent|NotificationCounts|NotificationDelete|NotificationEvent|NotificationList|NotificationMarkRead|NotificationPage|Ping|Pong|PresenceList|PresenceQuery|SetStatus|StatusSet|Unfollow|UserStatusEvent|Welcome|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Hello': return accessor(index, new Hello())! as Hello;
@@ -273,6 +285,10 @@ export function unionListToBody(
     case 'LobbyList': return accessor(index, new LobbyList())! as LobbyList;
     case 'LobbyListPage': return accessor(index, new LobbyListPage())! as LobbyListPage;
     case 'LobbyEvent': return accessor(index, new LobbyEvent())! as LobbyEvent;
+    case 'MatchmakingStart': return accessor(index, new MatchmakingStart())! as MatchmakingStart;
+    case 'MatchmakingOp': return accessor(index, new MatchmakingOp())! as MatchmakingOp;
+    case 'MatchmakingReply': return accessor(index, new MatchmakingReply())! as MatchmakingReply;
+    case 'MatchmakingEvent': return accessor(index, new MatchmakingEvent())! as MatchmakingEvent;
     default: return null;
   }
 }

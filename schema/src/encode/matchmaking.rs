@@ -1,0 +1,157 @@
+//! Encoders for matchmaking frames: `matchmaking:start` and the other
+//! ticket requests, the reply with a ticket's status, and the one
+//! `MatchmakingEvent`. Same rules as the parent module.
+
+use bytes::Bytes;
+use flatbuffers::WIPOffset;
+
+use super::{Encoder, EventFrame};
+use crate::wire::{self, Body, MatchmakingEventKind, MatchmakingOpKind, TicketState};
+
+/// A ticket's status as its players see it.
+#[derive(Debug, Clone)]
+pub struct TicketFields<'a> {
+    pub request_id: &'a str,
+    pub game: &'a str,
+    pub mode: &'a str,
+    pub state: TicketState,
+    pub waited_ms: u64,
+    pub spread: u32,
+    pub latency_ms: u32,
+    pub ahead_band: u64,
+    /// -1 while unknown.
+    pub estimated_wait_ms: i64,
+    pub players: Vec<&'a str>,
+}
+
+/// A `MatchmakingEvent`; empty strings are left out.
+#[derive(Debug, Clone)]
+pub struct MatchmakingEventFields<'a> {
+    pub kind: MatchmakingEventKind,
+    pub request_id: &'a str,
+    pub ticket: Option<TicketFields<'a>>,
+    pub match_id: &'a str,
+    pub lobby_id: &'a str,
+    /// -1 without a team.
+    pub team: i16,
+    pub deadline_ms: i64,
+    pub reason: &'a str,
+    pub at_ms: i64,
+}
+
+impl Encoder {
+    fn opt_string(&mut self, s: &str) -> Option<WIPOffset<&'static str>> {
+        (!s.is_empty()).then(|| self.fbb.create_string(s))
+    }
+
+    fn ticket(&mut self, t: &TicketFields<'_>) -> WIPOffset<wire::TicketStatus<'static>> {
+        let request_id = Some(self.fbb.create_string(t.request_id));
+        let game = Some(self.fbb.create_string(t.game));
+        let mode = Some(self.fbb.create_string(t.mode));
+        let players: Vec<_> = t
+            .players
+            .iter()
+            .map(|p| self.fbb.create_string(p))
+            .collect();
+        let players = Some(self.fbb.create_vector(&players));
+        wire::TicketStatus::create(
+            &mut self.fbb,
+            &wire::TicketStatusArgs {
+                request_id,
+                game,
+                mode,
+                state: t.state,
+                waited_ms: t.waited_ms,
+                spread: t.spread,
+                latency_ms: t.latency_ms,
+                ahead_band: t.ahead_band,
+                estimated_wait_ms: t.estimated_wait_ms,
+                players,
+            },
+        )
+    }
+
+    /// `matchmaking:start`; `lobby_id` "" for a solo ticket.
+    pub fn matchmaking_start(
+        &mut self,
+        request_id: u64,
+        game: &str,
+        mode: &str,
+        latencies: &[(&str, u32)],
+        lobby_id: &str,
+    ) -> Bytes {
+        let rows: Vec<_> = latencies
+            .iter()
+            .map(|(region, ms)| {
+                let region = Some(self.fbb.create_string(region));
+                wire::RegionLatency::create(
+                    &mut self.fbb,
+                    &wire::RegionLatencyArgs { region, ms: *ms },
+                )
+            })
+            .collect();
+        let latencies = Some(self.fbb.create_vector(&rows));
+        let game = Some(self.fbb.create_string(game));
+        let mode = Some(self.fbb.create_string(mode));
+        let lobby_id = self.opt_string(lobby_id);
+        let body = wire::MatchmakingStart::create(
+            &mut self.fbb,
+            &wire::MatchmakingStartArgs {
+                game,
+                mode,
+                latencies,
+                lobby_id,
+            },
+        );
+        self.finish_frame(request_id, 0, Body::MatchmakingStart, body.as_union_value())
+    }
+
+    pub fn matchmaking_op(
+        &mut self,
+        request_id: u64,
+        op: MatchmakingOpKind,
+        ticket: &str,
+    ) -> Bytes {
+        let ticket = Some(self.fbb.create_string(ticket));
+        let body = wire::MatchmakingOp::create(
+            &mut self.fbb,
+            &wire::MatchmakingOpArgs {
+                op,
+                request_id: ticket,
+            },
+        );
+        self.finish_frame(request_id, 0, Body::MatchmakingOp, body.as_union_value())
+    }
+
+    pub fn matchmaking_reply(&mut self, request_id: u64, t: &TicketFields<'_>) -> Bytes {
+        let ticket = Some(self.ticket(t));
+        let body =
+            wire::MatchmakingReply::create(&mut self.fbb, &wire::MatchmakingReplyArgs { ticket });
+        self.finish_frame(request_id, 0, Body::MatchmakingReply, body.as_union_value())
+    }
+
+    /// A matchmaking event: volatile for STATUS, reliable otherwise.
+    pub fn matchmaking_event(&mut self, e: &MatchmakingEventFields<'_>) -> EventFrame {
+        let ticket = e.ticket.as_ref().map(|t| self.ticket(t));
+        let request_id = Some(self.fbb.create_string(e.request_id));
+        let match_id = self.opt_string(e.match_id);
+        let lobby_id = self.opt_string(e.lobby_id);
+        let reason = self.opt_string(e.reason);
+        let body = wire::MatchmakingEvent::create(
+            &mut self.fbb,
+            &wire::MatchmakingEventArgs {
+                kind: e.kind,
+                request_id,
+                ticket,
+                match_id,
+                lobby_id,
+                team: e.team,
+                deadline_ms: e.deadline_ms,
+                reason,
+                at_ms: e.at_ms,
+            },
+        );
+        let reliable = e.kind != MatchmakingEventKind::STATUS;
+        self.finish_event(reliable, Body::MatchmakingEvent, body.as_union_value())
+    }
+}
