@@ -5,8 +5,9 @@
 //! `POST /v1/notifications` notifies one user, many, or everyone online;
 //! `POST /v1/lobbies` creates lobbies in bulk with their players assigned,
 //! `POST /v1/lobbies/close` closes one, `POST /v1/lobbies/start` starts one
-//! with the game server's address; `POST /v1/ratings` and
-//! `PUT /v1/matchmaking/queues` are in [`matchmaking`].
+//! with the game server's address; `POST /v1/ratings`,
+//! `PUT /v1/matchmaking/queues` and `POST /v1/matchmaking/backfill[/cancel]`
+//! are in [`matchmaking`].
 //! Never on the client data path.
 
 mod matchmaking;
@@ -487,6 +488,11 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
         .route("/v1/lobbies/start", post(start_lobby))
         .route("/v1/ratings", post(matchmaking::set_ratings))
         .route("/v1/matchmaking/queues", put(matchmaking::put_queues))
+        .route("/v1/matchmaking/backfill", post(matchmaking::backfill))
+        .route(
+            "/v1/matchmaking/backfill/cancel",
+            post(matchmaking::cancel_backfill),
+        )
         .with_state(gw.clone());
     let done = gw.admin_stop.clone();
     let _ = axum::serve(listener, app)

@@ -217,6 +217,12 @@ pub enum ShardMsg {
         reply_to: Option<Arc<Outbox>>,
         watcher: Option<Arc<Outbox>>,
     },
+    /// An operator's or the game backend's matchmaking command (backfill),
+    /// answered over a oneshot.
+    MatchmakingAdmin {
+        cmd: Box<queues::Command>,
+        reply: oneshot::Sender<Result<(), Failure>>,
+    },
     /// A lobby host queues the lobby (owned here) as a party.
     PartyStart(Box<PartyStart>),
     /// A match stands: create its lobby here (the lobby's shard), then
@@ -1169,6 +1175,23 @@ impl ShardLoop {
                 reply_to,
                 watcher,
             } => self.matchmaking(*cmd, reply_to, watcher),
+            ShardMsg::MatchmakingAdmin { cmd, reply } => {
+                self.queues.handle(now().unix_ms, *cmd, &mut self.effects);
+                let mut result = Ok(());
+                self.effects.retain(|e| match e {
+                    Effect::Reply { request_id: 0, .. } => false,
+                    Effect::Fail {
+                        request_id: 0,
+                        failure,
+                    } => {
+                        result = Err(failure.clone());
+                        false
+                    }
+                    _ => true,
+                });
+                self.apply(None);
+                let _ = reply.send(result);
+            }
             ShardMsg::PartyStart(p) => self.party_start(*p),
             ShardMsg::MatchLobby(m) => self.match_lobby(*m),
             ShardMsg::LobbyList(q) => {
@@ -1316,28 +1339,36 @@ impl ShardLoop {
     /// connections and publishes `matchmaking.matched`.
     fn match_lobby(&mut self, m: MatchLobby) {
         let MatchLobby { matched, lobby_id } = m;
-        let size = u16::try_from(matched.players.len()).unwrap_or(u16::MAX);
-        let spec = lobbies::LobbySpec {
-            game: matched.game.to_string(),
-            mode: matched.mode.to_string(),
-            region: matched.region.to_string(),
-            min: size,
-            max: size,
-            visibility: lobbies::Visibility::InviteOnly,
-            password: None,
-            chat: true,
-            settings: [("match_id".to_string(), matched.match_id.to_string())].into(),
-        };
-        let cmd = lobbies::Command::Create {
-            request_id: 0,
-            lobby_id: lobby_id.clone(),
-            host: None,
-            spec,
-            assigned: matched
-                .players
-                .iter()
-                .map(|p| (p.author.clone(), Some(p.team)))
-                .collect(),
+        let assigned: Vec<(chat::Author, Option<u8>)> = matched
+            .players
+            .iter()
+            .map(|p| (p.author.clone(), Some(p.team)))
+            .collect();
+        let cmd = if matched.backfill_lobby.is_some() {
+            lobbies::Command::Assign {
+                lobby_id: lobby_id.clone(),
+                players: assigned,
+            }
+        } else {
+            let size = u16::try_from(matched.players.len()).unwrap_or(u16::MAX);
+            let spec = lobbies::LobbySpec {
+                game: matched.game.to_string(),
+                mode: matched.mode.to_string(),
+                region: matched.region.to_string(),
+                min: size,
+                max: size,
+                visibility: lobbies::Visibility::InviteOnly,
+                password: None,
+                chat: true,
+                settings: [("match_id".to_string(), matched.match_id.to_string())].into(),
+            };
+            lobbies::Command::Create {
+                request_id: 0,
+                lobby_id: lobby_id.clone(),
+                host: None,
+                spec,
+                assigned,
+            }
         };
         self.lobbies.handle(now(), cmd, &mut self.effects);
         let refused = self.effects.iter().find_map(|e| match e {
@@ -1805,8 +1836,9 @@ impl ShardLoop {
                 }
                 Effect::Domain(event) => self.publish(event),
                 Effect::MatchFormed(matched) => {
-                    let lobby_id: Arc<str> =
-                        Arc::from(format!("m{:015x}", rand::random::<u64>() >> 4));
+                    let lobby_id: Arc<str> = matched.backfill_lobby.clone().unwrap_or_else(|| {
+                        Arc::from(format!("m{:015x}", rand::random::<u64>() >> 4))
+                    });
                     let shard = self.peers.of_lobby(&lobby_id);
                     let msg = ShardMsg::MatchLobby(Box::new(MatchLobby {
                         matched: *matched,
@@ -1882,7 +1914,7 @@ impl ShardLoop {
 }
 
 /// The lobby a lobby command is about.
-fn lobby_of(cmd: &lobbies::Command) -> &Arc<str> {
+pub(crate) fn lobby_of(cmd: &lobbies::Command) -> &Arc<str> {
     use lobbies::Command as C;
     match cmd {
         C::Create { lobby_id, .. }
@@ -1898,7 +1930,8 @@ fn lobby_of(cmd: &lobbies::Command) -> &Arc<str> {
         | C::Invited { lobby_id, .. }
         | C::Get { lobby_id, .. }
         | C::Presence { lobby_id, .. }
-        | C::Superseded { lobby_id, .. } => lobby_id,
+        | C::Superseded { lobby_id, .. }
+        | C::Assign { lobby_id, .. } => lobby_id,
     }
 }
 

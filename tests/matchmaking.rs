@@ -487,3 +487,90 @@ async fn queues_reload_without_a_restart() {
     a.matchmaking_cancel(&waiting.request_id).await.unwrap();
     mm_event(&mut a_ev, MatchmakingEventKind::CANCELLED).await;
 }
+
+#[tokio::test]
+async fn a_running_match_that_lost_a_player_is_backfilled_first() {
+    let gw = gateway().await;
+    let url = gw.ws_url.clone();
+    let (a, mut a_ev) = rated(&gw, &url, "stay", 1500.0).await;
+    let (b, mut b_ev) = rated(&gw, &url, "quit", 1520.0).await;
+    a.matchmaking_start("arena", "1v1", EU).await.unwrap();
+    b.matchmaking_start("arena", "1v1", EU).await.unwrap();
+    let ma = mm_event(&mut a_ev, MatchmakingEventKind::MATCHED).await;
+    let mb = mm_event(&mut b_ev, MatchmakingEventKind::MATCHED).await;
+    let lobby = ma.lobby_id.clone();
+    let started = admin_post(
+        &gw,
+        "/v1/lobbies/start",
+        &format!(r#"{{"lobby_id":"{lobby}","connection":"10.0.0.7:7777"}}"#),
+    )
+    .await;
+    assert!(started.starts_with("HTTP/1.0 200"), "{started}");
+    b.lobby_leave(&lobby).await.unwrap();
+
+    // Bad backfills change nothing.
+    for (body, want) in [
+        (
+            format!(
+                r#"{{"lobby_id":"{lobby}","game":"arena","mode":"9v9","region":"eu","rating":1500,"open":[0,1]}}"#
+            ),
+            "404",
+        ),
+        (
+            format!(
+                r#"{{"lobby_id":"{lobby}","game":"arena","mode":"1v1","region":"eu","rating":1500,"open":[0,0]}}"#
+            ),
+            "400",
+        ),
+        (
+            format!(
+                r#"{{"lobby_id":"{lobby}","game":"arena","mode":"1v1","region":"mars","rating":1500,"open":[0,1]}}"#
+            ),
+            "400",
+        ),
+    ] {
+        let answer = admin_post(&gw, "/v1/matchmaking/backfill", &body).await;
+        assert!(answer.starts_with(&format!("HTTP/1.0 {want}")), "{answer}");
+    }
+    let open: Vec<u16> = if mb.team == Some(0) {
+        vec![1, 0]
+    } else {
+        vec![0, 1]
+    };
+    let body = serde_json::json!({
+        "lobby_id": lobby, "game": "arena", "mode": "1v1", "region": "eu",
+        "rating": 1510.0, "open": open, "match_id": ma.match_id,
+    })
+    .to_string();
+    let answer = admin_post(&gw, "/v1/matchmaking/backfill", &body).await;
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+
+    // Two newcomers wait; the backfill takes one before they could form a
+    // new match together.
+    let (c, mut c_ev) = rated(&gw, &url, "sub", 1530.0).await;
+    let (d, _d_ev) = rated(&gw, &url, "other", 1490.0).await;
+    let tc = c.matchmaking_start("arena", "1v1", EU).await.unwrap();
+    let td = d.matchmaking_start("arena", "1v1", EU).await.unwrap();
+    let mc = mm_event(&mut c_ev, MatchmakingEventKind::MATCHED).await;
+    assert_eq!(mc.lobby_id, lobby, "placed into the running match");
+    assert_eq!(mc.team, mb.team, "into the slot that was open");
+    assert_eq!(mc.match_id, ma.match_id);
+    assert_eq!(mc.request_id, tc.request_id);
+    let state = a.lobby_get(&lobby).await.unwrap();
+    assert_eq!(state.members.len(), 2);
+    assert!(state
+        .members
+        .iter()
+        .any(|m| m.user.id == "sub" && m.team == mb.team));
+    let s = d.matchmaking_status(&td.request_id).await.unwrap();
+    assert_eq!(
+        s.state,
+        TicketState::SEARCHING,
+        "no new match was formed first"
+    );
+
+    // The backfill is done: nothing left to cancel.
+    let body = format!(r#"{{"lobby_id":"{lobby}","game":"arena"}}"#);
+    let answer = admin_post(&gw, "/v1/matchmaking/backfill/cancel", &body).await;
+    assert!(answer.starts_with("HTTP/1.0 404"), "{answer}");
+}

@@ -1,7 +1,9 @@
 //! The operator API for matchmaking: `POST /v1/ratings` (the game backend
-//! sets players' skill per game; the only way besides the token) and
+//! sets players' skill per game; the only way besides the token),
 //! `PUT /v1/matchmaking/queues` (replace every queue's rules without a
-//! restart, the same path SIGHUP takes). Never on the client data path.
+//! restart, the same path SIGHUP takes) and `POST /v1/matchmaking/backfill`
+//! (a running match asks for replacements; `/cancel` withdraws it). Never
+//! on the client data path.
 
 use std::sync::Arc;
 
@@ -108,5 +110,115 @@ pub(super) async fn put_queues(
     match gw.configure_matchmaking(&req.queues).await {
         Ok(n) => (StatusCode::OK, format!("{{\"queues\":{n}}}\n")),
         Err(why) => (StatusCode::BAD_REQUEST, format!("{why}\n")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BackfillRequest {
+    lobby_id: String,
+    game: String,
+    mode: String,
+    region: String,
+    /// The rating replacements should be near (the match's average).
+    rating: f64,
+    /// Open slots per team.
+    open: Vec<u16>,
+    #[serde(default)]
+    match_id: String,
+}
+
+async fn matchmaking_admin(gw: &Gateway, game: &str, cmd: Command) -> Result<(), Answer> {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let msg = ShardMsg::MatchmakingAdmin {
+        cmd: Box::new(cmd),
+        reply,
+    };
+    gw.shards.send(gw.shards.of_game(game), msg).await;
+    match rx.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(f)) => {
+            let status = if f.refusal == crate::engine::Refusal::MatchNotFound {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            Err((status, format!("{}\n", f.message)))
+        }
+        Err(_) => Err((StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())),
+    }
+}
+
+/// A running match lost players: fill its open slots from the queue before
+/// new matches form. Players placed join the lobby with their team and get
+/// `matchmaking:matched` with its id. Replaces the lobby's open backfill.
+pub(super) async fn backfill(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Json(req): Json<BackfillRequest>,
+) -> Answer {
+    if let Err(denied) = authorized(&gw, &headers) {
+        return denied;
+    }
+    let names = [
+        &req.lobby_id,
+        &req.game,
+        &req.mode,
+        &req.region,
+        &req.match_id,
+    ];
+    if names[..4].iter().any(|n| n.is_empty()) || names.iter().any(|n| n.len() > queues::MAX_NAME) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "lobby_id, game, mode and region are 1..={} bytes (match_id at most that)\n",
+                queues::MAX_NAME
+            ),
+        );
+    }
+    let request = queues::BackfillRequest {
+        lobby_id: Arc::from(req.lobby_id.as_str()),
+        match_id: Arc::from(req.match_id.as_str()),
+        game: Arc::from(req.game.as_str()),
+        mode: Arc::from(req.mode.as_str()),
+        region: Arc::from(req.region.as_str()),
+        rating: req.rating,
+        open: req.open,
+    };
+    match matchmaking_admin(&gw, &req.game, Command::Backfill(Box::new(request))).await {
+        Ok(()) => (
+            StatusCode::OK,
+            format!("{{\"backfill\":{:?}}}\n", req.lobby_id),
+        ),
+        Err(answer) => answer,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CancelBackfillRequest {
+    lobby_id: String,
+    game: String,
+}
+
+/// Withdraws a lobby's open backfill (404 when it has none).
+pub(super) async fn cancel_backfill(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Json(req): Json<CancelBackfillRequest>,
+) -> Answer {
+    if let Err(denied) = authorized(&gw, &headers) {
+        return denied;
+    }
+    let cmd = Command::CancelBackfill {
+        game: Arc::from(req.game.as_str()),
+        lobby_id: Arc::from(req.lobby_id.as_str()),
+    };
+    match matchmaking_admin(&gw, &req.game, cmd).await {
+        Ok(()) => (
+            StatusCode::OK,
+            format!("{{\"cancelled\":{:?}}}\n", req.lobby_id),
+        ),
+        Err(answer) => answer,
     }
 }

@@ -219,6 +219,13 @@ pub enum Command {
         lobby_id: Arc<str>,
         user: UserId,
     },
+    /// The matchmaker's backfill adds players to a lobby (in game or not)
+    /// with their teams; they keep their slot `assigned_grace` until they
+    /// connect. Refused whole when they do not fit. Answers with request 0.
+    Assign {
+        lobby_id: Arc<str>,
+        players: Vec<(Author, Option<u8>)>,
+    },
     /// A member's user came online or went offline (their last session ended).
     Presence {
         lobby_id: Arc<str>,
@@ -1174,6 +1181,60 @@ impl Lobbies {
                     reply: Reply::Lobby(snapshot),
                 });
             }
+            Command::Assign { lobby_id, players } => {
+                let grace = now.mono + self.limits.assigned_grace;
+                let lobby = self.lobby(&lobby_id)?;
+                let new: Vec<(Author, Option<u8>)> = players
+                    .into_iter()
+                    .filter(|(a, _)| lobby.member(&a.id).is_none())
+                    .collect();
+                if lobby.members.len() + new.len() > usize::from(lobby.max) {
+                    return Err(failure(
+                        Refusal::LobbyError,
+                        format!(
+                            "{lobby_id} has room for {} more, not {}",
+                            usize::from(lobby.max).saturating_sub(lobby.members.len()),
+                            new.len()
+                        ),
+                    ));
+                }
+                let mut added = Vec::new();
+                for (user, team) in new {
+                    let version = lobby.bump(now);
+                    lobby.members.push(Member {
+                        user: user.clone(),
+                        ready: false,
+                        connected: false,
+                        team,
+                        joined_at_ms: now.unix_ms,
+                        grace_until: Some(grace),
+                        since_version: version,
+                    });
+                    if lobby.status == Status::Ready {
+                        lobby.status = Status::Open;
+                    }
+                    let mut joined = lobby.event(EventKind::MemberJoined, now);
+                    joined.user = Some(user.clone());
+                    Self::broadcast(out, lobby, joined, None);
+                    added.push((user.id, version));
+                }
+                let game = lobby.game.clone();
+                Self::reply(out, 0, lobby);
+                for (user, version) in added {
+                    self.graces.insert((grace, lobby_id.clone(), user.clone()));
+                    out.push(Effect::LobbyMembership {
+                        user: user.clone(),
+                        lobby_id: lobby_id.clone(),
+                        game: game.clone(),
+                        joined: true,
+                        since_version: version,
+                    });
+                    out.push(Effect::Domain(DomainEvent::LobbyMemberJoined {
+                        lobby_id: lobby_id.clone(),
+                        user,
+                    }));
+                }
+            }
             Command::Presence {
                 lobby_id,
                 user,
@@ -1340,7 +1401,10 @@ fn request_of(cmd: &Command) -> u64 {
         | Command::Close { request_id, .. }
         | Command::Invite { request_id, .. }
         | Command::Get { request_id, .. } => *request_id,
-        Command::Invited { .. } | Command::Presence { .. } | Command::Superseded { .. } => 0,
+        Command::Invited { .. }
+        | Command::Presence { .. }
+        | Command::Superseded { .. }
+        | Command::Assign { .. } => 0,
     }
 }
 

@@ -133,11 +133,45 @@ pub struct Team {
     pub rating_sum: f64,
 }
 
+/// A request to refill a running match's open slots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackfillSpec {
+    pub id: u64,
+    /// The match's region.
+    pub region: Arc<str>,
+    /// The rating replacements should be near (the match's average).
+    pub rating: f64,
+    /// Open slots per team, indexed like the match's teams.
+    pub open: Vec<u16>,
+}
+
+#[derive(Debug, Clone)]
+struct Backfill {
+    id: u64,
+    region: usize,
+    rating: f64,
+    open: Vec<u16>,
+    entered_ms: u64,
+}
+
 /// What a tick produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Matched(Match),
-    TimedOut { ticket: u64 },
+    TimedOut {
+        ticket: u64,
+    },
+    /// Tickets placed into a backfill's open slots, per team (teams with
+    /// nobody placed are empty); `done` when no slot is left open.
+    Backfilled {
+        backfill: u64,
+        teams: Vec<Team>,
+        done: bool,
+    },
+    /// A backfill waited `timeout_ms` with slots still open.
+    BackfillExpired {
+        backfill: u64,
+    },
 }
 
 /// Where a ticket stands.
@@ -161,6 +195,8 @@ pub struct Queue {
     last_id: Option<u64>,
     /// Tickets waiting (not cancelled).
     live: usize,
+    /// Open backfill requests, oldest first: served before new matches.
+    backfills: Vec<Backfill>,
 }
 
 fn invalid(message: impl Into<String>) -> Failure {
@@ -258,6 +294,71 @@ impl Hot {
     }
 }
 
+impl Hot {
+    /// Places free tickets into a backfill's open slots, nearest to its
+    /// rating first: each within `spread` of it, under its own latency
+    /// limit in the backfill's region, a party only into a team with room
+    /// for all of it (the team with most room). Takes what it places from
+    /// the free index and answers (position, team) pairs.
+    fn fill(
+        &self,
+        b: &mut Backfill,
+        spread: f64,
+        right: &mut NextFree,
+        left: &mut NextFree,
+    ) -> Vec<(usize, usize)> {
+        let n = self.rating.len();
+        let regions = self.latency.len() / n.max(1);
+        let start = self.rating.partition_point(|&r| r < b.rating);
+        let mut r = right.find(start);
+        let mut l = {
+            let m = left.find(n - start); // mirrored start - 1
+            (m < n).then(|| n - 1 - m)
+        };
+        let mut placed = Vec::new();
+        let mut scanned = 0;
+        while b.open.iter().any(|&o| o > 0) && scanned < SCAN_LIMIT {
+            let right_gap = (r < n).then(|| self.rating[r] - b.rating);
+            let left_gap = l.map(|l| b.rating - self.rating[l]);
+            let take_right = match (right_gap, left_gap) {
+                (Some(rg), Some(lg)) => rg <= lg,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if (if take_right { right_gap } else { left_gap }).is_some_and(|g| g > spread) {
+                break;
+            }
+            let at = if take_right {
+                let at = r;
+                r = right.find(r + 1);
+                at
+            } else {
+                let at = l.unwrap_or(0);
+                let m = left.find(n - at);
+                l = (m < n).then(|| n - 1 - m);
+                at
+            };
+            scanned += 1;
+            let size = self.size[at];
+            if self.latency[at * regions + b.region] > self.limit[at] {
+                continue;
+            }
+            let Some(team) = (0..b.open.len())
+                .filter(|&t| b.open[t] >= size)
+                .max_by_key(|&t| (b.open[t], std::cmp::Reverse(t)))
+            else {
+                continue;
+            };
+            b.open[team] -= size;
+            right.take(at);
+            left.take(n - 1 - at);
+            placed.push((at, team));
+        }
+        placed
+    }
+}
+
 /// "Next free slot" over positions 0..n with path compression: after
 /// `take(i)`, `find(i)` skips to the next free position (n when none).
 struct NextFree {
@@ -305,6 +406,7 @@ impl Queue {
             tickets: Vec::new(),
             last_id: None,
             live: 0,
+            backfills: Vec::new(),
         })
     }
 
@@ -404,6 +506,54 @@ impl Queue {
         })
     }
 
+    /// Asks for players to fill a running match's open slots; served at
+    /// every tick before new matches form, nearest rating first, within
+    /// the spread that widens with the backfill's own waiting time.
+    pub fn backfill(&mut self, now_ms: u64, spec: BackfillSpec) -> Result<(), Failure> {
+        let Some(region) = self.rules.regions.iter().position(|r| *r == spec.region) else {
+            return Err(invalid(format!(
+                "region {:?} is not played in this queue; regions: {}",
+                spec.region,
+                self.rules.regions.join(", ")
+            )));
+        };
+        if spec.open.len() != usize::from(self.rules.teams)
+            || spec.open.iter().any(|&o| o > self.rules.team_size)
+            || spec.open.iter().all(|&o| o == 0)
+        {
+            return Err(invalid(format!(
+                "open slots are given per team ({} teams), each 0..={}, at least one open",
+                self.rules.teams, self.rules.team_size
+            )));
+        }
+        if !spec.rating.is_finite() {
+            return Err(invalid("the backfill's rating must be a finite number"));
+        }
+        if self.backfills.iter().any(|b| b.id == spec.id) {
+            return Err(invalid(format!("backfill {} already exists", spec.id)));
+        }
+        self.backfills.push(Backfill {
+            id: spec.id,
+            region,
+            rating: spec.rating,
+            open: spec.open,
+            entered_ms: now_ms,
+        });
+        Ok(())
+    }
+
+    /// Withdraws a backfill; false when there is none by that id.
+    pub fn cancel_backfill(&mut self, id: u64) -> bool {
+        let before = self.backfills.len();
+        self.backfills.retain(|b| b.id != id);
+        self.backfills.len() != before
+    }
+
+    /// Open backfill requests.
+    pub fn backfills(&self) -> usize {
+        self.backfills.len()
+    }
+
     /// Removes a waiting ticket; false when it is not waiting (matched,
     /// timed out, cancelled, never queued).
     pub fn cancel(&mut self, id: u64) -> bool {
@@ -438,6 +588,13 @@ impl Queue {
             if expired {
                 *live -= 1;
                 out.push(Outcome::TimedOut { ticket: t.id });
+            }
+            !expired
+        });
+        self.backfills.retain(|b| {
+            let expired = now_ms.saturating_sub(b.entered_ms) >= timeout;
+            if expired {
+                out.push(Outcome::BackfillExpired { backfill: b.id });
             }
             !expired
         });
@@ -501,6 +658,38 @@ impl Queue {
         let mut dest = vec![(u32::MAX, 0u32); n];
         let mut group: Vec<usize> = Vec::with_capacity(need);
         let mut regions: Vec<usize> = Vec::with_capacity(regions_n);
+        // Backfills first, oldest first.
+        let mut backfills = std::mem::take(&mut self.backfills);
+        backfills.retain_mut(|b| {
+            let spread = self.rules.spread.at(now_ms.saturating_sub(b.entered_ms));
+            let placed = hot.fill(b, spread, &mut right, &mut left);
+            if placed.is_empty() {
+                return true;
+            }
+            let slot = out.len() as u32;
+            let mut teams: Vec<Team> = (0..b.open.len())
+                .map(|_| Team {
+                    tickets: Vec::new(),
+                    players: Vec::new(),
+                    rating_sum: 0.0,
+                })
+                .collect();
+            for (at, team) in placed {
+                let t = order[at] as usize;
+                matched[t] = true;
+                dest[t] = (slot, team as u32);
+                teams[team].tickets.push(hot.id[at]);
+                teams[team].rating_sum += hot.sum[at];
+            }
+            let done = b.open.iter().all(|&o| o == 0);
+            out.push(Outcome::Backfilled {
+                backfill: b.id,
+                teams,
+                done,
+            });
+            !done
+        });
+        self.backfills = backfills;
         for anchor in 0..n {
             if matched[anchor] {
                 continue;
@@ -567,8 +756,14 @@ impl Queue {
                     return true;
                 }
                 *live -= 1;
-                if let Some(Outcome::Matched(m)) = out.get_mut(slot as usize) {
-                    m.teams[team as usize].players.append(&mut t.players);
+                match out.get_mut(slot as usize) {
+                    Some(Outcome::Matched(m)) => {
+                        m.teams[team as usize].players.append(&mut t.players)
+                    }
+                    Some(Outcome::Backfilled { teams, .. }) => {
+                        teams[team as usize].players.append(&mut t.players)
+                    }
+                    _ => {}
                 }
                 false
             });
@@ -811,6 +1006,11 @@ mod tests {
         },
         Cancel(u8),
         Tick(u16),
+        /// A backfill near `rating` with one slot open in `team`.
+        Backfill {
+            rating: u16,
+            team: u8,
+        },
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -819,6 +1019,7 @@ mod tests {
                 .prop_map(|(rating, party, eu, us)| Step::Add { rating, party, eu, us }),
             1 => any::<u8>().prop_map(Step::Cancel),
             3 => (0u16..20_000).prop_map(Step::Tick),
+            1 => (1000u16..2000, any::<u8>()).prop_map(|(rating, team)| Step::Backfill { rating, team }),
         ]
     }
 
@@ -834,9 +1035,36 @@ mod tests {
             let mut ended: HashSet<u64> = HashSet::new();
             let mut seen_players: HashSet<String> = HashSet::new();
             let mut out = Vec::new();
-            let mut check = |out: &mut Vec<Outcome>, waiting: &mut HashMap<u64, (usize, u64, u32, u32)>, ended: &mut HashSet<u64>| -> Result<(), TestCaseError> {
+            // backfill id -> open slots per team, still unfilled
+            let mut backfills: HashMap<u64, Vec<usize>> = HashMap::new();
+            let mut check = |out: &mut Vec<Outcome>, waiting: &mut HashMap<u64, (usize, u64, u32, u32)>, ended: &mut HashSet<u64>, backfills: &mut HashMap<u64, Vec<usize>>| -> Result<(), TestCaseError> {
                 for o in out.drain(..) {
                     match o {
+                        Outcome::Backfilled { backfill, teams, done } => {
+                            let open = backfills.get_mut(&backfill).expect("an open backfill");
+                            for (i, team) in teams.iter().enumerate() {
+                                let mut placed = 0;
+                                for t in &team.tickets {
+                                    let (size, ..) = waiting.remove(t).expect("a placed ticket was waiting");
+                                    placed += size;
+                                    prop_assert!(ended.insert(*t), "no ticket placed twice");
+                                }
+                                prop_assert_eq!(placed, team.players.len(), "parties whole");
+                                prop_assert!(placed <= open[i], "never more than the open slots");
+                                open[i] -= placed;
+                                for p in &team.players {
+                                    prop_assert!(seen_players.insert(p.user.to_string()), "no player in two matches");
+                                }
+                            }
+                            let all_filled = open.iter().all(|&o| o == 0);
+                            prop_assert_eq!(done, all_filled);
+                            if done {
+                                backfills.remove(&backfill);
+                            }
+                        }
+                        Outcome::BackfillExpired { backfill } => {
+                            prop_assert!(backfills.remove(&backfill).is_some());
+                        }
                         Outcome::TimedOut { ticket } => {
                             prop_assert!(waiting.remove(&ticket).is_some());
                             prop_assert!(ended.insert(ticket));
@@ -892,7 +1120,17 @@ mod tests {
                     Step::Tick(ms) => {
                         now += u64::from(ms);
                         q.tick(now, &mut out);
-                        check(&mut out, &mut waiting, &mut ended)?;
+                        check(&mut out, &mut waiting, &mut ended, &mut backfills)?;
+                    }
+                    Step::Backfill { rating, team } => {
+                        let id = 1_000_000 + next;
+                        next += 1;
+                        let mut open = vec![0u16; usize::from(teams)];
+                        let slot = usize::from(team) % open.len();
+                        open[slot] = team_size;
+                        let spec = BackfillSpec { id, region: Arc::from("eu"), rating: f64::from(rating), open: open.clone() };
+                        q.backfill(now, spec).unwrap();
+                        backfills.insert(id, open.into_iter().map(usize::from).collect());
                     }
                 }
                 prop_assert_eq!(q.len(), waiting.len());
@@ -900,8 +1138,9 @@ mod tests {
             // Long enough: every ticket ends matched, cancelled or timed out.
             now += rules.timeout_ms;
             q.tick(now, &mut out);
-            check(&mut out, &mut waiting, &mut ended)?;
+            check(&mut out, &mut waiting, &mut ended, &mut backfills)?;
             prop_assert!(waiting.is_empty() && q.is_empty());
+            prop_assert!(backfills.is_empty() && q.backfills() == 0, "backfills end too");
         }
 
         #[test]

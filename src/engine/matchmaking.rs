@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use super::matchmaker::{Match, Outcome, Queue, TicketSpec};
+use super::matchmaker::{BackfillSpec, Match, Outcome, Queue, Team, TicketSpec};
 use super::{Failure, Refusal, UserId};
 
 /// Why a ticket left without a match.
@@ -42,6 +42,15 @@ pub enum Event {
     Matched(Match),
     /// Back to searching after a failed ready check, waiting time kept.
     Requeued { ticket: u64, users: Vec<UserId> },
+    /// Tickets placed into a running match's open slots (no ready check:
+    /// the match is already playing); `done` when none is left open.
+    Backfilled {
+        backfill: u64,
+        teams: Vec<Team>,
+        done: bool,
+    },
+    /// A backfill waited the queue's timeout with slots still open.
+    BackfillExpired { backfill: u64 },
     /// The ticket is over without a match.
     Removed {
         ticket: u64,
@@ -324,6 +333,15 @@ impl Lifecycle {
         }
     }
 
+    /// Asks for players to fill a running match's open slots.
+    pub fn backfill(&mut self, now_ms: u64, spec: BackfillSpec) -> Result<(), Failure> {
+        self.queue.backfill(now_ms, spec)
+    }
+
+    pub fn cancel_backfill(&mut self, id: u64) -> bool {
+        self.queue.cancel_backfill(id)
+    }
+
     /// Ends every ticket (the queue was removed from the configuration).
     pub fn close(&mut self, out: &mut Vec<Event>) {
         let mut ids: Vec<u64> = self.tickets.keys().copied().collect();
@@ -366,7 +384,10 @@ impl Lifecycle {
             .iter()
             .map(|o| match o {
                 Outcome::Matched(m) => m.teams.iter().map(|t| t.tickets.len() as u64).sum(),
-                Outcome::TimedOut { .. } => 0,
+                Outcome::Backfilled { teams, .. } => {
+                    teams.iter().map(|t| t.tickets.len() as u64).sum()
+                }
+                Outcome::TimedOut { .. } | Outcome::BackfillExpired { .. } => 0,
             })
             .sum();
         self.throughput.push_back((now_ms, matched));
@@ -379,6 +400,25 @@ impl Lifecycle {
         }
         for outcome in formed {
             match outcome {
+                Outcome::Backfilled {
+                    backfill,
+                    teams,
+                    done,
+                } => {
+                    for team in &teams {
+                        for t in &team.tickets {
+                            self.tickets.remove(t);
+                        }
+                    }
+                    out.push(Event::Backfilled {
+                        backfill,
+                        teams,
+                        done,
+                    });
+                }
+                Outcome::BackfillExpired { backfill } => {
+                    out.push(Event::BackfillExpired { backfill })
+                }
                 Outcome::TimedOut { ticket } => {
                     let users = self
                         .tickets
@@ -655,6 +695,9 @@ mod tests {
                     }
                     Event::Removed { ticket, .. } => assert!(ended.insert(ticket)),
                     Event::Requeued { .. } => {}
+                    Event::Backfilled { .. } | Event::BackfillExpired { .. } => {
+                        unreachable!("no backfill was asked")
+                    }
                 }
             }
             for e in out.drain(..) {

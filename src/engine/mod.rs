@@ -322,6 +322,11 @@ pub enum DomainEvent {
         users: Vec<UserId>,
         reason: &'static str,
     },
+    /// A backfill waited the queue's timeout with slots still open.
+    MatchmakingBackfillExpired {
+        lobby_id: Arc<str>,
+        game: Arc<str>,
+    },
 }
 
 impl DomainEvent {
@@ -343,6 +348,7 @@ impl DomainEvent {
             DomainEvent::MatchmakingStarted { .. } => "matchmaking.started",
             DomainEvent::MatchmakingMatched { .. } => "matchmaking.matched",
             DomainEvent::MatchmakingCancelled { .. } => "matchmaking.cancelled",
+            DomainEvent::MatchmakingBackfillExpired { .. } => "matchmaking.backfill.expired",
         }
     }
 
@@ -393,6 +399,7 @@ impl DomainEvent {
                 json!({ "request_id": request_id, "game": game, "mode": mode, "users": users, "party_lobby_id": party })
             }
             DomainEvent::MatchmakingMatched { matched, lobby_id } => {
+                let backfill = matched.backfill_lobby.is_some();
                 let players: Vec<_> = matched
                     .players
                     .iter()
@@ -407,6 +414,7 @@ impl DomainEvent {
                     "teams": matched.teams,
                     "players": players,
                     "rating_spread": matched.spread,
+                    "backfill": backfill,
                     "matched_at_ms": matched.matched_at_ms,
                 })
             }
@@ -417,6 +425,9 @@ impl DomainEvent {
                 reason,
             } => {
                 json!({ "request_id": request_id, "game": game, "users": users, "reason": reason })
+            }
+            DomainEvent::MatchmakingBackfillExpired { lobby_id, game } => {
+                json!({ "lobby_id": lobby_id, "game": game })
             }
         }
     }

@@ -111,6 +111,14 @@ pub enum Command {
     Configure(Vec<QueueSpec>),
     /// Sessions that ended: they follow nothing any more.
     SessionsGone(Vec<SessionId>),
+    /// Fill a running match's open slots before new matches form; replaces
+    /// the lobby's open backfill, if any. Answered with request 0.
+    Backfill(Box<BackfillRequest>),
+    /// Withdraw the open backfill of a lobby. Answered with request 0.
+    CancelBackfill {
+        game: Arc<str>,
+        lobby_id: Arc<str>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +211,30 @@ pub struct FormedMatch {
     /// The match's rating range and the spread allowed, rounded.
     pub spread: u32,
     pub allowed_spread: u32,
+    /// Set for players placed by a backfill: they join this running
+    /// match's lobby instead of a new one.
+    pub backfill_lobby: Option<Arc<str>>,
+}
+
+/// A running match asks for replacements (from the game backend).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackfillRequest {
+    pub lobby_id: Arc<str>,
+    pub match_id: Arc<str>,
+    pub game: Arc<str>,
+    pub mode: Arc<str>,
+    pub region: Arc<str>,
+    /// The rating replacements should be near.
+    pub rating: f64,
+    /// Open slots per team.
+    pub open: Vec<u16>,
+}
+
+#[derive(Debug)]
+struct BackfillInfo {
+    lobby_id: Arc<str>,
+    match_id: Arc<str>,
+    region: Arc<str>,
 }
 
 #[derive(Debug)]
@@ -246,6 +278,8 @@ pub struct Queues {
     /// (game, mode, ready check id) → the match id players see.
     checks: HashMap<(Arc<str>, Arc<str>, u64), Arc<str>>,
     recent: HashMap<u64, Finished>,
+    /// Open backfills by id (ids share the ticket counter).
+    backfills: HashMap<u64, BackfillInfo>,
     recent_order: VecDeque<u64>,
     next_ticket: u64,
     next_match: u64,
@@ -404,6 +438,23 @@ impl Queues {
                 }
             }
             Command::Configure(specs) => self.configure(now, specs, out),
+            Command::Backfill(b) => self.backfill(now, *b, out),
+            Command::CancelBackfill { game, lobby_id } => {
+                let found = self.cancel_backfill(&game, &lobby_id);
+                if found {
+                    out.push(Effect::Reply {
+                        request_id: 0,
+                        reply: Reply::Done,
+                    });
+                } else {
+                    fail(
+                        out,
+                        0,
+                        Refusal::MatchNotFound,
+                        format!("no backfill is open for lobby {lobby_id} in {game}"),
+                    );
+                }
+            }
             Command::SessionsGone(sessions) => {
                 for t in self.tickets.values_mut() {
                     t.watchers.retain(|s| !sessions.contains(s));
@@ -789,6 +840,77 @@ impl Queues {
         self.lifecycle_events(now, &game, &mode, events, out);
     }
 
+    /// Withdraws a lobby's open backfill; false when it has none.
+    fn cancel_backfill(&mut self, game: &str, lobby_id: &str) -> bool {
+        let Some((&id, _)) = self
+            .backfills
+            .iter()
+            .find(|(_, b)| &*b.lobby_id == lobby_id)
+        else {
+            return false;
+        };
+        self.backfills.remove(&id);
+        for (_, life) in self
+            .queues
+            .get_mut(game)
+            .into_iter()
+            .flat_map(|m| m.values_mut())
+        {
+            life.cancel_backfill(id);
+        }
+        true
+    }
+
+    fn backfill(&mut self, now: u64, b: BackfillRequest, out: &mut Vec<Effect>) {
+        let known = self
+            .queues
+            .get(&*b.game)
+            .is_some_and(|m| m.contains_key(&*b.mode));
+        if !known {
+            return fail(
+                out,
+                0,
+                Refusal::MatchNotFound,
+                format!("no matchmaking queue {}/{}", b.game, b.mode),
+            );
+        }
+        self.cancel_backfill(&b.game, &b.lobby_id);
+        let id = self.next_ticket;
+        let spec = super::matchmaker::BackfillSpec {
+            id,
+            region: b.region.clone(),
+            rating: b.rating,
+            open: b.open,
+        };
+        let life = match self
+            .queues
+            .get_mut(&*b.game)
+            .and_then(|m| m.get_mut(&*b.mode))
+        {
+            Some((_, life)) => life,
+            None => return,
+        };
+        if let Err(f) = life.backfill(now, spec) {
+            return out.push(Effect::Fail {
+                request_id: 0,
+                failure: f,
+            });
+        }
+        self.next_ticket += 1;
+        self.backfills.insert(
+            id,
+            BackfillInfo {
+                lobby_id: b.lobby_id,
+                match_id: b.match_id,
+                region: b.region,
+            },
+        );
+        out.push(Effect::Reply {
+            request_id: 0,
+            reply: Reply::Done,
+        });
+    }
+
     fn configure(&mut self, now: u64, specs: Vec<QueueSpec>, out: &mut Vec<Effect>) {
         let mut events = Vec::new();
         // Queues no longer configured end their tickets.
@@ -991,7 +1113,60 @@ impl Queues {
                         matched_at_ms: at,
                         spread: m.spread.round() as u32,
                         allowed_spread: m.allowed_spread.round() as u32,
+                        backfill_lobby: None,
                     })));
+                }
+                matchmaking::Event::Backfilled {
+                    backfill,
+                    teams,
+                    done,
+                } => {
+                    let (lobby_id, match_id, region) = match self.backfills.get(&backfill) {
+                        Some(b) => (b.lobby_id.clone(), b.match_id.clone(), b.region.clone()),
+                        None => continue,
+                    };
+                    if done {
+                        self.backfills.remove(&backfill);
+                    }
+                    let mut players = Vec::new();
+                    for (team, t) in teams.iter().enumerate() {
+                        for id in &t.tickets {
+                            let Some(ticket) = self.tickets.get(id) else {
+                                continue;
+                            };
+                            let request_id = ticket.request_id.clone();
+                            for author in &ticket.players {
+                                players.push(MatchedPlayer {
+                                    author: author.clone(),
+                                    team: team as u8,
+                                    request_id: request_id.clone(),
+                                });
+                            }
+                            let mut view = self.view(*id, now);
+                            view.state = TicketState::Matched;
+                            self.finish(*id, view);
+                        }
+                    }
+                    out.push(Effect::MatchFormed(Box::new(FormedMatch {
+                        match_id,
+                        game: game.clone(),
+                        mode: mode.clone(),
+                        region,
+                        teams: teams.len() as u16,
+                        players,
+                        matched_at_ms: at,
+                        spread: 0,
+                        allowed_spread: 0,
+                        backfill_lobby: Some(lobby_id),
+                    })));
+                }
+                matchmaking::Event::BackfillExpired { backfill } => {
+                    if let Some(b) = self.backfills.remove(&backfill) {
+                        out.push(Effect::Domain(DomainEvent::MatchmakingBackfillExpired {
+                            lobby_id: b.lobby_id,
+                            game: game.clone(),
+                        }));
+                    }
                 }
                 matchmaking::Event::Requeued { ticket, users } => {
                     let Some(t) = self.tickets.get(&ticket) else {
@@ -1029,6 +1204,259 @@ impl Queues {
                     }));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::matchmaker::Widening;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    fn spec(mode: &str, ready_check_ms: Option<u64>, team_size: u16) -> QueueSpec {
+        QueueSpec {
+            game: Arc::from("arena"),
+            mode: Arc::from(mode),
+            rules: QueueRules {
+                teams: 2,
+                team_size,
+                regions: vec![Arc::from("eu")],
+                spread: Widening {
+                    start: 100.0,
+                    step: 100.0,
+                    every_ms: 1_000,
+                    max: 400.0,
+                },
+                latency: Widening {
+                    start: 100.0,
+                    step: 0.0,
+                    every_ms: 1_000,
+                    max: 100.0,
+                },
+                timeout_ms: 10_000,
+            },
+            ready_check_ms,
+        }
+    }
+
+    fn author(id: &str) -> Author {
+        Author {
+            id: UserId::from(id),
+            username: Arc::from(id),
+            display_name: Arc::from(id),
+        }
+    }
+
+    fn start(request_id: u64, mode: &str, players: &[String]) -> Command {
+        Command::Start(Box::new(Start {
+            request_id,
+            session: Some(request_id),
+            game: Arc::from("arena"),
+            mode: Arc::from(mode),
+            players: players.iter().map(|p| author(p)).collect(),
+            token_rating: None,
+            latency_ms: vec![(Arc::from("eu"), 40)],
+            party: None,
+        }))
+    }
+
+    fn configured() -> Queues {
+        let mut q = Queues::new();
+        let mut out = Vec::new();
+        q.handle(
+            0,
+            Command::Configure(vec![spec("duo", None, 2), spec("ranked", Some(2_000), 1)]),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        q
+    }
+
+    fn started(out: &[Effect]) -> Option<Arc<str>> {
+        out.iter().find_map(|e| match e {
+            Effect::Reply {
+                reply: Reply::Matchmaking(t),
+                ..
+            } if t.state == TicketState::Searching => Some(t.request_id.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_party_member_cannot_hold_a_second_ticket_and_a_match_makes_a_lobby() {
+        let mut q = configured();
+        let mut out = Vec::new();
+        let party = vec!["a".to_string(), "b".to_string()];
+        q.handle(0, start(1, "duo", &party), &mut out);
+        let ticket = started(&out).expect("queued");
+        assert!(
+            out.iter().any(
+                |e| matches!(e, Effect::ToUsers { users, .. } if users == &vec![UserId::from("b")])
+            ),
+            "the other member learns the ticket"
+        );
+        out.clear();
+        q.handle(0, start(2, "ranked", &["b".to_string()]), &mut out);
+        assert!(
+            matches!(&out[0], Effect::Fail { failure, .. } if failure.refusal == Refusal::MatchmakingError)
+        );
+        out.clear();
+        q.handle(0, start(3, "duo", &["c".into(), "d".into()]), &mut out);
+        out.clear();
+        q.tick(100, &mut out);
+        let formed: Vec<&FormedMatch> = out
+            .iter()
+            .filter_map(|e| match e {
+                Effect::MatchFormed(m) => Some(&**m),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(formed.len(), 1);
+        let teams: HashSet<(String, u8)> = formed[0]
+            .players
+            .iter()
+            .map(|p| (p.author.id.to_string(), p.team))
+            .collect();
+        let team_of = |u: &str| teams.iter().find(|(p, _)| p == u).unwrap().1;
+        assert_eq!(team_of("a"), team_of("b"), "the party stays together");
+        assert_ne!(team_of("a"), team_of("c"));
+        assert!(q.is_empty());
+        out.clear();
+        q.handle(
+            200,
+            Command::Cancel {
+                request_id: 9,
+                user: UserId::from("b"),
+                ticket: ticket.clone(),
+            },
+            &mut out,
+        );
+        assert!(
+            matches!(&out[0], Effect::Fail { failure, .. } if failure.refusal == Refusal::CancelError)
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Start { user: u8, party: bool, ranked: bool },
+        Cancel { user: u8 },
+        Answer { user: u8, accept: bool },
+        Tick(u16),
+        Reconfigure { wide: bool },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            5 => (0u8..12, any::<bool>(), any::<bool>()).prop_map(|(user, party, ranked)| Step::Start { user, party, ranked }),
+            1 => (0u8..12).prop_map(|user| Step::Cancel { user }),
+            2 => (0u8..12, any::<bool>()).prop_map(|(user, accept)| Step::Answer { user, accept }),
+            3 => (0u16..3_000).prop_map(Step::Tick),
+            1 => any::<bool>().prop_map(|wide| Step::Reconfigure { wide }),
+        ]
+    }
+
+    proptest! {
+        /// Every ticket ends exactly once (matched, cancelled, timed out or
+        /// removed), no user is in two active tickets of a game, no player
+        /// is in two matches at once, and a cancel after the match leaves
+        /// nothing behind.
+        #[test]
+        fn every_ticket_ends_once_and_nothing_dangles(steps in proptest::collection::vec(step(), 1..120)) {
+            let mut q = configured();
+            let mut now = 0i64;
+            let mut out = Vec::new();
+            let mut rid = 0u64;
+            // request id -> its players, while active
+            let mut active: HashMap<Arc<str>, Vec<String>> = HashMap::new();
+            let mut ended: HashSet<Arc<str>> = HashSet::new();
+            let mut duo_team = 2;
+            let settle = |out: &mut Vec<Effect>, active: &mut HashMap<Arc<str>, Vec<String>>, ended: &mut HashSet<Arc<str>>| -> Result<(), TestCaseError> {
+                for e in out.drain(..) {
+                    let finished: Vec<Arc<str>> = match &e {
+                        Effect::MatchFormed(m) => {
+                            let mut ids: Vec<Arc<str>> = m.players.iter().map(|p| p.request_id.clone()).collect();
+                            ids.dedup();
+                            ids
+                        }
+                        Effect::ToUsers { event: Event::Matchmaking(m), .. } => match m.kind {
+                            EventKind::Cancelled | EventKind::TimedOut | EventKind::Removed => vec![m.request_id.clone()],
+                            _ => vec![],
+                        },
+                        _ => vec![],
+                    };
+                    for id in finished {
+                        prop_assert!(active.remove(&id).is_some(), "{} ended but was not active", id);
+                        prop_assert!(ended.insert(id.clone()), "{} ended twice", id);
+                    }
+                }
+                Ok(())
+            };
+            for s in steps {
+                match s {
+                    Step::Start { user, party, ranked } => {
+                        rid += 1;
+                        let mut players = vec![format!("u{user}")];
+                        if party && !ranked {
+                            players.push(format!("u{}", (user + 1) % 12));
+                        }
+                        let busy = players.iter().any(|p| active.values().any(|ps| ps.contains(p)));
+                        q.handle(now, start(rid, if ranked { "ranked" } else { "duo" }, &players), &mut out);
+                        let ticket = started(&out);
+                        let fits = players.len() <= if ranked { 1 } else { duo_team };
+                        prop_assert_eq!(ticket.is_some(), !busy && fits, "one active ticket per user per game; parties fit a team");
+                        if let Some(t) = ticket {
+                            active.insert(t, players);
+                        }
+                    }
+                    Step::Cancel { user } => {
+                        let user = format!("u{user}");
+                        let Some((ticket, _)) = active.iter().find(|(_, ps)| ps.contains(&user)) else { continue };
+                        let ticket = ticket.clone();
+                        rid += 1;
+                        q.handle(now, Command::Cancel { request_id: rid, user: UserId::from(user.as_str()), ticket: ticket.clone() }, &mut out);
+                        let refused = out.iter().any(|e| matches!(e, Effect::Fail { .. }));
+                        if refused {
+                            let cancel_error = out.iter().any(|e| matches!(e, Effect::Fail { failure, .. } if failure.refusal == Refusal::CancelError));
+                            prop_assert!(cancel_error, "a cancel of an active ticket is refused only once a match was found");
+                        }
+                    }
+                    Step::Answer { user, accept } => {
+                        let user = format!("u{user}");
+                        let Some((ticket, _)) = active.iter().find(|(_, ps)| ps.contains(&user)) else { continue };
+                        let ticket = ticket.clone();
+                        rid += 1;
+                        q.handle(now, Command::Answer { request_id: rid, user: UserId::from(user.as_str()), ticket, accept }, &mut out);
+                    }
+                    Step::Tick(ms) => {
+                        now += i64::from(ms);
+                        q.tick(now, &mut out);
+                    }
+                    Step::Reconfigure { wide } => {
+                        duo_team = if wide { 2 } else { 1 };
+                        let duo = spec("duo", None, duo_team as u16);
+                        q.handle(now, Command::Configure(vec![duo, spec("ranked", Some(2_000), 1)]), &mut out);
+                    }
+                }
+                settle(&mut out, &mut active, &mut ended)?;
+                prop_assert_eq!(q.len(), active.len(), "the engine and the model agree on what is active");
+                // No user in two active tickets of the game.
+                let mut seen = HashSet::new();
+                for ps in active.values() {
+                    for p in ps {
+                        prop_assert!(seen.insert(p.clone()), "{} in two tickets", p);
+                    }
+                }
+            }
+            // Long enough: everything ends (ready checks time out, tickets time out).
+            for _ in 0..4 {
+                now += 10_000;
+                q.tick(now, &mut out);
+                settle(&mut out, &mut active, &mut ended)?;
+            }
+            prop_assert!(active.is_empty() && q.is_empty(), "nothing dangles: {:?}", active);
+            prop_assert!(q.by_user.is_empty(), "the user index is empty too");
         }
     }
 }

@@ -180,22 +180,7 @@ impl Conn<'_> {
 
     /// Sends a lobby command to the lobby's shard with this session along.
     fn lobby(&mut self, request_id: u64, cmd: Command) {
-        let lobby_id = match &cmd {
-            Command::Create { lobby_id, .. }
-            | Command::Join { lobby_id, .. }
-            | Command::Leave { lobby_id, .. }
-            | Command::Ready { lobby_id, .. }
-            | Command::Kick { lobby_id, .. }
-            | Command::Update { lobby_id, .. }
-            | Command::TransferHost { lobby_id, .. }
-            | Command::Start { lobby_id, .. }
-            | Command::Close { lobby_id, .. }
-            | Command::Invite { lobby_id, .. }
-            | Command::Get { lobby_id, .. }
-            | Command::Invited { lobby_id, .. }
-            | Command::Presence { lobby_id, .. }
-            | Command::Superseded { lobby_id, .. } => lobby_id.clone(),
-        };
+        let lobby_id = crate::shard::lobby_of(&cmd).clone();
         if lobby_id.is_empty() || lobby_id.len() > lobbies::MAX_NAME {
             let msg = format!("lobby_id must be 1..={} bytes", lobbies::MAX_NAME);
             return self.invalid(request_id, &msg);
