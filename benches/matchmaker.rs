@@ -32,6 +32,8 @@ fn rules() -> QueueRules {
             max: 200.0,
         },
         timeout_ms: 600_000,
+        attributes: Vec::new(),
+        roles: Vec::new(),
     }
 }
 
@@ -63,6 +65,8 @@ fn tickets(n: usize, seed: u64) -> Vec<TicketSpec> {
                         (Arc::from(*r), ms)
                     })
                     .collect(),
+                attributes: Vec::new(),
+                roles: Vec::new(),
             }
         })
         .collect()

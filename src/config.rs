@@ -74,6 +74,31 @@ pub struct QueueConfig {
     /// Every player must accept within this long; absent: no ready check.
     #[serde(default)]
     pub ready_check_ms: Option<u64>,
+    /// Preferences every ticket states and how they must agree in a match.
+    #[serde(default)]
+    pub attributes: Vec<AttributeConfig>,
+    /// Roles players may take, each with the most one team may hold.
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, u16>,
+}
+
+/// One attribute of a queue: `{ name = "map", rule = "match" }` (every
+/// ticket of a match gives the same text) or `{ name = "level", rule =
+/// "range", within = 5.0 }` (numbers within 5 of each other).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeConfig {
+    pub name: String,
+    pub rule: AttributeRuleConfig,
+    #[serde(default)]
+    pub within: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AttributeRuleConfig {
+    Match,
+    Range,
 }
 
 impl QueueConfig {
@@ -113,7 +138,57 @@ impl QueueConfig {
             every_ms: w.every_ms,
             max: w.max,
         };
+        use crate::engine::matchmaker::{AttributeMatch, AttributeRule, MAX_ATTRIBUTES, MAX_ROLES};
+        if self.attributes.len() > MAX_ATTRIBUTES || self.roles.len() > MAX_ROLES {
+            return Err(format!(
+                "{name}: at most {MAX_ATTRIBUTES} attributes and {MAX_ROLES} roles"
+            ));
+        }
+        let mut attributes = Vec::with_capacity(self.attributes.len());
+        for a in &self.attributes {
+            if a.name.is_empty() || a.name.len() > 64 {
+                return Err(format!("{name}: attribute names are 1..=64 bytes"));
+            }
+            if attributes
+                .iter()
+                .any(|r: &AttributeRule| *r.name == *a.name)
+            {
+                return Err(format!("{name}: attribute {} is listed twice", a.name));
+            }
+            let rule = match a.rule {
+                AttributeRuleConfig::Match => AttributeMatch::Equal,
+                AttributeRuleConfig::Range if a.within.is_finite() && a.within >= 0.0 => {
+                    AttributeMatch::Within(a.within)
+                }
+                AttributeRuleConfig::Range => {
+                    return Err(format!(
+                        "{name}: range attribute {} needs within >= 0",
+                        a.name
+                    ))
+                }
+            };
+            attributes.push(AttributeRule {
+                name: std::sync::Arc::from(a.name.as_str()),
+                rule,
+            });
+        }
+        if self
+            .roles
+            .values()
+            .any(|&cap| cap == 0 || cap > self.team_size)
+        {
+            return Err(format!(
+                "{name}: a role's cap per team is 1..=team_size ({})",
+                self.team_size
+            ));
+        }
         Ok(QueueRules {
+            attributes,
+            roles: self
+                .roles
+                .iter()
+                .map(|(r, cap)| (std::sync::Arc::from(r.as_str()), *cap))
+                .collect(),
             teams: self.teams,
             team_size: self.team_size,
             regions: self

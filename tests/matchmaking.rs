@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::*;
 use huddle::config::{QueueConfig, WideningConfig};
 use huddle_client::{
-    Client, ErrorCode, Event, EventStream, MatchmakingEvent, MatchmakingEventKind, NewLobby,
-    TicketState,
+    Client, ErrorCode, Event, EventStream, MatchRequest, MatchmakingEvent, MatchmakingEventKind,
+    NewLobby, TicketState,
 };
 
 fn queue(mode: &str, teams: u16, team_size: u16) -> QueueConfig {
@@ -36,6 +36,8 @@ fn queue(mode: &str, teams: u16, team_size: u16) -> QueueConfig {
         },
         timeout_ms: 60_000,
         ready_check_ms: None,
+        attributes: Vec::new(),
+        roles: Default::default(),
     }
 }
 
@@ -46,12 +48,20 @@ async fn gateway() -> TestGateway {
         ready.ready_check_ms = Some(10_000);
         let mut lonely = queue("lonely", 2, 1);
         lonely.timeout_ms = 600;
+        let mut maps = queue("maps", 2, 1);
+        maps.attributes = vec![huddle::config::AttributeConfig {
+            name: "map".into(),
+            rule: huddle::config::AttributeRuleConfig::Match,
+            within: 0.0,
+        }];
+        maps.roles = [("sniper".to_string(), 1)].into();
         c.matchmaking.queues = vec![
             queue("1v1", 2, 1),
             queue("5v5", 2, 5),
             queue("2v2", 2, 2),
             ready,
             lonely,
+            maps,
         ];
     })
     .await
@@ -573,4 +583,51 @@ async fn a_running_match_that_lost_a_player_is_backfilled_first() {
     let body = format!(r#"{{"lobby_id":"{lobby}","game":"arena"}}"#);
     let answer = admin_post(&gw, "/v1/matchmaking/backfill/cancel", &body).await;
     assert!(answer.starts_with("HTTP/1.0 404"), "{answer}");
+}
+
+#[tokio::test]
+async fn players_only_meet_on_the_map_they_asked_for() {
+    let gw = gateway().await;
+    let url = gw.quic_url.clone();
+    let ask = |map: &str, role: &str| MatchRequest {
+        game: "arena".into(),
+        mode: "maps".into(),
+        latencies: vec![("eu".into(), 30)],
+        texts: vec![("map".into(), map.into())],
+        role: role.into(),
+        ..Default::default()
+    };
+    let (a, mut a_ev) = rated(&gw, &url, "docks-1", 1500.0).await;
+    let (b, _b_ev) = rated(&gw, &url, "ruins-1", 1500.0).await;
+    let (c, mut c_ev) = rated(&gw, &url, "docks-2", 1520.0).await;
+    // Missing, unknown and mistyped preferences are refused.
+    let mut bare = ask("docks", "");
+    bare.texts.clear();
+    let err = a.matchmaking_start_with(&bare).await.unwrap_err();
+    assert_eq!(code(err), ErrorCode::INVALID_ARGUMENT);
+    let err = a
+        .matchmaking_start_with(&ask("docks", "medic"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::INVALID_ARGUMENT);
+    let mut numeric = ask("docks", "");
+    numeric.texts.clear();
+    numeric.numbers = vec![("map".into(), 3.0)];
+    let err = a.matchmaking_start_with(&numeric).await.unwrap_err();
+    assert_eq!(code(err), ErrorCode::INVALID_ARGUMENT);
+
+    a.matchmaking_start_with(&ask("docks", "sniper"))
+        .await
+        .unwrap();
+    let tb = b.matchmaking_start_with(&ask("ruins", "")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.matchmaking_start_with(&ask("docks", "sniper"))
+        .await
+        .unwrap();
+    let ma = mm_event(&mut a_ev, MatchmakingEventKind::MATCHED).await;
+    let mc = mm_event(&mut c_ev, MatchmakingEventKind::MATCHED).await;
+    assert_eq!(ma.lobby_id, mc.lobby_id, "the two on the docks meet");
+    assert_ne!(ma.team, mc.team, "one sniper per team");
+    let s = b.matchmaking_status(&tb.request_id).await.unwrap();
+    assert_eq!(s.state, TicketState::SEARCHING, "the ruins player waits");
 }

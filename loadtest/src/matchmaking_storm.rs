@@ -75,6 +75,8 @@ fn rules(teams: u16, team_size: u16) -> QueueRules {
             max: 200.0,
         },
         timeout_ms: 300_000,
+        attributes: Vec::new(),
+        roles: Vec::new(),
     }
 }
 
@@ -101,6 +103,8 @@ fn ticket(rng: &mut StdRng, id: u64) -> TicketSpec {
                 (Arc::from(*r), ms)
             })
             .collect(),
+        attributes: Vec::new(),
+        roles: Vec::new(),
     }
 }
 

@@ -19,7 +19,7 @@ pub use lobby::{
     LobbyCreateFields, LobbyEventFields, LobbyListFields, LobbyStateFields, LobbySummaryFields,
     LobbyUpdateFields, MemberFields,
 };
-pub use matchmaking::{MatchmakingEventFields, TicketFields};
+pub use matchmaking::{MatchmakingEventFields, MatchmakingStartFields, TicketFields};
 pub use social::{ChannelFields, FriendEntry, NotificationFields};
 
 /// An event encoded once for many recipients.

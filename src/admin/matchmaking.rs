@@ -126,6 +126,9 @@ pub(super) struct BackfillRequest {
     open: Vec<u16>,
     #[serde(default)]
     match_id: String,
+    /// The match's values for the queue's attributes: text or number.
+    #[serde(default)]
+    attributes: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 async fn matchmaking_admin(gw: &Gateway, game: &str, cmd: Command) -> Result<(), Answer> {
@@ -176,7 +179,32 @@ pub(super) async fn backfill(
             ),
         );
     }
+    let mut attributes = Vec::with_capacity(req.attributes.len());
+    for (name, value) in &req.attributes {
+        let value = match value {
+            serde_json::Value::String(t) => {
+                crate::engine::matchmaker::Attribute::Text(Arc::from(t.as_str()))
+            }
+            serde_json::Value::Number(n) => match n.as_f64() {
+                Some(x) => crate::engine::matchmaker::Attribute::Number(x),
+                None => {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        format!("attribute {name}: not a number\n"),
+                    )
+                }
+            },
+            _ => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("attribute {name}: give text or a number\n"),
+                )
+            }
+        };
+        attributes.push((Arc::from(name.as_str()), value));
+    }
     let request = queues::BackfillRequest {
+        attributes,
         lobby_id: Arc::from(req.lobby_id.as_str()),
         match_id: Arc::from(req.match_id.as_str()),
         game: Arc::from(req.game.as_str()),

@@ -54,7 +54,41 @@ pub struct QueueRules {
     pub latency: Widening,
     /// A ticket waiting this long times out.
     pub timeout_ms: u64,
+    /// Preferences every ticket states, and how they must agree within a
+    /// match (at most [`MAX_ATTRIBUTES`]).
+    pub attributes: Vec<AttributeRule>,
+    /// Roles players may take, each with the most one team may hold (at
+    /// most [`MAX_ROLES`]): two tanks never land on the same team when
+    /// the cap is one.
+    pub roles: Vec<(Arc<str>, u16)>,
 }
+
+/// How one attribute must agree within a match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttributeRule {
+    pub name: Arc<str>,
+    pub rule: AttributeMatch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AttributeMatch {
+    /// Every ticket of a match gives the same text (a map, a game variant).
+    Equal,
+    /// Every ticket's number lies within this of every other's.
+    Within(f64),
+}
+
+/// A ticket's value for an attribute.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attribute {
+    Text(Arc<str>),
+    Number(f64),
+}
+
+/// Attributes one queue may have at most.
+pub const MAX_ATTRIBUTES: usize = 4;
+/// Roles one queue may have at most.
+pub const MAX_ROLES: usize = 4;
 
 impl QueueRules {
     /// Players in one match.
@@ -79,6 +113,11 @@ pub struct TicketSpec {
     pub players: Vec<Player>,
     /// Measured latency in ms to regions by name.
     pub latency_ms: Vec<(Arc<str>, u32)>,
+    /// The ticket's value for every attribute the queue uses.
+    pub attributes: Vec<(Arc<str>, Attribute)>,
+    /// Roles its players take (at most one per player; the others are
+    /// flexible).
+    pub roles: Vec<Arc<str>>,
 }
 
 /// Latency values accepted, ms (0 and anything at or past this are absurd).
@@ -103,6 +142,12 @@ struct Ticket {
     entered_ms: u64,
     /// Cancelled: skipped, and dropped at the next tick.
     cancelled: bool,
+    /// What must-match attributes hash to: only equal classes meet.
+    class: u64,
+    /// Range attributes' values, indexed like `QueueRules::attributes`.
+    numbers: [f64; MAX_ATTRIBUTES],
+    /// Players per role, indexed like `QueueRules::roles`.
+    roles: [u8; MAX_ROLES],
 }
 
 impl Ticket {
@@ -143,6 +188,8 @@ pub struct BackfillSpec {
     pub rating: f64,
     /// Open slots per team, indexed like the match's teams.
     pub open: Vec<u16>,
+    /// The match's values for the queue's attributes.
+    pub attributes: Vec<(Arc<str>, Attribute)>,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +199,8 @@ struct Backfill {
     rating: f64,
     open: Vec<u16>,
     entered_ms: u64,
+    class: u64,
+    numbers: [f64; MAX_ATTRIBUTES],
 }
 
 /// What a tick produced.
@@ -224,6 +273,52 @@ struct Hot {
     limit: Vec<f32>,
     /// `regions` latencies per ticket (`f32::MAX`-ish when unknown).
     latency: Vec<f32>,
+    /// Must-match class per ticket.
+    class: Vec<u64>,
+    /// Range attributes per ticket (`ranges` values each, in the order of
+    /// `range_rules`); empty when the queue has none.
+    numbers: Vec<f64>,
+    /// (attribute index, allowed width) of every range attribute.
+    range_rules: Vec<(usize, f64)>,
+    /// Players per role per ticket; empty when the queue has no roles.
+    roles: Vec<[u8; MAX_ROLES]>,
+}
+
+impl Hot {
+    /// Whether the ticket at `at` may join a group whose range attributes
+    /// span `lo..=hi` (widening them when it may).
+    fn ranges_fit(
+        &self,
+        at: usize,
+        lo: &mut [f64; MAX_ATTRIBUTES],
+        hi: &mut [f64; MAX_ATTRIBUTES],
+    ) -> bool {
+        let k = self.range_rules.len();
+        if k == 0 {
+            return true;
+        }
+        let v = &self.numbers[at * k..at * k + k];
+        let fits = self
+            .range_rules
+            .iter()
+            .enumerate()
+            .all(|(i, (_, w))| hi[i].max(v[i]) - lo[i].min(v[i]) <= *w);
+        if fits {
+            for i in 0..k {
+                lo[i] = lo[i].min(v[i]);
+                hi[i] = hi[i].max(v[i]);
+            }
+        }
+        fits
+    }
+
+    /// The range attributes of the ticket at `at`, as a group's span.
+    fn span(&self, at: usize) -> ([f64; MAX_ATTRIBUTES], [f64; MAX_ATTRIBUTES]) {
+        let k = self.range_rules.len();
+        let mut lo = [0.0; MAX_ATTRIBUTES];
+        lo[..k].copy_from_slice(&self.numbers[at * k..at * k + k]);
+        (lo, lo)
+    }
 }
 
 impl Hot {
@@ -245,6 +340,8 @@ impl Hot {
         let regions = self.latency.len() / n.max(1);
         let center = self.rating[p];
         let (mut lo, mut hi) = (center, center);
+        let class = self.class[p];
+        let (mut attr_lo, mut attr_hi) = self.span(p);
         let mut players = usize::from(self.size[p]);
         group.push(p);
         let mut r = right.find(p + 1);
@@ -277,12 +374,15 @@ impl Hot {
             };
             scanned += 1;
             let size = usize::from(self.size[at]);
-            if self.latency[at * regions + region] > self.limit[at] || players + size > need {
+            if self.latency[at * regions + region] > self.limit[at]
+                || players + size > need
+                || self.class[at] != class
+            {
                 continue;
             }
             let rating = self.rating[at];
             let (nlo, nhi) = (lo.min(rating), hi.max(rating));
-            if nhi - nlo > spread {
+            if nhi - nlo > spread || !self.ranges_fit(at, &mut attr_lo, &mut attr_hi) {
                 continue;
             }
             lo = nlo;
@@ -341,7 +441,11 @@ impl Hot {
             };
             scanned += 1;
             let size = self.size[at];
-            if self.latency[at * regions + b.region] > self.limit[at] {
+            if self.latency[at * regions + b.region] > self.limit[at] || self.class[at] != b.class {
+                continue;
+            }
+            let (mut lo, mut hi) = (b.numbers, b.numbers);
+            if !self.ranges_fit(at, &mut lo, &mut hi) {
                 continue;
             }
             let Some(team) = (0..b.open.len())
@@ -400,6 +504,18 @@ impl Queue {
         }
         if rules.regions.is_empty() || rules.regions.len() > MAX_REGIONS {
             return Err(invalid(format!("a queue has 1..={MAX_REGIONS} regions")));
+        }
+        if rules.attributes.len() > MAX_ATTRIBUTES || rules.roles.len() > MAX_ROLES {
+            return Err(invalid(format!(
+                "a queue has at most {MAX_ATTRIBUTES} attributes and {MAX_ROLES} roles"
+            )));
+        }
+        if rules
+            .attributes
+            .iter()
+            .any(|a| matches!(a.rule, AttributeMatch::Within(w) if !(w.is_finite() && w >= 0.0)))
+        {
+            return Err(invalid("a range attribute's width is a finite number >= 0"));
         }
         Ok(Self {
             rules,
@@ -494,8 +610,33 @@ impl Queue {
         {
             return Err(invalid("give the measured latency to at least one region"));
         }
+        let (class, numbers) = self.attributes(&spec.attributes)?;
+        if spec.roles.len() > size {
+            return Err(invalid(format!(
+                "{} roles for {size} players; at most one role per player",
+                spec.roles.len()
+            )));
+        }
+        let mut roles = [0u8; MAX_ROLES];
+        for role in &spec.roles {
+            let Some(i) = self.rules.roles.iter().position(|(r, _)| r == role) else {
+                let known: Vec<&str> = self.rules.roles.iter().map(|(r, _)| &**r).collect();
+                return Err(invalid(format!(
+                    "role {role:?} is not played in this queue; roles: {}",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            };
+            roles[i] += 1;
+        }
         let rating_sum: f64 = spec.players.iter().map(|p| p.rating).sum();
         Ok(Ticket {
+            class,
+            numbers,
+            roles,
             id: spec.id,
             rating: rating_sum / size as f64,
             rating_sum,
@@ -532,7 +673,10 @@ impl Queue {
         if self.backfills.iter().any(|b| b.id == spec.id) {
             return Err(invalid(format!("backfill {} already exists", spec.id)));
         }
+        let (class, numbers) = self.attributes(&spec.attributes)?;
         self.backfills.push(Backfill {
+            class,
+            numbers,
             id: spec.id,
             region,
             rating: spec.rating,
@@ -552,6 +696,58 @@ impl Queue {
     /// Open backfill requests.
     pub fn backfills(&self) -> usize {
         self.backfills.len()
+    }
+
+    /// A ticket's (or a backfill's) attributes as its must-match class and
+    /// its range values (in the order of the queue's range attributes);
+    /// refused when one is missing, unknown or of the wrong kind.
+    fn attributes(
+        &self,
+        given: &[(Arc<str>, Attribute)],
+    ) -> Result<(u64, [f64; MAX_ATTRIBUTES]), Failure> {
+        let rules = &self.rules.attributes;
+        if let Some((name, _)) = given
+            .iter()
+            .find(|(n, _)| !rules.iter().any(|r| r.name == *n))
+        {
+            let known: Vec<&str> = rules.iter().map(|r| &*r.name).collect();
+            return Err(invalid(format!(
+                "attribute {name:?} is not used by this queue; it uses: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+        let mut class = 0u64;
+        let mut numbers = [0.0; MAX_ATTRIBUTES];
+        let mut ranges = 0;
+        for (i, rule) in rules.iter().enumerate() {
+            let value = given.iter().find(|(n, _)| *n == rule.name).map(|(_, v)| v);
+            match (rule.rule, value) {
+                (AttributeMatch::Equal, Some(Attribute::Text(t))) => {
+                    class = xxhash_rust::xxh3::xxh3_64_with_seed(t.as_bytes(), class ^ i as u64);
+                }
+                (AttributeMatch::Within(_), Some(Attribute::Number(x))) if x.is_finite() => {
+                    numbers[ranges] = *x;
+                    ranges += 1;
+                }
+                (AttributeMatch::Equal, _) => {
+                    return Err(invalid(format!(
+                        "this queue needs attribute {:?} as text (every player of a match gives the same)",
+                        rule.name
+                    )))
+                }
+                (AttributeMatch::Within(w), _) => {
+                    return Err(invalid(format!(
+                        "this queue needs attribute {:?} as a finite number (within {w} across a match)",
+                        rule.name
+                    )))
+                }
+            }
+        }
+        Ok((class, numbers))
     }
 
     /// Removes a waiting ticket; false when it is not waiting (matched,
@@ -628,7 +824,25 @@ impl Queue {
             size: Vec::with_capacity(n),
             limit: Vec::with_capacity(n),
             latency: Vec::with_capacity(n * regions_n),
+            class: vec![0; n],
+            numbers: Vec::new(),
+            range_rules: self
+                .rules
+                .attributes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| match r.rule {
+                    AttributeMatch::Within(w) => Some((i, w)),
+                    AttributeMatch::Equal => None,
+                })
+                .collect(),
+            roles: Vec::new(),
         };
+        let ranges = hot.range_rules.len();
+        hot.numbers.resize(n * ranges, 0.0);
+        if !self.rules.roles.is_empty() {
+            hot.roles.resize(n, [0; MAX_ROLES]);
+        }
         // Read the tickets in order (sequentially) and scatter into the
         // small rating-ordered arrays.
         hot.rating.resize(n, 0.0);
@@ -645,6 +859,11 @@ impl Queue {
             hot.size[p] = t.size() as u16;
             hot.limit[p] = self.rules.latency.at(waited) as f32;
             hot.id[p] = t.id;
+            hot.class[p] = t.class;
+            hot.numbers[p * ranges..p * ranges + ranges].copy_from_slice(&t.numbers[..ranges]);
+            if let Some(r) = hot.roles.get_mut(p) {
+                *r = t.roles;
+            }
             for (r, &l) in t.latency[..regions_n].iter().enumerate() {
                 hot.latency[p * regions_n + r] = l as f32;
             }
@@ -783,8 +1002,13 @@ impl Queue {
             size: usize,
             sum: f64,
             id: u64,
+            roles: [u8; MAX_ROLES],
         }
         let size = usize::from(self.rules.team_size);
+        let mut caps = [u16::MAX; MAX_ROLES];
+        for (i, (_, cap)) in self.rules.roles.iter().enumerate().take(MAX_ROLES) {
+            caps[i] = *cap;
+        }
         let team_count = usize::from(self.rules.teams);
         // Positions in rating order are local to the group: no ticket is
         // read here. Ties go by age (the index), which is deterministic.
@@ -795,6 +1019,7 @@ impl Queue {
                 size: usize::from(hot.size[g]),
                 sum: hot.sum[g],
                 id: u64::from(order[g]),
+                roles: hot.roles.get(g).copied().unwrap_or_default(),
             })
             .collect();
         items.sort_by(|a, b| {
@@ -803,19 +1028,26 @@ impl Queue {
                 .then(b.sum.total_cmp(&a.sum))
                 .then(a.id.cmp(&b.id))
         });
-        // team[i] = (sum, players, items)
-        let mut teams: Vec<(f64, usize, Vec<Item>)> =
-            vec![(0.0, 0, Vec::with_capacity(size)); team_count];
+        // team[i] = (sum, players, items, players per role)
+        type TeamDraft = (f64, usize, Vec<Item>, [u16; MAX_ROLES]);
+        let mut teams: Vec<TeamDraft> =
+            vec![(0.0, 0, Vec::with_capacity(size), [0; MAX_ROLES]); team_count];
         for item in items {
             let best = teams
                 .iter_mut()
-                .filter(|(_, count, _)| count + item.size <= size)
+                .filter(|(_, count, _, roles)| {
+                    count + item.size <= size
+                        && (0..MAX_ROLES).all(|r| roles[r] + u16::from(item.roles[r]) <= caps[r])
+                })
                 .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))?;
             best.0 += item.sum;
             best.1 += item.size;
+            for r in 0..MAX_ROLES {
+                best.3[r] += u16::from(item.roles[r]);
+            }
             best.2.push(item);
         }
-        if teams.iter().any(|(_, count, _)| *count != size) {
+        if teams.iter().any(|(_, count, _, _)| *count != size) {
             return None;
         }
         for _ in 0..size * 2 {
@@ -833,7 +1065,8 @@ impl Queue {
             for (i, x) in teams[hi].2.iter().enumerate() {
                 for (j, y) in teams[lo].2.iter().enumerate() {
                     let d = x.sum - y.sum;
-                    if x.size != y.size || d <= 0.0 {
+                    // Equal roles too: a swap never breaks a role cap.
+                    if x.size != y.size || x.roles != y.roles || d <= 0.0 {
                         continue;
                     }
                     let new_gap = (gap - 2.0 * d).abs();
@@ -852,7 +1085,7 @@ impl Queue {
         Some(
             teams
                 .into_iter()
-                .map(|(sum, _, members)| (sum, members.iter().map(|m| m.ticket).collect()))
+                .map(|(sum, _, members, _)| (sum, members.iter().map(|m| m.ticket).collect()))
                 .collect(),
         )
     }
@@ -882,6 +1115,8 @@ mod tests {
                 max: 200.0,
             },
             timeout_ms: 120_000,
+            attributes: Vec::new(),
+            roles: Vec::new(),
         }
     }
 
@@ -893,6 +1128,8 @@ mod tests {
                 rating,
             }],
             latency_ms: vec![(Arc::from("eu"), eu), (Arc::from("us"), us)],
+            attributes: Vec::new(),
+            roles: Vec::new(),
         }
     }
 
@@ -994,6 +1231,92 @@ mod tests {
         assert_eq!(with_party.players.len(), 3);
         let sums: Vec<f64> = m[0].teams.iter().map(|t| t.rating_sum).collect();
         assert!((sums[0] - sums[1]).abs() <= 60.0, "{sums:?}");
+    }
+
+    fn with(mut t: TicketSpec, map: &str, level: f64, role: Option<&str>) -> TicketSpec {
+        t.attributes = vec![
+            (Arc::from("map"), Attribute::Text(Arc::from(map))),
+            (Arc::from("level"), Attribute::Number(level)),
+        ];
+        t.roles = role.map(Arc::from).into_iter().collect();
+        t
+    }
+
+    fn picky_rules() -> QueueRules {
+        let mut r = rules(2, 2);
+        r.attributes = vec![
+            AttributeRule {
+                name: Arc::from("map"),
+                rule: AttributeMatch::Equal,
+            },
+            AttributeRule {
+                name: Arc::from("level"),
+                rule: AttributeMatch::Within(5.0),
+            },
+        ];
+        r.roles = vec![(Arc::from("tank"), 1)];
+        r
+    }
+
+    #[test]
+    fn attributes_must_match_or_stay_within_range_and_roles_respect_caps() {
+        let mut q = Queue::new(picky_rules()).unwrap();
+        // Five players near in rating: one on another map, one too high a
+        // level; two tanks who must not share a team.
+        q.insert(
+            0,
+            with(solo(1, 1500.0, 30, 30), "docks", 10.0, Some("tank")),
+        )
+        .unwrap();
+        q.insert(0, with(solo(2, 1505.0, 30, 30), "ruins", 10.0, None))
+            .unwrap();
+        q.insert(0, with(solo(3, 1510.0, 30, 30), "docks", 30.0, None))
+            .unwrap();
+        q.insert(
+            0,
+            with(solo(4, 1515.0, 30, 30), "docks", 12.0, Some("tank")),
+        )
+        .unwrap();
+        q.insert(0, with(solo(5, 1520.0, 30, 30), "docks", 14.0, None))
+            .unwrap();
+        let mut out = Vec::new();
+        q.tick(0, &mut out);
+        assert!(matches(&out).is_empty(), "only three fit together: {out:?}");
+        q.insert(0, with(solo(6, 1490.0, 30, 30), "docks", 9.0, None))
+            .unwrap();
+        q.tick(0, &mut out);
+        let m = matches(&out);
+        assert_eq!(m.len(), 1);
+        let ids: HashSet<u64> = m[0].teams.iter().flat_map(|t| t.tickets.clone()).collect();
+        assert_eq!(
+            ids,
+            HashSet::from([1, 4, 5, 6]),
+            "same map, levels within 5"
+        );
+        let tanks_team = |id: u64| m[0].teams.iter().position(|t| t.tickets.contains(&id));
+        assert_ne!(tanks_team(1), tanks_team(4), "one tank per team");
+    }
+
+    #[test]
+    fn missing_unknown_or_mistyped_attributes_and_roles_are_refused() {
+        let mut q = Queue::new(picky_rules()).unwrap();
+        let bare = solo(1, 1500.0, 30, 30);
+        assert!(q.insert(0, bare.clone()).is_err(), "attributes missing");
+        let mut typed = with(bare.clone(), "docks", 1.0, None);
+        typed.attributes[1].1 = Attribute::Text(Arc::from("high"));
+        assert!(q.insert(0, typed).is_err(), "level must be a number");
+        let mut extra = with(bare.clone(), "docks", 1.0, None);
+        extra
+            .attributes
+            .push((Arc::from("mood"), Attribute::Number(1.0)));
+        assert!(q.insert(0, extra).is_err(), "unknown attribute");
+        assert!(
+            q.insert(0, with(bare.clone(), "docks", 1.0, Some("mage")))
+                .is_err(),
+            "unknown role"
+        );
+        assert!(q.is_empty());
+        q.insert(0, with(bare, "docks", 1.0, Some("tank"))).unwrap();
     }
 
     #[derive(Debug, Clone)]
@@ -1105,6 +1428,8 @@ mod tests {
                             id,
                             players: (0..size).map(|i| Player { user: UserId::from(format!("u{id}-{i}")), rating: f64::from(rating) + i as f64 }).collect(),
                             latency_ms: vec![(Arc::from("eu"), u32::from(eu)), (Arc::from("us"), u32::from(us))],
+                            attributes: Vec::new(),
+                            roles: Vec::new(),
                         };
                         q.insert(now, spec).unwrap();
                         waiting.insert(id, (size, now, u32::from(eu), u32::from(us)));
@@ -1128,7 +1453,7 @@ mod tests {
                         let mut open = vec![0u16; usize::from(teams)];
                         let slot = usize::from(team) % open.len();
                         open[slot] = team_size;
-                        let spec = BackfillSpec { id, region: Arc::from("eu"), rating: f64::from(rating), open: open.clone() };
+                        let spec = BackfillSpec { id, region: Arc::from("eu"), rating: f64::from(rating), open: open.clone(), attributes: Vec::new() };
                         q.backfill(now, spec).unwrap();
                         backfills.insert(id, open.into_iter().map(usize::from).collect());
                     }

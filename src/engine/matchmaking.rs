@@ -499,6 +499,8 @@ mod tests {
                 max: 100.0,
             },
             timeout_ms: 60_000,
+            attributes: Vec::new(),
+            roles: Vec::new(),
         };
         Lifecycle::new(Queue::new(rules).unwrap(), ready_check)
     }
@@ -511,6 +513,8 @@ mod tests {
                 rating,
             }],
             latency_ms: vec![(Arc::from("eu"), 30)],
+            attributes: Vec::new(),
+            roles: Vec::new(),
         }
     }
 

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::chat::Author;
-use super::matchmaker::{Player, Queue, QueueRules, TicketSpec};
+use super::matchmaker::{Attribute, Player, Queue, QueueRules, TicketSpec};
 use super::matchmaking::{self, Lifecycle, Removal};
 use super::{DomainEvent, Effect, Event, Failure, Refusal, Reply, SessionId, UserId};
 
@@ -67,6 +67,10 @@ pub struct Start {
     /// The asker's rating for this game from their token, if it has one.
     pub token_rating: Option<Rating>,
     pub latency_ms: Vec<(Arc<str>, u32)>,
+    /// The ticket's preferences for the queue's attributes.
+    pub attributes: Vec<(Arc<str>, Attribute)>,
+    /// The asking player's role, if they pick one.
+    pub role: Option<Arc<str>>,
     /// The lobby queued as a party.
     pub party: Option<Arc<str>>,
 }
@@ -228,6 +232,8 @@ pub struct BackfillRequest {
     pub rating: f64,
     /// Open slots per team.
     pub open: Vec<u16>,
+    /// The match's values for the queue's attributes.
+    pub attributes: Vec<(Arc<str>, Attribute)>,
 }
 
 #[derive(Debug)]
@@ -597,6 +603,8 @@ impl Queues {
                 })
                 .collect(),
             latency_ms: s.latency_ms,
+            attributes: s.attributes,
+            roles: s.role.into_iter().collect(),
         };
         let life = match self
             .queues
@@ -881,6 +889,7 @@ impl Queues {
             region: b.region.clone(),
             rating: b.rating,
             open: b.open,
+            attributes: b.attributes,
         };
         let life = match self
             .queues
@@ -1236,6 +1245,8 @@ mod tests {
                     max: 100.0,
                 },
                 timeout_ms: 10_000,
+                attributes: Vec::new(),
+                roles: Vec::new(),
             },
             ready_check_ms,
         }
@@ -1258,6 +1269,8 @@ mod tests {
             players: players.iter().map(|p| author(p)).collect(),
             token_rating: None,
             latency_ms: vec![(Arc::from("eu"), 40)],
+            attributes: Vec::new(),
+            role: None,
             party: None,
         }))
     }

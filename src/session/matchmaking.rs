@@ -9,7 +9,7 @@ use std::sync::Arc;
 use huddle_schema::wire::{self, ErrorCode, MatchmakingOpKind};
 
 use super::Conn;
-use crate::engine::matchmaker::{MAX_LATENCY_MS, MAX_REGIONS};
+use crate::engine::matchmaker::{Attribute, MAX_ATTRIBUTES, MAX_LATENCY_MS, MAX_REGIONS};
 use crate::engine::queues::{self, Command, Start, MAX_NAME};
 use crate::shard::{PartyStart, ShardMsg};
 
@@ -112,6 +112,40 @@ impl Conn<'_> {
             }
             latency_ms.push((Arc::from(region), row.ms()));
         }
+        let given = start.attributes().map(|v| v.len()).unwrap_or(0);
+        if given > MAX_ATTRIBUTES {
+            return invalid(self, &format!("at most {MAX_ATTRIBUTES} attributes"));
+        }
+        let mut attributes: Vec<(Arc<str>, Attribute)> = Vec::with_capacity(given);
+        for a in start.attributes().into_iter().flatten() {
+            let name = a.name().unwrap_or("");
+            if name.is_empty() || name.len() > MAX_NAME {
+                return invalid(self, &format!("attribute names are 1..={MAX_NAME} bytes"));
+            }
+            if attributes.iter().any(|(n, _)| &**n == name) {
+                return invalid(self, &format!("attribute {name} is given twice"));
+            }
+            let value = if a.is_number() {
+                if !a.number().is_finite() {
+                    return invalid(self, &format!("attribute {name} must be a finite number"));
+                }
+                Attribute::Number(a.number())
+            } else {
+                let text = a.text().unwrap_or("");
+                if text.len() > MAX_NAME {
+                    return invalid(
+                        self,
+                        &format!("attribute {name}'s text is at most {MAX_NAME} bytes"),
+                    );
+                }
+                Attribute::Text(Arc::from(text))
+            };
+            attributes.push((Arc::from(name), value));
+        }
+        let role = start.role().filter(|r| !r.is_empty());
+        if role.is_some_and(|r| r.len() > MAX_NAME) {
+            return invalid(self, &format!("role is at most {MAX_NAME} bytes"));
+        }
         let game: Arc<str> = Arc::from(game);
         let token_rating = self
             .at
@@ -127,6 +161,8 @@ impl Conn<'_> {
             players: vec![self.at.author.clone()],
             token_rating,
             latency_ms,
+            attributes,
+            role: role.map(Arc::from),
             party: None,
         };
         let lobby_id = start.lobby_id().unwrap_or("");

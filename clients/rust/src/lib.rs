@@ -68,7 +68,7 @@ pub use huddle_schema::wire::{
 pub use lobby::{
     Lobby, LobbyChanges, LobbyEvent, LobbyListPage, LobbyMember, LobbySummary, NewLobby,
 };
-pub use matchmaking::{MatchmakingEvent, Ticket};
+pub use matchmaking::{MatchRequest, MatchmakingEvent, Ticket};
 pub use social::{
     ChannelStatus, Friend, FriendOpDone, Notification, NotificationCounts, NotificationPage,
 };

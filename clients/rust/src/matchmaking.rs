@@ -8,6 +8,7 @@
 //! never panic on a frame from the network: missing fields decode to
 //! defaults (empty strings, zeros, no team).
 
+use huddle_schema::encode::MatchmakingStartFields;
 use huddle_schema::wire::{self, Frame, MatchmakingEventKind, MatchmakingOpKind, TicketState};
 
 use crate::client::{reply_frame, unexpected, Client, Event};
@@ -104,7 +105,54 @@ fn decode_ticket(buf: &[u8]) -> Result<Ticket, ClientError> {
     Ok(r.ticket().map(ticket).unwrap_or_default())
 }
 
+/// A `matchmaking:start` with everything it may carry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MatchRequest {
+    pub game: String,
+    pub mode: String,
+    /// Measured latency per region, ms.
+    pub latencies: Vec<(String, u32)>,
+    /// Queue this lobby (hosted by this user) as a party; "" for solo.
+    pub lobby_id: String,
+    /// Values for the queue's must-match attributes (a map, a variant).
+    pub texts: Vec<(String, String)>,
+    /// Values for the queue's range attributes (a level).
+    pub numbers: Vec<(String, f64)>,
+    /// The role this player takes ("" for none).
+    pub role: String,
+}
+
 impl Client {
+    /// `matchmaking:start` with attributes, a role or a party: see
+    /// [`Client::matchmaking_start`] for the refusals; a missing, unknown or
+    /// mistyped attribute or role is INVALID_ARGUMENT.
+    pub async fn matchmaking_start_with(&self, r: &MatchRequest) -> Result<Ticket, ClientError> {
+        let latencies: Vec<(&str, u32)> = r
+            .latencies
+            .iter()
+            .map(|(g, ms)| (g.as_str(), *ms))
+            .collect();
+        let texts: Vec<(&str, &str)> = r
+            .texts
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let numbers: Vec<(&str, f64)> = r.numbers.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let fields = MatchmakingStartFields {
+            game: &r.game,
+            mode: &r.mode,
+            latencies: &latencies,
+            lobby_id: &r.lobby_id,
+            texts: &texts,
+            numbers: &numbers,
+            role: &r.role,
+        };
+        let buf = self
+            .request(|enc, id| enc.matchmaking_start(id, &fields))
+            .await?;
+        decode_ticket(&buf)
+    }
+
     /// `matchmaking:start` in `game`/`mode` with this player's measured
     /// latency per region (`(region, ms)`). The rating comes from the token
     /// or the game backend, never from here. This session is subscribed to
@@ -117,8 +165,14 @@ impl Client {
         mode: &str,
         latencies: &[(&str, u32)],
     ) -> Result<Ticket, ClientError> {
+        let fields = MatchmakingStartFields {
+            game,
+            mode,
+            latencies,
+            ..Default::default()
+        };
         let buf = self
-            .request(|enc, id| enc.matchmaking_start(id, game, mode, latencies, ""))
+            .request(|enc, id| enc.matchmaking_start(id, &fields))
             .await?;
         decode_ticket(&buf)
     }
@@ -134,8 +188,15 @@ impl Client {
         mode: &str,
         latencies: &[(&str, u32)],
     ) -> Result<Ticket, ClientError> {
+        let fields = MatchmakingStartFields {
+            game,
+            mode,
+            latencies,
+            lobby_id,
+            ..Default::default()
+        };
         let buf = self
-            .request(|enc, id| enc.matchmaking_start(id, game, mode, latencies, lobby_id))
+            .request(|enc, id| enc.matchmaking_start(id, &fields))
             .await?;
         decode_ticket(&buf)
     }

@@ -244,6 +244,9 @@ struct LobbyEventBuilder;
 struct RegionLatency;
 struct RegionLatencyBuilder;
 
+struct MatchAttribute;
+struct MatchAttributeBuilder;
+
 struct MatchmakingStart;
 struct MatchmakingStartBuilder;
 
@@ -7596,13 +7599,105 @@ inline ::flatbuffers::Offset<RegionLatency> CreateRegionLatencyDirect(
       ms);
 }
 
+struct MatchAttribute FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
+  typedef MatchAttributeBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_NAME = 4,
+    VT_TEXT = 6,
+    VT_NUMBER = 8,
+    VT_IS_NUMBER = 10
+  };
+  const ::flatbuffers::String *name() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_NAME);
+  }
+  const ::flatbuffers::String *text() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_TEXT);
+  }
+  double number() const {
+    return GetField<double>(VT_NUMBER, 0.0);
+  }
+  bool is_number() const {
+    return GetField<uint8_t>(VT_IS_NUMBER, 0) != 0;
+  }
+  template <bool B = false>
+  bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_NAME) &&
+           verifier.VerifyString(name()) &&
+           VerifyOffset(verifier, VT_TEXT) &&
+           verifier.VerifyString(text()) &&
+           VerifyField<double>(verifier, VT_NUMBER, 8) &&
+           VerifyField<uint8_t>(verifier, VT_IS_NUMBER, 1) &&
+           verifier.EndTable();
+  }
+};
+
+struct MatchAttributeBuilder {
+  typedef MatchAttribute Table;
+  ::flatbuffers::FlatBufferBuilder &fbb_;
+  ::flatbuffers::uoffset_t start_;
+  void add_name(::flatbuffers::Offset<::flatbuffers::String> name) {
+    fbb_.AddOffset(MatchAttribute::VT_NAME, name);
+  }
+  void add_text(::flatbuffers::Offset<::flatbuffers::String> text) {
+    fbb_.AddOffset(MatchAttribute::VT_TEXT, text);
+  }
+  void add_number(double number) {
+    fbb_.AddElement<double>(MatchAttribute::VT_NUMBER, number, 0.0);
+  }
+  void add_is_number(bool is_number) {
+    fbb_.AddElement<uint8_t>(MatchAttribute::VT_IS_NUMBER, static_cast<uint8_t>(is_number), 0);
+  }
+  explicit MatchAttributeBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  ::flatbuffers::Offset<MatchAttribute> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = ::flatbuffers::Offset<MatchAttribute>(end);
+    return o;
+  }
+};
+
+inline ::flatbuffers::Offset<MatchAttribute> CreateMatchAttribute(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    ::flatbuffers::Offset<::flatbuffers::String> name = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> text = 0,
+    double number = 0.0,
+    bool is_number = false) {
+  MatchAttributeBuilder builder_(_fbb);
+  builder_.add_number(number);
+  builder_.add_text(text);
+  builder_.add_name(name);
+  builder_.add_is_number(is_number);
+  return builder_.Finish();
+}
+
+inline ::flatbuffers::Offset<MatchAttribute> CreateMatchAttributeDirect(
+    ::flatbuffers::FlatBufferBuilder &_fbb,
+    const char *name = nullptr,
+    const char *text = nullptr,
+    double number = 0.0,
+    bool is_number = false) {
+  auto name__ = name ? _fbb.CreateString(name) : 0;
+  auto text__ = text ? _fbb.CreateString(text) : 0;
+  return huddle::wire::CreateMatchAttribute(
+      _fbb,
+      name__,
+      text__,
+      number,
+      is_number);
+}
+
 struct MatchmakingStart FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   typedef MatchmakingStartBuilder Builder;
   enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
     VT_GAME = 4,
     VT_MODE = 6,
     VT_LATENCIES = 8,
-    VT_LOBBY_ID = 10
+    VT_LOBBY_ID = 10,
+    VT_ATTRIBUTES = 12,
+    VT_ROLE = 14
   };
   const ::flatbuffers::String *game() const {
     return GetPointer<const ::flatbuffers::String *>(VT_GAME);
@@ -7616,6 +7711,12 @@ struct MatchmakingStart FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   const ::flatbuffers::String *lobby_id() const {
     return GetPointer<const ::flatbuffers::String *>(VT_LOBBY_ID);
   }
+  const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::MatchAttribute>> *attributes() const {
+    return GetPointer<const ::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::MatchAttribute>> *>(VT_ATTRIBUTES);
+  }
+  const ::flatbuffers::String *role() const {
+    return GetPointer<const ::flatbuffers::String *>(VT_ROLE);
+  }
   template <bool B = false>
   bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
     return VerifyTableStart(verifier) &&
@@ -7628,6 +7729,11 @@ struct MatchmakingStart FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
            verifier.VerifyVectorOfTables(latencies()) &&
            VerifyOffset(verifier, VT_LOBBY_ID) &&
            verifier.VerifyString(lobby_id()) &&
+           VerifyOffset(verifier, VT_ATTRIBUTES) &&
+           verifier.VerifyVector(attributes()) &&
+           verifier.VerifyVectorOfTables(attributes()) &&
+           VerifyOffset(verifier, VT_ROLE) &&
+           verifier.VerifyString(role()) &&
            verifier.EndTable();
   }
 };
@@ -7648,6 +7754,12 @@ struct MatchmakingStartBuilder {
   void add_lobby_id(::flatbuffers::Offset<::flatbuffers::String> lobby_id) {
     fbb_.AddOffset(MatchmakingStart::VT_LOBBY_ID, lobby_id);
   }
+  void add_attributes(::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::MatchAttribute>>> attributes) {
+    fbb_.AddOffset(MatchmakingStart::VT_ATTRIBUTES, attributes);
+  }
+  void add_role(::flatbuffers::Offset<::flatbuffers::String> role) {
+    fbb_.AddOffset(MatchmakingStart::VT_ROLE, role);
+  }
   explicit MatchmakingStartBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
         : fbb_(_fbb) {
     start_ = fbb_.StartTable();
@@ -7664,8 +7776,12 @@ inline ::flatbuffers::Offset<MatchmakingStart> CreateMatchmakingStart(
     ::flatbuffers::Offset<::flatbuffers::String> game = 0,
     ::flatbuffers::Offset<::flatbuffers::String> mode = 0,
     ::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::RegionLatency>>> latencies = 0,
-    ::flatbuffers::Offset<::flatbuffers::String> lobby_id = 0) {
+    ::flatbuffers::Offset<::flatbuffers::String> lobby_id = 0,
+    ::flatbuffers::Offset<::flatbuffers::Vector<::flatbuffers::Offset<huddle::wire::MatchAttribute>>> attributes = 0,
+    ::flatbuffers::Offset<::flatbuffers::String> role = 0) {
   MatchmakingStartBuilder builder_(_fbb);
+  builder_.add_role(role);
+  builder_.add_attributes(attributes);
   builder_.add_lobby_id(lobby_id);
   builder_.add_latencies(latencies);
   builder_.add_mode(mode);
@@ -7678,17 +7794,23 @@ inline ::flatbuffers::Offset<MatchmakingStart> CreateMatchmakingStartDirect(
     const char *game = nullptr,
     const char *mode = nullptr,
     const std::vector<::flatbuffers::Offset<huddle::wire::RegionLatency>> *latencies = nullptr,
-    const char *lobby_id = nullptr) {
+    const char *lobby_id = nullptr,
+    const std::vector<::flatbuffers::Offset<huddle::wire::MatchAttribute>> *attributes = nullptr,
+    const char *role = nullptr) {
   auto game__ = game ? _fbb.CreateString(game) : 0;
   auto mode__ = mode ? _fbb.CreateString(mode) : 0;
   auto latencies__ = latencies ? _fbb.CreateVector<::flatbuffers::Offset<huddle::wire::RegionLatency>>(*latencies) : 0;
   auto lobby_id__ = lobby_id ? _fbb.CreateString(lobby_id) : 0;
+  auto attributes__ = attributes ? _fbb.CreateVector<::flatbuffers::Offset<huddle::wire::MatchAttribute>>(*attributes) : 0;
+  auto role__ = role ? _fbb.CreateString(role) : 0;
   return huddle::wire::CreateMatchmakingStart(
       _fbb,
       game__,
       mode__,
       latencies__,
-      lobby_id__);
+      lobby_id__,
+      attributes__,
+      role__);
 }
 
 struct MatchmakingOp FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {

@@ -12245,6 +12245,153 @@ impl ::core::fmt::Debug for RegionLatency<'_> {
       ds.finish()
   }
 }
+pub enum MatchAttributeOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MatchAttribute<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MatchAttribute<'a> {
+  type Inner = MatchAttribute<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MatchAttribute<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TEXT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_NUMBER: ::flatbuffers::VOffsetT = 8;
+  pub const VT_IS_NUMBER: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MatchAttribute { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MatchAttributeArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MatchAttribute<'bldr>> {
+    let mut builder = MatchAttributeBuilder::new(_fbb);
+    builder.add_number(args.number);
+    if let Some(x) = args.text { builder.add_text(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_is_number(args.is_number);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MatchAttribute::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn text(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MatchAttribute::VT_TEXT, None)}
+  }
+  #[inline]
+  pub fn number(&self) -> f64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(MatchAttribute::VT_NUMBER, Some(0.0)).unwrap()}
+  }
+  #[inline]
+  pub fn is_number(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(MatchAttribute::VT_IS_NUMBER, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MatchAttribute<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("text", Self::VT_TEXT, false)?
+     .visit_field::<f64>("number", Self::VT_NUMBER, false)?
+     .visit_field::<bool>("is_number", Self::VT_IS_NUMBER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MatchAttributeArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub text: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub number: f64,
+    pub is_number: bool,
+}
+impl<'a> Default for MatchAttributeArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MatchAttributeArgs {
+      name: None,
+      text: None,
+      number: 0.0,
+      is_number: false,
+    }
+  }
+}
+
+pub struct MatchAttributeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MatchAttributeBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MatchAttribute::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_text(&mut self, text: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MatchAttribute::VT_TEXT, text);
+  }
+  #[inline]
+  pub fn add_number(&mut self, number: f64) {
+    self.fbb_.push_slot::<f64>(MatchAttribute::VT_NUMBER, number, 0.0);
+  }
+  #[inline]
+  pub fn add_is_number(&mut self, is_number: bool) {
+    self.fbb_.push_slot::<bool>(MatchAttribute::VT_IS_NUMBER, is_number, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MatchAttributeBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MatchAttributeBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MatchAttribute<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MatchAttribute<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MatchAttribute");
+      ds.field("name", &self.name());
+      ds.field("text", &self.text());
+      ds.field("number", &self.number());
+      ds.field("is_number", &self.is_number());
+      ds.finish()
+  }
+}
 pub enum MatchmakingStartOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -12265,6 +12412,8 @@ impl<'a> MatchmakingStart<'a> {
   pub const VT_MODE: ::flatbuffers::VOffsetT = 6;
   pub const VT_LATENCIES: ::flatbuffers::VOffsetT = 8;
   pub const VT_LOBBY_ID: ::flatbuffers::VOffsetT = 10;
+  pub const VT_ATTRIBUTES: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ROLE: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -12276,6 +12425,8 @@ impl<'a> MatchmakingStart<'a> {
     args: &'args MatchmakingStartArgs<'args>
   ) -> ::flatbuffers::WIPOffset<MatchmakingStart<'bldr>> {
     let mut builder = MatchmakingStartBuilder::new(_fbb);
+    if let Some(x) = args.role { builder.add_role(x); }
+    if let Some(x) = args.attributes { builder.add_attributes(x); }
     if let Some(x) = args.lobby_id { builder.add_lobby_id(x); }
     if let Some(x) = args.latencies { builder.add_latencies(x); }
     if let Some(x) = args.mode { builder.add_mode(x); }
@@ -12312,6 +12463,20 @@ impl<'a> MatchmakingStart<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MatchmakingStart::VT_LOBBY_ID, None)}
   }
+  #[inline]
+  pub fn attributes(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MatchAttribute<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MatchAttribute>>>>(MatchmakingStart::VT_ATTRIBUTES, None)}
+  }
+  #[inline]
+  pub fn role(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MatchmakingStart::VT_ROLE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for MatchmakingStart<'_> {
@@ -12324,6 +12489,8 @@ impl ::flatbuffers::Verifiable for MatchmakingStart<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("mode", Self::VT_MODE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RegionLatency>>>>("latencies", Self::VT_LATENCIES, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("lobby_id", Self::VT_LOBBY_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<MatchAttribute>>>>("attributes", Self::VT_ATTRIBUTES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("role", Self::VT_ROLE, false)?
      .finish();
     Ok(())
   }
@@ -12333,6 +12500,8 @@ pub struct MatchmakingStartArgs<'a> {
     pub mode: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub latencies: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionLatency<'a>>>>>,
     pub lobby_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub attributes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MatchAttribute<'a>>>>>,
+    pub role: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for MatchmakingStartArgs<'a> {
   #[inline]
@@ -12342,6 +12511,8 @@ impl<'a> Default for MatchmakingStartArgs<'a> {
       mode: None,
       latencies: None,
       lobby_id: None,
+      attributes: None,
+      role: None,
     }
   }
 }
@@ -12368,6 +12539,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MatchmakingStartBuilder<'a, '
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MatchmakingStart::VT_LOBBY_ID, lobby_id);
   }
   #[inline]
+  pub fn add_attributes(&mut self, attributes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<MatchAttribute<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MatchmakingStart::VT_ATTRIBUTES, attributes);
+  }
+  #[inline]
+  pub fn add_role(&mut self, role: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MatchmakingStart::VT_ROLE, role);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MatchmakingStartBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     MatchmakingStartBuilder {
@@ -12389,6 +12568,8 @@ impl ::core::fmt::Debug for MatchmakingStart<'_> {
       ds.field("mode", &self.mode());
       ds.field("latencies", &self.latencies());
       ds.field("lobby_id", &self.lobby_id());
+      ds.field("attributes", &self.attributes());
+      ds.field("role", &self.role());
       ds.finish()
   }
 }

@@ -24,6 +24,22 @@ pub struct TicketFields<'a> {
     pub players: Vec<&'a str>,
 }
 
+/// A `matchmaking:start` request.
+#[derive(Debug, Clone, Default)]
+pub struct MatchmakingStartFields<'a> {
+    pub game: &'a str,
+    pub mode: &'a str,
+    pub latencies: &'a [(&'a str, u32)],
+    /// "" for a solo ticket.
+    pub lobby_id: &'a str,
+    /// (name, text) for must-match attributes.
+    pub texts: &'a [(&'a str, &'a str)],
+    /// (name, number) for range attributes.
+    pub numbers: &'a [(&'a str, f64)],
+    /// "" for none.
+    pub role: &'a str,
+}
+
 /// A `MatchmakingEvent`; empty strings are left out.
 #[derive(Debug, Clone)]
 pub struct MatchmakingEventFields<'a> {
@@ -71,16 +87,10 @@ impl Encoder {
         )
     }
 
-    /// `matchmaking:start`; `lobby_id` "" for a solo ticket.
-    pub fn matchmaking_start(
-        &mut self,
-        request_id: u64,
-        game: &str,
-        mode: &str,
-        latencies: &[(&str, u32)],
-        lobby_id: &str,
-    ) -> Bytes {
-        let rows: Vec<_> = latencies
+    /// `matchmaking:start`.
+    pub fn matchmaking_start(&mut self, request_id: u64, m: &MatchmakingStartFields<'_>) -> Bytes {
+        let rows: Vec<_> = m
+            .latencies
             .iter()
             .map(|(region, ms)| {
                 let region = Some(self.fbb.create_string(region));
@@ -91,9 +101,37 @@ impl Encoder {
             })
             .collect();
         let latencies = Some(self.fbb.create_vector(&rows));
-        let game = Some(self.fbb.create_string(game));
-        let mode = Some(self.fbb.create_string(mode));
-        let lobby_id = self.opt_string(lobby_id);
+        let mut attrs = Vec::with_capacity(m.texts.len() + m.numbers.len());
+        for (name, text) in m.texts {
+            let name = Some(self.fbb.create_string(name));
+            let text = Some(self.fbb.create_string(text));
+            attrs.push(wire::MatchAttribute::create(
+                &mut self.fbb,
+                &wire::MatchAttributeArgs {
+                    name,
+                    text,
+                    number: 0.0,
+                    is_number: false,
+                },
+            ));
+        }
+        for (name, number) in m.numbers {
+            let name = Some(self.fbb.create_string(name));
+            attrs.push(wire::MatchAttribute::create(
+                &mut self.fbb,
+                &wire::MatchAttributeArgs {
+                    name,
+                    text: None,
+                    number: *number,
+                    is_number: true,
+                },
+            ));
+        }
+        let attributes = (!attrs.is_empty()).then(|| self.fbb.create_vector(&attrs));
+        let game = Some(self.fbb.create_string(m.game));
+        let mode = Some(self.fbb.create_string(m.mode));
+        let lobby_id = self.opt_string(m.lobby_id);
+        let role = self.opt_string(m.role);
         let body = wire::MatchmakingStart::create(
             &mut self.fbb,
             &wire::MatchmakingStartArgs {
@@ -101,6 +139,8 @@ impl Encoder {
                 mode,
                 latencies,
                 lobby_id,
+                attributes,
+                role,
             },
         );
         self.finish_frame(request_id, 0, Body::MatchmakingStart, body.as_union_value())

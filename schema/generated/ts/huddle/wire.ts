@@ -68,6 +68,7 @@ export { LobbyStatus } from './wire/lobby-status.js';
 export { LobbySummary } from './wire/lobby-summary.js';
 export { LobbyUpdate } from './wire/lobby-update.js';
 export { LobbyVisibility } from './wire/lobby-visibility.js';
+export { MatchAttribute } from './wire/match-attribute.js';
 export { MatchmakingEvent } from './wire/matchmaking-event.js';
 export { MatchmakingEventKind } from './wire/matchmaking-event-kind.js';
 export { MatchmakingOp } from './wire/matchmaking-op.js';

@@ -74,8 +74,40 @@ class MatchmakingStart(object):
             return self._tab.String(o + self._tab.Pos)
         return None
 
+    # MatchmakingStart
+    def Attributes(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            from huddle.wire.MatchAttribute import MatchAttribute
+            obj = MatchAttribute()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # MatchmakingStart
+    def AttributesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # MatchmakingStart
+    def AttributesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        return o == 0
+
+    # MatchmakingStart
+    def Role(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
 def MatchmakingStartStart(builder):
-    builder.StartObject(4)
+    builder.StartObject(6)
 
 def Start(builder):
     MatchmakingStartStart(builder)
@@ -109,6 +141,24 @@ def MatchmakingStartAddLobbyId(builder, lobbyId):
 
 def AddLobbyId(builder, lobbyId):
     MatchmakingStartAddLobbyId(builder, lobbyId)
+
+def MatchmakingStartAddAttributes(builder, attributes):
+    builder.PrependUOffsetTRelativeSlot(4, flatbuffers.number_types.UOffsetTFlags.py_type(attributes), 0)
+
+def AddAttributes(builder, attributes):
+    MatchmakingStartAddAttributes(builder, attributes)
+
+def MatchmakingStartStartAttributesVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def StartAttributesVector(builder, numElems):
+    return MatchmakingStartStartAttributesVector(builder, numElems)
+
+def MatchmakingStartAddRole(builder, role):
+    builder.PrependUOffsetTRelativeSlot(5, flatbuffers.number_types.UOffsetTFlags.py_type(role), 0)
+
+def AddRole(builder, role):
+    MatchmakingStartAddRole(builder, role)
 
 def MatchmakingStartEnd(builder):
     return builder.EndObject()

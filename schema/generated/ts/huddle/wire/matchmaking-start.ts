@@ -4,6 +4,7 @@
 
 import * as flatbuffers from 'flatbuffers';
 
+import { MatchAttribute } from '../../huddle/wire/match-attribute.js';
 import { RegionLatency } from '../../huddle/wire/region-latency.js';
 
 
@@ -56,8 +57,25 @@ lobbyId(optionalEncoding?:any):string|Uint8Array|null {
   return offset ? this.bb!.__string(this.bb_pos + offset, optionalEncoding) : null;
 }
 
+attributes(index: number, obj?:MatchAttribute):MatchAttribute|null {
+  const offset = this.bb!.__offset(this.bb_pos, 12);
+  return offset ? (obj || new MatchAttribute()).__init(this.bb!.__indirect(this.bb!.__vector(this.bb_pos + offset) + index * 4), this.bb!) : null;
+}
+
+attributesLength():number {
+  const offset = this.bb!.__offset(this.bb_pos, 12);
+  return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
+}
+
+role():string|null
+role(optionalEncoding:flatbuffers.Encoding):string|Uint8Array|null
+role(optionalEncoding?:any):string|Uint8Array|null {
+  const offset = this.bb!.__offset(this.bb_pos, 14);
+  return offset ? this.bb!.__string(this.bb_pos + offset, optionalEncoding) : null;
+}
+
 static startMatchmakingStart(builder:flatbuffers.Builder) {
-  builder.startObject(4);
+  builder.startObject(6);
 }
 
 static addGame(builder:flatbuffers.Builder, gameOffset:flatbuffers.Offset) {
@@ -88,17 +106,39 @@ static addLobbyId(builder:flatbuffers.Builder, lobbyIdOffset:flatbuffers.Offset)
   builder.addFieldOffset(3, lobbyIdOffset, 0);
 }
 
+static addAttributes(builder:flatbuffers.Builder, attributesOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(4, attributesOffset, 0);
+}
+
+static createAttributesVector(builder:flatbuffers.Builder, data:flatbuffers.Offset[]):flatbuffers.Offset {
+  builder.startVector(4, data.length, 4);
+  for (let i = data.length - 1; i >= 0; i--) {
+    builder.addOffset(data[i]!);
+  }
+  return builder.endVector();
+}
+
+static startAttributesVector(builder:flatbuffers.Builder, numElems:number) {
+  builder.startVector(4, numElems, 4);
+}
+
+static addRole(builder:flatbuffers.Builder, roleOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(5, roleOffset, 0);
+}
+
 static endMatchmakingStart(builder:flatbuffers.Builder):flatbuffers.Offset {
   const offset = builder.endObject();
   return offset;
 }
 
-static createMatchmakingStart(builder:flatbuffers.Builder, gameOffset:flatbuffers.Offset, modeOffset:flatbuffers.Offset, latenciesOffset:flatbuffers.Offset, lobbyIdOffset:flatbuffers.Offset):flatbuffers.Offset {
+static createMatchmakingStart(builder:flatbuffers.Builder, gameOffset:flatbuffers.Offset, modeOffset:flatbuffers.Offset, latenciesOffset:flatbuffers.Offset, lobbyIdOffset:flatbuffers.Offset, attributesOffset:flatbuffers.Offset, roleOffset:flatbuffers.Offset):flatbuffers.Offset {
   MatchmakingStart.startMatchmakingStart(builder);
   MatchmakingStart.addGame(builder, gameOffset);
   MatchmakingStart.addMode(builder, modeOffset);
   MatchmakingStart.addLatencies(builder, latenciesOffset);
   MatchmakingStart.addLobbyId(builder, lobbyIdOffset);
+  MatchmakingStart.addAttributes(builder, attributesOffset);
+  MatchmakingStart.addRole(builder, roleOffset);
   return MatchmakingStart.endMatchmakingStart(builder);
 }
 }
