@@ -153,6 +153,8 @@ pub(crate) fn run(params: StormParams) -> anyhow::Result<String> {
                     timed_out += 1;
                     entered.remove(&ticket);
                 }
+                // This scenario asks for no backfill.
+                Outcome::Backfilled { .. } | Outcome::BackfillExpired { .. } => {}
                 Outcome::Matched(m) => {
                     matches += 1;
                     spread.record(m.spread.round().max(1.0) as u64)?;
