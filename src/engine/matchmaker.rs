@@ -19,6 +19,8 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use super::{Failure, Refusal, UserId};
 
 /// A limit that widens with waiting time: `start`, plus `step` for every
@@ -125,7 +127,7 @@ pub const MAX_LATENCY_MS: u32 = 10_000;
 /// Regions one queue may have at most.
 pub const MAX_REGIONS: usize = 8;
 /// Latency meaning "no measurement for this region".
-const UNKNOWN: u32 = u32::MAX;
+const UNKNOWN: u16 = u16::MAX;
 /// Candidates examined per ticket and region in one tick, at most (the
 /// scan is nearest-first, so this only bounds pathological queues).
 const SCAN_LIMIT: usize = 256;
@@ -133,12 +135,12 @@ const SCAN_LIMIT: usize = 256;
 #[derive(Debug, Clone)]
 struct Ticket {
     id: u64,
-    players: Vec<Player>,
+    /// Inline for a solo ticket: no allocation to queue or to match it.
+    players: SmallVec<[Player; 1]>,
     rating: f64,
     rating_sum: f64,
-    /// Indexed like `QueueRules::regions`.
     /// Indexed like `QueueRules::regions` (inline: no pointer to chase).
-    latency: [u32; MAX_REGIONS],
+    latency: [u16; MAX_REGIONS],
     entered_ms: u64,
     /// Cancelled: skipped, and dropped at the next tick.
     cancelled: bool,
@@ -602,7 +604,7 @@ impl Queue {
                     "latency {ms} ms to {region} is not a measurement (1..{MAX_LATENCY_MS})"
                 )));
             }
-            latency[i] = *ms;
+            latency[i] = *ms as u16; // < MAX_LATENCY_MS, checked above
         }
         if latency[..self.rules.regions.len()]
             .iter()
@@ -640,7 +642,7 @@ impl Queue {
             id: spec.id,
             rating: rating_sum / size as f64,
             rating_sum,
-            players: spec.players,
+            players: spec.players.into_iter().collect(),
             latency,
             entered_ms: now_ms,
             cancelled: false,
@@ -977,10 +979,10 @@ impl Queue {
                 *live -= 1;
                 match out.get_mut(slot as usize) {
                     Some(Outcome::Matched(m)) => {
-                        m.teams[team as usize].players.append(&mut t.players)
+                        m.teams[team as usize].players.extend(t.players.drain(..))
                     }
                     Some(Outcome::Backfilled { teams, .. }) => {
-                        teams[team as usize].players.append(&mut t.players)
+                        teams[team as usize].players.extend(t.players.drain(..))
                     }
                     _ => {}
                 }
