@@ -386,10 +386,9 @@ async fn handshake<R: FrameReader, W: FrameWriter>(
     // another member's lobby host is matched on them too. Best effort: a
     // player's own start carries them again.
     for (game, rating) in &attached.ratings {
-        let cmd = crate::engine::queues::Command::SetRating {
+        let cmd = crate::engine::queues::Command::SetRatings {
             game: game.clone(),
-            user: attached.user.clone(),
-            rating: *rating,
+            ratings: vec![(attached.user.clone(), *rating)],
             from_token: true,
         };
         let msg = ShardMsg::Matchmaking {

@@ -70,24 +70,24 @@ pub(super) async fn set_ratings(
         }
     }
     let game: Arc<str> = Arc::from(req.game.as_str());
-    let shard = gw.shards.of_game(&game);
     let count = req.ratings.len();
-    for r in req.ratings {
-        let cmd = Command::SetRating {
-            game: game.clone(),
-            user: Arc::from(r.user_id),
-            rating: Rating {
-                mu: r.mu,
-                sigma: r.sigma,
-            },
-            from_token: false,
-        };
-        let msg = ShardMsg::Matchmaking {
-            cmd: Box::new(cmd),
-            reply_to: None,
-            watcher: None,
-        };
-        gw.shards.send(shard, msg).await;
+    let cmd = Command::SetRatings {
+        game: game.clone(),
+        ratings: req
+            .ratings
+            .into_iter()
+            .map(|r| {
+                let rating = Rating {
+                    mu: r.mu,
+                    sigma: r.sigma,
+                };
+                (Arc::from(r.user_id), rating)
+            })
+            .collect(),
+        from_token: false,
+    };
+    if let Err(answer) = matchmaking_admin(&gw, &game, cmd).await {
+        return answer;
     }
     (StatusCode::OK, format!("{{\"set\":{count}}}\n"))
 }

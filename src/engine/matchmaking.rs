@@ -40,6 +40,9 @@ pub enum Event {
     },
     /// A match stands (ready check passed, or none asked): create its lobby.
     Matched(Match),
+    /// A ready check failed (a decline, the deadline, the queue closed):
+    /// its match will not stand. Its tickets' own events follow.
+    CheckFailed { match_id: u64 },
     /// Back to searching after a failed ready check, waiting time kept.
     Requeued { ticket: u64, users: Vec<UserId> },
     /// Tickets placed into a running match's open slots (no ready check:
@@ -264,6 +267,7 @@ impl Lifecycle {
         let Some(check) = self.checks.remove(&match_id) else {
             return;
         };
+        out.push(Event::CheckFailed { match_id });
         for team in &check.found.teams {
             for id in &team.tickets {
                 let Some(t) = self.tickets.get(id) else {
@@ -356,7 +360,9 @@ impl Lifecycle {
                 });
             }
         }
-        self.checks.clear();
+        for match_id in std::mem::take(&mut self.checks).into_keys() {
+            out.push(Event::CheckFailed { match_id });
+        }
     }
 
     /// The ready check `ticket` is in, if any.
@@ -698,7 +704,7 @@ mod tests {
                         }
                     }
                     Event::Removed { ticket, .. } => assert!(ended.insert(ticket)),
-                    Event::Requeued { .. } => {}
+                    Event::Requeued { .. } | Event::CheckFailed { .. } => {}
                     Event::Backfilled { .. } | Event::BackfillExpired { .. } => {
                         unreachable!("no backfill was asked")
                     }

@@ -29,6 +29,10 @@ pub const DEFAULT_RATING: Rating = Rating {
 /// Finished tickets remembered (per shard) so a late cancel or status gets
 /// the outcome instead of "not found".
 const RECENT: usize = 16_384;
+/// Users whose ratings one shard keeps; past this, ratings of new users
+/// are not kept (their own start still uses their token's rating, and
+/// `POST /v1/ratings` says how many it could not keep).
+pub const MAX_RATED_USERS: usize = 2_000_000;
 /// Largest ticket key (game names are at most this long too).
 pub const MAX_NAME: usize = 64;
 
@@ -105,10 +109,9 @@ pub enum Command {
     },
     /// The game backend (or a token, `from_token`) sets a player's rating
     /// for a game; the backend's wins over the token's.
-    SetRating {
+    SetRatings {
         game: Arc<str>,
-        user: UserId,
-        rating: Rating,
+        ratings: Vec<(UserId, Rating)>,
         from_token: bool,
     },
     /// The queues of the games this shard owns, replacing the old set.
@@ -238,6 +241,8 @@ pub struct BackfillRequest {
 
 #[derive(Debug)]
 struct BackfillInfo {
+    game: Arc<str>,
+    mode: Arc<str>,
     lobby_id: Arc<str>,
     match_id: Arc<str>,
     region: Arc<str>,
@@ -365,7 +370,18 @@ impl Queues {
             .unwrap_or(DEFAULT_RATING)
     }
 
-    fn set_rating(&mut self, game: &Arc<str>, user: &UserId, rating: Rating, backend: bool) {
+    /// Keeps a rating; false when the table is full (a new user past
+    /// [`MAX_RATED_USERS`]).
+    fn set_rating(
+        &mut self,
+        game: &Arc<str>,
+        user: &UserId,
+        rating: Rating,
+        backend: bool,
+    ) -> bool {
+        if self.ratings.len() >= MAX_RATED_USERS && !self.ratings.contains_key(user) {
+            return false;
+        }
         let rows = self.ratings.entry(user.clone()).or_default();
         let i = match rows.iter().position(|r| r.game == *game) {
             Some(i) => i,
@@ -383,6 +399,7 @@ impl Queues {
         } else {
             rows[i].token = Some(rating);
         }
+        true
     }
 
     pub fn handle(&mut self, now_ms: i64, cmd: Command, out: &mut Vec<Effect>) {
@@ -433,15 +450,33 @@ impl Queues {
                 ticket,
                 accept,
             } => self.answer(now, request_id, &user, &ticket, accept, out),
-            Command::SetRating {
+            Command::SetRatings {
                 game,
-                user,
-                rating,
+                ratings,
                 from_token,
             } => {
-                if rating.valid() {
-                    self.set_rating(&game, &user, rating, !from_token);
+                let mut lost = 0;
+                for (user, rating) in ratings {
+                    if !(rating.valid() && self.set_rating(&game, &user, rating, !from_token)) {
+                        lost += 1;
+                    }
                 }
+                out.push(if lost == 0 {
+                    Effect::Reply {
+                        request_id: 0,
+                        reply: Reply::Done,
+                    }
+                } else {
+                    Effect::Fail {
+                        request_id: 0,
+                        failure: Failure::new(
+                            Refusal::RateLimited,
+                            format!(
+                                "{lost} ratings not kept: this shard keeps ratings for at most {MAX_RATED_USERS} users"
+                            ),
+                        ),
+                    }
+                });
             }
             Command::Configure(specs) => self.configure(now, specs, out),
             Command::Backfill(b) => self.backfill(now, *b, out),
@@ -586,10 +621,12 @@ impl Queues {
                 return fail(out, rid, Refusal::MatchmakingError, message);
             }
         }
-        if let Some(r) = s.token_rating.filter(Rating::valid) {
+        let token = s.token_rating.filter(Rating::valid);
+        if let Some(r) = token {
             let owner = owner.id.clone();
             self.set_rating(&s.game, &owner, r, false);
         }
+        let owner_id = owner.id.clone();
         let id = self.next_ticket;
         let request_id: Arc<str> = Arc::from(format!("{id}@{}", s.game));
         let spec = TicketSpec {
@@ -597,9 +634,16 @@ impl Queues {
             players: s
                 .players
                 .iter()
-                .map(|p| Player {
-                    user: p.id.clone(),
-                    rating: self.rating(&s.game, &p.id).mu,
+                .map(|p| {
+                    let mut rating = self.rating(&s.game, &p.id);
+                    // Not kept (a full table): the asker's token still counts.
+                    if p.id == owner_id && rating == DEFAULT_RATING {
+                        rating = token.unwrap_or(DEFAULT_RATING);
+                    }
+                    Player {
+                        user: p.id.clone(),
+                        rating: rating.mu,
+                    }
                 })
                 .collect(),
             latency_ms: s.latency_ms,
@@ -909,6 +953,8 @@ impl Queues {
         self.backfills.insert(
             id,
             BackfillInfo {
+                game: b.game.clone(),
+                mode: b.mode.clone(),
                 lobby_id: b.lobby_id,
                 match_id: b.match_id,
                 region: b.region,
@@ -959,6 +1005,9 @@ impl Queues {
             self.lifecycle_events(now, &game, &mode, ev, out);
         }
         for (game, mode) in closed {
+            // The queue's backfills go with it.
+            self.backfills
+                .retain(|_, b| !(b.game == game && b.mode == mode));
             if let Some(modes) = self.queues.get_mut(&game) {
                 modes.remove(&mode);
                 if modes.is_empty() {
@@ -1176,6 +1225,9 @@ impl Queues {
                             game: game.clone(),
                         }));
                     }
+                }
+                matchmaking::Event::CheckFailed { match_id } => {
+                    self.checks.remove(&(game.clone(), mode.clone(), match_id));
                 }
                 matchmaking::Event::Requeued { ticket, users } => {
                     let Some(t) = self.tickets.get(&ticket) else {
@@ -1470,6 +1522,8 @@ mod tests {
             }
             prop_assert!(active.is_empty() && q.is_empty(), "nothing dangles: {:?}", active);
             prop_assert!(q.by_user.is_empty(), "the user index is empty too");
+            prop_assert!(q.checks.is_empty(), "no ready check is left mapped");
+            prop_assert!(q.status_due.len() <= rid as usize, "status timers stay bounded");
         }
     }
 }
