@@ -254,13 +254,13 @@ fn invalid(message: impl Into<String>) -> Failure {
     Failure::new(Refusal::InvalidArgument, message)
 }
 
-/// An f64 as a u64 with the same order (negative numbers included).
-fn sortable(x: f64) -> u64 {
+/// An f32 as a u32 with the same order (negative numbers included).
+fn sortable32(x: f32) -> u32 {
     let bits = x.to_bits();
-    if bits >> 63 == 1 {
+    if bits >> 31 == 1 {
         !bits
     } else {
-        bits | (1 << 63)
+        bits | (1 << 31)
     }
 }
 
@@ -804,14 +804,17 @@ impl Queue {
         // Rating order, ties by age: deterministic.
         // Sort (rating bits, age) keys: one pass over the tickets, then a
         // sort of plain integers.
-        let mut keys: Vec<(u64, u32)> = self
+        // One u64 per ticket: the rating (as an f32, order-preserving) above
+        // the index (age). Ratings closer than an f32 can tell apart keep
+        // their age order; every window is still checked on the f64s.
+        let mut keys: Vec<u64> = self
             .tickets
             .iter()
             .enumerate()
-            .map(|(i, t)| (sortable(t.rating), i as u32))
+            .map(|(i, t)| (u64::from(sortable32(t.rating as f32)) << 32) | i as u64)
             .collect();
         keys.sort_unstable();
-        let order: Vec<u32> = keys.into_iter().map(|(_, i)| i).collect();
+        let order: Vec<u32> = keys.into_iter().map(|k| k as u32).collect();
         let mut pos = vec![0u32; n];
         for (p, &t) in order.iter().enumerate() {
             pos[t as usize] = p as u32;
