@@ -6,6 +6,7 @@
 # the gateway. Gateway log: $LOG (default /tmp/huddle-loadtest-gateway.log).
 #   loadtest/run.sh --scenario connect-storm --url ws://127.0.0.1:7350 --clients 19000 --source-ips 4 --hold-s 10
 #   loadtest/run.sh --scenario lobby-churn --url ws://127.0.0.1:7350 --clients 15000 --lobby-size 4 --think-ms 1000 --duration-s 20
+#   loadtest/run.sh --scenario matchmaking-storm --url ws://127.0.0.1:7350 --clients 2000 --arrivals-per-min 10000 --duration-s 30
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}

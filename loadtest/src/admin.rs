@@ -1,6 +1,7 @@
 //! The gateway's operator API, as far as the load generator needs it:
 //! `POST /v1/channels` to create the public channels chat-fanout's rooms talk
-//! in. A minimal HTTP/1.1 client over a tokio `TcpStream` (one request per
+//! in, and `PUT /v1/matchmaking/queues` to set the queue matchmaking-storm
+//! plays in. A minimal HTTP/1.1 client over a tokio `TcpStream` (one request per
 //! connection, `Connection: close`, plain `http://` only): the operator API
 //! listens on loopback by default and this is setup, never the measured path.
 
@@ -62,16 +63,39 @@ impl AdminApi {
         Ok(())
     }
 
+    /// Replaces every matchmaking queue of the gateway with `queues` (a JSON
+    /// array of the gateway's `QueueConfig`s).
+    pub(crate) async fn put_queues(&self, queues: &serde_json::Value) -> anyhow::Result<()> {
+        let body = serde_json::json!({ "queues": queues }).to_string();
+        let path = "/v1/matchmaking/queues";
+        let (status, answer) = self.send_json("PUT", path, &body).await?;
+        if !(200..300).contains(&status) {
+            bail!("PUT {path} {body}: HTTP {status}: {}", answer.trim());
+        }
+        Ok(())
+    }
+
     /// Sends one `POST` with a JSON body; returns the status code and the
     /// response body.
     async fn post_json(&self, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+        self.send_json("POST", path, body).await
+    }
+
+    /// Sends one request with a JSON body; returns the status code and the
+    /// response body.
+    async fn send_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> anyhow::Result<(u16, String)> {
         let auth = self
             .token
             .as_deref()
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
         let request = format!(
-            "POST {base}{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+            "{method} {base}{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
              Content-Length: {len}\r\nConnection: close\r\n{auth}\r\n{body}",
             base = self.base_path,
             host = self.authority,
@@ -188,6 +212,38 @@ mod tests {
         assert!(
             first.ends_with("\r\n\r\n{\"name\":\"7-lt-room-0\"}"),
             "{first}"
+        );
+    }
+
+    /// The queues go out as one `PUT` with `{"queues": [...]}`.
+    #[tokio::test]
+    async fn puts_the_queues() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0; 4096];
+            let mut got = 0;
+            while !String::from_utf8_lossy(&buf[..got]).ends_with("]}") {
+                got += s.read(&mut buf[got..]).await.unwrap();
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 13\r\n\r\n{\"queues\":1}\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&buf[..got]).into_owned()
+        });
+        let api = AdminApi::new(&format!("http://{addr}"), None).unwrap();
+        api.put_queues(&serde_json::json!([{ "game": "lt" }]))
+            .await
+            .unwrap();
+        let request = server.await.unwrap();
+        assert!(
+            request.starts_with("PUT /v1/matchmaking/queues HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(
+            request.ends_with("\r\n\r\n{\"queues\":[{\"game\":\"lt\"}]}"),
+            "{request}"
         );
     }
 }

@@ -10,7 +10,10 @@
 //! `--ca-cert`, `--insecure`); chat-fanout also takes the operator API it
 //! creates its rooms' channels with (`--admin-url`, `--admin-token`) and a
 //! `--run-id` that keeps the rooms of different runs apart; lobby-churn takes
-//! `--lobby-size` and `--think-ms`.
+//! `--lobby-size` and `--think-ms`. matchmaking-storm takes
+//! `--arrivals-per-min`, `--teams`, `--team-size` and `--seed`; it runs in
+//! process unless `--url` is given, and then end to end against the gateway
+//! (setting its queue through `--admin-url`).
 //!
 //! # Layout
 //! - [`sys`]: the file limit, source addresses, `/proc` sampling.
@@ -19,6 +22,8 @@
 //!   connection's handshake and heartbeats, the setup phase's counters.
 //! - [`report`]: the JSON report and the stderr summary.
 //! - [`scenario`]: the scenarios, one module each.
+//! - [`matchmaking_storm`]: matchmaking-storm in process (and what its
+//!   end-to-end mode shares with it).
 
 mod admin;
 mod matchmaking_storm;
@@ -30,7 +35,8 @@ mod sys;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{value_parser, Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{value_parser, CommandFactory as _, FromArgMatches as _, Parser, ValueEnum};
 use serde::Serialize;
 
 /// The load patterns this generator knows.
@@ -44,8 +50,9 @@ pub(crate) enum Scenario {
     /// Groups of --lobby-size clients create, join, READY and LEAVE a lobby, round after round,
     /// pausing --think-ms between a client's operations.
     LobbyChurn,
-    /// In process, no network: arrivals at --arrivals-per-min into a
-    /// matchmaking queue for --duration-s of simulated time.
+    /// Arrivals at --arrivals-per-min into a matchmaking queue for --duration-s:
+    /// in process on a simulated clock, or with --url end to end, --clients
+    /// players queueing through the gateway.
     MatchmakingStorm,
 }
 
@@ -67,8 +74,13 @@ pub(crate) struct Args {
     #[arg(long, value_enum, default_value = "chat-fanout")]
     pub(crate) scenario: Scenario,
     /// Gateway address: ws://HOST:PORT (wss:// with TLS) or quic://HOST:PORT.
+    /// matchmaking-storm runs end to end only when it is given.
     #[arg(long, default_value = "ws://127.0.0.1:7350")]
     pub(crate) url: String,
+    /// Whether `--url` was given on the command line (set by `main`).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub(crate) url_given: bool,
     /// Number of client connections.
     #[arg(long, default_value_t = 1000, value_parser = value_parser!(u32).range(1..))]
     pub(crate) clients: u32,
@@ -87,7 +99,8 @@ pub(crate) struct Args {
     /// lobby-churn: pause from a reply (or its timeout) to the client's next request.
     #[arg(long, default_value_t = 1000)]
     pub(crate) think_ms: u64,
-    /// matchmaking-storm: tickets arriving per minute (solo players).
+    /// matchmaking-storm: tickets arriving per minute (solo players); end to
+    /// end, each arrival takes an idle one of the --clients players.
     #[arg(long, default_value_t = 10_000, value_parser = value_parser!(u64).range(1..=10_000_000))]
     pub(crate) arrivals_per_min: u64,
     /// matchmaking-storm: teams per match and players per team.
@@ -128,10 +141,11 @@ pub(crate) struct Args {
     /// Accept any server certificate (development only).
     #[arg(long)]
     pub(crate) insecure: bool,
-    /// chat-fanout: the gateway's operator API, where each room's channel is created.
+    /// chat-fanout: the gateway's operator API, where each room's channel is
+    /// created; matchmaking-storm end to end: where its queue is set.
     #[arg(long, default_value = "http://127.0.0.1:7352")]
     pub(crate) admin_url: String,
-    /// chat-fanout: bearer token for the operator API (the gateway's
+    /// chat-fanout, matchmaking-storm: bearer token for the operator API (the gateway's
     /// `server.admin_token`), when it has one. Not echoed in the report.
     #[arg(long, env = "HUDDLE_ADMIN_TOKEN", hide_env_values = true)]
     #[serde(skip)]
@@ -164,7 +178,9 @@ fn parse_run_id(s: &str) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    args.url_given = matches.value_source("url") == Some(ValueSource::CommandLine);
     match run(&args) {
         Ok(report) => {
             println!("{report}");
@@ -178,13 +194,14 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<String> {
-    if args.scenario == Scenario::MatchmakingStorm {
+    if args.scenario == Scenario::MatchmakingStorm && !args.url_given {
         return matchmaking_storm::run(matchmaking_storm::StormParams {
             arrivals_per_min: args.arrivals_per_min,
             duration_s: args.duration_s,
             teams: args.teams,
             team_size: args.team_size,
             seed: args.seed,
+            network: None,
         });
     }
     setup::init_clock();
@@ -210,5 +227,5 @@ fn run(args: &Args) -> anyhow::Result<String> {
     let report = runtime.block_on(scenario::run(args))?;
     // Connections still closing are not waited for.
     runtime.shutdown_background();
-    Ok(serde_json::to_string(&report)?)
+    Ok(report)
 }

@@ -6,8 +6,12 @@
 //! the real CPU time of each tick.
 //!
 //! Deterministic for a seed; bounded by `--duration-s` of simulated time.
-//! No network: the end-to-end variant arrives with the matchmaking
-//! protocol.
+//! No network. The end-to-end variant (`--url`, in
+//! [`crate::scenario`]'s `matchmaking_storm`) shares what this module owns
+//! besides the simulation: the queue's rules, the rating and latency
+//! distributions, and the report's shape, so both print comparable JSON.
+//! This module must never touch a socket or a real clock (the tick timing
+//! aside).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,10 +24,11 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::report::Percentiles;
+use crate::scenario::matchmaking_storm::{NetFigures, NetParams};
 
 /// How often the simulated gateway ticks the queue.
 const TICK_MS: u64 = 250;
-const REGIONS: [&str; 3] = ["eu", "us", "asia"];
+pub(crate) const REGIONS: [&str; 3] = ["eu", "us", "asia"];
 
 /// What the simulation is asked to do.
 #[derive(Debug, Serialize)]
@@ -33,31 +38,46 @@ pub(crate) struct StormParams {
     pub(crate) teams: u16,
     pub(crate) team_size: u16,
     pub(crate) seed: u64,
+    /// The end-to-end mode's flags; absent in process.
+    #[serde(flatten)]
+    pub(crate) network: Option<NetParams>,
 }
 
+/// The report of both modes; fields serialize in declaration order.
 #[derive(Debug, Serialize)]
-struct StormReport {
-    scenario: &'static str,
-    target: &'static str,
-    params: StormParams,
-    tickets: u64,
-    matched_tickets: u64,
-    matches: u64,
-    matches_per_s: f64,
-    timed_out: u64,
-    still_waiting: u64,
-    /// Ticket entry to match, simulated ms.
-    wait_ms: Percentiles,
+pub(crate) struct StormReport {
+    pub(crate) scenario: &'static str,
+    pub(crate) target: &'static str,
+    /// `in-process` or `network`.
+    pub(crate) mode: &'static str,
+    pub(crate) params: StormParams,
+    pub(crate) tickets: u64,
+    pub(crate) matched_tickets: u64,
+    pub(crate) matches: u64,
+    pub(crate) matches_per_s: f64,
+    pub(crate) timed_out: u64,
+    pub(crate) still_waiting: u64,
+    /// Ticket entry to match, ms (simulated in process, real end to end).
+    pub(crate) wait_ms: Percentiles,
     /// Highest minus lowest rating within a match.
-    rating_spread: Percentiles,
+    pub(crate) rating_spread: Percentiles,
     /// Heaviest minus lightest team's mean rating.
-    team_difference: Percentiles,
-    /// Real time of one tick, µs.
-    tick_us: Percentiles,
-    queue_peak: u64,
+    pub(crate) team_difference: Percentiles,
+    /// In process only: real time of one tick, µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tick_us: Option<Percentiles>,
+    /// In process only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) queue_peak: Option<u64>,
+    /// End to end only: connections, skipped arrivals, errors, CPU.
+    #[serde(flatten)]
+    pub(crate) network: Option<NetFigures>,
 }
 
-fn rules(teams: u16, team_size: u16) -> QueueRules {
+/// The queue both modes match in: regions [`REGIONS`], spread 100 widening
+/// by 50 every 10 s up to 600, latency 80 ms widening by 20 every 15 s up
+/// to 200, timeout 5 min.
+pub(crate) fn rules(teams: u16, team_size: u16) -> QueueRules {
     QueueRules {
         teams,
         team_size,
@@ -80,32 +100,63 @@ fn rules(teams: u16, team_size: u16) -> QueueRules {
     }
 }
 
-fn ticket(rng: &mut StdRng, id: u64) -> TicketSpec {
-    // A normal rating (Box-Muller), mean 1500, sd 300.
+/// A player's rating: normal (Box-Muller), mean 1500, sd 300.
+pub(crate) fn draw_rating(rng: &mut StdRng) -> f64 {
     let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
-    let rating = 1500.0 + 300.0 * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    1500.0 + 300.0 * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+/// A player's latency to each of [`REGIONS`]: 20–89 ms to a random home
+/// region, 120–249 ms to the others.
+pub(crate) fn draw_latencies(rng: &mut StdRng) -> [(&'static str, u32); REGIONS.len()] {
     let home = rng.random_range(0..REGIONS.len());
+    let mut out = [("", 0); REGIONS.len()];
+    for (i, (slot, region)) in out.iter_mut().zip(REGIONS).enumerate() {
+        let ms = if i == home {
+            rng.random_range(20..90)
+        } else {
+            rng.random_range(120..250)
+        };
+        *slot = (region, ms);
+    }
+    out
+}
+
+fn ticket(rng: &mut StdRng, id: u64) -> TicketSpec {
+    let rating = draw_rating(rng);
     TicketSpec {
         id,
         players: vec![Player {
             user: UserId::from(format!("p{id}")),
             rating,
         }],
-        latency_ms: REGIONS
+        latency_ms: draw_latencies(rng)
             .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let ms = if i == home {
-                    rng.random_range(20..90)
-                } else {
-                    rng.random_range(120..250)
-                };
-                (Arc::from(*r), ms)
-            })
+            .map(|&(r, ms)| (Arc::from(r), ms))
             .collect(),
         attributes: Vec::new(),
         roles: Vec::new(),
     }
+}
+
+/// Highest minus lowest of `ratings`, and heaviest minus lightest team
+/// mean, `ratings` as `(team, rating)`; teams are `0..teams`, empty ones
+/// left out.
+pub(crate) fn match_balance(teams: u16, ratings: &[(u16, f64)]) -> (f64, f64) {
+    let (lo, hi) = ratings
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &(_, r)| {
+            (lo.min(r), hi.max(r))
+        });
+    let means = (0..teams).filter_map(|t| {
+        let (sum, n) = ratings
+            .iter()
+            .filter(|&&(team, _)| team == t)
+            .fold((0.0, 0u32), |(s, n), &(_, r)| (s + r, n + 1));
+        (n > 0).then(|| sum / f64::from(n))
+    });
+    let (mlo, mhi) = means.fold((f64::MAX, f64::MIN), |(lo, hi), m| (lo.min(m), hi.max(m)));
+    ((hi - lo).max(0.0), (mhi - mlo).max(0.0))
 }
 
 fn percentiles(h: &Histogram<u64>) -> Percentiles {
@@ -148,31 +199,30 @@ pub(crate) fn run(params: StormParams) -> anyhow::Result<String> {
         queue.tick(now, &mut out);
         tick_us.record((started.elapsed().as_micros() as u64).max(1))?;
         for outcome in out.drain(..) {
-            match outcome {
-                Outcome::TimedOut { ticket } => {
-                    timed_out += 1;
-                    entered.remove(&ticket);
-                }
-                // This scenario asks for no backfill.
-                Outcome::Backfilled { .. } | Outcome::BackfillExpired { .. } => {}
-                Outcome::Matched(m) => {
-                    matches += 1;
-                    spread.record(m.spread.round().max(1.0) as u64)?;
-                    let means: Vec<f64> = m
-                        .teams
-                        .iter()
-                        .map(|t| t.rating_sum / t.players.len().max(1) as f64)
-                        .collect();
-                    let (lo, hi) = means
-                        .iter()
-                        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-                    diff.record((hi - lo).round().max(1.0) as u64)?;
-                    for t in m.teams.iter().flat_map(|t| t.tickets.iter()) {
-                        matched += 1;
-                        if let Some(at) = entered.remove(t) {
-                            wait.record((now - at).max(1))?;
-                        }
-                    }
+            if let Outcome::TimedOut { ticket } = outcome {
+                timed_out += 1;
+                entered.remove(&ticket);
+                continue;
+            }
+            // The storm opens no backfills: a match is the only other outcome.
+            let Outcome::Matched(m) = outcome else {
+                continue;
+            };
+            matches += 1;
+            spread.record(m.spread.round().max(1.0) as u64)?;
+            let means: Vec<f64> = m
+                .teams
+                .iter()
+                .map(|t| t.rating_sum / t.players.len().max(1) as f64)
+                .collect();
+            let (lo, hi) = means
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            diff.record((hi - lo).round().max(1.0) as u64)?;
+            for t in m.teams.iter().flat_map(|t| t.tickets.iter()) {
+                matched += 1;
+                if let Some(at) = entered.remove(t) {
+                    wait.record((now - at).max(1))?;
                 }
             }
         }
@@ -181,6 +231,7 @@ pub(crate) fn run(params: StormParams) -> anyhow::Result<String> {
     let report = StormReport {
         scenario: "matchmaking-storm",
         target: "huddle-engine-in-process",
+        mode: "in-process",
         tickets: next_id,
         matched_tickets: matched,
         matches,
@@ -190,8 +241,9 @@ pub(crate) fn run(params: StormParams) -> anyhow::Result<String> {
         wait_ms: percentiles(&wait),
         rating_spread: percentiles(&spread),
         team_difference: percentiles(&diff),
-        tick_us: percentiles(&tick_us),
-        queue_peak: peak,
+        tick_us: Some(percentiles(&tick_us)),
+        queue_peak: Some(peak),
+        network: None,
         params,
     };
     Ok(serde_json::to_string(&report)?)
@@ -209,11 +261,23 @@ mod tests {
             teams: 2,
             team_size: 5,
             seed: 1,
+            network: None,
         })
         .unwrap();
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["tickets"], 6000);
         assert!(v["matches"].as_u64().unwrap() > 400, "{v}");
         assert!(v["rating_spread"]["max"].as_u64().unwrap() <= 600, "{v}");
+        assert_eq!(v["mode"], "in-process");
+        assert!(v.get("connections").is_none(), "{v}");
+    }
+
+    #[test]
+    fn balance_is_the_rating_range_and_the_team_mean_gap() {
+        let (spread, diff) =
+            match_balance(2, &[(0, 1400.0), (0, 1600.0), (1, 1450.0), (1, 1500.0)]);
+        assert_eq!(spread, 200.0);
+        assert_eq!(diff, 25.0);
+        assert_eq!(match_balance(2, &[(1, 1500.0)]), (0.0, 0.0));
     }
 }

@@ -150,6 +150,9 @@ struct Claims {
     sub: String,
     name: String,
     exp: u64,
+    /// `{"<game>": {"mu": .., "sigma": ..}}`, matchmaking-storm only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratings: Option<serde_json::Value>,
 }
 
 /// Shared state of the setup phase: where and how to connect, the
@@ -194,17 +197,48 @@ impl Setup {
 
     /// A token for user `u<i>` / `user<i>`, valid for an hour.
     fn token(&self, i: u32) -> anyhow::Result<String> {
+        self.mint(format!("u{i}"), format!("user{i}"), None)
+    }
+
+    /// A token for user `sub` named `name`, valid for an hour, with a
+    /// `ratings` claim when given.
+    pub(crate) fn mint(
+        &self,
+        sub: String,
+        name: String,
+        ratings: Option<serde_json::Value>,
+    ) -> anyhow::Result<String> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
         let claims = Claims {
-            sub: format!("u{i}"),
-            name: format!("user{i}"),
+            sub,
+            name,
             exp: now + TOKEN_TTL_S,
+            ratings,
         };
         Ok(jsonwebtoken::encode(
             &Header::default(),
             &claims,
             &self.key,
         )?)
+    }
+
+    /// The gateway's URL, as given.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The server certificates to trust.
+    pub(crate) fn tls(&self) -> &TlsOptions {
+        &self.tls
+    }
+
+    /// Records one completed connect + handshake that took `us`.
+    pub(crate) fn record_connect(&self, us: u64) {
+        self.connect_us
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .saturating_record(us.max(1));
+        self.last_connect_ns.fetch_max(now_ns(), Relaxed);
     }
 
     /// The source address of client `i`.
@@ -275,12 +309,7 @@ impl Setup {
                 _ => {}
             }
         };
-        let us = t0.elapsed().as_micros().max(1) as u64;
-        self.connect_us
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .saturating_record(us);
-        self.last_connect_ns.fetch_max(now_ns(), Relaxed);
+        self.record_connect(t0.elapsed().as_micros() as u64);
         let mut ticks = interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Ok(Session {
@@ -366,7 +395,7 @@ impl Failure {
     }
 
     /// A failure of the SDK at `stage`; server errors are tallied by code.
-    fn client(stage: &str, error: ClientError) -> Self {
+    pub(crate) fn client(stage: &str, error: ClientError) -> Self {
         let kind = match &error {
             ClientError::Server { code, .. } => format!("server {}", error_code_name(*code)),
             ClientError::Timeout => format!("{stage}: timed out"),

@@ -3,11 +3,13 @@
 //! setup phase, and assembling the report.
 //!
 //! A scenario module gets a ready [`Setup`] (shared by all its client tasks)
-//! and a started [`Probes`], runs its clients, and returns the [`Report`].
+//! and a started [`Probes`], runs its clients, and returns the [`Report`]
+//! (matchmaking-storm: its own report, shared with its in-process mode).
 
 mod chat_fanout;
 mod connect_storm;
 mod lobby_churn;
+pub(crate) mod matchmaking_storm;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -38,8 +40,8 @@ const CONNECTIONS_PER_SOURCE_IP: u32 = 5_000;
 /// How often the setup phase prints its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
-/// Runs the scenario `args` chooses and returns its report.
-pub(crate) async fn run(args: &Args) -> anyhow::Result<report::Report> {
+/// Runs the scenario `args` chooses and returns its JSON report.
+pub(crate) async fn run(args: &Args) -> anyhow::Result<String> {
     let transport = setup::transport_of(&args.url)?;
     let source_ips = args
         .source_ips
@@ -55,15 +57,18 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<report::Report> {
         args.url,
         args.concurrency
     );
-    match args.scenario {
+    let report = match args.scenario {
         Scenario::ConnectStorm => {
             connect_storm::run(args, transport, source_ips, setup, probes).await
         }
         Scenario::ChatFanout => chat_fanout::run(args, transport, source_ips, setup, probes).await,
         Scenario::LobbyChurn => lobby_churn::run(args, transport, source_ips, setup, probes).await,
-        // Runs in process before any network setup (see main.rs).
-        Scenario::MatchmakingStorm => anyhow::bail!("matchmaking-storm runs without a network"),
-    }
+        Scenario::MatchmakingStorm => {
+            let report = matchmaking_storm::run(args, transport, source_ips, setup, probes).await?;
+            return Ok(serde_json::to_string(&report)?);
+        }
+    }?;
+    Ok(serde_json::to_string(&report)?)
 }
 
 /// The report's name of a transport.
