@@ -115,6 +115,16 @@ impl QueueConfig {
         if self.regions.is_empty() || self.regions.len() > MAX_REGIONS {
             return Err(format!("{name}: 1..={MAX_REGIONS} regions"));
         }
+        if self.regions.iter().any(|r| r.is_empty() || r.len() > 64) {
+            return Err(format!("{name}: region names are 1..=64 bytes"));
+        }
+        let players = usize::from(self.teams) * usize::from(self.team_size);
+        let most = usize::from(crate::engine::lobbies::MAX_CAPACITY);
+        if players > most {
+            return Err(format!(
+                "{name}: a match of {players} players does not fit a lobby (at most {most})"
+            ));
+        }
         for (what, w) in [("spread", &self.spread), ("latency", &self.latency)] {
             let ok = w.start.is_finite()
                 && w.step.is_finite()

@@ -846,7 +846,7 @@ impl ShardLoop {
         self.apply(None);
         if self.queues.active() && now.mono >= self.next_matchmaking_tick {
             self.next_matchmaking_tick = now.mono + self.matchmaking_tick;
-            self.queues.tick(now.unix_ms, &mut self.effects);
+            self.queues.tick(now, &mut self.effects);
             self.apply(None);
         }
         if now.mono >= self.next_sweep {
@@ -1176,7 +1176,7 @@ impl ShardLoop {
                 watcher,
             } => self.matchmaking(*cmd, reply_to, watcher),
             ShardMsg::MatchmakingAdmin { cmd, reply } => {
-                self.queues.handle(now().unix_ms, *cmd, &mut self.effects);
+                self.queues.handle(now(), *cmd, &mut self.effects);
                 let mut result = Ok(());
                 self.effects.retain(|e| match e {
                     Effect::Reply { request_id: 0, .. } => false,
@@ -1289,7 +1289,7 @@ impl ShardLoop {
         if let (Some(session), Some(outbox)) = (session, watcher) {
             self.watcher_outboxes.entry(session).or_insert(outbox);
         }
-        self.queues.handle(now().unix_ms, cmd, &mut self.effects);
+        self.queues.handle(now(), cmd, &mut self.effects);
         self.apply(reply_to.as_ref());
     }
 
@@ -1417,7 +1417,24 @@ impl ShardLoop {
         }
         match refused {
             Some(why) => {
-                tracing::error!(match_id = %matched.match_id, %why, "a formed match's lobby was refused")
+                tracing::warn!(match_id = %matched.match_id, %why, "a formed match's lobby refused its players");
+                let mut request_ids: Vec<Arc<str>> = matched
+                    .players
+                    .iter()
+                    .map(|p| p.request_id.clone())
+                    .collect();
+                request_ids.dedup();
+                let cmd = queues::Command::MatchFailed {
+                    game: matched.game.clone(),
+                    request_ids,
+                    backfill_lobby: matched.backfill_lobby.clone(),
+                };
+                let msg = ShardMsg::Matchmaking {
+                    cmd: Box::new(cmd),
+                    reply_to: None,
+                    watcher: None,
+                };
+                self.send_to_shard(self.peers.of_game(&matched.game), msg);
             }
             None => self.publish(DomainEvent::MatchmakingMatched {
                 matched: Box::new(matched),
@@ -1548,7 +1565,7 @@ impl ShardLoop {
                 self.watcher_outboxes.remove(s);
             }
             let cmd = queues::Command::SessionsGone(gone);
-            self.queues.handle(now.unix_ms, cmd, &mut self.effects);
+            self.queues.handle(now, cmd, &mut self.effects);
             self.apply(None);
         }
         let gone: Vec<SessionId> = self

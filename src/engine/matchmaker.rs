@@ -700,6 +700,11 @@ impl Queue {
         self.backfills.len()
     }
 
+    /// The ids of the open backfills.
+    pub fn backfill_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.backfills.iter().map(|b| b.id)
+    }
+
     /// A ticket's (or a backfill's) attributes as its must-match class and
     /// its range values (in the order of the queue's range attributes);
     /// refused when one is missing, unknown or of the wrong kind.

@@ -170,6 +170,12 @@ impl Lifecycle {
         self.tickets.is_empty()
     }
 
+    /// Whether a tick has anything to do: tickets or open backfills (which
+    /// expire even while nobody queues).
+    pub fn idle(&self) -> bool {
+        self.tickets.is_empty() && self.queue.backfills() == 0
+    }
+
     pub fn queue(&self) -> &Queue {
         &self.queue
     }
@@ -312,7 +318,12 @@ impl Lifecycle {
     /// finish under the old match; their survivors requeue under the new
     /// rules.
     pub fn reconfigure(&mut self, queue: Queue, ready_check_ms: Option<u64>, out: &mut Vec<Event>) {
-        self.queue = queue;
+        // Open backfills were asked under the old rules: they end, and the
+        // game backend asks again under the new ones.
+        let old = std::mem::replace(&mut self.queue, queue);
+        for backfill in old.backfill_ids() {
+            out.push(Event::BackfillExpired { backfill });
+        }
         self.ready_check_ms = ready_check_ms;
         let mut searching: Vec<u64> = self
             .tickets
@@ -346,8 +357,14 @@ impl Lifecycle {
         self.queue.cancel_backfill(id)
     }
 
-    /// Ends every ticket (the queue was removed from the configuration).
+    /// Ends every ticket and backfill (the queue was removed from the
+    /// configuration).
     pub fn close(&mut self, out: &mut Vec<Event>) {
+        let backfills: Vec<u64> = self.queue.backfill_ids().collect();
+        for backfill in backfills {
+            self.queue.cancel_backfill(backfill);
+            out.push(Event::BackfillExpired { backfill });
+        }
         let mut ids: Vec<u64> = self.tickets.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {

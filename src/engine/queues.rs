@@ -15,7 +15,7 @@ use std::sync::Arc;
 use super::chat::Author;
 use super::matchmaker::{Attribute, Player, Queue, QueueRules, TicketSpec};
 use super::matchmaking::{self, Lifecycle, Removal};
-use super::{DomainEvent, Effect, Event, Failure, Refusal, Reply, SessionId, UserId};
+use super::{DomainEvent, Effect, Event, Failure, Now, Refusal, Reply, SessionId, UserId};
 
 /// How often subscribed sessions get `matchmaking:status`.
 pub const STATUS_EVERY_MS: u64 = 2_000;
@@ -33,6 +33,8 @@ const RECENT: usize = 16_384;
 /// are not kept (their own start still uses their token's rating, and
 /// `POST /v1/ratings` says how many it could not keep).
 pub const MAX_RATED_USERS: usize = 2_000_000;
+/// Open backfills one shard keeps at most.
+pub const MAX_BACKFILLS: usize = 10_000;
 /// Largest ticket key (game names are at most this long too).
 pub const MAX_NAME: usize = 64;
 
@@ -125,6 +127,15 @@ pub enum Command {
     CancelBackfill {
         game: Arc<str>,
         lobby_id: Arc<str>,
+    },
+    /// The lobby of a formed match refused its players (it closed under a
+    /// backfill, or could not be created): their tickets end as REMOVED
+    /// (the players were told by the lobby's shard), and a backfill into
+    /// that lobby is withdrawn.
+    MatchFailed {
+        game: Arc<str>,
+        request_ids: Vec<Arc<str>>,
+        backfill_lobby: Option<Arc<str>>,
     },
 }
 
@@ -294,6 +305,11 @@ pub struct Queues {
     recent_order: VecDeque<u64>,
     next_ticket: u64,
     next_match: u64,
+    /// Queue time is monotonic milliseconds since this instant (the first
+    /// call): a wall-clock step never times tickets out or freezes them.
+    base: Option<std::time::Instant>,
+    /// The wall clock at the last call, for the times players see.
+    unix_ms: i64,
 }
 
 fn fail(out: &mut Vec<Effect>, request_id: u64, refusal: Refusal, message: impl Into<String>) {
@@ -355,9 +371,10 @@ impl Queues {
         self.tickets.is_empty()
     }
 
-    /// Whether a tick has anything to do.
+    /// Whether a tick has anything to do (tickets, or backfills, which
+    /// expire even while nobody queues).
     pub fn active(&self) -> bool {
-        !self.tickets.is_empty()
+        !self.tickets.is_empty() || !self.backfills.is_empty()
     }
 
     /// A user's rating for a game: the backend's, else the token's, else
@@ -370,6 +387,12 @@ impl Queues {
             .unwrap_or(DEFAULT_RATING)
     }
 
+    fn backend_rated(&self, game: &str, user: &str) -> bool {
+        self.ratings
+            .get(user)
+            .is_some_and(|r| r.iter().any(|r| &*r.game == game && r.backend.is_some()))
+    }
+
     /// Keeps a rating; false when the table is full (a new user past
     /// [`MAX_RATED_USERS`]).
     fn set_rating(
@@ -379,7 +402,9 @@ impl Queues {
         rating: Rating,
         backend: bool,
     ) -> bool {
-        if self.ratings.len() >= MAX_RATED_USERS && !self.ratings.contains_key(user) {
+        if !self.queues.contains_key(game)
+            || (self.ratings.len() >= MAX_RATED_USERS && !self.ratings.contains_key(user))
+        {
             return false;
         }
         let rows = self.ratings.entry(user.clone()).or_default();
@@ -402,8 +427,20 @@ impl Queues {
         true
     }
 
-    pub fn handle(&mut self, now_ms: i64, cmd: Command, out: &mut Vec<Effect>) {
-        let now = now_ms.max(0) as u64;
+    /// Monotonic queue time for `now`, remembering its wall-clock time.
+    fn clock(&mut self, now: Now) -> u64 {
+        let base = *self.base.get_or_insert(now.mono);
+        self.unix_ms = now.unix_ms;
+        now.mono.saturating_duration_since(base).as_millis() as u64
+    }
+
+    /// Wall-clock time (Unix ms) of queue time `at` (at or after now).
+    fn wall(&self, now: u64, at: u64) -> i64 {
+        self.unix_ms.saturating_add(at.saturating_sub(now) as i64)
+    }
+
+    pub fn handle(&mut self, now: Now, cmd: Command, out: &mut Vec<Effect>) {
+        let now = self.clock(now);
         match cmd {
             Command::Start(start) => self.start(now, *start, out),
             Command::Cancel {
@@ -455,6 +492,28 @@ impl Queues {
                 ratings,
                 from_token,
             } => {
+                // The backend's batch is all or nothing: refused whole when
+                // the game has no queue or the table cannot hold it.
+                if !from_token {
+                    let new = ratings
+                        .iter()
+                        .filter(|(u, _)| !self.ratings.contains_key(u))
+                        .count();
+                    let why = if !self.queues.contains_key(&game) {
+                        Some(format!(
+                            "no matchmaking queue for game {game:?}; ratings are kept for configured games"
+                        ))
+                    } else if self.ratings.len() + new > MAX_RATED_USERS {
+                        Some(format!(
+                            "this shard keeps ratings for at most {MAX_RATED_USERS} users; nothing was set"
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
+                        return fail(out, 0, Refusal::InvalidArgument, why);
+                    }
+                }
                 let mut lost = 0;
                 for (user, rating) in ratings {
                     if !(rating.valid() && self.set_rating(&game, &user, rating, !from_token)) {
@@ -494,6 +553,30 @@ impl Queues {
                         Refusal::MatchNotFound,
                         format!("no backfill is open for lobby {lobby_id} in {game}"),
                     );
+                }
+            }
+            Command::MatchFailed {
+                game,
+                request_ids,
+                backfill_lobby,
+            } => {
+                if let Some(lobby) = backfill_lobby {
+                    self.cancel_backfill(&game, &lobby);
+                }
+                for request_id in request_ids {
+                    let Some((id, _)) = parse_ticket(&request_id) else {
+                        continue;
+                    };
+                    let Some(f) = self.recent.get_mut(&id) else {
+                        continue;
+                    };
+                    f.view.state = TicketState::Removed;
+                    out.push(Effect::Domain(DomainEvent::MatchmakingCancelled {
+                        request_id,
+                        game: game.clone(),
+                        users: f.view.players.clone(),
+                        reason: "lobby_refused",
+                    }));
                 }
             }
             Command::SessionsGone(sessions) => {
@@ -622,10 +705,6 @@ impl Queues {
             }
         }
         let token = s.token_rating.filter(Rating::valid);
-        if let Some(r) = token {
-            let owner = owner.id.clone();
-            self.set_rating(&s.game, &owner, r, false);
-        }
         let owner_id = owner.id.clone();
         let id = self.next_ticket;
         let request_id: Arc<str> = Arc::from(format!("{id}@{}", s.game));
@@ -636,9 +715,9 @@ impl Queues {
                 .iter()
                 .map(|p| {
                     let mut rating = self.rating(&s.game, &p.id);
-                    // Not kept (a full table): the asker's token still counts.
-                    if p.id == owner_id && rating == DEFAULT_RATING {
-                        rating = token.unwrap_or(DEFAULT_RATING);
+                    // The asker's token counts unless the backend set one.
+                    if p.id == owner_id && !self.backend_rated(&s.game, &p.id) {
+                        rating = token.unwrap_or(rating);
                     }
                     Player {
                         user: p.id.clone(),
@@ -665,6 +744,10 @@ impl Queues {
             });
         }
         self.next_ticket += 1;
+        if let Some(r) = token {
+            // Kept for the parties this player joins later.
+            self.set_rating(&s.game, &owner_id, r, false);
+        }
         for p in &s.players {
             self.by_user
                 .entry(p.id.clone())
@@ -691,7 +774,7 @@ impl Queues {
         let users = view.players.clone();
         if users.len() > 1 {
             // The party's other members learn the ticket they share.
-            let mut event = MatchEvent::new(EventKind::Started, request_id.clone(), now as i64);
+            let mut event = MatchEvent::new(EventKind::Started, request_id.clone(), self.unix_ms);
             event.ticket = Some(view.clone());
             out.push(Effect::ToUsers {
                 users: users[1..].to_vec(),
@@ -882,8 +965,14 @@ impl Queues {
             });
         }
         let mut view = self.view(id, now);
+        let matched = events.iter().any(|e| {
+            matches!(e, matchmaking::Event::Matched(m)
+                if m.teams.iter().any(|t| t.tickets.contains(&id)))
+        });
         if !accept {
             view.state = TicketState::Removed;
+        } else if matched {
+            view.state = TicketState::Matched;
         }
         out.push(Effect::Reply {
             request_id: rid,
@@ -897,18 +986,18 @@ impl Queues {
         let Some((&id, _)) = self
             .backfills
             .iter()
-            .find(|(_, b)| &*b.lobby_id == lobby_id)
+            .find(|(_, b)| &*b.game == game && &*b.lobby_id == lobby_id)
         else {
             return false;
         };
-        self.backfills.remove(&id);
-        for (_, life) in self
-            .queues
-            .get_mut(game)
-            .into_iter()
-            .flat_map(|m| m.values_mut())
-        {
-            life.cancel_backfill(id);
+        if let Some(b) = self.backfills.remove(&id) {
+            if let Some((_, life)) = self
+                .queues
+                .get_mut(&b.game)
+                .and_then(|m| m.get_mut(&b.mode))
+            {
+                life.cancel_backfill(id);
+            }
         }
         true
     }
@@ -926,7 +1015,18 @@ impl Queues {
                 format!("no matchmaking queue {}/{}", b.game, b.mode),
             );
         }
-        self.cancel_backfill(&b.game, &b.lobby_id);
+        let replaces = self
+            .backfills
+            .values()
+            .any(|x| x.game == b.game && x.lobby_id == b.lobby_id);
+        if !replaces && self.backfills.len() >= MAX_BACKFILLS {
+            return fail(
+                out,
+                0,
+                Refusal::RateLimited,
+                format!("{MAX_BACKFILLS} backfills are open on this shard, the most allowed"),
+            );
+        }
         let id = self.next_ticket;
         let spec = super::matchmaker::BackfillSpec {
             id,
@@ -950,6 +1050,8 @@ impl Queues {
             });
         }
         self.next_ticket += 1;
+        // Accepted: it replaces the lobby's earlier backfill, if any.
+        self.cancel_backfill(&b.game, &b.lobby_id);
         self.backfills.insert(
             id,
             BackfillInfo {
@@ -969,16 +1071,19 @@ impl Queues {
     fn configure(&mut self, now: u64, specs: Vec<QueueSpec>, out: &mut Vec<Effect>) {
         let mut events = Vec::new();
         // Queues no longer configured end their tickets.
-        let mut closed = Vec::new();
-        for (game, modes) in &mut self.queues {
-            for (mode, (_, life)) in modes.iter_mut() {
-                let kept = specs.iter().any(|s| s.game == *game && s.mode == *mode);
-                if !kept {
-                    let mut ev = Vec::new();
-                    life.close(&mut ev);
-                    closed.push((game.clone(), mode.clone()));
-                    events.push((game.clone(), mode.clone(), ev));
-                }
+        let mut closed: Vec<(Arc<str>, Arc<str>)> = self
+            .queues
+            .iter()
+            .flat_map(|(g, modes)| modes.keys().map(move |m| (g.clone(), m.clone())))
+            .filter(|(g, m)| !specs.iter().any(|s| s.game == *g && s.mode == *m))
+            .collect();
+        // Same inputs, same order of effects.
+        closed.sort();
+        for (game, mode) in &closed {
+            if let Some((_, life)) = self.queues.get_mut(game).and_then(|m| m.get_mut(mode)) {
+                let mut ev = Vec::new();
+                life.close(&mut ev);
+                events.push((game.clone(), mode.clone(), ev));
             }
         }
         for spec in specs {
@@ -1018,12 +1123,12 @@ impl Queues {
     }
 
     /// Runs every queue's tick, then sends the status updates due.
-    pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Effect>) {
-        let now = now_ms.max(0) as u64;
+    pub fn tick(&mut self, now: Now, out: &mut Vec<Effect>) {
+        let now = self.clock(now);
         let mut all = Vec::new();
         for (game, modes) in &mut self.queues {
             for (mode, (_, life)) in modes.iter_mut() {
-                if life.is_empty() {
+                if life.idle() {
                     continue;
                 }
                 let mut events = Vec::new();
@@ -1051,7 +1156,8 @@ impl Queues {
             }
             let sessions = t.watchers.clone();
             let view = self.view(id, now);
-            let mut event = MatchEvent::new(EventKind::Status, view.request_id.clone(), now as i64);
+            let mut event =
+                MatchEvent::new(EventKind::Status, view.request_id.clone(), self.unix_ms);
             event.ticket = Some(view);
             out.push(Effect::Deliver {
                 sessions,
@@ -1085,6 +1191,39 @@ impl Queues {
         }
     }
 
+    /// Ends an active ticket that was taken for a match that cannot stand:
+    /// its players hear REMOVED, the backend `matchmaking.cancelled`.
+    fn end_without_match(
+        &mut self,
+        now: u64,
+        id: u64,
+        reason: &'static str,
+        out: &mut Vec<Effect>,
+    ) {
+        if !self.tickets.contains_key(&id) {
+            return;
+        }
+        let mut view = self.view(id, now);
+        view.state = TicketState::Removed;
+        let request_id = view.request_id.clone();
+        let users = view.players.clone();
+        let game = view.game.clone();
+        let mut e = MatchEvent::new(EventKind::Removed, request_id.clone(), self.unix_ms);
+        e.reason = "the match could not take this ticket; start again".into();
+        e.ticket = Some(view.clone());
+        self.finish(id, view);
+        out.push(Effect::ToUsers {
+            users: users.clone(),
+            event: Event::Matchmaking(Arc::new(e)),
+        });
+        out.push(Effect::Domain(DomainEvent::MatchmakingCancelled {
+            request_id,
+            game,
+            users,
+            reason,
+        }));
+    }
+
     fn match_id(&mut self, game: &str) -> Arc<str> {
         let id = self.next_match;
         self.next_match += 1;
@@ -1099,7 +1238,7 @@ impl Queues {
         events: Vec<matchmaking::Event>,
         out: &mut Vec<Effect>,
     ) {
-        let at = now as i64;
+        let at = self.unix_ms;
         for event in events {
             match event {
                 matchmaking::Event::Found {
@@ -1127,7 +1266,7 @@ impl Queues {
                         let view = self.view(id, now);
                         let mut e = MatchEvent::new(EventKind::Found, view.request_id.clone(), at);
                         e.match_id = external.clone();
-                        e.deadline_ms = deadline_ms as i64;
+                        e.deadline_ms = self.wall(now, deadline_ms);
                         let users = view.players.clone();
                         e.ticket = Some(view);
                         out.push(Effect::ToUsers {
@@ -1179,9 +1318,18 @@ impl Queues {
                     teams,
                     done,
                 } => {
-                    let (lobby_id, match_id, region) = match self.backfills.get(&backfill) {
-                        Some(b) => (b.lobby_id.clone(), b.match_id.clone(), b.region.clone()),
-                        None => continue,
+                    let Some((lobby_id, match_id, region)) = self
+                        .backfills
+                        .get(&backfill)
+                        .map(|b| (b.lobby_id.clone(), b.match_id.clone(), b.region.clone()))
+                    else {
+                        // Never the case (a withdrawn backfill leaves its
+                        // queue too), but a placed ticket must never dangle.
+                        let tickets = teams.iter().flat_map(|t| t.tickets.iter().copied());
+                        for id in tickets.collect::<Vec<_>>() {
+                            self.end_without_match(now, id, "backfill_withdrawn", out);
+                        }
+                        continue;
                     };
                     if done {
                         self.backfills.remove(&backfill);
@@ -1304,6 +1452,17 @@ mod tests {
         }
     }
 
+    /// Queue time `ms` after a fixed start, as the shell would pass it.
+    fn at(ms: impl TryInto<u64>) -> Now {
+        static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let base = *BASE.get_or_init(std::time::Instant::now);
+        let ms = ms.try_into().unwrap_or(0);
+        Now {
+            mono: base + std::time::Duration::from_millis(ms),
+            unix_ms: 1_700_000_000_000 + ms as i64,
+        }
+    }
+
     fn author(id: &str) -> Author {
         Author {
             id: UserId::from(id),
@@ -1331,7 +1490,7 @@ mod tests {
         let mut q = Queues::new();
         let mut out = Vec::new();
         q.handle(
-            0,
+            at(0),
             Command::Configure(vec![spec("duo", None, 2), spec("ranked", Some(2_000), 1)]),
             &mut out,
         );
@@ -1354,7 +1513,7 @@ mod tests {
         let mut q = configured();
         let mut out = Vec::new();
         let party = vec!["a".to_string(), "b".to_string()];
-        q.handle(0, start(1, "duo", &party), &mut out);
+        q.handle(at(0), start(1, "duo", &party), &mut out);
         let ticket = started(&out).expect("queued");
         assert!(
             out.iter().any(
@@ -1363,14 +1522,14 @@ mod tests {
             "the other member learns the ticket"
         );
         out.clear();
-        q.handle(0, start(2, "ranked", &["b".to_string()]), &mut out);
+        q.handle(at(0), start(2, "ranked", &["b".to_string()]), &mut out);
         assert!(
             matches!(&out[0], Effect::Fail { failure, .. } if failure.refusal == Refusal::MatchmakingError)
         );
         out.clear();
-        q.handle(0, start(3, "duo", &["c".into(), "d".into()]), &mut out);
+        q.handle(at(0), start(3, "duo", &["c".into(), "d".into()]), &mut out);
         out.clear();
-        q.tick(100, &mut out);
+        q.tick(at(100), &mut out);
         let formed: Vec<&FormedMatch> = out
             .iter()
             .filter_map(|e| match e {
@@ -1390,7 +1549,7 @@ mod tests {
         assert!(q.is_empty());
         out.clear();
         q.handle(
-            200,
+            at(200),
             Command::Cancel {
                 request_id: 9,
                 user: UserId::from("b"),
@@ -1401,6 +1560,148 @@ mod tests {
         assert!(
             matches!(&out[0], Effect::Fail { failure, .. } if failure.refusal == Refusal::CancelError)
         );
+    }
+
+    fn backfill_cmd(game: &str, lobby: &str) -> Command {
+        Command::Backfill(Box::new(BackfillRequest {
+            lobby_id: Arc::from(lobby),
+            match_id: Arc::from("m1"),
+            game: Arc::from(game),
+            mode: Arc::from("ranked"),
+            region: Arc::from("eu"),
+            rating: 1500.0,
+            open: vec![1, 0],
+            attributes: Vec::new(),
+        }))
+    }
+
+    fn failed(out: &[Effect]) -> bool {
+        out.iter().any(|e| matches!(e, Effect::Fail { .. }))
+    }
+
+    #[test]
+    fn backfills_end_cleanly_on_a_wrong_cancel_a_rule_change_and_a_removed_queue() {
+        let mut q = configured();
+        let mut out = Vec::new();
+        q.handle(at(0), backfill_cmd("arena", "L1"), &mut out);
+        assert!(!failed(&out));
+        out.clear();
+        // A cancel naming another game finds nothing and changes nothing.
+        let wrong = Command::CancelBackfill {
+            game: Arc::from("chess"),
+            lobby_id: Arc::from("L1"),
+        };
+        q.handle(at(0), wrong, &mut out);
+        assert!(failed(&out));
+        assert_eq!(q.backfills.len(), 1);
+        out.clear();
+        // New rules for the queue: the backfill ends, and the backend hears it.
+        let mut wider = spec("ranked", Some(2_000), 1);
+        wider.rules.spread.max = 800.0;
+        q.handle(
+            at(10),
+            Command::Configure(vec![spec("duo", None, 2), wider.clone()]),
+            &mut out,
+        );
+        assert!(out.iter().any(|e| matches!(
+            e,
+            Effect::Domain(DomainEvent::MatchmakingBackfillExpired { .. })
+        )));
+        assert!(q.backfills.is_empty());
+        out.clear();
+        // A backfill in a queue that is then removed ends too.
+        q.handle(at(20), backfill_cmd("arena", "L2"), &mut out);
+        out.clear();
+        q.handle(
+            at(30),
+            Command::Configure(vec![spec("duo", None, 2)]),
+            &mut out,
+        );
+        assert!(q.backfills.is_empty());
+        // An idle shard still ticks while a backfill is open, so it expires.
+        q.handle(
+            at(40),
+            Command::Configure(vec![spec("duo", None, 2), wider]),
+            &mut out,
+        );
+        q.handle(at(50), backfill_cmd("arena", "L3"), &mut out);
+        assert!(q.active(), "an open backfill keeps the queue ticking");
+        out.clear();
+        q.tick(at(50 + 10_000), &mut out);
+        assert!(q.backfills.is_empty(), "expired at the queue's timeout");
+        assert!(!q.active());
+    }
+
+    #[test]
+    fn the_accept_that_completes_a_ready_check_answers_matched() {
+        let mut q = configured();
+        let mut out = Vec::new();
+        q.handle(at(0), start(1, "ranked", &["a".into()]), &mut out);
+        let ta = started(&out).unwrap();
+        out.clear();
+        q.handle(at(0), start(2, "ranked", &["b".into()]), &mut out);
+        let tb = started(&out).unwrap();
+        out.clear();
+        q.tick(at(100), &mut out);
+        out.clear();
+        for (user, ticket, want) in [
+            ("a", ta, TicketState::Found),
+            ("b", tb, TicketState::Matched),
+        ] {
+            let answer = Command::Answer {
+                request_id: 9,
+                user: UserId::from(user),
+                ticket,
+                accept: true,
+            };
+            q.handle(at(200), answer, &mut out);
+            let state = out.iter().find_map(|e| match e {
+                Effect::Reply {
+                    reply: Reply::Matchmaking(t),
+                    ..
+                } => Some(t.state),
+                _ => None,
+            });
+            assert_eq!(state, Some(want));
+            out.clear();
+        }
+        assert!(q.is_empty() && q.checks.is_empty());
+    }
+
+    #[test]
+    fn a_queue_removed_during_a_ready_check_ends_its_tickets_and_ratings_need_a_queue() {
+        let mut q = configured();
+        let mut out = Vec::new();
+        q.handle(at(0), start(1, "ranked", &["a".into()]), &mut out);
+        q.handle(at(0), start(2, "ranked", &["b".into()]), &mut out);
+        q.tick(at(100), &mut out);
+        out.clear();
+        q.handle(
+            at(200),
+            Command::Configure(vec![spec("duo", None, 2)]),
+            &mut out,
+        );
+        let removed = out
+            .iter()
+            .filter(|e| matches!(e, Effect::ToUsers { event: Event::Matchmaking(m), .. } if m.kind == EventKind::Removed))
+            .count();
+        assert_eq!(removed, 2);
+        assert!(q.is_empty() && q.checks.is_empty() && q.by_user.is_empty());
+        out.clear();
+        let set = Command::SetRatings {
+            game: Arc::from("chess"),
+            ratings: vec![(
+                UserId::from("a"),
+                Rating {
+                    mu: 1.0,
+                    sigma: 1.0,
+                },
+            )],
+            from_token: false,
+        };
+        q.handle(at(300), set, &mut out);
+        assert!(failed(&out), "no queue for chess: nothing kept");
+        assert!(q.ratings.is_empty());
     }
 
     #[derive(Debug, Clone)]
@@ -1467,7 +1768,7 @@ mod tests {
                             players.push(format!("u{}", (user + 1) % 12));
                         }
                         let busy = players.iter().any(|p| active.values().any(|ps| ps.contains(p)));
-                        q.handle(now, start(rid, if ranked { "ranked" } else { "duo" }, &players), &mut out);
+                        q.handle(at(now), start(rid, if ranked { "ranked" } else { "duo" }, &players), &mut out);
                         let ticket = started(&out);
                         let fits = players.len() <= if ranked { 1 } else { duo_team };
                         prop_assert_eq!(ticket.is_some(), !busy && fits, "one active ticket per user per game; parties fit a team");
@@ -1480,7 +1781,7 @@ mod tests {
                         let Some((ticket, _)) = active.iter().find(|(_, ps)| ps.contains(&user)) else { continue };
                         let ticket = ticket.clone();
                         rid += 1;
-                        q.handle(now, Command::Cancel { request_id: rid, user: UserId::from(user.as_str()), ticket: ticket.clone() }, &mut out);
+                        q.handle(at(now), Command::Cancel { request_id: rid, user: UserId::from(user.as_str()), ticket: ticket.clone() }, &mut out);
                         let refused = out.iter().any(|e| matches!(e, Effect::Fail { .. }));
                         if refused {
                             let cancel_error = out.iter().any(|e| matches!(e, Effect::Fail { failure, .. } if failure.refusal == Refusal::CancelError));
@@ -1492,16 +1793,16 @@ mod tests {
                         let Some((ticket, _)) = active.iter().find(|(_, ps)| ps.contains(&user)) else { continue };
                         let ticket = ticket.clone();
                         rid += 1;
-                        q.handle(now, Command::Answer { request_id: rid, user: UserId::from(user.as_str()), ticket, accept }, &mut out);
+                        q.handle(at(now), Command::Answer { request_id: rid, user: UserId::from(user.as_str()), ticket, accept }, &mut out);
                     }
                     Step::Tick(ms) => {
                         now += i64::from(ms);
-                        q.tick(now, &mut out);
+                        q.tick(at(now), &mut out);
                     }
                     Step::Reconfigure { wide } => {
                         duo_team = if wide { 2 } else { 1 };
                         let duo = spec("duo", None, duo_team as u16);
-                        q.handle(now, Command::Configure(vec![duo, spec("ranked", Some(2_000), 1)]), &mut out);
+                        q.handle(at(now), Command::Configure(vec![duo, spec("ranked", Some(2_000), 1)]), &mut out);
                     }
                 }
                 settle(&mut out, &mut active, &mut ended)?;
@@ -1517,7 +1818,7 @@ mod tests {
             // Long enough: everything ends (ready checks time out, tickets time out).
             for _ in 0..4 {
                 now += 10_000;
-                q.tick(now, &mut out);
+                q.tick(at(now), &mut out);
                 settle(&mut out, &mut active, &mut ended)?;
             }
             prop_assert!(active.is_empty() && q.is_empty(), "nothing dangles: {:?}", active);
