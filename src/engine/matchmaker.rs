@@ -465,6 +465,33 @@ impl Hot {
     }
 }
 
+/// One ticket of a group being split into teams.
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    /// Index in `Queue::tickets`.
+    ticket: usize,
+    size: usize,
+    sum: f64,
+    id: u64,
+    roles: [u8; MAX_ROLES],
+}
+
+/// A team while a group is split.
+#[derive(Debug, Default)]
+struct TeamDraft {
+    sum: f64,
+    count: usize,
+    items: Vec<Item>,
+    roles: [u16; MAX_ROLES],
+}
+
+/// Scratch space for [`Queue::balance`], reused for every group of a tick.
+#[derive(Debug, Default)]
+struct Balancer {
+    items: Vec<Item>,
+    teams: Vec<TeamDraft>,
+}
+
 /// "Next free slot" over positions 0..n with path compression: after
 /// `take(i)`, `find(i)` skips to the next free position (n when none).
 struct NextFree {
@@ -886,6 +913,7 @@ impl Queue {
         // Where each matched ticket's players go: (index in `out`, team).
         let mut dest = vec![(u32::MAX, 0u32); n];
         let mut group: Vec<usize> = Vec::with_capacity(need);
+        let mut balancer = Balancer::default();
         let mut regions: Vec<usize> = Vec::with_capacity(regions_n);
         // Backfills first, oldest first.
         let mut backfills = std::mem::take(&mut self.backfills);
@@ -936,7 +964,7 @@ impl Queue {
                 if !hot.grow(need, p, region, spread, &mut right, &mut left, &mut group) {
                     continue;
                 }
-                if let Some(teams) = self.balance(&hot, &order, &group) {
+                if self.balance(&hot, &order, &group, &mut balancer) {
                     let (lo, hi) = group.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &g| {
                         let r = hot.rating[g];
                         (lo.min(r), hi.max(r))
@@ -949,17 +977,22 @@ impl Queue {
                     // Players join their teams in the sequential pass
                     // below, which removes the matched tickets.
                     let slot = out.len() as u32;
-                    let teams = teams
-                        .into_iter()
+                    let teams = balancer
+                        .teams
+                        .iter()
                         .enumerate()
-                        .map(|(team, (rating_sum, members))| {
-                            for &t in &members {
-                                dest[t] = (slot, team as u32);
+                        .map(|(team, draft)| {
+                            for m in &draft.items {
+                                dest[m.ticket] = (slot, team as u32);
                             }
                             Team {
-                                tickets: members.iter().map(|&t| hot.id[pos[t] as usize]).collect(),
+                                tickets: draft
+                                    .items
+                                    .iter()
+                                    .map(|m| hot.id[pos[m.ticket] as usize])
+                                    .collect(),
                                 players: Vec::with_capacity(usize::from(self.rules.team_size)),
-                                rating_sum,
+                                rating_sum: draft.sum,
                             }
                         })
                         .collect();
@@ -1000,20 +1033,13 @@ impl Queue {
     }
 
     /// Splits a group into full teams, parties whole, sums balanced:
-    /// largest parties first, each to the lightest team with room, then
-    /// swaps of equal-sized tickets between the heaviest and lightest team
-    /// while that narrows the gap. `None` when the parties cannot fill the
-    /// teams exactly. Works on a small local copy and answers each team's
-    /// rating sum and tickets (indices).
-    fn balance(&self, hot: &Hot, order: &[u32], group: &[usize]) -> Option<Vec<(f64, Vec<usize>)>> {
-        #[derive(Clone, Copy)]
-        struct Item {
-            ticket: usize,
-            size: usize,
-            sum: f64,
-            id: u64,
-            roles: [u8; MAX_ROLES],
-        }
+    /// largest parties first, each to the lightest team with room (and
+    /// under every role cap), then swaps of equal tickets (size and roles)
+    /// between the heaviest and lightest team while that narrows the gap.
+    /// False when the parties cannot fill the teams exactly. Works in
+    /// `scratch` (reused across groups: no allocation per match), where
+    /// the teams are left for the caller.
+    fn balance(&self, hot: &Hot, order: &[u32], group: &[usize], scratch: &mut Balancer) -> bool {
         let size = usize::from(self.rules.team_size);
         let mut caps = [u16::MAX; MAX_ROLES];
         for (i, (_, cap)) in self.rules.roles.iter().enumerate().take(MAX_ROLES) {
@@ -1022,58 +1048,65 @@ impl Queue {
         let team_count = usize::from(self.rules.teams);
         // Positions in rating order are local to the group: no ticket is
         // read here. Ties go by age (the index), which is deterministic.
-        let mut items: Vec<Item> = group
-            .iter()
-            .map(|&g| Item {
-                ticket: order[g] as usize,
-                size: usize::from(hot.size[g]),
-                sum: hot.sum[g],
-                id: u64::from(order[g]),
-                roles: hot.roles.get(g).copied().unwrap_or_default(),
-            })
-            .collect();
+        let items = &mut scratch.items;
+        items.clear();
+        items.extend(group.iter().map(|&g| Item {
+            ticket: order[g] as usize,
+            size: usize::from(hot.size[g]),
+            sum: hot.sum[g],
+            id: u64::from(order[g]),
+            roles: hot.roles.get(g).copied().unwrap_or_default(),
+        }));
         items.sort_by(|a, b| {
             b.size
                 .cmp(&a.size)
                 .then(b.sum.total_cmp(&a.sum))
                 .then(a.id.cmp(&b.id))
         });
-        // team[i] = (sum, players, items, players per role)
-        type TeamDraft = (f64, usize, Vec<Item>, [u16; MAX_ROLES]);
-        let mut teams: Vec<TeamDraft> =
-            vec![(0.0, 0, Vec::with_capacity(size), [0; MAX_ROLES]); team_count];
-        for item in items {
-            let best = teams
-                .iter_mut()
-                .filter(|(_, count, _, roles)| {
-                    count + item.size <= size
-                        && (0..MAX_ROLES).all(|r| roles[r] + u16::from(item.roles[r]) <= caps[r])
-                })
-                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))?;
-            best.0 += item.sum;
-            best.1 += item.size;
-            for r in 0..MAX_ROLES {
-                best.3[r] += u16::from(item.roles[r]);
-            }
-            best.2.push(item);
+        let teams = &mut scratch.teams;
+        teams.resize_with(team_count, TeamDraft::default);
+        teams.truncate(team_count);
+        for t in teams.iter_mut() {
+            t.sum = 0.0;
+            t.count = 0;
+            t.items.clear();
+            t.roles = [0; MAX_ROLES];
         }
-        if teams.iter().any(|(_, count, _, _)| *count != size) {
-            return None;
+        for item in items.iter() {
+            let Some(best) = teams
+                .iter_mut()
+                .filter(|t| {
+                    t.count + item.size <= size
+                        && (0..MAX_ROLES).all(|r| t.roles[r] + u16::from(item.roles[r]) <= caps[r])
+                })
+                .min_by(|a, b| a.sum.total_cmp(&b.sum).then(a.count.cmp(&b.count)))
+            else {
+                return false;
+            };
+            best.sum += item.sum;
+            best.count += item.size;
+            for r in 0..MAX_ROLES {
+                best.roles[r] += u16::from(item.roles[r]);
+            }
+            best.items.push(*item);
+        }
+        if teams.iter().any(|t| t.count != size) {
+            return false;
         }
         for _ in 0..size * 2 {
             let (mut hi, mut lo) = (0, 0);
             for (i, t) in teams.iter().enumerate() {
-                if t.0 > teams[hi].0 {
+                if t.sum > teams[hi].sum {
                     hi = i;
                 }
-                if t.0 < teams[lo].0 {
+                if t.sum < teams[lo].sum {
                     lo = i;
                 }
             }
-            let gap = teams[hi].0 - teams[lo].0;
+            let gap = teams[hi].sum - teams[lo].sum;
             let mut best: Option<(usize, usize, f64)> = None;
-            for (i, x) in teams[hi].2.iter().enumerate() {
-                for (j, y) in teams[lo].2.iter().enumerate() {
+            for (i, x) in teams[hi].items.iter().enumerate() {
+                for (j, y) in teams[lo].items.iter().enumerate() {
                     let d = x.sum - y.sum;
                     // Equal roles too: a swap never breaks a role cap.
                     if x.size != y.size || x.roles != y.roles || d <= 0.0 {
@@ -1086,18 +1119,13 @@ impl Queue {
                 }
             }
             let Some((i, j, _)) = best else { break };
-            let (x, y) = (teams[hi].2[i], teams[lo].2[j]);
-            teams[hi].2[i] = y;
-            teams[lo].2[j] = x;
-            teams[hi].0 -= x.sum - y.sum;
-            teams[lo].0 += x.sum - y.sum;
+            let (x, y) = (teams[hi].items[i], teams[lo].items[j]);
+            teams[hi].items[i] = y;
+            teams[lo].items[j] = x;
+            teams[hi].sum -= x.sum - y.sum;
+            teams[lo].sum += x.sum - y.sum;
         }
-        Some(
-            teams
-                .into_iter()
-                .map(|(sum, _, members, _)| (sum, members.iter().map(|m| m.ticket).collect()))
-                .collect(),
-        )
+        true
     }
 }
 
