@@ -264,19 +264,25 @@ fn sortable32(x: f32) -> u32 {
     }
 }
 
+/// What the scan reads of one ticket, in one cache line.
+#[derive(Debug, Clone, Copy, Default)]
+struct Row {
+    rating: f64,
+    /// Rating sum (a party's players together).
+    sum: f64,
+    /// Must-match class.
+    class: u64,
+    /// The ticket's latency limit now, ms.
+    limit: u16,
+    size: u16,
+    /// Latency per region ([`UNKNOWN`] when not measured).
+    latency: [u16; MAX_REGIONS],
+}
+
 /// The per-tick copy of what the scan reads, in rating order.
 struct Hot {
+    rows: Vec<Row>,
     id: Vec<u64>,
-    rating: Vec<f64>,
-    /// Rating sums (a party's players together).
-    sum: Vec<f64>,
-    size: Vec<u16>,
-    /// Each ticket's latency limit now.
-    limit: Vec<f32>,
-    /// `regions` latencies per ticket (`f32::MAX`-ish when unknown).
-    latency: Vec<f32>,
-    /// Must-match class per ticket.
-    class: Vec<u64>,
     /// Range attributes per ticket (`ranges` values each, in the order of
     /// `range_rules`); empty when the queue has none.
     numbers: Vec<f64>,
@@ -338,13 +344,12 @@ impl Hot {
         left: &mut NextFree,
         group: &mut Vec<usize>,
     ) -> bool {
-        let n = self.rating.len();
-        let regions = self.latency.len() / n.max(1);
-        let center = self.rating[p];
+        let n = self.rows.len();
+        let center = self.rows[p].rating;
         let (mut lo, mut hi) = (center, center);
-        let class = self.class[p];
+        let class = self.rows[p].class;
         let (mut attr_lo, mut attr_hi) = self.span(p);
-        let mut players = usize::from(self.size[p]);
+        let mut players = usize::from(self.rows[p].size);
         group.push(p);
         let mut r = right.find(p + 1);
         let mut l = {
@@ -353,8 +358,8 @@ impl Hot {
         };
         let mut scanned = 0;
         while players < need && scanned < SCAN_LIMIT {
-            let right_gap = (r < n).then(|| self.rating[r] - center);
-            let left_gap = l.map(|l| center - self.rating[l]);
+            let right_gap = (r < n).then(|| self.rows[r].rating - center);
+            let left_gap = l.map(|l| center - self.rows[l].rating);
             let take_right = match (right_gap, left_gap) {
                 (Some(rg), Some(lg)) => rg <= lg,
                 (Some(_), None) => true,
@@ -375,14 +380,14 @@ impl Hot {
                 at
             };
             scanned += 1;
-            let size = usize::from(self.size[at]);
-            if self.latency[at * regions + region] > self.limit[at]
+            let size = usize::from(self.rows[at].size);
+            if self.rows[at].latency[region] > self.rows[at].limit
                 || players + size > need
-                || self.class[at] != class
+                || self.rows[at].class != class
             {
                 continue;
             }
-            let rating = self.rating[at];
+            let rating = self.rows[at].rating;
             let (nlo, nhi) = (lo.min(rating), hi.max(rating));
             if nhi - nlo > spread || !self.ranges_fit(at, &mut attr_lo, &mut attr_hi) {
                 continue;
@@ -409,9 +414,8 @@ impl Hot {
         right: &mut NextFree,
         left: &mut NextFree,
     ) -> Vec<(usize, usize)> {
-        let n = self.rating.len();
-        let regions = self.latency.len() / n.max(1);
-        let start = self.rating.partition_point(|&r| r < b.rating);
+        let n = self.rows.len();
+        let start = self.rows.partition_point(|r| r.rating < b.rating);
         let mut r = right.find(start);
         let mut l = {
             let m = left.find(n - start); // mirrored start - 1
@@ -420,8 +424,8 @@ impl Hot {
         let mut placed = Vec::new();
         let mut scanned = 0;
         while b.open.iter().any(|&o| o > 0) && scanned < SCAN_LIMIT {
-            let right_gap = (r < n).then(|| self.rating[r] - b.rating);
-            let left_gap = l.map(|l| b.rating - self.rating[l]);
+            let right_gap = (r < n).then(|| self.rows[r].rating - b.rating);
+            let left_gap = l.map(|l| b.rating - self.rows[l].rating);
             let take_right = match (right_gap, left_gap) {
                 (Some(rg), Some(lg)) => rg <= lg,
                 (Some(_), None) => true,
@@ -442,8 +446,10 @@ impl Hot {
                 at
             };
             scanned += 1;
-            let size = self.size[at];
-            if self.latency[at * regions + b.region] > self.limit[at] || self.class[at] != b.class {
+            let size = self.rows[at].size;
+            if self.rows[at].latency[b.region] > self.rows[at].limit
+                || self.rows[at].class != b.class
+            {
                 continue;
             }
             let (mut lo, mut hi) = (b.numbers, b.numbers);
@@ -855,13 +861,8 @@ impl Queue {
         // in rating are neighbours in memory.
         let regions_n = self.rules.regions.len();
         let mut hot = Hot {
-            id: Vec::with_capacity(n),
-            rating: Vec::with_capacity(n),
-            sum: Vec::with_capacity(n),
-            size: Vec::with_capacity(n),
-            limit: Vec::with_capacity(n),
-            latency: Vec::with_capacity(n * regions_n),
-            class: vec![0; n],
+            rows: vec![Row::default(); n],
+            id: vec![0; n],
             numbers: Vec::new(),
             range_rules: self
                 .rules
@@ -882,27 +883,27 @@ impl Queue {
         }
         // Read the tickets in order (sequentially) and scatter into the
         // small rating-ordered arrays.
-        hot.rating.resize(n, 0.0);
-        hot.sum.resize(n, 0.0);
-        hot.size.resize(n, 0);
-        hot.limit.resize(n, 0.0);
-        hot.id.resize(n, 0);
-        hot.latency.resize(n * regions_n, 0.0);
         for (i, t) in self.tickets.iter().enumerate() {
             let p = pos[i] as usize;
             let waited = now_ms.saturating_sub(t.entered_ms);
-            hot.rating[p] = t.rating;
-            hot.sum[p] = t.rating_sum;
-            hot.size[p] = t.size() as u16;
-            hot.limit[p] = self.rules.latency.at(waited) as f32;
+            // Below UNKNOWN, so an unmeasured region never qualifies.
+            let limit = self
+                .rules
+                .latency
+                .at(waited)
+                .clamp(0.0, f64::from(UNKNOWN - 1)) as u16;
+            hot.rows[p] = Row {
+                rating: t.rating,
+                sum: t.rating_sum,
+                class: t.class,
+                limit,
+                size: t.size() as u16,
+                latency: t.latency,
+            };
             hot.id[p] = t.id;
-            hot.class[p] = t.class;
             hot.numbers[p * ranges..p * ranges + ranges].copy_from_slice(&t.numbers[..ranges]);
             if let Some(r) = hot.roles.get_mut(p) {
                 *r = t.roles;
-            }
-            for (r, &l) in t.latency[..regions_n].iter().enumerate() {
-                hot.latency[p * regions_n + r] = l as f32;
             }
         }
         // Free positions in rating order, scanning right (`right`) and,
@@ -936,7 +937,7 @@ impl Queue {
                 matched[t] = true;
                 dest[t] = (slot, team as u32);
                 teams[team].tickets.push(hot.id[at]);
-                teams[team].rating_sum += hot.sum[at];
+                teams[team].rating_sum += hot.rows[at].sum;
             }
             let done = b.open.iter().all(|&o| o == 0);
             out.push(Outcome::Backfilled {
@@ -955,9 +956,9 @@ impl Queue {
             let p = pos[anchor] as usize;
             let waited = now_ms.saturating_sub(a.entered_ms);
             let spread = self.rules.spread.at(waited);
-            let limit = hot.limit[p];
+            let limit = hot.rows[p].limit;
             regions.clear();
-            regions.extend((0..regions_n).filter(|&r| hot.latency[p * regions_n + r] <= limit));
+            regions.extend((0..regions_n).filter(|&r| hot.rows[p].latency[r] <= limit));
             regions.sort_by_key(|&r| (a.latency[r], r));
             for &region in &regions {
                 group.clear();
@@ -966,7 +967,7 @@ impl Queue {
                 }
                 if self.balance(&hot, &order, &group, &mut balancer) {
                     let (lo, hi) = group.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &g| {
-                        let r = hot.rating[g];
+                        let r = hot.rows[g].rating;
                         (lo.min(r), hi.max(r))
                     });
                     for &g in &group {
@@ -1052,8 +1053,8 @@ impl Queue {
         items.clear();
         items.extend(group.iter().map(|&g| Item {
             ticket: order[g] as usize,
-            size: usize::from(hot.size[g]),
-            sum: hot.sum[g],
+            size: usize::from(hot.rows[g].size),
+            sum: hot.rows[g].sum,
             id: u64::from(order[g]),
             roles: hot.roles.get(g).copied().unwrap_or_default(),
         }));
