@@ -1086,23 +1086,9 @@ impl ShardLoop {
             }
             ShardMsg::LobbyAdmin { cmd, reply } => {
                 self.lobbies.handle(now(), *cmd, &mut self.effects);
-                let mut result = Ok(None);
-                self.effects.retain(|e| match e {
-                    Effect::Reply {
-                        request_id: 0,
-                        reply: crate::engine::Reply::Lobby(l),
-                    } => {
-                        result = Ok(Some(l.clone()));
-                        false
-                    }
-                    Effect::Fail {
-                        request_id: 0,
-                        failure,
-                    } => {
-                        result = Err(failure.clone());
-                        false
-                    }
-                    _ => true,
+                let result = self.take_admin_answer().map(|reply| match reply {
+                    Some(crate::engine::Reply::Lobby(l)) => Some(l),
+                    _ => None,
                 });
                 self.apply(None);
                 let _ = reply.send(result);
@@ -1177,18 +1163,7 @@ impl ShardLoop {
             } => self.matchmaking(*cmd, reply_to, watcher),
             ShardMsg::MatchmakingAdmin { cmd, reply } => {
                 self.queues.handle(now(), *cmd, &mut self.effects);
-                let mut result = Ok(());
-                self.effects.retain(|e| match e {
-                    Effect::Reply { request_id: 0, .. } => false,
-                    Effect::Fail {
-                        request_id: 0,
-                        failure,
-                    } => {
-                        result = Err(failure.clone());
-                        false
-                    }
-                    _ => true,
-                });
+                let result = self.take_admin_answer().map(|_| ());
                 self.apply(None);
                 let _ = reply.send(result);
             }
@@ -1258,6 +1233,30 @@ impl ShardLoop {
             stage: next,
         };
         self.send_to_shard(shard, msg);
+    }
+
+    /// Takes the engine's answer to an operator's command (request 0) out
+    /// of the pending effects: its reply, or its refusal.
+    fn take_admin_answer(&mut self) -> Result<Option<crate::engine::Reply>, Failure> {
+        let mut result = Ok(None);
+        self.effects.retain(|e| match e {
+            Effect::Reply {
+                request_id: 0,
+                reply,
+            } => {
+                result = Ok(Some(reply.clone()));
+                false
+            }
+            Effect::Fail {
+                request_id: 0,
+                failure,
+            } => {
+                result = Err(failure.clone());
+                false
+            }
+            _ => true,
+        });
+        result
     }
 
     /// A matchmaking command for this shard's games.

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::chat::Author;
-use super::matchmaker::{Attribute, Player, Queue, QueueRules, TicketSpec};
+use super::matchmaker::{Attribute, Player, Queue, QueueRules, Team, TicketSpec};
 use super::matchmaking::{self, Lifecycle, Removal};
 use super::{DomainEvent, Effect, Event, Failure, Now, Refusal, Reply, SessionId, UserId};
 
@@ -1191,6 +1191,29 @@ impl Queues {
         }
     }
 
+    /// Ends the tickets of matched teams as MATCHED; their players, each
+    /// with their team and ticket.
+    fn finish_matched(&mut self, now: u64, teams: &[Team]) -> Vec<MatchedPlayer> {
+        let mut players = Vec::new();
+        for (team, t) in teams.iter().enumerate() {
+            for id in &t.tickets {
+                let Some(ticket) = self.tickets.get(id) else {
+                    continue;
+                };
+                let request_id = ticket.request_id.clone();
+                players.extend(ticket.players.iter().map(|author| MatchedPlayer {
+                    author: author.clone(),
+                    team: team as u8,
+                    request_id: request_id.clone(),
+                }));
+                let mut view = self.view(*id, now);
+                view.state = TicketState::Matched;
+                self.finish(*id, view);
+            }
+        }
+        players
+    }
+
     /// Ends an active ticket that was taken for a match that cannot stand:
     /// its players hear REMOVED, the backend `matchmaking.cancelled`.
     fn end_without_match(
@@ -1280,25 +1303,7 @@ impl Queues {
                         .checks
                         .remove(&(game.clone(), mode.clone(), m.id))
                         .unwrap_or_else(|| self.match_id(game));
-                    let mut players = Vec::new();
-                    for (team, t) in m.teams.iter().enumerate() {
-                        for id in &t.tickets {
-                            let Some(ticket) = self.tickets.get(id) else {
-                                continue;
-                            };
-                            let request_id = ticket.request_id.clone();
-                            for author in &ticket.players {
-                                players.push(MatchedPlayer {
-                                    author: author.clone(),
-                                    team: team as u8,
-                                    request_id: request_id.clone(),
-                                });
-                            }
-                            let mut view = self.view(*id, now);
-                            view.state = TicketState::Matched;
-                            self.finish(*id, view);
-                        }
-                    }
+                    let players = self.finish_matched(now, &m.teams);
                     let teams = m.teams.len() as u16;
                     out.push(Effect::MatchFormed(Box::new(FormedMatch {
                         match_id: external,
@@ -1334,25 +1339,7 @@ impl Queues {
                     if done {
                         self.backfills.remove(&backfill);
                     }
-                    let mut players = Vec::new();
-                    for (team, t) in teams.iter().enumerate() {
-                        for id in &t.tickets {
-                            let Some(ticket) = self.tickets.get(id) else {
-                                continue;
-                            };
-                            let request_id = ticket.request_id.clone();
-                            for author in &ticket.players {
-                                players.push(MatchedPlayer {
-                                    author: author.clone(),
-                                    team: team as u8,
-                                    request_id: request_id.clone(),
-                                });
-                            }
-                            let mut view = self.view(*id, now);
-                            view.state = TicketState::Matched;
-                            self.finish(*id, view);
-                        }
-                    }
+                    let players = self.finish_matched(now, &teams);
                     out.push(Effect::MatchFormed(Box::new(FormedMatch {
                         match_id,
                         game: game.clone(),

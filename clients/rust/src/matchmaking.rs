@@ -147,8 +147,12 @@ impl Client {
             numbers: &numbers,
             role: &r.role,
         };
+        self.send_start(&fields).await
+    }
+
+    async fn send_start(&self, fields: &MatchmakingStartFields<'_>) -> Result<Ticket, ClientError> {
         let buf = self
-            .request(|enc, id| enc.matchmaking_start(id, &fields))
+            .request(|enc, id| enc.matchmaking_start(id, fields))
             .await?;
         decode_ticket(&buf)
     }
@@ -165,16 +169,13 @@ impl Client {
         mode: &str,
         latencies: &[(&str, u32)],
     ) -> Result<Ticket, ClientError> {
-        let fields = MatchmakingStartFields {
+        self.send_start(&MatchmakingStartFields {
             game,
             mode,
             latencies,
             ..Default::default()
-        };
-        let buf = self
-            .request(|enc, id| enc.matchmaking_start(id, &fields))
-            .await?;
-        decode_ticket(&buf)
+        })
+        .await
     }
 
     /// Queues the lobby `lobby_id` (this user hosts it) as one party: its
@@ -188,17 +189,14 @@ impl Client {
         mode: &str,
         latencies: &[(&str, u32)],
     ) -> Result<Ticket, ClientError> {
-        let fields = MatchmakingStartFields {
+        self.send_start(&MatchmakingStartFields {
             game,
             mode,
             latencies,
             lobby_id,
             ..Default::default()
-        };
-        let buf = self
-            .request(|enc, id| enc.matchmaking_start(id, &fields))
-            .await?;
-        decode_ticket(&buf)
+        })
+        .await
     }
 
     async fn matchmaking_op(
