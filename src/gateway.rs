@@ -149,6 +149,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let restore = Arc::new(Restore {
         relations: store.load_relations()?,
         notifications: store.load_notifications()?,
+        ratings: store.load_ratings()?,
     });
     let (history, history_threads) = History::start(store.clone());
     let (webhooks, webhook_worker) =

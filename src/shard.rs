@@ -58,6 +58,7 @@ pub struct ShardSettings {
 pub struct Restore {
     pub relations: Vec<RelationRecord>,
     pub notifications: Vec<Notification>,
+    pub ratings: Vec<queues::RatingRecord>,
 }
 
 /// Messages to another shard that found its mailbox full, kept in order
@@ -677,6 +678,11 @@ impl ShardLoop {
         }
         // Pending push/email deliveries come back from the webhook outbox's
         // own table (the source of truth), not from here.
+        for r in &restore.ratings {
+            if self.peers.of_game(&r.game) == self.index {
+                self.queues.restore_rating(r);
+            }
+        }
         for n in &restore.notifications {
             if shard_of(n.user_id.as_bytes(), count) == self.index {
                 self.notifications.restore(n.clone());

@@ -631,3 +631,32 @@ async fn players_only_meet_on_the_map_they_asked_for() {
     let s = b.matchmaking_status(&tb.request_id).await.unwrap();
     assert_eq!(s.state, TicketState::SEARCHING, "the ruins player waits");
 }
+
+#[tokio::test]
+async fn ratings_from_the_backend_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let tweak = |c: &mut huddle::config::Config| {
+        c.matchmaking.tick_ms = 50;
+        c.matchmaking.queues = vec![queue("1v1", 2, 1)];
+    };
+    let gw = TestGateway::start_in(dir.path(), tweak).await;
+    let set = admin_post(
+        &gw,
+        "/v1/ratings",
+        r#"{"game":"arena","ratings":[{"user_id":"vet","mu":1000,"sigma":30}]}"#,
+    )
+    .await;
+    assert!(set.contains("\"set\":1"), "{set}");
+    assert!(gw.shutdown().await);
+
+    let gw = TestGateway::start_in(dir.path(), tweak).await;
+    let url = gw.ws_url.clone();
+    // The stored 1000 wins over the token's 2990, so vet meets a 1050.
+    let (vet, mut vet_ev) = rated(&gw, &url, "vet", 2990.0).await;
+    let (rookie, mut rookie_ev) = rated(&gw, &url, "rookie", 1050.0).await;
+    vet.matchmaking_start("arena", "1v1", EU).await.unwrap();
+    rookie.matchmaking_start("arena", "1v1", EU).await.unwrap();
+    let a = mm_event(&mut vet_ev, MatchmakingEventKind::MATCHED).await;
+    let b = mm_event(&mut rookie_ev, MatchmakingEventKind::MATCHED).await;
+    assert_eq!(a.lobby_id, b.lobby_id);
+}

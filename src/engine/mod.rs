@@ -440,7 +440,12 @@ pub enum Record {
     Chat(chat::HistoryRecord),
     Relation(social::RelationRecord),
     Notification(Arc<notifications::Notification>),
-    NotificationDeleted { user: UserId, id: u64 },
+    NotificationDeleted {
+        user: UserId,
+        id: u64,
+    },
+    /// A rating the game backend set (token ratings come with each token).
+    Rating(queues::RatingRecord),
 }
 
 /// What an engine asks its shell to do.

@@ -51,6 +51,18 @@ impl Rating {
     }
 }
 
+/// A rating the game backend set, as the store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RatingRecord {
+    pub game: Arc<str>,
+    pub user: UserId,
+    pub rating: Rating,
+}
+
+// Ratings are checked finite before they are kept: no NaN, so `==` is an
+// equivalence.
+impl Eq for RatingRecord {}
+
 /// One configured queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueSpec {
@@ -393,6 +405,20 @@ impl Queues {
             .is_some_and(|r| r.iter().any(|r| &*r.game == game && r.backend.is_some()))
     }
 
+    /// A stored rating from the game backend, at start-up (before the
+    /// queues are configured).
+    pub fn restore_rating(&mut self, r: &RatingRecord) {
+        let rows = self.ratings.entry(r.user.clone()).or_default();
+        match rows.iter_mut().find(|x| x.game == r.game) {
+            Some(row) => row.backend = Some(r.rating),
+            None => rows.push(Ratings {
+                game: r.game.clone(),
+                backend: Some(r.rating),
+                token: None,
+            }),
+        }
+    }
+
     /// Keeps a rating; false when the table is full (a new user past
     /// [`MAX_RATED_USERS`]).
     fn set_rating(
@@ -518,6 +544,13 @@ impl Queues {
                 for (user, rating) in ratings {
                     if !(rating.valid() && self.set_rating(&game, &user, rating, !from_token)) {
                         lost += 1;
+                    } else if !from_token {
+                        // The backend's word outlives a restart.
+                        out.push(Effect::Persist(super::Record::Rating(RatingRecord {
+                            game: game.clone(),
+                            user,
+                            rating,
+                        })));
                     }
                 }
                 out.push(if lost == 0 {

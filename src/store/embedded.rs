@@ -14,6 +14,7 @@
 //! keyed by job id. Values are JSON: small, self-describing, and readable
 //! with any redb tool.
 
+use crate::engine::queues::{Rating, RatingRecord};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ use crate::webhook::Job;
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 const READ_CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("read_cursors");
 const RELATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("relations");
+/// Ratings the game backend set: (game, user) → (mu, sigma).
+const RATINGS: TableDefinition<(&str, &str), (f64, f64)> = TableDefinition::new("ratings");
 const NOTIFICATIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("notifications");
 const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 
@@ -55,6 +58,8 @@ impl EmbeddedStore {
         txn.open_table(NOTIFICATIONS)
             .map_err(|e| err("notifications table", e))?;
         txn.open_table(OUTBOX).map_err(|e| err("outbox table", e))?;
+        txn.open_table(RATINGS)
+            .map_err(|e| err("ratings table", e))?;
         txn.commit().map_err(|e| err("commit", e))?;
         Ok(Self { db })
     }
@@ -77,6 +82,9 @@ impl HistoryStore for EmbeddedStore {
                 .open_table(NOTIFICATIONS)
                 .map_err(|e| err("notifications table", e))?;
             let mut outbox = txn.open_table(OUTBOX).map_err(|e| err("outbox table", e))?;
+            let mut ratings = txn
+                .open_table(RATINGS)
+                .map_err(|e| err("ratings table", e))?;
             for write in batch {
                 match write {
                     Write::Record(Record::Chat(HistoryRecord::Message(m))) => {
@@ -113,6 +121,11 @@ impl HistoryStore for EmbeddedStore {
                         notifications
                             .insert((&*n.user_id, n.id), value.as_slice())
                             .map_err(|e| err("writing a notification", e))?;
+                    }
+                    Write::Record(Record::Rating(r)) => {
+                        ratings
+                            .insert((&*r.game, &*r.user), (r.rating.mu, r.rating.sigma))
+                            .map_err(|e| err("writing a rating", e))?;
                     }
                     Write::Record(Record::NotificationDeleted { user, id }) => {
                         notifications
@@ -187,6 +200,25 @@ impl HistoryStore for EmbeddedStore {
                 user: Arc::from(user),
                 other: Arc::from(other),
                 pair: Some(pair),
+            });
+        }
+        Ok(out)
+    }
+
+    fn load_ratings(&self) -> Result<Vec<RatingRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| err("begin read", e))?;
+        let table = txn
+            .open_table(RATINGS)
+            .map_err(|e| err("ratings table", e))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| err("reading ratings", e))? {
+            let (k, v) = row.map_err(|e| err("reading a rating", e))?;
+            let (game, user) = k.value();
+            let (mu, sigma) = v.value();
+            out.push(RatingRecord {
+                game: Arc::from(game),
+                user: Arc::from(user),
+                rating: Rating { mu, sigma },
             });
         }
         Ok(out)

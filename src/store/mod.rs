@@ -71,6 +71,8 @@ pub trait HistoryStore: Send + Sync + 'static {
     fn load_relations(&self) -> Result<Vec<RelationRecord>, StoreError>;
     /// Warm start: every stored notification.
     fn load_notifications(&self) -> Result<Vec<Notification>, StoreError>;
+    /// Warm start: every rating the game backend set.
+    fn load_ratings(&self) -> Result<Vec<crate::engine::queues::RatingRecord>, StoreError>;
     /// Warm start: every unfinished webhook job.
     fn load_outbox(&self) -> Result<Vec<Job>, StoreError>;
 }
