@@ -1,8 +1,9 @@
 //! Matchmaking over real sockets with the SDK: two-, ten- and party-based
 //! matches ending in a lobby with every player told, the ready check with a
 //! decliner, cancel, timeout, status subscriptions, ratings from the token
-//! and the game backend, queues reloaded without a restart, and every
-//! refusal of the bad-input list.
+//! and the game backend (kept across a restart), backfill, attributes and
+//! roles, queues reloaded without a restart, and every refusal of the
+//! issue's bad-input list.
 
 mod common;
 
