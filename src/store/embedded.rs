@@ -254,130 +254,28 @@ impl HistoryStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::chat::Author;
-    use crate::engine::notifications::{Channel, ChannelStatus, DeliveryState};
-    use crate::engine::social::Side;
 
-    fn chat(r: HistoryRecord) -> Write {
-        Write::Record(Record::Chat(r))
-    }
-
-    fn msg(chat: &str, id: u64, text: &str) -> Arc<Message> {
-        Arc::new(Message {
-            id,
-            chat_id: Arc::from(chat),
-            sender: Author {
-                id: Arc::from("u1"),
-                username: Arc::from("alice"),
-                display_name: Arc::from("Alice"),
-            },
-            content: Arc::from(text),
-            content_type: 0,
-            created_at_ms: 1,
-            edited_at_ms: 0,
-            deleted: false,
-            nonce: None,
-        })
+    fn store() -> (tempfile::TempDir, EmbeddedStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("h.redb")).unwrap();
+        (dir, store)
     }
 
     #[test]
-    fn pages_are_one_partition_newest_first_and_upserts_are_idempotent() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&dir.path().join("h.redb")).unwrap();
-        let batch: Vec<Write> = (1..=5)
-            .map(|i| {
-                chat(HistoryRecord::Message(msg(
-                    "channel:a",
-                    i,
-                    &format!("m{i}"),
-                )))
-            })
-            .chain([chat(HistoryRecord::Message(msg(
-                "channel:b",
-                3,
-                "other chat",
-            )))])
-            .collect();
-        store.write(&batch).unwrap();
-        store.write(&batch).unwrap();
-        store
-            .write(&[chat(HistoryRecord::Message(msg("channel:a", 4, "edited")))])
-            .unwrap();
-        let page = store.messages("channel:a", 0, 3).unwrap();
-        let got: Vec<(u64, &str)> = page.iter().map(|m| (m.id, &*m.content)).collect();
-        assert_eq!(got, vec![(5, "m5"), (4, "edited"), (3, "m3")]);
-        let older = store.messages("channel:a", 3, 10).unwrap();
-        assert_eq!(older.iter().map(|m| m.id).collect::<Vec<_>>(), vec![2, 1]);
-        store
-            .write(&[chat(HistoryRecord::ReadCursor {
-                chat_id: Arc::from("channel:a"),
-                user_id: Arc::from("u2"),
-                up_to: 4,
-            })])
-            .unwrap();
-        assert_eq!(store.read_cursor("channel:a", "u2").unwrap(), Some(4));
-        assert_eq!(store.read_cursor("channel:a", "u3").unwrap(), None);
+    fn pages_are_newest_first_and_upserts_are_idempotent() {
+        let (_dir, s) = store();
+        crate::store::suite::pages_and_upserts(&s, "e");
     }
 
     #[test]
-    fn relations_notifications_and_jobs_round_trip_and_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&dir.path().join("h.redb")).unwrap();
-        let pair = PairState {
-            lo: Side::Friend,
-            hi: Side::Friend,
-            lo_since_ms: 5,
-            hi_since_ms: 5,
-        };
-        let row = |user: &str, other: &str, pair| {
-            Write::Record(Record::Relation(RelationRecord {
-                user: Arc::from(user),
-                other: Arc::from(other),
-                pair,
-            }))
-        };
-        let n = Arc::new(Notification {
-            id: 7,
-            user_id: Arc::from("bob"),
-            kind: "friend.request".into(),
-            title: "t".into(),
-            body: "b".into(),
-            data: String::new(),
-            created_at_ms: 1,
-            read: false,
-            channels: vec![ChannelStatus {
-                channel: Channel::Push,
-                state: DeliveryState::Pending,
-                error: None,
-                attempts: 0,
-                updated_at_ms: 1,
-            }],
-        });
-        let job = Arc::new(Job::for_test("n:7:push"));
-        store
-            .write(&[
-                row("alice", "bob", Some(pair)),
-                row("bob", "alice", Some(pair)),
-                Write::Record(Record::Notification(n.clone())),
-                Write::OutboxPut(job.clone()),
-            ])
-            .unwrap();
-        assert_eq!(store.load_relations().unwrap().len(), 2);
-        assert_eq!(store.load_notifications().unwrap(), vec![(*n).clone()]);
-        assert_eq!(store.load_outbox().unwrap().len(), 1);
-        store
-            .write(&[
-                row("alice", "bob", None),
-                row("bob", "alice", None),
-                Write::Record(Record::NotificationDeleted {
-                    user: Arc::from("bob"),
-                    id: 7,
-                }),
-                Write::OutboxDone(job.id.clone()),
-            ])
-            .unwrap();
-        assert!(store.load_relations().unwrap().is_empty());
-        assert!(store.load_notifications().unwrap().is_empty());
-        assert!(store.load_outbox().unwrap().is_empty());
+    fn pages_cross_day_partitions_and_gaps() {
+        let (_dir, s) = store();
+        crate::store::suite::pages_across_days(&s, "e");
+    }
+
+    #[test]
+    fn relations_notifications_ratings_and_jobs_round_trip_and_delete() {
+        let (_dir, s) = store();
+        crate::store::suite::warm_start_rows(&s, "e");
     }
 }

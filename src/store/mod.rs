@@ -18,6 +18,9 @@
 //! on a shard thread.
 
 pub mod embedded;
+pub mod scylla;
+#[cfg(test)]
+mod suite;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
