@@ -834,32 +834,49 @@ impl Queue {
             }
             !expired
         });
-        let n = self.tickets.len();
+        let total = self.tickets.len();
         let need = self.rules.players();
-        if n == 0 || need == 0 {
+        if total == 0 || need == 0 {
             return;
         }
+        let regions_n = self.rules.regions.len();
+        // Each ticket's latency limit now, below UNKNOWN so that an
+        // unmeasured region never qualifies.
+        let latency = &self.rules.latency;
+        let limit_of = |t: &Ticket| {
+            latency
+                .at(now_ms.saturating_sub(t.entered_ms))
+                .clamp(0.0, f64::from(UNKNOWN - 1)) as u16
+        };
         // Rating order, ties by age: deterministic.
         // Sort (rating bits, age) keys: one pass over the tickets, then a
         // sort of plain integers.
         // One u64 per ticket: the rating (as an f32, order-preserving) above
         // the index (age). Ratings closer than an f32 can tell apart keep
         // their age order; every window is still checked on the f64s.
+        // Only tickets that may play somewhere now take part: one whose
+        // every region is over its latency limit waits for the limit to
+        // widen, and scanning past it tick after tick would be wasted.
         let mut keys: Vec<u64> = self
             .tickets
             .iter()
             .enumerate()
+            .filter(|(_, t)| {
+                let limit = limit_of(t);
+                t.latency[..regions_n].iter().any(|&l| l <= limit)
+            })
             .map(|(i, t)| (u64::from(sortable32(t.rating as f32)) << 32) | i as u64)
             .collect();
         keys.sort_unstable();
         let order: Vec<u32> = keys.into_iter().map(|k| k as u32).collect();
-        let mut pos = vec![0u32; n];
+        let n = order.len();
+        // Rating position of each ticket (u32::MAX: sitting this tick out).
+        let mut pos = vec![u32::MAX; total];
         for (p, &t) in order.iter().enumerate() {
             pos[t as usize] = p as u32;
         }
         // What the scan reads, laid out in rating order so that neighbours
         // in rating are neighbours in memory.
-        let regions_n = self.rules.regions.len();
         let mut hot = Hot {
             rows: vec![Row::default(); n],
             id: vec![0; n],
@@ -884,19 +901,15 @@ impl Queue {
         // Read the tickets in order (sequentially) and scatter into the
         // small rating-ordered arrays.
         for (i, t) in self.tickets.iter().enumerate() {
+            if pos[i] == u32::MAX {
+                continue;
+            }
             let p = pos[i] as usize;
-            let waited = now_ms.saturating_sub(t.entered_ms);
-            // Below UNKNOWN, so an unmeasured region never qualifies.
-            let limit = self
-                .rules
-                .latency
-                .at(waited)
-                .clamp(0.0, f64::from(UNKNOWN - 1)) as u16;
             hot.rows[p] = Row {
                 rating: t.rating,
                 sum: t.rating_sum,
                 class: t.class,
-                limit,
+                limit: limit_of(t),
                 size: t.size() as u16,
                 latency: t.latency,
             };
@@ -910,9 +923,9 @@ impl Queue {
         // through mirrored positions, left (`left`).
         let mut right = NextFree::new(n);
         let mut left = NextFree::new(n);
-        let mut matched = vec![false; n];
+        let mut matched = vec![false; total];
         // Where each matched ticket's players go: (index in `out`, team).
-        let mut dest = vec![(u32::MAX, 0u32); n];
+        let mut dest = vec![(u32::MAX, 0u32); total];
         let mut group: Vec<usize> = Vec::with_capacity(need);
         let mut balancer = Balancer::default();
         let mut regions: Vec<usize> = Vec::with_capacity(regions_n);
@@ -948,8 +961,8 @@ impl Queue {
             !done
         });
         self.backfills = backfills;
-        for anchor in 0..n {
-            if matched[anchor] {
+        for anchor in 0..total {
+            if matched[anchor] || pos[anchor] == u32::MAX {
                 continue;
             }
             let a = &self.tickets[anchor];
