@@ -1291,10 +1291,16 @@ impl ShardLoop {
             } => Some(*session),
             _ => None,
         };
-        if let (Some(session), Some(outbox)) = (session, watcher) {
+        self.queues.handle(now(), cmd, &mut self.effects);
+        // Keep the session's outbox only when it now follows a ticket (a
+        // refused start or subscribe leaves nothing behind).
+        let refused = self
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Fail { .. }));
+        if let (Some(session), Some(outbox), false) = (session, watcher, refused) {
             self.watcher_outboxes.entry(session).or_insert(outbox);
         }
-        self.queues.handle(now(), cmd, &mut self.effects);
         self.apply(reply_to.as_ref());
     }
 
