@@ -827,34 +827,44 @@ impl Queues {
         }));
     }
 
-    fn cancel(&mut self, now: u64, rid: u64, user: &str, ticket: &str, out: &mut Vec<Effect>) {
-        let id = match self.find(ticket, user) {
-            Ok(Some(id)) => id,
-            Ok(None) => {
-                let state = self.finished(ticket).map(|f| f.view.state);
-                let what = match state {
-                    Some(TicketState::Matched) => "was already matched",
-                    Some(TicketState::Cancelled) => "was already cancelled",
-                    Some(TicketState::TimedOut) => "already timed out",
-                    _ => "is over",
-                };
-                return fail(
-                    out,
-                    rid,
-                    Refusal::CancelError,
-                    format!("ticket {ticket} {what}; only a searching ticket can be cancelled"),
-                );
+    /// `user`'s active ticket `ticket` with its queue's game and mode, or
+    /// the refusal: `over` words it for a ticket that has ended.
+    fn active_ticket(
+        &self,
+        ticket: &str,
+        user: &str,
+        over: impl FnOnce(Option<TicketState>) -> Failure,
+    ) -> Result<(u64, Arc<str>, Arc<str>), Failure> {
+        match self.find(ticket, user)? {
+            Some(id) => {
+                let t = &self.tickets[&id];
+                Ok((id, t.game.clone(), t.mode.clone()))
             }
-            Err(f) => {
+            None => Err(over(self.finished(ticket).map(|f| f.view.state))),
+        }
+    }
+
+    fn cancel(&mut self, now: u64, rid: u64, user: &str, ticket: &str, out: &mut Vec<Effect>) {
+        let found = self.active_ticket(ticket, user, |state| {
+            let what = match state {
+                Some(TicketState::Matched) => "was already matched",
+                Some(TicketState::Cancelled) => "was already cancelled",
+                Some(TicketState::TimedOut) => "already timed out",
+                _ => "is over",
+            };
+            Failure::new(
+                Refusal::CancelError,
+                format!("ticket {ticket} {what}; only a searching ticket can be cancelled"),
+            )
+        });
+        let (id, game, mode) = match found {
+            Ok(found) => found,
+            Err(failure) => {
                 return out.push(Effect::Fail {
                     request_id: rid,
-                    failure: f,
+                    failure,
                 })
             }
-        };
-        let (game, mode) = {
-            let t = &self.tickets[&id];
-            (t.game.clone(), t.mode.clone())
         };
         let mut events = Vec::new();
         let Some((_, life)) = self.queues.get_mut(&game).and_then(|m| m.get_mut(&mode)) else {
@@ -958,26 +968,20 @@ impl Queues {
         accept: bool,
         out: &mut Vec<Effect>,
     ) {
-        let id = match self.find(ticket, user) {
-            Ok(Some(id)) => id,
-            Ok(None) => {
-                return fail(
-                    out,
-                    rid,
-                    Refusal::MatchmakingError,
-                    format!("ticket {ticket} is over; there is no ready check to answer"),
-                )
-            }
-            Err(f) => {
+        let found = self.active_ticket(ticket, user, |_| {
+            Failure::new(
+                Refusal::MatchmakingError,
+                format!("ticket {ticket} is over; there is no ready check to answer"),
+            )
+        });
+        let (id, game, mode) = match found {
+            Ok(found) => found,
+            Err(failure) => {
                 return out.push(Effect::Fail {
                     request_id: rid,
-                    failure: f,
+                    failure,
                 })
             }
-        };
-        let (game, mode) = {
-            let t = &self.tickets[&id];
-            (t.game.clone(), t.mode.clone())
         };
         let Some((_, life)) = self.queues.get_mut(&game).and_then(|m| m.get_mut(&mode)) else {
             return;
