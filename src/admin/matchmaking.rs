@@ -64,7 +64,7 @@ pub(super) async fn set_ratings(
         };
         if r.user_id.is_empty() || r.user_id.len() > 128 || !rating.valid() {
             return bad(format!(
-                "rating for {:?}: user_id is 1..=128 bytes, mu and sigma finite numbers, sigma >= 0",
+                "rating for {:?}: user_id is 1..=128 bytes, |mu| <= 1e9, 0 <= sigma <= 1e9",
                 r.user_id
             ));
         }

@@ -21,6 +21,9 @@ use super::{DomainEvent, Effect, Event, Failure, Now, Refusal, Reply, SessionId,
 pub const STATUS_EVERY_MS: u64 = 2_000;
 /// Sessions that may follow one ticket.
 pub const MAX_WATCHERS: usize = 16;
+/// Largest rating (and uncertainty) accepted: far beyond any real scale,
+/// well inside what sums of a party's ratings can hold.
+pub const MAX_RATING: f64 = 1e9;
 /// A player's rating when neither the token nor the backend gave one.
 pub const DEFAULT_RATING: Rating = Rating {
     mu: 1500.0,
@@ -46,8 +49,12 @@ pub struct Rating {
 }
 
 impl Rating {
+    /// Finite, |mu| and sigma at most [`MAX_RATING`], sigma not negative.
     pub fn valid(&self) -> bool {
-        self.mu.is_finite() && self.sigma.is_finite() && self.sigma >= 0.0
+        self.mu.is_finite()
+            && self.sigma.is_finite()
+            && self.mu.abs() <= MAX_RATING
+            && (0.0..=MAX_RATING).contains(&self.sigma)
     }
 }
 
@@ -408,6 +415,11 @@ impl Queues {
     /// A stored rating from the game backend, at start-up (before the
     /// queues are configured).
     pub fn restore_rating(&mut self, r: &RatingRecord) {
+        if !r.rating.valid()
+            || (self.ratings.len() >= MAX_RATED_USERS && !self.ratings.contains_key(&r.user))
+        {
+            return;
+        }
         let rows = self.ratings.entry(r.user.clone()).or_default();
         match rows.iter_mut().find(|x| x.game == r.game) {
             Some(row) => row.backend = Some(r.rating),
@@ -594,7 +606,13 @@ impl Queues {
                 backfill_lobby,
             } => {
                 if let Some(lobby) = backfill_lobby {
-                    self.cancel_backfill(&game, &lobby);
+                    if self.cancel_backfill(&game, &lobby) {
+                        // The backend learns its backfill is gone.
+                        out.push(Effect::Domain(DomainEvent::MatchmakingBackfillExpired {
+                            lobby_id: lobby,
+                            game: game.clone(),
+                        }));
+                    }
                 }
                 for request_id in request_ids {
                     let Some((id, _)) = parse_ticket(&request_id) else {

@@ -274,6 +274,12 @@ mod tests {
     }
 
     #[test]
+    fn later_writes_in_a_batch_win() {
+        let (_dir, s) = store();
+        crate::store::suite::later_writes_in_a_batch_win(&s, "e");
+    }
+
+    #[test]
     fn relations_notifications_ratings_and_jobs_round_trip_and_delete() {
         let (_dir, s) = store();
         crate::store::suite::warm_start_rows(&s, "e");

@@ -79,6 +79,8 @@ pub struct ScyllaStore {
     session: Session,
     statements: Statements,
     node: i32,
+    /// The last write time handed out (µs since the Unix epoch).
+    last_timestamp: std::sync::atomic::AtomicI64,
 }
 
 type MessageRow = (
@@ -262,7 +264,30 @@ impl ScyllaStore {
             session,
             statements,
             node: i32::from(opts.node),
+            last_timestamp: std::sync::atomic::AtomicI64::new(0),
         })
+    }
+
+    /// A write time after every one handed out before: the wall clock in
+    /// µs, or one more than the last when the clock has not moved on.
+    fn next_timestamp(&self) -> i64 {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let mut last = self.last_timestamp.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self.last_timestamp.compare_exchange_weak(
+                last,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
     }
 
     /// Every row of a small table, paged by the driver.
@@ -293,10 +318,17 @@ impl HistoryStore for ScyllaStore {
         let node = self.node;
         // Each statement's future has its own type: box them to wait on a
         // chunk together.
+        // Statements of a chunk run at once, so each carries its own write
+        // time, increasing in batch order: the later of two writes to one
+        // key (an edit after its message, a delete after its put) wins.
         macro_rules! exec {
-            ($statement:expr, $values:expr $(,)?) => {
-                Box::pin(session.execute_unpaged($statement, $values)) as Pending<'_>
-            };
+            ($statement:expr, $values:expr $(,)?) => {{
+                let mut statement = ($statement).clone();
+                statement.set_timestamp(Some(self.next_timestamp()));
+                let values = $values;
+                Box::pin(async move { session.execute_unpaged(&statement, values).await })
+                    as Pending<'_>
+            }};
         }
         self.runtime.block_on(async {
             for chunk in batch.chunks(CONCURRENCY) {
@@ -390,6 +422,11 @@ impl HistoryStore for ScyllaStore {
         before_id: u64,
         limit: usize,
     ) -> Result<Vec<Arc<Message>>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Ids are stored as bigint; a bound past its range bounds nothing.
+        let before = i64::try_from(before_id).unwrap_or(i64::MAX);
         let s = &self.statements;
         let session = &self.session;
         self.runtime.block_on(async {
@@ -407,16 +444,16 @@ impl HistoryStore for ScyllaStore {
                     .map_err(|e| err("finding the newest day", e))?;
                 first(rows)?
             } else {
-                Some(bucket_of(before_id))
+                Some(bucket_of(before as u64))
             };
             let mut out: Vec<Arc<Message>> = Vec::with_capacity(limit);
             while let Some(b) = bucket {
-                let want = (limit - out.len()) as i32;
+                let want = i32::try_from(limit - out.len()).unwrap_or(i32::MAX);
                 let rows = if before_id == 0 {
                     session.execute_unpaged(&s.page, (chat_id, b, want)).await
                 } else {
                     session
-                        .execute_unpaged(&s.page_before, (chat_id, b, before_id as i64, want))
+                        .execute_unpaged(&s.page_before, (chat_id, b, before, want))
                         .await
                 }
                 .map_err(|e| err("reading a page", e))?;
@@ -500,25 +537,22 @@ impl HistoryStore for ScyllaStore {
     }
 
     fn load_outbox(&self) -> Result<Vec<Job>, StoreError> {
-        self.runtime.block_on(async {
-            let rows = self
+        let rows: Vec<(String,)> = self.runtime.block_on(async {
+            let pager = self
                 .session
-                .execute_unpaged(&self.statements.jobs, (self.node,))
+                .execute_iter(self.statements.jobs.clone(), (self.node,))
                 .await
                 .map_err(|e| err("reading the outbox", e))?;
-            let rows = rows
-                .into_rows_result()
-                .map_err(|e| err("reading the outbox", e))?;
-            let mut out = Vec::new();
-            for row in rows
-                .rows::<(String,)>()
+            pager
+                .rows_stream::<(String,)>()
                 .map_err(|e| err("reading the outbox", e))?
-            {
-                let (job,) = row.map_err(|e| err("reading a job", e))?;
-                out.push(serde_json::from_str(&job).map_err(|e| err("decoding a job", e))?);
-            }
-            Ok(out)
-        })
+                .try_collect()
+                .await
+                .map_err(|e| err("reading the outbox", e))
+        })?;
+        rows.into_iter()
+            .map(|(job,)| serde_json::from_str(&job).map_err(|e| err("decoding a job", e)))
+            .collect()
     }
 }
 
@@ -575,6 +609,13 @@ mod tests {
     fn relations_notifications_ratings_and_jobs_round_trip_and_delete() {
         if let Some(s) = store() {
             crate::store::suite::warm_start_rows(&s, &prefix());
+        }
+    }
+
+    #[test]
+    fn later_writes_in_a_batch_win() {
+        if let Some(s) = store() {
+            crate::store::suite::later_writes_in_a_batch_win(&s, &prefix());
         }
     }
 

@@ -227,3 +227,46 @@ pub fn warm_start_rows(store: &dyn HistoryStore, prefix: &str) {
         .any(|n| mine(&n.user_id)));
     assert_eq!(jobs(store), 0);
 }
+
+/// Two writes to one key in one batch: the later always wins (an edit
+/// after its message, an unfriend after the friendship), and a page
+/// bound past the id range bounds nothing.
+pub fn later_writes_in_a_batch_win(store: &dyn HistoryStore, prefix: &str) {
+    for round in 0..30u64 {
+        let c = format!("channel:{prefix}-order-{round}");
+        let id = id_at(20, round, 0);
+        store
+            .write(&[
+                chat(HistoryRecord::Message(msg(&c, id, "original"))),
+                chat(HistoryRecord::Message(msg(&c, id, "edited"))),
+            ])
+            .unwrap();
+        let page = store.messages(&c, 0, 5).unwrap();
+        assert_eq!(&*page[0].content, "edited", "round {round}");
+        assert_eq!(store.messages(&c, u64::MAX, 5).unwrap().len(), 1);
+        assert!(store.messages(&c, 0, 0).unwrap().is_empty());
+        let (a, b) = (format!("{prefix}-x{round}"), format!("{prefix}-y{round}"));
+        let row = |pair| {
+            Write::Record(Record::Relation(RelationRecord {
+                user: Arc::from(a.as_str()),
+                other: Arc::from(b.as_str()),
+                pair,
+            }))
+        };
+        let pair = PairState {
+            lo: Side::Friend,
+            hi: Side::Friend,
+            lo_since_ms: 1,
+            hi_since_ms: 1,
+        };
+        store.write(&[row(Some(pair)), row(None)]).unwrap();
+        assert!(
+            !store
+                .load_relations()
+                .unwrap()
+                .iter()
+                .any(|r| *r.user == *a),
+            "round {round}: the delete came last"
+        );
+    }
+}
