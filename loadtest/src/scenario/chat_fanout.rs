@@ -37,7 +37,7 @@ use huddle_schema::wire::{Body, ContentType, Frame};
 use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::{print_failures, setup_outcome, transport_name, wait_for_setups, Phase, Probes};
+use super::{print_failures, transport_name, Crowd, Phase, Probes};
 use crate::admin::AdminApi;
 use crate::report::{self, Connect, Params, Percentiles, Report};
 use crate::setup::{encode, histogram, now_ns, Failure, Session, Setup, MAX_ACK_SEQ, PINGS_SENT};
@@ -45,9 +45,6 @@ use crate::Args;
 
 /// How long after the send phase deliveries are still waited for.
 const STRAGGLER_WAIT: Duration = Duration::from_secs(5);
-/// Lead time between the end of the setup phase and the first send slot,
-/// so every task has seen the phase change before its slot.
-const START_DELAY: Duration = Duration::from_millis(100);
 /// Latency histograms, each behind its own lock (receiver `i` records into
 /// shard `i mod 8`), so `--threads` > 1 does not serialize on one.
 const LATENCY_SHARDS: usize = 8;
@@ -257,22 +254,16 @@ pub(super) async fn run(
         creating.elapsed().as_secs_f64()
     );
 
-    let (phase_tx, phase_rx) = watch::channel(Phase::Setup);
-    let started = Instant::now();
-    let started_ns = now_ns();
-    let tasks: Vec<_> = (0..args.clients)
-        .map(|i| tokio::spawn(client(ctx.clone(), i, phase_rx.clone())))
-        .collect();
-    drop(phase_rx);
-
-    wait_for_setups(&setup, args.clients, started.into_std()).await;
-    let (connections, failed, connect_s) = setup_outcome(&setup, started_ns)?;
+    let crowd = Crowd::gather(&setup, args.clients, |i, phase| {
+        client(ctx.clone(), i, phase)
+    })
+    .await?;
+    let (connections, failed, connect_s) = (crowd.connections, crowd.failed, crowd.connect_s);
 
     // The measurement window: from the first send slot to the end of the
     // straggler wait.
     let cpu_at_window = probes.mark();
-    let start = Instant::now() + START_DELAY;
-    phase_tx.send_replace(Phase::Run(start));
+    let start = crowd.start();
     sleep_until(start + ctx.duration).await;
     let deadline = Instant::now() + STRAGGLER_WAIT;
     let pending = || {
@@ -287,8 +278,8 @@ pub(super) async fn run(
     let (sent, delivered, expected) = (ctx.sent(), ctx.delivered.load(Relaxed), ctx.expected());
     let latency_us = ctx.latency();
 
-    phase_tx.send_replace(Phase::Done);
-    super::close_all(tasks).await;
+    crowd.finish();
+    super::close_all(crowd.tasks).await;
     let connect_us = super::connect_latencies(&setup);
     let (server, loadgen) = probes.finish(cpu_used);
     let report = Report {

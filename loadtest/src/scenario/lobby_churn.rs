@@ -64,9 +64,9 @@ use huddle_schema::wire::{Body, Frame, LobbyOpKind, LobbyVisibility};
 use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, Instant, Sleep};
 
-use super::{print_failures, setup_outcome, transport_name, wait_for_setups, Phase, Probes};
+use super::{print_failures, transport_name, Crowd, Phase, Probes};
 use crate::report::{self, Connect, OpReport, Operations, Params, Percentiles, Report};
-use crate::setup::{encode, histogram, now_ns, Failure, Setup, MAX_ACK_SEQ, PINGS_SENT};
+use crate::setup::{encode, histogram, Failure, Setup, MAX_ACK_SEQ, PINGS_SENT};
 use crate::Args;
 
 /// How long a request waits for its reply before it counts as an error.
@@ -74,9 +74,6 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long after `--duration-s` the requests in flight are waited for:
 /// past [`REPLY_TIMEOUT`], so that each ends with its reply or its timeout.
 const STRAGGLER_WAIT: Duration = Duration::from_secs(6);
-/// Lead time between the end of the setup phase and the first request slot,
-/// so every task has seen the phase change before its slot.
-const START_DELAY: Duration = Duration::from_millis(100);
 /// Latency histograms per kind, each behind its own lock (client `i` records
 /// into shard `i mod 8`), so `--threads` > 1 does not serialize on one.
 const LATENCY_SHARDS: usize = 8;
@@ -390,22 +387,16 @@ pub(super) async fn run(
         args.think_ms,
         args.duration_s
     );
-    let (phase_tx, phase_rx) = watch::channel(Phase::Setup);
-    let started = Instant::now();
-    let started_ns = now_ns();
-    let tasks: Vec<_> = (0..args.clients)
-        .map(|i| tokio::spawn(client(ctx.clone(), i, phase_rx.clone())))
-        .collect();
-    drop(phase_rx);
-
-    wait_for_setups(&setup, args.clients, started.into_std()).await;
-    let (connections, failed, connect_s) = setup_outcome(&setup, started_ns)?;
+    let crowd = Crowd::gather(&setup, args.clients, |i, phase| {
+        client(ctx.clone(), i, phase)
+    })
+    .await?;
+    let (connections, failed, connect_s) = (crowd.connections, crowd.failed, crowd.connect_s);
 
     // The measurement window: from the first request slot until every
     // client stopped.
     let cpu_at_window = probes.mark();
-    let start = Instant::now() + START_DELAY;
-    phase_tx.send_replace(Phase::Run(start));
+    let start = crowd.start();
     sleep_until(start + ctx.duration).await;
     let deadline = Instant::now() + STRAGGLER_WAIT;
     while ctx.finished.load(Relaxed) < connections && Instant::now() < deadline {
@@ -434,8 +425,8 @@ pub(super) async fn run(
     };
     let latency_us = ctx.latency();
 
-    phase_tx.send_replace(Phase::Done);
-    super::close_all(tasks).await;
+    crowd.finish();
+    super::close_all(crowd.tasks).await;
     let connect_us = super::connect_latencies(&setup);
     let (server, loadgen) = probes.finish(cpu_used);
     let report = Report {

@@ -19,7 +19,7 @@ use huddle_client::transport::Transport;
 use tokio::time::sleep;
 
 use crate::report::{self, Loadgen, Server};
-use crate::setup::{self, Setup};
+use crate::setup::{self, now_ns, Setup};
 use crate::sys::{self, Monitor};
 use crate::{Args, Scenario};
 
@@ -32,6 +32,63 @@ pub(crate) enum Phase {
     Run(tokio::time::Instant),
     /// Close the connection.
     Done,
+}
+
+/// Time between telling the clients to start and the window's first slot,
+/// so every client is waiting when it opens.
+pub(crate) const START_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The clients of a phased scenario, connected (or failed) and waiting for
+/// the run window.
+pub(crate) struct Crowd {
+    phase: tokio::sync::watch::Sender<Phase>,
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub connections: u64,
+    pub failed: u64,
+    pub connect_s: f64,
+}
+
+impl Crowd {
+    /// Spawns `clients` client tasks (`client(i, phase)`) and waits until
+    /// each has connected or failed.
+    pub(crate) async fn gather<F, Fut>(
+        setup: &Setup,
+        clients: u32,
+        client: F,
+    ) -> anyhow::Result<Self>
+    where
+        F: Fn(u32, tokio::sync::watch::Receiver<Phase>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (phase, phase_rx) = tokio::sync::watch::channel(Phase::Setup);
+        let started = Instant::now();
+        let started_ns = now_ns();
+        let tasks = (0..clients)
+            .map(|i| tokio::spawn(client(i, phase_rx.clone())))
+            .collect();
+        drop(phase_rx);
+        wait_for_setups(setup, clients, started).await;
+        let (connections, failed, connect_s) = setup_outcome(setup, started_ns)?;
+        Ok(Self {
+            phase,
+            tasks,
+            connections,
+            failed,
+            connect_s,
+        })
+    }
+
+    /// Opens the run window [`START_DELAY`] from now; answers its start.
+    pub(crate) fn start(&self) -> tokio::time::Instant {
+        let start = tokio::time::Instant::now() + START_DELAY;
+        self.phase.send_replace(Phase::Run(start));
+        start
+    }
+
+    /// Tells every client to close.
+    pub(crate) fn finish(&self) {
+        self.phase.send_replace(Phase::Done);
+    }
 }
 
 /// Source addresses per connection count when `--source-ips` is not given:
