@@ -39,7 +39,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 
 use super::{print_failures, transport_name, Crowd, Phase, Probes};
 use crate::admin::AdminApi;
-use crate::report::{self, Connect, Params, Percentiles, Report};
+use crate::report::{self, Params, Percentiles, Report};
 use crate::setup::{encode, histogram, now_ns, Failure, Session, Setup, MAX_ACK_SEQ, PINGS_SENT};
 use crate::Args;
 
@@ -258,7 +258,7 @@ pub(super) async fn run(
         client(ctx.clone(), i, phase)
     })
     .await?;
-    let (connections, failed, connect_s) = (crowd.connections, crowd.failed, crowd.connect_s);
+    let connections = crowd.connections;
 
     // The measurement window: from the first send slot to the end of the
     // straggler wait.
@@ -278,9 +278,7 @@ pub(super) async fn run(
     let (sent, delivered, expected) = (ctx.sent(), ctx.delivered.load(Relaxed), ctx.expected());
     let latency_us = ctx.latency();
 
-    crowd.finish();
-    super::close_all(crowd.tasks).await;
-    let connect_us = super::connect_latencies(&setup);
+    let connect = crowd.finish(&setup).await;
     let (server, loadgen) = probes.finish(cpu_used);
     let report = Report {
         scenario: args.scenario,
@@ -295,11 +293,7 @@ pub(super) async fn run(
         lost: expected.saturating_sub(delivered),
         delivered_per_s: report::round(delivered as f64 / duration_s, 1),
         latency_us: Percentiles::of(&latency_us),
-        connect: Connect {
-            per_s: report::round(connections as f64 / connect_s.max(1e-9), 1),
-            p99_us: connect_us.value_at_quantile(0.99),
-            failed,
-        },
+        connect,
         server,
         loadgen,
         operations: None,

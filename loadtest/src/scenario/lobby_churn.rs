@@ -65,7 +65,7 @@ use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, Instant, Sleep};
 
 use super::{print_failures, transport_name, Crowd, Phase, Probes};
-use crate::report::{self, Connect, OpReport, Operations, Params, Percentiles, Report};
+use crate::report::{self, OpReport, Operations, Params, Percentiles, Report};
 use crate::setup::{encode, histogram, Failure, Setup, MAX_ACK_SEQ, PINGS_SENT};
 use crate::Args;
 
@@ -391,7 +391,7 @@ pub(super) async fn run(
         client(ctx.clone(), i, phase)
     })
     .await?;
-    let (connections, failed, connect_s) = (crowd.connections, crowd.failed, crowd.connect_s);
+    let connections = crowd.connections;
 
     // The measurement window: from the first request slot until every
     // client stopped.
@@ -425,9 +425,7 @@ pub(super) async fn run(
     };
     let latency_us = ctx.latency();
 
-    crowd.finish();
-    super::close_all(crowd.tasks).await;
-    let connect_us = super::connect_latencies(&setup);
+    let connect = crowd.finish(&setup).await;
     let (server, loadgen) = probes.finish(cpu_used);
     let report = Report {
         scenario: args.scenario,
@@ -442,11 +440,7 @@ pub(super) async fn run(
         lost: sent.saturating_sub(delivered),
         delivered_per_s: report::round(delivered as f64 / duration_s, 1),
         latency_us: Percentiles::of(&latency_us),
-        connect: Connect {
-            per_s: report::round(connections as f64 / connect_s.max(1e-9), 1),
-            p99_us: connect_us.value_at_quantile(0.99),
-            failed,
-        },
+        connect,
         server,
         loadgen,
         operations: Some(operations),

@@ -85,9 +85,16 @@ impl Crowd {
         start
     }
 
-    /// Tells every client to close.
-    pub(crate) fn finish(&self) {
+    /// Tells every client to close and waits for them; answers the
+    /// report's connect figures.
+    pub(crate) async fn finish(self, setup: &Setup) -> report::Connect {
         self.phase.send_replace(Phase::Done);
+        close_all(self.tasks).await;
+        report::Connect {
+            per_s: report::round(self.connections as f64 / self.connect_s.max(1e-9), 1),
+            p99_us: connect_latencies(setup).value_at_quantile(0.99),
+            failed: self.failed,
+        }
     }
 }
 
