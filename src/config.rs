@@ -27,6 +27,161 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     pub lobbies: LobbyConfig,
     pub matchmaking: MatchmakingConfig,
+    pub store: StoreConfig,
+}
+
+/// Which store keeps history.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// `<data_dir>/history.redb`: one node, nothing to run.
+    #[default]
+    Embedded,
+    /// A ScyllaDB cluster (any CQL v4 server), with a spill journal in
+    /// `<data_dir>/journal.redb`.
+    Scylla,
+}
+
+/// Where chat history, relations, notifications, ratings and the webhook
+/// outbox are kept.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// Used when `kind = "scylla"`.
+    pub scylla: ScyllaConfig,
+}
+
+/// A ScyllaDB cluster and the writer that feeds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScyllaConfig {
+    /// `host:port` of some nodes; the driver discovers the rest.
+    pub nodes: Vec<String>,
+    pub keyspace: String,
+    /// Replicas per datacenter (NetworkTopologyStrategy), e.g.
+    /// `{ dc1 = 3, dc2 = 3 }`. Empty: SimpleStrategy with
+    /// `replication_factor` — for a development node only.
+    pub datacenters: std::collections::BTreeMap<String, u32>,
+    pub replication_factor: u32,
+    /// The datacenter this gateway runs in: requests go to its replicas.
+    pub local_datacenter: Option<String>,
+    /// Consistency of every read and write: ONE, TWO, THREE, QUORUM, ALL,
+    /// LOCAL_QUORUM, EACH_QUORUM or LOCAL_ONE.
+    pub consistency: String,
+    /// Create the keyspace and tables (`deploy/scylla/schema.cql`) when
+    /// missing. Off where the schema is managed by hand.
+    pub apply_schema: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Talk TLS to the nodes.
+    pub tls: bool,
+    /// PEM file of the CA(s) the nodes' certificates chain to (TLS).
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate and key, for clusters that require them.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// A request not answered in this time fails (and its batch is retried
+    /// or spilled).
+    pub request_timeout_ms: u64,
+    /// Records per batch at most.
+    pub batch_records: usize,
+    /// How long the writer waits to fill a batch.
+    pub linger_ms: u64,
+    /// Batches written at once. This is the high-water mark: a batch that
+    /// finds them all busy (ScyllaDB slow or down) spills to the journal.
+    pub inflight_batches: usize,
+    /// Statements of one batch in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for ScyllaConfig {
+    fn default() -> Self {
+        Self {
+            nodes: vec!["127.0.0.1:9042".into()],
+            keyspace: "huddle".into(),
+            datacenters: Default::default(),
+            replication_factor: 1,
+            local_datacenter: None,
+            consistency: "LOCAL_QUORUM".into(),
+            apply_schema: true,
+            username: None,
+            password: None,
+            tls: false,
+            ca: None,
+            client_cert: None,
+            client_key: None,
+            request_timeout_ms: 5_000,
+            batch_records: 1_024,
+            linger_ms: 5,
+            inflight_batches: 4,
+            concurrency: 256,
+        }
+    }
+}
+
+impl ScyllaConfig {
+    /// The keyspace's replication, as CQL.
+    pub fn replication(&self) -> String {
+        if self.datacenters.is_empty() {
+            format!(
+                "{{'class': 'SimpleStrategy', 'replication_factor': {}}}",
+                self.replication_factor
+            )
+        } else {
+            let dcs: Vec<String> = self
+                .datacenters
+                .iter()
+                .map(|(dc, n)| format!("'{dc}': {n}"))
+                .collect();
+            format!("{{'class': 'NetworkTopologyStrategy', {}}}", dcs.join(", "))
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let name =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if self.nodes.is_empty() {
+            return Err("store.scylla.nodes must name at least one host:port".into());
+        }
+        if !name(&self.keyspace) {
+            return Err(format!(
+                "store.scylla.keyspace {:?}: letters, digits and _ only",
+                self.keyspace
+            ));
+        }
+        if let Some(dc) = self.datacenters.keys().find(|dc| {
+            dc.is_empty()
+                || !dc
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        }) {
+            return Err(format!(
+                "store.scylla.datacenters: {dc:?} is not a datacenter name"
+            ));
+        }
+        if self.datacenters.values().any(|&n| n == 0) || self.replication_factor == 0 {
+            return Err("store.scylla replication factors must be at least 1".into());
+        }
+        crate::store::scylla::consistency(&self.consistency)?;
+        if self.username.is_some() != self.password.is_some() {
+            return Err("store.scylla.username and password go together".into());
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            return Err("store.scylla.client_cert and client_key go together".into());
+        }
+        if !self.tls && (self.ca.is_some() || self.client_cert.is_some()) {
+            return Err("store.scylla.ca and client_cert need store.scylla.tls = true".into());
+        }
+        if self.request_timeout_ms == 0
+            || self.batch_records == 0
+            || self.inflight_batches == 0
+            || self.concurrency == 0
+        {
+            return Err("store.scylla.request_timeout_ms, batch_records, inflight_batches and concurrency must be > 0".into());
+        }
+        Ok(())
+    }
 }
 
 /// Matchmaking: how often queues tick, and the queues as data.
@@ -635,6 +790,9 @@ impl Config {
         }
         if w.retry_base_ms == 0 || w.retry_max_ms < w.retry_base_ms || w.timeout_ms == 0 {
             return bad("webhooks.retry_base_ms and webhooks.timeout_ms must be > 0, and webhooks.retry_max_ms >= webhooks.retry_base_ms");
+        }
+        if self.store.kind == StoreKind::Scylla {
+            self.store.scylla.validate().map_err(ConfigError::Invalid)?;
         }
         if self.matchmaking.tick_ms == 0 {
             return bad("matchmaking.tick_ms must be > 0");

@@ -15,14 +15,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{dev_secret, Authenticator};
-use crate::config::{Config, JwtAlgorithm};
+use crate::config::{Config, JwtAlgorithm, StoreKind};
 use crate::engine::chat::ChatLimits;
 use crate::engine::lobbies::LobbyLimits;
 use crate::engine::notifications::NotificationLimits;
 use crate::metrics::metrics;
 use crate::shard::{Restore, Services};
 use crate::shard::{ShardSettings, ShardThreads, Shards};
+use crate::store::cluster::{replay_all, WriterSettings};
 use crate::store::embedded::EmbeddedStore;
+use crate::store::journal::Journal;
+use crate::store::scylla::ScyllaStore;
 use crate::store::{History, HistoryStore, HistoryThreads};
 use crate::transport::{quic, ws};
 use crate::webhook::{self, Webhooks, WorkerContext};
@@ -119,6 +122,52 @@ fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(TCP_BACKLOG as u32)
 }
 
+/// Opens the configured store and starts the history threads over it.
+/// Over ScyllaDB, whatever a crash left in the spill journal is replayed
+/// first, so the warm start sees every record. Blocking work runs off the
+/// async workers.
+async fn open_history(
+    config: &Config,
+) -> anyhow::Result<(History, HistoryThreads, Arc<dyn HistoryStore>)> {
+    let dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    match config.store.kind {
+        StoreKind::Embedded => {
+            let store: Arc<dyn HistoryStore> =
+                tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir.join("history.redb")))
+                    .await?
+                    .map(Arc::new)?;
+            let (history, threads) = History::start(store.clone());
+            Ok((history, threads, store))
+        }
+        StoreKind::Scylla => {
+            let cfg = config.store.scylla.clone();
+            let node = config.server.node_id;
+            let settings = WriterSettings {
+                batch_records: cfg.batch_records,
+                linger: Duration::from_millis(cfg.linger_ms),
+                inflight_batches: cfg.inflight_batches,
+            };
+            let (store, journal) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let journal = Journal::open(&dir.join("journal.redb"))?;
+                let waiting = journal.len();
+                let store = Arc::new(ScyllaStore::connect(&cfg, node).with_context(|| {
+                    format!("connecting to ScyllaDB ({waiting} records wait in the spill journal)")
+                })?);
+                if waiting > 0 {
+                    let replayed = replay_all(&store, &journal, cfg.batch_records)
+                        .context("replaying the spill journal")?;
+                    tracing::info!(replayed, "replayed the history spill journal");
+                }
+                Ok((store, journal))
+            })
+            .await??;
+            Ok(History::start_cluster(store, journal, settings))
+        }
+    }
+}
+
 /// Binds every listener and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let dev = match (&config.auth.algorithm, &config.auth.secret) {
@@ -143,15 +192,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None
     };
 
-    let store: Arc<dyn HistoryStore> = Arc::new(EmbeddedStore::open(
-        &config.server.data_dir.join("history.redb"),
-    )?);
-    let restore = Arc::new(Restore {
-        relations: store.load_relations()?,
-        notifications: store.load_notifications()?,
-        ratings: store.load_ratings()?,
-    });
-    let (history, history_threads) = History::start(store.clone());
+    let (history, history_threads, store) = open_history(&config).await?;
+    let loader = store.clone();
+    let restore = tokio::task::spawn_blocking(move || -> anyhow::Result<Restore> {
+        Ok(Restore {
+            relations: loader.load_relations()?,
+            notifications: loader.load_notifications()?,
+            ratings: loader.load_ratings()?,
+        })
+    })
+    .await??;
+    let restore = Arc::new(restore);
     let (webhooks, webhook_worker) =
         Webhooks::new(history.clone(), &config.webhooks, config.server.node_id);
     let (shards, threads) = Shards::start(

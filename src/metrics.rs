@@ -10,6 +10,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
@@ -50,6 +51,93 @@ pub struct Metrics {
     pub webhook_failed: Counter,
     shard_lag: Family<Labels, Gauge<f64, AtomicU64>>,
     shard_commands: Family<Labels, Counter>,
+    pub history: HistoryMetrics,
+}
+
+/// The history writer's figures.
+pub struct HistoryMetrics {
+    /// Records waiting for the writer.
+    pub queue_depth: Gauge,
+    /// Times an engine found the writer's queue full and waited.
+    pub enqueue_waits: Counter,
+    /// Records per batch written to the store.
+    pub batch_records: Histogram,
+    /// Time to write one batch, tries included.
+    pub write_seconds: Histogram,
+    /// Tries of a batch after its first, and failed replays.
+    pub retries: Counter,
+    /// Records written to the spill journal instead of the store.
+    pub spilled: Counter,
+    /// Records replayed from the journal into the store.
+    pub replayed: Counter,
+    /// Records in the journal.
+    pub journal_records: Gauge,
+    /// Age of the oldest record handed to the writer and not yet persisted
+    /// in the store (0 when none).
+    pub oldest_unpersisted_seconds: Gauge<f64, AtomicU64>,
+}
+
+impl HistoryMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            queue_depth: Gauge::default(),
+            enqueue_waits: Counter::default(),
+            batch_records: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            write_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            retries: Counter::default(),
+            spilled: Counter::default(),
+            replayed: Counter::default(),
+            journal_records: Gauge::default(),
+            oldest_unpersisted_seconds: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("history");
+        r.register(
+            "queue_depth",
+            "Records waiting for the history writer",
+            m.queue_depth.clone(),
+        );
+        r.register(
+            "enqueue_waits",
+            "Times an engine found the history queue full and waited",
+            m.enqueue_waits.clone(),
+        );
+        r.register(
+            "batch_records",
+            "Records per batch written to the store",
+            m.batch_records.clone(),
+        );
+        r.register(
+            "write_seconds",
+            "Time to write one batch to the store, tries included",
+            m.write_seconds.clone(),
+        );
+        r.register(
+            "retries",
+            "Batch writes tried again, and failed journal replays",
+            m.retries.clone(),
+        );
+        r.register(
+            "spilled_records",
+            "Records written to the spill journal instead of the store",
+            m.spilled.clone(),
+        );
+        r.register(
+            "replayed_records",
+            "Records replayed from the spill journal into the store",
+            m.replayed.clone(),
+        );
+        r.register(
+            "journal_records",
+            "Records waiting in the spill journal",
+            m.journal_records.clone(),
+        );
+        r.register(
+            "oldest_unpersisted_seconds",
+            "Age of the oldest record not yet persisted in the store",
+            m.oldest_unpersisted_seconds.clone(),
+        );
+        m
+    }
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -145,6 +233,7 @@ impl Metrics {
             "Commands handled per shard",
             shard_commands.clone(),
         );
+        let history = HistoryMetrics::register(&mut registry);
         let frames_invalid = frames_in
             .get_or_create(&vec![("type", "invalid".to_string())])
             .clone();
@@ -167,6 +256,7 @@ impl Metrics {
             webhook_failed,
             shard_lag,
             shard_commands,
+            history,
             registry,
         }
     }

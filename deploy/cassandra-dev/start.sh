@@ -5,12 +5,29 @@
 # Idempotent:
 #   - if a CQL server already answers on 127.0.0.1:$PORT, says so, exits 0;
 #   - if the node this script started earlier is still booting, waits for it;
-#   - otherwise fetches the jars (first time only), wipes the data directory,
-#     starts Cassandra in the background and waits until CQL answers.
+#   - otherwise fetches the jars (first time only), wipes the data directory
+#     (unless HUDDLE_CASSANDRA_KEEP_DATA=1), starts Cassandra in the background
+#     and waits until CQL answers.
 # Exit status: 0 when CQL answers; non-zero (with the log tail) otherwise.
 #
+# A second, private node beside the default one needs its own run dir and
+# ports (it shares the jar cache); nothing else listens (JMX is off, the
+# legacy ssl_storage_port is not bound):
+#   HUDDLE_CASSANDRA_RUN=/tmp/cass2 HUDDLE_CASSANDRA_PORT=9142 \
+#   HUDDLE_CASSANDRA_STORAGE_PORT=7100 HUDDLE_CASSANDRA_HEAP=512M start.sh
+# (same HUDDLE_CASSANDRA_RUN for stop.sh; add HUDDLE_CASSANDRA_KEEP_DATA=1
+# to restart it on the data it had, e.g. after a kill -9).
+#
 # Environment (all optional):
-#   HUDDLE_CASSANDRA_HOME       cache + run root  (default ~/.cache/huddle-cassandra)
+#   HUDDLE_CASSANDRA_HOME       jar cache root (default ~/.cache/huddle-cassandra)
+#   HUDDLE_CASSANDRA_RUN        run dir: data, logs, pid file, yaml; absolute
+#                               path (default $HUDDLE_CASSANDRA_HOME/run)
+#   HUDDLE_CASSANDRA_KEEP_DATA  1: keep the data dir (previous logs move to
+#                               logs.prev); default 0: wipe data and logs
+#   HUDDLE_CASSANDRA_COMMITLOG_SYNC  periodic (default) or batch. periodic
+#                               acks writes before the commitlog marks them,
+#                               so a kill -9 loses the last ~100 ms of acked
+#                               writes; batch acks after the sync: none lost
 #   HUDDLE_CASSANDRA_VERSION    cassandra-all version        (default 5.0.8)
 #   HUDDLE_CASSANDRA_JAVA_HOME  JDK 11 or 17   (default /usr/lib/jvm/java-17-openjdk-amd64)
 #   HUDDLE_CASSANDRA_PORT       CQL native port              (default 9042)
@@ -28,9 +45,11 @@ PORT="${HUDDLE_CASSANDRA_PORT:-9042}"
 STORAGE_PORT="${HUDDLE_CASSANDRA_STORAGE_PORT:-7000}"
 HEAP="${HUDDLE_CASSANDRA_HEAP:-1G}"
 TIMEOUT="${HUDDLE_CASSANDRA_START_TIMEOUT:-120}"
+KEEP_DATA="${HUDDLE_CASSANDRA_KEEP_DATA:-0}"
+COMMITLOG_SYNC="${HUDDLE_CASSANDRA_COMMITLOG_SYNC:-periodic}"
 
 LIB="$CASS_HOME/lib"
-RUN="$CASS_HOME/run"
+RUN="${HUDDLE_CASSANDRA_RUN:-$CASS_HOME/run}"
 DATA="$RUN/data"
 LOGS="$RUN/logs"
 PIDFILE="$RUN/cassandra.pid"
@@ -59,6 +78,16 @@ our_pid() {
 
 # Running and not a zombie (an exited child stays a zombie until reaped).
 alive() { [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+
+# Is some TCP socket (any address, this network namespace) listening on port $1?
+listening() {
+    local hex f files=()
+    hex="$(printf ':%04X' "$1")"
+    for f in /proc/net/tcp /proc/net/tcp6; do [ -r "$f" ] && files+=("$f"); done
+    [ "${#files[@]}" -gt 0 ] || return 1
+    awk -v p="$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { found = 1 }
+                     END { exit !found }' "${files[@]}"
+}
 
 rss_mib() { awk '/^VmRSS:/ {printf "%d", $2/1024}' "/proc/$1/status" 2>/dev/null || echo "?"; }
 
@@ -103,6 +132,14 @@ wait_for_cql() {
 }
 
 command -v python3 >/dev/null || die "python3 is required (for the CQL probe)"
+# The run dir gets rm -rf'd below: insist on an absolute path, two levels deep.
+case "$RUN" in /*/*) ;; *) die "refusing to use run dir '$RUN' (must be an absolute path like /tmp/cass2)";; esac
+case "$KEEP_DATA" in 0|1) ;; *) die "HUDDLE_CASSANDRA_KEEP_DATA must be 0 or 1, not '$KEEP_DATA'";; esac
+case "$COMMITLOG_SYNC" in
+    periodic) COMMITLOG_YAML='commitlog_sync: periodic\ncommitlog_sync_period: 10000ms' ;;
+    batch) COMMITLOG_YAML='commitlog_sync: batch' ;;
+    *) die "HUDDLE_CASSANDRA_COMMITLOG_SYNC must be periodic or batch, not '$COMMITLOG_SYNC'" ;;
+esac
 
 # Fast path, no lock: something already speaks CQL there.
 if probe; then
@@ -110,10 +147,24 @@ if probe; then
     exit 0
 fi
 
-mkdir -p "$CASS_HOME"
-# Serialise concurrent start.sh/stop.sh calls (fd 9 is closed for java below).
-exec 9>"$CASS_HOME/.lock"
-flock -w $((TIMEOUT + 60)) 9 || die "could not take $CASS_HOME/.lock"
+mkdir -p "$CASS_HOME" "$RUN"
+# Serialise concurrent start.sh/stop.sh calls on this run dir (fd 9, closed
+# for java below). Nodes in other run dirs do not wait for each other, except
+# around the one-time jar fetch (fd 8 on $CASS_HOME/.lock, below).
+exec 9>"$RUN/.lock"
+flock -w $((TIMEOUT + 60)) 9 || die "could not take $RUN/.lock"
+
+# A node of this run dir killed just now (kill -9) may still be exiting: its
+# command line already reads empty, but it holds its ports until it is gone.
+# Give it up to 10 s (a zombie has closed its sockets already).
+old_pid="$(tr -dc '0-9' 2>/dev/null <"$PIDFILE" || true)"
+if [ -n "$old_pid" ] && [ -z "$(our_pid)" ]; then
+    for i in $(seq 0 50); do
+        alive "$old_pid" && [ -z "$(tr -d '\0' 2>/dev/null <"/proc/$old_pid/cmdline")" ] || break
+        sleep 0.2
+    done
+    [ "$i" = 0 ] || log "waited $((i / 5)).$((i % 5 * 2)) s for the previous node (pid $old_pid) to exit"
+fi
 
 rc=0; probe || rc=$?
 if [ "$rc" = 0 ]; then
@@ -141,7 +192,14 @@ case "$jver" in
     *) die "$JAVA is Java $jver; Cassandra 5.0 runs on Java 11 or 17 only" ;;
 esac
 
-# ---- Jars (fetched once from Maven Central, reused afterwards)
+if listening "$STORAGE_PORT"; then
+    die "TCP port $STORAGE_PORT (storage port) is already in use, by another node? set HUDDLE_CASSANDRA_STORAGE_PORT"
+fi
+
+# ---- Jars (fetched once from Maven Central, reused afterwards; serialised
+# across all run dirs that share $CASS_HOME)
+exec 8>"$CASS_HOME/.lock"
+flock -w 600 8 || die "could not take $CASS_HOME/.lock (jar fetch)"
 if [ ! -f "$LIB/.complete-$VERSION" ]; then
     command -v mvn >/dev/null || die "mvn is required to fetch cassandra-all $VERSION"
     log "fetching cassandra-all $VERSION and its dependencies into $LIB (one time)"
@@ -159,17 +217,26 @@ if [ ! -f "$LIB/.complete-$VERSION" ]; then
     rm -rf "$CASS_HOME/fetch"
     log "fetched $(ls "$LIB" | wc -l) jars ($(du -sh "$LIB" | cut -f1)) in $(( $(date +%s) - t0 )) s"
 fi
+exec 8>&-
 JAMM="$(ls "$LIB"/jamm-*.jar 2>/dev/null | head -n 1)"
 [ -n "$JAMM" ] || die "no jamm jar in $LIB"
 
-# ---- Fresh run directory (data wiped on every start)
-case "$RUN" in /*/*) ;; *) die "refusing to use run dir '$RUN' (must be an absolute path)";; esac
-rm -rf "$DATA" "$LOGS"
+# ---- Run directory: data wiped on every start unless KEEP_DATA=1
+if [ "$KEEP_DATA" = 1 ]; then
+    if [ -d "$LOGS" ]; then
+        rm -rf "$RUN/logs.prev"
+        mv "$LOGS" "$RUN/logs.prev"
+    fi
+    log "keeping the data in $DATA (previous logs in $RUN/logs.prev)"
+else
+    rm -rf "$DATA" "$LOGS" "$RUN/logs.prev"
+fi
 mkdir -p "$DATA" "$LOGS"
 esc() { printf '%s' "$1" | sed -e 's/[\/&|]/\\&/g'; }
 sed -e "s|@@DATA_DIR@@|$(esc "$DATA")|g" \
     -e "s|@@NATIVE_PORT@@|$PORT|g" \
     -e "s|@@STORAGE_PORT@@|$STORAGE_PORT|g" \
+    -e "s|^@@COMMITLOG_SYNC@@\$|$COMMITLOG_YAML|" \
     "$HERE/cassandra.yaml" >"$RUN/cassandra.yaml"
 
 mapfile -t JVM_OPTS < <(grep -E '^-' "$HERE/jvm17.options" | sed -e 's/[[:space:]]*$//')
@@ -189,7 +256,7 @@ JVM_OPTS+=(
 # ---- Launch: own session (a Ctrl-C in the caller's terminal does not reach
 # it), stdin closed, the lock fd closed, output to $OUT. The inner bash writes
 # its own PID and then execs java, so the PID file names the java process.
-log "starting Cassandra $VERSION (heap $HEAP) on $HOST:$PORT, data in $DATA"
+log "starting Cassandra $VERSION (heap $HEAP, commitlog_sync $COMMITLOG_SYNC) on $HOST:$PORT (storage port $STORAGE_PORT), data in $DATA"
 started=$(date +%s.%N)
 rm -f "$PIDFILE"
 setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \

@@ -4,14 +4,21 @@
 # Reads the PID that start.sh recorded, checks that this PID is still that
 # Cassandra (main class + our data dir on its command line), sends SIGTERM,
 # waits up to HUDDLE_CASSANDRA_STOP_TIMEOUT seconds (default 30) for a clean
-# exit, then SIGKILLs it (its data is wiped on the next start anyway).
+# exit, then SIGKILLs it (a start with HUDDLE_CASSANDRA_KEEP_DATA=1 replays
+# the commitlog; see README.md for what a SIGKILL can lose in periodic mode).
 # A no-op (exit 0) when nothing was started or it already exited.
-# Leaves $HUDDLE_CASSANDRA_HOME/run/{data,logs} in place for post-mortems.
+# Leaves the run dir's data/ and logs/ in place for post-mortems.
+#
+# Environment (all optional), as for start.sh:
+#   HUDDLE_CASSANDRA_HOME          default ~/.cache/huddle-cassandra
+#   HUDDLE_CASSANDRA_RUN           run dir of the node to stop
+#                                  (default $HUDDLE_CASSANDRA_HOME/run)
+#   HUDDLE_CASSANDRA_STOP_TIMEOUT  seconds before SIGKILL (default 30)
 set -euo pipefail
 
 CASS_HOME="${HUDDLE_CASSANDRA_HOME:-$HOME/.cache/huddle-cassandra}"
 TIMEOUT="${HUDDLE_CASSANDRA_STOP_TIMEOUT:-30}"
-RUN="$CASS_HOME/run"
+RUN="${HUDDLE_CASSANDRA_RUN:-$CASS_HOME/run}"
 DATA="$RUN/data"
 PIDFILE="$RUN/cassandra.pid"
 MAIN_CLASS=org.apache.cassandra.service.CassandraDaemon
@@ -23,10 +30,11 @@ if [ ! -s "$PIDFILE" ]; then
     exit 0
 fi
 
-# Wait for a start.sh that is still booting the node, so its PID is recorded.
-if [ -d "$CASS_HOME" ]; then
-    exec 9>"$CASS_HOME/.lock"
-    flock -w 180 9 || log "warning: could not take $CASS_HOME/.lock; going on"
+# Wait for a start.sh that is still booting this node, so its PID is recorded
+# (start.sh holds the run dir's lock until CQL answers).
+if [ -d "$RUN" ]; then
+    exec 9>"$RUN/.lock"
+    flock -w 180 9 || log "warning: could not take $RUN/.lock; going on"
 fi
 
 # Running and not a zombie (an exited child stays a zombie until reaped).

@@ -93,7 +93,7 @@ pub struct Message {
 }
 
 /// What chat history persists; the store writes each idempotently.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HistoryRecord {
     /// A message, its edit, or its tombstone (upsert by chat and id).
     Message(Arc<Message>),

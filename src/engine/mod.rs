@@ -435,7 +435,7 @@ impl DomainEvent {
 
 /// A record for the store, as the engines produce it. Writing the same
 /// record twice is harmless (upserts and deletes by primary key).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Record {
     Chat(chat::HistoryRecord),
     Relation(social::RelationRecord),

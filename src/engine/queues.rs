@@ -42,7 +42,7 @@ pub const MAX_BACKFILLS: usize = 10_000;
 pub const MAX_NAME: usize = 64;
 
 /// A skill rating and its uncertainty; matching uses `mu`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Rating {
     pub mu: f64,
     pub sigma: f64,
@@ -59,7 +59,7 @@ impl Rating {
 }
 
 /// A rating the game backend set, as the store keeps it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RatingRecord {
     pub game: Arc<str>,
     pub user: UserId,

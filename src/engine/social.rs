@@ -109,7 +109,7 @@ impl PairState {
 
 /// A stored relationship row: the whole pair, written once under each
 /// user's partition so either user's list is one partition read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RelationRecord {
     /// The partition: the user whose list this row belongs to.
     pub user: UserId,

@@ -15,9 +15,13 @@
 //! [`History`] is the shell around a store: a writer thread that batches
 //! records into transactions (engines only enqueue) and a reader thread that
 //! answers history pages straight into session outboxes. Neither ever runs
-//! on a shard thread.
+//! on a shard thread. Over ScyllaDB the writer is [`cluster::ClusterWriter`]
+//! (asynchronous batches, a spill [`journal`], replay) and reads merge what
+//! is still on its way ([`cluster::Merged`]).
 
+pub mod cluster;
 pub mod embedded;
+pub mod journal;
 pub mod scylla;
 #[cfg(test)]
 mod suite;
@@ -42,13 +46,50 @@ pub use crate::engine::Record;
 
 /// One write for the writer thread: an engine record, or the webhook
 /// outbox's own bookkeeping.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Write {
     Record(Record),
     /// Queue (or update the attempts of) a webhook job, keyed by its id.
     OutboxPut(Arc<Job>),
     /// The job is finished (delivered or given up).
     OutboxDone(Arc<str>),
+}
+
+/// A write with the time it was taken in (µs since the Unix epoch): a
+/// clustered store applies it with that write time, so the later of two
+/// writes to one key wins whatever order they land in, and writing it again
+/// changes nothing.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Stamped {
+    pub at_us: i64,
+    pub write: Write,
+}
+
+/// Hands out write times: the wall clock in µs, or one more than the last
+/// when the clock has not moved on (or went back), so they only increase.
+#[derive(Debug, Default)]
+pub struct WriteClock {
+    last: std::sync::atomic::AtomicI64,
+}
+
+impl WriteClock {
+    pub fn next(&self) -> i64 {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let mut last = self.last.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self
+                .last
+                .compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
 }
 
 /// A storage failure, with what was being done.
@@ -113,9 +154,10 @@ pub enum ReadJob {
     Warm(WarmJob),
 }
 
-/// Records waiting for the writer. Full: the shard waits (backpressure
-/// reaches clients as RATE_LIMITED from full mailboxes) — history is never
-/// dropped.
+/// Records waiting for the writer. An engine only enqueues; the writer
+/// keeps the queue short by writing or spilling what it takes. Full (the
+/// disk itself cannot keep up): the shard waits, counted in
+/// `huddle_history_enqueue_waits` — history is never dropped.
 pub const WRITE_QUEUE: usize = 65_536;
 /// History pages waiting for the reader. Full: the request is answered
 /// RATE_LIMITED by the shard.
@@ -140,13 +182,40 @@ pub struct HistoryThreads {
 }
 
 impl History {
+    /// Over a local store: the writer commits batches in transactions.
     pub fn start(store: Arc<dyn HistoryStore>) -> (History, HistoryThreads) {
+        let writer_store = store.clone();
+        Self::spawn(move |rx| write_loop(&*writer_store, rx), store)
+    }
+
+    /// Over ScyllaDB: the writer batches, spills to `journal` and replays
+    /// it; reads merge what is still on its way. Also answers the store as
+    /// readers should see it.
+    pub fn start_cluster(
+        store: Arc<scylla::ScyllaStore>,
+        journal: Arc<journal::Journal>,
+        settings: cluster::WriterSettings,
+    ) -> (History, HistoryThreads, Arc<dyn HistoryStore>) {
+        let unconfirmed = Arc::new(cluster::Unconfirmed::default());
+        let merged: Arc<dyn HistoryStore> = Arc::new(cluster::Merged {
+            store: store.clone(),
+            journal: journal.clone(),
+            unconfirmed: unconfirmed.clone(),
+        });
+        let writer = cluster::ClusterWriter::new(store, journal, unconfirmed, settings);
+        let (history, threads) = Self::spawn(move |rx| writer.run(rx), merged.clone());
+        (history, threads, merged)
+    }
+
+    fn spawn(
+        writer: impl FnOnce(Receiver<Write>) + Send + 'static,
+        store: Arc<dyn HistoryStore>,
+    ) -> (History, HistoryThreads) {
         let (writes, write_rx) = bounded::<Write>(WRITE_QUEUE);
         let (reads, read_rx) = bounded::<ReadJob>(READ_QUEUE);
-        let writer_store = store.clone();
         let writer = std::thread::Builder::new()
             .name("huddle-history-writer".into())
-            .spawn(move || write_loop(&*writer_store, write_rx))
+            .spawn(move || writer(write_rx))
             .expect("spawning the history writer at start-up");
         let reader = std::thread::Builder::new()
             .name("huddle-history-reader".into())
@@ -160,7 +229,8 @@ impl History {
         )
     }
 
-    /// Queues a record; waits only when the writer is a full queue behind.
+    /// Queues a record and goes on. Waits only when the queue is full,
+    /// which the writer prevents by spilling (see [`WRITE_QUEUE`]).
     pub fn persist(&self, record: Record) {
         self.write(Write::Record(record));
     }
@@ -172,6 +242,17 @@ impl History {
 
     /// Queues any write (the webhook outbox's too).
     pub fn write(&self, write: Write) {
+        let write = match self.writes.try_send(write) {
+            Ok(()) => return,
+            Err(crossbeam_channel::TrySendError::Full(w)) => {
+                crate::metrics::metrics().history.enqueue_waits.inc();
+                w
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                tracing::error!("history writer is gone; record not persisted");
+                return;
+            }
+        };
         if self.writes.send(write).is_err() {
             tracing::error!("history writer is gone; record not persisted");
         }

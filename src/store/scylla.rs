@@ -4,9 +4,11 @@
 //! connect; every read is a single-partition query, except the warm-start
 //! loads, which scan (as the embedded store's do).
 //!
-//! The history threads call it synchronously, so it owns a small tokio
-//! runtime of its own and blocks on it. It must never be called from a
-//! shard thread or an async worker.
+//! It owns a small tokio runtime of its own (the driver's connections,
+//! keepalives and in-flight writes live there). The history writer hands it
+//! batches with [`ScyllaStore::submit`] and goes on; the synchronous trait
+//! methods block on the runtime, so they must never be called from a shard
+//! thread or an async worker.
 
 use std::sync::Arc;
 
@@ -17,7 +19,8 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 
-use super::{HistoryStore, StoreError, Write};
+use super::{HistoryStore, Stamped, StoreError, Write, WriteClock};
+use crate::config::ScyllaConfig;
 use crate::engine::chat::{Author, HistoryRecord, Message};
 use crate::engine::notifications::Notification;
 use crate::engine::queues::{Rating, RatingRecord};
@@ -29,20 +32,69 @@ use crate::webhook::Job;
 const SCHEMA: &str = include_str!("../../deploy/scylla/schema.cql");
 /// A day of message ids: ids carry milliseconds since 2025 above bit 23.
 const BUCKET_MS: u64 = 86_400_000;
-/// Statements of one batch in flight at once.
-const CONCURRENCY: usize = 256;
+/// Tries of a batch before the writer is told it failed (and spills it).
+const ATTEMPTS: u32 = 3;
+/// Wait before the second try; doubled for each one after.
+const RETRY_BASE: std::time::Duration = std::time::Duration::from_millis(25);
 
-/// Where and how to connect.
-#[derive(Debug, Clone)]
-pub struct ScyllaOptions {
-    /// `host:port` of one or more nodes.
-    pub nodes: Vec<String>,
-    pub keyspace: String,
-    /// The keyspace's replication, as CQL: `{'class': 'NetworkTopologyStrategy', 'dc1': 3}`.
-    pub replication: String,
-    pub consistency: Consistency,
-    /// This gateway node (its webhook jobs are one partition).
-    pub node: u16,
+/// A consistency level by its CQL name.
+pub fn consistency(name: &str) -> Result<Consistency, String> {
+    Ok(match name.to_ascii_uppercase().as_str() {
+        "ONE" => Consistency::One,
+        "TWO" => Consistency::Two,
+        "THREE" => Consistency::Three,
+        "QUORUM" => Consistency::Quorum,
+        "ALL" => Consistency::All,
+        "LOCAL_QUORUM" => Consistency::LocalQuorum,
+        "EACH_QUORUM" => Consistency::EachQuorum,
+        "LOCAL_ONE" => Consistency::LocalOne,
+        _ => {
+            return Err(format!(
+                "store.scylla.consistency {name:?}: one of ONE, TWO, THREE, QUORUM, ALL, \
+                 LOCAL_QUORUM, EACH_QUORUM, LOCAL_ONE"
+            ))
+        }
+    })
+}
+
+/// TLS to the nodes: the configured CA (or none: refused), and a client
+/// certificate when one is configured.
+fn tls_config(cfg: &ScyllaConfig) -> Result<Arc<rustls::ClientConfig>, StoreError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| err(&format!("reading {}", path.display()), e))
+    };
+    let ca = cfg
+        .ca
+        .as_deref()
+        .ok_or_else(|| StoreError("store.scylla.tls needs store.scylla.ca (a PEM file)".into()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut read(ca)?.as_slice()) {
+        let cert = cert.map_err(|e| err(&format!("parsing {}", ca.display()), e))?;
+        roots
+            .add(cert)
+            .map_err(|e| err(&format!("adding a CA from {}", ca.display()), e))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| err("TLS versions", e))?
+    .with_root_certificates(roots);
+    let config = match (&cfg.client_cert, &cfg.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| err(&format!("parsing {}", cert.display()), e))?;
+            let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())
+                .map_err(|e| err(&format!("parsing {}", key.display()), e))?
+                .ok_or_else(|| StoreError(format!("no private key in {}", key.display())))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| err("the client certificate", e))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
 }
 
 /// The day partition of a message id.
@@ -73,14 +125,39 @@ struct Statements {
     jobs: PreparedStatement,
 }
 
+/// A tokio runtime that may be dropped anywhere, an async context
+/// included (the last handle to the store may go on any thread).
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for OwnRuntime {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &Self::Target {
+        // Taken only in drop.
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("runtime taken before drop"))
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// A connected CQL store.
 pub struct ScyllaStore {
-    runtime: tokio::runtime::Runtime,
     session: Session,
     statements: Statements,
     node: i32,
-    /// The last write time handed out (µs since the Unix epoch).
-    last_timestamp: std::sync::atomic::AtomicI64,
+    /// Statements of one batch in flight at once.
+    concurrency: usize,
+    /// Write times for the synchronous [`HistoryStore::write`].
+    clock: WriteClock,
+    /// Last: the session closes while its runtime still runs.
+    runtime: OwnRuntime,
 }
 
 type MessageRow = (
@@ -143,56 +220,84 @@ fn message(chat_id: &str, r: MessageRow) -> Arc<Message> {
 }
 
 impl ScyllaStore {
-    /// Connects, creates the keyspace and tables when missing, and
-    /// prepares every statement.
-    pub fn connect(opts: &ScyllaOptions) -> Result<Self, StoreError> {
-        if opts.keyspace.is_empty()
-            || !opts
+    /// Connects, creates the keyspace and tables when missing (when
+    /// `apply_schema`), and prepares every statement. `node` is this
+    /// gateway's id: its webhook jobs are one partition.
+    pub fn connect(cfg: &ScyllaConfig, node: u16) -> Result<Self, StoreError> {
+        if cfg.keyspace.is_empty()
+            || !cfg
                 .keyspace
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
             return Err(StoreError(format!(
                 "keyspace {:?}: letters, digits and _ only",
-                opts.keyspace
+                cfg.keyspace
             )));
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        let consistency = consistency(&cfg.consistency).map_err(StoreError)?;
+        // Two workers: the driver's connection tasks and keepalives run
+        // between the writer's calls, and a slow node never stalls them.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("huddle-cql")
             .enable_all()
             .build()
             .map_err(|e| err("a runtime for the CQL driver", e))?;
         let (session, statements) = runtime.block_on(async {
-            let session = SessionBuilder::new()
-                .known_nodes(&opts.nodes)
+            let mut policy = scylla::policies::load_balancing::DefaultPolicy::builder().token_aware(true);
+            if let Some(dc) = &cfg.local_datacenter {
+                policy = policy.prefer_datacenter(dc.clone()).permit_dc_failover(false);
+            }
+            let profile = scylla::client::execution_profile::ExecutionProfile::builder()
+                .consistency(consistency)
+                .request_timeout(Some(std::time::Duration::from_millis(cfg.request_timeout_ms)))
+                .load_balancing_policy(policy.build())
+                .build();
+            let mut builder = SessionBuilder::new()
+                .known_nodes(&cfg.nodes)
+                .connection_timeout(std::time::Duration::from_millis(cfg.request_timeout_ms))
+                .default_execution_profile_handle(profile.into_handle());
+            if let (Some(user), Some(password)) = (&cfg.username, &cfg.password) {
+                builder = builder.user(user, password);
+            }
+            if cfg.tls {
+                builder = builder.tls_context(Some(tls_config(cfg)?));
+            }
+            let session = builder
                 .build()
                 .await
-                .map_err(|e| err(&format!("connecting to {:?}", opts.nodes), e))?;
-            let ks = &opts.keyspace;
-            session
-                .query_unpaged(
-                    format!(
-                        "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {}",
-                        opts.replication
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(|e| err("creating the keyspace", e))?;
+                .map_err(|e| err(&format!("connecting to {:?}", cfg.nodes), e))?;
+            let ks = &cfg.keyspace;
+            if cfg.apply_schema {
+                session
+                    .query_unpaged(
+                        format!(
+                            "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {}",
+                            cfg.replication()
+                        ),
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| err("creating the keyspace", e))?;
+            }
             session
                 .use_keyspace(ks, false)
                 .await
-                .map_err(|e| err("using the keyspace", e))?;
-            // Comments out first: they may hold a ';'.
-            let schema: String = SCHEMA
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            for statement in schema.split(';').filter(|s| !s.trim().is_empty()) {
-                session
-                    .query_unpaged(statement, &[])
-                    .await
-                    .map_err(|e| err("applying deploy/scylla/schema.cql", e))?;
+                .map_err(|e| err(&format!("using keyspace {ks} (store.scylla.apply_schema creates it)"), e))?;
+            if cfg.apply_schema {
+                // Comments out first: they may hold a ';'.
+                let schema: String = SCHEMA
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("--"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                for statement in schema.split(';').filter(|s| !s.trim().is_empty()) {
+                    session
+                        .query_unpaged(statement, &[])
+                        .await
+                        .map_err(|e| err("applying deploy/scylla/schema.cql", e))?;
+                }
             }
             let prepare = |cql: String| {
                 let session = &session;
@@ -201,7 +306,7 @@ impl ScyllaStore {
                         .prepare(cql.as_str())
                         .await
                         .map_err(|e| err(&format!("preparing {cql}"), e))?;
-                    p.set_consistency(opts.consistency);
+                    p.set_consistency(consistency);
                     p.set_is_idempotent(true);
                     Ok::<_, StoreError>(p)
                 }
@@ -260,34 +365,158 @@ impl ScyllaStore {
             Ok::<_, StoreError>((session, statements))
         })?;
         Ok(Self {
-            runtime,
+            runtime: OwnRuntime(Some(runtime)),
             session,
             statements,
-            node: i32::from(opts.node),
-            last_timestamp: std::sync::atomic::AtomicI64::new(0),
+            node: i32::from(node),
+            concurrency: cfg.concurrency.max(1),
+            clock: WriteClock::default(),
         })
     }
 
-    /// A write time after every one handed out before: the wall clock in
-    /// µs, or one more than the last when the clock has not moved on.
-    fn next_timestamp(&self) -> i64 {
-        use std::sync::atomic::Ordering;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
-        let mut last = self.last_timestamp.load(Ordering::Relaxed);
-        loop {
-            let next = now.max(last + 1);
-            match self.last_timestamp.compare_exchange_weak(
-                last,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return next,
-                Err(seen) => last = seen,
+    /// Writes `batch` on the store's runtime, trying a failed batch again
+    /// with backoff, and calls `done` with the outcome, the tries it took
+    /// and the time it took. Never blocks the caller.
+    pub fn submit(
+        self: &Arc<Self>,
+        batch: Arc<Vec<Stamped>>,
+        done: impl FnOnce(Result<(), StoreError>, u32, std::time::Duration) + Send + 'static,
+    ) {
+        let store = self.clone();
+        self.runtime.spawn(async move {
+            let started = std::time::Instant::now();
+            let mut wait = RETRY_BASE;
+            let mut tries = 1;
+            loop {
+                match store.write_stamped(&batch).await {
+                    Ok(()) => break done(Ok(()), tries, started.elapsed()),
+                    Err(e) if tries >= ATTEMPTS => break done(Err(e), tries, started.elapsed()),
+                    Err(e) => {
+                        tracing::debug!(error = %e, tries, "history batch failed; trying again");
+                        tokio::time::sleep(wait).await;
+                        wait *= 4;
+                        tries += 1;
+                    }
+                }
             }
+        });
+    }
+
+    /// [`Self::write_stamped`], waiting for it (start-up replay, tests).
+    pub fn write_stamped_blocking(&self, batch: &[Stamped]) -> Result<(), StoreError> {
+        self.runtime.block_on(self.write_stamped(batch))
+    }
+
+    /// Writes a batch: statements run `concurrency` at a time, each with
+    /// the write time it was stamped with, so the later of two writes to
+    /// one key (an edit after its message, a delete after its put) wins
+    /// whatever order they land in — also when a batch is written again.
+    async fn write_stamped(&self, batch: &[Stamped]) -> Result<(), StoreError> {
+        let s = &self.statements;
+        let session = &self.session;
+        let node = self.node;
+        // Each statement's future has its own type: box them to wait on a
+        // chunk together.
+        macro_rules! exec {
+            ($at:expr, $statement:expr, $values:expr $(,)?) => {{
+                let mut statement = ($statement).clone();
+                statement.set_timestamp(Some($at));
+                let values = $values;
+                Box::pin(async move { session.execute_unpaged(&statement, values).await })
+                    as Pending<'_>
+            }};
         }
+        for chunk in batch.chunks(self.concurrency) {
+            let mut pending = Vec::with_capacity(chunk.len() * 2);
+            for Stamped { at_us, write } in chunk {
+                let at_us = *at_us;
+                match write {
+                    Write::Record(Record::Chat(HistoryRecord::Message(m))) => {
+                        let bucket = bucket_of(m.id);
+                        pending.push(exec!(at_us, &s.put_bucket, (m.chat_id.to_string(), bucket),));
+                        pending.push(exec!(
+                            at_us,
+                            &s.put_message,
+                            (
+                                m.chat_id.to_string(),
+                                bucket,
+                                m.id as i64,
+                                m.sender.id.to_string(),
+                                m.sender.username.to_string(),
+                                m.sender.display_name.to_string(),
+                                m.content.to_string(),
+                                i32::from(m.content_type),
+                                m.created_at_ms,
+                                m.edited_at_ms,
+                                m.deleted,
+                                m.nonce.as_deref().map(str::to_string),
+                            ),
+                        ));
+                    }
+                    Write::Record(Record::Chat(HistoryRecord::ReadCursor {
+                        chat_id,
+                        user_id,
+                        up_to,
+                    })) => pending.push(exec!(
+                        at_us,
+                        &s.put_cursor,
+                        (chat_id.to_string(), user_id.to_string(), *up_to as i64),
+                    )),
+                    Write::Record(Record::Relation(r)) => match &r.pair {
+                        Some(pair) => {
+                            let value = serde_json::to_string(pair)
+                                .map_err(|e| err("encoding a relation", e))?;
+                            pending.push(exec!(
+                                at_us,
+                                &s.put_relation,
+                                (r.user.to_string(), r.other.to_string(), value),
+                            ));
+                        }
+                        None => pending.push(exec!(
+                            at_us,
+                            &s.del_relation,
+                            (r.user.to_string(), r.other.to_string()),
+                        )),
+                    },
+                    Write::Record(Record::Notification(n)) => {
+                        let value = serde_json::to_string(&**n)
+                            .map_err(|e| err("encoding a notification", e))?;
+                        pending.push(exec!(
+                            at_us,
+                            &s.put_notification,
+                            (n.user_id.to_string(), n.id as i64, value),
+                        ));
+                    }
+                    Write::Record(Record::NotificationDeleted { user, id }) => pending.push(exec!(
+                        at_us,
+                        &s.del_notification,
+                        (user.to_string(), *id as i64)
+                    )),
+                    Write::Record(Record::Rating(r)) => pending.push(exec!(
+                        at_us,
+                        &s.put_rating,
+                        (
+                            r.user.to_string(),
+                            r.game.to_string(),
+                            r.rating.mu,
+                            r.rating.sigma
+                        ),
+                    )),
+                    Write::OutboxPut(job) => {
+                        let value =
+                            serde_json::to_string(&**job).map_err(|e| err("encoding a job", e))?;
+                        pending.push(exec!(at_us, &s.put_job, (node, job.id.to_string(), value),));
+                    }
+                    Write::OutboxDone(id) => {
+                        pending.push(exec!(at_us, &s.del_job, (node, id.to_string())))
+                    }
+                }
+            }
+            try_join_all(pending)
+                .await
+                .map_err(|e| err("writing a batch", e))?;
+        }
+        Ok(())
     }
 
     /// Every row of a small table, paged by the driver.
@@ -313,107 +542,14 @@ impl ScyllaStore {
 
 impl HistoryStore for ScyllaStore {
     fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
-        let s = &self.statements;
-        let session = &self.session;
-        let node = self.node;
-        // Each statement's future has its own type: box them to wait on a
-        // chunk together.
-        // Statements of a chunk run at once, so each carries its own write
-        // time, increasing in batch order: the later of two writes to one
-        // key (an edit after its message, a delete after its put) wins.
-        macro_rules! exec {
-            ($statement:expr, $values:expr $(,)?) => {{
-                let mut statement = ($statement).clone();
-                statement.set_timestamp(Some(self.next_timestamp()));
-                let values = $values;
-                Box::pin(async move { session.execute_unpaged(&statement, values).await })
-                    as Pending<'_>
-            }};
-        }
-        self.runtime.block_on(async {
-            for chunk in batch.chunks(CONCURRENCY) {
-                let mut pending = Vec::with_capacity(chunk.len() * 2);
-                for write in chunk {
-                    match write {
-                        Write::Record(Record::Chat(HistoryRecord::Message(m))) => {
-                            let bucket = bucket_of(m.id);
-                            pending.push(exec!(&s.put_bucket, (m.chat_id.to_string(), bucket),));
-                            pending.push(exec!(
-                                &s.put_message,
-                                (
-                                    m.chat_id.to_string(),
-                                    bucket,
-                                    m.id as i64,
-                                    m.sender.id.to_string(),
-                                    m.sender.username.to_string(),
-                                    m.sender.display_name.to_string(),
-                                    m.content.to_string(),
-                                    i32::from(m.content_type),
-                                    m.created_at_ms,
-                                    m.edited_at_ms,
-                                    m.deleted,
-                                    m.nonce.as_deref().map(str::to_string),
-                                ),
-                            ));
-                        }
-                        Write::Record(Record::Chat(HistoryRecord::ReadCursor {
-                            chat_id,
-                            user_id,
-                            up_to,
-                        })) => pending.push(exec!(
-                            &s.put_cursor,
-                            (chat_id.to_string(), user_id.to_string(), *up_to as i64),
-                        )),
-                        Write::Record(Record::Relation(r)) => match &r.pair {
-                            Some(pair) => {
-                                let value = serde_json::to_string(pair)
-                                    .map_err(|e| err("encoding a relation", e))?;
-                                pending.push(exec!(
-                                    &s.put_relation,
-                                    (r.user.to_string(), r.other.to_string(), value),
-                                ));
-                            }
-                            None => pending.push(exec!(
-                                &s.del_relation,
-                                (r.user.to_string(), r.other.to_string()),
-                            )),
-                        },
-                        Write::Record(Record::Notification(n)) => {
-                            let value = serde_json::to_string(&**n)
-                                .map_err(|e| err("encoding a notification", e))?;
-                            pending.push(exec!(
-                                &s.put_notification,
-                                (n.user_id.to_string(), n.id as i64, value),
-                            ));
-                        }
-                        Write::Record(Record::NotificationDeleted { user, id }) => {
-                            pending.push(exec!(&s.del_notification, (user.to_string(), *id as i64)))
-                        }
-                        Write::Record(Record::Rating(r)) => pending.push(exec!(
-                            &s.put_rating,
-                            (
-                                r.user.to_string(),
-                                r.game.to_string(),
-                                r.rating.mu,
-                                r.rating.sigma
-                            ),
-                        )),
-                        Write::OutboxPut(job) => {
-                            let value = serde_json::to_string(&**job)
-                                .map_err(|e| err("encoding a job", e))?;
-                            pending.push(exec!(&s.put_job, (node, job.id.to_string(), value),));
-                        }
-                        Write::OutboxDone(id) => {
-                            pending.push(exec!(&s.del_job, (node, id.to_string())))
-                        }
-                    }
-                }
-                try_join_all(pending)
-                    .await
-                    .map_err(|e| err("writing a batch", e))?;
-            }
-            Ok(())
-        })
+        let stamped: Vec<Stamped> = batch
+            .iter()
+            .map(|w| Stamped {
+                at_us: self.clock.next(),
+                write: w.clone(),
+            })
+            .collect();
+        self.runtime.block_on(self.write_stamped(&stamped))
     }
 
     fn messages(
@@ -576,14 +712,12 @@ mod tests {
         // Schema changes from several connections at once can disagree.
         static CONNECT: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one = CONNECT.lock().unwrap_or_else(|e| e.into_inner());
-        let opts = ScyllaOptions {
+        let cfg = ScyllaConfig {
             nodes: vec![node],
             keyspace: "huddle_test".into(),
-            replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
-            consistency: Consistency::LocalQuorum,
-            node: 1,
+            ..ScyllaConfig::default()
         };
-        Some(ScyllaStore::connect(&opts).expect("connects to the CQL server"))
+        Some(ScyllaStore::connect(&cfg, 1).expect("connects to the CQL server"))
     }
 
     /// Keys unique to this run: the keyspace outlives a test.
@@ -621,14 +755,12 @@ mod tests {
 
     #[test]
     fn a_bad_keyspace_name_is_refused_before_connecting() {
-        let opts = ScyllaOptions {
+        let cfg = ScyllaConfig {
             nodes: vec!["127.0.0.1:1".into()],
             keyspace: "x; DROP".into(),
-            replication: String::new(),
-            consistency: Consistency::One,
-            node: 1,
+            ..ScyllaConfig::default()
         };
-        let e = ScyllaStore::connect(&opts).err().expect("refused");
+        let e = ScyllaStore::connect(&cfg, 1).err().expect("refused");
         assert!(e.0.contains("letters, digits and _"), "{}", e.0);
     }
 }

@@ -38,6 +38,24 @@ pub fn base_config(dir: &std::path::Path) -> Config {
     c.auth.secret = Some(SECRET.into());
     c.shards.count = 2;
     c.shards.pin = false;
+    // HUDDLE_TEST_STORE=scylla runs the suite over the CQL server at
+    // HUDDLE_TEST_CQL (scripts/test does, for the history tests).
+    if std::env::var("HUDDLE_TEST_STORE").as_deref() == Ok("scylla") {
+        c.store.kind = huddle::config::StoreKind::Scylla;
+        c.store.scylla.nodes = vec![std::env::var("HUDDLE_TEST_CQL")
+            .expect("HUDDLE_TEST_STORE=scylla needs HUDDLE_TEST_CQL=host:port")];
+        // A keyspace of this test process's own: chat ids repeat across runs.
+        static KEYSPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        c.store.scylla.keyspace = KEYSPACE
+            .get_or_init(|| {
+                let nanos = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos();
+                format!("huddle_it_{:x}_{}", nanos % (1 << 40), std::process::id())
+            })
+            .clone();
+    }
     c
 }
 
@@ -58,7 +76,12 @@ impl TestGateway {
     pub async fn start_in(dir: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = base_config(dir);
         tweak(&mut config);
+        // Several nodes creating one keyspace's tables at once can leave a
+        // CQL server's schema in disagreement: one start at a time.
+        static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let one = STARTING.lock().await;
         let running = gateway::start(config).await.expect("gateway starts");
+        drop(one);
         let cert_pem = std::fs::read(&running.cert_path).unwrap();
         Self {
             ws_url: format!("ws://{}", running.ws_addr),

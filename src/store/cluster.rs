@@ -1,0 +1,542 @@
+//! The history writer for a clustered store (ScyllaDB): batches what the
+//! engines queued, writes batches without waiting for them, spills to the
+//! local [`Journal`] whatever the store cannot take, and replays the
+//! journal in order once the store answers again. Also [`Merged`], the
+//! reads that see records still on their way.
+//!
+//! Rules it keeps:
+//! - every record gets its write time when it leaves the queue, so writes
+//!   may land in any order and any number of times (idempotent upserts by
+//!   primary key, the later write wins);
+//! - a batch goes straight to the store only while the journal is empty and
+//!   fewer than `inflight_batches` are being written (the high-water mark);
+//!   otherwise it is appended to the journal, durably, before anything else
+//!   happens to it;
+//! - a batch the store refused (after its tries) is spilled, never dropped;
+//! - at shutdown, batches still being written get a few seconds to finish,
+//!   and are spilled when they do not.
+//!
+//! It never runs on a shard thread and never blocks one: engines only
+//! enqueue.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+
+use super::journal::Journal;
+use super::scylla::ScyllaStore;
+use super::{HistoryStore, Record, Stamped, StoreError, Write, WriteClock};
+use crate::engine::chat::{HistoryRecord, Message};
+use crate::metrics::metrics;
+
+/// How long an idle writer sleeps before looking at the journal again.
+const IDLE_TICK: Duration = Duration::from_millis(20);
+/// Longest wait between two replays after a failure.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// What a shutdown gives batches being written before spilling them.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How the writer batches.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterSettings {
+    pub batch_records: usize,
+    pub linger: Duration,
+    pub inflight_batches: usize,
+}
+
+/// Records handed to the store and not yet confirmed, for merged reads:
+/// messages and read cursors by chat, each with the batch carrying it.
+#[derive(Default)]
+pub struct Unconfirmed {
+    inner: Mutex<UnconfirmedInner>,
+}
+
+/// A message on its way: (write time, message, batch carrying it).
+type OnItsWay = (i64, Arc<Message>, u64);
+
+#[derive(Default)]
+struct UnconfirmedInner {
+    /// chat → message id → the newest version on its way.
+    messages: HashMap<Arc<str>, BTreeMap<u64, OnItsWay>>,
+    /// (chat, user) → (read up to, batch).
+    cursors: HashMap<(Arc<str>, Arc<str>), (u64, u64)>,
+}
+
+impl Unconfirmed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, UnconfirmedInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, batch_id: u64, batch: &[Stamped]) {
+        let mut inner = self.lock();
+        for r in batch {
+            match &r.write {
+                Write::Record(Record::Chat(HistoryRecord::Message(m))) => {
+                    let chat = inner.messages.entry(m.chat_id.clone()).or_default();
+                    let newer = chat.get(&m.id).is_none_or(|(at, _, _)| *at <= r.at_us);
+                    if newer {
+                        chat.insert(m.id, (r.at_us, m.clone(), batch_id));
+                    }
+                }
+                Write::Record(Record::Chat(HistoryRecord::ReadCursor {
+                    chat_id,
+                    user_id,
+                    up_to,
+                })) => {
+                    let e = inner
+                        .cursors
+                        .entry((chat_id.clone(), user_id.clone()))
+                        .or_insert((0, batch_id));
+                    *e = (e.0.max(*up_to), batch_id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn forget(&self, batch_id: u64, batch: &[Stamped]) {
+        let mut inner = self.lock();
+        for r in batch {
+            match &r.write {
+                Write::Record(Record::Chat(HistoryRecord::Message(m))) => {
+                    if let Some(chat) = inner.messages.get_mut(&m.chat_id) {
+                        if chat.get(&m.id).is_some_and(|(_, _, b)| *b == batch_id) {
+                            chat.remove(&m.id);
+                        }
+                        if chat.is_empty() {
+                            inner.messages.remove(&m.chat_id);
+                        }
+                    }
+                }
+                Write::Record(Record::Chat(HistoryRecord::ReadCursor {
+                    chat_id, user_id, ..
+                })) => {
+                    let key = (chat_id.clone(), user_id.clone());
+                    if inner.cursors.get(&key).is_some_and(|(_, b)| *b == batch_id) {
+                        inner.cursors.remove(&key);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn messages(&self, chat_id: &str, before_id: u64, limit: usize) -> Vec<(i64, Arc<Message>)> {
+        let inner = self.lock();
+        let Some(chat) = inner.messages.get(chat_id) else {
+            return Vec::new();
+        };
+        let end = if before_id == 0 { u64::MAX } else { before_id };
+        chat.range(..end)
+            .rev()
+            .take(limit)
+            .map(|(_, (at, m, _))| (*at, m.clone()))
+            .collect()
+    }
+
+    fn read_cursor(&self, chat_id: &str, user_id: &str) -> Option<u64> {
+        let inner = self.lock();
+        inner
+            .cursors
+            .get(&(Arc::from(chat_id), Arc::from(user_id)))
+            .map(|(up_to, _)| *up_to)
+    }
+}
+
+/// History reads over a clustered store that also see records still being
+/// written or waiting in the journal, so a client never misses a message
+/// it was already answered for.
+pub struct Merged {
+    pub store: Arc<ScyllaStore>,
+    pub journal: Arc<Journal>,
+    pub unconfirmed: Arc<Unconfirmed>,
+}
+
+impl HistoryStore for Merged {
+    fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
+        self.store.write(batch)
+    }
+
+    fn messages(
+        &self,
+        chat_id: &str,
+        before_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Message>>, StoreError> {
+        // The newest version of each id wins: in flight over journal over
+        // stored (the store's rows are older than anything still on its way).
+        let mut page: BTreeMap<u64, (i64, Arc<Message>)> = BTreeMap::new();
+        for m in self.store.messages(chat_id, before_id, limit)? {
+            page.insert(m.id, (i64::MIN, m));
+        }
+        let pending = self
+            .journal
+            .messages(chat_id, before_id, limit)?
+            .into_iter()
+            .chain(self.unconfirmed.messages(chat_id, before_id, limit));
+        for (at, m) in pending {
+            match page.get(&m.id) {
+                Some((seen, _)) if *seen > at => {}
+                _ => {
+                    page.insert(m.id, (at, m));
+                }
+            }
+        }
+        Ok(page
+            .into_values()
+            .rev()
+            .take(limit)
+            .map(|(_, m)| m)
+            .collect())
+    }
+
+    fn read_cursor(&self, chat_id: &str, user_id: &str) -> Result<Option<u64>, StoreError> {
+        let stored = self.store.read_cursor(chat_id, user_id)?;
+        let pending = [
+            self.journal.read_cursor(chat_id, user_id)?,
+            self.unconfirmed.read_cursor(chat_id, user_id),
+        ];
+        Ok(pending.into_iter().chain([stored]).flatten().max())
+    }
+
+    fn load_relations(&self) -> Result<Vec<crate::engine::social::RelationRecord>, StoreError> {
+        self.store.load_relations()
+    }
+
+    fn load_notifications(
+        &self,
+    ) -> Result<Vec<crate::engine::notifications::Notification>, StoreError> {
+        self.store.load_notifications()
+    }
+
+    fn load_ratings(&self) -> Result<Vec<crate::engine::queues::RatingRecord>, StoreError> {
+        self.store.load_ratings()
+    }
+
+    fn load_outbox(&self) -> Result<Vec<crate::webhook::Job>, StoreError> {
+        self.store.load_outbox()
+    }
+}
+
+/// Replays the whole journal into the store before the node serves (a
+/// crash left it there), so the warm start loads every record. Answers
+/// how many records it replayed.
+pub fn replay_all(store: &ScyllaStore, journal: &Journal, batch: usize) -> Result<u64, StoreError> {
+    let mut replayed = 0;
+    while let Some((records, last)) = journal.read(0, batch.max(1))? {
+        let first = last + 1 - records.len() as u64;
+        store.write_stamped_blocking(&records)?;
+        journal.remove(first..=last, &records)?;
+        replayed += records.len() as u64;
+        metrics().history.replayed.inc_by(records.len() as u64);
+    }
+    Ok(replayed)
+}
+
+/// Where a batch being written came from.
+enum Source {
+    /// Straight from the queue.
+    Direct,
+    /// From the journal: these sequences.
+    Replay(RangeInclusive<u64>),
+}
+
+struct InFlight {
+    batch: Arc<Vec<Stamped>>,
+    source: Source,
+}
+
+/// A batch's outcome, from the store's runtime.
+struct Done {
+    id: u64,
+    result: Result<(), StoreError>,
+    tries: u32,
+    took: Duration,
+}
+
+/// The writer thread's state.
+pub struct ClusterWriter {
+    store: Arc<ScyllaStore>,
+    journal: Arc<Journal>,
+    unconfirmed: Arc<Unconfirmed>,
+    settings: WriterSettings,
+    clock: WriteClock,
+    done_tx: Sender<Done>,
+    done_rx: Receiver<Done>,
+    inflight: HashMap<u64, InFlight>,
+    direct: usize,
+    replaying: usize,
+    next_batch: u64,
+    /// The next journal sequence to replay.
+    replay_from: u64,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    /// Whether the last thing logged was "spilling" (log transitions only).
+    spilling_logged: bool,
+}
+
+impl ClusterWriter {
+    pub fn new(
+        store: Arc<ScyllaStore>,
+        journal: Arc<Journal>,
+        unconfirmed: Arc<Unconfirmed>,
+        settings: WriterSettings,
+    ) -> Self {
+        // Every batch in flight sends one outcome: this never fills.
+        let (done_tx, done_rx) = bounded(2 * settings.inflight_batches + 2);
+        Self {
+            store,
+            journal,
+            unconfirmed,
+            settings,
+            clock: WriteClock::default(),
+            done_tx,
+            done_rx,
+            inflight: HashMap::new(),
+            direct: 0,
+            replaying: 0,
+            next_batch: 0,
+            replay_from: 0,
+            backoff: Duration::ZERO,
+            retry_at: None,
+            spilling_logged: false,
+        }
+    }
+
+    /// Runs until every sender of `intake` is gone and what they queued is
+    /// written or spilled.
+    pub fn run(mut self, intake: Receiver<Write>) {
+        let mut closed = false;
+        while !closed {
+            let mut batch = Vec::new();
+            match intake.recv_timeout(IDLE_TICK) {
+                Ok(first) => {
+                    batch.push(first);
+                    let until = Instant::now() + self.settings.linger;
+                    while batch.len() < self.settings.batch_records {
+                        match intake.recv_deadline(until) {
+                            Ok(w) => batch.push(w),
+                            Err(RecvTimeoutError::Timeout) => break,
+                            Err(RecvTimeoutError::Disconnected) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => closed = true,
+            }
+            self.reap(Duration::ZERO);
+            if !batch.is_empty() {
+                self.place(batch);
+            }
+            self.replay();
+            self.gauges(&intake);
+        }
+        self.finish();
+    }
+
+    /// Stamps a batch and writes it, or spills it.
+    fn place(&mut self, writes: Vec<Write>) {
+        let batch: Vec<Stamped> = writes
+            .into_iter()
+            .map(|write| Stamped {
+                at_us: self.clock.next(),
+                write,
+            })
+            .collect();
+        if self.journal.is_empty()
+            && self.replaying == 0
+            && self.direct < self.settings.inflight_batches
+        {
+            self.submit(Arc::new(batch), Source::Direct);
+        } else {
+            if !self.spilling_logged {
+                self.spilling_logged = true;
+                tracing::warn!(
+                    in_flight = self.direct + self.replaying,
+                    journal = self.journal.len(),
+                    "history store busy or unreachable; spilling to the journal"
+                );
+            }
+            self.spill(&batch);
+        }
+    }
+
+    fn submit(&mut self, batch: Arc<Vec<Stamped>>, source: Source) {
+        let id = self.next_batch;
+        self.next_batch += 1;
+        match source {
+            Source::Direct => {
+                self.direct += 1;
+                self.unconfirmed.add(id, &batch);
+            }
+            Source::Replay(_) => self.replaying += 1,
+        }
+        let done = self.done_tx.clone();
+        self.store
+            .submit(batch.clone(), move |result, tries, took| {
+                // The writer is gone only after it stopped waiting for us; the
+                // batch is in the journal by then.
+                let _ = done.send(Done {
+                    id,
+                    result,
+                    tries,
+                    took,
+                });
+            });
+        self.inflight.insert(id, InFlight { batch, source });
+    }
+
+    /// Appends to the journal, trying until the disk takes it: history is
+    /// never dropped, and the queue behind holds the engines back meanwhile.
+    fn spill(&self, batch: &[Stamped]) {
+        let mut wait = Duration::from_millis(10);
+        while let Err(e) = self.journal.append(batch) {
+            tracing::error!(error = %e, records = batch.len(), "spilling history failed; trying again");
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(MAX_BACKOFF);
+        }
+        metrics().history.spilled.inc_by(batch.len() as u64);
+    }
+
+    /// Handles the outcomes that arrived, waiting up to `wait` for one.
+    fn reap(&mut self, wait: Duration) {
+        let first = if wait.is_zero() {
+            self.done_rx.try_recv().ok()
+        } else {
+            self.done_rx.recv_timeout(wait).ok()
+        };
+        let Some(first) = first else { return };
+        let rest: Vec<Done> = self.done_rx.try_iter().collect();
+        for done in std::iter::once(first).chain(rest) {
+            self.outcome(done);
+        }
+    }
+
+    fn outcome(&mut self, done: Done) {
+        let Some(flight) = self.inflight.remove(&done.id) else {
+            return;
+        };
+        let m = &metrics().history;
+        m.retries.inc_by(u64::from(done.tries.saturating_sub(1)));
+        let records = flight.batch.len() as u64;
+        match (flight.source, done.result) {
+            (Source::Direct, Ok(())) => {
+                self.direct -= 1;
+                self.unconfirmed.forget(done.id, &flight.batch);
+                m.batch_records.observe(records as f64);
+                m.write_seconds.observe(done.took.as_secs_f64());
+            }
+            (Source::Direct, Err(e)) => {
+                self.direct -= 1;
+                tracing::warn!(error = %e, records, "history batch failed; spilling it");
+                // Journal first, so a read never misses it in between.
+                self.spill(&flight.batch);
+                self.unconfirmed.forget(done.id, &flight.batch);
+            }
+            (Source::Replay(seqs), Ok(())) => {
+                self.replaying -= 1;
+                if let Err(e) = self.journal.remove(seqs, &flight.batch) {
+                    // Left in the journal: replayed again, which is harmless.
+                    tracing::error!(error = %e, "forgetting replayed records failed");
+                }
+                m.replayed.inc_by(records);
+                m.batch_records.observe(records as f64);
+                m.write_seconds.observe(done.took.as_secs_f64());
+                self.backoff = Duration::ZERO;
+                if self.journal.is_empty() && self.spilling_logged {
+                    self.spilling_logged = false;
+                    tracing::info!("history journal replayed; writing straight to the store again");
+                }
+            }
+            (Source::Replay(_), Err(e)) => {
+                self.replaying -= 1;
+                m.retries.inc();
+                self.backoff = (self.backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
+                self.retry_at = Some(Instant::now() + self.backoff);
+                tracing::warn!(error = %e, retry_in = ?self.backoff, journal = self.journal.len(), "replaying the history journal failed");
+                // Start again from the oldest record: ranges still in
+                // flight may land twice, which changes nothing.
+                self.replay_from = 0;
+            }
+        }
+    }
+
+    /// Hands the oldest journal records to the store, up to the in-flight
+    /// limit, unless waiting out a failure.
+    fn replay(&mut self) {
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        self.retry_at = None;
+        while !self.journal.is_empty()
+            && self.replaying + self.direct < self.settings.inflight_batches
+        {
+            match self
+                .journal
+                .read(self.replay_from, self.settings.batch_records)
+            {
+                Ok(Some((records, last))) => {
+                    let first = last + 1 - records.len() as u64;
+                    self.replay_from = last + 1;
+                    self.submit(Arc::new(records), Source::Replay(first..=last));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the history journal failed");
+                    self.retry_at = Some(Instant::now() + MAX_BACKOFF);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn gauges(&self, intake: &Receiver<Write>) {
+        let m = &metrics().history;
+        m.queue_depth.set(intake.len() as i64);
+        m.journal_records.set(self.journal.len() as i64);
+        let in_flight = self
+            .inflight
+            .values()
+            .filter_map(|f| f.batch.first().map(|r| r.at_us));
+        let journal = self.journal.oldest().ok().flatten().map(|(_, at)| at);
+        let oldest = in_flight.chain(journal).min();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        m.oldest_unpersisted_seconds
+            .set(oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1e6));
+    }
+
+    /// Shutdown: give batches being written a few seconds, then spill what
+    /// has not landed. The journal keeps the rest for the next start.
+    fn finish(mut self) {
+        let deadline = Instant::now() + FLUSH_DEADLINE;
+        while self.direct > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.reap(left.min(Duration::from_millis(50)));
+        }
+        let unfinished: Vec<(u64, InFlight)> = self
+            .inflight
+            .drain()
+            .filter(|(_, f)| matches!(f.source, Source::Direct))
+            .collect();
+        for (id, flight) in unfinished {
+            self.spill(&flight.batch);
+            self.unconfirmed.forget(id, &flight.batch);
+        }
+        let left = self.journal.len();
+        if left > 0 {
+            tracing::warn!(
+                records = left,
+                "history store did not take everything before shutdown; the journal replays it at the next start"
+            );
+        }
+        metrics().history.journal_records.set(left as i64);
+    }
+}
