@@ -258,6 +258,11 @@ impl History {
         }
     }
 
+    /// Writes waiting for the writer.
+    pub fn queued(&self) -> usize {
+        self.writes.len()
+    }
+
     /// Hands a job to the reader; gives it back when the reader is busy.
     pub fn read(&self, job: ReadJob) -> Result<(), ReadJob> {
         self.reads.try_send(job).map_err(|e| e.into_inner())

@@ -1,0 +1,98 @@
+//! The hot-path cost of history: what a shard pays to hand one chat
+//! message to the history writer (`History::persist`), with the writer
+//! draining the queue in the background — into the embedded store, and,
+//! when `HUDDLE_BENCH_CQL=host:port` names a CQL server, through the
+//! ScyllaDB writer. Only the enqueue is timed: the queue is let drain
+//! between rounds, so a full queue never turns the figure into the
+//! writer's throughput.
+
+// The gateway's allocator, so the figures match production.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use huddle::engine::chat::{Author, HistoryRecord, Message};
+use huddle::engine::Record;
+use huddle::store::cluster::WriterSettings;
+use huddle::store::embedded::EmbeddedStore;
+use huddle::store::journal::Journal;
+use huddle::store::scylla::ScyllaStore;
+use huddle::store::History;
+
+/// Messages enqueued per timed round (well under the queue's capacity).
+const ROUND: u64 = 8_192;
+
+fn message(i: u64) -> Record {
+    Record::Chat(HistoryRecord::Message(Arc::new(Message {
+        id: (1 << 40) + i,
+        chat_id: Arc::from("channel:bench"),
+        sender: Author {
+            id: Arc::from("user-1"),
+            username: Arc::from("user-1"),
+            display_name: Arc::from("User One"),
+        },
+        content: Arc::from("gg wp, rematch in five?"),
+        content_type: 0,
+        created_at_ms: 1_800_000_000_000,
+        edited_at_ms: 0,
+        deleted: false,
+        nonce: None,
+    })))
+}
+
+fn enqueue(c: &mut Criterion, name: &str, history: &History) {
+    let records: Vec<Record> = (0..ROUND).map(message).collect();
+    c.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(ROUND);
+                let started = Instant::now();
+                for r in &records[..n as usize] {
+                    history.persist(r.clone());
+                }
+                total += started.elapsed();
+                left -= n;
+                while history.queued() > 0 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            total
+        })
+    });
+}
+
+fn history_enqueue(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(&dir.path().join("h.redb")).unwrap());
+    let (history, threads) = History::start(store);
+    enqueue(c, "history/enqueue/embedded", &history);
+    drop(history);
+    threads.join();
+
+    if let Ok(node) = std::env::var("HUDDLE_BENCH_CQL") {
+        let cfg = huddle::config::ScyllaConfig {
+            nodes: vec![node],
+            keyspace: "huddle_bench".into(),
+            ..Default::default()
+        };
+        let store = Arc::new(ScyllaStore::connect(&cfg, 0).expect("connects to HUDDLE_BENCH_CQL"));
+        let journal = Journal::open(&dir.path().join("journal.redb")).unwrap();
+        let settings = WriterSettings {
+            batch_records: cfg.batch_records,
+            linger: Duration::from_millis(cfg.linger_ms),
+            inflight_batches: cfg.inflight_batches,
+        };
+        let (history, threads, _) = History::start_cluster(store, journal, settings);
+        enqueue(c, "history/enqueue/scylla", &history);
+        drop(history);
+        threads.join();
+    }
+}
+
+criterion_group!(benches, history_enqueue);
+criterion_main!(benches);
