@@ -67,7 +67,7 @@ pub struct ScyllaConfig {
     /// The datacenter this gateway runs in: requests go to its replicas.
     pub local_datacenter: Option<String>,
     /// Consistency of every read and write: ONE, TWO, THREE, QUORUM, ALL,
-    /// LOCAL_QUORUM, EACH_QUORUM or LOCAL_ONE.
+    /// LOCAL_QUORUM or LOCAL_ONE (reads refuse EACH_QUORUM).
     pub consistency: String,
     /// Create the keyspace and tables (`deploy/scylla/schema.cql`) when
     /// missing. Off where the schema is managed by hand.
@@ -163,6 +163,21 @@ impl ScyllaConfig {
         if self.datacenters.values().any(|&n| n == 0) || self.replication_factor == 0 {
             return Err("store.scylla replication factors must be at least 1".into());
         }
+        match &self.local_datacenter {
+            Some(dc) if !self.datacenters.is_empty() && !self.datacenters.contains_key(dc) => {
+                return Err(format!(
+                    "store.scylla.local_datacenter {dc:?} is not one of store.scylla.datacenters"
+                ));
+            }
+            None if self.datacenters.len() > 1 => {
+                return Err(
+                    "store.scylla.local_datacenter must name this gateway's datacenter when \
+                     store.scylla.datacenters has several"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
         crate::store::scylla::consistency(&self.consistency)?;
         if self.username.is_some() != self.password.is_some() {
             return Err("store.scylla.username and password go together".into());
@@ -173,12 +188,21 @@ impl ScyllaConfig {
         if !self.tls && (self.ca.is_some() || self.client_cert.is_some()) {
             return Err("store.scylla.ca and client_cert need store.scylla.tls = true".into());
         }
+        if self.tls && self.ca.is_none() {
+            return Err("store.scylla.tls = true needs store.scylla.ca (a PEM file)".into());
+        }
         if self.request_timeout_ms == 0
-            || self.batch_records == 0
-            || self.inflight_batches == 0
-            || self.concurrency == 0
+            || self.request_timeout_ms > 600_000
+            || !(1..=65_536).contains(&self.batch_records)
+            || !(1..=1_024).contains(&self.inflight_batches)
+            || !(1..=4_096).contains(&self.concurrency)
+            || self.linger_ms > 10_000
         {
-            return Err("store.scylla.request_timeout_ms, batch_records, inflight_batches and concurrency must be > 0".into());
+            return Err(
+                "store.scylla: request_timeout_ms 1..600000, batch_records 1..65536, \
+                        inflight_batches 1..1024, concurrency 1..4096, linger_ms at most 10000"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -922,6 +946,48 @@ mod tests {
             toml::to_string(&defaults).unwrap(),
             "deploy/huddle.example.toml must document the embedded defaults"
         );
+    }
+
+    #[test]
+    fn the_scylla_store_is_checked_when_chosen() {
+        let mut c = Config::default();
+        c.store.scylla.consistency = "SERIAL".into();
+        assert!(c.validate().is_ok(), "unused while the store is embedded");
+        c.store.kind = StoreKind::Scylla;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("store.scylla.consistency"), "{err}");
+        c.store.scylla.consistency = "local_quorum".into();
+        assert!(c.validate().is_ok());
+        c.store.scylla.username = Some("huddle".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("username and password"), "{err}");
+        c.store.scylla.password = Some("secret".into());
+        c.store.scylla.ca = Some("/etc/ca.pem".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("tls = true"), "{err}");
+        c.store.scylla.tls = true;
+        c.store.scylla.keyspace = "huddle; DROP".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("keyspace"), "{err}");
+        c.store.scylla.keyspace = "huddle".into();
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn replication_is_per_datacenter_in_production() {
+        let mut s = ScyllaConfig::default();
+        assert_eq!(
+            s.replication(),
+            "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+        );
+        s.datacenters.insert("eu1".into(), 3);
+        s.datacenters.insert("us1".into(), 3);
+        assert_eq!(
+            s.replication(),
+            "{'class': 'NetworkTopologyStrategy', 'eu1': 3, 'us1': 3}"
+        );
+        s.datacenters.insert("x'y".into(), 1);
+        assert!(s.validate().unwrap_err().contains("datacenter"));
     }
 
     #[test]

@@ -30,9 +30,25 @@ use huddle::store::scylla::ScyllaStore;
 use huddle::store::HistoryStore;
 use huddle_client::{Client, ClientConfig, ContentType};
 
-const CQL_PORT: u16 = 9142;
-const STORAGE_PORT: u16 = 7142;
 const KEYSPACE: &str = "huddle_spill";
+
+/// Two loopback ports free when the test began: the private node's CQL
+/// and storage ports (fixed for the run: the node restarts on them).
+fn ports() -> (u16, u16) {
+    static PORTS: std::sync::OnceLock<(u16, u16)> = std::sync::OnceLock::new();
+    *PORTS.get_or_init(|| {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        (
+            a.local_addr().unwrap().port(),
+            b.local_addr().unwrap().port(),
+        )
+    })
+}
+
+fn cql_addr() -> String {
+    format!("127.0.0.1:{}", ports().0)
+}
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -49,8 +65,8 @@ impl CqlNode {
     fn script(&self, name: &str, keep: bool) -> Command {
         let mut cmd = Command::new(repo().join("deploy/cassandra-dev").join(name));
         cmd.env("HUDDLE_CASSANDRA_RUN", self.run.path())
-            .env("HUDDLE_CASSANDRA_PORT", CQL_PORT.to_string())
-            .env("HUDDLE_CASSANDRA_STORAGE_PORT", STORAGE_PORT.to_string())
+            .env("HUDDLE_CASSANDRA_PORT", ports().0.to_string())
+            .env("HUDDLE_CASSANDRA_STORAGE_PORT", ports().1.to_string())
             .env("HUDDLE_CASSANDRA_HEAP", "512M")
             .env("HUDDLE_CASSANDRA_COMMITLOG_SYNC", "batch")
             .env("HUDDLE_CASSANDRA_KEEP_DATA", if keep { "1" } else { "0" });
@@ -72,7 +88,7 @@ impl CqlNode {
             .success());
         // Gone when its CQL port refuses connections.
         for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", CQL_PORT)).is_err() {
+            if std::net::TcpStream::connect(cql_addr()).is_err() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -109,7 +125,7 @@ impl Gateway {
             .env("HUDDLE_STORE__KIND", "scylla")
             .env(
                 "HUDDLE_STORE__SCYLLA__NODES",
-                format!("[\"127.0.0.1:{CQL_PORT}\"]"),
+                format!("[\"{}\"]", cql_addr()),
             )
             .env("HUDDLE_STORE__SCYLLA__KEYSPACE", KEYSPACE)
             .env("HUDDLE_STORE__SCYLLA__REQUEST_TIMEOUT_MS", "2000")
@@ -222,7 +238,7 @@ async fn assert_stored(sent: &Sent) {
     let sent = sent.clone();
     tokio::task::spawn_blocking(move || {
         let cfg = ScyllaConfig {
-            nodes: vec![format!("127.0.0.1:{CQL_PORT}")],
+            nodes: vec![cql_addr()],
             keyspace: KEYSPACE.into(),
             ..ScyllaConfig::default()
         };

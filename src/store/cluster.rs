@@ -20,7 +20,6 @@
 //! enqueue.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,7 +69,7 @@ impl Unconfirmed {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add(&self, batch_id: u64, batch: &[Stamped]) {
+    pub(crate) fn add(&self, batch_id: u64, batch: &[Stamped]) {
         let mut inner = self.lock();
         for r in batch {
             match &r.write {
@@ -166,18 +165,17 @@ impl HistoryStore for Merged {
         before_id: u64,
         limit: usize,
     ) -> Result<Vec<Arc<Message>>, StoreError> {
-        // The newest version of each id wins: in flight over journal over
-        // stored (the store's rows are older than anything still on its way).
+        // Read against the way records travel (in flight, then journal,
+        // then store), so one moving on between two reads is seen at least
+        // once. The newest version of each id wins; the store's rows count
+        // as older than anything still on its way.
+        let in_flight = self.unconfirmed.messages(chat_id, before_id, limit);
+        let journal = self.journal.messages(chat_id, before_id, limit)?;
         let mut page: BTreeMap<u64, (i64, Arc<Message>)> = BTreeMap::new();
         for m in self.store.messages(chat_id, before_id, limit)? {
             page.insert(m.id, (i64::MIN, m));
         }
-        let pending = self
-            .journal
-            .messages(chat_id, before_id, limit)?
-            .into_iter()
-            .chain(self.unconfirmed.messages(chat_id, before_id, limit));
-        for (at, m) in pending {
+        for (at, m) in journal.into_iter().chain(in_flight) {
             match page.get(&m.id) {
                 Some((seen, _)) if *seen > at => {}
                 _ => {
@@ -194,11 +192,11 @@ impl HistoryStore for Merged {
     }
 
     fn read_cursor(&self, chat_id: &str, user_id: &str) -> Result<Option<u64>, StoreError> {
-        let stored = self.store.read_cursor(chat_id, user_id)?;
         let pending = [
-            self.journal.read_cursor(chat_id, user_id)?,
             self.unconfirmed.read_cursor(chat_id, user_id),
+            self.journal.read_cursor(chat_id, user_id)?,
         ];
+        let stored = self.store.read_cursor(chat_id, user_id)?;
         Ok(pending.into_iter().chain([stored]).flatten().max())
     }
 
@@ -226,14 +224,24 @@ impl HistoryStore for Merged {
 /// how many records it replayed.
 pub fn replay_all(store: &ScyllaStore, journal: &Journal, batch: usize) -> Result<u64, StoreError> {
     let mut replayed = 0;
-    while let Some((records, last)) = journal.read(0, batch.max(1))? {
-        let first = last + 1 - records.len() as u64;
+    loop {
+        let (seqs, records) = journal.read(0, batch.max(1))?;
+        if records.is_empty() {
+            return Ok(replayed);
+        }
         store.write_stamped_blocking(&records)?;
-        journal.remove(first..=last, &records)?;
+        journal.remove(&seqs, &records)?;
         replayed += records.len() as u64;
         metrics().history.replayed.inc_by(records.len() as u64);
     }
-    Ok(replayed)
+}
+
+/// What the writer's queue carries.
+pub enum Intake {
+    Write(Write),
+    /// Answered once every write queued before it is visible to reads
+    /// (stamped and in flight, spilled, or persisted).
+    Barrier(Sender<()>),
 }
 
 /// Where a batch being written came from.
@@ -241,7 +249,7 @@ enum Source {
     /// Straight from the queue.
     Direct,
     /// From the journal: these sequences.
-    Replay(RangeInclusive<u64>),
+    Replay(Vec<u64>),
 }
 
 struct InFlight {
@@ -270,6 +278,9 @@ pub struct ClusterWriter {
     direct: usize,
     replaying: usize,
     next_batch: u64,
+    /// Stamped records waiting for a free in-flight slot, and since when.
+    held: Vec<Stamped>,
+    held_since: Option<Instant>,
     /// The next journal sequence to replay.
     replay_from: u64,
     backoff: Duration,
@@ -277,6 +288,9 @@ pub struct ClusterWriter {
     /// Whether the last thing logged was "spilling" (log transitions only).
     spilling_logged: bool,
 }
+
+/// How long records may wait for a free in-flight slot before they spill.
+const HOLD_AT_MOST: Duration = Duration::from_millis(500);
 
 impl ClusterWriter {
     pub fn new(
@@ -299,6 +313,8 @@ impl ClusterWriter {
             direct: 0,
             replaying: 0,
             next_batch: 0,
+            held: Vec::new(),
+            held_since: None,
             replay_from: 0,
             backoff: Duration::ZERO,
             retry_at: None,
@@ -308,28 +324,43 @@ impl ClusterWriter {
 
     /// Runs until every sender of `intake` is gone and what they queued is
     /// written or spilled.
-    pub fn run(mut self, intake: Receiver<Write>) {
+    pub fn run(mut self, intake: Receiver<Intake>) {
         let mut closed = false;
+        let mut barriers = Vec::new();
         while !closed {
-            let mut batch = Vec::new();
-            match intake.recv_timeout(IDLE_TICK) {
+            // Wake for the next record, or to retry what is held.
+            let wait = if self.held.is_empty() {
+                IDLE_TICK
+            } else {
+                self.settings.linger.max(Duration::from_millis(1))
+            };
+            match intake.recv_timeout(wait) {
                 Ok(first) => {
-                    batch.push(first);
                     let until = Instant::now() + self.settings.linger;
-                    while batch.len() < self.settings.batch_records {
-                        match intake.recv_deadline(until) {
-                            Ok(w) => batch.push(w),
-                            Err(RecvTimeoutError::Timeout) => break,
-                            Err(RecvTimeoutError::Disconnected) => break,
+                    let mut next = Some(first);
+                    while let Some(item) = next.take() {
+                        match item {
+                            Intake::Write(w) => self.take(w),
+                            // Whoever waits on it wants what came before
+                            // visible now: stop gathering.
+                            Intake::Barrier(tx) => {
+                                barriers.push(tx);
+                                break;
+                            }
                         }
+                        if self.held.len() >= self.settings.batch_records {
+                            break;
+                        }
+                        next = intake.recv_deadline(until).ok();
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => closed = true,
             }
             self.reap(Duration::ZERO);
-            if !batch.is_empty() {
-                self.place(batch);
+            self.place(!barriers.is_empty() || closed);
+            for b in barriers.drain(..) {
+                let _ = b.send(());
             }
             self.replay();
             self.gauges(&intake);
@@ -337,31 +368,50 @@ impl ClusterWriter {
         self.finish();
     }
 
-    /// Stamps a batch and writes it, or spills it.
-    fn place(&mut self, writes: Vec<Write>) {
-        let batch: Vec<Stamped> = writes
-            .into_iter()
-            .map(|write| Stamped {
-                at_us: self.clock.next(),
-                write,
-            })
-            .collect();
+    /// Stamps a record and holds it for the next batch.
+    fn take(&mut self, write: Write) {
+        if self.held.is_empty() {
+            self.held_since = Some(Instant::now());
+        }
+        self.held.push(Stamped {
+            at_us: self.clock.next(),
+            write,
+        });
+    }
+
+    /// Writes the held records when a slot is free. Otherwise they wait for
+    /// one (growing into a bigger batch) until the batch is full or they
+    /// have waited [`HOLD_AT_MOST`] — or `now` asks them out of the queue —
+    /// and then spill. Behind a non-empty journal they always spill.
+    fn place(&mut self, now: bool) {
+        if self.held.is_empty() {
+            return;
+        }
         if self.journal.is_empty()
             && self.replaying == 0
             && self.direct < self.settings.inflight_batches
         {
+            let batch = std::mem::take(&mut self.held);
+            self.held_since = None;
             self.submit(Arc::new(batch), Source::Direct);
-        } else {
-            if !self.spilling_logged {
-                self.spilling_logged = true;
-                tracing::warn!(
-                    in_flight = self.direct + self.replaying,
-                    journal = self.journal.len(),
-                    "history store busy or unreachable; spilling to the journal"
-                );
-            }
-            self.spill(&batch);
+            return;
         }
+        let full = self.held.len() >= self.settings.batch_records;
+        let old = self.held_since.is_some_and(|t| t.elapsed() >= HOLD_AT_MOST);
+        if !(full || old || now || !self.journal.is_empty() || self.replaying > 0) {
+            return;
+        }
+        if !self.spilling_logged {
+            self.spilling_logged = true;
+            tracing::warn!(
+                in_flight = self.direct + self.replaying,
+                journal = self.journal.len(),
+                "history store busy or unreachable; spilling to the journal"
+            );
+        }
+        let batch = std::mem::take(&mut self.held);
+        self.held_since = None;
+        self.spill(&batch);
     }
 
     fn submit(&mut self, batch: Arc<Vec<Stamped>>, source: Source) {
@@ -422,12 +472,12 @@ impl ClusterWriter {
         let m = &metrics().history;
         m.retries.inc_by(u64::from(done.tries.saturating_sub(1)));
         let records = flight.batch.len() as u64;
+        m.batch_records.observe(records as f64);
+        m.write_seconds.observe(done.took.as_secs_f64());
         match (flight.source, done.result) {
             (Source::Direct, Ok(())) => {
                 self.direct -= 1;
                 self.unconfirmed.forget(done.id, &flight.batch);
-                m.batch_records.observe(records as f64);
-                m.write_seconds.observe(done.took.as_secs_f64());
             }
             (Source::Direct, Err(e)) => {
                 self.direct -= 1;
@@ -438,13 +488,12 @@ impl ClusterWriter {
             }
             (Source::Replay(seqs), Ok(())) => {
                 self.replaying -= 1;
-                if let Err(e) = self.journal.remove(seqs, &flight.batch) {
-                    // Left in the journal: replayed again, which is harmless.
+                if let Err(e) = self.journal.remove(&seqs, &flight.batch) {
+                    // Still in the journal: read it again from the start.
                     tracing::error!(error = %e, "forgetting replayed records failed");
+                    self.replay_from = 0;
                 }
                 m.replayed.inc_by(records);
-                m.batch_records.observe(records as f64);
-                m.write_seconds.observe(done.took.as_secs_f64());
                 self.backoff = Duration::ZERO;
                 if self.journal.is_empty() && self.spilling_logged {
                     self.spilling_logged = false;
@@ -478,12 +527,20 @@ impl ClusterWriter {
                 .journal
                 .read(self.replay_from, self.settings.batch_records)
             {
-                Ok(Some((records, last))) => {
-                    let first = last + 1 - records.len() as u64;
-                    self.replay_from = last + 1;
-                    self.submit(Arc::new(records), Source::Replay(first..=last));
+                Ok((seqs, records)) if !records.is_empty() => {
+                    self.replay_from = seqs[seqs.len() - 1] + 1;
+                    self.submit(Arc::new(records), Source::Replay(seqs));
                 }
-                Ok(None) => break,
+                Ok(_) => {
+                    // Everything past the cursor is in flight; what is left
+                    // before it (a range whose replay failed while later
+                    // ones landed) gets its turn once nothing is in flight.
+                    if self.replaying == 0 {
+                        self.replay_from = 0;
+                        continue;
+                    }
+                    break;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "reading the history journal failed");
                     self.retry_at = Some(Instant::now() + MAX_BACKOFF);
@@ -493,7 +550,7 @@ impl ClusterWriter {
         }
     }
 
-    fn gauges(&self, intake: &Receiver<Write>) {
+    fn gauges(&self, intake: &Receiver<Intake>) {
         let m = &metrics().history;
         m.queue_depth.set(intake.len() as i64);
         m.journal_records.set(self.journal.len() as i64);
@@ -501,8 +558,13 @@ impl ClusterWriter {
             .inflight
             .values()
             .filter_map(|f| f.batch.first().map(|r| r.at_us));
-        let journal = self.journal.oldest().ok().flatten().map(|(_, at)| at);
-        let oldest = in_flight.chain(journal).min();
+        let held = self.held.first().map(|r| r.at_us);
+        let journal = if self.journal.is_empty() {
+            None
+        } else {
+            self.journal.oldest().ok().flatten()
+        };
+        let oldest = in_flight.chain(held).chain(journal).min();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
@@ -513,6 +575,7 @@ impl ClusterWriter {
     /// Shutdown: give batches being written a few seconds, then spill what
     /// has not landed. The journal keeps the rest for the next start.
     fn finish(mut self) {
+        self.place(true);
         let deadline = Instant::now() + FLUSH_DEADLINE;
         while self.direct > 0 {
             let left = deadline.saturating_duration_since(Instant::now());

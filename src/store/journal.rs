@@ -13,7 +13,6 @@
 //! to replay, and must be the only caller of [`Journal::append`] and
 //! [`Journal::remove`].
 
-use std::ops::RangeInclusive;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,15 +50,27 @@ impl Journal {
         let txn = db.begin_write().map_err(|e| err("begin", e))?;
         let (next_seq, len) = {
             let log = txn.open_table(LOG).map_err(|e| err("log table", e))?;
-            txn.open_table(MESSAGES)
+            let mut messages = txn
+                .open_table(MESSAGES)
                 .map_err(|e| err("messages table", e))?;
-            txn.open_table(CURSORS)
+            let mut cursors = txn
+                .open_table(CURSORS)
                 .map_err(|e| err("cursors table", e))?;
             let last = log
                 .last()
                 .map_err(|e| err("reading the log", e))?
                 .map_or(0, |(k, _)| k.value() + 1);
-            (last, log.len().map_err(|e| err("counting the log", e))?)
+            let len = log.len().map_err(|e| err("counting the log", e))?;
+            if len == 0 {
+                // Sequences start again at 0: no index entry may name one.
+                messages
+                    .retain(|_, _| false)
+                    .map_err(|e| err("clearing the index", e))?;
+                cursors
+                    .retain(|_, _| false)
+                    .map_err(|e| err("clearing the index", e))?;
+            }
+            (last, len)
         };
         txn.commit().map_err(|e| err("commit", e))?;
         Ok(Arc::new(Self {
@@ -133,30 +144,29 @@ impl Journal {
         Ok(())
     }
 
-    /// Up to `max` records from sequence `from` on, in order, with the
-    /// sequence of the last one.
-    pub fn read(&self, from: u64, max: usize) -> Result<Option<(Vec<Stamped>, u64)>, StoreError> {
+    /// Up to `max` records from sequence `from` on, in order, with their
+    /// sequences (ascending, not always consecutive).
+    pub fn read(&self, from: u64, max: usize) -> Result<(Vec<u64>, Vec<Stamped>), StoreError> {
         let txn = self.db.begin_read().map_err(|e| err("begin", e))?;
         let log = txn.open_table(LOG).map_err(|e| err("log table", e))?;
-        let mut out = Vec::new();
-        let mut last = from;
+        let (mut seqs, mut records) = (Vec::new(), Vec::new());
         for row in log.range(from..).map_err(|e| err("reading", e))?.take(max) {
             let (k, v) = row.map_err(|e| err("reading", e))?;
-            out.push(serde_json::from_slice(v.value()).map_err(|e| err("decoding", e))?);
-            last = k.value();
+            records.push(serde_json::from_slice(v.value()).map_err(|e| err("decoding", e))?);
+            seqs.push(k.value());
         }
-        Ok((!out.is_empty()).then_some((out, last)))
+        Ok((seqs, records))
     }
 
-    /// The sequence of the oldest record, and its write time.
-    pub fn oldest(&self) -> Result<Option<(u64, i64)>, StoreError> {
-        Ok(self.read(0, 1)?.map(|(r, seq)| (seq, r[0].at_us)))
+    /// The write time of the oldest record.
+    pub fn oldest(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.read(0, 1)?.1.first().map(|r| r.at_us))
     }
 
-    /// Forgets the records `seqs` (now in the store): `batch` is what they
-    /// held, so their index entries go too unless a newer spill replaced
-    /// them.
-    pub fn remove(&self, seqs: RangeInclusive<u64>, batch: &[Stamped]) -> Result<(), StoreError> {
+    /// Forgets the records at `seqs` (ascending; now in the store): `batch`
+    /// is what they held, so their index entries go too unless a newer
+    /// spill replaced them.
+    pub fn remove(&self, seqs: &[u64], batch: &[Stamped]) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| err("begin", e))?;
         let removed;
         {
@@ -168,9 +178,11 @@ impl Journal {
                 .open_table(CURSORS)
                 .map_err(|e| err("cursors table", e))?;
             let before = log.len().map_err(|e| err("counting", e))?;
-            log.retain_in(seqs.clone(), |_, _| false)
-                .map_err(|e| err("removing", e))?;
+            for seq in seqs {
+                log.remove(*seq).map_err(|e| err("removing", e))?;
+            }
             removed = before - log.len().map_err(|e| err("counting", e))?;
+            let ours = |seq: u64| seqs.binary_search(&seq).is_ok();
             for record in batch {
                 match &record.write {
                     Write::Record(Record::Chat(HistoryRecord::Message(m))) => {
@@ -178,7 +190,7 @@ impl Journal {
                         let ours = messages
                             .get(key)
                             .map_err(|e| err("reading a message", e))?
-                            .is_some_and(|v| seqs.contains(&v.value().0));
+                            .is_some_and(|v| ours(v.value().0));
                         if ours {
                             messages
                                 .remove(key)
@@ -194,7 +206,7 @@ impl Journal {
                         let ours = cursors
                             .get(key)
                             .map_err(|e| err("reading a cursor", e))?
-                            .is_some_and(|v| seqs.contains(&v.value().0));
+                            .is_some_and(|v| ours(v.value().0));
                         if ours {
                             cursors
                                 .remove(key)
@@ -254,25 +266,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::chat::Author;
-
-    fn message(chat: &str, id: u64, content: &str) -> Arc<Message> {
-        Arc::new(Message {
-            id,
-            chat_id: Arc::from(chat),
-            sender: Author {
-                id: Arc::from("u1"),
-                username: Arc::from("u1"),
-                display_name: Arc::from("U1"),
-            },
-            content: Arc::from(content),
-            content_type: 0,
-            created_at_ms: 1,
-            edited_at_ms: 0,
-            deleted: false,
-            nonce: None,
-        })
-    }
+    use crate::store::suite::message;
 
     fn stamped(at_us: i64, m: Arc<Message>) -> Stamped {
         Stamped {
@@ -294,13 +288,16 @@ mod tests {
         let j = Journal::open(&path).unwrap();
         assert_eq!(j.len(), 3);
         j.append(&[stamped(10, message("c", 4, "b"))]).unwrap();
-        let (records, last) = j.read(0, 10).unwrap().unwrap();
-        assert_eq!(last, 3);
+        let (seqs, records) = j.read(0, 10).unwrap();
+        assert_eq!(seqs, [0, 1, 2, 3]);
         let ats: Vec<i64> = records.iter().map(|r| r.at_us).collect();
         assert_eq!(ats, [1, 2, 3, 10]);
-        assert_eq!(j.oldest().unwrap(), Some((0, 1)));
-        j.remove(0..=2, &records[..3]).unwrap();
+        assert_eq!(j.oldest().unwrap(), Some(1));
+        // Removed out of order, and twice: the count stays right.
+        j.remove(&[1, 2], &records[1..3]).unwrap();
+        j.remove(&[0, 1], &records[..2]).unwrap();
         assert_eq!(j.len(), 1);
+        assert_eq!(j.read(0, 10).unwrap().0, [3]);
         let ids: Vec<u64> = j
             .messages("c", 0, 10)
             .unwrap()
@@ -322,9 +319,9 @@ mod tests {
         let page = j.messages("c", 0, 10).unwrap();
         assert_eq!(&*page[0].1.content, "edited");
         // Replaying the original alone leaves the edit indexed.
-        j.remove(1..=1, std::slice::from_ref(&original)).unwrap();
+        j.remove(&[1], std::slice::from_ref(&original)).unwrap();
         assert_eq!(&*j.messages("c", 0, 10).unwrap()[0].1.content, "edited");
-        j.remove(0..=0, std::slice::from_ref(&edit)).unwrap();
+        j.remove(&[0], std::slice::from_ref(&edit)).unwrap();
         assert!(j.messages("c", 0, 10).unwrap().is_empty());
         assert!(j.is_empty());
     }

@@ -30,6 +30,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
+
+pub use cluster::Intake;
 use huddle_schema::Encoder;
 
 use crate::engine::chat::Message;
@@ -171,7 +173,7 @@ const WRITE_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 /// The running history service: a writer and a reader thread over a store.
 #[derive(Clone)]
 pub struct History {
-    writes: Sender<Write>,
+    writes: Sender<Intake>,
     reads: Sender<ReadJob>,
 }
 
@@ -208,10 +210,11 @@ impl History {
     }
 
     fn spawn(
-        writer: impl FnOnce(Receiver<Write>) + Send + 'static,
+        writer: impl FnOnce(Receiver<Intake>) + Send + 'static,
         store: Arc<dyn HistoryStore>,
     ) -> (History, HistoryThreads) {
-        let (writes, write_rx) = bounded::<Write>(WRITE_QUEUE);
+        let (writes, write_rx) = bounded::<Intake>(WRITE_QUEUE);
+        let barriers = writes.clone();
         let (reads, read_rx) = bounded::<ReadJob>(READ_QUEUE);
         let writer = std::thread::Builder::new()
             .name("huddle-history-writer".into())
@@ -219,7 +222,7 @@ impl History {
             .expect("spawning the history writer at start-up");
         let reader = std::thread::Builder::new()
             .name("huddle-history-reader".into())
-            .spawn(move || read_loop(&*store, read_rx))
+            .spawn(move || read_loop(&*store, read_rx, barriers))
             .expect("spawning the history reader at start-up");
         (
             History { writes, reads },
@@ -237,12 +240,18 @@ impl History {
 
     /// Queues a write if the writer has room; gives it back otherwise.
     pub fn try_write(&self, write: Write) -> Result<(), Write> {
-        self.writes.try_send(write).map_err(|e| e.into_inner())
+        match self.writes.try_send(Intake::Write(write)) {
+            Ok(()) => Ok(()),
+            Err(e) => match e.into_inner() {
+                Intake::Write(w) => Err(w),
+                Intake::Barrier(_) => Ok(()),
+            },
+        }
     }
 
     /// Queues any write (the webhook outbox's too).
     pub fn write(&self, write: Write) {
-        let write = match self.writes.try_send(write) {
+        let write = match self.writes.try_send(Intake::Write(write)) {
             Ok(()) => return,
             Err(crossbeam_channel::TrySendError::Full(w)) => {
                 crate::metrics::metrics().history.enqueue_waits.inc();
@@ -277,36 +286,65 @@ impl HistoryThreads {
     }
 }
 
-fn write_loop(store: &dyn HistoryStore, rx: Receiver<Write>) {
+fn write_loop(store: &dyn HistoryStore, rx: Receiver<Intake>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut barriers = Vec::new();
     while let Ok(first) = rx.recv() {
-        batch.push(first);
         let linger_until = std::time::Instant::now() + WRITE_LINGER;
-        while batch.len() < WRITE_BATCH {
-            match rx.recv_deadline(linger_until) {
-                Ok(r) => batch.push(r),
-                // Timed out, or the shards are gone: commit what we have.
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Intake::Write(w) => batch.push(w),
+                // A reader waits for what came before: commit now.
+                Intake::Barrier(tx) => {
+                    barriers.push(tx);
+                    break;
+                }
             }
+            if batch.len() >= WRITE_BATCH {
+                break;
+            }
+            // Timed out, or the shards are gone: commit what we have.
+            next = rx.recv_deadline(linger_until).ok();
         }
         // Retry until it lands: dropping history is not an option, and the
         // queue behind us holds the shards back meanwhile.
         let mut wait = std::time::Duration::from_millis(10);
-        while let Err(e) = store.write(&batch) {
-            tracing::error!(error = %e, records = batch.len(), "history write failed; retrying");
-            std::thread::sleep(wait);
-            wait = (wait * 2).min(std::time::Duration::from_secs(5));
+        while !batch.is_empty() {
+            match store.write(&batch) {
+                Ok(()) => batch.clear(),
+                Err(e) => {
+                    tracing::error!(error = %e, records = batch.len(), "history write failed; retrying");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
         }
-        batch.clear();
+        for b in barriers.drain(..) {
+            let _ = b.send(());
+        }
     }
 }
 
-fn read_loop(store: &dyn HistoryStore, rx: Receiver<ReadJob>) {
+/// How long a warm-up waits for the writer to make earlier records
+/// readable before it reads anyway.
+const BARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn read_loop(store: &dyn HistoryStore, rx: Receiver<ReadJob>, writer: Sender<Intake>) {
     let mut enc = Encoder::new();
     while let Ok(job) = rx.recv() {
         match job {
             ReadJob::Page(job) => read_page(store, &mut enc, job),
-            ReadJob::Warm(job) => warm(store, &mut enc, job),
+            ReadJob::Warm(job) => {
+                // A cold chat's records may still sit in the writer's queue
+                // (sent just before its last member left): wait until they
+                // are readable, so a rejoin sees them and their nonces.
+                let (tx, done) = bounded(1);
+                if writer.try_send(Intake::Barrier(tx)).is_ok() {
+                    let _ = done.recv_timeout(BARRIER_WAIT);
+                }
+                warm(store, &mut enc, job)
+            }
         }
     }
 }
@@ -349,35 +387,43 @@ fn read_page(store: &dyn HistoryStore, enc: &mut Encoder, job: PageJob) {
 /// the cursor merged in, and hands both back to the chat's shard. A store
 /// error answers the join from memory (logged): joining never fails on it.
 fn warm(store: &dyn HistoryStore, enc: &mut Encoder, job: WarmJob) {
-    let cursor = store
+    let read = store
         .read_cursor(&job.chat_id, &job.user)
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, chat = %job.chat_id, "reading a read cursor failed");
-            None
-        });
-    let messages = if job.recent > 0 {
-        store
-            .messages(&job.chat_id, 0, job.recent)
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, chat = %job.chat_id, "warming a chat failed");
+        .and_then(|cursor| {
+            let messages = if job.recent > 0 {
+                store.messages(&job.chat_id, 0, job.recent)?
+            } else {
                 Vec::new()
-            })
-    } else {
-        Vec::new()
-    };
+            };
+            Ok((cursor, messages))
+        });
     let mut joined = job.joined;
-    if let (Reply::ChatJoined { read_up_to, .. }, Some(stored)) = (&mut joined, cursor) {
-        *read_up_to = (*read_up_to).max(stored);
-    }
+    let state = match read {
+        Ok((cursor, messages)) => {
+            if let (Reply::ChatJoined { read_up_to, .. }, Some(stored)) = (&mut joined, cursor) {
+                *read_up_to = (*read_up_to).max(stored);
+            }
+            crate::engine::chat::Command::Warmed {
+                chat_id: job.chat_id,
+                user: job.user,
+                cursor,
+                messages,
+            }
+        }
+        // Answered from memory; the chat stays cold, so the next join asks
+        // the store again (nothing stored is taken for absent).
+        Err(e) => {
+            tracing::error!(error = %e, chat = %job.chat_id, "warming a chat failed");
+            crate::engine::chat::Command::WarmFailed {
+                chat_id: job.chat_id,
+                user: job.user,
+            }
+        }
+    };
     let frame = wire::reply_frame(enc, job.request_id, &joined);
     // The shard gets the state before the client gets the reply, so any
     // request the client sends after the reply sees it.
-    (job.back)(crate::engine::chat::Command::Warmed {
-        chat_id: job.chat_id,
-        user: job.user,
-        cursor,
-        messages,
-    });
+    (job.back)(state);
     // Request 0: a join made on the client's behalf (a lobby's chat),
     // whose reply the client never asked for.
     if let (Some((bytes, body)), true) = (frame, job.request_id != 0) {

@@ -32,6 +32,8 @@ use crate::webhook::Job;
 const SCHEMA: &str = include_str!("../../deploy/scylla/schema.cql");
 /// A day of message ids: ids carry milliseconds since 2025 above bit 23.
 const BUCKET_MS: u64 = 86_400_000;
+/// (chat, day) pairs remembered as written; forgotten all at once past this.
+const KNOWN_DAYS: usize = 1 << 20;
 /// Tries of a batch before the writer is told it failed (and spills it).
 const ATTEMPTS: u32 = 3;
 /// Wait before the second try; doubled for each one after.
@@ -46,12 +48,11 @@ pub fn consistency(name: &str) -> Result<Consistency, String> {
         "QUORUM" => Consistency::Quorum,
         "ALL" => Consistency::All,
         "LOCAL_QUORUM" => Consistency::LocalQuorum,
-        "EACH_QUORUM" => Consistency::EachQuorum,
         "LOCAL_ONE" => Consistency::LocalOne,
         _ => {
             return Err(format!(
                 "store.scylla.consistency {name:?}: one of ONE, TWO, THREE, QUORUM, ALL, \
-                 LOCAL_QUORUM, EACH_QUORUM, LOCAL_ONE"
+                 LOCAL_QUORUM, LOCAL_ONE (it applies to reads too, which refuse EACH_QUORUM)"
             ))
         }
     })
@@ -156,6 +157,8 @@ pub struct ScyllaStore {
     concurrency: usize,
     /// Write times for the synchronous [`HistoryStore::write`].
     clock: WriteClock,
+    /// (chat, day) rows known to be in `chat_buckets`.
+    known_days: std::sync::Mutex<std::collections::HashSet<(Arc<str>, i32)>>,
     /// Last: the session closes while its runtime still runs.
     runtime: OwnRuntime,
 }
@@ -371,6 +374,7 @@ impl ScyllaStore {
             node: i32::from(node),
             concurrency: cfg.concurrency.max(1),
             clock: WriteClock::default(),
+            known_days: Default::default(),
         })
     }
 
@@ -426,6 +430,21 @@ impl ScyllaStore {
                     as Pending<'_>
             }};
         }
+        // A chat's day is written to `chat_buckets` once per process, not
+        // once per message: known once a batch that wrote it landed.
+        let mut new_days: std::collections::HashSet<(Arc<str>, i32)> = Default::default();
+        {
+            let known = self.known_days.lock().unwrap_or_else(|e| e.into_inner());
+            for r in batch {
+                if let Write::Record(Record::Chat(HistoryRecord::Message(m))) = &r.write {
+                    let day = (m.chat_id.clone(), bucket_of(m.id));
+                    if !known.contains(&day) {
+                        new_days.insert(day);
+                    }
+                }
+            }
+        }
+        let mut day_written: std::collections::HashSet<(Arc<str>, i32)> = Default::default();
         for chunk in batch.chunks(self.concurrency) {
             let mut pending = Vec::with_capacity(chunk.len() * 2);
             for Stamped { at_us, write } in chunk {
@@ -433,7 +452,14 @@ impl ScyllaStore {
                 match write {
                     Write::Record(Record::Chat(HistoryRecord::Message(m))) => {
                         let bucket = bucket_of(m.id);
-                        pending.push(exec!(at_us, &s.put_bucket, (m.chat_id.to_string(), bucket),));
+                        let day = (m.chat_id.clone(), bucket);
+                        if new_days.contains(&day) && day_written.insert(day) {
+                            pending.push(exec!(
+                                at_us,
+                                &s.put_bucket,
+                                (m.chat_id.to_string(), bucket),
+                            ));
+                        }
                         pending.push(exec!(
                             at_us,
                             &s.put_message,
@@ -515,6 +541,13 @@ impl ScyllaStore {
             try_join_all(pending)
                 .await
                 .map_err(|e| err("writing a batch", e))?;
+        }
+        if !new_days.is_empty() {
+            let mut known = self.known_days.lock().unwrap_or_else(|e| e.into_inner());
+            if known.len() + new_days.len() > KNOWN_DAYS {
+                known.clear();
+            }
+            known.extend(new_days);
         }
         Ok(())
     }
@@ -751,6 +784,58 @@ mod tests {
         if let Some(s) = store() {
             crate::store::suite::later_writes_in_a_batch_win(&s, &prefix());
         }
+    }
+
+    #[test]
+    fn reads_merge_what_waits_in_the_journal_and_in_flight() {
+        use crate::store::cluster::{Merged, Unconfirmed};
+        use crate::store::journal::Journal;
+        let Some(store) = store() else { return };
+        let chat = format!("{}:chat", prefix());
+        let m = |id: u64, content: &str| crate::store::suite::message(&chat, id, content);
+        let put = |msg| Write::Record(Record::Chat(HistoryRecord::Message(msg)));
+        let base = 1u64 << 40;
+        // Stored: 1 and 2. Journal: 3, and an edit of 2. In flight: 4.
+        store
+            .write(&[put(m(base + 1, "one")), put(m(base + 2, "two"))])
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("j.redb")).unwrap();
+        let stamp = |at_us, w| Stamped { at_us, write: w };
+        journal
+            .append(&[
+                stamp(10, put(m(base + 3, "three"))),
+                stamp(11, put(m(base + 2, "two (edited)"))),
+            ])
+            .unwrap();
+        let cursor = Write::Record(Record::Chat(HistoryRecord::ReadCursor {
+            chat_id: Arc::from(chat.as_str()),
+            user_id: Arc::from("reader"),
+            up_to: base + 3,
+        }));
+        journal.append(&[stamp(12, cursor)]).unwrap();
+        let unconfirmed = Arc::new(Unconfirmed::default());
+        unconfirmed.add(7, &[stamp(13, put(m(base + 4, "four")))]);
+        let merged = Merged {
+            store: Arc::new(store),
+            journal,
+            unconfirmed,
+        };
+        let page: Vec<String> = merged
+            .messages(&chat, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.content.to_string())
+            .collect();
+        assert_eq!(page, ["four", "three", "two (edited)", "one"]);
+        let older: Vec<u64> = merged
+            .messages(&chat, base + 3, 1)
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(older, [base + 2]);
+        assert_eq!(merged.read_cursor(&chat, "reader").unwrap(), Some(base + 3));
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub fn id_at(day: u64, ms: u64, seq: u64) -> u64 {
     ((day * 86_400_000 + ms) << 23) | seq
 }
 
-fn msg(chat: &str, id: u64, text: &str) -> Arc<Message> {
+/// A message by u1 (alice) with a nonce.
+pub fn message(chat: &str, id: u64, text: &str) -> Arc<Message> {
     Arc::new(Message {
         id,
         chat_id: Arc::from(chat),
@@ -47,13 +48,23 @@ pub fn pages_and_upserts(store: &dyn HistoryStore, prefix: &str) {
     let batch: Vec<Write> = ids
         .iter()
         .enumerate()
-        .map(|(i, &id)| chat(HistoryRecord::Message(msg(&a, id, &format!("m{}", i + 1)))))
-        .chain([chat(HistoryRecord::Message(msg(&b, ids[2], "other chat")))])
+        .map(|(i, &id)| {
+            chat(HistoryRecord::Message(message(
+                &a,
+                id,
+                &format!("m{}", i + 1),
+            )))
+        })
+        .chain([chat(HistoryRecord::Message(message(
+            &b,
+            ids[2],
+            "other chat",
+        )))])
         .collect();
     store.write(&batch).unwrap();
     store.write(&batch).unwrap();
     store
-        .write(&[chat(HistoryRecord::Message(msg(&a, ids[3], "edited")))])
+        .write(&[chat(HistoryRecord::Message(message(&a, ids[3], "edited")))])
         .unwrap();
     let page = store.messages(&a, 0, 3).unwrap();
     let got: Vec<(u64, &str)> = page.iter().map(|m| (m.id, &*m.content)).collect();
@@ -94,7 +105,7 @@ pub fn pages_across_days(store: &dyn HistoryStore, prefix: &str) {
         .collect();
     let batch: Vec<Write> = ids
         .iter()
-        .map(|&id| chat(HistoryRecord::Message(msg(&c, id, "x"))))
+        .map(|&id| chat(HistoryRecord::Message(message(&c, id, "x"))))
         .collect();
     store.write(&batch).unwrap();
     let mut want: Vec<u64> = ids.clone();
@@ -237,8 +248,8 @@ pub fn later_writes_in_a_batch_win(store: &dyn HistoryStore, prefix: &str) {
         let id = id_at(20, round, 0);
         store
             .write(&[
-                chat(HistoryRecord::Message(msg(&c, id, "original"))),
-                chat(HistoryRecord::Message(msg(&c, id, "edited"))),
+                chat(HistoryRecord::Message(message(&c, id, "original"))),
+                chat(HistoryRecord::Message(message(&c, id, "edited"))),
             ])
             .unwrap();
         let page = store.messages(&c, 0, 5).unwrap();
