@@ -336,7 +336,15 @@ impl ClusterWriter {
             };
             match intake.recv_timeout(wait) {
                 Ok(first) => {
-                    let until = Instant::now() + self.settings.linger;
+                    // Let a batch gather: one wake-up per batch, not one per
+                    // record (senders wake nobody while the writer sleeps).
+                    let room = self
+                        .settings
+                        .batch_records
+                        .saturating_sub(self.held.len() + 1);
+                    if matches!(first, Intake::Write(_)) && intake.len() < room {
+                        std::thread::sleep(self.settings.linger);
+                    }
                     let mut next = Some(first);
                     while let Some(item) = next.take() {
                         match item {
@@ -351,7 +359,7 @@ impl ClusterWriter {
                         if self.held.len() >= self.settings.batch_records {
                             break;
                         }
-                        next = intake.recv_deadline(until).ok();
+                        next = intake.try_recv().ok();
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}

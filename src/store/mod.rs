@@ -290,7 +290,10 @@ fn write_loop(store: &dyn HistoryStore, rx: Receiver<Intake>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let mut barriers = Vec::new();
     while let Ok(first) = rx.recv() {
-        let linger_until = std::time::Instant::now() + WRITE_LINGER;
+        // Let a batch gather: one wake-up per commit, not one per record.
+        if matches!(first, Intake::Write(_)) && rx.len() < WRITE_BATCH - 1 {
+            std::thread::sleep(WRITE_LINGER);
+        }
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
@@ -304,8 +307,7 @@ fn write_loop(store: &dyn HistoryStore, rx: Receiver<Intake>) {
             if batch.len() >= WRITE_BATCH {
                 break;
             }
-            // Timed out, or the shards are gone: commit what we have.
-            next = rx.recv_deadline(linger_until).ok();
+            next = rx.try_recv().ok();
         }
         // Retry until it lands: dropping history is not an option, and the
         // queue behind us holds the shards back meanwhile.
