@@ -312,10 +312,19 @@ fn write_loop(store: &dyn HistoryStore, rx: Receiver<Intake>) {
         // Retry until it lands: dropping history is not an option, and the
         // queue behind us holds the shards back meanwhile.
         let mut wait = std::time::Duration::from_millis(10);
+        let m = &crate::metrics::metrics().history;
+        m.queue_depth.set(rx.len() as i64);
+        let started = std::time::Instant::now();
+        let records = batch.len();
         while !batch.is_empty() {
             match store.write(&batch) {
-                Ok(()) => batch.clear(),
+                Ok(()) => {
+                    batch.clear();
+                    m.batch_records.observe(records as f64);
+                    m.write_seconds.observe(started.elapsed().as_secs_f64());
+                }
                 Err(e) => {
+                    m.retries.inc();
                     tracing::error!(error = %e, records = batch.len(), "history write failed; retrying");
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(std::time::Duration::from_secs(5));

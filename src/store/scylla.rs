@@ -12,10 +12,12 @@
 
 use std::sync::Arc;
 
-use futures_util::future::try_join_all;
-use futures_util::TryStreamExt;
+use std::collections::HashMap;
+
+use futures_util::{StreamExt, TryStreamExt};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 
@@ -109,6 +111,8 @@ fn err(what: &str, e: impl std::fmt::Display) -> StoreError {
 
 struct Statements {
     put_message: PreparedStatement,
+    /// `put_message` with its write time bound last, for partition batches.
+    put_message_at: PreparedStatement,
     put_bucket: PreparedStatement,
     newest_bucket: PreparedStatement,
     older_bucket: PreparedStatement,
@@ -158,7 +162,7 @@ pub struct ScyllaStore {
     /// Write times for the synchronous [`HistoryStore::write`].
     clock: WriteClock,
     /// (chat, day) rows known to be in `chat_buckets`.
-    known_days: std::sync::Mutex<std::collections::HashSet<(Arc<str>, i32)>>,
+    known_days: std::sync::Mutex<std::collections::HashSet<Day>>,
     /// Last: the session closes while its runtime still runs.
     runtime: OwnRuntime,
 }
@@ -188,6 +192,47 @@ type Pending<'a> = std::pin::Pin<
             + 'a,
     >,
 >;
+
+/// A message row's values, in `MESSAGE_COLUMNS` order after the partition.
+type MessageValues = (
+    String,
+    i32,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i32,
+    i64,
+    i64,
+    bool,
+    Option<String>,
+);
+
+fn message_values(m: &Message) -> MessageValues {
+    (
+        m.chat_id.to_string(),
+        bucket_of(m.id),
+        m.id as i64,
+        m.sender.id.to_string(),
+        m.sender.username.to_string(),
+        m.sender.display_name.to_string(),
+        m.content.to_string(),
+        i32::from(m.content_type),
+        m.created_at_ms,
+        m.edited_at_ms,
+        m.deleted,
+        m.nonce.as_deref().map(str::to_string),
+    )
+}
+
+/// A chat's day: one partition of `messages`.
+type Day = (Arc<str>, i32);
+
+/// Messages of one partition written as one unlogged batch at most: a
+/// single mutation for the replicas, well under the batch size limits
+/// (Cassandra fails a batch past 50 KiB).
+const PARTITION_BATCH: usize = 16;
 
 const MESSAGE_COLUMNS: &str = "id, sender_id, sender_username, sender_display_name, content, \
      content_type, created_at_ms, edited_at_ms, deleted, nonce";
@@ -319,6 +364,10 @@ impl ScyllaStore {
                     "INSERT INTO messages (chat_id, bucket, {MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ))
                 .await?,
+                put_message_at: prepare(format!(
+                    "INSERT INTO messages (chat_id, bucket, {MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+                ))
+                .await?,
                 put_bucket: prepare("INSERT INTO chat_buckets (chat_id, bucket) VALUES (?, ?)".into()).await?,
                 newest_bucket: prepare("SELECT bucket FROM chat_buckets WHERE chat_id = ? LIMIT 1".into()).await?,
                 older_bucket: prepare(
@@ -432,7 +481,7 @@ impl ScyllaStore {
         }
         // A chat's day is written to `chat_buckets` once per process, not
         // once per message: known once a batch that wrote it landed.
-        let mut new_days: std::collections::HashSet<(Arc<str>, i32)> = Default::default();
+        let mut new_days: std::collections::HashSet<Day> = Default::default();
         {
             let known = self.known_days.lock().unwrap_or_else(|e| e.into_inner());
             for r in batch {
@@ -444,104 +493,113 @@ impl ScyllaStore {
                 }
             }
         }
-        let mut day_written: std::collections::HashSet<(Arc<str>, i32)> = Default::default();
-        for chunk in batch.chunks(self.concurrency) {
-            let mut pending = Vec::with_capacity(chunk.len() * 2);
-            for Stamped { at_us, write } in chunk {
-                let at_us = *at_us;
-                match write {
-                    Write::Record(Record::Chat(HistoryRecord::Message(m))) => {
-                        let bucket = bucket_of(m.id);
-                        let day = (m.chat_id.clone(), bucket);
-                        if new_days.contains(&day) && day_written.insert(day) {
-                            pending.push(exec!(
-                                at_us,
-                                &s.put_bucket,
-                                (m.chat_id.to_string(), bucket),
-                            ));
-                        }
-                        pending.push(exec!(
-                            at_us,
-                            &s.put_message,
-                            (
-                                m.chat_id.to_string(),
-                                bucket,
-                                m.id as i64,
-                                m.sender.id.to_string(),
-                                m.sender.username.to_string(),
-                                m.sender.display_name.to_string(),
-                                m.content.to_string(),
-                                i32::from(m.content_type),
-                                m.created_at_ms,
-                                m.edited_at_ms,
-                                m.deleted,
-                                m.nonce.as_deref().map(str::to_string),
-                            ),
-                        ));
-                    }
-                    Write::Record(Record::Chat(HistoryRecord::ReadCursor {
-                        chat_id,
-                        user_id,
-                        up_to,
-                    })) => pending.push(exec!(
-                        at_us,
-                        &s.put_cursor,
-                        (chat_id.to_string(), user_id.to_string(), *up_to as i64),
-                    )),
-                    Write::Record(Record::Relation(r)) => match &r.pair {
-                        Some(pair) => {
-                            let value = serde_json::to_string(pair)
-                                .map_err(|e| err("encoding a relation", e))?;
-                            pending.push(exec!(
-                                at_us,
-                                &s.put_relation,
-                                (r.user.to_string(), r.other.to_string(), value),
-                            ));
-                        }
-                        None => pending.push(exec!(
-                            at_us,
-                            &s.del_relation,
-                            (r.user.to_string(), r.other.to_string()),
-                        )),
-                    },
-                    Write::Record(Record::Notification(n)) => {
-                        let value = serde_json::to_string(&**n)
-                            .map_err(|e| err("encoding a notification", e))?;
-                        pending.push(exec!(
-                            at_us,
-                            &s.put_notification,
-                            (n.user_id.to_string(), n.id as i64, value),
-                        ));
-                    }
-                    Write::Record(Record::NotificationDeleted { user, id }) => pending.push(exec!(
-                        at_us,
-                        &s.del_notification,
-                        (user.to_string(), *id as i64)
-                    )),
-                    Write::Record(Record::Rating(r)) => pending.push(exec!(
-                        at_us,
-                        &s.put_rating,
+        // Messages sharing a partition in this batch go together.
+        let mut partitions: HashMap<Day, Vec<(i64, &Message)>> = HashMap::new();
+        for r in batch {
+            if let Write::Record(Record::Chat(HistoryRecord::Message(m))) = &r.write {
+                partitions
+                    .entry((m.chat_id.clone(), bucket_of(m.id)))
+                    .or_default()
+                    .push((r.at_us, m));
+            }
+        }
+        let mut pending: Vec<Pending<'_>> = Vec::with_capacity(batch.len() + 1);
+        for (day, messages) in &partitions {
+            if new_days.contains(day) {
+                let at_us = messages[0].0;
+                pending.push(exec!(at_us, &s.put_bucket, (day.0.to_string(), day.1)));
+            }
+            if messages.len() == 1 {
+                let (at_us, m) = messages[0];
+                pending.push(exec!(at_us, &s.put_message, message_values(m)));
+                continue;
+            }
+            for group in messages.chunks(PARTITION_BATCH) {
+                // Each statement binds its own write time (a batch may
+                // carry one for all, which would lose the order).
+                let mut b = Batch::new(BatchType::Unlogged);
+                let values: Vec<_> = group
+                    .iter()
+                    .map(|(at_us, m)| {
+                        b.append_statement(s.put_message_at.clone());
+                        let v = message_values(m);
                         (
-                            r.user.to_string(),
-                            r.game.to_string(),
-                            r.rating.mu,
-                            r.rating.sigma
-                        ),
+                            v.0, v.1, v.2, v.3, v.4, v.5, v.6, v.7, v.8, v.9, v.10, v.11, *at_us,
+                        )
+                    })
+                    .collect();
+                b.set_is_idempotent(true);
+                pending.push(Box::pin(async move { session.batch(&b, values).await }));
+            }
+        }
+        for Stamped { at_us, write } in batch {
+            let at_us = *at_us;
+            match write {
+                Write::Record(Record::Chat(HistoryRecord::Message(_))) => {}
+                Write::Record(Record::Chat(HistoryRecord::ReadCursor {
+                    chat_id,
+                    user_id,
+                    up_to,
+                })) => pending.push(exec!(
+                    at_us,
+                    &s.put_cursor,
+                    (chat_id.to_string(), user_id.to_string(), *up_to as i64),
+                )),
+                Write::Record(Record::Relation(r)) => match &r.pair {
+                    Some(pair) => {
+                        let value = serde_json::to_string(pair)
+                            .map_err(|e| err("encoding a relation", e))?;
+                        pending.push(exec!(
+                            at_us,
+                            &s.put_relation,
+                            (r.user.to_string(), r.other.to_string(), value),
+                        ));
+                    }
+                    None => pending.push(exec!(
+                        at_us,
+                        &s.del_relation,
+                        (r.user.to_string(), r.other.to_string()),
                     )),
-                    Write::OutboxPut(job) => {
-                        let value =
-                            serde_json::to_string(&**job).map_err(|e| err("encoding a job", e))?;
-                        pending.push(exec!(at_us, &s.put_job, (node, job.id.to_string(), value),));
-                    }
-                    Write::OutboxDone(id) => {
-                        pending.push(exec!(at_us, &s.del_job, (node, id.to_string())))
-                    }
+                },
+                Write::Record(Record::Notification(n)) => {
+                    let value = serde_json::to_string(&**n)
+                        .map_err(|e| err("encoding a notification", e))?;
+                    pending.push(exec!(
+                        at_us,
+                        &s.put_notification,
+                        (n.user_id.to_string(), n.id as i64, value),
+                    ));
+                }
+                Write::Record(Record::NotificationDeleted { user, id }) => pending.push(exec!(
+                    at_us,
+                    &s.del_notification,
+                    (user.to_string(), *id as i64)
+                )),
+                Write::Record(Record::Rating(r)) => pending.push(exec!(
+                    at_us,
+                    &s.put_rating,
+                    (
+                        r.user.to_string(),
+                        r.game.to_string(),
+                        r.rating.mu,
+                        r.rating.sigma
+                    ),
+                )),
+                Write::OutboxPut(job) => {
+                    let value =
+                        serde_json::to_string(&**job).map_err(|e| err("encoding a job", e))?;
+                    pending.push(exec!(at_us, &s.put_job, (node, job.id.to_string(), value),));
+                }
+                Write::OutboxDone(id) => {
+                    pending.push(exec!(at_us, &s.del_job, (node, id.to_string())))
                 }
             }
-            try_join_all(pending)
-                .await
-                .map_err(|e| err("writing a batch", e))?;
         }
+        futures_util::stream::iter(pending)
+            .buffer_unordered(self.concurrency)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+            .map_err(|e| err("writing a batch", e))?;
         if !new_days.is_empty() {
             let mut known = self.known_days.lock().unwrap_or_else(|e| e.into_inner());
             if known.len() + new_days.len() > KNOWN_DAYS {
