@@ -167,13 +167,12 @@ impl HistoryStore for Merged {
     ) -> Result<Vec<Arc<Message>>, StoreError> {
         // Read against the way records travel (in flight, then journal,
         // then store), so one moving on between two reads is seen at least
-        // once. The newest version of each id wins; the store's rows count
-        // as older than anything still on its way.
+        // once. The version with the latest write time wins, wherever it is.
         let in_flight = self.unconfirmed.messages(chat_id, before_id, limit);
         let journal = self.journal.messages(chat_id, before_id, limit)?;
         let mut page: BTreeMap<u64, (i64, Arc<Message>)> = BTreeMap::new();
-        for m in self.store.messages(chat_id, before_id, limit)? {
-            page.insert(m.id, (i64::MIN, m));
+        for (written, m) in self.store.messages_written(chat_id, before_id, limit)? {
+            page.insert(m.id, (written, m));
         }
         for (at, m) in journal.into_iter().chain(in_flight) {
             match page.get(&m.id) {

@@ -178,6 +178,8 @@ type MessageRow = (
     i64,
     bool,
     Option<String>,
+    // WRITETIME(content): when the stored version was written.
+    Option<i64>,
 );
 
 /// A statement on its way.
@@ -249,6 +251,7 @@ fn message(chat_id: &str, r: MessageRow) -> Arc<Message> {
         edited,
         deleted,
         nonce,
+        _written,
     ) = r;
     Arc::new(Message {
         id: id as u64,
@@ -375,11 +378,11 @@ impl ScyllaStore {
                 )
                 .await?,
                 page: prepare(format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ? AND bucket = ? LIMIT ?"
+                    "SELECT {MESSAGE_COLUMNS}, WRITETIME(content) FROM messages WHERE chat_id = ? AND bucket = ? LIMIT ?"
                 ))
                 .await?,
                 page_before: prepare(format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ? AND bucket = ? AND id < ? LIMIT ?"
+                    "SELECT {MESSAGE_COLUMNS}, WRITETIME(content) FROM messages WHERE chat_id = ? AND bucket = ? AND id < ? LIMIT ?"
                 ))
                 .await?,
                 put_cursor: prepare(
@@ -610,6 +613,73 @@ impl ScyllaStore {
         Ok(())
     }
 
+    /// [`HistoryStore::messages`], each with the time its stored version
+    /// was written (µs; the write time it was stamped with).
+    pub fn messages_written(
+        &self,
+        chat_id: &str,
+        before_id: u64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Arc<Message>)>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Ids are stored as bigint; a bound past its range bounds nothing.
+        let before = i64::try_from(before_id).unwrap_or(i64::MAX);
+        let s = &self.statements;
+        let session = &self.session;
+        self.runtime.block_on(async {
+            let first = |rows: scylla::response::query_result::QueryResult| {
+                rows.into_rows_result()
+                    .map_err(|e| err("reading a bucket", e))?
+                    .maybe_first_row::<(i32,)>()
+                    .map_err(|e| err("reading a bucket", e))
+                    .map(|r| r.map(|(b,)| b))
+            };
+            let mut bucket = if before_id == 0 {
+                let rows = session
+                    .execute_unpaged(&s.newest_bucket, (chat_id,))
+                    .await
+                    .map_err(|e| err("finding the newest day", e))?;
+                first(rows)?
+            } else {
+                Some(bucket_of(before as u64))
+            };
+            let mut out: Vec<(i64, Arc<Message>)> = Vec::with_capacity(limit);
+            while let Some(b) = bucket {
+                let want = i32::try_from(limit - out.len()).unwrap_or(i32::MAX);
+                let rows = if before_id == 0 {
+                    session.execute_unpaged(&s.page, (chat_id, b, want)).await
+                } else {
+                    session
+                        .execute_unpaged(&s.page_before, (chat_id, b, before, want))
+                        .await
+                }
+                .map_err(|e| err("reading a page", e))?;
+                let rows = rows
+                    .into_rows_result()
+                    .map_err(|e| err("reading a page", e))?;
+                for row in rows
+                    .rows::<MessageRow>()
+                    .map_err(|e| err("reading a page", e))?
+                {
+                    let row = row.map_err(|e| err("reading a message", e))?;
+                    let written = row.10.unwrap_or(i64::MIN);
+                    out.push((written, message(chat_id, row)));
+                }
+                if out.len() >= limit {
+                    break;
+                }
+                let rows = session
+                    .execute_unpaged(&s.older_bucket, (chat_id, b))
+                    .await
+                    .map_err(|e| err("finding an older day", e))?;
+                bucket = first(rows)?;
+            }
+            Ok(out)
+        })
+    }
+
     /// Every row of a small table, paged by the driver.
     fn scan<T>(&self, cql: &str) -> Result<Vec<T>, StoreError>
     where
@@ -649,64 +719,11 @@ impl HistoryStore for ScyllaStore {
         before_id: u64,
         limit: usize,
     ) -> Result<Vec<Arc<Message>>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        // Ids are stored as bigint; a bound past its range bounds nothing.
-        let before = i64::try_from(before_id).unwrap_or(i64::MAX);
-        let s = &self.statements;
-        let session = &self.session;
-        self.runtime.block_on(async {
-            let first = |rows: scylla::response::query_result::QueryResult| {
-                rows.into_rows_result()
-                    .map_err(|e| err("reading a bucket", e))?
-                    .maybe_first_row::<(i32,)>()
-                    .map_err(|e| err("reading a bucket", e))
-                    .map(|r| r.map(|(b,)| b))
-            };
-            let mut bucket = if before_id == 0 {
-                let rows = session
-                    .execute_unpaged(&s.newest_bucket, (chat_id,))
-                    .await
-                    .map_err(|e| err("finding the newest day", e))?;
-                first(rows)?
-            } else {
-                Some(bucket_of(before as u64))
-            };
-            let mut out: Vec<Arc<Message>> = Vec::with_capacity(limit);
-            while let Some(b) = bucket {
-                let want = i32::try_from(limit - out.len()).unwrap_or(i32::MAX);
-                let rows = if before_id == 0 {
-                    session.execute_unpaged(&s.page, (chat_id, b, want)).await
-                } else {
-                    session
-                        .execute_unpaged(&s.page_before, (chat_id, b, before, want))
-                        .await
-                }
-                .map_err(|e| err("reading a page", e))?;
-                let rows = rows
-                    .into_rows_result()
-                    .map_err(|e| err("reading a page", e))?;
-                for row in rows
-                    .rows::<MessageRow>()
-                    .map_err(|e| err("reading a page", e))?
-                {
-                    out.push(message(
-                        chat_id,
-                        row.map_err(|e| err("reading a message", e))?,
-                    ));
-                }
-                if out.len() >= limit {
-                    break;
-                }
-                let rows = session
-                    .execute_unpaged(&s.older_bucket, (chat_id, b))
-                    .await
-                    .map_err(|e| err("finding an older day", e))?;
-                bucket = first(rows)?;
-            }
-            Ok(out)
-        })
+        Ok(self
+            .messages_written(chat_id, before_id, limit)?
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect())
     }
 
     fn read_cursor(&self, chat_id: &str, user_id: &str) -> Result<Option<u64>, StoreError> {
@@ -853,17 +870,20 @@ mod tests {
         let m = |id: u64, content: &str| crate::store::suite::message(&chat, id, content);
         let put = |msg| Write::Record(Record::Chat(HistoryRecord::Message(msg)));
         let base = 1u64 << 40;
-        // Stored: 1 and 2. Journal: 3, and an edit of 2. In flight: 4.
+        // Stored: 1 and 2. Journal: 3, an edit of 2, and a version of 1
+        // older than the stored one. In flight: 4.
         store
             .write(&[put(m(base + 1, "one")), put(m(base + 2, "two"))])
             .unwrap();
+        let later = store.clock.next() + 1_000_000;
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(&dir.path().join("j.redb")).unwrap();
         let stamp = |at_us, w| Stamped { at_us, write: w };
         journal
             .append(&[
-                stamp(10, put(m(base + 3, "three"))),
-                stamp(11, put(m(base + 2, "two (edited)"))),
+                stamp(later, put(m(base + 3, "three"))),
+                stamp(later + 1, put(m(base + 2, "two (edited)"))),
+                stamp(5, put(m(base + 1, "one (older than stored)"))),
             ])
             .unwrap();
         let cursor = Write::Record(Record::Chat(HistoryRecord::ReadCursor {
@@ -871,9 +891,9 @@ mod tests {
             user_id: Arc::from("reader"),
             up_to: base + 3,
         }));
-        journal.append(&[stamp(12, cursor)]).unwrap();
+        journal.append(&[stamp(later + 2, cursor)]).unwrap();
         let unconfirmed = Arc::new(Unconfirmed::default());
-        unconfirmed.add(7, &[stamp(13, put(m(base + 4, "four")))]);
+        unconfirmed.add(7, &[stamp(later + 3, put(m(base + 4, "four")))]);
         let merged = Merged {
             store: Arc::new(store),
             journal,
