@@ -18,9 +18,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,8 +111,8 @@ struct Gateway {
 
 impl Gateway {
     fn spawn(data: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_huddle"))
-            .arg("serve")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_huddle"));
+        cmd.arg("serve")
             .env("HUDDLE_SERVER__DATA_DIR", data)
             .env("HUDDLE_SERVER__WS_ADDR", "127.0.0.1:0")
             .env("HUDDLE_SERVER__QUIC_ADDR", "127.0.0.1:0")
@@ -129,24 +128,12 @@ impl Gateway {
             )
             .env("HUDDLE_STORE__SCYLLA__KEYSPACE", KEYSPACE)
             .env("HUDDLE_STORE__SCYLLA__REQUEST_TIMEOUT_MS", "2000")
-            .env("HUDDLE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("huddle starts");
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        stdout.read_line(&mut line).unwrap();
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let field = |key: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .unwrap_or_else(|| panic!("banner has {key}: {line}"))
-                .to_string()
-        };
+            .env("HUDDLE_LOG", "warn");
+        let served = common::serve(&mut cmd);
         Self {
-            ws: field("ws="),
-            admin: field("admin=http://"),
-            child,
+            ws: served.ws,
+            admin: served.admin,
+            child: served.child,
         }
     }
 
@@ -185,14 +172,7 @@ impl Gateway {
     }
 
     fn wait_exit(mut self) -> std::process::ExitStatus {
-        for _ in 0..600 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        panic!("huddle did not exit within 30 s");
+        common::wait_bounded(&mut self.child)
     }
 }
 

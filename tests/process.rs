@@ -2,10 +2,12 @@
 //! environment overrides, `huddle token` minting a usable token, and SIGTERM
 //! draining clients with GoAway before a clean exit.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::wait_bounded;
 use huddle_client::{Client, ClientConfig, Event};
 
 struct Proc {
@@ -32,41 +34,12 @@ fn huddle(data_dir: &std::path::Path) -> Command {
 }
 
 fn spawn(data_dir: &std::path::Path) -> Proc {
-    let mut child = huddle(data_dir)
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("huddle starts");
-    let mut line = String::new();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    stdout.read_line(&mut line).unwrap();
-    // Keep reading so the gateway never writes into a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    // "huddle listening ws=ws://A quic=quic://B admin=http://C shards=N"
-    let field = |key: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .unwrap_or_else(|| panic!("banner has {key}: {line}"))
-            .to_string()
-    };
+    let served = common::serve(huddle(data_dir).arg("serve"));
     Proc {
-        ws: field("ws="),
-        quic: field("quic="),
-        child,
+        ws: served.ws,
+        quic: served.quic,
+        child: served.child,
     }
-}
-
-/// Waits for the child to exit; kills it and fails after a generous bound
-/// (a hang guard, not a timing assertion).
-fn wait_bounded(child: &mut Child) -> std::process::ExitStatus {
-    for _ in 0..600 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    panic!("huddle did not exit within 30 s");
 }
 
 fn mint(data_dir: &std::path::Path, user: &str) -> String {

@@ -300,3 +300,54 @@ pub async fn admin_send(gw: &TestGateway, method: &str, path: &str, body: &str) 
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+/// A `huddle serve` child process and the addresses its banner printed.
+pub struct Served {
+    pub child: std::process::Child,
+    pub ws: String,
+    pub quic: String,
+    /// host:port of the admin listener.
+    pub admin: String,
+}
+
+/// Spawns `cmd` (a `huddle serve` command line) and reads its banner.
+pub fn serve(cmd: &mut std::process::Command) -> Served {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("huddle starts");
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    // Keep reading so the gateway never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    // "huddle listening ws=ws://A quic=quic://B admin=http://C shards=N"
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .unwrap_or_else(|| {
+                panic!("banner has {key} (did huddle start? see its log above): {line:?}")
+            })
+            .to_string()
+    };
+    Served {
+        ws: field("ws="),
+        quic: field("quic="),
+        admin: field("admin=http://"),
+        child,
+    }
+}
+
+/// Waits for the child to exit; kills it and fails after a generous bound
+/// (a hang guard, not a timing assertion).
+pub fn wait_bounded(child: &mut std::process::Child) -> std::process::ExitStatus {
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("huddle did not exit within 30 s");
+}
