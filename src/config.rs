@@ -52,8 +52,9 @@ pub struct StoreConfig {
     pub scylla: ScyllaConfig,
 }
 
-/// A ScyllaDB cluster and the writer that feeds it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A ScyllaDB cluster and the writer that feeds it. `Debug` leaves the
+/// password out.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScyllaConfig {
     /// `host:port` of some nodes; the driver discovers the rest.
@@ -117,6 +118,30 @@ impl Default for ScyllaConfig {
             inflight_batches: 4,
             concurrency: 256,
         }
+    }
+}
+
+impl std::fmt::Debug for ScyllaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScyllaConfig")
+            .field("nodes", &self.nodes)
+            .field("keyspace", &self.keyspace)
+            .field("replication", &self.replication())
+            .field("local_datacenter", &self.local_datacenter)
+            .field("consistency", &self.consistency)
+            .field("apply_schema", &self.apply_schema)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .field("ca", &self.ca)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("batch_records", &self.batch_records)
+            .field("linger_ms", &self.linger_ms)
+            .field("inflight_batches", &self.inflight_batches)
+            .field("concurrency", &self.concurrency)
+            .finish()
     }
 }
 
@@ -971,6 +996,19 @@ mod tests {
         assert!(err.contains("keyspace"), "{err}");
         c.store.scylla.keyspace = "huddle".into();
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn the_cluster_password_never_reaches_a_log() {
+        let s = ScyllaConfig {
+            password: Some("hunter2".into()),
+            ..ScyllaConfig::default()
+        };
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 
     #[test]
