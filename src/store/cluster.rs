@@ -452,6 +452,14 @@ impl ClusterWriter {
         let mut wait = Duration::from_millis(10);
         while let Err(e) = self.journal.append(batch) {
             tracing::error!(error = %e, records = batch.len(), "spilling history failed; trying again");
+            // The writer is stuck here: keep the alarm figures moving.
+            if let Some(first) = batch.first() {
+                let m = &metrics().history;
+                let age = (WriteClock::now_us() - first.at_us).max(0) as f64 / 1e6;
+                if age > m.oldest_unpersisted_seconds.get() {
+                    m.oldest_unpersisted_seconds.set(age);
+                }
+            }
             std::thread::sleep(wait);
             wait = (wait * 2).min(MAX_BACKOFF);
         }
@@ -572,9 +580,7 @@ impl ClusterWriter {
             self.journal.oldest().ok().flatten()
         };
         let oldest = in_flight.chain(held).chain(journal).min();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
+        let now = WriteClock::now_us();
         m.oldest_unpersisted_seconds
             .set(oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1e6));
     }

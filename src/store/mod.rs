@@ -75,11 +75,16 @@ pub struct WriteClock {
 }
 
 impl WriteClock {
+    /// The wall clock, µs since the Unix epoch.
+    pub fn now_us() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64)
+    }
+
     pub fn next(&self) -> i64 {
         use std::sync::atomic::Ordering;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
+        let now = Self::now_us();
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
             let next = now.max(last + 1);
