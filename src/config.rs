@@ -221,11 +221,11 @@ impl ScyllaConfig {
             || !(1..=65_536).contains(&self.batch_records)
             || !(1..=1_024).contains(&self.inflight_batches)
             || !(1..=4_096).contains(&self.concurrency)
-            || self.linger_ms > 10_000
+            || self.linger_ms > 100
         {
             return Err(
                 "store.scylla: request_timeout_ms 1..600000, batch_records 1..65536, \
-                        inflight_batches 1..1024, concurrency 1..4096, linger_ms at most 10000"
+                        inflight_batches 1..1024, concurrency 1..4096, linger_ms at most 100"
                     .into(),
             );
         }

@@ -32,16 +32,20 @@ use huddle_client::{Client, ClientConfig, ContentType};
 const KEYSPACE: &str = "huddle_spill";
 
 /// Two loopback ports free when the test began: the private node's CQL
-/// and storage ports (fixed for the run: the node restarts on them).
+/// and storage ports (fixed for the run: the node restarts on them). Taken
+/// below the kernel's ephemeral range, so no outgoing connection grabs one
+/// while the node is down.
 fn ports() -> (u16, u16) {
     static PORTS: std::sync::OnceLock<(u16, u16)> = std::sync::OnceLock::new();
     *PORTS.get_or_init(|| {
-        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        (
-            a.local_addr().unwrap().port(),
-            b.local_addr().unwrap().port(),
-        )
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        let mut port = 20_000 + (std::process::id() % 5_000) as u16 * 2;
+        loop {
+            if free(port) && free(port + 1) {
+                return (port, port + 1);
+            }
+            port = if port >= 29_998 { 20_000 } else { port + 2 };
+        }
     })
 }
 

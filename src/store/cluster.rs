@@ -27,7 +27,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 use super::journal::Journal;
 use super::scylla::ScyllaStore;
-use super::{HistoryStore, Record, Stamped, StoreError, Write, WriteClock};
+use super::{Barriers, HistoryStore, Record, Stamped, StoreError, Write, WriteClock};
 use crate::engine::chat::{HistoryRecord, Message};
 use crate::metrics::metrics;
 
@@ -228,20 +228,24 @@ pub fn replay_all(store: &ScyllaStore, journal: &Journal, batch: usize) -> Resul
         if records.is_empty() {
             return Ok(replayed);
         }
-        store.write_stamped_blocking(&records)?;
+        let mut tries = 1;
+        while let Err(e) = store.write_stamped_blocking(&records) {
+            if tries == 3 {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "replaying the spill journal failed; trying again");
+            std::thread::sleep(Duration::from_millis(200 * tries));
+            tries += 1;
+        }
         journal.remove(&seqs, &records)?;
         replayed += records.len() as u64;
         metrics().history.replayed.inc_by(records.len() as u64);
     }
 }
 
-/// What the writer's queue carries.
-pub enum Intake {
-    Write(Write),
-    /// Answered once every write queued before it is visible to reads
-    /// (stamped and in flight, spilled, or persisted).
-    Barrier(Sender<()>),
-}
+/// The batch id held records carry in [`Unconfirmed`] until they are
+/// submitted (re-keyed to their batch) or spilled.
+const HELD: u64 = u64::MAX;
 
 /// Where a batch being written came from.
 enum Source {
@@ -322,10 +326,13 @@ impl ClusterWriter {
     }
 
     /// Runs until every sender of `intake` is gone and what they queued is
-    /// written or spilled.
-    pub fn run(mut self, intake: Receiver<Intake>) {
+    /// written or spilled. Records are readable ([`Merged`]) from the
+    /// moment they are taken, so a barrier is answered once the records
+    /// queued before it are taken.
+    pub fn run(mut self, intake: Receiver<Write>, mut barriers: Barriers) {
         let mut closed = false;
-        let mut barriers = Vec::new();
+        // Records taken from the queue so far.
+        let mut taken = 0u64;
         while !closed {
             // Wake for the next record, or to retry what is held.
             let wait = if self.held.is_empty() {
@@ -333,42 +340,40 @@ impl ClusterWriter {
             } else {
                 self.settings.linger.max(Duration::from_millis(1))
             };
-            match intake.recv_timeout(wait) {
-                Ok(first) => {
-                    // Let a batch gather: one wake-up per batch, not one per
-                    // record (senders wake nobody while the writer sleeps).
-                    let room = self
-                        .settings
-                        .batch_records
-                        .saturating_sub(self.held.len() + 1);
-                    if matches!(first, Intake::Write(_)) && intake.len() < room {
-                        std::thread::sleep(self.settings.linger);
-                    }
-                    let mut next = Some(first);
-                    while let Some(item) = next.take() {
-                        match item {
-                            Intake::Write(w) => self.take(w),
-                            // Whoever waits on it wants what came before
-                            // visible now: stop gathering.
-                            Intake::Barrier(tx) => {
-                                barriers.push(tx);
-                                break;
-                            }
-                        }
-                        if self.held.len() >= self.settings.batch_records {
-                            break;
-                        }
-                        next = intake.try_recv().ok();
+            let first = match intake.recv_timeout(wait) {
+                Ok(w) => Some(w),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    closed = true;
+                    None
+                }
+            };
+            barriers.admit(taken, intake.len() + usize::from(first.is_some()));
+            if let Some(first) = first {
+                // Let a batch gather: one wake-up per batch, not one per
+                // record (senders wake nobody while the writer sleeps). A
+                // reader waiting cuts it short.
+                let room = self
+                    .settings
+                    .batch_records
+                    .saturating_sub(self.held.len() + 1);
+                if !barriers.pending() && intake.len() < room {
+                    barriers.wait(self.settings.linger, taken, intake.len() + 1);
+                }
+                let start = self.held.len();
+                self.take(first);
+                while self.held.len() < self.settings.batch_records {
+                    match intake.try_recv() {
+                        Ok(w) => self.take(w),
+                        Err(_) => break,
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => closed = true,
+                taken += (self.held.len() - start) as u64;
+                self.unconfirmed.add(HELD, &self.held[start..]);
             }
+            barriers.release(taken);
             self.reap(Duration::ZERO);
-            self.place(!barriers.is_empty() || closed);
-            for b in barriers.drain(..) {
-                let _ = b.send(());
-            }
+            self.place(closed);
             self.replay();
             self.gauges(&intake);
         }
@@ -388,7 +393,7 @@ impl ClusterWriter {
 
     /// Writes the held records when a slot is free. Otherwise they wait for
     /// one (growing into a bigger batch) until the batch is full or they
-    /// have waited [`HOLD_AT_MOST`] — or `now` asks them out of the queue —
+    /// have waited [`HOLD_AT_MOST`] — or `now` (shutdown) asks them out —
     /// and then spill. Behind a non-empty journal they always spill.
     fn place(&mut self, now: bool) {
         if self.held.is_empty() {
@@ -419,6 +424,7 @@ impl ClusterWriter {
         let batch = std::mem::take(&mut self.held);
         self.held_since = None;
         self.spill(&batch);
+        self.unconfirmed.forget(HELD, &batch);
     }
 
     fn submit(&mut self, batch: Arc<Vec<Stamped>>, source: Source) {
@@ -535,6 +541,7 @@ impl ClusterWriter {
             return;
         }
         self.retry_at = None;
+        let mut restarted = false;
         while !self.journal.is_empty()
             && self.replaying + self.direct < self.settings.inflight_batches
         {
@@ -550,7 +557,8 @@ impl ClusterWriter {
                     // Everything past the cursor is in flight; what is left
                     // before it (a range whose replay failed while later
                     // ones landed) gets its turn once nothing is in flight.
-                    if self.replaying == 0 {
+                    if self.replaying == 0 && !restarted {
+                        restarted = true;
                         self.replay_from = 0;
                         continue;
                     }
@@ -565,7 +573,7 @@ impl ClusterWriter {
         }
     }
 
-    fn gauges(&self, intake: &Receiver<Intake>) {
+    fn gauges(&self, intake: &Receiver<Write>) {
         let m = &metrics().history;
         m.queue_depth.set(intake.len() as i64);
         m.journal_records.set(self.journal.len() as i64);
@@ -595,6 +603,16 @@ impl ClusterWriter {
             if left.is_zero() {
                 break;
             }
+            self.reap(left.min(Duration::from_millis(50)));
+        }
+        // The store answers: hand it the journal too, so what was spilled
+        // does not wait on this disk for the next start.
+        while !self.journal.is_empty() && self.retry_at.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.replay();
             self.reap(left.min(Duration::from_millis(50)));
         }
         let unfinished: Vec<(u64, InFlight)> = self

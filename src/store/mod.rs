@@ -31,7 +31,6 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-pub use cluster::Intake;
 use huddle_schema::Encoder;
 
 use crate::engine::chat::Message;
@@ -178,8 +177,54 @@ const WRITE_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 /// The running history service: a writer and a reader thread over a store.
 #[derive(Clone)]
 pub struct History {
-    writes: Sender<Intake>,
+    writes: Sender<Write>,
     reads: Sender<ReadJob>,
+}
+
+/// Readers waiting for the writer to make what was queued before them
+/// readable. A side channel, so a waiting reader never keeps the writer's
+/// queue open at shutdown.
+pub struct Barriers {
+    requests: Receiver<Sender<()>>,
+    /// (records the writer must have made readable, who waits).
+    waiting: Vec<(u64, Sender<()>)>,
+}
+
+/// Reader requests waiting for the writer at most.
+const BARRIER_QUEUE: usize = 1_024;
+
+impl Barriers {
+    /// Takes new requests: each waits for the `taken` records the writer
+    /// has so far plus the `queued` ones behind them.
+    pub fn admit(&mut self, taken: u64, queued: usize) {
+        for tx in self.requests.try_iter() {
+            self.waiting.push((taken + queued as u64, tx));
+        }
+    }
+
+    /// Waits up to `wait` for a request (the writer's linger, cut short).
+    pub fn wait(&mut self, wait: std::time::Duration, taken: u64, queued: usize) {
+        if let Ok(tx) = self.requests.recv_timeout(wait) {
+            self.waiting.push((taken + queued as u64, tx));
+            self.admit(taken, queued);
+        }
+    }
+
+    /// Answers those whose records are all readable.
+    pub fn release(&mut self, readable: u64) {
+        self.waiting.retain(|(target, tx)| {
+            if *target <= readable {
+                let _ = tx.send(());
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    pub fn pending(&self) -> bool {
+        !self.waiting.is_empty()
+    }
 }
 
 /// The service's threads, joined at shutdown after every [`History`] handle
@@ -192,7 +237,10 @@ impl History {
     /// Over a local store: the writer commits batches in transactions.
     pub fn start(store: Arc<dyn HistoryStore>) -> (History, HistoryThreads) {
         let writer_store = store.clone();
-        Self::spawn(move |rx| write_loop(&*writer_store, rx), store)
+        Self::spawn(
+            move |rx, barriers| write_loop(&*writer_store, rx, barriers),
+            store,
+        )
     }
 
     /// Over ScyllaDB: the writer batches, spills to `journal` and replays
@@ -210,24 +258,29 @@ impl History {
             unconfirmed: unconfirmed.clone(),
         });
         let writer = cluster::ClusterWriter::new(store, journal, unconfirmed, settings);
-        let (history, threads) = Self::spawn(move |rx| writer.run(rx), merged.clone());
+        let (history, threads) =
+            Self::spawn(move |rx, barriers| writer.run(rx, barriers), merged.clone());
         (history, threads, merged)
     }
 
     fn spawn(
-        writer: impl FnOnce(Receiver<Intake>) + Send + 'static,
+        writer: impl FnOnce(Receiver<Write>, Barriers) + Send + 'static,
         store: Arc<dyn HistoryStore>,
     ) -> (History, HistoryThreads) {
-        let (writes, write_rx) = bounded::<Intake>(WRITE_QUEUE);
-        let barriers = writes.clone();
+        let (writes, write_rx) = bounded::<Write>(WRITE_QUEUE);
+        let (barrier_tx, barrier_rx) = bounded(BARRIER_QUEUE);
+        let barriers = Barriers {
+            requests: barrier_rx,
+            waiting: Vec::new(),
+        };
         let (reads, read_rx) = bounded::<ReadJob>(READ_QUEUE);
         let writer = std::thread::Builder::new()
             .name("huddle-history-writer".into())
-            .spawn(move || writer(write_rx))
+            .spawn(move || writer(write_rx, barriers))
             .expect("spawning the history writer at start-up");
         let reader = std::thread::Builder::new()
             .name("huddle-history-reader".into())
-            .spawn(move || read_loop(&*store, read_rx, barriers))
+            .spawn(move || read_loop(&*store, read_rx, barrier_tx))
             .expect("spawning the history reader at start-up");
         (
             History { writes, reads },
@@ -245,18 +298,12 @@ impl History {
 
     /// Queues a write if the writer has room; gives it back otherwise.
     pub fn try_write(&self, write: Write) -> Result<(), Write> {
-        match self.writes.try_send(Intake::Write(write)) {
-            Ok(()) => Ok(()),
-            Err(e) => match e.into_inner() {
-                Intake::Write(w) => Err(w),
-                Intake::Barrier(_) => Ok(()),
-            },
-        }
+        self.writes.try_send(write).map_err(|e| e.into_inner())
     }
 
     /// Queues any write (the webhook outbox's too).
     pub fn write(&self, write: Write) {
-        let write = match self.writes.try_send(Intake::Write(write)) {
+        let write = match self.writes.try_send(write) {
             Ok(()) => return,
             Err(crossbeam_channel::TrySendError::Full(w)) => {
                 crate::metrics::metrics().history.enqueue_waits.inc();
@@ -291,29 +338,34 @@ impl HistoryThreads {
     }
 }
 
-fn write_loop(store: &dyn HistoryStore, rx: Receiver<Intake>) {
+fn write_loop(store: &dyn HistoryStore, rx: Receiver<Write>, mut barriers: Barriers) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
-    let mut barriers = Vec::new();
-    while let Ok(first) = rx.recv() {
-        // Let a batch gather: one wake-up per commit, not one per record.
-        if matches!(first, Intake::Write(_)) && rx.len() < WRITE_BATCH - 1 {
-            std::thread::sleep(WRITE_LINGER);
+    // Records taken from the queue, and committed.
+    let (mut taken, mut committed) = (0u64, 0u64);
+    loop {
+        let first = match rx.recv_timeout(WRITE_LINGER) {
+            Ok(w) => Some(w),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        barriers.admit(taken, rx.len() + usize::from(first.is_some()));
+        let Some(first) = first else {
+            barriers.release(committed);
+            continue;
+        };
+        // Let a batch gather: one wake-up per commit, not one per record;
+        // a reader waiting cuts it short.
+        if !barriers.pending() && rx.len() < WRITE_BATCH - 1 {
+            barriers.wait(WRITE_LINGER, taken, rx.len() + 1);
         }
-        let mut next = Some(first);
-        while let Some(item) = next.take() {
-            match item {
-                Intake::Write(w) => batch.push(w),
-                // A reader waits for what came before: commit now.
-                Intake::Barrier(tx) => {
-                    barriers.push(tx);
-                    break;
-                }
+        batch.push(first);
+        while batch.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
             }
-            if batch.len() >= WRITE_BATCH {
-                break;
-            }
-            next = rx.try_recv().ok();
         }
+        taken += batch.len() as u64;
         // Retry until it lands: dropping history is not an option, and the
         // queue behind us holds the shards back meanwhile.
         let mut wait = std::time::Duration::from_millis(10);
@@ -336,9 +388,8 @@ fn write_loop(store: &dyn HistoryStore, rx: Receiver<Intake>) {
                 }
             }
         }
-        for b in barriers.drain(..) {
-            let _ = b.send(());
-        }
+        committed = taken;
+        barriers.release(committed);
     }
 }
 
@@ -346,7 +397,7 @@ fn write_loop(store: &dyn HistoryStore, rx: Receiver<Intake>) {
 /// readable before it reads anyway.
 const BARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-fn read_loop(store: &dyn HistoryStore, rx: Receiver<ReadJob>, writer: Sender<Intake>) {
+fn read_loop(store: &dyn HistoryStore, rx: Receiver<ReadJob>, writer: Sender<Sender<()>>) {
     let mut enc = Encoder::new();
     while let Ok(job) = rx.recv() {
         match job {
@@ -356,7 +407,7 @@ fn read_loop(store: &dyn HistoryStore, rx: Receiver<ReadJob>, writer: Sender<Int
                 // (sent just before its last member left): wait until they
                 // are readable, so a rejoin sees them and their nonces.
                 let (tx, done) = bounded(1);
-                if writer.try_send(Intake::Barrier(tx)).is_ok() {
+                if writer.try_send(tx).is_ok() {
                     let _ = done.recv_timeout(BARRIER_WAIT);
                 }
                 warm(store, &mut enc, job)

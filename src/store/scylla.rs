@@ -36,6 +36,23 @@ const SCHEMA: &str = include_str!("../../deploy/scylla/schema.cql");
 const BUCKET_MS: u64 = 86_400_000;
 /// (chat, day) pairs remembered as written; forgotten all at once past this.
 const KNOWN_DAYS: usize = 1 << 20;
+/// ... and this often.
+const KNOWN_DAYS_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The (chat, day) rows known to be in `chat_buckets`, since when.
+struct KnownDays {
+    days: std::collections::HashSet<Day>,
+    since: std::time::Instant,
+}
+
+impl Default for KnownDays {
+    fn default() -> Self {
+        Self {
+            days: Default::default(),
+            since: std::time::Instant::now(),
+        }
+    }
+}
 /// Tries of a batch before the writer is told it failed (and spills it).
 const ATTEMPTS: u32 = 3;
 /// Wait before the second try; doubled for each one after.
@@ -162,7 +179,7 @@ pub struct ScyllaStore {
     /// Write times for the synchronous [`HistoryStore::write`].
     clock: WriteClock,
     /// (chat, day) rows known to be in `chat_buckets`.
-    known_days: std::sync::Mutex<std::collections::HashSet<Day>>,
+    known_days: std::sync::Mutex<KnownDays>,
     /// Last: the session closes while its runtime still runs.
     runtime: OwnRuntime,
 }
@@ -232,8 +249,8 @@ fn message_values(m: &Message) -> MessageValues {
 type Day = (Arc<str>, i32);
 
 /// Messages of one partition written as one unlogged batch at most: a
-/// single mutation for the replicas, well under the batch size limits
-/// (Cassandra fails a batch past 50 KiB).
+/// single mutation for the replicas, and small (servers warn about big
+/// batches, and fail multi-partition ones past their limit).
 const PARTITION_BATCH: usize = 16;
 
 const MESSAGE_COLUMNS: &str = "id, sender_id, sender_username, sender_display_name, content, \
@@ -287,6 +304,24 @@ impl ScyllaStore {
             )));
         }
         let consistency = consistency(&cfg.consistency).map_err(StoreError)?;
+        let replicas = if cfg.datacenters.is_empty() {
+            cfg.replication_factor
+        } else {
+            cfg.datacenters.values().copied().max().unwrap_or(1)
+        };
+        let answering = match consistency {
+            Consistency::One | Consistency::LocalOne => 1,
+            Consistency::Two => 2,
+            _ => replicas,
+        };
+        if 2 * answering <= replicas {
+            tracing::warn!(
+                consistency = %cfg.consistency,
+                replicas,
+                "reads and writes at this consistency may not overlap: a history read may miss \
+                 a record written moments before (LOCAL_QUORUM always overlaps)"
+            );
+        }
         // Two workers: the driver's connection tasks and keepalives run
         // between the writer's calls, and a slow node never stalls them.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -482,15 +517,21 @@ impl ScyllaStore {
                     as Pending<'_>
             }};
         }
-        // A chat's day is written to `chat_buckets` once per process, not
-        // once per message: known once a batch that wrote it landed.
+        // A chat's day is written to `chat_buckets` with its first message
+        // in a while, not with every one: known once a batch that wrote it
+        // landed, forgotten after a failure (a node may have lost it) and
+        // every few minutes (a row lost anyway is written again).
         let mut new_days: std::collections::HashSet<Day> = Default::default();
         {
-            let known = self.known_days.lock().unwrap_or_else(|e| e.into_inner());
+            let mut known = self.known_days.lock().unwrap_or_else(|e| e.into_inner());
+            if known.since.elapsed() > KNOWN_DAYS_FOR {
+                known.days.clear();
+                known.since = std::time::Instant::now();
+            }
             for r in batch {
                 if let Write::Record(Record::Chat(HistoryRecord::Message(m))) = &r.write {
                     let day = (m.chat_id.clone(), bucket_of(m.id));
-                    if !known.contains(&day) {
+                    if !known.days.contains(&day) {
                         new_days.insert(day);
                     }
                 }
@@ -598,19 +639,19 @@ impl ScyllaStore {
                 }
             }
         }
-        futures_util::stream::iter(pending)
+        let written = futures_util::stream::iter(pending)
             .buffer_unordered(self.concurrency)
             .try_for_each(|_| async { Ok(()) })
-            .await
-            .map_err(|e| err("writing a batch", e))?;
-        if !new_days.is_empty() {
-            let mut known = self.known_days.lock().unwrap_or_else(|e| e.into_inner());
-            if known.len() + new_days.len() > KNOWN_DAYS {
-                known.clear();
-            }
-            known.extend(new_days);
+            .await;
+        let mut known = self.known_days.lock().unwrap_or_else(|e| e.into_inner());
+        if written.is_err() || known.days.len() + new_days.len() > KNOWN_DAYS {
+            known.days.clear();
         }
-        Ok(())
+        if written.is_ok() {
+            known.days.extend(new_days);
+        }
+        drop(known);
+        written.map_err(|e| err("writing a batch", e))
     }
 
     /// [`HistoryStore::messages`], each with the time its stored version
