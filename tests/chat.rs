@@ -616,3 +616,42 @@ async fn unread_counts_across_chats_and_shards() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_rejoin_right_after_leaving_sees_the_message_and_its_nonce() {
+    // The direct chat goes cold when its last session leaves: the rejoin
+    // reads it back from the store while the writer may still hold the
+    // message. It must come back, and a retry of its nonce stays a retry.
+    let gw = TestGateway::start().await;
+    let chat = "direct:quick:quiet";
+    for round in 0..5 {
+        let (quick, _) = gw.client(&gw.ws_url, "quick").await;
+        quick.chat_join(chat).await.unwrap();
+        let nonce = format!("quick-{round}");
+        let text = format!("round {round}");
+        let sent = quick
+            .chat_send(chat, &text, ContentType::TEXT, Some(&nonce))
+            .await
+            .unwrap();
+        quick.close().await;
+        let (again, _) = gw.client(&gw.ws_url, "quick").await;
+        again.chat_join(chat).await.unwrap();
+        let retry = again
+            .chat_send(chat, &text, ContentType::TEXT, Some(&nonce))
+            .await
+            .unwrap();
+        assert!(
+            retry.duplicate,
+            "round {round}: the nonce survived the cold rejoin"
+        );
+        assert_eq!(retry.message_id, sent.message_id);
+        let page = again.chat_history(chat, 0, 50).await.unwrap();
+        assert_eq!(
+            page.messages.len(),
+            round + 1,
+            "round {round}: every message, once"
+        );
+        assert_eq!(page.messages[0].id, sent.message_id);
+        again.close().await;
+    }
+}
