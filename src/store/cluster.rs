@@ -268,9 +268,30 @@ struct Done {
     took: Duration,
 }
 
+/// What the writer hands batches to: the CQL store in production.
+pub trait BatchSink: Send + 'static {
+    /// Writes `batch` without blocking the caller, and calls `done` with
+    /// the outcome, the tries it took and the time it took.
+    fn submit(&self, batch: Arc<Vec<Stamped>>, done: OnDone);
+}
+
+/// A batch write's outcome: the result, the tries, the time taken.
+pub type Outcome = (Result<(), StoreError>, u32, Duration);
+
+/// Who hears a batch's outcome.
+pub type OnDone = Box<dyn FnOnce(Outcome) + Send>;
+
+impl BatchSink for Arc<ScyllaStore> {
+    fn submit(&self, batch: Arc<Vec<Stamped>>, done: OnDone) {
+        ScyllaStore::submit(self, batch, move |result, tries, took| {
+            done((result, tries, took))
+        });
+    }
+}
+
 /// The writer thread's state.
-pub struct ClusterWriter {
-    store: Arc<ScyllaStore>,
+pub struct ClusterWriter<S: BatchSink = Arc<ScyllaStore>> {
+    store: S,
     journal: Arc<Journal>,
     unconfirmed: Arc<Unconfirmed>,
     settings: WriterSettings,
@@ -295,9 +316,9 @@ pub struct ClusterWriter {
 /// How long records may wait for a free in-flight slot before they spill.
 const HOLD_AT_MOST: Duration = Duration::from_millis(500);
 
-impl ClusterWriter {
+impl<S: BatchSink> ClusterWriter<S> {
     pub fn new(
-        store: Arc<ScyllaStore>,
+        store: S,
         journal: Arc<Journal>,
         unconfirmed: Arc<Unconfirmed>,
         settings: WriterSettings,
@@ -438,17 +459,19 @@ impl ClusterWriter {
             Source::Replay(_) => self.replaying += 1,
         }
         let done = self.done_tx.clone();
-        self.store
-            .submit(batch.clone(), move |result, tries, took| {
-                // The writer is gone only after it stopped waiting for us; the
-                // batch is in the journal by then.
+        self.store.submit(
+            batch.clone(),
+            Box::new(move |(result, tries, took)| {
+                // The writer is gone only after it stopped waiting for us;
+                // the batch is in the journal by then.
                 let _ = done.send(Done {
                     id,
                     result,
                     tries,
                     took,
                 });
-            });
+            }),
+        );
         self.inflight.insert(id, InFlight { batch, source });
     }
 
@@ -632,5 +655,197 @@ impl ClusterWriter {
             );
         }
         metrics().history.journal_records.set(left as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The writer's rules without a network: a sink that takes batches,
+    //! refuses them (down) or never answers (stalled), over a real journal.
+    use super::*;
+    use crate::store::suite::message;
+    use crate::store::History;
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    const UP: u8 = 0;
+    const DOWN: u8 = 1;
+    const STALLED: u8 = 2;
+
+    #[derive(Default)]
+    struct SinkState {
+        mode: AtomicU8,
+        /// (chat, id) → (write time, content) of the newest version taken.
+        stored: Mutex<HashMap<(String, u64), (i64, String)>>,
+        /// Outcomes a stalled sink owes.
+        owed: Mutex<Vec<OnDone>>,
+    }
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<SinkState>);
+
+    impl BatchSink for Sink {
+        fn submit(&self, batch: Arc<Vec<Stamped>>, done: OnDone) {
+            match self.0.mode.load(Ordering::SeqCst) {
+                UP => {
+                    let mut stored = self.0.stored.lock().unwrap();
+                    for r in batch.iter() {
+                        if let Write::Record(Record::Chat(HistoryRecord::Message(m))) = &r.write {
+                            let e = stored
+                                .entry((m.chat_id.to_string(), m.id))
+                                .or_insert((i64::MIN, String::new()));
+                            if e.0 <= r.at_us {
+                                *e = (r.at_us, m.content.to_string());
+                            }
+                        }
+                    }
+                    drop(stored);
+                    done((Ok(()), 1, Duration::ZERO))
+                }
+                DOWN => done((Err(StoreError("down".into())), 3, Duration::ZERO)),
+                _ => self.0.owed.lock().unwrap().push(done),
+            }
+        }
+    }
+
+    struct Rig {
+        sink: Sink,
+        journal: Arc<Journal>,
+        unconfirmed: Arc<Unconfirmed>,
+        history: History,
+        threads: crate::store::HistoryThreads,
+        _dir: tempfile::TempDir,
+    }
+
+    fn rig() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("journal.redb")).unwrap();
+        let reader: Arc<dyn HistoryStore> = Arc::new(
+            crate::store::embedded::EmbeddedStore::open(&dir.path().join("h.redb")).unwrap(),
+        );
+        let sink = Sink::default();
+        let unconfirmed = Arc::new(Unconfirmed::default());
+        let writer = ClusterWriter::new(
+            sink.clone(),
+            journal.clone(),
+            unconfirmed.clone(),
+            WriterSettings {
+                batch_records: 16,
+                linger: Duration::from_millis(1),
+                inflight_batches: 2,
+            },
+        );
+        let (history, threads) = History::spawn(move |rx, b| writer.run(rx, b), reader);
+        Rig {
+            sink,
+            journal,
+            unconfirmed,
+            history,
+            threads,
+            _dir: dir,
+        }
+    }
+
+    fn send(history: &History, chat: &str, ids: std::ops::Range<u64>, text: &str) {
+        for id in ids {
+            history.persist(Record::Chat(HistoryRecord::Message(message(
+                chat,
+                id,
+                &format!("{text} {id}"),
+            ))));
+        }
+    }
+
+    /// Waits for `ok` (a hang guard, not a timing assertion).
+    fn until(what: &str, ok: impl Fn() -> bool) {
+        for _ in 0..2_000 {
+            if ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("never happened: {what}");
+    }
+
+    fn stored(sink: &Sink) -> Vec<(u64, String)> {
+        let mut v: Vec<(u64, String)> = sink
+            .0
+            .stored
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|((_, id), (_, c))| (*id, c.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn an_outage_spills_and_every_record_lands_once_it_ends() {
+        let r = rig();
+        send(&r.history, "c", 0..40, "before");
+        until("the first records land", || stored(&r.sink).len() == 40);
+        r.sink.0.mode.store(DOWN, Ordering::SeqCst);
+        send(&r.history, "c", 40..100, "during");
+        until("the outage spills", || r.journal.len() == 60);
+        // Spilled records stay readable.
+        assert_eq!(r.journal.messages("c", 0, 100).unwrap().len(), 60);
+        r.sink.0.mode.store(UP, Ordering::SeqCst);
+        send(&r.history, "c", 100..120, "after");
+        until("the journal drains", || {
+            r.journal.is_empty() && stored(&r.sink).len() == 120
+        });
+        drop(r.history);
+        r.threads.join();
+        let got = stored(&r.sink);
+        assert!(got.iter().enumerate().all(|(i, (id, _))| *id == i as u64));
+    }
+
+    #[test]
+    fn an_edit_spilled_behind_its_message_still_wins() {
+        let r = rig();
+        r.sink.0.mode.store(DOWN, Ordering::SeqCst);
+        send(&r.history, "c", 7..8, "original");
+        until("the message spills", || r.journal.len() == 1);
+        send(&r.history, "c", 7..8, "edited");
+        until("the edit spills behind it", || r.journal.len() == 2);
+        r.sink.0.mode.store(UP, Ordering::SeqCst);
+        until("the journal drains", || r.journal.is_empty());
+        assert_eq!(stored(&r.sink), [(7, "edited 7".to_string())]);
+        drop(r.history);
+        r.threads.join();
+    }
+
+    #[test]
+    fn records_are_readable_while_the_store_has_not_answered() {
+        let r = rig();
+        r.sink.0.mode.store(STALLED, Ordering::SeqCst);
+        send(&r.history, "c", 0..5, "pending");
+        until("they are taken", || {
+            r.unconfirmed.messages("c", 0, 10).len() == 5
+        });
+        // Answered late: forgotten once confirmed.
+        r.sink.0.mode.store(UP, Ordering::SeqCst);
+        for done in r.sink.0.owed.lock().unwrap().drain(..) {
+            done((Ok(()), 1, Duration::ZERO));
+        }
+        until("they are forgotten", || {
+            r.unconfirmed.messages("c", 0, 10).is_empty()
+        });
+        drop(r.history);
+        r.threads.join();
+    }
+
+    #[test]
+    fn shutdown_spills_what_the_store_never_confirmed() {
+        let r = rig();
+        r.sink.0.mode.store(STALLED, Ordering::SeqCst);
+        send(&r.history, "c", 0..10, "unconfirmed");
+        until("they are in flight", || {
+            r.unconfirmed.messages("c", 0, 20).len() == 10
+        });
+        drop(r.history);
+        r.threads.join();
+        assert_eq!(r.journal.len(), 10, "spilled at shutdown, nothing dropped");
+        assert!(r.unconfirmed.messages("c", 0, 20).is_empty());
     }
 }
