@@ -99,8 +99,15 @@ impl HistoryStore for EmbeddedStore {
                         user_id,
                         up_to,
                     })) => {
+                        // A cursor only moves forward, whatever was written
+                        // when it was not known.
+                        let key = (&**chat_id, &**user_id);
+                        let stored = cursors
+                            .get(key)
+                            .map_err(|e| err("reading a read cursor", e))?
+                            .map_or(0, |v| v.value());
                         cursors
-                            .insert((&**chat_id, &**user_id), *up_to)
+                            .insert(key, stored.max(*up_to))
                             .map_err(|e| err("writing a read cursor", e))?;
                     }
                     Write::Record(Record::Relation(r)) => {

@@ -585,7 +585,11 @@ impl ScyllaStore {
                     user_id,
                     up_to,
                 })) => pending.push(exec!(
-                    at_us,
+                    // A cursor only moves forward: written at its own value
+                    // (ids grow), the higher cursor wins however the writes
+                    // land — also one a chat warmed without its stored cursor
+                    // sends later.
+                    i64::try_from(*up_to).unwrap_or(i64::MAX).max(1),
                     &s.put_cursor,
                     (chat_id.to_string(), user_id.to_string(), *up_to as i64),
                 )),

@@ -88,6 +88,10 @@ pub fn pages_and_upserts(store: &dyn HistoryStore, prefix: &str) {
     };
     store.write(&[cursor(ids[3])]).unwrap();
     assert_eq!(store.read_cursor(&a, "u2").unwrap(), Some(ids[3]));
+    // A lower cursor written later (by a node that did not know the
+    // stored one) never moves it back.
+    store.write(&[cursor(ids[1])]).unwrap();
+    assert_eq!(store.read_cursor(&a, "u2").unwrap(), Some(ids[3]));
     assert_eq!(store.read_cursor(&a, "u3").unwrap(), None);
     assert!(store
         .messages(&format!("channel:{prefix}-none"), 0, 5)
