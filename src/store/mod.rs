@@ -8,14 +8,14 @@
 //!
 //! The one exception is the warm start: a node loads the relationships,
 //! notifications and outbox jobs it serves once, when it starts
-//! (`load_*`). On one node that is a scan of its own file; a clustered
-//! store pages those by token range. [`embedded`] implements the trait for
-//! a single node; the ScyllaDB implementation plugs in beside it.
+//! (`load_*`). On one node that is a scan of its own file; the ScyllaDB
+//! store scans its tables with paged queries. [`embedded`] implements the
+//! trait for a single node, [`scylla`] over CQL.
 //!
 //! [`History`] is the shell around a store: a writer thread that batches
-//! records into transactions (engines only enqueue) and a reader thread that
-//! answers history pages straight into session outboxes. Neither ever runs
-//! on a shard thread. Over ScyllaDB the writer is [`cluster::ClusterWriter`]
+//! records into transactions (engines only enqueue) and reader threads that
+//! answer history pages straight into session outboxes. None ever runs on a
+//! shard thread. Over ScyllaDB the writer is [`cluster::ClusterWriter`]
 //! (asynchronous batches, a spill [`journal`], replay) and reads merge what
 //! is still on its way ([`cluster::Merged`]).
 
@@ -154,7 +154,7 @@ pub struct WarmJob {
     pub back: Box<dyn FnOnce(crate::engine::chat::Command) + Send>,
 }
 
-/// Work for the reader thread.
+/// Work for the reader threads.
 pub enum ReadJob {
     Page(PageJob),
     Warm(WarmJob),
@@ -165,16 +165,18 @@ pub enum ReadJob {
 /// disk itself cannot keep up): the shard waits, counted in
 /// `huddle_history_enqueue_waits` — history is never dropped.
 pub const WRITE_QUEUE: usize = 65_536;
-/// History pages waiting for the reader. Full: the request is answered
+/// History pages waiting for the readers. Full: the request is answered
 /// RATE_LIMITED by the shard.
 const READ_QUEUE: usize = 4_096;
+/// Reader threads: a read that waits on a slow store holds one, not all.
+const READERS: usize = 4;
 /// Records per write transaction at most.
 const WRITE_BATCH: usize = 4_096;
 /// How long the writer gathers records before committing: one durable
 /// commit per linger instead of one per message (delivery never waits on it).
 const WRITE_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// The running history service: a writer and a reader thread over a store.
+/// The running history service: a writer and reader threads over a store.
 #[derive(Clone)]
 pub struct History {
     writes: Sender<Write>,
@@ -278,16 +280,16 @@ impl History {
             .name("huddle-history-writer".into())
             .spawn(move || writer(write_rx, barriers))
             .expect("spawning the history writer at start-up");
-        let reader = std::thread::Builder::new()
-            .name("huddle-history-reader".into())
-            .spawn(move || read_loop(&*store, read_rx, barrier_tx))
-            .expect("spawning the history reader at start-up");
-        (
-            History { writes, reads },
-            HistoryThreads {
-                joins: vec![writer, reader],
-            },
-        )
+        let mut joins = vec![writer];
+        for i in 0..READERS {
+            let (store, read_rx, barrier_tx) = (store.clone(), read_rx.clone(), barrier_tx.clone());
+            let reader = std::thread::Builder::new()
+                .name(format!("huddle-history-reader-{i}"))
+                .spawn(move || read_loop(&*store, read_rx, barrier_tx))
+                .expect("spawning a history reader at start-up");
+            joins.push(reader);
+        }
+        (History { writes, reads }, HistoryThreads { joins })
     }
 
     /// Queues a record and goes on. Waits only when the queue is full,
