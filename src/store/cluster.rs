@@ -47,21 +47,23 @@ pub struct WriterSettings {
 }
 
 /// Records handed to the store and not yet confirmed, for merged reads:
-/// messages and read cursors by chat, each with the batch carrying it.
+/// messages and read cursors by chat, each with the write time of the
+/// record that put it there (write times are unique: the record names the
+/// entry it may take away).
 #[derive(Default)]
 pub struct Unconfirmed {
     inner: Mutex<UnconfirmedInner>,
 }
 
-/// A message on its way: (write time, message, batch carrying it).
-type OnItsWay = (i64, Arc<Message>, u64);
+/// A message on its way: (write time, the newest version).
+type OnItsWay = (i64, Arc<Message>);
 
 #[derive(Default)]
 struct UnconfirmedInner {
     /// chat → message id → the newest version on its way.
     messages: HashMap<Arc<str>, BTreeMap<u64, OnItsWay>>,
-    /// (chat, user) → (read up to, batch).
-    cursors: HashMap<(Arc<str>, Arc<str>), (u64, u64)>,
+    /// (chat, user) → (read up to, write time of the last record).
+    cursors: HashMap<(Arc<str>, Arc<str>), (u64, i64)>,
 }
 
 impl Unconfirmed {
@@ -69,15 +71,15 @@ impl Unconfirmed {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn add(&self, batch_id: u64, batch: &[Stamped]) {
+    pub(crate) fn add(&self, batch: &[Stamped]) {
         let mut inner = self.lock();
         for r in batch {
             match &r.write {
                 Write::Record(Record::Chat(HistoryRecord::Message(m))) => {
                     let chat = inner.messages.entry(m.chat_id.clone()).or_default();
-                    let newer = chat.get(&m.id).is_none_or(|(at, _, _)| *at <= r.at_us);
+                    let newer = chat.get(&m.id).is_none_or(|(at, _)| *at <= r.at_us);
                     if newer {
-                        chat.insert(m.id, (r.at_us, m.clone(), batch_id));
+                        chat.insert(m.id, (r.at_us, m.clone()));
                     }
                 }
                 Write::Record(Record::Chat(HistoryRecord::ReadCursor {
@@ -88,21 +90,22 @@ impl Unconfirmed {
                     let e = inner
                         .cursors
                         .entry((chat_id.clone(), user_id.clone()))
-                        .or_insert((0, batch_id));
-                    *e = (e.0.max(*up_to), batch_id);
+                        .or_insert((0, r.at_us));
+                    *e = (e.0.max(*up_to), r.at_us);
                 }
                 _ => {}
             }
         }
     }
 
-    fn forget(&self, batch_id: u64, batch: &[Stamped]) {
+    /// Takes away the entries `batch` put there (not newer ones).
+    fn forget(&self, batch: &[Stamped]) {
         let mut inner = self.lock();
         for r in batch {
             match &r.write {
                 Write::Record(Record::Chat(HistoryRecord::Message(m))) => {
                     if let Some(chat) = inner.messages.get_mut(&m.chat_id) {
-                        if chat.get(&m.id).is_some_and(|(_, _, b)| *b == batch_id) {
+                        if chat.get(&m.id).is_some_and(|(at, _)| *at == r.at_us) {
                             chat.remove(&m.id);
                         }
                         if chat.is_empty() {
@@ -114,7 +117,11 @@ impl Unconfirmed {
                     chat_id, user_id, ..
                 })) => {
                     let key = (chat_id.clone(), user_id.clone());
-                    if inner.cursors.get(&key).is_some_and(|(_, b)| *b == batch_id) {
+                    if inner
+                        .cursors
+                        .get(&key)
+                        .is_some_and(|(_, at)| *at == r.at_us)
+                    {
                         inner.cursors.remove(&key);
                     }
                 }
@@ -132,7 +139,7 @@ impl Unconfirmed {
         chat.range(..end)
             .rev()
             .take(limit)
-            .map(|(_, (at, m, _))| (*at, m.clone()))
+            .map(|(_, (at, m))| (*at, m.clone()))
             .collect()
     }
 
@@ -242,10 +249,6 @@ pub fn replay_all(store: &ScyllaStore, journal: &Journal, batch: usize) -> Resul
         metrics().history.replayed.inc_by(records.len() as u64);
     }
 }
-
-/// The batch id held records carry in [`Unconfirmed`] until they are
-/// submitted (re-keyed to their batch) or spilled.
-const HELD: u64 = u64::MAX;
 
 /// Where a batch being written came from.
 enum Source {
@@ -390,7 +393,7 @@ impl<S: BatchSink> ClusterWriter<S> {
                     }
                 }
                 taken += (self.held.len() - start) as u64;
-                self.unconfirmed.add(HELD, &self.held[start..]);
+                self.unconfirmed.add(&self.held[start..]);
             }
             barriers.release(taken);
             self.reap(Duration::ZERO);
@@ -445,17 +448,14 @@ impl<S: BatchSink> ClusterWriter<S> {
         let batch = std::mem::take(&mut self.held);
         self.held_since = None;
         self.spill(&batch);
-        self.unconfirmed.forget(HELD, &batch);
+        self.unconfirmed.forget(&batch);
     }
 
     fn submit(&mut self, batch: Arc<Vec<Stamped>>, source: Source) {
         let id = self.next_batch;
         self.next_batch += 1;
         match source {
-            Source::Direct => {
-                self.direct += 1;
-                self.unconfirmed.add(id, &batch);
-            }
+            Source::Direct => self.direct += 1,
             Source::Replay(_) => self.replaying += 1,
         }
         let done = self.done_tx.clone();
@@ -521,14 +521,14 @@ impl<S: BatchSink> ClusterWriter<S> {
         match (flight.source, done.result) {
             (Source::Direct, Ok(())) => {
                 self.direct -= 1;
-                self.unconfirmed.forget(done.id, &flight.batch);
+                self.unconfirmed.forget(&flight.batch);
             }
             (Source::Direct, Err(e)) => {
                 self.direct -= 1;
                 tracing::warn!(error = %e, records, "history batch failed; spilling it");
                 // Journal first, so a read never misses it in between.
                 self.spill(&flight.batch);
-                self.unconfirmed.forget(done.id, &flight.batch);
+                self.unconfirmed.forget(&flight.batch);
             }
             (Source::Replay(seqs), Ok(())) => {
                 self.replaying -= 1;
@@ -638,14 +638,15 @@ impl<S: BatchSink> ClusterWriter<S> {
             self.replay();
             self.reap(left.min(Duration::from_millis(50)));
         }
-        let unfinished: Vec<(u64, InFlight)> = self
+        let unfinished: Vec<InFlight> = self
             .inflight
             .drain()
-            .filter(|(_, f)| matches!(f.source, Source::Direct))
+            .map(|(_, f)| f)
+            .filter(|f| matches!(f.source, Source::Direct))
             .collect();
-        for (id, flight) in unfinished {
+        for flight in unfinished {
             self.spill(&flight.batch);
-            self.unconfirmed.forget(id, &flight.batch);
+            self.unconfirmed.forget(&flight.batch);
         }
         let left = self.journal.len();
         if left > 0 {

@@ -213,35 +213,36 @@ type Pending<'a> = std::pin::Pin<
 >;
 
 /// A message row's values, in `MESSAGE_COLUMNS` order after the partition.
-type MessageValues = (
-    String,
+/// Borrowed from the message: the batch outlives its statements.
+type MessageValues<'m> = (
+    &'m str,
     i32,
     i64,
-    String,
-    String,
-    String,
-    String,
+    &'m str,
+    &'m str,
+    &'m str,
+    &'m str,
     i32,
     i64,
     i64,
     bool,
-    Option<String>,
+    Option<&'m str>,
 );
 
-fn message_values(m: &Message) -> MessageValues {
+fn message_values(m: &Message) -> MessageValues<'_> {
     (
-        m.chat_id.to_string(),
+        &m.chat_id,
         bucket_of(m.id),
         m.id as i64,
-        m.sender.id.to_string(),
-        m.sender.username.to_string(),
-        m.sender.display_name.to_string(),
-        m.content.to_string(),
+        &m.sender.id,
+        &m.sender.username,
+        &m.sender.display_name,
+        &m.content,
         i32::from(m.content_type),
         m.created_at_ms,
         m.edited_at_ms,
         m.deleted,
-        m.nonce.as_deref().map(str::to_string),
+        m.nonce.as_deref(),
     )
 }
 
@@ -551,7 +552,7 @@ impl ScyllaStore {
         for (day, messages) in &partitions {
             if new_days.contains(day) {
                 let at_us = messages[0].0;
-                pending.push(exec!(at_us, &s.put_bucket, (day.0.to_string(), day.1)));
+                pending.push(exec!(at_us, &s.put_bucket, (&*day.0, day.1)));
             }
             if messages.len() == 1 {
                 let (at_us, m) = messages[0];
@@ -591,23 +592,15 @@ impl ScyllaStore {
                     // sends later.
                     i64::try_from(*up_to).unwrap_or(i64::MAX).max(1),
                     &s.put_cursor,
-                    (chat_id.to_string(), user_id.to_string(), *up_to as i64),
+                    (&**chat_id, &**user_id, *up_to as i64),
                 )),
                 Write::Record(Record::Relation(r)) => match &r.pair {
                     Some(pair) => {
                         let value = serde_json::to_string(pair)
                             .map_err(|e| err("encoding a relation", e))?;
-                        pending.push(exec!(
-                            at_us,
-                            &s.put_relation,
-                            (r.user.to_string(), r.other.to_string(), value),
-                        ));
+                        pending.push(exec!(at_us, &s.put_relation, (&*r.user, &*r.other, value),));
                     }
-                    None => pending.push(exec!(
-                        at_us,
-                        &s.del_relation,
-                        (r.user.to_string(), r.other.to_string()),
-                    )),
+                    None => pending.push(exec!(at_us, &s.del_relation, (&*r.user, &*r.other),)),
                 },
                 Write::Record(Record::Notification(n)) => {
                     let value = serde_json::to_string(&**n)
@@ -615,32 +608,23 @@ impl ScyllaStore {
                     pending.push(exec!(
                         at_us,
                         &s.put_notification,
-                        (n.user_id.to_string(), n.id as i64, value),
+                        (&*n.user_id, n.id as i64, value),
                     ));
                 }
-                Write::Record(Record::NotificationDeleted { user, id }) => pending.push(exec!(
-                    at_us,
-                    &s.del_notification,
-                    (user.to_string(), *id as i64)
-                )),
+                Write::Record(Record::NotificationDeleted { user, id }) => {
+                    pending.push(exec!(at_us, &s.del_notification, (&**user, *id as i64)))
+                }
                 Write::Record(Record::Rating(r)) => pending.push(exec!(
                     at_us,
                     &s.put_rating,
-                    (
-                        r.user.to_string(),
-                        r.game.to_string(),
-                        r.rating.mu,
-                        r.rating.sigma
-                    ),
+                    (&*r.user, &*r.game, r.rating.mu, r.rating.sigma),
                 )),
                 Write::OutboxPut(job) => {
                     let value =
                         serde_json::to_string(&**job).map_err(|e| err("encoding a job", e))?;
-                    pending.push(exec!(at_us, &s.put_job, (node, job.id.to_string(), value),));
+                    pending.push(exec!(at_us, &s.put_job, (node, &*job.id, value),));
                 }
-                Write::OutboxDone(id) => {
-                    pending.push(exec!(at_us, &s.del_job, (node, id.to_string())))
-                }
+                Write::OutboxDone(id) => pending.push(exec!(at_us, &s.del_job, (node, &**id))),
             }
         }
         let written = futures_util::stream::iter(pending)
@@ -938,7 +922,7 @@ mod tests {
         }));
         journal.append(&[stamp(later + 2, cursor)]).unwrap();
         let unconfirmed = Arc::new(Unconfirmed::default());
-        unconfirmed.add(7, &[stamp(later + 3, put(m(base + 4, "four")))]);
+        unconfirmed.add(&[stamp(later + 3, put(m(base + 4, "four")))]);
         let merged = Merged {
             store: Arc::new(store),
             journal,
