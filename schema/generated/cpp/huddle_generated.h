@@ -295,11 +295,12 @@ enum class ErrorCode : uint16_t {
   FRIEND_ERROR = 112,
   NOTIFICATION_NOT_FOUND = 113,
   MATCHMAKING_ERROR = 114,
+  STORE_UNAVAILABLE = 115,
   MIN = NONE,
-  MAX = MATCHMAKING_ERROR
+  MAX = STORE_UNAVAILABLE
 };
 
-inline const ErrorCode (&EnumValuesErrorCode())[29] {
+inline const ErrorCode (&EnumValuesErrorCode())[30] {
   static const ErrorCode values[] = {
     ErrorCode::NONE,
     ErrorCode::CHAT_NOT_FOUND,
@@ -329,13 +330,14 @@ inline const ErrorCode (&EnumValuesErrorCode())[29] {
     ErrorCode::INVALID_ARGUMENT,
     ErrorCode::FRIEND_ERROR,
     ErrorCode::NOTIFICATION_NOT_FOUND,
-    ErrorCode::MATCHMAKING_ERROR
+    ErrorCode::MATCHMAKING_ERROR,
+    ErrorCode::STORE_UNAVAILABLE
   };
   return values;
 }
 
 inline const char * const *EnumNamesErrorCode() {
-  static const char * const names[116] = {
+  static const char * const names[117] = {
     "NONE",
     "CHAT_NOT_FOUND",
     "ACCESS_DENIED",
@@ -451,13 +453,14 @@ inline const char * const *EnumNamesErrorCode() {
     "FRIEND_ERROR",
     "NOTIFICATION_NOT_FOUND",
     "MATCHMAKING_ERROR",
+    "STORE_UNAVAILABLE",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameErrorCode(ErrorCode e) {
-  if (::flatbuffers::IsOutRange(e, ErrorCode::NONE, ErrorCode::MATCHMAKING_ERROR)) return "";
+  if (::flatbuffers::IsOutRange(e, ErrorCode::NONE, ErrorCode::STORE_UNAVAILABLE)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesErrorCode()[index];
 }
@@ -1818,7 +1821,8 @@ struct Welcome FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
     VT_RESUMED = 16,
     VT_REPLAYED = 18,
     VT_MAX_FRAME_BYTES = 20,
-    VT_RESUME_WINDOW_MS = 22
+    VT_RESUME_WINDOW_MS = 22,
+    VT_LAST_REQUEST_ID = 24
   };
   const ::flatbuffers::String *session_id() const {
     return GetPointer<const ::flatbuffers::String *>(VT_SESSION_ID);
@@ -1850,6 +1854,9 @@ struct Welcome FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
   uint32_t resume_window_ms() const {
     return GetField<uint32_t>(VT_RESUME_WINDOW_MS, 0);
   }
+  uint64_t last_request_id() const {
+    return GetField<uint64_t>(VT_LAST_REQUEST_ID, 0);
+  }
   template <bool B = false>
   bool Verify(::flatbuffers::VerifierTemplate<B> &verifier) const {
     return VerifyTableStart(verifier) &&
@@ -1866,6 +1873,7 @@ struct Welcome FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {
            VerifyField<uint32_t>(verifier, VT_REPLAYED, 4) &&
            VerifyField<uint32_t>(verifier, VT_MAX_FRAME_BYTES, 4) &&
            VerifyField<uint32_t>(verifier, VT_RESUME_WINDOW_MS, 4) &&
+           VerifyField<uint64_t>(verifier, VT_LAST_REQUEST_ID, 8) &&
            verifier.EndTable();
   }
 };
@@ -1904,6 +1912,9 @@ struct WelcomeBuilder {
   void add_resume_window_ms(uint32_t resume_window_ms) {
     fbb_.AddElement<uint32_t>(Welcome::VT_RESUME_WINDOW_MS, resume_window_ms, 0);
   }
+  void add_last_request_id(uint64_t last_request_id) {
+    fbb_.AddElement<uint64_t>(Welcome::VT_LAST_REQUEST_ID, last_request_id, 0);
+  }
   explicit WelcomeBuilder(::flatbuffers::FlatBufferBuilder &_fbb)
         : fbb_(_fbb) {
     start_ = fbb_.StartTable();
@@ -1926,8 +1937,10 @@ inline ::flatbuffers::Offset<Welcome> CreateWelcome(
     bool resumed = false,
     uint32_t replayed = 0,
     uint32_t max_frame_bytes = 0,
-    uint32_t resume_window_ms = 0) {
+    uint32_t resume_window_ms = 0,
+    uint64_t last_request_id = 0) {
   WelcomeBuilder builder_(_fbb);
+  builder_.add_last_request_id(last_request_id);
   builder_.add_server_time_ms(server_time_ms);
   builder_.add_resume_window_ms(resume_window_ms);
   builder_.add_max_frame_bytes(max_frame_bytes);
@@ -1952,7 +1965,8 @@ inline ::flatbuffers::Offset<Welcome> CreateWelcomeDirect(
     bool resumed = false,
     uint32_t replayed = 0,
     uint32_t max_frame_bytes = 0,
-    uint32_t resume_window_ms = 0) {
+    uint32_t resume_window_ms = 0,
+    uint64_t last_request_id = 0) {
   auto session_id__ = session_id ? _fbb.CreateString(session_id) : 0;
   auto resume_token__ = resume_token ? _fbb.CreateString(resume_token) : 0;
   return huddle::wire::CreateWelcome(
@@ -1966,7 +1980,8 @@ inline ::flatbuffers::Offset<Welcome> CreateWelcomeDirect(
       resumed,
       replayed,
       max_frame_bytes,
-      resume_window_ms);
+      resume_window_ms,
+      last_request_id);
 }
 
 struct Error FLATBUFFERS_FINAL_CLASS : private ::flatbuffers::Table {

@@ -13,10 +13,10 @@ pub mod wire {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 114;
+pub const ENUM_MAX_ERROR_CODE: u16 = 115;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 29] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 30] = [
   ErrorCode::NONE,
   ErrorCode::CHAT_NOT_FOUND,
   ErrorCode::ACCESS_DENIED,
@@ -46,6 +46,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 29] = [
   ErrorCode::FRIEND_ERROR,
   ErrorCode::NOTIFICATION_NOT_FOUND,
   ErrorCode::MATCHMAKING_ERROR,
+  ErrorCode::STORE_UNAVAILABLE,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -82,9 +83,10 @@ impl ErrorCode {
   pub const FRIEND_ERROR: Self = Self(112);
   pub const NOTIFICATION_NOT_FOUND: Self = Self(113);
   pub const MATCHMAKING_ERROR: Self = Self(114);
+  pub const STORE_UNAVAILABLE: Self = Self(115);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 114;
+  pub const ENUM_MAX: u16 = 115;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CHAT_NOT_FOUND,
@@ -115,6 +117,7 @@ impl ErrorCode {
     Self::FRIEND_ERROR,
     Self::NOTIFICATION_NOT_FOUND,
     Self::MATCHMAKING_ERROR,
+    Self::STORE_UNAVAILABLE,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -148,6 +151,7 @@ impl ErrorCode {
       Self::FRIEND_ERROR => Some("FRIEND_ERROR"),
       Self::NOTIFICATION_NOT_FOUND => Some("NOTIFICATION_NOT_FOUND"),
       Self::MATCHMAKING_ERROR => Some("MATCHMAKING_ERROR"),
+      Self::STORE_UNAVAILABLE => Some("STORE_UNAVAILABLE"),
       _ => None,
     }
   }
@@ -2391,6 +2395,7 @@ impl<'a> Welcome<'a> {
   pub const VT_REPLAYED: ::flatbuffers::VOffsetT = 18;
   pub const VT_MAX_FRAME_BYTES: ::flatbuffers::VOffsetT = 20;
   pub const VT_RESUME_WINDOW_MS: ::flatbuffers::VOffsetT = 22;
+  pub const VT_LAST_REQUEST_ID: ::flatbuffers::VOffsetT = 24;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2402,6 +2407,7 @@ impl<'a> Welcome<'a> {
     args: &'args WelcomeArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Welcome<'bldr>> {
     let mut builder = WelcomeBuilder::new(_fbb);
+    builder.add_last_request_id(args.last_request_id);
     builder.add_server_time_ms(args.server_time_ms);
     builder.add_resume_window_ms(args.resume_window_ms);
     builder.add_max_frame_bytes(args.max_frame_bytes);
@@ -2486,6 +2492,13 @@ impl<'a> Welcome<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(Welcome::VT_RESUME_WINDOW_MS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn last_request_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Welcome::VT_LAST_REQUEST_ID, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Welcome<'_> {
@@ -2504,6 +2517,7 @@ impl ::flatbuffers::Verifiable for Welcome<'_> {
      .visit_field::<u32>("replayed", Self::VT_REPLAYED, false)?
      .visit_field::<u32>("max_frame_bytes", Self::VT_MAX_FRAME_BYTES, false)?
      .visit_field::<u32>("resume_window_ms", Self::VT_RESUME_WINDOW_MS, false)?
+     .visit_field::<u64>("last_request_id", Self::VT_LAST_REQUEST_ID, false)?
      .finish();
     Ok(())
   }
@@ -2519,6 +2533,7 @@ pub struct WelcomeArgs<'a> {
     pub replayed: u32,
     pub max_frame_bytes: u32,
     pub resume_window_ms: u32,
+    pub last_request_id: u64,
 }
 impl<'a> Default for WelcomeArgs<'a> {
   #[inline]
@@ -2534,6 +2549,7 @@ impl<'a> Default for WelcomeArgs<'a> {
       replayed: 0,
       max_frame_bytes: 0,
       resume_window_ms: 0,
+      last_request_id: 0,
     }
   }
 }
@@ -2584,6 +2600,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WelcomeBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u32>(Welcome::VT_RESUME_WINDOW_MS, resume_window_ms, 0);
   }
   #[inline]
+  pub fn add_last_request_id(&mut self, last_request_id: u64) {
+    self.fbb_.push_slot::<u64>(Welcome::VT_LAST_REQUEST_ID, last_request_id, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WelcomeBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     WelcomeBuilder {
@@ -2611,6 +2631,7 @@ impl ::core::fmt::Debug for Welcome<'_> {
       ds.field("replayed", &self.replayed());
       ds.field("max_frame_bytes", &self.max_frame_bytes());
       ds.field("resume_window_ms", &self.resume_window_ms());
+      ds.field("last_request_id", &self.last_request_id());
       ds.finish()
   }
 }

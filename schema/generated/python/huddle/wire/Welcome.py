@@ -102,8 +102,15 @@ class Welcome(object):
             return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
         return 0
 
+    # Welcome
+    def LastRequestId(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
 def WelcomeStart(builder):
-    builder.StartObject(10)
+    builder.StartObject(11)
 
 def Start(builder):
     WelcomeStart(builder)
@@ -167,6 +174,12 @@ def WelcomeAddResumeWindowMs(builder, resumeWindowMs):
 
 def AddResumeWindowMs(builder, resumeWindowMs):
     WelcomeAddResumeWindowMs(builder, resumeWindowMs)
+
+def WelcomeAddLastRequestId(builder, lastRequestId):
+    builder.PrependUint64Slot(10, lastRequestId, 0)
+
+def AddLastRequestId(builder, lastRequestId):
+    WelcomeAddLastRequestId(builder, lastRequestId)
 
 def WelcomeEnd(builder):
     return builder.EndObject()

@@ -79,8 +79,13 @@ resumeWindowMs():number {
   return offset ? this.bb!.readUint32(this.bb_pos + offset) : 0;
 }
 
+lastRequestId():bigint {
+  const offset = this.bb!.__offset(this.bb_pos, 24);
+  return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
+}
+
 static startWelcome(builder:flatbuffers.Builder) {
-  builder.startObject(10);
+  builder.startObject(11);
 }
 
 static addSessionId(builder:flatbuffers.Builder, sessionIdOffset:flatbuffers.Offset) {
@@ -121,6 +126,10 @@ static addMaxFrameBytes(builder:flatbuffers.Builder, maxFrameBytes:number) {
 
 static addResumeWindowMs(builder:flatbuffers.Builder, resumeWindowMs:number) {
   builder.addFieldInt32(9, resumeWindowMs, 0);
+}
+
+static addLastRequestId(builder:flatbuffers.Builder, lastRequestId:bigint) {
+  builder.addFieldInt64(10, lastRequestId, BigInt('0'));
 }
 
 static endWelcome(builder:flatbuffers.Builder):flatbuffers.Offset {
