@@ -1,10 +1,16 @@
 //! The hot-path cost of history: what a shard pays to hand one chat
-//! message to the history writer (`History::persist`), with the writer
-//! draining the queue in the background — into the embedded store, and,
-//! when `HUDDLE_BENCH_CQL=host:port` names a CQL server, through the
-//! ScyllaDB writer. Only the enqueue is timed: the queue is let drain
-//! between rounds, so a full queue never turns the figure into the
-//! writer's throughput.
+//! message to the history writer (`History::persist`), with the
+//! acknowledgement journal and the writer draining the queue in the
+//! background — into the embedded store, and, when
+//! `HUDDLE_BENCH_CQL=host:port` names a CQL server, through the ScyllaDB
+//! writer. Only the enqueue is timed: the queue is let drain between
+//! rounds, so a full queue never turns the figure into the writer's
+//! throughput.
+//!
+//! `history/ack/*`: from queueing one message to its acknowledgement
+//! running (`after_durable`), one at a time — the durable path's floor (one
+//! write and fdatasync of the acknowledgement journal per message, no
+//! group to share it), and the fast mode beside it.
 
 // The gateway's allocator, so the figures match production.
 #[global_allocator]
@@ -16,11 +22,12 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use huddle::engine::chat::{Author, HistoryRecord, Message};
 use huddle::engine::Record;
+use huddle::store::ack::AckMode;
 use huddle::store::cluster::WriterSettings;
 use huddle::store::embedded::EmbeddedStore;
 use huddle::store::journal::Journal;
 use huddle::store::scylla::ScyllaStore;
-use huddle::store::History;
+use huddle::store::{AckSettings, History, HistoryStore};
 
 /// Messages enqueued per timed round (well under the queue's capacity).
 const ROUND: u64 = 8_192;
@@ -66,11 +73,40 @@ fn enqueue(c: &mut Criterion, name: &str, history: &History) {
     });
 }
 
+fn acknowledged(c: &mut Criterion, name: &str, history: &History) {
+    let record = message(1);
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            history.persist(record.clone());
+            history.after_durable(move || {
+                let _ = tx.send(());
+            });
+            rx.recv().unwrap();
+        })
+    });
+}
+
+fn embedded(dir: &std::path::Path, mode: AckMode) -> (History, huddle::store::HistoryThreads) {
+    let store: Arc<dyn HistoryStore> =
+        Arc::new(EmbeddedStore::open(&dir.join("h.redb"), 64 << 20).unwrap());
+    let ack = AckSettings {
+        dir: dir.join("ack"),
+        mode,
+    };
+    History::start(store, &ack).unwrap()
+}
+
 fn history_enqueue(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(EmbeddedStore::open(&dir.path().join("h.redb")).unwrap());
-    let (history, threads) = History::start(store);
+    let (history, threads) = embedded(dir.path(), AckMode::Durable);
     enqueue(c, "history/enqueue/embedded", &history);
+    acknowledged(c, "history/ack/durable", &history);
+    drop(history);
+    threads.join();
+    let dir = tempfile::tempdir().unwrap();
+    let (history, threads) = embedded(dir.path(), AckMode::Fast);
+    acknowledged(c, "history/ack/fast", &history);
     drop(history);
     threads.join();
 
@@ -87,7 +123,11 @@ fn history_enqueue(c: &mut Criterion) {
             linger: Duration::from_millis(cfg.linger_ms),
             inflight_batches: cfg.inflight_batches,
         };
-        let (history, threads, _) = History::start_cluster(store, journal, settings);
+        let ack = AckSettings {
+            dir: dir.path().join("ack-cql"),
+            mode: AckMode::Durable,
+        };
+        let (history, threads, _) = History::start_cluster(store, journal, settings, &ack).unwrap();
         enqueue(c, "history/enqueue/scylla", &history);
         drop(history);
         threads.join();

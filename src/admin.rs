@@ -37,9 +37,30 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
     if gw.stop_accepting.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_string())
+    } else if let Some(why) = gw.store_health.failure() {
+        // Still serving reads and volatile traffic, but sends are refused:
+        // a load balancer should prefer other nodes.
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store failing: {why}\n"),
+        )
     } else {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, "ready\n".to_string())
+    }
+}
+
+/// A write the operator asked for is refused while the store cannot keep
+/// it (503, retry later), before anything changes.
+pub(crate) fn store_refusal(gw: &Gateway) -> Result<(), Answer> {
+    match gw.store_health.failure() {
+        None => Ok(()),
+        Some(why) => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the gateway cannot store this right now ({why}); nothing changed, retry shortly\n"
+            ),
+        )),
     }
 }
 
@@ -102,6 +123,9 @@ async fn create_channel(
     if let Err(denied) = authorized(&gw, &headers) {
         return denied;
     }
+    if let Err(refused) = store_refusal(&gw) {
+        return refused;
+    }
     let id = format!("channel:{}", req.name);
     let spec = ChannelSpec {
         name: req.name,
@@ -163,6 +187,9 @@ async fn notify(
 ) -> Answer {
     if let Err(denied) = authorized(&gw, &headers) {
         return denied;
+    }
+    if let Err(refused) = store_refusal(&gw) {
+        return refused;
     }
     let bad = |m: String| (StatusCode::BAD_REQUEST, m + "\n");
     if req.all_online != req.user_ids.is_empty() {

@@ -44,12 +44,30 @@ pub enum StoreKind {
 
 /// Where chat history, relations, notifications, ratings and the webhook
 /// outbox are kept.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     pub kind: StoreKind,
+    /// When a reply that something was stored is sent: `durable` once the
+    /// record is synced to the acknowledgement journal (`<data_dir>/ack`,
+    /// survives kill -9 and power loss), `fast` as soon as it is queued.
+    pub ack: crate::store::ack::AckMode,
+    /// Page cache of the embedded store, MiB (redb's default would be
+    /// 1 GiB; the spill journal's is 16 MiB).
+    pub cache_mb: usize,
     /// Used when `kind = "scylla"`.
     pub scylla: ScyllaConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::default(),
+            ack: crate::store::ack::AckMode::Durable,
+            cache_mb: 64,
+            scylla: ScyllaConfig::default(),
+        }
+    }
 }
 
 /// A ScyllaDB cluster and the writer that feeds it. `Debug` leaves the
@@ -839,6 +857,9 @@ impl Config {
         }
         if w.retry_base_ms == 0 || w.retry_max_ms < w.retry_base_ms || w.timeout_ms == 0 {
             return bad("webhooks.retry_base_ms and webhooks.timeout_ms must be > 0, and webhooks.retry_max_ms >= webhooks.retry_base_ms");
+        }
+        if !(1..=65_536).contains(&self.store.cache_mb) {
+            return bad("store.cache_mb must be 1..=65536 (MiB)");
         }
         if self.store.kind == StoreKind::Scylla {
             self.store.scylla.validate().map_err(ConfigError::Invalid)?;

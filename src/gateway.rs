@@ -26,7 +26,7 @@ use crate::store::cluster::{replay_all, WriterSettings};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::journal::Journal;
 use crate::store::scylla::ScyllaStore;
-use crate::store::{History, HistoryStore, HistoryThreads};
+use crate::store::{ack, AckSettings, History, HistoryStore, HistoryThreads, Stamped, WriteClock};
 use crate::transport::{quic, ws};
 use crate::webhook::{self, Webhooks, WorkerContext};
 use crate::{admin, tls};
@@ -47,6 +47,9 @@ pub struct Gateway {
     pub tracker: TaskTracker,
     /// One per open connection (from accept), `server.max_connections` in all.
     pub connection_permits: Arc<tokio::sync::Semaphore>,
+    /// Whether writes can be kept now (requests that write are refused
+    /// with STORE_UNAVAILABLE while not; `/readyz` says why).
+    pub store_health: Arc<crate::store::ack::Health>,
 }
 
 /// A started gateway.
@@ -123,23 +126,45 @@ fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Opens the configured store and starts the history threads over it.
-/// Over ScyllaDB, whatever a crash left in the spill journal is replayed
-/// first, so the warm start sees every record. Blocking work runs off the
-/// async workers.
+/// What a crash left in the acknowledgement journal goes to the store
+/// first (over ScyllaDB, into the spill journal, which is then replayed),
+/// so the warm start sees every record that was acknowledged. Blocking
+/// work runs off the async workers.
 async fn open_history(
     config: &Config,
 ) -> anyhow::Result<(History, HistoryThreads, Arc<dyn HistoryStore>)> {
     let dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    let ack = AckSettings {
+        dir: dir.join("ack"),
+        mode: config.store.ack,
+    };
     match config.store.kind {
         StoreKind::Embedded => {
-            let store: Arc<dyn HistoryStore> =
-                tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir.join("history.redb")))
-                    .await?
-                    .map(Arc::new)?;
-            let (history, threads) = History::start(store.clone());
-            Ok((history, threads, store))
+            let cache = config.store.cache_mb << 20;
+            let ack = ack.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let path = dir.join("history.redb");
+                let store = Arc::new(EmbeddedStore::open(&path, cache)?);
+                let recovered = ack::recover(&ack.dir, 4096, |batch| store.write(batch))
+                    .with_context(|| {
+                        format!(
+                            "handing the acknowledgement journal {} to the store",
+                            ack.dir.display()
+                        )
+                    })?;
+                if recovered > 0 {
+                    tracing::info!(
+                        recovered,
+                        "recovered acknowledged records a crash left in the journal"
+                    );
+                }
+                let store: Arc<dyn HistoryStore> = store;
+                let (history, threads) = History::start(store.clone(), &ack)?;
+                Ok((history, threads, store))
+            })
+            .await?
         }
         StoreKind::Scylla => {
             let cfg = config.store.scylla.clone();
@@ -149,8 +174,33 @@ async fn open_history(
                 linger: Duration::from_millis(cfg.linger_ms),
                 inflight_batches: cfg.inflight_batches,
             };
-            let (store, journal) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let journal = Journal::open(&dir.join("journal.redb"))?;
+                // Behind whatever the journal already holds: the
+                // acknowledgement journal's records are newer.
+                let clock = WriteClock::default();
+                let recovered = ack::recover(&ack.dir, cfg.batch_records, |batch| {
+                    let stamped: Vec<Stamped> = batch
+                        .iter()
+                        .map(|w| Stamped {
+                            at_us: clock.next(),
+                            write: w.clone(),
+                        })
+                        .collect();
+                    journal.append(&stamped)
+                })
+                .with_context(|| {
+                    format!(
+                        "moving the acknowledgement journal {} into the spill journal",
+                        ack.dir.display()
+                    )
+                })?;
+                if recovered > 0 {
+                    tracing::info!(
+                        recovered,
+                        "recovered acknowledged records a crash left in the journal"
+                    );
+                }
                 let waiting = journal.len();
                 let store = Arc::new(ScyllaStore::connect(&cfg, node).with_context(|| {
                     format!("connecting to ScyllaDB ({waiting} records wait in the spill journal)")
@@ -160,10 +210,9 @@ async fn open_history(
                         .context("replaying the spill journal")?;
                     tracing::info!(replayed, "replayed the history spill journal");
                 }
-                Ok((store, journal))
+                Ok(History::start_cluster(store, journal, settings, &ack)?)
             })
-            .await??;
-            Ok(History::start_cluster(store, journal, settings))
+            .await?
         }
     }
 }
@@ -199,6 +248,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             relations: loader.load_relations()?,
             notifications: loader.load_notifications()?,
             ratings: loader.load_ratings()?,
+            channels: loader.load_channels()?,
         })
     })
     .await??;
@@ -237,6 +287,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
         restore,
     );
+    let store_health = history.health();
     let webhook_stop = CancellationToken::new();
     let webhook_task = tokio::spawn(webhook::run(
         webhook_worker,
@@ -259,6 +310,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_stop: CancellationToken::new(),
         tracker: TaskTracker::new(),
         connection_permits: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
+        store_health,
         config,
     });
     gw.configure_matchmaking(&queues)
@@ -359,8 +411,10 @@ impl Running {
             webhook.abort();
         }
         drop(self.gw);
-        // Shards stop, then the history writer drains what they queued.
+        // Shards stop, then the journal and the writer drain what they
+        // queued; a disk that keeps refusing is given up on in time to exit.
         let (threads, history) = (self.threads, self.history_threads);
+        history.stop_within(Duration::from_secs(5));
         let stop = tokio::task::spawn_blocking(move || {
             threads.join();
             history.join();

@@ -75,6 +75,19 @@ pub struct HistoryMetrics {
     /// Age of the oldest record handed to the writer and not yet persisted
     /// in the store (0 when none).
     pub oldest_unpersisted_seconds: Gauge<f64, AtomicU64>,
+    /// Records and acknowledgements waiting for the acknowledgement journal.
+    pub ack_queue_depth: Gauge,
+    /// Records per group commit of the acknowledgement journal.
+    pub ack_group_records: Histogram,
+    /// Time of one group commit (write + fdatasync).
+    pub ack_sync_seconds: Histogram,
+    /// Seconds since the journal or the store started failing writes (0
+    /// while they take them); sends are refused with STORE_UNAVAILABLE
+    /// meanwhile.
+    pub failing_seconds: Gauge<f64, AtomicU64>,
+    /// Records the gateway gave up on at shutdown (the disk never took
+    /// them; their senders were never acknowledged).
+    pub abandoned_records: Counter,
 }
 
 impl HistoryMetrics {
@@ -89,6 +102,11 @@ impl HistoryMetrics {
             replayed: Counter::default(),
             journal_records: Gauge::default(),
             oldest_unpersisted_seconds: Gauge::default(),
+            ack_queue_depth: Gauge::default(),
+            ack_group_records: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            ack_sync_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            failing_seconds: Gauge::default(),
+            abandoned_records: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("history");
         r.register(
@@ -135,6 +153,31 @@ impl HistoryMetrics {
             "oldest_unpersisted_seconds",
             "Age of the oldest record not yet persisted in the store",
             m.oldest_unpersisted_seconds.clone(),
+        );
+        r.register(
+            "ack_queue_depth",
+            "Records and acknowledgements waiting for the acknowledgement journal",
+            m.ack_queue_depth.clone(),
+        );
+        r.register(
+            "ack_group_records",
+            "Records per group commit of the acknowledgement journal",
+            m.ack_group_records.clone(),
+        );
+        r.register(
+            "ack_sync_seconds",
+            "Time of one group commit of the acknowledgement journal (write and fdatasync)",
+            m.ack_sync_seconds.clone(),
+        );
+        r.register(
+            "failing_seconds",
+            "Seconds since the journal or the store started refusing writes (0 while healthy)",
+            m.failing_seconds.clone(),
+        );
+        r.register(
+            "abandoned_records",
+            "Records given up at shutdown because the disk never took them (never acknowledged)",
+            m.abandoned_records.clone(),
         );
         m
     }

@@ -161,6 +161,22 @@ fn too_large_message(len: Option<usize>, max: u32) -> String {
     }
 }
 
+/// Requests whose effect is a record in the store (so an acknowledgement
+/// stands for it): refused with STORE_UNAVAILABLE while writes cannot be
+/// kept, before anything changes.
+fn writes_to_store(body: Body) -> bool {
+    matches!(
+        body,
+        Body::ChatSend
+            | Body::ChatEdit
+            | Body::ChatDelete
+            | Body::ChatRead
+            | Body::FriendOp
+            | Body::NotificationMarkRead
+            | Body::NotificationDelete
+    )
+}
+
 /// How long a last frame (an error, GoAway) may take to leave before the
 /// connection is closed anyway.
 const FINAL_WRITE: Duration = Duration::from_secs(2);
@@ -744,6 +760,14 @@ impl Conn<'_> {
                         cfg.rate_per_s, cfg.rate_burst
                     );
                     self.error(request_id, ErrorCode::RATE_LIMITED, &msg, true);
+                    return None;
+                }
+                if writes_to_store(body) && !self.gw.store_health.accepting() {
+                    let why = self.gw.store_health.failure().unwrap_or_default();
+                    let msg = format!(
+                        "the gateway cannot store this right now ({why}); nothing changed, retry shortly"
+                    );
+                    self.error(request_id, ErrorCode::STORE_UNAVAILABLE, &msg, true);
                     return None;
                 }
                 if let Some(echo) = frame.body_as_echo_request() {

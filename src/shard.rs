@@ -59,6 +59,7 @@ pub struct Restore {
     pub relations: Vec<RelationRecord>,
     pub notifications: Vec<Notification>,
     pub ratings: Vec<queues::RatingRecord>,
+    pub channels: Vec<chat::ChannelSpec>,
 }
 
 /// Messages to another shard that found its mailbox full, kept in order
@@ -688,6 +689,11 @@ impl ShardLoop {
                 self.notifications.restore(n.clone());
             }
         }
+        for c in &restore.channels {
+            if self.peers.of_chat(&format!("channel:{}", c.name)) == self.index {
+                self.chats.restore_channel(c.clone());
+            }
+        }
     }
 
     fn run(mut self) {
@@ -1022,12 +1028,17 @@ impl ShardLoop {
                     lobbies: &self.lobbies,
                 };
                 self.chats.handle(now(), &ctx, cmd, &mut self.effects);
-                let result = match self.effects.drain(..).next() {
-                    Some(Effect::Fail { failure, .. }) => Err(failure),
-                    _ => Ok(()),
-                };
-                self.effects.clear();
-                let _ = reply.send(result);
+                let failure = self.effects.iter().find_map(|e| match e {
+                    Effect::Fail { failure, .. } => Some(failure.clone()),
+                    _ => None,
+                });
+                self.effects.retain(|e| matches!(e, Effect::Persist(_)));
+                self.apply(None);
+                let result = failure.map_or(Ok(()), Err);
+                // Created means stored: the operator hears once it is.
+                self.services.history.after_durable(move || {
+                    let _ = reply.send(result);
+                });
             }
             ShardMsg::Friend {
                 cmd,
@@ -1065,7 +1076,10 @@ impl ShardLoop {
                 let cmd = notifications::Command::Create { users, what };
                 self.notifications.handle(now(), cmd, &mut self.effects);
                 self.apply(None);
-                let _ = reply.send(count);
+                // The operator API answers for what is stored.
+                self.services.history.after_durable(move || {
+                    let _ = reply.send(count);
+                });
             }
             ShardMsg::ToUsers { users, frame, skip } => {
                 let skip = skip.as_deref().unwrap_or(&[]);
@@ -1171,7 +1185,10 @@ impl ShardLoop {
                 self.queues.handle(now(), *cmd, &mut self.effects);
                 let result = self.take_admin_answer().map(|_| ());
                 self.apply(None);
-                let _ = reply.send(result);
+                // A rating the backend set is answered once stored.
+                self.services.history.after_durable(move || {
+                    let _ = reply.send(result);
+                });
             }
             ShardMsg::PartyStart(p) => self.party_start(*p),
             ShardMsg::MatchLobby(m) => self.match_lobby(*m),
@@ -1608,8 +1625,25 @@ impl ShardLoop {
         self.apply(None);
     }
 
+    /// Sends a reply, once everything this shard queued for the store is
+    /// durable: a reply may stand for a record (`ChatSent`, a friend
+    /// change, a cursor) or for one written earlier (a nonce's
+    /// `duplicate`), so none overtakes this shard's unsynced records.
+    /// Deliveries to other sessions never wait for this.
+    fn answer(&self, outbox: &Arc<Outbox>, bytes: bytes::Bytes, body: huddle_schema::wire::Body) {
+        if self.services.history.unsynced() {
+            let outbox = outbox.clone();
+            self.services.history.after_durable(move || {
+                outbox.push_reply(bytes, body);
+            });
+        } else {
+            outbox.push_reply(bytes, body);
+        }
+    }
+
     /// Carries out the effects the engines produced: replies to
-    /// `reply_to`, events encoded once and queued to every recipient.
+    /// `reply_to` (once what they stand for is stored), events encoded
+    /// once and queued to every recipient.
     fn apply(&mut self, reply_to: Option<&Arc<Outbox>>) {
         let mut ended = Vec::new();
         let mut gone_from_chats = Vec::new();
@@ -1619,7 +1653,7 @@ impl ShardLoop {
                 Effect::Reply { request_id, reply } => {
                     let frame = wire::reply_frame(&mut self.encoder, request_id, &reply);
                     if let (Some(outbox), Some((bytes, body))) = (reply_to, frame) {
-                        outbox.push_reply(bytes, body);
+                        self.answer(outbox, bytes, body);
                     }
                 }
                 Effect::Fail {

@@ -249,6 +249,7 @@ impl Encoder {
                 replayed: w.replayed,
                 max_frame_bytes: w.max_frame_bytes,
                 resume_window_ms: w.resume_window_ms,
+                last_request_id: 0,
             },
         );
         self.finish_frame(request_id, 0, Body::Welcome, body.as_union_value())

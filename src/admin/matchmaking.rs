@@ -50,6 +50,9 @@ pub(super) async fn set_ratings(
     if let Err(denied) = authorized(&gw, &headers) {
         return denied;
     }
+    if let Err(refused) = super::store_refusal(&gw) {
+        return refused;
+    }
     let bad = |m: String| (StatusCode::BAD_REQUEST, m + "\n");
     if req.game.is_empty() || req.game.len() > queues::MAX_NAME {
         return bad(format!("game must be 1..={} bytes", queues::MAX_NAME));

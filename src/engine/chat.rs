@@ -115,8 +115,8 @@ pub struct UnreadCount {
     pub last_message_id: u64,
 }
 
-/// An operator-created channel.
-#[derive(Debug, Clone, Default)]
+/// An operator-created channel (kept in the store, reloaded at start).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChannelSpec {
     /// The name after `channel:`.
     pub name: String,
@@ -596,6 +596,16 @@ impl Chats {
         }
     }
 
+    /// A stored channel, at start (no effects: it is already kept).
+    pub fn restore_channel(&mut self, spec: ChannelSpec) {
+        let id: Arc<str> = Arc::from(format!("channel:{}", spec.name));
+        let chat = self.chats.entry(id).or_insert_with(Chat::new);
+        chat.public = spec.public;
+        chat.read_only = spec.read_only;
+        chat.slow_mode_ms = spec.slow_mode_ms;
+        chat.allowed = spec.members.into_iter().collect();
+    }
+
     fn create_channel(&mut self, spec: ChannelSpec, out: &mut Vec<Effect>) {
         let id: Arc<str> = Arc::from(format!("channel:{}", spec.name));
         if let Err(f) = parse_chat_id(&id) {
@@ -605,11 +615,10 @@ impl Chats {
             });
             return;
         }
-        let chat = self.chats.entry(id.clone()).or_insert_with(Chat::new);
-        chat.public = spec.public;
-        chat.read_only = spec.read_only;
-        chat.slow_mode_ms = spec.slow_mode_ms;
-        chat.allowed = spec.members.into_iter().collect();
+        out.push(Effect::Persist(super::Record::Channel(Arc::new(
+            spec.clone(),
+        ))));
+        self.restore_channel(spec);
         out.push(Effect::Reply {
             request_id: 0,
             reply: Reply::Done,

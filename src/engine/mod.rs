@@ -446,6 +446,8 @@ pub enum Record {
     },
     /// A rating the game backend set (token ratings come with each token).
     Rating(queues::RatingRecord),
+    /// A channel an operator created (upsert by name).
+    Channel(Arc<chat::ChannelSpec>),
 }
 
 /// What an engine asks its shell to do.

@@ -23,11 +23,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::journal::Journal;
 use super::scylla::ScyllaStore;
-use super::{Barriers, HistoryStore, Record, Stamped, StoreError, Write, WriteClock};
+use super::{Barriers, HistoryStore, Progress, Record, Stamped, StoreError, Write, WriteClock};
 use crate::engine::chat::{HistoryRecord, Message};
 use crate::metrics::metrics;
 
@@ -223,6 +223,10 @@ impl HistoryStore for Merged {
     fn load_outbox(&self) -> Result<Vec<crate::webhook::Job>, StoreError> {
         self.store.load_outbox()
     }
+
+    fn load_channels(&self) -> Result<Vec<crate::engine::chat::ChannelSpec>, StoreError> {
+        self.store.load_channels()
+    }
 }
 
 /// Replays the whole journal into the store before the node serves (a
@@ -261,6 +265,9 @@ enum Source {
 struct InFlight {
     batch: Arc<Vec<Stamped>>,
     source: Source,
+    /// The number (in intake order) of the batch's first record; a
+    /// replayed batch is already durable in the journal (`u64::MAX`).
+    first: u64,
 }
 
 /// A batch's outcome, from the store's runtime.
@@ -314,6 +321,13 @@ pub struct ClusterWriter<S: BatchSink = Arc<ScyllaStore>> {
     retry_at: Option<Instant>,
     /// Whether the last thing logged was "spilling" (log transitions only).
     spilling_logged: bool,
+    /// Records taken from the intake so far.
+    taken: u64,
+    /// Where durability is reported, and shutdown's deadline read.
+    progress: Option<Progress>,
+    /// Shutdown gave records up: durability is no longer reported, so the
+    /// acknowledgement journal keeps them for the next start.
+    gave_up: std::cell::Cell<bool>,
 }
 
 /// How long records may wait for a free in-flight slot before they spill.
@@ -346,6 +360,9 @@ impl<S: BatchSink> ClusterWriter<S> {
             backoff: Duration::ZERO,
             retry_at: None,
             spilling_logged: false,
+            taken: 0,
+            progress: None,
+            gave_up: std::cell::Cell::new(false),
         }
     }
 
@@ -353,21 +370,20 @@ impl<S: BatchSink> ClusterWriter<S> {
     /// written or spilled. Records are readable ([`Merged`]) from the
     /// moment they are taken, so a barrier is answered once the records
     /// queued before it are taken.
-    pub fn run(mut self, intake: Receiver<Write>, mut barriers: Barriers) {
+    pub fn run(mut self, intake: Receiver<Write>, mut barriers: Barriers, progress: Progress) {
+        self.progress = Some(progress);
         let mut closed = false;
-        // Records taken from the queue so far.
-        let mut taken = 0u64;
         while !closed {
+            let taken = self.taken;
             // Wake for the next record, or to retry what is held.
             let wait = if self.held.is_empty() {
                 IDLE_TICK
             } else {
                 self.settings.linger.max(Duration::from_millis(1))
             };
-            let first = match intake.recv_timeout(wait) {
-                Ok(w) => Some(w),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => {
+            let first = match barriers.next_write(&intake, wait, taken, taken) {
+                Ok(w) => w,
+                Err(()) => {
                     closed = true;
                     None
                 }
@@ -392,16 +408,36 @@ impl<S: BatchSink> ClusterWriter<S> {
                         Err(_) => break,
                     }
                 }
-                taken += (self.held.len() - start) as u64;
+                self.taken += (self.held.len() - start) as u64;
                 self.unconfirmed.add(&self.held[start..]);
             }
-            barriers.release(taken);
+            barriers.release(self.taken);
             self.reap(Duration::ZERO);
             self.place(closed);
             self.replay();
             self.gauges(&intake);
+            self.report_durable();
         }
         self.finish();
+        self.report_durable();
+    }
+
+    /// Tells the acknowledgement journal how many records, in intake
+    /// order, are confirmed by the store or in the spill journal: all
+    /// before the oldest one still held or in a direct batch.
+    fn report_durable(&self) {
+        let Some(progress) = self.progress.as_ref().filter(|_| !self.gave_up.get()) else {
+            return;
+        };
+        let held = self.taken - self.held.len() as u64;
+        let durable = self
+            .inflight
+            .values()
+            .map(|f| f.first)
+            .chain(std::iter::once(held))
+            .min()
+            .unwrap_or(held);
+        progress.durable.set(durable);
     }
 
     /// Stamps a record and holds it for the next batch.
@@ -454,10 +490,16 @@ impl<S: BatchSink> ClusterWriter<S> {
     fn submit(&mut self, batch: Arc<Vec<Stamped>>, source: Source) {
         let id = self.next_batch;
         self.next_batch += 1;
-        match source {
-            Source::Direct => self.direct += 1,
-            Source::Replay(_) => self.replaying += 1,
-        }
+        let first = match source {
+            Source::Direct => {
+                self.direct += 1;
+                self.taken - batch.len() as u64
+            }
+            Source::Replay(_) => {
+                self.replaying += 1;
+                u64::MAX
+            }
+        };
         let done = self.done_tx.clone();
         self.store.submit(
             batch.clone(),
@@ -472,7 +514,14 @@ impl<S: BatchSink> ClusterWriter<S> {
                 });
             }),
         );
-        self.inflight.insert(id, InFlight { batch, source });
+        self.inflight.insert(
+            id,
+            InFlight {
+                batch,
+                source,
+                first,
+            },
+        );
     }
 
     /// Appends to the journal, trying until the disk takes it: history is
@@ -480,7 +529,18 @@ impl<S: BatchSink> ClusterWriter<S> {
     fn spill(&self, batch: &[Stamped]) {
         let mut wait = Duration::from_millis(10);
         while let Err(e) = self.journal.append(batch) {
-            tracing::error!(error = %e, records = batch.len(), "spilling history failed; trying again");
+            let health = self.progress.as_ref().map(|p| &p.health);
+            if health.is_some_and(|h| h.store_failing(true)) {
+                tracing::error!(error = %e, records = batch.len(), "spilling history failed; refusing new writes with STORE_UNAVAILABLE and trying again");
+            }
+            if health.is_some_and(|h| h.give_up()) {
+                tracing::error!(
+                    records = batch.len(),
+                    "shutdown: the spill journal never took these records; they stay in the acknowledgement journal for the next start"
+                );
+                self.gave_up.set(true);
+                return;
+            }
             // The writer is stuck here: keep the alarm figures moving.
             if let Some(first) = batch.first() {
                 let m = &metrics().history;
@@ -491,6 +551,11 @@ impl<S: BatchSink> ClusterWriter<S> {
             }
             std::thread::sleep(wait);
             wait = (wait * 2).min(MAX_BACKOFF);
+        }
+        if let Some(p) = &self.progress {
+            if p.health.store_failing(false) {
+                tracing::info!("the spill journal takes writes again");
+            }
         }
         metrics().history.spilled.inc_by(batch.len() as u64);
     }
@@ -618,7 +683,7 @@ impl<S: BatchSink> ClusterWriter<S> {
 
     /// Shutdown: give batches being written a few seconds, then spill what
     /// has not landed. The journal keeps the rest for the next start.
-    fn finish(mut self) {
+    fn finish(&mut self) {
         self.place(true);
         let deadline = Instant::now() + FLUSH_DEADLINE;
         while self.direct > 0 {
@@ -721,7 +786,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(&dir.path().join("journal.redb")).unwrap();
         let reader: Arc<dyn HistoryStore> = Arc::new(
-            crate::store::embedded::EmbeddedStore::open(&dir.path().join("h.redb")).unwrap(),
+            crate::store::embedded::EmbeddedStore::open(&dir.path().join("h.redb"), 8 << 20)
+                .unwrap(),
         );
         let sink = Sink::default();
         let unconfirmed = Arc::new(Unconfirmed::default());
@@ -735,7 +801,12 @@ mod tests {
                 inflight_batches: 2,
             },
         );
-        let (history, threads) = History::spawn(move |rx, b| writer.run(rx, b), reader);
+        let ack = crate::store::AckSettings {
+            dir: dir.path().join("ack"),
+            mode: crate::store::ack::AckMode::Durable,
+        };
+        let (history, threads) =
+            History::spawn(&ack, move |rx, b, p| writer.run(rx, b, p), reader).unwrap();
         Rig {
             sink,
             journal,

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{HistoryStore, Record, StoreError, Write};
-use crate::engine::chat::{HistoryRecord, Message};
+use crate::engine::chat::{ChannelSpec, HistoryRecord, Message};
 use crate::engine::notifications::Notification;
 use crate::engine::social::{PairState, RelationRecord};
 use crate::webhook::Job;
@@ -33,10 +33,17 @@ const RELATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("re
 const RATINGS: TableDefinition<(&str, &str), (f64, f64)> = TableDefinition::new("ratings");
 const NOTIFICATIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("notifications");
 const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+/// Operator-created channels: name → spec.
+const CHANNELS: TableDefinition<&str, &[u8]> = TableDefinition::new("channels");
 
-/// History in `<data_dir>/history.redb`.
+/// History in `<data_dir>/history.redb`. The database is reopened after a
+/// failed write: redb refuses every later transaction on a handle whose
+/// commit failed (a full disk), until it is opened again.
 pub struct EmbeddedStore {
-    db: Database,
+    /// `None` only while being reopened, or after a reopen failed.
+    db: parking_lot::RwLock<Option<Arc<Database>>>,
+    path: std::path::PathBuf,
+    cache_bytes: usize,
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -44,9 +51,22 @@ fn err(what: &str, e: impl std::fmt::Display) -> StoreError {
 }
 
 impl EmbeddedStore {
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db =
-            Database::create(path).map_err(|e| err(&format!("opening {}", path.display()), e))?;
+    /// Opens (or creates) the file with redb's page cache bounded to
+    /// `cache_bytes`.
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        let db = Self::open_db(path, cache_bytes)?;
+        Ok(Self {
+            db: parking_lot::RwLock::new(Some(Arc::new(db))),
+            path: path.to_path_buf(),
+            cache_bytes,
+        })
+    }
+
+    fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| err(&format!("opening {}", path.display()), e))?;
         // Create the tables up front so readers never miss them.
         let txn = db.begin_write().map_err(|e| err("begin", e))?;
         txn.open_table(MESSAGES)
@@ -60,14 +80,54 @@ impl EmbeddedStore {
         txn.open_table(OUTBOX).map_err(|e| err("outbox table", e))?;
         txn.open_table(RATINGS)
             .map_err(|e| err("ratings table", e))?;
+        txn.open_table(CHANNELS)
+            .map_err(|e| err("channels table", e))?;
         txn.commit().map_err(|e| err("commit", e))?;
-        Ok(Self { db })
+        Ok(db)
+    }
+
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.db.read().clone().ok_or_else(|| {
+            StoreError(format!(
+                "{} is closed: reopening it after a failed write did not work yet",
+                self.path.display()
+            ))
+        })
     }
 }
 
 impl HistoryStore for EmbeddedStore {
+    fn recover(&self) -> Result<(), StoreError> {
+        let mut slot = self.db.write();
+        // redb opens a file once per process: readers holding the old
+        // handle finish first (none can take it meanwhile).
+        if let Some(mut old) = slot.take() {
+            let mut tries = 0;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(handle) => break drop(handle),
+                    Err(shared) if tries < 400 => {
+                        old = shared;
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    Err(shared) => {
+                        *slot = Some(shared);
+                        return Err(StoreError(format!(
+                            "reopening {}: a reader still holds it",
+                            self.path.display()
+                        )));
+                    }
+                }
+            }
+        }
+        *slot = Some(Arc::new(Self::open_db(&self.path, self.cache_bytes)?));
+        Ok(())
+    }
+
     fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| err("begin", e))?;
+        let db = self.db()?;
+        let txn = db.begin_write().map_err(|e| err("begin", e))?;
         {
             let mut messages = txn
                 .open_table(MESSAGES)
@@ -85,6 +145,9 @@ impl HistoryStore for EmbeddedStore {
             let mut ratings = txn
                 .open_table(RATINGS)
                 .map_err(|e| err("ratings table", e))?;
+            let mut channels = txn
+                .open_table(CHANNELS)
+                .map_err(|e| err("channels table", e))?;
             for write in batch {
                 match write {
                     Write::Record(Record::Chat(HistoryRecord::Message(m))) => {
@@ -134,6 +197,13 @@ impl HistoryStore for EmbeddedStore {
                             .insert((&*r.game, &*r.user), (r.rating.mu, r.rating.sigma))
                             .map_err(|e| err("writing a rating", e))?;
                     }
+                    Write::Record(Record::Channel(spec)) => {
+                        let value = serde_json::to_vec(&**spec)
+                            .map_err(|e| err("encoding a channel", e))?;
+                        channels
+                            .insert(spec.name.as_str(), value.as_slice())
+                            .map_err(|e| err("writing a channel", e))?;
+                    }
                     Write::Record(Record::NotificationDeleted { user, id }) => {
                         notifications
                             .remove((&**user, *id))
@@ -163,7 +233,8 @@ impl HistoryStore for EmbeddedStore {
         before_id: u64,
         limit: usize,
     ) -> Result<Vec<Arc<Message>>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| err("begin read", e))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(|e| err("begin read", e))?;
         let table = txn
             .open_table(MESSAGES)
             .map_err(|e| err("messages table", e))?;
@@ -182,7 +253,8 @@ impl HistoryStore for EmbeddedStore {
     }
 
     fn read_cursor(&self, chat_id: &str, user_id: &str) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| err("begin read", e))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(|e| err("begin read", e))?;
         let table = txn
             .open_table(READ_CURSORS)
             .map_err(|e| err("read_cursors table", e))?;
@@ -193,7 +265,8 @@ impl HistoryStore for EmbeddedStore {
     }
 
     fn load_relations(&self) -> Result<Vec<RelationRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| err("begin read", e))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(|e| err("begin read", e))?;
         let table = txn
             .open_table(RELATIONS)
             .map_err(|e| err("relations table", e))?;
@@ -213,7 +286,8 @@ impl HistoryStore for EmbeddedStore {
     }
 
     fn load_ratings(&self) -> Result<Vec<RatingRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| err("begin read", e))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(|e| err("begin read", e))?;
         let table = txn
             .open_table(RATINGS)
             .map_err(|e| err("ratings table", e))?;
@@ -232,7 +306,8 @@ impl HistoryStore for EmbeddedStore {
     }
 
     fn load_notifications(&self) -> Result<Vec<Notification>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| err("begin read", e))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(|e| err("begin read", e))?;
         let table = txn
             .open_table(NOTIFICATIONS)
             .map_err(|e| err("notifications table", e))?;
@@ -246,8 +321,23 @@ impl HistoryStore for EmbeddedStore {
         Ok(out)
     }
 
+    fn load_channels(&self) -> Result<Vec<ChannelSpec>, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(|e| err("begin read", e))?;
+        let table = txn
+            .open_table(CHANNELS)
+            .map_err(|e| err("channels table", e))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| err("reading channels", e))? {
+            let (_, v) = row.map_err(|e| err("reading a channel", e))?;
+            out.push(serde_json::from_slice(v.value()).map_err(|e| err("decoding a channel", e))?);
+        }
+        Ok(out)
+    }
+
     fn load_outbox(&self) -> Result<Vec<Job>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| err("begin read", e))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(|e| err("begin read", e))?;
         let table = txn.open_table(OUTBOX).map_err(|e| err("outbox table", e))?;
         let mut out = Vec::new();
         for row in table.iter().map_err(|e| err("reading the outbox", e))? {
@@ -264,7 +354,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, EmbeddedStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&dir.path().join("h.redb")).unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("h.redb"), 8 << 20).unwrap();
         (dir, store)
     }
 

@@ -46,7 +46,12 @@ pub struct Journal {
 
 impl Journal {
     pub fn open(path: &Path) -> Result<Arc<Self>, StoreError> {
-        let db = Database::create(path).map_err(|e| err(&path.display().to_string(), e))?;
+        // A bounded page cache (redb's default is 1 GiB): the journal is
+        // appended and read front to back.
+        let db = redb::Builder::new()
+            .set_cache_size(16 << 20)
+            .create(path)
+            .map_err(|e| err(&path.display().to_string(), e))?;
         let txn = db.begin_write().map_err(|e| err("begin", e))?;
         let (next_seq, len) = {
             let log = txn.open_table(LOG).map_err(|e| err("log table", e))?;

@@ -12,13 +12,16 @@
 //! store scans its tables with paged queries. [`embedded`] implements the
 //! trait for a single node, [`scylla`] over CQL.
 //!
-//! [`History`] is the shell around a store: a writer thread that batches
-//! records into transactions (engines only enqueue) and reader threads that
-//! answer history pages straight into session outboxes. None ever runs on a
-//! shard thread. Over ScyllaDB the writer is [`cluster::ClusterWriter`]
-//! (asynchronous batches, a spill [`journal`], replay) and reads merge what
-//! is still on its way ([`cluster::Merged`]).
+//! [`History`] is the shell around a store: the acknowledgement journal
+//! ([`ack`]: every write is synced there, in groups, before anyone is told
+//! it happened), a writer thread behind it that batches records into the
+//! store (engines only enqueue), and reader threads that answer history
+//! pages straight into session outboxes. None ever runs on a shard thread.
+//! Over ScyllaDB the writer is [`cluster::ClusterWriter`] (asynchronous
+//! batches, a spill [`journal`], replay) and reads merge what is still on
+//! its way ([`cluster::Merged`]).
 
+pub mod ack;
 pub mod cluster;
 pub mod embedded;
 pub mod journal;
@@ -26,6 +29,7 @@ pub mod scylla;
 #[cfg(test)]
 mod suite;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -125,6 +129,14 @@ pub trait HistoryStore: Send + Sync + 'static {
     fn load_ratings(&self) -> Result<Vec<crate::engine::queues::RatingRecord>, StoreError>;
     /// Warm start: every unfinished webhook job.
     fn load_outbox(&self) -> Result<Vec<Job>, StoreError>;
+    /// Warm start: every channel an operator created.
+    fn load_channels(&self) -> Result<Vec<crate::engine::chat::ChannelSpec>, StoreError>;
+    /// After a failed write: make the next one possible (the embedded
+    /// store reopens its file, which a failed commit may leave refusing
+    /// every later transaction).
+    fn recover(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A history page the engine could not fill from its recent buffer.
@@ -176,10 +188,19 @@ const WRITE_BATCH: usize = 4_096;
 /// commit per linger instead of one per message (delivery never waits on it).
 const WRITE_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// The running history service: a writer and reader threads over a store.
+/// Where the acknowledgement journal lives and when it acknowledges.
+#[derive(Debug, Clone)]
+pub struct AckSettings {
+    /// `<data_dir>/ack`.
+    pub dir: PathBuf,
+    pub mode: ack::AckMode,
+}
+
+/// The running history service: the acknowledgement journal, a writer and
+/// reader threads over a store.
 #[derive(Clone)]
 pub struct History {
-    writes: Sender<Write>,
+    writes: ack::AckJournal,
     reads: Sender<ReadJob>,
 }
 
@@ -212,6 +233,32 @@ impl Barriers {
         }
     }
 
+    /// Waits up to `wait` for the next write; a barrier asked for
+    /// meanwhile is answered at once when nothing stands in front of it
+    /// (`readable` records are readable, `taken` taken). `Err` when every
+    /// sender is gone.
+    pub fn next_write(
+        &mut self,
+        intake: &Receiver<Write>,
+        wait: std::time::Duration,
+        taken: u64,
+        readable: u64,
+    ) -> Result<Option<Write>, ()> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            crossbeam_channel::select! {
+                recv(intake) -> w => return w.map(Some).map_err(|_| ()),
+                recv(self.requests) -> tx => {
+                    if let Ok(tx) = tx {
+                        self.waiting.push((taken + intake.len() as u64, tx));
+                        self.release(readable);
+                    }
+                }
+                default(deadline.saturating_duration_since(std::time::Instant::now())) => return Ok(None),
+            }
+        }
+    }
+
     /// Answers those whose records are all readable.
     pub fn release(&mut self, readable: u64) {
         self.waiting.retain(|(target, tx)| {
@@ -230,17 +277,49 @@ impl Barriers {
 }
 
 /// The service's threads, joined at shutdown after every [`History`] handle
-/// is dropped (the writer drains what is queued first).
+/// is dropped (the journal and the writer drain what is queued first).
 pub struct HistoryThreads {
     joins: Vec<JoinHandle<()>>,
+    health: Arc<ack::Health>,
+}
+
+/// What a store writer reports, and reads, beside its records.
+pub struct Progress {
+    /// How many forwarded records are durable in the store.
+    pub durable: Arc<ack::Durable>,
+    /// Where it says it is failing, and learns that shutdown gave up.
+    pub health: Arc<ack::Health>,
+}
+
+/// A reader's way to wait until the records queued before it are readable:
+/// through the journal (behind what it holds), then the writer.
+struct Barrier {
+    journal: ack::AckJournal,
+    writer: Sender<Sender<()>>,
+}
+
+impl Barrier {
+    fn wait(&self) {
+        let (tx, done) = bounded(1);
+        let writer = self.writer.clone();
+        if self.journal.behind_queued(move || {
+            let _ = writer.try_send(tx);
+        }) {
+            let _ = done.recv_timeout(BARRIER_WAIT);
+        }
+    }
 }
 
 impl History {
     /// Over a local store: the writer commits batches in transactions.
-    pub fn start(store: Arc<dyn HistoryStore>) -> (History, HistoryThreads) {
+    pub fn start(
+        store: Arc<dyn HistoryStore>,
+        ack: &AckSettings,
+    ) -> Result<(History, HistoryThreads), StoreError> {
         let writer_store = store.clone();
         Self::spawn(
-            move |rx, barriers| write_loop(&*writer_store, rx, barriers),
+            ack,
+            move |rx, barriers, progress| write_loop(&*writer_store, rx, barriers, progress),
             store,
         )
     }
@@ -252,7 +331,8 @@ impl History {
         store: Arc<scylla::ScyllaStore>,
         journal: Arc<journal::Journal>,
         settings: cluster::WriterSettings,
-    ) -> (History, HistoryThreads, Arc<dyn HistoryStore>) {
+        ack: &AckSettings,
+    ) -> Result<(History, HistoryThreads, Arc<dyn HistoryStore>), StoreError> {
         let unconfirmed = Arc::new(cluster::Unconfirmed::default());
         let merged: Arc<dyn HistoryStore> = Arc::new(cluster::Merged {
             store: store.clone(),
@@ -260,70 +340,105 @@ impl History {
             unconfirmed: unconfirmed.clone(),
         });
         let writer = cluster::ClusterWriter::new(store, journal, unconfirmed, settings);
-        let (history, threads) =
-            Self::spawn(move |rx, barriers| writer.run(rx, barriers), merged.clone());
-        (history, threads, merged)
+        let (history, threads) = Self::spawn(
+            ack,
+            move |rx, barriers, progress| writer.run(rx, barriers, progress),
+            merged.clone(),
+        )?;
+        Ok((history, threads, merged))
     }
 
     fn spawn(
-        writer: impl FnOnce(Receiver<Write>, Barriers) + Send + 'static,
+        ack: &AckSettings,
+        writer: impl FnOnce(Receiver<Write>, Barriers, Progress) + Send + 'static,
         store: Arc<dyn HistoryStore>,
-    ) -> (History, HistoryThreads) {
-        let (writes, write_rx) = bounded::<Write>(WRITE_QUEUE);
+    ) -> Result<(History, HistoryThreads), StoreError> {
+        let health = Arc::new(ack::Health::default());
+        let durable = Arc::new(ack::Durable::default());
+        let journal =
+            ack::JournalWriter::open(&ack.dir, ack.mode, health.clone(), durable.clone())?;
+        let (store_writes, write_rx) = bounded::<Write>(WRITE_QUEUE);
+        let (writes, journal_thread) = journal.spawn(WRITE_QUEUE, store_writes);
         let (barrier_tx, barrier_rx) = bounded(BARRIER_QUEUE);
         let barriers = Barriers {
             requests: barrier_rx,
             waiting: Vec::new(),
         };
         let (reads, read_rx) = bounded::<ReadJob>(READ_QUEUE);
+        let progress = Progress {
+            durable,
+            health: health.clone(),
+        };
         let writer = std::thread::Builder::new()
             .name("huddle-history-writer".into())
-            .spawn(move || writer(write_rx, barriers))
+            .spawn(move || writer(write_rx, barriers, progress))
             .expect("spawning the history writer at start-up");
-        let mut joins = vec![writer];
+        let mut joins = vec![journal_thread, writer];
         for i in 0..READERS {
-            let (store, read_rx, barrier_tx) = (store.clone(), read_rx.clone(), barrier_tx.clone());
+            let (store, read_rx) = (store.clone(), read_rx.clone());
+            let barrier = Barrier {
+                journal: writes.clone(),
+                writer: barrier_tx.clone(),
+            };
             let reader = std::thread::Builder::new()
                 .name(format!("huddle-history-reader-{i}"))
-                .spawn(move || read_loop(&*store, read_rx, barrier_tx))
+                .spawn(move || read_loop(&*store, read_rx, barrier))
                 .expect("spawning a history reader at start-up");
             joins.push(reader);
         }
-        (History { writes, reads }, HistoryThreads { joins })
+        Ok((History { writes, reads }, HistoryThreads { joins, health }))
     }
 
     /// Queues a record and goes on. Waits only when the queue is full,
-    /// which the writer prevents by spilling (see [`WRITE_QUEUE`]).
+    /// which the journal and the writer prevent (see [`WRITE_QUEUE`]).
     pub fn persist(&self, record: Record) {
         self.write(Write::Record(record));
     }
 
-    /// Queues a write if the writer has room; gives it back otherwise.
+    /// Queues a write if there is room; gives it back otherwise.
     pub fn try_write(&self, write: Write) -> Result<(), Write> {
-        self.writes.try_send(write).map_err(|e| e.into_inner())
+        self.writes.try_write(write)
     }
 
     /// Queues any write (the webhook outbox's too).
     pub fn write(&self, write: Write) {
-        let write = match self.writes.try_send(write) {
-            Ok(()) => return,
-            Err(crossbeam_channel::TrySendError::Full(w)) => {
-                crate::metrics::metrics().history.enqueue_waits.inc();
-                w
-            }
-            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
-                tracing::error!("history writer is gone; record not persisted");
-                return;
-            }
-        };
-        if self.writes.send(write).is_err() {
-            tracing::error!("history writer is gone; record not persisted");
+        if !self.writes.write(write) {
+            tracing::error!("history journal is gone; record not persisted");
         }
     }
 
-    /// Writes waiting for the writer.
+    /// Runs `then` once everything this thread queued is durable (at once
+    /// when nothing is waiting, or in fast mode): how an acknowledgement
+    /// waits for what it acknowledges.
+    pub fn after_durable(&self, then: impl FnOnce() + Send + 'static) {
+        self.writes.after_durable(then);
+    }
+
+    /// Whether an acknowledgement sent now from this thread would run
+    /// ahead of a record it may stand for.
+    pub fn unsynced(&self) -> bool {
+        self.writes.unsynced()
+    }
+
+    /// Whether new writes can be kept now; when not, the edges refuse
+    /// requests that write with STORE_UNAVAILABLE.
+    pub fn accepting(&self) -> bool {
+        self.writes.health().accepting()
+    }
+
+    /// What is failing, when something is.
+    pub fn failure(&self) -> Option<String> {
+        self.writes.health().failure()
+    }
+
+    /// The shared view of whether writes can be kept.
+    pub fn health(&self) -> Arc<ack::Health> {
+        self.writes.health().clone()
+    }
+
+    /// Writes waiting for the journal.
     pub fn queued(&self) -> usize {
-        self.writes.len()
+        self.writes.queued()
     }
 
     /// Hands a job to the reader; gives it back when the reader is busy.
@@ -333,6 +448,13 @@ impl History {
 }
 
 impl HistoryThreads {
+    /// Shutdown: writes the disk keeps refusing are given up after
+    /// `within` (counted and logged; never acknowledged), so the process
+    /// always exits.
+    pub fn stop_within(&self, within: std::time::Duration) {
+        self.health.stop_within(within);
+    }
+
     pub fn join(self) {
         for j in self.joins {
             let _ = j.join();
@@ -340,15 +462,22 @@ impl HistoryThreads {
     }
 }
 
-fn write_loop(store: &dyn HistoryStore, rx: Receiver<Write>, mut barriers: Barriers) {
+fn write_loop(
+    store: &dyn HistoryStore,
+    rx: Receiver<Write>,
+    mut barriers: Barriers,
+    progress: Progress,
+) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     // Records taken from the queue, and committed.
     let (mut taken, mut committed) = (0u64, 0u64);
+    // Shutdown gave records up: durability is no longer reported, so the
+    // acknowledgement journal keeps them for the next start.
+    let mut gave_up = false;
     loop {
-        let first = match rx.recv_timeout(WRITE_LINGER) {
-            Ok(w) => Some(w),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        let first = match barriers.next_write(&rx, WRITE_LINGER, taken, committed) {
+            Ok(w) => w,
+            Err(()) => break,
         };
         barriers.admit(taken, rx.len() + usize::from(first.is_some()));
         let Some(first) = first else {
@@ -356,7 +485,8 @@ fn write_loop(store: &dyn HistoryStore, rx: Receiver<Write>, mut barriers: Barri
             continue;
         };
         // Let a batch gather: one wake-up per commit, not one per record;
-        // a reader waiting cuts it short.
+        // a reader waiting cuts it short. (Nobody waits on this commit to
+        // be told anything: the journal in front already has the records.)
         if !barriers.pending() && rx.len() < WRITE_BATCH - 1 {
             barriers.wait(WRITE_LINGER, taken, rx.len() + 1);
         }
@@ -368,30 +498,62 @@ fn write_loop(store: &dyn HistoryStore, rx: Receiver<Write>, mut barriers: Barri
             }
         }
         taken += batch.len() as u64;
-        // Retry until it lands: dropping history is not an option, and the
-        // queue behind us holds the shards back meanwhile.
-        let mut wait = std::time::Duration::from_millis(10);
-        let m = &crate::metrics::metrics().history;
-        m.queue_depth.set(rx.len() as i64);
-        let started = std::time::Instant::now();
-        let records = batch.len();
-        while !batch.is_empty() {
-            match store.write(&batch) {
-                Ok(()) => {
-                    batch.clear();
-                    m.batch_records.observe(records as f64);
-                    m.write_seconds.observe(started.elapsed().as_secs_f64());
+        if !commit(store, &mut batch, &progress) {
+            gave_up = true;
+            let records = batch.len();
+            batch.clear();
+            tracing::error!(
+                records,
+                "shutdown: the store never took these records; they stay in the acknowledgement journal for the next start"
+            );
+        }
+        committed = taken;
+        if !gave_up {
+            progress.durable.set(committed);
+        }
+        barriers.release(committed);
+        crate::metrics::metrics()
+            .history
+            .queue_depth
+            .set(rx.len() as i64);
+    }
+}
+
+/// Writes `batch`, trying on a recovered store with backoff until it lands
+/// (history is never dropped, and the journal holds the engines back
+/// meanwhile) or shutdown gives up (false; the records are still in the
+/// acknowledgement journal).
+fn commit(store: &dyn HistoryStore, batch: &mut Vec<Write>, progress: &Progress) -> bool {
+    let mut wait = std::time::Duration::from_millis(10);
+    let m = &crate::metrics::metrics().history;
+    let started = std::time::Instant::now();
+    let records = batch.len();
+    loop {
+        match store.write(batch) {
+            Ok(()) => {
+                batch.clear();
+                m.batch_records.observe(records as f64);
+                m.write_seconds.observe(started.elapsed().as_secs_f64());
+                if progress.health.store_failing(false) {
+                    tracing::info!("the history store takes writes again");
                 }
-                Err(e) => {
-                    m.retries.inc();
-                    tracing::error!(error = %e, records = batch.len(), "history write failed; retrying");
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                return true;
+            }
+            Err(e) => {
+                m.retries.inc();
+                if progress.health.store_failing(true) {
+                    tracing::error!(error = %e, records, "history write failed; refusing new writes with STORE_UNAVAILABLE and retrying on a reopened store");
+                }
+                if progress.health.give_up() {
+                    return false;
+                }
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(1));
+                if let Err(e) = store.recover() {
+                    tracing::warn!(error = %e, "reopening the history store failed; trying again");
                 }
             }
         }
-        committed = taken;
-        barriers.release(committed);
     }
 }
 
@@ -399,18 +561,20 @@ fn write_loop(store: &dyn HistoryStore, rx: Receiver<Write>, mut barriers: Barri
 /// readable before it reads anyway.
 const BARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-fn read_loop(store: &dyn HistoryStore, rx: Receiver<ReadJob>, writer: Sender<Sender<()>>) {
+fn read_loop(store: &dyn HistoryStore, rx: Receiver<ReadJob>, barrier: Barrier) {
     let mut enc = Encoder::new();
     while let Ok(job) = rx.recv() {
         match job {
             ReadJob::Page(job) => read_page(store, &mut enc, job),
             ReadJob::Warm(job) => {
-                // A cold chat's records may still sit in the writer's queue
-                // (sent just before its last member left): wait until they
-                // are readable, so a rejoin sees them and their nonces.
-                let (tx, done) = bounded(1);
-                if writer.try_send(tx).is_ok() {
-                    let _ = done.recv_timeout(BARRIER_WAIT);
+                // A cold chat's records may still be on their way to the
+                // store (sent just before its last member left): wait until
+                // they are readable, so a rejoin sees them and their nonces.
+                // A warm chat asks only for a joining user's cursor, and
+                // every cursor written while it was warm is in its memory:
+                // that read waits for nothing.
+                if job.recent > 0 {
+                    barrier.wait();
                 }
                 warm(store, &mut enc, job)
             }

@@ -142,6 +142,7 @@ struct Statements {
     put_notification: PreparedStatement,
     del_notification: PreparedStatement,
     put_rating: PreparedStatement,
+    put_channel: PreparedStatement,
     put_job: PreparedStatement,
     del_job: PreparedStatement,
     jobs: PreparedStatement,
@@ -449,6 +450,10 @@ impl ScyllaStore {
                     "INSERT INTO ratings (user_id, game, mu, sigma) VALUES (?, ?, ?, ?)".into(),
                 )
                 .await?,
+                put_channel: prepare(
+                    "INSERT INTO channels (name, spec) VALUES (?, ?)".into(),
+                )
+                .await?,
                 put_job: prepare("INSERT INTO outbox (node, id, job) VALUES (?, ?, ?)".into()).await?,
                 del_job: prepare("DELETE FROM outbox WHERE node = ? AND id = ?".into()).await?,
                 jobs: prepare("SELECT job FROM outbox WHERE node = ?".into()).await?,
@@ -619,6 +624,11 @@ impl ScyllaStore {
                     &s.put_rating,
                     (&*r.user, &*r.game, r.rating.mu, r.rating.sigma),
                 )),
+                Write::Record(Record::Channel(spec)) => {
+                    let value =
+                        serde_json::to_string(&**spec).map_err(|e| err("encoding a channel", e))?;
+                    pending.push(exec!(at_us, &s.put_channel, (spec.name.as_str(), value)));
+                }
                 Write::OutboxPut(job) => {
                     let value =
                         serde_json::to_string(&**job).map_err(|e| err("encoding a job", e))?;
@@ -793,6 +803,13 @@ impl HistoryStore for ScyllaStore {
             .map(|(body,)| {
                 serde_json::from_str(&body).map_err(|e| err("decoding a notification", e))
             })
+            .collect()
+    }
+
+    fn load_channels(&self) -> Result<Vec<crate::engine::chat::ChannelSpec>, StoreError> {
+        let rows: Vec<(String,)> = self.scan("SELECT spec FROM channels")?;
+        rows.into_iter()
+            .map(|(spec,)| serde_json::from_str(&spec).map_err(|e| err("decoding a channel", e)))
             .collect()
     }
 

@@ -120,7 +120,16 @@ struct Fanout {
     foreign: AtomicU64,
     /// End-to-end message latency, µs.
     latency_us: Vec<Mutex<Histogram<u64>>>,
+    /// Send time of each client's recent sends ([`now_ns`]), by message
+    /// number modulo [`ACK_RING`], for the sender's acknowledgement latency.
+    sent_at: Vec<[AtomicU64; ACK_RING]>,
+    /// Send → `ChatSent`, µs: what a durable acknowledgement costs.
+    ack_latency_us: Mutex<Histogram<u64>>,
 }
+
+/// Sends per client whose send time is remembered (far more than are ever
+/// unanswered at once).
+const ACK_RING: usize = 64;
 
 impl Fanout {
     fn new(args: &Args, setup: Arc<Setup>, run_id: &str) -> Self {
@@ -146,6 +155,10 @@ impl Fanout {
             latency_us: (0..LATENCY_SHARDS)
                 .map(|_| Mutex::new(histogram()))
                 .collect(),
+            sent_at: (0..args.clients)
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
+            ack_latency_us: Mutex::new(histogram()),
         }
     }
 
@@ -191,6 +204,15 @@ impl Fanout {
             }
             Body::ChatSent => {
                 self.acked.fetch_add(1, Relaxed);
+                let seq = frame.request_id().saturating_sub(FIRST_SEND_REQUEST_ID) as usize;
+                let sent = self.sent_at[i as usize][seq % ACK_RING].load(Relaxed);
+                if sent > 0 {
+                    let us = now_ns().saturating_sub(sent) / 1000;
+                    self.ack_latency_us
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .saturating_record(us.max(1));
+                }
             }
             Body::Error => {
                 let (code, message) = frame.body_as_error().map_or(("UNKNOWN", ""), |e| {
@@ -304,6 +326,19 @@ pub(super) async fn run(
         ctx.acked.load(Relaxed),
         ctx.errors.load(Relaxed)
     );
+    {
+        let acks = ctx
+            .ack_latency_us
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        eprintln!(
+            "  sender ack (send → ChatSent) µs: p50 {} / p99 {} / p999 {} / max {}",
+            acks.value_at_quantile(0.5),
+            acks.value_at_quantile(0.99),
+            acks.value_at_quantile(0.999),
+            acks.max()
+        );
+    }
     for (kind, n) in ctx
         .error_kinds
         .lock()
@@ -388,6 +423,7 @@ async fn client(ctx: Arc<Fanout>, i: u32, mut phase: watch::Receiver<Phase>) {
                     sender: i,
                     seq,
                 };
+                ctx.sent_at[i as usize][seq as usize % ACK_RING].store(probe.sent_ns, Relaxed);
                 let content = probe.to_string();
                 let frame = encode(|enc| {
                     enc.chat_send(
