@@ -116,7 +116,9 @@ async fn notify_load(admin: String, acked: Arc<Mutex<Acked>>, run: u32, stop: Ar
             return;
         }
         let title = format!("run {run} notice {i}");
-        let body = serde_json::json!({ "user_ids": ["offline-reader"], "title": title });
+        // One offline user each: the per-user retention never removes one.
+        let user = format!("reader-{run}-{i}");
+        let body = serde_json::json!({ "user_ids": [user], "title": title });
         let Ok(resp) = http.post(&url).json(&body).send().await else {
             return;
         };
@@ -169,7 +171,7 @@ fn assert_kept(store: &dyn HistoryStore, acked: &Acked) {
         .load_notifications()
         .unwrap()
         .into_iter()
-        .filter(|n| n.user_id.as_ref() == "offline-reader")
+        .filter(|n| n.user_id.starts_with("reader-"))
         .map(|n| n.title.to_string())
         .collect();
     let distinct: BTreeSet<&String> = titles.iter().collect();
