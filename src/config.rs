@@ -643,9 +643,12 @@ pub struct AuthConfig {
     /// PEM private key used only by `huddle token` to mint dev tokens for
     /// RS256 / ES256 / EdDSA. The gateway itself never signs.
     pub private_key: Option<PathBuf>,
-    /// When set, `iss` must equal it.
+    /// When set, every token must carry `iss` equal to it (a token without
+    /// `iss` is refused); `huddle token` mints it.
     pub issuer: Option<String>,
-    /// When set, `aud` must contain it.
+    /// When set, every token must carry `aud`, a string equal to it or an
+    /// array containing it (a token without `aud` is refused); `huddle
+    /// token` mints it.
     pub audience: Option<String>,
     /// Clock skew tolerated on exp / nbf, seconds.
     pub leeway_s: u64,
