@@ -130,14 +130,19 @@ async fn open_history(
     config: &Config,
 ) -> anyhow::Result<(History, HistoryThreads, Arc<dyn HistoryStore>)> {
     let dir = config.server.data_dir.clone();
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| {
+        format!(
+            "creating the data directory {} (server.data_dir)",
+            dir.display()
+        )
+    })?;
     match config.store.kind {
         StoreKind::Embedded => {
             let store: Arc<dyn HistoryStore> =
                 tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir.join("history.redb")))
                     .await?
-                    .map(Arc::new)?;
+                    .map(Arc::new)
+                    .context("opening the embedded history store (in server.data_dir)")?;
             let (history, threads) = History::start(store.clone());
             Ok((history, threads, store))
         }
@@ -150,7 +155,8 @@ async fn open_history(
                 inflight_batches: cfg.inflight_batches,
             };
             let (store, journal) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let journal = Journal::open(&dir.join("journal.redb"))?;
+                let journal = Journal::open(&dir.join("journal.redb"))
+                    .context("opening the history spill journal (in server.data_dir)")?;
                 let waiting = journal.len();
                 let store = Arc::new(ScyllaStore::connect(&cfg, node).with_context(|| {
                     format!("connecting to ScyllaDB ({waiting} records wait in the spill journal)")
