@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
+    pub log: LogConfig,
     pub tls: TlsConfig,
     pub auth: AuthConfig,
     pub session: SessionConfig,
@@ -605,6 +606,27 @@ impl Default for ServerConfig {
             admin_token: None,
         }
     }
+}
+
+/// How the gateway writes its log (to stderr). Which events is the
+/// `HUDDLE_LOG` filter's business (`info` by default, e.g.
+/// `HUDDLE_LOG=huddle=debug,info`), not a configuration key.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// One line per event: for a person, or for a log pipeline.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable; coloured only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the
+    /// event's fields (`message` among them) and its spans.
+    Json,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
