@@ -2,14 +2,17 @@
 //! [`Identity`] or a precise [`AuthError`] with its wire code.
 //!
 //! The algorithm is pinned by configuration: a token whose header names any
-//! other algorithm is refused before its signature is looked at. Never does
-//! network I/O; reads key files once at start-up.
+//! other algorithm is refused before its signature is looked at. A claim the
+//! gateway is configured to check (`iss`, `aud`) is required, not only
+//! checked when present. Never does network I/O; reads key files once at
+//! start-up.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context;
 use huddle_schema::wire::ErrorCode;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -114,6 +117,9 @@ fn algorithm(a: JwtAlgorithm) -> Algorithm {
 pub struct Authenticator {
     key: DecodingKey,
     validation: Validation,
+    /// `auth.issuer` and `auth.audience`, named in refusals.
+    issuer: Option<String>,
+    audience: Option<String>,
     disabled: HashSet<String>,
 }
 
@@ -148,17 +154,26 @@ impl Authenticator {
         let mut validation = Validation::new(alg);
         validation.leeway = cfg.leeway_s;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken checks `iss` and `aud` only when a token carries
+        // them: a claim this gateway is configured to check is required.
+        let mut required = vec!["exp", "sub"];
         if let Some(iss) = &cfg.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
         match &cfg.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         Ok(Self {
             key,
             validation,
+            issuer: cfg.issuer.clone(),
+            audience: cfg.audience.clone(),
             disabled: cfg.disabled_users.iter().cloned().collect(),
         })
     }
@@ -181,11 +196,15 @@ impl Authenticator {
                         .unwrap_or(Algorithm::HS256)
                 )),
                 ErrorKind::ImmatureSignature => AuthError::Invalid("not valid yet (nbf)".into()),
-                ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer (iss)".into()),
-                ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience (aud)".into()),
+                ErrorKind::InvalidIssuer => {
+                    AuthError::Invalid(format!("wrong issuer; {}", self.wanted("iss")))
+                }
+                ErrorKind::InvalidAudience => {
+                    AuthError::Invalid(format!("wrong audience; {}", self.wanted("aud")))
+                }
                 ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
                 ErrorKind::MissingRequiredClaim(c) => {
-                    AuthError::Invalid(format!("missing claim {c}"))
+                    AuthError::Invalid(format!("token has no `{c}` claim; {}", self.wanted(c)))
                 }
                 _ => AuthError::Invalid(e.to_string()),
             },
@@ -219,6 +238,17 @@ impl Authenticator {
             user_id: Arc::from(c.sub),
         })
     }
+
+    /// What this gateway requires of `claim`, for a refusal's message.
+    fn wanted(&self, claim: &str) -> String {
+        match (claim, &self.issuer, &self.audience) {
+            ("iss", Some(iss), _) => format!("this gateway requires iss = {iss:?}"),
+            ("aud", _, Some(aud)) => {
+                format!("this gateway requires aud = {aud:?} (or an array containing it)")
+            }
+            _ => format!("this gateway requires `{claim}`"),
+        }
+    }
 }
 
 /// Reads `<data_dir>/dev-secret`, creating it with 32 random bytes (hex) on
@@ -231,9 +261,15 @@ pub fn dev_secret(data_dir: &Path) -> anyhow::Result<String> {
             return Ok(s);
         }
     }
-    std::fs::create_dir_all(data_dir)?;
+    std::fs::create_dir_all(data_dir).with_context(|| {
+        format!(
+            "creating the data directory {} (server.data_dir)",
+            data_dir.display()
+        )
+    })?;
     let secret = hex::encode(rand::random::<[u8; 32]>());
-    std::fs::write(&path, &secret)?;
+    std::fs::write(&path, &secret)
+        .with_context(|| format!("writing the dev secret {}", path.display()))?;
     restrict_permissions(&path);
     Ok(secret)
 }
@@ -383,22 +419,104 @@ mod tests {
         assert_eq!(good.display_name, "alice");
     }
 
-    #[test]
-    fn audience_may_be_a_list() {
+    /// A verifier for `alg` that checks iss = "studio" and aud contains
+    /// "huddle", and a signer of tokens for it (HS256 with the test secret,
+    /// RS256 with the test key pair in tests/fixtures).
+    fn strict(alg: JwtAlgorithm) -> (Authenticator, impl Fn(&Claims) -> String) {
+        let fixture = |name: &str| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name)
+        };
         let mut c = cfg();
+        c.issuer = Some("studio".into());
         c.audience = Some("huddle".into());
+        let signing = match alg {
+            JwtAlgorithm::HS256 => EncodingKey::from_secret(b"s3cret"),
+            JwtAlgorithm::RS256 => {
+                c.public_key = Some(fixture("rs256-public.pem"));
+                c.secret = None;
+                EncodingKey::from_rsa_pem(&std::fs::read(fixture("rs256-private.pem")).unwrap())
+                    .unwrap()
+            }
+            other => unreachable!("no test key for {other:?}"),
+        };
+        c.algorithm = alg;
         let auth = Authenticator::new(&c, None).unwrap();
-        let mut many = claims(60);
-        many.aud = Some(Audience::Many(vec!["other".into(), "huddle".into()]));
-        assert!(auth.verify(Some(&token(&many, "s3cret"))).is_ok());
-        let mut wrong = claims(60);
-        wrong.aud = Some(Audience::One("other".into()));
-        assert_eq!(
-            auth.verify(Some(&token(&wrong, "s3cret")))
-                .unwrap_err()
-                .code(),
-            ErrorCode::TOKEN_INVALID
-        );
+        let sign = move |claims: &Claims| {
+            jsonwebtoken::encode(&Header::new(algorithm(alg)), claims, &signing).unwrap()
+        };
+        (auth, sign)
+    }
+
+    #[test]
+    fn a_configured_issuer_and_audience_are_required() {
+        for alg in [JwtAlgorithm::HS256, JwtAlgorithm::RS256] {
+            let (auth, sign) = strict(alg);
+            let refusal = |claims: &Claims| {
+                let err = auth.verify(Some(&sign(claims))).unwrap_err();
+                assert_eq!(err.code(), ErrorCode::TOKEN_INVALID, "{alg:?}: {err}");
+                err.to_string()
+            };
+            let mut good = claims(60);
+            good.iss = Some("studio".into());
+            good.aud = Some(Audience::One("huddle".into()));
+            assert!(auth.verify(Some(&sign(&good))).is_ok(), "{alg:?}");
+
+            let mut no_iss = claims(60);
+            no_iss.aud = good.aud.clone();
+            let why = refusal(&no_iss);
+            assert!(
+                why.contains("no `iss` claim") && why.contains(r#"iss = "studio""#),
+                "{alg:?}: {why}"
+            );
+
+            let mut no_aud = claims(60);
+            no_aud.iss = good.iss.clone();
+            let why = refusal(&no_aud);
+            assert!(
+                why.contains("no `aud` claim") && why.contains(r#"aud = "huddle""#),
+                "{alg:?}: {why}"
+            );
+
+            let mut wrong_iss = claims(60);
+            wrong_iss.iss = Some("someone-else".into());
+            wrong_iss.aud = good.aud.clone();
+            assert!(refusal(&wrong_iss).contains("wrong issuer"), "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn audience_may_be_a_list_that_contains_ours() {
+        for alg in [JwtAlgorithm::HS256, JwtAlgorithm::RS256] {
+            let (auth, sign) = strict(alg);
+            let with_aud = |aud: Audience| {
+                let mut c = claims(60);
+                c.iss = Some("studio".into());
+                c.aud = Some(aud);
+                auth.verify(Some(&sign(&c)))
+            };
+            let ours = Audience::Many(vec!["other".into(), "huddle".into()]);
+            assert!(with_aud(ours).is_ok(), "{alg:?}");
+            for theirs in [
+                Audience::Many(vec!["other".into(), "huddle-staging".into()]),
+                Audience::Many(vec![]),
+                Audience::One("other".into()),
+            ] {
+                let err = with_aud(theirs.clone()).unwrap_err();
+                assert_eq!(err.code(), ErrorCode::TOKEN_INVALID, "{alg:?} {theirs:?}");
+                assert!(err.to_string().contains("wrong audience"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn tokens_need_no_iss_or_aud_when_none_is_configured() {
+        let auth = Authenticator::new(&cfg(), None).unwrap();
+        let mut theirs = claims(60);
+        theirs.iss = Some("anyone".into());
+        assert!(auth.verify(Some(&token(&claims(60), "s3cret"))).is_ok());
+        assert!(auth.verify(Some(&token(&theirs, "s3cret"))).is_ok());
     }
 
     #[test]
@@ -410,11 +528,14 @@ mod tests {
             roles: vec!["operator".into()],
             ttl: Duration::from_secs(60),
         };
-        let t = mint(&cfg(), None, &req).unwrap();
-        let id = Authenticator::new(&cfg(), None)
+        let mut strict = cfg();
+        strict.issuer = Some("studio".into());
+        strict.audience = Some("huddle".into());
+        let t = mint(&strict, None, &req).unwrap();
+        let id = Authenticator::new(&strict, None)
             .unwrap()
             .verify(Some(&t))
-            .unwrap();
+            .expect("a minted token carries the configured iss and aud");
         assert_eq!(id.roles, vec!["operator".to_string()]);
         assert_eq!(id.display_name, "Bob");
     }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
+    pub log: LogConfig,
     pub tls: TlsConfig,
     pub auth: AuthConfig,
     pub session: SessionConfig,
@@ -625,6 +626,27 @@ impl Default for ServerConfig {
     }
 }
 
+/// How the gateway writes its log (to stderr). Which events is the
+/// `HUDDLE_LOG` filter's business (`info` by default, e.g.
+/// `HUDDLE_LOG=huddle=debug,info`), not a configuration key.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// One line per event: for a person, or for a log pipeline.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable; coloured only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the
+    /// event's fields (`message` among them) and its spans.
+    Json,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
@@ -661,9 +683,12 @@ pub struct AuthConfig {
     /// PEM private key used only by `huddle token` to mint dev tokens for
     /// RS256 / ES256 / EdDSA. The gateway itself never signs.
     pub private_key: Option<PathBuf>,
-    /// When set, `iss` must equal it.
+    /// When set, every token must carry `iss` equal to it (a token without
+    /// `iss` is refused); `huddle token` mints it.
     pub issuer: Option<String>,
-    /// When set, `aud` must contain it.
+    /// When set, every token must carry `aud`, a string equal to it or an
+    /// array containing it (a token without `aud` is refused); `huddle
+    /// token` mints it.
     pub audience: Option<String>,
     /// Clock skew tolerated on exp / nbf, seconds.
     pub leeway_s: u64,

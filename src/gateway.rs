@@ -134,8 +134,12 @@ async fn open_history(
     config: &Config,
 ) -> anyhow::Result<(History, HistoryThreads, Arc<dyn HistoryStore>)> {
     let dir = config.server.data_dir.clone();
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| {
+        format!(
+            "creating the data directory {} (server.data_dir)",
+            dir.display()
+        )
+    })?;
     let ack = AckSettings {
         dir: dir.join("ack"),
         mode: config.store.ack,
@@ -146,7 +150,9 @@ async fn open_history(
             let ack = ack.clone();
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let path = dir.join("history.redb");
-                let store = Arc::new(EmbeddedStore::open(&path, cache)?);
+                let store = Arc::new(EmbeddedStore::open(&path, cache).context(
+                    "opening the embedded history store (in server.data_dir)",
+                )?);
                 let recovered = ack::recover(&ack.dir, 4096, |batch| store.write(batch))
                     .with_context(|| {
                         format!(
@@ -175,7 +181,8 @@ async fn open_history(
                 inflight_batches: cfg.inflight_batches,
             };
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let journal = Journal::open(&dir.join("journal.redb"))?;
+                let journal = Journal::open(&dir.join("journal.redb"))
+                    .context("opening the history spill journal (in server.data_dir)")?;
                 // Behind whatever the journal already holds: the
                 // acknowledgement journal's records are newer.
                 let clock = WriteClock::default();

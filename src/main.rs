@@ -1,12 +1,13 @@
 //! The `huddle` command line: `huddle serve` (the default) runs the gateway;
 //! `huddle token` mints a development token with the configured key.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use huddle::auth::{dev_secret, mint, MintRequest};
-use huddle::config::{Config, JwtAlgorithm};
+use huddle::config::{Config, JwtAlgorithm, LogFormat};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -47,15 +48,12 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HUDDLE_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref())?;
+    // The log format is configuration: read it before the first event.
+    let config = Config::load(cli.config.as_deref());
+    init_logging(config.as_ref().map_or(LogFormat::Text, |c| c.log.format));
+    let config = config?;
+    let source = config_source(cli.config.as_deref());
     match cli.command.unwrap_or(Cmd::Serve) {
         Cmd::Token {
             user,
@@ -75,10 +73,72 @@ fn main() -> anyhow::Result<()> {
                 roles,
                 ttl,
             };
-            println!("{}", mint(&config.auth, dev.as_deref(), &req)?);
+            let token = mint(&config.auth, dev.as_deref(), &req)?;
+            // On stderr, so `TOKEN=$(huddle token ...)` takes only the token.
+            eprintln!("huddle token: configuration from {source}");
+            eprintln!("huddle token: {}", minted_with(&config));
+            println!("{token}");
             Ok(())
         }
-        Cmd::Serve => serve(config, cli.config),
+        Cmd::Serve => {
+            tracing::info!("configuration from {source}");
+            serve(config, cli.config)
+        }
+    }
+}
+
+/// Where the configuration came from, in words.
+fn config_source(path: Option<&Path>) -> String {
+    match path {
+        Some(path) => {
+            let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+            format!("{} + HUDDLE_* environment", path.display())
+        }
+        None => "built-in defaults + HUDDLE_* environment (no --config)".into(),
+    }
+}
+
+/// Which key signed a minted token and which `iss`/`aud` it carries: a
+/// token the gateway refuses was most often minted with another data dir
+/// or config than the gateway's.
+fn minted_with(config: &Config) -> String {
+    let auth = &config.auth;
+    let key = match (auth.algorithm, &auth.secret, &auth.private_key) {
+        (JwtAlgorithm::HS256, Some(_), _) => "auth.secret".to_string(),
+        (JwtAlgorithm::HS256, None, _) => format!(
+            "the dev secret {}",
+            config.server.data_dir.join("dev-secret").display()
+        ),
+        (_, _, Some(path)) => format!("auth.private_key {}", path.display()),
+        (_, _, None) => "auth.private_key".to_string(),
+    };
+    let claim = |name: &str, value: &Option<String>| match value {
+        Some(v) => format!("{name}={v:?}"),
+        None => format!("no {name}"),
+    };
+    format!(
+        "{:?} with {key}; {}, {}",
+        auth.algorithm,
+        claim("iss", &auth.issuer),
+        claim("aud", &auth.audience)
+    )
+}
+
+/// The log on stderr, filtered by `HUDDLE_LOG` (default `info`), as text
+/// (coloured only on a terminal, and never under `NO_COLOR`) or as JSON
+/// lines.
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("HUDDLE_LOG").unwrap_or_else(|_| "info".into());
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            log.with_ansi(colour).init();
+        }
+        LogFormat::Json => log.json().flatten_event(true).with_ansi(false).init(),
     }
 }
 
@@ -132,7 +192,7 @@ fn print_banner(running: &huddle::gateway::Running) {
 /// Waits for SIGTERM or Ctrl-C. SIGHUP re-reads the configuration file and
 /// applies its matchmaking queues without a restart (everything else in
 /// the file takes effect at the next start).
-async fn wait_for_signal(running: &huddle::gateway::Running, path: Option<&std::path::Path>) {
+async fn wait_for_signal(running: &huddle::gateway::Running, path: Option<&Path>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::terminate()),

@@ -45,14 +45,24 @@ pub fn load_or_generate(cfg: &Config) -> anyhow::Result<CertKey> {
     let dir = cfg.server.data_dir.join("tls");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     if !cert.exists() || !key.exists() {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(&dir).with_context(|| {
+            format!(
+                "creating the dev certificate directory {} (in server.data_dir)",
+                dir.display()
+            )
+        })?;
         let generated = rcgen::generate_simple_self_signed(vec![
             "localhost".to_string(),
             "127.0.0.1".to_string(),
             "::1".to_string(),
         ])?;
-        std::fs::write(&cert, generated.cert.pem())?;
-        std::fs::write(&key, generated.signing_key.serialize_pem())?;
+        for (path, pem) in [
+            (&cert, generated.cert.pem()),
+            (&key, generated.signing_key.serialize_pem()),
+        ] {
+            std::fs::write(path, pem)
+                .with_context(|| format!("writing the dev certificate {}", path.display()))?;
+        }
     }
     read_pem(&cert, &key)
 }

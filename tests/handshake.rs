@@ -218,3 +218,41 @@ async fn es256_and_eddsa_keys_verify_their_own_tokens_only() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn a_configured_audience_is_required_not_only_checked_when_present() {
+    let gw = TestGateway::start_with(|c| c.auth.audience = Some("huddle-game".into())).await;
+    let hs = |c: &huddle::auth::Claims| {
+        sign(
+            c,
+            Algorithm::HS256,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+    };
+    let no_aud = hs(&claims("no-aud"));
+    let mut ours = claims("ours");
+    ours.aud = Some(huddle::auth::Audience::One("huddle-game".into()));
+    for url in gw.urls() {
+        let mut conn = gw.raw(&url).await;
+        let reply = hello(&mut conn, Some(&no_aud), None).await;
+        let (_, _, _, message) = parse_error(&reply).expect("an Error frame");
+        assert!(
+            message.contains("`aud`"),
+            "names the missing claim: {message}"
+        );
+        expect_refusal(
+            &mut conn,
+            &reply,
+            ErrorCode::TOKEN_INVALID,
+            &format!("a token without aud over {url}"),
+        )
+        .await;
+
+        let mut conn = gw.raw(&url).await;
+        let reply = hello(&mut conn, Some(&hs(&ours)), None).await;
+        assert_eq!(
+            parse_welcome(&reply).expect("a token with our aud").user_id,
+            "ours"
+        );
+    }
+}

@@ -29,7 +29,7 @@
 #                               so a kill -9 loses the last ~100 ms of acked
 #                               writes; batch acks after the sync: none lost
 #   HUDDLE_CASSANDRA_VERSION    cassandra-all version        (default 5.0.8)
-#   HUDDLE_CASSANDRA_JAVA_HOME  JDK 11 or 17   (default /usr/lib/jvm/java-17-openjdk-amd64)
+#   HUDDLE_CASSANDRA_JAVA_HOME  Java 17 or 11  (default: found by java-home.sh)
 #   HUDDLE_CASSANDRA_PORT       CQL native port              (default 9042)
 #   HUDDLE_CASSANDRA_STORAGE_PORT  inter-node port, loopback only (default 7000)
 #   HUDDLE_CASSANDRA_HEAP       -Xms/-Xmx                    (default 1G)
@@ -39,7 +39,6 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CASS_HOME="${HUDDLE_CASSANDRA_HOME:-$HOME/.cache/huddle-cassandra}"
 VERSION="${HUDDLE_CASSANDRA_VERSION:-5.0.8}"
-JAVA_HOME_C="${HUDDLE_CASSANDRA_JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}"
 HOST=127.0.0.1
 PORT="${HUDDLE_CASSANDRA_PORT:-9042}"
 STORAGE_PORT="${HUDDLE_CASSANDRA_STORAGE_PORT:-7000}"
@@ -183,14 +182,11 @@ if [ "$rc" = 2 ]; then
     die "something on $HOST:$PORT accepts TCP but does not speak CQL v4; not starting"
 fi
 
-# ---- Java
+# ---- Java: 17 or 11, the versions Cassandra 5.0 runs on (java-home.sh says
+# which homes it tried)
+JAVA_HOME_C="$("$HERE/java-home.sh")" ||
+    die "no Java 17 or 11 (scripts/install-deps installs openjdk-17-jdk-headless; or set HUDDLE_CASSANDRA_JAVA_HOME)"
 JAVA="$JAVA_HOME_C/bin/java"
-[ -x "$JAVA" ] || die "no java at $JAVA (set HUDDLE_CASSANDRA_JAVA_HOME to a JDK 11 or 17)"
-jver="$("$JAVA" -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')"
-case "$jver" in
-    11|17) ;;
-    *) die "$JAVA is Java $jver; Cassandra 5.0 runs on Java 11 or 17 only" ;;
-esac
 
 if listening "$STORAGE_PORT"; then
     die "TCP port $STORAGE_PORT (storage port) is already in use, by another node? set HUDDLE_CASSANDRA_STORAGE_PORT"
