@@ -150,9 +150,10 @@ async fn open_history(
             let ack = ack.clone();
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let path = dir.join("history.redb");
-                let store = Arc::new(EmbeddedStore::open(&path, cache).context(
-                    "opening the embedded history store (in server.data_dir)",
-                )?);
+                let store = Arc::new(
+                    EmbeddedStore::open(&path, cache)
+                        .context("opening the embedded history store (in server.data_dir)")?,
+                );
                 let recovered = ack::recover(&ack.dir, 4096, |batch| store.write(batch))
                     .with_context(|| {
                         format!(

@@ -292,3 +292,80 @@ async fn sigkill_under_load_loses_nothing_acknowledged_cql() {
     }
     kill_under_load(Store::Cql).await;
 }
+
+/// Operator-created channels are stored like history: one created just
+/// before a SIGKILL, and one before a SIGTERM, can be joined after the
+/// restart with the settings they were created with.
+async fn channels_outlive_restarts(store: Store) {
+    let data = tempfile::tempdir().unwrap();
+    let keyspace = format!("huddle_channels_{}", std::process::id());
+    let http = reqwest::Client::new();
+    let create = |admin: String, body: serde_json::Value| {
+        let http = http.clone();
+        async move {
+            let resp = http
+                .post(format!("http://{admin}/v1/channels"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+        }
+    };
+    let mut served = spawn(data.path(), store, &keyspace);
+    create(
+        served.admin.clone(),
+        serde_json::json!({ "name": "killed", "read_only": true }),
+    )
+    .await;
+    served.child.kill().unwrap(); // SIGKILL right after the answer
+    served.child.wait().unwrap();
+
+    let mut served = spawn(data.path(), store, &keyspace);
+    create(
+        served.admin.clone(),
+        serde_json::json!({ "name": "stopped", "slow_mode_ms": 2500, "public": false, "members": ["ann"] }),
+    )
+    .await;
+    let pid = served.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(common::wait_bounded(&mut served.child).success());
+
+    let mut served = spawn(data.path(), store, &keyspace);
+    let ann = client(&served.ws, "ann").await.expect("connects");
+    let killed = ann
+        .chat_join("channel:killed")
+        .await
+        .expect("a channel created before a SIGKILL exists");
+    assert!(killed.read_only, "with its settings");
+    let stopped = ann
+        .chat_join("channel:stopped")
+        .await
+        .expect("a channel created before a SIGTERM exists");
+    assert_eq!(stopped.slow_mode_ms, 2500);
+    let bob = client(&served.ws, "bob").await.expect("connects");
+    assert!(
+        bob.chat_join("channel:stopped").await.is_err(),
+        "its member list is kept too"
+    );
+    served.child.kill().unwrap();
+    served.child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_channels_outlive_sigkill_and_sigterm_embedded() {
+    channels_outlive_restarts(Store::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_channels_outlive_sigkill_and_sigterm_cql() {
+    if std::env::var_os("HUDDLE_TEST_CQL").is_none() {
+        eprintln!("skipped: no CQL server (scripts/test sets HUDDLE_TEST_CQL)");
+        return;
+    }
+    channels_outlive_restarts(Store::Cql).await;
+}
