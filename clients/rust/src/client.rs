@@ -236,8 +236,12 @@ pub enum Event {
     },
     /// The connection dropped; the client is reconnecting unless a
     /// [`Event::Closed`] follows. In-flight requests failed with
-    /// [`ClientError::Disconnected`].
-    Disconnected { reason: String },
+    /// [`ClientError::Disconnected`]. `close` is how the gateway closed it
+    /// (e.g. `SLOW_CONSUMER` as close code 4108), when it did.
+    Disconnected {
+        reason: String,
+        close: Option<crate::transport::PeerClose>,
+    },
     /// Connected again. With `resumed`, the session carried on and `replayed`
     /// missed events follow; otherwise a [`Event::SessionReset`] came first.
     Reconnected { resumed: bool, replayed: u32 },
