@@ -218,7 +218,7 @@ fn too_large_message(len: Option<usize>, max: u32) -> String {
 const FINAL_WRITE: Duration = Duration::from_secs(2);
 
 /// What `GoAway` says, and the reason its close (1001) carries.
-const GOAWAY_REASON: &str = "server shutting down";
+const GOAWAY_REASON: &str = "this node is draining; reconnect (with resume)";
 
 async fn refuse<W: FrameWriter>(wr: &mut W, request_id: u64, code: ErrorCode, message: &str) {
     let frame = error_frame(request_id, code, message, false, true);
@@ -1268,9 +1268,12 @@ async fn finish<W: FrameWriter>(
                 wire.extend(batch.drain(..).map(|f| f.wire_bytes()));
             }
             let cfg = &gw.config.server;
-            wire.push(encode(|e| {
-                e.go_away(GOAWAY_REASON, cfg.goaway_reconnect_ms)
-            }));
+            let reconnect_after_ms = crate::gateway::goaway_reconnect_after_ms(
+                cfg.goaway_reconnect_ms,
+                cfg.goaway_jitter_ms,
+                rand::random(),
+            );
+            wire.push(encode(|e| e.go_away(GOAWAY_REASON, reconnect_after_ms)));
             metrics().frame_out(Body::GoAway);
             let _ = timeout(FINAL_WRITE, wr.send(&wire)).await;
             detach(gw, at, true).await;

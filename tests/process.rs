@@ -1,6 +1,7 @@
 //! The `huddle` binary as an operator runs it: embedded defaults plus
 //! environment overrides, `huddle token` minting a usable token, and SIGTERM
-//! draining clients with GoAway before a clean exit.
+//! turning `/readyz` to 503 before draining clients with GoAway and a clean
+//! exit.
 
 mod common;
 
@@ -14,6 +15,8 @@ struct Proc {
     child: Child,
     ws: String,
     quic: String,
+    /// host:port of the admin listener.
+    admin: String,
 }
 
 impl Drop for Proc {
@@ -34,10 +37,15 @@ fn huddle(data_dir: &std::path::Path) -> Command {
 }
 
 fn spawn(data_dir: &std::path::Path) -> Proc {
-    let served = common::serve(huddle(data_dir).arg("serve"));
+    let served = common::serve(
+        huddle(data_dir)
+            .env("HUDDLE_SERVER__DRAIN_READYZ_MS", "500")
+            .arg("serve"),
+    );
     Proc {
         ws: served.ws,
         quic: served.quic,
+        admin: served.admin,
         child: served.child,
     }
 }
@@ -53,6 +61,16 @@ fn mint(data_dir: &std::path::Path, user: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The status code `GET /readyz` answers; `None` once nothing answers.
+async fn readyz(admin: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin).await.ok()?;
+    s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").await.ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    out.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[tokio::test]
@@ -72,12 +90,24 @@ async fn sigterm_sends_goaway_and_exits_cleanly() {
         assert_eq!(client.session().user_id, "operator-test");
         streams.push((client, events));
     }
+    assert_eq!(readyz(&proc.admin).await, Some(200));
     let pid = proc.child.id().to_string();
+    let admin = proc.admin.clone();
+    let not_ready = tokio::spawn(async move {
+        loop {
+            match readyz(&admin).await {
+                Some(503) => return Some(tokio::time::Instant::now()),
+                Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                None => return None,
+            }
+        }
+    });
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
+    let mut goaway_at = Vec::new();
     for (_client, events) in &mut streams {
         let mut saw_goaway = false;
         while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(20), events.next()).await
@@ -86,6 +116,7 @@ async fn sigterm_sends_goaway_and_exits_cleanly() {
                 reconnect_after_ms, ..
             } = ev
             {
+                goaway_at.push(tokio::time::Instant::now());
                 assert!(reconnect_after_ms > 0);
                 saw_goaway = true;
                 break;
@@ -93,6 +124,14 @@ async fn sigterm_sends_goaway_and_exits_cleanly() {
         }
         assert!(saw_goaway, "every client is told to go away");
     }
+    let not_ready = not_ready
+        .await
+        .unwrap()
+        .expect("/readyz answered 503 before the admin API went away");
+    assert!(
+        goaway_at.iter().all(|at| not_ready < *at),
+        "a load balancer saw 503 before any client heard GoAway"
+    );
     let status = wait_bounded(&mut proc.child);
     assert!(status.success(), "exit status {status}");
 }

@@ -159,14 +159,16 @@ async fn serve_connection(gw: Arc<Gateway>, incoming: quinn::Incoming) {
     serve(gw, reader, writer, TransportKind::Quic).await;
 }
 
-/// Accepts QUIC connections until shutdown.
+/// Accepts QUIC connections; once the node drains (`stop_accepting`) it
+/// refuses each new one at once (CONNECTION_REFUSED) rather than leave the
+/// client waiting for a handshake that never comes. Ends with the endpoint
+/// (or when shutdown aborts it).
 pub async fn accept_loop(gw: Arc<Gateway>, endpoint: Endpoint) {
-    loop {
-        let incoming = tokio::select! {
-            _ = gw.stop_accepting.cancelled() => break,
-            i = endpoint.accept() => i,
-        };
-        let Some(incoming) = incoming else { break };
+    while let Some(incoming) = endpoint.accept().await {
+        if gw.stop_accepting.is_cancelled() {
+            incoming.refuse();
+            continue;
+        }
         // Counted from the first packet, handshakes included.
         let Ok(permit) = gw.connection_permits.clone().try_acquire_owned() else {
             incoming.refuse();

@@ -35,6 +35,8 @@ pub fn base_config(dir: &std::path::Path) -> Config {
     c.server.admin_addr = "127.0.0.1:0".parse().unwrap();
     c.server.data_dir = dir.to_path_buf();
     c.server.shutdown_timeout_ms = 3_000;
+    // Shutdown goes straight to GoAway; the drain tests set a window.
+    c.server.drain_readyz_ms = 0;
     c.auth.secret = Some(SECRET.into());
     c.shards.count = 2;
     c.shards.pin = false;

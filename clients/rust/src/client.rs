@@ -250,7 +250,9 @@ pub enum Event {
     /// presence, rejoin, …). [`Event::Reconnected`] follows.
     SessionReset,
     /// The gateway is going away; the client reconnects (with resume) after
-    /// `reconnect_after_ms`. [`Event::Disconnected`] follows when the
+    /// `reconnect_after_ms` plus a random extra of its own (up to half as
+    /// much again, at least up to 250 ms), so clients told the same delay
+    /// do not return at once. [`Event::Disconnected`] follows when the
     /// connection closes.
     GoAway {
         reason: String,

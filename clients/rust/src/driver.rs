@@ -524,7 +524,8 @@ impl Driver {
             let now = Instant::now();
             *going_away = Some(GoingAway {
                 reason: reason.clone(),
-                reconnect_at: now + after,
+                // Clients told the same delay still spread out.
+                reconnect_at: now + backoff::after_goaway(after, rand::random()),
                 drain_until: now + after.max(GOAWAY_DRAIN_MIN),
             });
             self.emit(Event::GoAway {
