@@ -1,6 +1,7 @@
-//! Admin HTTP: `/healthz` (the process answers), `/readyz` (503 once the
-//! gateway stops accepting and drains), `/metrics` (Prometheus text) and the
+//! Admin HTTP: `/healthz` (the process answers), `/readyz` (503 from the
+//! moment the node starts draining), `/metrics` (Prometheus text) and the
 //! operator API under `/v1/` (bearer token `server.admin_token` when set):
+//! `POST /v1/drain` takes the node out of service without stopping it;
 //! `POST /v1/channels` creates or reconfigures a chat channel;
 //! `POST /v1/notifications` notifies one user, many, or everyone online;
 //! `POST /v1/lobbies` creates lobbies in bulk with their players assigned,
@@ -36,7 +37,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
-    if gw.stop_accepting.is_cancelled() {
+    if gw.draining.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_string())
     } else if let Some(why) = gw.store_health.failure() {
         // Still serving reads and volatile traffic, but sends are refused:
@@ -72,6 +73,28 @@ async fn prometheus() -> impl IntoResponse {
         )],
         metrics().render(),
     )
+}
+
+/// `POST /v1/drain`: the node drains as on SIGTERM but the process stays
+/// up: `/readyz` answers 503 at once (before this answer is sent), GoAway
+/// goes to every connection `server.drain_readyz_ms` later, and from then
+/// on new connections are refused. Answers 202 at once; asking again
+/// changes nothing. There is no undo: restart the process to serve again.
+async fn drain(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Answer {
+    if let Err(denied) = authorized(&gw, &headers) {
+        return denied;
+    }
+    let began = gw.begin_drain();
+    if began {
+        let gw = gw.clone();
+        tokio::spawn(async move { gw.finish_drain().await });
+    }
+    let body = serde_json::json!({
+        "draining": true,
+        "already": !began,
+        "drain_readyz_ms": gw.config.server.drain_readyz_ms,
+    });
+    (StatusCode::ACCEPTED, format!("{body}\n"))
 }
 
 /// `POST /v1/channels` body.
@@ -516,6 +539,7 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
+        .route("/v1/drain", post(drain))
         .route("/v1/channels", post(create_channel))
         .route("/v1/notifications", post(notify))
         .route("/v1/lobbies", post(create_lobbies))

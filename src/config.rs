@@ -600,8 +600,16 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Upper bound on a graceful shutdown (GoAway, drain, close).
     pub shutdown_timeout_ms: u64,
-    /// How long clients are told to wait before reconnecting after GoAway.
+    /// How long `/readyz` answers 503 before GoAway goes out (on SIGTERM or
+    /// `POST /v1/drain`), while every connection is still served: long
+    /// enough for a load balancer's health checks to take the node out.
+    pub drain_readyz_ms: u64,
+    /// The least a client is told to wait before reconnecting after GoAway.
     pub goaway_reconnect_ms: u32,
+    /// Each session's GoAway adds a random 0..=this to
+    /// `goaway_reconnect_ms`, so a drained node's clients do not all come
+    /// back at once.
+    pub goaway_jitter_ms: u32,
     /// This node's id (0..511), part of every message id; unique per cluster.
     pub node_id: u16,
     /// Bearer token the operator API (`/v1/...`) requires; none on loopback
@@ -619,7 +627,9 @@ impl Default for ServerConfig {
             io_threads: 0,
             max_connections: 200_000,
             shutdown_timeout_ms: 10_000,
+            drain_readyz_ms: 5_000,
             goaway_reconnect_ms: 1_000,
+            goaway_jitter_ms: 4_000,
             node_id: 0,
             admin_token: None,
         }
@@ -874,6 +884,15 @@ impl Config {
         if s.rate_per_s <= 0.0 || s.rate_burst < 1.0 {
             return bad("session.rate_per_s must be > 0 and session.rate_burst >= 1");
         }
+        let srv = &self.server;
+        if srv.drain_readyz_ms > 600_000 {
+            return bad("server.drain_readyz_ms must be at most 600000 (10 minutes)");
+        }
+        if u64::from(srv.goaway_reconnect_ms) + u64::from(srv.goaway_jitter_ms) > 3_600_000 {
+            return bad(
+                "server.goaway_reconnect_ms + server.goaway_jitter_ms must be at most 3600000 (an hour)",
+            );
+        }
         let w = &self.webhooks;
         if w.max_attempts == 0 || w.concurrency == 0 || w.events_batch == 0 {
             return bad(
@@ -1072,6 +1091,21 @@ mod tests {
         );
         s.datacenters.insert("x'y".into(), 1);
         assert!(s.validate().unwrap_err().contains("datacenter"));
+    }
+
+    #[test]
+    fn drain_windows_are_bounded() {
+        let mut c = Config::default();
+        c.server.drain_readyz_ms = 0;
+        c.server.goaway_jitter_ms = 0;
+        assert!(c.validate().is_ok(), "no window and no jitter are allowed");
+        c.server.drain_readyz_ms = 600_001;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("server.drain_readyz_ms"), "{err}");
+        c.server.drain_readyz_ms = 5_000;
+        c.server.goaway_jitter_ms = u32::MAX;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("server.goaway_jitter_ms"), "{err}");
     }
 
     #[test]

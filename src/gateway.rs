@@ -1,10 +1,13 @@
 //! Wiring: builds the authenticator, certificates, shards and listeners from
-//! a [`Config`], runs the accept loops, and shuts everything down in a fixed
-//! order under a deadline: stop accepting → GoAway and drain every
-//! connection → stop the shards.
+//! a [`Config`], runs the accept loops, drains the node (on SIGTERM or
+//! `POST /v1/drain`) and shuts everything down in a fixed order under a
+//! deadline: `/readyz` → 503 while connections are still served → stop
+//! accepting, GoAway (jittered per session) and drain every connection →
+//! stop the admin API and the shards.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,9 +39,17 @@ pub struct Gateway {
     pub config: Config,
     pub auth: Authenticator,
     pub shards: Shards,
-    /// Cancelled first at shutdown: accept loops stop, `/readyz` fails.
+    /// Cancelled first when the node drains: `/readyz` answers 503 while
+    /// connections and new connections are still served, for
+    /// `server.drain_readyz_ms`.
+    pub draining: CancellationToken,
+    /// Set by the first drain, so a second one only waits for it.
+    drain_begun: AtomicBool,
+    /// Cancelled once that window is over: accept loops stop (WebSocket) or
+    /// refuse every new connection (QUIC).
     pub stop_accepting: CancellationToken,
-    /// Cancelled second: every connection sends GoAway, drains and closes.
+    /// Cancelled with `stop_accepting`: every connection sends GoAway,
+    /// drains and closes.
     pub shutdown: CancellationToken,
     /// Cancelled last, once connections are gone: the admin API stops (so
     /// `/readyz` answers 503 throughout the drain).
@@ -313,6 +324,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let gw = Arc::new(Gateway {
         auth,
         shards,
+        draining: CancellationToken::new(),
+        drain_begun: AtomicBool::new(false),
         stop_accepting: CancellationToken::new(),
         shutdown: CancellationToken::new(),
         admin_stop: CancellationToken::new(),
@@ -345,7 +358,58 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(running)
 }
 
+/// The `reconnect_after_ms` one session's `GoAway` carries: uniform in
+/// `[base, base + jitter]` (`unit`, in `[0, 1]`, picks where), so the
+/// clients of a draining node come back spread over the jitter window
+/// instead of all at the same moment.
+pub fn goaway_reconnect_after_ms(base: u32, jitter: u32, unit: f64) -> u32 {
+    let unit = if unit.is_finite() {
+        unit.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    base.saturating_add((f64::from(jitter) * unit).round() as u32)
+}
+
 impl Gateway {
+    /// Starts draining this node: `/readyz` answers 503 from now on.
+    /// Returns false (and changes nothing) when a drain had begun already.
+    pub fn begin_drain(&self) -> bool {
+        if self.drain_begun.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        self.draining.cancel();
+        tracing::info!(
+            readyz_503_for_ms = self.config.server.drain_readyz_ms,
+            "draining: /readyz answers 503; connections are still served until GoAway"
+        );
+        true
+    }
+
+    /// The rest of a drain [`Gateway::begin_drain`] began: once
+    /// `server.drain_readyz_ms` has passed (while everything is still
+    /// served, so a load balancer sees the 503 first), new connections are
+    /// refused and every connection gets GoAway, drains what it owes and
+    /// closes.
+    pub async fn finish_drain(&self) {
+        let window = Duration::from_millis(self.config.server.drain_readyz_ms);
+        tokio::time::sleep(window).await;
+        self.stop_accepting.cancel();
+        self.shutdown.cancel();
+        tracing::info!("draining: GoAway to every connection; new connections refused");
+    }
+
+    /// Drains this node (see [`Gateway::finish_drain`]); returns once every
+    /// connection has been told to go away. A drain already under way
+    /// (`POST /v1/drain`) is waited for, not repeated.
+    pub async fn drain(&self) {
+        if self.begin_drain() {
+            self.finish_drain().await;
+        } else {
+            self.shutdown.cancelled().await;
+        }
+    }
+
     /// Replaces every matchmaking queue's rules (at start, and on a reload
     /// without a restart): waiting tickets keep their place and waiting
     /// time under the new rules; those that no longer fit, and the tickets
@@ -385,20 +449,24 @@ impl Running {
         self.gw.shards.count()
     }
 
-    /// Graceful shutdown: stop accepting, GoAway + drain every connection
-    /// (bounded by `server.shutdown_timeout_ms`), then stop the shards.
-    /// Returns whether every connection finished in time.
+    /// Graceful shutdown: drain ([`Gateway::drain`]: `/readyz` → 503 for
+    /// `server.drain_readyz_ms`, then stop accepting and GoAway), wait for
+    /// every connection to finish (bounded by `server.shutdown_timeout_ms`),
+    /// then stop the admin API and the shards. Returns whether every
+    /// connection finished in time.
     pub async fn shutdown(self) -> bool {
         let deadline = Duration::from_millis(self.gw.config.server.shutdown_timeout_ms);
-        self.gw.stop_accepting.cancel();
-        for a in self.accept_loops {
-            let _ = a.await;
-        }
-        self.gw.shutdown.cancel();
+        self.gw.drain().await;
         self.gw.tracker.close();
         let drained = tokio::time::timeout(deadline, self.gw.tracker.wait())
             .await
             .is_ok();
+        // The WebSocket loop ended with the drain; the QUIC one only
+        // refuses by now.
+        for a in self.accept_loops {
+            a.abort();
+            let _ = a.await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         // A stuck admin client (a half-sent request) must not hold the exit.
         self.gw.admin_stop.cancel();
@@ -429,5 +497,26 @@ impl Running {
         });
         let _ = tokio::time::timeout(Duration::from_secs(10), stop).await;
         drained
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goaway_delays_spread_over_the_jitter_window() {
+        assert_eq!(goaway_reconnect_after_ms(1_000, 4_000, 0.0), 1_000);
+        assert_eq!(goaway_reconnect_after_ms(1_000, 4_000, 0.5), 3_000);
+        assert_eq!(goaway_reconnect_after_ms(1_000, 4_000, 1.0), 5_000);
+        assert_eq!(goaway_reconnect_after_ms(1_000, 0, 0.7), 1_000, "no jitter");
+        assert_eq!(goaway_reconnect_after_ms(1_000, 4_000, f64::NAN), 1_000);
+        assert_eq!(goaway_reconnect_after_ms(1_000, 4_000, 9.0), 5_000);
+        assert_eq!(goaway_reconnect_after_ms(u32::MAX, u32::MAX, 1.0), u32::MAX);
+        let picks: std::collections::HashSet<u32> = (0..64)
+            .map(|_| goaway_reconnect_after_ms(1_000, 4_000, rand::random()))
+            .collect();
+        assert!(picks.iter().all(|ms| (1_000..=5_000).contains(ms)));
+        assert!(picks.len() > 32, "sessions get different delays: {picks:?}");
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use huddle_schema::encode::{PresenceEntry, UnreadRow, WelcomeFields};
 use huddle_schema::wire::{self, Body, ErrorCode};
-use huddle_schema::{verify_frame, Encoder, FrameError, PROTOCOL_VERSION};
+use huddle_schema::{verify_frame, CloseCode, Encoder, FrameError, PROTOCOL_VERSION};
 use tokio::sync::{oneshot, Notify};
 use tokio::time::{timeout, Interval, MissedTickBehavior};
 
@@ -72,8 +72,10 @@ pub trait FrameWriter: Send {
     /// Sends a volatile frame outside the ordered stream (a QUIC datagram);
     /// false when this transport cannot, so the caller sends it in order.
     fn send_unordered(&mut self, frame: &Bytes) -> bool;
-    /// Closes gracefully, giving queued bytes a moment to leave.
-    fn close(&mut self) -> impl Future<Output = ()> + Send;
+    /// Closes gracefully with `code` (the WebSocket close status or QUIC
+    /// application error code) and a short `reason`, giving queued bytes a
+    /// moment to leave. Only the first call closes; later ones do nothing.
+    fn close(&mut self, code: CloseCode, reason: &str) -> impl Future<Output = ()> + Send;
 }
 
 thread_local! {
@@ -108,12 +110,18 @@ fn unix_ms() -> i64 {
 enum End {
     /// Clean close by the client: the session ends.
     ClientClosed,
-    /// The socket broke or went silent: the session waits for a resume.
+    /// The socket broke: the session waits for a resume.
     Lost(String),
+    /// The client sent nothing for the heartbeat timeout: the session waits
+    /// for a resume.
+    Silent(String),
+    /// The client took no data for the heartbeat timeout: SLOW_CONSUMER,
+    /// and the session waits for a resume.
+    Stalled(String),
     /// The gateway is shutting down: GoAway, then close; resumable elsewhere.
     Shutdown,
     /// Closed for a protocol violation or slowness: the session ends.
-    Refused(Bytes),
+    Refused(Closing),
     /// A newer connection resumed the session.
     Superseded,
     /// The session ended under us (resume window passed, shards stopping).
@@ -136,6 +144,37 @@ struct Attached {
     ratings: Vec<(Arc<str>, crate::engine::queues::Rating)>,
 }
 
+/// The `Error { closing: true }` a connection ends with; its code is also
+/// the close code (see [`CloseCode`]).
+#[derive(Debug)]
+struct Closing {
+    request_id: u64,
+    code: ErrorCode,
+    message: String,
+    retryable: bool,
+}
+
+impl Closing {
+    fn new(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            request_id,
+            code,
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    fn frame(&self) -> Bytes {
+        error_frame(
+            self.request_id,
+            self.code,
+            &self.message,
+            self.retryable,
+            true,
+        )
+    }
+}
+
 /// Serves one connection from its first byte to its close.
 pub async fn serve<R: FrameReader, W: FrameWriter>(
     gw: Arc<Gateway>,
@@ -150,8 +189,21 @@ pub async fn serve<R: FrameReader, W: FrameWriter>(
         let (end, joined) = run(&gw, &attached, &mut rd, &mut wr).await;
         Box::pin(finish(&gw, &attached, end, joined, &mut wr)).await;
     }
-    wr.close().await;
+    // Closes what nothing closed yet (a client that left mid-handshake).
+    wr.close(CloseCode::Normal, "").await;
+    linger(&mut rd).await;
     metrics().connection_closed(kind);
+}
+
+/// Reads on, discarding, until the client answers the close (or a moment
+/// passes). A TCP socket closed with unread bytes (a stalled client's pings)
+/// is reset, and a reset discards what is still on its way to the client:
+/// the closing Error frame and the close frame.
+async fn linger<R: FrameReader>(rd: &mut R) {
+    let _ = timeout(FINAL_WRITE, async {
+        while let Inbound::Frame(_) | Inbound::NotBinary = rd.recv().await {}
+    })
+    .await;
 }
 
 fn too_large_message(len: Option<usize>, max: u32) -> String {
@@ -181,9 +233,13 @@ fn writes_to_store(body: Body) -> bool {
 /// connection is closed anyway.
 const FINAL_WRITE: Duration = Duration::from_secs(2);
 
+/// What `GoAway` says, and the reason its close (1001) carries.
+const GOAWAY_REASON: &str = "this node is draining; reconnect (with resume)";
+
 async fn refuse<W: FrameWriter>(wr: &mut W, request_id: u64, code: ErrorCode, message: &str) {
     let frame = error_frame(request_id, code, message, false, true);
     let _ = timeout(FINAL_WRITE, wr.send(&[frame])).await;
+    wr.close(CloseCode::Error(code), message).await;
 }
 
 async fn handshake<R: FrameReader, W: FrameWriter>(
@@ -529,7 +585,7 @@ async fn serve_loop<R: FrameReader, W: FrameWriter>(
             }
             _ = tick.tick() => {
                 if conn.last_in.elapsed() >= silence {
-                    return End::Lost(format!("silent for {} ms", silence.as_millis()));
+                    return End::Silent(format!("silent for {} ms", silence.as_millis()));
                 }
                                 // Quiet for a tick: ping, so the client never waits more
                 // than heartbeat_ms for a sign of life.
@@ -558,13 +614,14 @@ const BATCHES_PER_WAKE: usize = 4;
 fn stopped(stop: Stop) -> End {
     match stop {
         Stop::Superseded => End::Superseded,
-        Stop::Closed(Closed::SlowConsumer) => End::Refused(error_frame(
-            0,
-            ErrorCode::SLOW_CONSUMER,
-            "the client did not read its events fast enough; reconnect and re-sync",
-            true,
-            true,
-        )),
+        Stop::Closed(Closed::SlowConsumer) => End::Refused(Closing {
+            retryable: true,
+            ..Closing::new(
+                0,
+                ErrorCode::SLOW_CONSUMER,
+                "the client did not read its events fast enough; reconnect and re-sync",
+            )
+        }),
         Stop::Closed(_) => End::Ended,
     }
 }
@@ -616,7 +673,7 @@ async fn drain<W: FrameWriter>(
                     _ = tick.tick() => {
                         if started.elapsed() >= stall {
                             let msg = format!("client took no data for {} ms", stall.as_millis());
-                            return Err(End::Lost(msg));
+                            return Err(End::Stalled(msg));
                         }
                     }
                 }
@@ -647,9 +704,7 @@ impl Conn<'_> {
         let max = self.gw.config.session.max_malformed;
         if self.malformed >= max {
             let msg = format!("{message} ({max} malformed frames: closing)");
-            return Some(End::Refused(error_frame(
-                request_id, code, &msg, false, true,
-            )));
+            return Some(End::Refused(Closing::new(request_id, code, msg)));
         }
         self.error(request_id, code, message, false);
         None
@@ -660,12 +715,10 @@ impl Conn<'_> {
             Inbound::Frame(b) => b,
             Inbound::TooLarge(n) => {
                 let msg = too_large_message(n, self.gw.config.session.max_frame_bytes);
-                return Some(End::Refused(error_frame(
+                return Some(End::Refused(Closing::new(
                     0,
                     ErrorCode::FRAME_TOO_LARGE,
-                    &msg,
-                    false,
-                    true,
+                    msg,
                 )));
             }
             Inbound::NotBinary => {
@@ -1207,6 +1260,29 @@ async fn finish<W: FrameWriter>(
             tracing::debug!(session = at.session, %reason, "connection lost; session resumable");
             detach(gw, at, true).await
         }
+        End::Silent(reason) => {
+            tracing::debug!(session = at.session, %reason, "connection silent; session resumable");
+            detach(gw, at, true).await;
+            wr.close(CloseCode::HeartbeatTimeout, &reason).await;
+        }
+        End::Stalled(reason) => {
+            let session = format!("{:016x}", at.session);
+            tracing::warn!(%session, user = %at.user, %reason, "slow consumer closed (SLOW_CONSUMER); session resumable");
+            let closing = Closing {
+                retryable: true,
+                ..Closing::new(
+                    0,
+                    ErrorCode::SLOW_CONSUMER,
+                    format!("{reason}; reconnect and resume"),
+                )
+            };
+            // Best effort: the socket is full, so the frame (and maybe the
+            // close) may not get through; the log line above says it all.
+            let _ = timeout(FINAL_WRITE, wr.send(&[closing.frame()])).await;
+            detach(gw, at, true).await;
+            wr.close(CloseCode::Error(closing.code), &closing.message)
+                .await;
+        }
         End::Shutdown => {
             // Flush what is owed, then tell the client where it stands.
             let mut batch = Vec::new();
@@ -1216,18 +1292,35 @@ async fn finish<W: FrameWriter>(
                 wire.extend(batch.drain(..).map(|f| f.wire_bytes()));
             }
             let cfg = &gw.config.server;
-            wire.push(encode(|e| {
-                e.go_away("server shutting down", cfg.goaway_reconnect_ms)
-            }));
+            let reconnect_after_ms = crate::gateway::goaway_reconnect_after_ms(
+                cfg.goaway_reconnect_ms,
+                cfg.goaway_jitter_ms,
+                rand::random(),
+            );
+            wire.push(encode(|e| e.go_away(GOAWAY_REASON, reconnect_after_ms)));
             metrics().frame_out(Body::GoAway);
             let _ = timeout(FINAL_WRITE, wr.send(&wire)).await;
             detach(gw, at, true).await;
+            wr.close(CloseCode::GoingAway, GOAWAY_REASON).await;
         }
-        End::Refused(frame) => {
-            let _ = timeout(FINAL_WRITE, wr.send(&[frame])).await;
+        End::Refused(closing) => {
+            if closing.code == ErrorCode::SLOW_CONSUMER {
+                let session = format!("{:016x}", at.session);
+                tracing::warn!(%session, user = %at.user, reason = %closing.message, "slow consumer closed (SLOW_CONSUMER); session over");
+            } else {
+                tracing::debug!(session = at.session, code = ?closing.code, reason = %closing.message, "connection refused");
+            }
+            // Best effort for a slow consumer: its socket may be full.
+            let _ = timeout(FINAL_WRITE, wr.send(&[closing.frame()])).await;
             detach(gw, at, false).await;
+            wr.close(CloseCode::Error(closing.code), &closing.message)
+                .await;
         }
-        End::Superseded | End::Ended => {}
+        End::Superseded => {
+            wr.close(CloseCode::Normal, "a newer connection resumed this session")
+                .await;
+        }
+        End::Ended => wr.close(CloseCode::Normal, "the session ended").await,
     }
 }
 

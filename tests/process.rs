@@ -2,7 +2,8 @@
 //! environment overrides, `huddle token` minting a usable token (with the
 //! config's `iss` and `aud`, saying where it read that config), logs fit for
 //! a pipe (no colour codes, JSON lines on request), start-up errors that name
-//! the path at fault, and SIGTERM draining clients with GoAway before a clean
+//! the path at fault, and SIGTERM turning `/readyz` to 503 before draining
+//! clients with GoAway and a clean
 //! exit.
 
 mod common;
@@ -17,6 +18,8 @@ struct Proc {
     child: Child,
     ws: String,
     quic: String,
+    /// host:port of the admin listener.
+    admin: String,
 }
 
 impl Drop for Proc {
@@ -32,6 +35,7 @@ fn huddle(data_dir: &std::path::Path) -> Command {
         .env("HUDDLE_SERVER__QUIC_ADDR", "127.0.0.1:0")
         .env("HUDDLE_SERVER__ADMIN_ADDR", "127.0.0.1:0")
         .env("HUDDLE_SHARDS__PIN", "false")
+        .env("HUDDLE_SERVER__DRAIN_READYZ_MS", "500")
         .env("HUDDLE_LOG", "warn")
         .env_remove("HUDDLE_CONFIG")
         .env_remove("HUDDLE_LOG__FORMAT");
@@ -48,6 +52,7 @@ fn spawn_with(cmd: &mut Command) -> Proc {
     Proc {
         ws: served.ws,
         quic: served.quic,
+        admin: served.admin,
         child: served.child,
     }
 }
@@ -111,6 +116,16 @@ fn refused_start(cmd: &mut Command) -> String {
     stderr_of(&mut child)
 }
 
+/// The status code `GET /readyz` answers; `None` once nothing answers.
+async fn readyz(admin: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin).await.ok()?;
+    s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").await.ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    out.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[tokio::test]
 async fn sigterm_sends_goaway_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
@@ -128,7 +143,24 @@ async fn sigterm_sends_goaway_and_exits_cleanly() {
         assert_eq!(client.session().user_id, "operator-test");
         streams.push((client, events));
     }
-    sigterm(&proc.child);
+    assert_eq!(readyz(&proc.admin).await, Some(200));
+    let pid = proc.child.id().to_string();
+    let admin = proc.admin.clone();
+    let not_ready = tokio::spawn(async move {
+        loop {
+            match readyz(&admin).await {
+                Some(503) => return Some(tokio::time::Instant::now()),
+                Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                None => return None,
+            }
+        }
+    });
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut goaway_at = Vec::new();
     for (_client, events) in &mut streams {
         let mut saw_goaway = false;
         while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(20), events.next()).await
@@ -137,6 +169,7 @@ async fn sigterm_sends_goaway_and_exits_cleanly() {
                 reconnect_after_ms, ..
             } = ev
             {
+                goaway_at.push(tokio::time::Instant::now());
                 assert!(reconnect_after_ms > 0);
                 saw_goaway = true;
                 break;
@@ -144,6 +177,14 @@ async fn sigterm_sends_goaway_and_exits_cleanly() {
         }
         assert!(saw_goaway, "every client is told to go away");
     }
+    let not_ready = not_ready
+        .await
+        .unwrap()
+        .expect("/readyz answered 503 before the admin API went away");
+    assert!(
+        goaway_at.iter().all(|at| not_ready < *at),
+        "a load balancer saw 503 before any client heard GoAway"
+    );
     let status = wait_bounded(&mut proc.child);
     assert!(status.success(), "exit status {status}");
 }

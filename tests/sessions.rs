@@ -9,8 +9,12 @@ use std::time::Duration;
 use common::*;
 use huddle_client::Event;
 use huddle_schema::encode::ResumeFields;
-use huddle_schema::verify_frame;
 use huddle_schema::wire::{ErrorCode, PresenceStatus};
+use huddle_schema::{verify_frame, CloseCode, Encoder};
+
+/// The slow-consumer tests count SLOW_CONSUMER errors in the process-wide
+/// metrics: one at a time.
+static SLOW_CONSUMER_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn status_of(client: &huddle_client::Client, user: &str) -> (PresenceStatus, u32) {
     let rows = client.presence(&[user]).await.unwrap();
@@ -60,6 +64,12 @@ async fn a_silent_connection_is_closed_after_the_heartbeat_timeout() {
             saw_ping,
             "the gateway pinged the quiet client before giving up"
         );
+        expect_closed_with(
+            &mut silent,
+            CloseCode::HeartbeatTimeout,
+            &format!("silent client over {url}"),
+        )
+        .await;
         // After the resume window the session is cleaned up.
         wait_for_status(&observer, "silent", (PresenceStatus::OFFLINE, 0)).await;
         observer.close().await;
@@ -246,6 +256,7 @@ async fn resume_after_the_window_fails_and_a_fresh_session_works() {
 
 #[tokio::test]
 async fn a_slow_consumer_is_cut_off_while_others_keep_receiving() {
+    let _one = SLOW_CONSUMER_TESTS.lock().await;
     let gw = TestGateway::start_with(|c| {
         c.session.outbound_queue = 32;
         c.session.volatile_shed_at = 16;
@@ -282,14 +293,25 @@ async fn a_slow_consumer_is_cut_off_while_others_keep_receiving() {
             delivered_to_healthy += 1;
         }
         assert!(delivered_to_healthy > 0);
-        // The slow client finds its connection closed, the last frame (when it
-        // got through the full socket) saying why.
+        // The slow client, reading again, finds its connection closed with
+        // SLOW_CONSUMER as the close code. Over WebSocket the Error frame
+        // gets through too (the gateway waits a moment for the full socket);
+        // over QUIC the blocked write was cut inside a frame, so the stream
+        // is reset and only the close says why.
         let frames = read_to_end(&mut slow).await;
-        if let Some(last) = frames.last() {
-            if let Some((_, code, closing, _)) = parse_error(last) {
-                assert_eq!((code, closing), (ErrorCode::SLOW_CONSUMER, true));
-            }
+        let last = frames.last().and_then(|f| parse_error(f));
+        if slow.transport() == huddle_client::Transport::Ws {
+            let (_, code, closing, _) = last.expect("the last frame is an Error");
+            assert_eq!((code, closing), (ErrorCode::SLOW_CONSUMER, true));
+        } else if let Some((_, code, closing, _)) = last {
+            assert_eq!((code, closing), (ErrorCode::SLOW_CONSUMER, true));
         }
+        expect_closed_with(
+            &mut slow,
+            CloseCode::Error(ErrorCode::SLOW_CONSUMER),
+            &format!("slow consumer over {url}"),
+        )
+        .await;
         let rows = healthy.presence(&["slowpoke"]).await.unwrap();
         assert_eq!(
             rows[0].status,
@@ -303,6 +325,87 @@ async fn a_slow_consumer_is_cut_off_while_others_keep_receiving() {
         );
         sender.close().await;
         healthy.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_with_slow_consumer_and_may_resume() {
+    let _one = SLOW_CONSUMER_TESTS.lock().await;
+    // A queue too large to overflow here: the write stalls first.
+    let gw = TestGateway::start_with(|c| {
+        c.session.heartbeat_ms = 200;
+        c.session.heartbeat_timeout_ms = 800;
+        c.session.outbound_queue = 100_000;
+        c.session.volatile_shed_at = 50_000;
+        c.session.outbound_queue_bytes = 256 << 20;
+        c.session.replay_buffer = 100_000;
+        c.session.replay_buffer_bytes = 256 << 20;
+        c.session.rate_per_s = 100_000.0;
+        c.session.rate_burst = 100_000.0;
+    })
+    .await;
+    for url in gw.urls() {
+        let user = format!("stalled-{}", url.split(':').next().unwrap());
+        let (sender, _) = gw.client(&url, "pusher").await;
+        let (slow, welcome) = gw.raw_session(&url, &user).await;
+        // It keeps pinging (so it is not silent) but never reads.
+        let (mut tx, mut rx) = slow.split();
+        let pinger = tokio::spawn(async move {
+            let mut enc = Encoder::new();
+            loop {
+                if tx.send(enc.ping(0, 0, 0)).await.is_err() {
+                    return tx;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let before = errors_sent(ErrorCode::SLOW_CONSUMER);
+        let payload = vec![0xCD; 48 * 1024];
+        let mut rounds = 0;
+        while errors_sent(ErrorCode::SLOW_CONSUMER) == before {
+            assert!(rounds < 4_000, "the stalled write is noticed");
+            sender.echo_to(&user, &payload, false).await.unwrap();
+            rounds += 1;
+        }
+        pinger.abort();
+        // Reading again: what the socket held, then why it closed.
+        let mut last_seq = 0;
+        let mut last = None;
+        while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("hang guard")
+        {
+            last_seq = last_seq.max(verify_frame(&frame, 1 << 20).unwrap().seq());
+            last = Some(frame);
+        }
+        let last = last.as_deref().and_then(parse_error);
+        let what = format!("stalled reader over {url}");
+        if url.starts_with("ws") {
+            let (_, code, closing, message) = last.expect("the last frame is an Error");
+            assert_eq!(
+                (code, closing),
+                (ErrorCode::SLOW_CONSUMER, true),
+                "{message}"
+            );
+            assert!(message.contains("resume"), "{message}");
+        }
+        let close = rx.peer_close().await.expect("a close code");
+        assert_eq!(
+            close.meaning,
+            Some(CloseCode::Error(ErrorCode::SLOW_CONSUMER)),
+            "{what}: {close:?}"
+        );
+        // Unlike an overflowed queue, a stall leaves the session resumable.
+        let mut again = gw.raw(&url).await;
+        let resume = ResumeFields {
+            session_id: &welcome.session_id,
+            resume_token: &welcome.resume_token,
+            last_seq,
+        };
+        let reply = hello(&mut again, Some(&token(&user)), Some(resume)).await;
+        let resumed = parse_welcome(&reply).unwrap_or_else(|| panic!("{what}: {reply:?}"));
+        assert!(resumed.resumed, "{what}");
+        sender.close().await;
     }
 }
 
@@ -336,6 +439,11 @@ async fn shutdown_sends_goaway_after_what_is_owed() {
                 }
                 Some(Event::GoAway { .. }) => {
                     seen.insert("goaway", true);
+                }
+                Some(Event::Disconnected { close, .. }) => {
+                    let close = close.expect("the gateway closed with a code");
+                    assert_eq!(close.meaning, Some(CloseCode::GoingAway), "{close:?}");
+                    seen.insert("going away", true);
                     break;
                 }
                 Some(_) => {}
@@ -343,7 +451,9 @@ async fn shutdown_sends_goaway_after_what_is_owed() {
             }
         }
         assert!(
-            seen.contains_key("echo") && seen.contains_key("goaway"),
+            seen.contains_key("echo")
+                && seen.contains_key("goaway")
+                && seen.contains_key("going away"),
             "{seen:?}"
         );
     }

@@ -2,8 +2,9 @@
 //! (checked in under `generated/`, never edited by hand) plus the framing
 //! helpers that the gateway, the SDK and the load generator share.
 //!
-//! This crate owns the byte layout of a frame and nothing else: it never does
-//! I/O, never keeps session state, and never decides what a frame means.
+//! This crate owns the byte layout of a frame (and the numbers a close
+//! carries) and nothing else: it never does I/O, never keeps session state,
+//! and never decides what a frame means.
 //!
 //! # Layout
 //! - [`wire`]: the generated flatbuffers types (`Frame`, `Body`, every request,
@@ -11,6 +12,8 @@
 //! - [`decode`]: verify an inbound buffer and classify what is wrong with it.
 //! - [`encode`]: build frames with a reusable builder; events carry the
 //!   position of their sequence number so one encoding serves every recipient.
+//! - [`close`]: the close codes both transports carry (WebSocket status, QUIC
+//!   application error code), derived from the wire error codes in one place.
 
 #[allow(
     unsafe_code,
@@ -30,9 +33,11 @@ mod generated;
 
 pub use generated::huddle::wire;
 
+pub mod close;
 pub mod decode;
 pub mod encode;
 
+pub use close::{close_reason, CloseCode};
 pub use decode::{verify_frame, FrameError};
 pub use encode::{stamp_seq, Encoder, EventFrame};
 

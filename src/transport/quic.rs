@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use bytes::{BufMut, BytesMut};
 use futures_util::StreamExt;
+use huddle_schema::{close_reason, CloseCode};
 use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError};
 
@@ -27,6 +28,10 @@ pub struct QuicWriter {
     /// Written directly: a framed writer would keep an 8 KiB buffer per
     /// idle connection; a batch is framed into one short-lived buffer.
     send: SendStream,
+    /// A write was cut short (its future dropped, as a blocked write to a
+    /// client that stopped reading is): the stream may end inside a frame,
+    /// so nothing more is written and only the close code says why.
+    torn: bool,
 }
 
 fn codec(max_frame: usize) -> LengthDelimitedCodec {
@@ -81,13 +86,24 @@ impl FrameReader for QuicReader {
 
 impl FrameWriter for QuicWriter {
     async fn send(&mut self, frames: &[Bytes]) -> io::Result<()> {
+        if self.torn {
+            return Err(io::Error::other(
+                "an earlier write was cut short inside a frame",
+            ));
+        }
         let len = frames.iter().map(|f| f.len() + 4).sum();
         let mut batch = BytesMut::with_capacity(len);
         for f in frames {
             batch.put_u32(f.len() as u32);
             batch.put_slice(f);
         }
-        self.send.write_all(&batch).await.map_err(io::Error::other)
+        self.torn = true;
+        self.send
+            .write_all(&batch)
+            .await
+            .map_err(io::Error::other)?;
+        self.torn = false;
+        Ok(())
     }
 
     fn send_unordered(&mut self, frame: &Bytes) -> bool {
@@ -97,12 +113,22 @@ impl FrameWriter for QuicWriter {
         }
     }
 
-    async fn close(&mut self) {
-        let _ = self.send.finish();
-        // Give the peer a moment to receive what is in flight: closing a
-        // QUIC connection discards unacknowledged stream data.
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.send.stopped()).await;
-        self.conn.close(0u32.into(), b"bye");
+    /// Closes the connection with `code`'s application error code and
+    /// `reason`. A later call does nothing (the connection is closed).
+    async fn close(&mut self, code: CloseCode, reason: &str) {
+        if self.conn.close_reason().is_some() {
+            return;
+        }
+        if self.torn {
+            let _ = self.send.reset(code.quic_code().into());
+        } else if self.send.finish().is_ok() {
+            // Give the peer a moment to receive what is in flight: closing
+            // a QUIC connection discards unacknowledged stream data.
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.send.stopped()).await;
+        }
+        let reason = if reason.is_empty() { "bye" } else { reason };
+        self.conn
+            .close(code.quic_code().into(), close_reason(reason).as_bytes());
     }
 }
 
@@ -125,18 +151,24 @@ async fn serve_connection(gw: Arc<Gateway>, incoming: quinn::Incoming) {
         conn: conn.clone(),
         inner: FramedRead::with_capacity(recv, codec(max), 1024),
     };
-    let writer = QuicWriter { conn, send };
+    let writer = QuicWriter {
+        conn,
+        send,
+        torn: false,
+    };
     serve(gw, reader, writer, TransportKind::Quic).await;
 }
 
-/// Accepts QUIC connections until shutdown.
+/// Accepts QUIC connections; once the node drains (`stop_accepting`) it
+/// refuses each new one at once (CONNECTION_REFUSED) rather than leave the
+/// client waiting for a handshake that never comes. Ends with the endpoint
+/// (or when shutdown aborts it).
 pub async fn accept_loop(gw: Arc<Gateway>, endpoint: Endpoint) {
-    loop {
-        let incoming = tokio::select! {
-            _ = gw.stop_accepting.cancelled() => break,
-            i = endpoint.accept() => i,
-        };
-        let Some(incoming) = incoming else { break };
+    while let Some(incoming) = endpoint.accept().await {
+        if gw.stop_accepting.is_cancelled() {
+            incoming.refuse();
+            continue;
+        }
         // Counted from the first packet, handshakes included.
         let Ok(permit) = gw.connection_permits.clone().try_acquire_owned() else {
             incoming.refuse();

@@ -9,10 +9,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use huddle_schema::{close_reason, CloseCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -27,6 +29,8 @@ pub struct WsReader<S> {
 
 pub struct WsWriter<S> {
     inner: SplitSink<WebSocketStream<S>, Message>,
+    /// A close frame went out (or was tried): later closes do nothing.
+    closed: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> FrameReader for WsReader<S> {
@@ -62,8 +66,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> FrameWriter for WsWriter<S> {
         false
     }
 
-    async fn close(&mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.close()).await;
+    /// Sends a close frame with `code`'s status and `reason`, then flushes
+    /// it; both together get two seconds (a client that stopped reading may
+    /// never take it).
+    async fn close(&mut self, code: CloseCode, reason: &str) {
+        if std::mem::replace(&mut self.closed, true) {
+            return;
+        }
+        let frame = CloseFrame {
+            code: code.ws_status().into(),
+            reason: close_reason(reason).into(),
+        };
+        let goodbye = async {
+            self.inner.send(Message::Close(Some(frame))).await?;
+            self.inner.close().await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), goodbye).await;
     }
 }
 
@@ -108,7 +126,10 @@ where
     serve(
         gw,
         WsReader { inner: stream },
-        WsWriter { inner: sink },
+        WsWriter {
+            inner: sink,
+            closed: false,
+        },
         TransportKind::Ws,
     )
     .await;

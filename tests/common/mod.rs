@@ -13,7 +13,7 @@ use huddle::gateway::{self, Running};
 use huddle_client::transport::{connect_raw, RawConnection, TlsOptions};
 use huddle_client::{Client, ClientConfig, EventStream};
 use huddle_schema::wire::{self, ErrorCode};
-use huddle_schema::{verify_frame, Encoder, PROTOCOL_VERSION};
+use huddle_schema::{verify_frame, CloseCode, Encoder, PROTOCOL_VERSION};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 pub const SECRET: &str = "integration-test-secret";
@@ -35,6 +35,8 @@ pub fn base_config(dir: &std::path::Path) -> Config {
     c.server.admin_addr = "127.0.0.1:0".parse().unwrap();
     c.server.data_dir = dir.to_path_buf();
     c.server.shutdown_timeout_ms = 3_000;
+    // Shutdown goes straight to GoAway; the drain tests set a window.
+    c.server.drain_readyz_ms = 0;
     c.auth.secret = Some(SECRET.into());
     c.shards.count = 2;
     c.shards.pin = false;
@@ -268,7 +270,9 @@ pub fn parse_error(bytes: &[u8]) -> Option<(u64, ErrorCode, bool, String)> {
     ))
 }
 
-/// Asserts the connection answered with `code` and then closed.
+/// Asserts the connection answered with `code` and then closed with the
+/// close code derived from it (WebSocket status / QUIC application code
+/// `4000 + code`).
 pub async fn expect_refusal(conn: &mut RawConnection, reply: &[u8], code: ErrorCode, what: &str) {
     let (_, got, closing, message) =
         parse_error(reply).unwrap_or_else(|| panic!("{what}: expected an Error frame"));
@@ -279,6 +283,38 @@ pub async fn expect_refusal(conn: &mut RawConnection, reply: &[u8], code: ErrorC
         next_frame(conn).await.is_none(),
         "{what}: the gateway closes the connection"
     );
+    expect_closed_with(conn, CloseCode::Error(code), what).await;
+}
+
+/// Asserts the gateway closed `conn` (already read to its end) with `want`
+/// and a reason.
+pub async fn expect_closed_with(conn: &mut RawConnection, want: CloseCode, what: &str) {
+    let close = conn
+        .peer_close()
+        .await
+        .unwrap_or_else(|| panic!("{what}: the gateway closed without a close code"));
+    assert_eq!(close.meaning, Some(want), "{what}: closed with {close:?}");
+    let number = match conn.transport() {
+        huddle_client::Transport::Ws => u64::from(want.ws_status()),
+        huddle_client::Transport::Quic => u64::from(want.quic_code()),
+    };
+    assert_eq!(close.code, number, "{what}");
+    assert!(!close.reason.is_empty(), "{what}: the close says why");
+}
+
+/// Error frames of `code` this process has sent so far (the gateway's
+/// metrics are per process: tests comparing counts must not overlap).
+pub fn errors_sent(code: ErrorCode) -> u64 {
+    let series = format!(
+        "huddle_errors_total{{code=\"{}\"}} ",
+        huddle_schema::error_code_name(code)
+    );
+    huddle::metrics::metrics()
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// POSTs JSON to the operator API; the raw HTTP response.

@@ -1,4 +1,5 @@
-//! Reconnect delays: exponential backoff with "equal jitter".
+//! Reconnect delays: exponential backoff with "equal jitter", and the wait
+//! after `GoAway` with the client's own jitter on top of the gateway's.
 //!
 //! Pure; the caller supplies the random number, so the function is testable
 //! and never holds a random generator across an `await`.
@@ -32,6 +33,25 @@ pub(crate) fn jittered(attempt: u32, initial: Duration, max: Duration) -> Durati
     backoff_delay(attempt, initial, max, rand::random::<f64>())
 }
 
+/// The least spread [`after_goaway`] adds over.
+const GOAWAY_MIN_SPREAD: Duration = Duration::from_millis(250);
+
+/// How long to wait after `GoAway` before reconnecting: the gateway's
+/// `reconnect_after_ms` (`after`) plus a random extra of up to half as much
+/// again (at least up to 250 ms; `jitter` in `[0, 1]` picks where). The
+/// gateway already jitters per session; this spreads clients that were
+/// told the same delay anyway (an older gateway, a zero jitter window).
+pub(crate) fn after_goaway(after: Duration, jitter: f64) -> Duration {
+    let spread = (after / 2).max(GOAWAY_MIN_SPREAD);
+    let jitter = if jitter.is_finite() {
+        jitter.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let extra = Duration::try_from_secs_f64(spread.as_secs_f64() * jitter).unwrap_or(spread);
+    after.saturating_add(extra.min(spread))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +81,17 @@ mod tests {
                 cap / 2
             );
         }
+    }
+
+    #[test]
+    fn goaway_waits_at_least_what_the_gateway_said_plus_some_jitter() {
+        let after = Duration::from_secs(2);
+        assert_eq!(after_goaway(after, 0.0), after);
+        assert_eq!(after_goaway(after, 1.0), Duration::from_secs(3));
+        assert_eq!(after_goaway(after, 0.5), Duration::from_millis(2_500));
+        assert_eq!(after_goaway(Duration::ZERO, 1.0), GOAWAY_MIN_SPREAD);
+        assert_eq!(after_goaway(after, f64::NAN), after);
+        assert!(after_goaway(Duration::MAX, 1.0) == Duration::MAX);
     }
 
     #[test]

@@ -236,8 +236,12 @@ pub enum Event {
     },
     /// The connection dropped; the client is reconnecting unless a
     /// [`Event::Closed`] follows. In-flight requests failed with
-    /// [`ClientError::Disconnected`].
-    Disconnected { reason: String },
+    /// [`ClientError::Disconnected`]. `close` is how the gateway closed it
+    /// (e.g. `SLOW_CONSUMER` as close code 4108), when it did.
+    Disconnected {
+        reason: String,
+        close: Option<crate::transport::PeerClose>,
+    },
     /// Connected again. With `resumed`, the session carried on and `replayed`
     /// missed events follow; otherwise a [`Event::SessionReset`] came first.
     Reconnected { resumed: bool, replayed: u32 },
@@ -246,7 +250,9 @@ pub enum Event {
     /// presence, rejoin, …). [`Event::Reconnected`] follows.
     SessionReset,
     /// The gateway is going away; the client reconnects (with resume) after
-    /// `reconnect_after_ms`. [`Event::Disconnected`] follows when the
+    /// `reconnect_after_ms` plus a random extra of its own (up to half as
+    /// much again, at least up to 250 ms), so clients told the same delay
+    /// do not return at once. [`Event::Disconnected`] follows when the
     /// connection closes.
     GoAway {
         reason: String,

@@ -25,7 +25,7 @@ use crate::client::{encode, Event, Link, SessionInfo, Shared};
 use crate::error::ClientError;
 use crate::seq::{SeqCheck, SeqTracker};
 use crate::transport::{
-    self, RawConnection, RawReceiver, RawSender, Transport, MAX_INBOUND_FRAME_BYTES,
+    self, PeerClose, RawConnection, RawReceiver, RawSender, Transport, MAX_INBOUND_FRAME_BYTES,
 };
 
 /// Capacity of a connection's outbound queue, in frames. When full, request
@@ -234,12 +234,17 @@ struct Live {
 enum Ended {
     /// The client is closing for good.
     Closed,
-    /// The connection dropped; reconnect with backoff.
-    Dropped(String),
+    /// The connection dropped (closed by the gateway with `close`, when
+    /// it said how); reconnect with backoff.
+    Dropped {
+        reason: String,
+        close: Option<PeerClose>,
+    },
     /// The gateway sent `GoAway`; reconnect at `reconnect_at`.
     GoAway {
         reason: String,
         reconnect_at: Instant,
+        close: Option<PeerClose>,
     },
 }
 
@@ -323,19 +328,20 @@ impl Driver {
                     self.finish(None).await;
                     return;
                 }
-                Ended::Dropped(reason) => {
+                Ended::Dropped { reason, close } => {
                     self.teardown(live).await;
                     tracing::debug!(%reason, "connection dropped");
-                    self.emit(Event::Disconnected { reason }).await;
+                    self.emit(Event::Disconnected { reason, close }).await;
                     None
                 }
                 Ended::GoAway {
                     reason,
                     reconnect_at,
+                    close,
                 } => {
                     self.teardown(live).await;
                     let reason = format!("the gateway went away: {reason}");
-                    self.emit(Event::Disconnected { reason }).await;
+                    self.emit(Event::Disconnected { reason, close }).await;
                     Some(reconnect_at)
                 }
             };
@@ -367,6 +373,8 @@ impl Driver {
         let mut going_away: Option<GoingAway> = None;
         // The last `Error { closing }` the gateway sent, for the reason.
         let mut closing: Option<String> = None;
+        // The connection ended from the gateway's side: ask how it closed.
+        let mut ended_by_peer = false;
         loop {
             let silence_deadline = live.silence_limit.map(|limit| last_heard + limit);
             let drain_deadline = going_away.as_ref().map(|g| g.drain_until);
@@ -374,7 +382,10 @@ impl Driver {
                 biased;
                 () = wait_closed(&mut self.closed) => return Ended::Closed,
                 Ok(()) = drop_requests.changed() => {
-                    return Ended::Dropped("connection dropped for tests".into());
+                    return Ended::Dropped {
+                        reason: "connection dropped for tests".into(),
+                        close: None,
+                    };
                 }
                 result = &mut live.writer, if !live.writer_done => {
                     live.writer_done = true;
@@ -397,20 +408,37 @@ impl Driver {
                         last_heard = Instant::now();
                         continue;
                     }
-                    Ok(None) => "the gateway closed the connection".into(),
-                    Err(e) => e.to_string(),
+                    Ok(None) => {
+                        ended_by_peer = true;
+                        "the gateway closed the connection".into()
+                    }
+                    Err(e) => {
+                        ended_by_peer = true;
+                        e.to_string()
+                    }
                 },
+            };
+            let close = if ended_by_peer {
+                live.rx.peer_close().await
+            } else {
+                None
             };
             if let Some(g) = going_away {
                 return Ended::GoAway {
                     reason: g.reason,
                     reconnect_at: g.reconnect_at,
+                    close,
                 };
             }
-            return Ended::Dropped(match closing {
-                Some(error) => format!("{lost} ({error})"),
-                None => lost,
-            });
+            let reason = match (closing, &close) {
+                (Some(error), _) => format!("{lost} ({error})"),
+                // The Error frame did not get through; the close says why.
+                (None, Some(c)) if !c.reason.is_empty() => {
+                    format!("{lost} (close {}: {})", c.code, c.reason)
+                }
+                (None, _) => lost,
+            };
+            return Ended::Dropped { reason, close };
         }
     }
 
@@ -496,7 +524,8 @@ impl Driver {
             let now = Instant::now();
             *going_away = Some(GoingAway {
                 reason: reason.clone(),
-                reconnect_at: now + after,
+                // Clients told the same delay still spread out.
+                reconnect_at: now + backoff::after_goaway(after, rand::random()),
                 drain_until: now + after.max(GOAWAY_DRAIN_MIN),
             });
             self.emit(Event::GoAway {

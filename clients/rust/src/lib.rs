@@ -65,6 +65,7 @@ pub use huddle_schema::wire::{
     LobbyOpKind, LobbyStatus, LobbyVisibility, MatchmakingEventKind, PresenceStatus, Relation,
     TicketState,
 };
+pub use huddle_schema::CloseCode;
 pub use lobby::{
     Lobby, LobbyChanges, LobbyEvent, LobbyListPage, LobbyMember, LobbySummary, NewLobby,
 };
@@ -73,6 +74,6 @@ pub use social::{
     ChannelStatus, Friend, FriendOpDone, Notification, NotificationCounts, NotificationPage,
 };
 pub use transport::{
-    connect_raw, RawConnection, RawReceiver, RawSender, TlsOptions, Transport,
+    connect_raw, PeerClose, RawConnection, RawReceiver, RawSender, TlsOptions, Transport,
     MAX_INBOUND_FRAME_BYTES,
 };

@@ -571,7 +571,7 @@ async fn silent_gateway_is_given_up_and_resumed() {
     let (client, mut events) = connecting.await.unwrap().unwrap();
     // Say nothing: the client gives up after 200 ms.
     match next_event(&mut events).await {
-        Event::Disconnected { reason } => assert!(reason.contains("nothing heard"), "{reason}"),
+        Event::Disconnected { reason, .. } => assert!(reason.contains("nothing heard"), "{reason}"),
         other => panic!("unexpected {other:?}"),
     }
     drop(peer);

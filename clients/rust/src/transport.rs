@@ -19,7 +19,9 @@
 //! 256 KiB of stream flow-control credit and one UDP endpoint.
 //!
 //! QUIC close codes: `0` for a clean close ([`RawConnection::close`]), `1` for
-//! an abort ([`RawConnection::abort`]).
+//! an abort ([`RawConnection::abort`]). How the gateway closed a connection
+//! (its WebSocket close status or QUIC application error code, see
+//! [`huddle_schema::CloseCode`]) is [`RawReceiver::peer_close`].
 
 use std::fmt;
 use std::io;
@@ -30,6 +32,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use huddle_schema::CloseCode;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -67,6 +70,19 @@ const QUIC_STREAM_WINDOW: u32 = 256 * 1024;
 const QUIC_CONNECTION_WINDOW: u32 = 512 * 1024;
 /// Received QUIC datagrams buffered before the oldest are dropped.
 const QUIC_DATAGRAM_BUFFER: usize = 64 * 1024;
+
+/// How the gateway closed a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerClose {
+    /// The WebSocket close status or the QUIC application error code, as
+    /// received.
+    pub code: u64,
+    /// The close's reason text.
+    pub reason: String,
+    /// What `code` means, when it is one Huddle sends (a wire error code
+    /// as `4000 + code`, going away, normal).
+    pub meaning: Option<CloseCode>,
+}
 
 /// Which transport a connection uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -267,7 +283,10 @@ async fn connect_ws(
             inner: SenderInner::Ws(sink),
         },
         rx: RawReceiver {
-            inner: ReceiverInner::Ws(stream),
+            inner: ReceiverInner::Ws {
+                stream,
+                peer_close: None,
+            },
         },
     })
 }
@@ -379,6 +398,11 @@ impl RawConnection {
         self.tx.transport()
     }
 
+    /// How the gateway closed the connection; see [`RawReceiver::peer_close`].
+    pub async fn peer_close(&mut self) -> Option<PeerClose> {
+        self.rx.peer_close().await
+    }
+
     /// Splits into a send half and a receive half.
     pub fn split(self) -> (RawSender, RawReceiver) {
         (self.tx, self.rx)
@@ -486,7 +510,11 @@ pub struct RawReceiver {
 }
 
 enum ReceiverInner {
-    Ws(SplitStream<WsStream>),
+    Ws {
+        stream: SplitStream<WsStream>,
+        /// The close frame the gateway sent, once received.
+        peer_close: Option<PeerClose>,
+    },
     Quic {
         /// Boxed: it dwarfs the WebSocket variant.
         frames: Box<FramedRead<quinn::RecvStream, LengthDelimitedCodec>>,
@@ -511,11 +539,21 @@ impl RawReceiver {
     /// frame is never lost when this future is dropped before completing.
     pub async fn recv(&mut self) -> Result<Option<Bytes>, ClientError> {
         match &mut self.inner {
-            ReceiverInner::Ws(stream) => loop {
+            ReceiverInner::Ws { stream, peer_close } => loop {
                 match stream.next().await {
                     None => return Ok(None),
                     Some(Ok(Message::Binary(frame))) => return Ok(Some(frame)),
-                    Some(Ok(Message::Close(_))) => return Ok(None),
+                    Some(Ok(Message::Close(frame))) => {
+                        *peer_close = frame.map(|f| {
+                            let code = u16::from(f.code);
+                            PeerClose {
+                                code: code.into(),
+                                reason: f.reason.to_string(),
+                                meaning: CloseCode::from_ws_status(code),
+                            }
+                        });
+                        return Ok(None);
+                    }
                     // Control messages are handled by tungstenite itself.
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                     Some(Ok(Message::Text(_))) => {
@@ -567,8 +605,36 @@ impl RawReceiver {
     /// Which transport this half belongs to.
     pub fn transport(&self) -> Transport {
         match self.inner {
-            ReceiverInner::Ws(_) => Transport::Ws,
+            ReceiverInner::Ws { .. } => Transport::Ws,
             ReceiverInner::Quic { .. } => Transport::Quic,
+        }
+    }
+
+    /// How the gateway closed the connection, once [`RawReceiver::recv`]
+    /// saw it end: the WebSocket close frame's status and reason, or the
+    /// QUIC application close (waited for briefly, since it may trail the
+    /// end of the stream). `None` when the gateway closed without one (or
+    /// has not closed).
+    pub async fn peer_close(&mut self) -> Option<PeerClose> {
+        match &mut self.inner {
+            ReceiverInner::Ws { peer_close, .. } => peer_close.clone(),
+            ReceiverInner::Quic { conn, .. } => {
+                let reason = match conn.close_reason() {
+                    Some(reason) => reason,
+                    None => tokio::time::timeout(CLOSE_WAIT, conn.closed()).await.ok()?,
+                };
+                match reason {
+                    quinn::ConnectionError::ApplicationClosed(close) => {
+                        let code = close.error_code.into_inner();
+                        Some(PeerClose {
+                            code,
+                            reason: String::from_utf8_lossy(&close.reason).into_owned(),
+                            meaning: CloseCode::from_quic_code(code),
+                        })
+                    }
+                    _ => None,
+                }
+            }
         }
     }
 

@@ -571,7 +571,7 @@ async fn player(storm: Arc<Storm>, i: u32, mut cmds: mpsc::Receiver<Cmd>) {
                 Some(Event::Matchmaking { event, .. }) => {
                     on_event(&storm, &client, i, &mut ticket, event).await;
                 }
-                Some(Event::Disconnected { reason }) => {
+                Some(Event::Disconnected { reason, .. }) => {
                     break Some(Failure::new("disconnected", anyhow!("disconnected: {reason}")));
                 }
                 Some(Event::Closed) | None => {
