@@ -27,7 +27,9 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::journal::Journal;
 use super::scylla::ScyllaStore;
-use super::{Barriers, HistoryStore, Progress, Record, Stamped, StoreError, Write, WriteClock};
+use super::{
+    Barriers, HistoryStore, Next, Progress, Record, Stamped, StoreError, Write, WriteClock,
+};
 use crate::engine::chat::{HistoryRecord, Message};
 use crate::metrics::metrics;
 
@@ -382,8 +384,9 @@ impl<S: BatchSink> ClusterWriter<S> {
                 self.settings.linger.max(Duration::from_millis(1))
             };
             let first = match barriers.next_write(&intake, wait, taken, taken) {
-                Ok(w) => w,
-                Err(()) => {
+                Next::Write(w) => Some(w),
+                Next::Idle => None,
+                Next::Closed => {
                     closed = true;
                     None
                 }

@@ -213,6 +213,15 @@ pub struct Barriers {
     waiting: Vec<(u64, Sender<()>)>,
 }
 
+/// What a writer's wait for its next record ended with.
+pub enum Next {
+    Write(Write),
+    /// Nothing came within the wait.
+    Idle,
+    /// Every sender is gone: drain and stop.
+    Closed,
+}
+
 /// Reader requests waiting for the writer at most.
 const BARRIER_QUEUE: usize = 1_024;
 
@@ -235,26 +244,25 @@ impl Barriers {
 
     /// Waits up to `wait` for the next write; a barrier asked for
     /// meanwhile is answered at once when nothing stands in front of it
-    /// (`readable` records are readable, `taken` taken). `Err` when every
-    /// sender is gone.
+    /// (`readable` records are readable, `taken` taken).
     pub fn next_write(
         &mut self,
         intake: &Receiver<Write>,
         wait: std::time::Duration,
         taken: u64,
         readable: u64,
-    ) -> Result<Option<Write>, ()> {
+    ) -> Next {
         let deadline = std::time::Instant::now() + wait;
         loop {
             crossbeam_channel::select! {
-                recv(intake) -> w => return w.map(Some).map_err(|_| ()),
+                recv(intake) -> w => return w.map_or(Next::Closed, Next::Write),
                 recv(self.requests) -> tx => {
                     if let Ok(tx) = tx {
                         self.waiting.push((taken + intake.len() as u64, tx));
                         self.release(readable);
                     }
                 }
-                default(deadline.saturating_duration_since(std::time::Instant::now())) => return Ok(None),
+                default(deadline.saturating_duration_since(std::time::Instant::now())) => return Next::Idle,
             }
         }
     }
@@ -476,8 +484,9 @@ fn write_loop(
     let mut gave_up = false;
     loop {
         let first = match barriers.next_write(&rx, WRITE_LINGER, taken, committed) {
-            Ok(w) => w,
-            Err(()) => break,
+            Next::Write(w) => Some(w),
+            Next::Idle => None,
+            Next::Closed => break,
         };
         barriers.admit(taken, rx.len() + usize::from(first.is_some()));
         let Some(first) = first else {
