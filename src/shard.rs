@@ -323,6 +323,17 @@ pub struct Services {
     pub webhooks: Webhooks,
 }
 
+/// Whether carrying out `effects` writes to the store (records, webhook
+/// jobs): their reply then waits for the write to be durable.
+fn persists(effects: &[Effect]) -> bool {
+    effects.iter().any(|e| {
+        matches!(
+            e,
+            Effect::Persist(_) | Effect::PersistRelation(_) | Effect::Dispatch(_)
+        )
+    })
+}
+
 /// The mailbox was full; the message comes back.
 pub struct Busy(pub ShardMsg);
 
@@ -1184,11 +1195,17 @@ impl ShardLoop {
             ShardMsg::MatchmakingAdmin { cmd, reply } => {
                 self.queues.handle(now(), *cmd, &mut self.effects);
                 let result = self.take_admin_answer().map(|_| ());
+                let persisted = persists(&self.effects);
                 self.apply(None);
                 // A rating the backend set is answered once stored.
-                self.services.history.after_durable(move || {
+                let answer = move || {
                     let _ = reply.send(result);
-                });
+                };
+                if persisted {
+                    self.services.history.after_durable(answer);
+                } else {
+                    answer();
+                }
             }
             ShardMsg::PartyStart(p) => self.party_start(*p),
             ShardMsg::MatchLobby(m) => self.match_lobby(*m),
@@ -1625,13 +1642,30 @@ impl ShardLoop {
         self.apply(None);
     }
 
-    /// Sends a reply, once everything this shard queued for the store is
-    /// durable: a reply may stand for a record (`ChatSent`, a friend
-    /// change, a cursor) or for one written earlier (a nonce's
-    /// `duplicate`), so none overtakes this shard's unsynced records.
-    /// Deliveries to other sessions never wait for this.
-    fn answer(&self, outbox: &Arc<Outbox>, bytes: bytes::Bytes, body: huddle_schema::wire::Body) {
-        if self.services.history.unsynced() {
+    /// Sends a reply; one that stands for something stored waits until
+    /// everything this shard queued for the store is durable. That is a
+    /// reply to a request whose handling `persisted` a record, or an
+    /// acknowledgement that may stand for a record written earlier (a
+    /// nonce's `duplicate`). Other replies (joins, lobbies, presence) never
+    /// wait, so they keep flowing while a failing disk holds records back;
+    /// deliveries to other sessions never wait either.
+    fn answer(
+        &self,
+        outbox: &Arc<Outbox>,
+        bytes: bytes::Bytes,
+        body: huddle_schema::wire::Body,
+        persisted: bool,
+    ) {
+        use huddle_schema::wire::Body;
+        let acknowledges = matches!(
+            body,
+            Body::ChatSent
+                | Body::ChatUpdated
+                | Body::ChatReadAck
+                | Body::FriendOpDone
+                | Body::NotificationCounts
+        );
+        if (persisted || acknowledges) && self.services.history.unsynced() {
             let outbox = outbox.clone();
             self.services.history.after_durable(move || {
                 outbox.push_reply(bytes, body);
@@ -1648,12 +1682,17 @@ impl ShardLoop {
         let mut ended = Vec::new();
         let mut gone_from_chats = Vec::new();
         let effects = std::mem::take(&mut self.effects);
+        let persisted = persists(&effects);
+        // Replies go out after every effect is carried out: an engine may
+        // push its reply before the record it stands for, and the reply must
+        // see that record queued to know it has to wait for it.
+        let mut replies = Vec::new();
         for effect in effects {
             match effect {
                 Effect::Reply { request_id, reply } => {
                     let frame = wire::reply_frame(&mut self.encoder, request_id, &reply);
-                    if let (Some(outbox), Some((bytes, body))) = (reply_to, frame) {
-                        self.answer(outbox, bytes, body);
+                    if let (Some(outbox), Some(frame)) = (reply_to, frame) {
+                        replies.push((outbox, frame));
                     }
                 }
                 Effect::Fail {
@@ -1912,6 +1951,9 @@ impl ShardLoop {
                 | Effect::ResumeAccepted { .. }
                 | Effect::ResumeRefused { .. } => {}
             }
+        }
+        for (outbox, (bytes, body)) in replies {
+            self.answer(outbox, bytes, body, persisted);
         }
         // Sessions whose held events overflowed while the client was away
         // can never resume exactly: end them now.

@@ -158,6 +158,13 @@ async fn a_full_disk_refuses_sends_loses_nothing_and_recovers() {
     let (status, why) = readyz(&served.admin).await;
     assert_eq!(status, 503, "/readyz fails while the store cannot write");
     assert!(why.contains("store failing"), "{why}");
+    // What needs no write keeps working meanwhile.
+    ann.chat_join("direct:ann:cal")
+        .await
+        .expect("a join needs no write");
+    ann.echo(b"still here")
+        .await
+        .expect("an echo needs no write");
 
     // Space returns: the gateway recovers by itself.
     std::fs::remove_file(&filler).unwrap();
