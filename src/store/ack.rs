@@ -411,7 +411,7 @@ impl JournalWriter {
                     records += 1;
                 }
             }
-            let kept = !self.abandoned && (records == 0 || self.append(&buf));
+            let kept = !self.abandoned && (records == 0 || self.append(&buf, Some(&rx)));
             self.abandoned |= !kept;
             if records > 0 {
                 m.ack_group_records.observe(records as f64);
@@ -455,8 +455,9 @@ impl JournalWriter {
     }
 
     /// Writes and syncs `buf` at the end of the current segment, trying
-    /// until the disk takes it; false when shutdown gave up on it.
-    fn append(&mut self, buf: &[u8]) -> bool {
+    /// until the disk takes it; false when shutdown gave up on it. While it
+    /// tries, the queue behind (`intake`) keeps its gauges moving.
+    fn append(&mut self, buf: &[u8], intake: Option<&Receiver<Item>>) -> bool {
         let mut wait = Duration::from_millis(10);
         loop {
             let started = Instant::now();
@@ -484,6 +485,10 @@ impl JournalWriter {
                     if self.health.give_up() {
                         return false;
                     }
+                    if let Some(intake) = intake {
+                        metrics().history.ack_queue_depth.set(intake.len() as i64);
+                    }
+                    self.health.journal_failing(true);
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(MAX_BACKOFF);
                     // A file the disk failed may stay failed: start a new
@@ -751,7 +756,7 @@ mod tests {
         .unwrap();
         let mut buf = Vec::new();
         frame(&mut buf, &write(1));
-        assert!(w.append(&buf));
+        assert!(w.append(&buf, None));
         w.forwarded = 1;
         w.roll();
         assert_eq!(segments(dir.path()).unwrap().len(), 2);

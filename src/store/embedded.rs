@@ -371,6 +371,28 @@ mod tests {
     }
 
     #[test]
+    fn a_reopened_store_keeps_what_it_had_and_takes_new_writes() {
+        let (_dir, s) = store();
+        let write = |id: u64| {
+            Write::Record(Record::Chat(HistoryRecord::Message(
+                crate::store::suite::message("c", id, "hi"),
+            )))
+        };
+        s.write(&[write(1)]).unwrap();
+        // A reader holding the old handle across the reopen.
+        let held = s.db().unwrap();
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            drop(held);
+        });
+        s.recover().unwrap();
+        reader.join().unwrap();
+        s.write(&[write(2)]).unwrap();
+        let ids: Vec<u64> = s.messages("c", 0, 10).unwrap().iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![2, 1]);
+    }
+
+    #[test]
     fn later_writes_in_a_batch_win() {
         let (_dir, s) = store();
         crate::store::suite::later_writes_in_a_batch_win(&s, "e");
