@@ -20,8 +20,8 @@
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
-use huddle_schema::wire::Body;
 use huddle_schema::encode::seq_slot;
+use huddle_schema::wire::Body;
 use huddle_schema::{stamp_seq, EventFrame};
 use std::sync::Arc;
 
@@ -568,7 +568,11 @@ mod tests {
                 (frame.request_id(), frame.seq())
             })
             .collect();
-        assert_eq!(stamped, vec![(0, 1), (7, 2), (8, 3)], "replies keep their ids");
+        assert_eq!(
+            stamped,
+            vec![(0, 1), (7, 2), (8, 3)],
+            "replies keep their ids"
+        );
         // Acknowledged replies are released like events.
         ob.ack(3);
         ob.detach(generation);

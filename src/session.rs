@@ -1,8 +1,9 @@
 //! The connection shell: one task per client connection, the same for every
 //! transport. It runs the handshake (Hello → Welcome or Error), verifies every
 //! inbound frame, enforces the frame, malformed-frame and request-rate limits,
-//! keeps the heartbeat, routes requests to their shards, and drains the
-//! session's outbox to the socket in batches.
+//! keeps the heartbeat, routes requests to their shards (recording each one
+//! read in the outbox, for `Welcome.last_request_id` after a drop), and
+//! drains the session's outbox to the socket in batches.
 //!
 //! It never touches engine state: everything keyed goes to the owning shard
 //! as a message. Transports plug in through [`FrameReader`] / [`FrameWriter`].
@@ -336,7 +337,14 @@ async fn handshake<R: FrameReader, W: FrameWriter>(
             (session, token, outbox, 1, None)
         }
     };
-    let welcome = welcome_frame(gw, request_id, &identity, session, resume_token, resumed.as_ref());
+    let welcome = welcome_frame(
+        gw,
+        request_id,
+        &identity,
+        session,
+        resume_token,
+        resumed.as_ref(),
+    );
     let resumed = resumed.is_some();
     metrics().frame_out(Body::Welcome);
     let operator = identity

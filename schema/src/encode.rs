@@ -73,7 +73,10 @@ pub fn seq_slot(frame: &[u8]) -> Option<u32> {
     }
     let field = usize::from(u16_at(vtable + slot)?);
     let at = table.checked_add(field)?;
-    (field != 0 && at + 8 <= frame.len()).then(|| at as u32)
+    if field == 0 || at + 8 > frame.len() {
+        return None;
+    }
+    u32::try_from(at).ok()
 }
 
 /// Arguments of a [`wire::Welcome`].

@@ -307,6 +307,9 @@ pub(crate) enum Link {
     Closed,
 }
 
+/// Where a request's caller waits for its raw reply frame (or its failure).
+type ReplyReceiver = oneshot::Receiver<Result<Bytes, ClientError>>;
+
 /// A request waiting for its reply: the reader completes it with the raw
 /// reply frame, or the connection task fails it.
 pub(crate) struct Pending {
@@ -384,7 +387,11 @@ impl Shared {
     /// Requests are registered under the same lock ([`Shared::send_request`]),
     /// so each one in flight is either re-sent here or queued on `out` by its
     /// caller, never lost in between nor sent twice.
-    pub(crate) fn open_link(&self, out: mpsc::Sender<Bytes>, resumed_after: Option<u64>) -> Vec<Bytes> {
+    pub(crate) fn open_link(
+        &self,
+        out: mpsc::Sender<Bytes>,
+        resumed_after: Option<u64>,
+    ) -> Vec<Bytes> {
         let mut link = lock(&self.link);
         if matches!(*link, Link::Closed) {
             return Vec::new();
@@ -414,7 +421,7 @@ impl Shared {
         out: &mpsc::Sender<Bytes>,
         permit: mpsc::Permit<'_, Bytes>,
         build: &mut Option<F>,
-    ) -> Result<Option<(u64, oneshot::Receiver<Result<Bytes, ClientError>>)>, ClientError>
+    ) -> Result<Option<(u64, ReplyReceiver)>, ClientError>
     where
         F: FnOnce(&mut Encoder, u64) -> Bytes,
     {
@@ -666,10 +673,7 @@ impl Client {
                 let out = shared.outbound()?;
                 // Room first (waiting, within the timeout), then the id: ids
                 // enter the queue in order.
-                let permit = out
-                    .reserve()
-                    .await
-                    .map_err(|_| ClientError::Disconnected)?;
+                let permit = out.reserve().await.map_err(|_| ClientError::Disconnected)?;
                 if let Some(sent) = shared.send_request(&out, permit, &mut build)? {
                     break sent;
                 }

@@ -321,7 +321,10 @@ impl Driver {
         let (out, queue) = mpsc::channel(OUTBOUND_QUEUE);
         let resend = self.shared.open_link(out.clone(), resumed_after);
         if !resend.is_empty() {
-            tracing::debug!(requests = resend.len(), "sending again what the gateway never read");
+            tracing::debug!(
+                requests = resend.len(),
+                "sending again what the gateway never read"
+            );
         }
         let writer = tokio::spawn(write_loop(
             tx,

@@ -162,8 +162,15 @@ impl Peer {
         replayed: u32,
         last_request_id: u64,
     ) {
-        self.welcome_full(hello, session_id, true, replayed, (10_000, 30_000), last_request_id)
-            .await;
+        self.welcome_full(
+            hello,
+            session_id,
+            true,
+            replayed,
+            (10_000, 30_000),
+            last_request_id,
+        )
+        .await;
     }
 
     async fn welcome_full(
@@ -513,7 +520,10 @@ async fn requests_in_flight_across_a_drop_are_answered_once_after_the_resume() {
         Event::Disconnected { .. }
     ));
     assert!(peer.next_raw().await.is_none(), "old connection is gone");
-    assert!(!read.is_finished() && !unread.is_finished(), "nothing failed");
+    assert!(
+        !read.is_finished() && !unread.is_finished(),
+        "nothing failed"
+    );
 
     let mut peer = gw.accept().await;
     let hello = peer.expect_hello().await;
@@ -542,8 +552,15 @@ async fn requests_in_flight_across_a_drop_are_answered_once_after_the_resume() {
     let read = read.await.unwrap().unwrap();
     assert_eq!((read.payload.as_slice(), read.shard), (&b"read"[..], 1));
     let unread = unread.await.unwrap().unwrap();
-    assert_eq!((unread.payload.as_slice(), unread.shard), (&b"unread"[..], 2));
-    assert_eq!(client.last_seq(), 4, "replies count in what the client acks");
+    assert_eq!(
+        (unread.payload.as_slice(), unread.shard),
+        (&b"unread"[..], 2)
+    );
+    assert_eq!(
+        client.last_seq(),
+        4,
+        "replies count in what the client acks"
+    );
     client.close().await;
 }
 

@@ -243,7 +243,6 @@ impl Encoder {
             &mut self.fbb,
             &wire::NotificationCountsArgs { total, unread },
         );
-        self.finish_reply(request_id, Body::NotificationCounts, body.as_union_value(),
-        )
+        self.finish_reply(request_id, Body::NotificationCounts, body.as_union_value())
     }
 }
