@@ -1,18 +1,26 @@
 //! The per-session outbound queue: already-encoded frames waiting for the
 //! session's connection writer, plus the written-but-unacknowledged reliable
-//! events kept for resume.
+//! frames kept for resume, and the highest request id the session has read.
 //!
-//! Producers (shard threads, the connection's own task) push; the one
-//! connection writer drains in batches. The queue is bounded: volatile events
-//! are shed once it is `volatile_shed_at` deep; a reliable frame that finds it
-//! full closes the connection with SLOW_CONSUMER (or, while the client is
-//! away, ends the session so its resume fails loudly). Nothing is dropped
-//! without one of those outcomes. The mutex guards only this session's queue
-//! — never engine state — and is held for a few pointer moves.
+//! Reliable frames are reliable events and replies to requests: each gets the
+//! session's next `seq`, is held while the client is away, moves to the
+//! replay buffer once written, and is replayed on resume until the client
+//! acknowledges it. Control frames (Ping, Pong, a connection-level Error)
+//! are unsequenced and belong to one connection.
+//!
+//! Producers (shard threads, history threads, the connection's own task)
+//! push from any thread; the one connection writer drains in batches. The
+//! queue is bounded: volatile events are shed once it is `volatile_shed_at`
+//! deep; a reliable frame that finds it full closes the connection with
+//! SLOW_CONSUMER (or, while the client is away, ends the session so its
+//! resume fails loudly). Nothing is dropped without one of those outcomes.
+//! The mutex guards only this session's queue — never engine state — and is
+//! held for a few pointer moves.
 
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
+use huddle_schema::encode::seq_slot;
 use huddle_schema::wire::Body;
 use huddle_schema::{stamp_seq, EventFrame};
 use std::sync::Arc;
@@ -30,8 +38,9 @@ pub struct OutboxLimits {
     /// Bytes waiting to be written.
     pub capacity_bytes: usize,
     pub volatile_shed_at: usize,
-    /// Written-but-unacknowledged events kept for resume, and their bytes:
-    /// acknowledgements come from the client, so both are bounded.
+    /// Written-but-unacknowledged reliable frames (events and replies) kept
+    /// for resume, and their bytes: acknowledgements come from the client,
+    /// so both are bounded.
     pub replay: usize,
     pub replay_bytes: usize,
 }
@@ -41,8 +50,8 @@ pub struct OutboxLimits {
 pub enum Closed {
     /// The attached client did not read fast enough.
     SlowConsumer,
-    /// Events piled up past the bound while the client was away; a resume
-    /// could not be exact, so the session is over.
+    /// Events or replies piled up past the bound while the client was away;
+    /// a resume could not be exact, so the session is over.
     OverflowWhileAway,
     /// The session ended (resume window passed, clean close).
     Ended,
@@ -99,7 +108,7 @@ pub enum ResumeGap {
 #[derive(Debug)]
 struct State {
     queue: VecDeque<Queued>,
-    /// Written, not yet acknowledged, reliable events (ascending seq).
+    /// Written, not yet acknowledged, reliable frames (ascending seq).
     replay: VecDeque<Queued>,
     /// Last sequence number handed out.
     last_seq: u64,
@@ -115,6 +124,10 @@ struct State {
     replay_bytes: usize,
     /// Which connection currently drains this outbox; bumped by a resume.
     generation: u64,
+    /// The highest request id read on this session, over all its
+    /// connections: a resume tells the client, so it re-sends only what
+    /// never arrived.
+    last_request_id: u64,
     /// Wakes the current connection's writer.
     wake: Arc<Notify>,
 }
@@ -150,18 +163,26 @@ impl Outbox {
                 queue_bytes: 0,
                 replay_bytes: 0,
                 generation: 1,
+                last_request_id: 0,
                 wake,
             }),
             limits,
         }
     }
 
-    /// Queues a reply or control frame (never shed, never sequenced).
+    /// Queues a reply or a control frame; callable from any thread. A reply
+    /// (a frame from the encoder with a `seq` slot: a typed result, or an
+    /// `Error` with a request id) gets the session's next sequence number
+    /// and is held and replayed like a reliable event, so it reaches the
+    /// client even across a drop. A control frame (Ping, Pong, an `Error`
+    /// with request id 0) is unsequenced and is dropped while no connection
+    /// is attached: it meant something to that connection only.
     pub fn push_reply(&self, bytes: Bytes, body: Body) -> Push {
+        let seq_at = seq_slot(&bytes).unwrap_or(0);
         self.push(Queued {
             bytes,
             seq: 0,
-            seq_at: 0,
+            seq_at,
             volatile: false,
             body,
         })
@@ -191,8 +212,7 @@ impl Outbox {
                 return Push::Shed;
             }
             if frame.seq_at == 0 && !frame.volatile && !st.attached {
-                // A reply to a request whose connection is gone: the client
-                // already failed that request as "disconnected".
+                // A control frame of a connection that is gone.
                 return Push::Shed;
             }
             let full = depth >= self.limits.capacity
@@ -221,8 +241,8 @@ impl Outbox {
     }
 
     /// Moves up to `max` frames into `out`, returning why the outbox closed
-    /// when it has. Reliable frames move to the replay buffer as they are
-    /// taken; the oldest are released past its bound.
+    /// when it has. Reliable frames (events and replies) move to the replay
+    /// buffer as they are taken; the oldest are released past its bound.
     pub fn take_batch(
         &self,
         generation: u64,
@@ -262,7 +282,7 @@ impl Outbox {
         Ok(())
     }
 
-    /// The client has seen every event up to `seq`: release them.
+    /// The client has seen every reliable frame up to `seq`: release them.
     pub fn ack(&self, seq: u64) {
         let mut st = self.state.lock();
         while st.replay.front().is_some_and(|f| f.seq <= seq) {
@@ -273,15 +293,16 @@ impl Outbox {
         }
     }
 
-    /// The connection of `generation` went away; events keep queueing for a
-    /// resume. Returns false when a newer connection already took over.
+    /// The connection of `generation` went away; events and replies keep
+    /// queueing for a resume. Returns false when a newer connection already
+    /// took over.
     pub fn detach(&self, generation: u64) -> bool {
         let mut st = self.state.lock();
         if st.generation != generation {
             return false;
         }
         st.attached = false;
-        // Replies and volatile frames are meaningless to a future connection.
+        // Control and volatile frames are meaningless to a future connection.
         let before = st.queue.len();
         st.queue.retain(|f| f.seq != 0);
         st.queue_bytes = st.queue.iter().map(|f| f.bytes.len()).sum();
@@ -292,9 +313,12 @@ impl Outbox {
     }
 
     /// A new connection (woken through `wake`) takes over: requeue every
-    /// event after `last_seq` ahead of what is waiting. Returns how many
-    /// events will be replayed and the new connection's generation; a still
-    /// attached older connection is woken and finds itself superseded.
+    /// reliable frame after `last_seq` ahead of what is waiting. Returns how
+    /// many frames (events and replies) will be replayed and the new
+    /// connection's generation; a still attached older connection is woken
+    /// and finds itself superseded, and reads no more requests
+    /// ([`Outbox::read_request`]), so [`Outbox::last_request_id`] read after
+    /// this is exact.
     pub fn resume(&self, last_seq: u64, wake: Arc<Notify>) -> Result<(u32, u64), ResumeGap> {
         let mut st = self.state.lock();
         if st.closed.is_some() {
@@ -312,8 +336,9 @@ impl Outbox {
                 floor: st.floor,
             });
         }
-        // Replies and volatile frames belong to the old connection; the
-        // events it took but may not have delivered go out again first.
+        // Control and volatile frames belong to the old connection; the
+        // events and replies it took but may not have delivered go out
+        // again first.
         let before = st.queue.len();
         st.queue.retain(|f| f.seq > last_seq);
         let again: Vec<Queued> = st.replay.drain(..).filter(|f| f.seq > last_seq).collect();
@@ -341,6 +366,27 @@ impl Outbox {
         let mut st = self.state.lock();
         close_locked(&mut st, reason);
         st.wake.notify_one();
+    }
+
+    /// The connection of `generation` read a request: remember the highest
+    /// id. A superseded connection must not carry the request out (a
+    /// resume already told the client which requests arrived), so it gets
+    /// `Err` and stops.
+    pub fn read_request(&self, generation: u64, request_id: u64) -> Result<(), Stop> {
+        let mut st = self.state.lock();
+        if let Some(reason) = st.closed {
+            return Err(Stop::Closed(reason));
+        }
+        if st.generation != generation {
+            return Err(Stop::Superseded);
+        }
+        st.last_request_id = st.last_request_id.max(request_id);
+        Ok(())
+    }
+
+    /// The highest request id read on this session (0 before any).
+    pub fn last_request_id(&self) -> u64 {
+        self.state.lock().last_request_id
     }
 
     /// The generation of the connection draining this outbox now.
@@ -379,6 +425,7 @@ fn close_locked(st: &mut State, reason: Closed) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use huddle_schema::wire::ErrorCode;
     use huddle_schema::Encoder;
 
     fn limits() -> OutboxLimits {
@@ -470,21 +517,105 @@ mod tests {
             }
             ob.take_batch(1, 10, &mut Vec::new()).unwrap();
         }
-        ob.push_reply(Bytes::from_static(b"stale reply"), Body::EchoReply);
+        ob.push_reply(enc.pong(0, 1), Body::Pong);
         ob.detach(1);
         let (replayed, generation) = ob.resume(0, Arc::new(Notify::new())).unwrap();
         assert_eq!(replayed, 8);
-        assert_eq!(
-            ob.push_reply(Bytes::from_static(b"pong"), Body::Pong),
-            Push::Queued
-        );
+        assert_eq!(ob.push_reply(enc.pong(0, 2), Body::Pong), Push::Queued);
         assert_eq!(ob.push_event(&ev), Push::Queued, "live events still fit");
         let mut out = Vec::new();
         ob.take_batch(generation, 100, &mut out).unwrap();
         assert_eq!(
             seqs(&out),
             vec![1, 2, 3, 4, 5, 6, 7, 8, 0, 9],
-            "no reply of the old connection"
+            "no control frame of the old connection"
+        );
+    }
+
+    #[test]
+    fn replies_are_numbered_with_events_held_while_away_and_replayed() {
+        let mut enc = Encoder::new();
+        let ev = enc.echo_event("u", b"x", true);
+        let ob = Outbox::new(limits(), Arc::new(Notify::new()));
+        assert_eq!(ob.push_event(&ev), Push::Queued);
+        assert_eq!(
+            ob.push_reply(enc.echo_reply(7, b"r", 0, 0), Body::EchoReply),
+            Push::Queued
+        );
+        let mut out = Vec::new();
+        ob.take_batch(1, 10, &mut out).unwrap();
+        assert_eq!(seqs(&out), vec![1, 2], "the reply takes the next seq");
+        // The connection drops before the client saw either frame; a refusal
+        // for a request it had sent arrives while the client is away.
+        assert!(ob.detach(1));
+        let refusal = enc.error(8, ErrorCode::LOBBY_ERROR, "full", false, false);
+        assert_eq!(ob.push_reply(refusal, Body::Error), Push::Queued);
+        assert_eq!(
+            ob.push_reply(enc.pong(0, 1), Body::Pong),
+            Push::Shed,
+            "a control frame of the gone connection"
+        );
+        let (replayed, generation) = ob.resume(0, Arc::new(Notify::new())).unwrap();
+        assert_eq!(replayed, 3);
+        out.clear();
+        ob.take_batch(generation, 10, &mut out).unwrap();
+        assert_eq!(seqs(&out), vec![1, 2, 3]);
+        let stamped: Vec<(u64, u64)> = out
+            .iter()
+            .map(|f| {
+                let bytes = f.wire_bytes();
+                let frame = huddle_schema::verify_frame(&bytes, 1024).unwrap();
+                (frame.request_id(), frame.seq())
+            })
+            .collect();
+        assert_eq!(
+            stamped,
+            vec![(0, 1), (7, 2), (8, 3)],
+            "replies keep their ids"
+        );
+        // Acknowledged replies are released like events.
+        ob.ack(3);
+        ob.detach(generation);
+        assert_eq!(ob.resume(3, Arc::new(Notify::new())).map(|r| r.0), Ok(0));
+    }
+
+    #[test]
+    fn replies_piling_up_while_away_end_the_session() {
+        let mut enc = Encoder::new();
+        let ob = Outbox::new(limits(), Arc::new(Notify::new()));
+        ob.detach(1);
+        for id in 1..=4 {
+            let reply = enc.echo_reply(id, b"r", 0, 0);
+            assert_eq!(ob.push_reply(reply, Body::EchoReply), Push::Queued);
+        }
+        assert_eq!(
+            ob.push_reply(enc.echo_reply(5, b"r", 0, 0), Body::EchoReply),
+            Push::Overflowed(Closed::OverflowWhileAway),
+            "never a silent drop"
+        );
+        assert_eq!(
+            ob.resume(0, Arc::new(Notify::new())),
+            Err(ResumeGap::Closed)
+        );
+    }
+
+    #[test]
+    fn the_highest_request_read_survives_a_resume_and_a_superseded_connection_reads_none() {
+        let ob = Outbox::new(limits(), Arc::new(Notify::new()));
+        assert_eq!(ob.last_request_id(), 0);
+        assert_eq!(ob.read_request(1, 5), Ok(()));
+        assert_eq!(ob.read_request(1, 3), Ok(()), "a reused id is only tracked");
+        assert_eq!(ob.last_request_id(), 5);
+        // A resume while the old connection still looks attached.
+        let (_, generation) = ob.resume(0, Arc::new(Notify::new())).unwrap();
+        assert_eq!(ob.read_request(1, 9), Err(Stop::Superseded));
+        assert_eq!(ob.last_request_id(), 5, "what the resume reported holds");
+        assert_eq!(ob.read_request(generation, 6), Ok(()));
+        assert_eq!(ob.last_request_id(), 6);
+        ob.close(Closed::Ended);
+        assert_eq!(
+            ob.read_request(generation, 7),
+            Err(Stop::Closed(Closed::Ended))
         );
     }
 

@@ -1,8 +1,9 @@
 //! The connection shell: one task per client connection, the same for every
 //! transport. It runs the handshake (Hello → Welcome or Error), verifies every
 //! inbound frame, enforces the frame, malformed-frame and request-rate limits,
-//! keeps the heartbeat, routes requests to their shards, and drains the
-//! session's outbox to the socket in batches.
+//! keeps the heartbeat, routes requests to their shards (recording each one
+//! read in the outbox, for `Welcome.last_request_id` after a drop), and
+//! drains the session's outbox to the socket in batches.
 //!
 //! It never touches engine state: everything keyed goes to the owning shard
 //! as a message. Transports plug in through [`FrameReader`] / [`FrameWriter`].
@@ -328,7 +329,7 @@ async fn handshake<R: FrameReader, W: FrameWriter>(
     let datagrams = hello.datagrams();
     let wake = Arc::new(Notify::new());
     let home = gw.shards.of_user(&identity.user_id);
-    let (session, resume_token, outbox, generation, replayed, resumed) = match hello.resume() {
+    let (session, resume_token, outbox, generation, resumed) = match hello.resume() {
         Some(resume) => {
             let parsed = (
                 resume
@@ -361,14 +362,15 @@ async fn handshake<R: FrameReader, W: FrameWriter>(
             };
             gw.shards.send(home, msg).await;
             match rx.await {
-                Ok(Ok(r)) => (
-                    session,
-                    next_token,
-                    r.outbox,
-                    r.generation,
-                    r.replayed,
-                    true,
-                ),
+                Ok(Ok(r)) => {
+                    // Exact: the superseded connection reads no more requests.
+                    let last_request_id = r.outbox.last_request_id();
+                    let resumed = Resumption {
+                        replayed: r.replayed,
+                        last_request_id,
+                    };
+                    (session, next_token, r.outbox, r.generation, Some(resumed))
+                }
                 Ok(Err(failure)) => {
                     let msg = match failure {
                         ResumeFailure::Refused(r) => {
@@ -404,7 +406,7 @@ async fn handshake<R: FrameReader, W: FrameWriter>(
                 outbox: outbox.clone(),
             };
             gw.shards.send(home, msg).await;
-            (session, token, outbox, 1, 0, false)
+            (session, token, outbox, 1, None)
         }
     };
     let welcome = welcome_frame(
@@ -413,9 +415,9 @@ async fn handshake<R: FrameReader, W: FrameWriter>(
         &identity,
         session,
         resume_token,
-        resumed,
-        replayed,
+        resumed.as_ref(),
     );
+    let resumed = resumed.is_some();
     metrics().frame_out(Body::Welcome);
     let operator = identity
         .roles
@@ -473,14 +475,22 @@ async fn handshake<R: FrameReader, W: FrameWriter>(
     Some(attached)
 }
 
+/// What a `Welcome` tells a client whose session carried on.
+struct Resumption {
+    /// Events and replies that follow with `seq > last_seq`.
+    replayed: u32,
+    /// The highest request id read on the session: the client re-sends
+    /// only requests above it.
+    last_request_id: u64,
+}
+
 fn welcome_frame(
     gw: &Gateway,
     request_id: u64,
     id: &Identity,
     session: SessionId,
     resume_token: u128,
-    resumed: bool,
-    replayed: u32,
+    resumed: Option<&Resumption>,
 ) -> Bytes {
     let cfg = &gw.config.session;
     let session_id = format!("{session:016x}");
@@ -498,10 +508,11 @@ fn welcome_frame(
                 heartbeat_ms: cfg.heartbeat_ms,
                 heartbeat_timeout_ms: cfg.heartbeat_timeout_ms,
                 server_time_ms: unix_ms(),
-                resumed,
-                replayed,
+                resumed: resumed.is_some(),
+                replayed: resumed.map_or(0, |r| r.replayed),
                 max_frame_bytes: cfg.max_frame_bytes,
                 resume_window_ms: cfg.resume_window_ms,
+                last_request_id: resumed.map_or(0, |r| r.last_request_id),
             },
         )
     })
@@ -698,6 +709,20 @@ impl Conn<'_> {
         );
     }
 
+    /// Records a request (any frame answered with its non-zero id) as read
+    /// on the session, for `Welcome.last_request_id` after a drop. Ends the
+    /// connection instead when a resume superseded it: the client was told
+    /// this request never arrived, and will send it again.
+    fn read_request(&self, request_id: u64) -> Result<(), End> {
+        if request_id == 0 {
+            return Ok(());
+        }
+        self.at
+            .outbox
+            .read_request(self.at.generation, request_id)
+            .map_err(stopped)
+    }
+
     /// Counts a malformed frame; the last one allowed closes the connection.
     fn malformed(&mut self, request_id: u64, code: ErrorCode, message: &str) -> Option<End> {
         self.malformed += 1;
@@ -736,17 +761,29 @@ impl Conn<'_> {
             Ok(f) => f,
             Err(e @ FrameError::UnsupportedVersion { .. }) => {
                 metrics().frame_in(None);
+                if let Err(end) = self.read_request(e.request_id()) {
+                    return Some(end);
+                }
                 self.error(e.request_id(), e.code(), &e.to_string(), false);
                 return None;
             }
             Err(e) => {
                 metrics().frame_in(None);
+                if let Err(end) = self.read_request(e.request_id()) {
+                    return Some(end);
+                }
                 return self.malformed(e.request_id(), e.code(), &e.to_string());
             }
         };
         let body = frame.body_type();
         metrics().frame_in(Some(body));
         let request_id = frame.request_id();
+        // Heartbeats and signals get no reply, so they are no requests.
+        if !matches!(body, Body::Ping | Body::Pong | Body::ChatTyping) {
+            if let Err(end) = self.read_request(request_id) {
+                return Some(end);
+            }
+        }
         match body {
             Body::Ping => {
                 if let Some(ping) = frame.body_as_ping() {

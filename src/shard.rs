@@ -77,7 +77,7 @@ pub enum ResumeFailure {
 }
 
 /// A successful resume: the session's outbox, the new connection's
-/// generation, and how many events will be replayed.
+/// generation, and how many events and replies will be replayed.
 pub struct Resumed {
     pub outbox: Arc<Outbox>,
     pub generation: u64,

@@ -10,37 +10,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use huddle::config::{QueueConfig, WideningConfig};
 use huddle_client::{
     Client, ErrorCode, Event, EventStream, MatchRequest, MatchmakingEvent, MatchmakingEventKind,
     NewLobby, TicketState,
 };
-
-fn queue(mode: &str, teams: u16, team_size: u16) -> QueueConfig {
-    QueueConfig {
-        game: "arena".into(),
-        mode: mode.into(),
-        teams,
-        team_size,
-        regions: vec!["eu".into(), "us".into()],
-        spread: WideningConfig {
-            start: 200.0,
-            step: 0.0,
-            every_ms: 1_000,
-            max: 200.0,
-        },
-        latency: WideningConfig {
-            start: 100.0,
-            step: 50.0,
-            every_ms: 1_000,
-            max: 300.0,
-        },
-        timeout_ms: 60_000,
-        ready_check_ms: None,
-        attributes: Vec::new(),
-        roles: Default::default(),
-    }
-}
 
 async fn gateway() -> TestGateway {
     TestGateway::start_with(|c| {

@@ -3,8 +3,11 @@
 //!
 //! Events are encoded once per fan-out: [`EventFrame`] remembers where the
 //! frame's `seq` field sits, and each recipient's writer stamps its own
-//! sequence number into its copy with [`stamp_seq`]. Nothing here allocates
-//! beyond the one `Bytes` per frame, and nothing here does I/O.
+//! sequence number into its copy with [`stamp_seq`]. Replies to requests carry
+//! a `seq` slot too (0 until stamped; [`seq_slot`] finds it), so the gateway
+//! numbers and replays them like reliable events; control frames (`Welcome`,
+//! `Ping`, `Pong`, `GoAway`, an `Error` with request id 0) have none. Nothing
+//! here allocates beyond the one `Bytes` per frame, and nothing here does I/O.
 
 use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
@@ -45,6 +48,37 @@ pub fn stamp_seq(frame: &mut [u8], seq_at: u32, seq: u64) {
     }
 }
 
+/// Where a frame's little-endian `u64` `Frame.seq` sits, when the frame
+/// carries that field: reliable events and replies from [`Encoder`] do;
+/// control frames, volatile events and requests do not.
+///
+/// Reads only the root table's vtable, every offset bounds-checked, so any
+/// input is safe (garbage gives `None` or a slot that [`stamp_seq`] ignores).
+pub fn seq_slot(frame: &[u8]) -> Option<u32> {
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(frame.get(at..at + 4)?.try_into().ok()?))
+    };
+    let u16_at = |at: usize| -> Option<u16> {
+        Some(u16::from_le_bytes(frame.get(at..at + 2)?.try_into().ok()?))
+    };
+    let table = u32_at(0)? as usize;
+    // The table starts with a signed offset back to its vtable (negative
+    // when the vtable is shared with a table built earlier).
+    let back = i64::from(u32_at(table)? as i32);
+    let vtable = usize::try_from(table as i64 - back).ok()?;
+    let vtable_len = usize::from(u16_at(vtable)?);
+    let slot = usize::from(wire::Frame::VT_SEQ);
+    if slot + 2 > vtable_len {
+        return None;
+    }
+    let field = usize::from(u16_at(vtable + slot)?);
+    let at = table.checked_add(field)?;
+    if field == 0 || at + 8 > frame.len() {
+        return None;
+    }
+    u32::try_from(at).ok()
+}
+
 /// Arguments of a [`wire::Welcome`].
 #[derive(Debug, Clone, Default)]
 pub struct WelcomeFields<'a> {
@@ -61,6 +95,9 @@ pub struct WelcomeFields<'a> {
     pub replayed: u32,
     pub max_frame_bytes: u32,
     pub resume_window_ms: u32,
+    /// On resume: the highest request id the gateway had read on the
+    /// session before (0 on a fresh session).
+    pub last_request_id: u64,
 }
 
 /// Resume fields of a [`wire::Hello`].
@@ -165,6 +202,36 @@ impl Encoder {
         bytes
     }
 
+    /// Finishes a reply to request `request_id`: its `seq` is written even
+    /// though it is 0 (flatbuffers leaves default values out), so that the
+    /// gateway's outbox can stamp the session's next number into the slot
+    /// [`seq_slot`] finds. An unstamped reply reads as `seq` 0.
+    fn finish_reply(
+        &mut self,
+        request_id: u64,
+        body_type: Body,
+        body: WIPOffset<UnionWIPOffset>,
+    ) -> Bytes {
+        // Only the Frame table's own scalars are built while forced; the
+        // others (version, request_id, body_type) are never 0 here anyway.
+        self.fbb.force_defaults(true);
+        let frame = wire::Frame::create(
+            &mut self.fbb,
+            &wire::FrameArgs {
+                version: PROTOCOL_VERSION,
+                request_id,
+                seq: 0,
+                body_type,
+                body: Some(body),
+            },
+        );
+        self.fbb.force_defaults(false);
+        wire::finish_frame_buffer(&mut self.fbb, frame);
+        let bytes = Bytes::copy_from_slice(self.fbb.finished_data());
+        self.fbb.reset();
+        bytes
+    }
+
     /// Finishes an event. Reliable events get a placeholder `seq` whose
     /// position is recorded for [`stamp_seq`].
     fn finish_event(
@@ -175,7 +242,7 @@ impl Encoder {
     ) -> EventFrame {
         let seq = if reliable { u64::MAX } else { 0 };
         let bytes = self.finish_frame(0, seq, body_type, body);
-        let seq_at = if reliable { seq_offset(&bytes) } else { None };
+        let seq_at = if reliable { seq_slot(&bytes) } else { None };
         EventFrame {
             bytes,
             seq_at,
@@ -249,7 +316,7 @@ impl Encoder {
                 replayed: w.replayed,
                 max_frame_bytes: w.max_frame_bytes,
                 resume_window_ms: w.resume_window_ms,
-                last_request_id: 0,
+                last_request_id: w.last_request_id,
             },
         );
         self.finish_frame(request_id, 0, Body::Welcome, body.as_union_value())
@@ -273,7 +340,12 @@ impl Encoder {
                 closing,
             },
         );
-        self.finish_frame(request_id, 0, Body::Error, body.as_union_value())
+        if request_id == 0 {
+            // A connection-level error: a control frame, never sequenced.
+            self.finish_frame(0, 0, Body::Error, body.as_union_value())
+        } else {
+            self.finish_reply(request_id, Body::Error, body.as_union_value())
+        }
     }
 
     pub fn ping(&mut self, request_id: u64, ack_seq: u64, time_ms: i64) -> Bytes {
@@ -334,7 +406,7 @@ impl Encoder {
                 delivered,
             },
         );
-        self.finish_frame(request_id, 0, Body::EchoReply, body.as_union_value())
+        self.finish_reply(request_id, Body::EchoReply, body.as_union_value())
     }
 
     /// An `EchoEvent`; `reliable` events are sequenced and replayed on
@@ -389,7 +461,7 @@ impl Encoder {
             &mut self.fbb,
             &wire::PresenceListArgs { users: Some(rows) },
         );
-        self.finish_frame(request_id, 0, Body::PresenceList, body.as_union_value())
+        self.finish_reply(request_id, Body::PresenceList, body.as_union_value())
     }
 
     fn chat_user(&mut self, u: UserFields<'_>) -> WIPOffset<wire::ChatUser<'static>> {
@@ -441,7 +513,11 @@ impl Encoder {
             _ => wire::ChatLeft::create(&mut self.fbb, &wire::ChatLeftArgs { chat_id })
                 .as_union_value(),
         };
-        self.finish_frame(request_id, 0, body, table)
+        if body == Body::ChatLeft {
+            self.finish_reply(request_id, body, table)
+        } else {
+            self.finish_frame(request_id, 0, body, table)
+        }
     }
 
     pub fn chat_join(&mut self, request_id: u64, chat_id: &str) -> Bytes {
@@ -469,7 +545,7 @@ impl Encoder {
                 read_up_to: j.read_up_to,
             },
         );
-        self.finish_frame(request_id, 0, Body::ChatJoined, body.as_union_value())
+        self.finish_reply(request_id, Body::ChatJoined, body.as_union_value())
     }
 
     pub fn chat_send(
@@ -513,7 +589,7 @@ impl Encoder {
                 duplicate,
             },
         );
-        self.finish_frame(request_id, 0, Body::ChatSent, body.as_union_value())
+        self.finish_reply(request_id, Body::ChatSent, body.as_union_value())
     }
 
     /// A typing signal (request_id 0: no reply).
@@ -557,7 +633,7 @@ impl Encoder {
                 unread,
             },
         );
-        self.finish_frame(request_id, 0, Body::ChatReadAck, body.as_union_value())
+        self.finish_reply(request_id, Body::ChatReadAck, body.as_union_value())
     }
 
     pub fn chat_history(
@@ -597,7 +673,7 @@ impl Encoder {
                 has_more,
             },
         );
-        self.finish_frame(request_id, 0, Body::ChatHistoryPage, body.as_union_value())
+        self.finish_reply(request_id, Body::ChatHistoryPage, body.as_union_value())
     }
 
     /// chat:message, reliable, encoded once for every member.
@@ -695,7 +771,7 @@ impl Encoder {
                 at_ms,
             },
         );
-        self.finish_frame(request_id, 0, Body::ChatUpdated, body.as_union_value())
+        self.finish_reply(request_id, Body::ChatUpdated, body.as_union_value())
     }
 
     pub fn chat_mute(
@@ -735,7 +811,7 @@ impl Encoder {
                 until_ms,
             },
         );
-        self.finish_frame(request_id, 0, Body::ChatMuted, body.as_union_value())
+        self.finish_reply(request_id, Body::ChatMuted, body.as_union_value())
     }
 
     pub fn chat_unread<S: AsRef<str>>(&mut self, request_id: u64, chat_ids: &[S]) -> Bytes {
@@ -774,7 +850,7 @@ impl Encoder {
             &mut self.fbb,
             &wire::ChatUnreadCountsArgs { chats: Some(rows) },
         );
-        self.finish_frame(request_id, 0, Body::ChatUnreadCounts, body.as_union_value())
+        self.finish_reply(request_id, Body::ChatUnreadCounts, body.as_union_value())
     }
 
     /// `user:status` request (`reply: false`) or its reply `StatusSet`.
@@ -796,7 +872,7 @@ impl Encoder {
                     invisible,
                 },
             );
-            self.finish_frame(request_id, 0, Body::StatusSet, body.as_union_value())
+            self.finish_reply(request_id, Body::StatusSet, body.as_union_value())
         } else {
             let body = wire::SetStatus::create(
                 &mut self.fbb,
@@ -931,15 +1007,6 @@ impl Encoder {
 }
 
 /// Position of `Frame.seq` in a frame this module just built.
-fn seq_offset(buf: &[u8]) -> Option<u32> {
-    // SAFETY: `buf` was produced by `finish_frame` a moment ago, so it is a
-    // well-formed Frame buffer; nothing from the network reaches this call.
-    #[allow(unsafe_code)]
-    let frame = unsafe { flatbuffers::root_unchecked::<wire::Frame>(buf) };
-    let field = frame._tab.vtable().get(wire::Frame::VT_SEQ);
-    (field != 0).then(|| (frame._tab.loc() + field as usize) as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -973,5 +1040,40 @@ mod tests {
         let ev = enc.echo_event("u1", b"hi", false);
         assert!(ev.seq_at.is_none());
         assert_eq!(verify_frame(&ev.bytes, 1024).unwrap().seq(), 0);
+    }
+
+    #[test]
+    fn replies_carry_a_seq_slot_and_control_frames_do_not() {
+        let mut enc = Encoder::new();
+        let replies = [
+            enc.echo_reply(7, b"hi", 1, 0),
+            enc.chat_left(7, "channel:x"),
+            enc.error(7, ErrorCode::RATE_LIMITED, "slow down", true, false),
+            enc.set_status(7, PresenceStatus::AWAY, "", false, true),
+        ];
+        for reply in replies {
+            assert_eq!(verify_frame(&reply, 1024).unwrap().seq(), 0, "unstamped");
+            let at = seq_slot(&reply).expect("a reply has a seq slot");
+            let mut copy = reply.to_vec();
+            stamp_seq(&mut copy, at, 42);
+            let frame = verify_frame(&copy, 1024).unwrap();
+            assert_eq!((frame.request_id(), frame.seq()), (7, 42));
+        }
+        let unsequenced = [
+            enc.error(0, ErrorCode::MALFORMED_FRAME, "bad", false, false),
+            enc.ping(0, 3, 1),
+            enc.pong(0, 1),
+            enc.go_away("bye", 10),
+            enc.welcome(1, &WelcomeFields::default()),
+            enc.echo_request(7, b"hi", None, false),
+            enc.chat_join(7, "channel:x"),
+            enc.set_status(7, PresenceStatus::AWAY, "", false, false),
+        ];
+        for frame in unsequenced {
+            assert_eq!(seq_slot(&frame), None);
+        }
+        for garbage in [&b""[..], b"\xff\xff\xff\xff", &[0u8; 16], b"HDL1HDL1HDL1"] {
+            assert_eq!(seq_slot(garbage), None);
+        }
     }
 }

@@ -388,7 +388,12 @@ mod tests {
         s.recover().unwrap();
         reader.join().unwrap();
         s.write(&[write(2)]).unwrap();
-        let ids: Vec<u64> = s.messages("c", 0, 10).unwrap().iter().map(|m| m.id).collect();
+        let ids: Vec<u64> = s
+            .messages("c", 0, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
         assert_eq!(ids, vec![2, 1]);
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use huddle::auth::Claims;
-use huddle::config::Config;
+use huddle::config::{Config, QueueConfig, WideningConfig};
 use huddle::gateway::{self, Running};
 use huddle_client::transport::{connect_raw, RawConnection, TlsOptions};
 use huddle_client::{Client, ClientConfig, EventStream};
@@ -157,6 +157,35 @@ impl TestGateway {
     }
 }
 
+/// A matchmaking queue of the game `arena` played in `eu` and `us`: a
+/// fixed rating spread of 200, latency widening from 100 to 300 ms, a
+/// minute's timeout and no ready check.
+pub fn queue(mode: &str, teams: u16, team_size: u16) -> QueueConfig {
+    QueueConfig {
+        game: "arena".into(),
+        mode: mode.into(),
+        teams,
+        team_size,
+        regions: vec!["eu".into(), "us".into()],
+        spread: WideningConfig {
+            start: 200.0,
+            step: 0.0,
+            every_ms: 1_000,
+            max: 200.0,
+        },
+        latency: WideningConfig {
+            start: 100.0,
+            step: 50.0,
+            every_ms: 1_000,
+            max: 300.0,
+        },
+        timeout_ms: 60_000,
+        ready_check_ms: None,
+        attributes: Vec::new(),
+        roles: Default::default(),
+    }
+}
+
 pub fn now_s() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -244,6 +273,7 @@ pub struct WelcomeInfo {
     pub user_id: String,
     pub resumed: bool,
     pub replayed: u32,
+    pub last_request_id: u64,
 }
 
 pub fn parse_welcome(bytes: &[u8]) -> Option<WelcomeInfo> {
@@ -255,6 +285,7 @@ pub fn parse_welcome(bytes: &[u8]) -> Option<WelcomeInfo> {
         user_id: w.user()?.id()?.to_string(),
         resumed: w.resumed(),
         replayed: w.replayed(),
+        last_request_id: w.last_request_id(),
     })
 }
 

@@ -235,19 +235,25 @@ pub enum Event {
         seq: u64,
     },
     /// The connection dropped; the client is reconnecting unless a
-    /// [`Event::Closed`] follows. In-flight requests failed with
-    /// [`ClientError::Disconnected`]. `close` is how the gateway closed it
-    /// (e.g. `SLOW_CONSUMER` as close code 4108), when it did.
+    /// [`Event::Closed`] follows. In-flight requests keep waiting (within
+    /// their timeout): after a resume each gets its one reply, replayed or
+    /// answered to a re-send; they fail with [`ClientError::Disconnected`]
+    /// only when the session cannot be resumed or reconnecting is off.
+    /// `close` is how the gateway closed it (e.g. `SLOW_CONSUMER` as close
+    /// code 4108), when it did.
     Disconnected {
         reason: String,
         close: Option<crate::transport::PeerClose>,
     },
     /// Connected again. With `resumed`, the session carried on and `replayed`
-    /// missed events follow; otherwise a [`Event::SessionReset`] came first.
+    /// missed events and replies follow; otherwise a [`Event::SessionReset`]
+    /// came first.
     Reconnected { resumed: bool, replayed: u32 },
     /// Resuming failed and the client started a fresh session: events of the
-    /// old one may have been missed, so re-sync application state (re-query
-    /// presence, rejoin, …). [`Event::Reconnected`] follows.
+    /// old one may have been missed and requests in flight failed with
+    /// [`ClientError::Disconnected`] (they may or may not have been carried
+    /// out), so re-sync application state (re-query presence, rejoin, look
+    /// for the lobby you were creating, …). [`Event::Reconnected`] follows.
     SessionReset,
     /// The gateway is going away; the client reconnects (with resume) after
     /// `reconnect_after_ms` plus a random extra of its own (up to half as
@@ -308,9 +314,17 @@ pub(crate) enum Link {
     Closed,
 }
 
+/// Where a request's caller waits for its raw reply frame (or its failure).
+type ReplyReceiver = oneshot::Receiver<Result<Bytes, ClientError>>;
+
 /// A request waiting for its reply: the reader completes it with the raw
 /// reply frame, or the connection task fails it.
-type Pending = oneshot::Sender<Result<Bytes, ClientError>>;
+pub(crate) struct Pending {
+    reply: oneshot::Sender<Result<Bytes, ClientError>>,
+    /// The request as sent, for sending it again on a resumed session when
+    /// the gateway never read it.
+    frame: Bytes,
+}
 
 /// State shared by every [`Client`] handle and the connection task.
 pub(crate) struct Shared {
@@ -320,7 +334,8 @@ pub(crate) struct Shared {
     link: Mutex<Link>,
     session: Mutex<SessionInfo>,
     max_frame_bytes: AtomicU32,
-    /// Highest reliable `seq` delivered to the [`EventStream`].
+    /// Highest `seq` delivered: to the [`EventStream`] (reliable events) or
+    /// to a waiting request (replies).
     pub(crate) last_seq: AtomicU64,
     /// Set once the client is closing for good.
     pub(crate) closed: watch::Sender<bool>,
@@ -370,6 +385,84 @@ impl Shared {
         }
     }
 
+    /// Opens the link to a new connection's queue `out` and returns the
+    /// requests to write on it before anything else: on a resumed session,
+    /// those in flight with an id above `resumed_after` (the gateway's
+    /// `Welcome.last_request_id`: it never read them), in id order; none
+    /// on a fresh connection (`None`).
+    ///
+    /// Requests are registered under the same lock ([`Shared::send_request`]),
+    /// so each one in flight is either re-sent here or queued on `out` by its
+    /// caller, never lost in between nor sent twice.
+    pub(crate) fn open_link(
+        &self,
+        out: mpsc::Sender<Bytes>,
+        resumed_after: Option<u64>,
+    ) -> Vec<Bytes> {
+        let mut link = lock(&self.link);
+        if matches!(*link, Link::Closed) {
+            return Vec::new();
+        }
+        *link = Link::Up(out);
+        let Some(last_read) = resumed_after else {
+            return Vec::new();
+        };
+        let pending = lock(&self.pending);
+        let mut unread: Vec<(u64, Bytes)> = pending
+            .iter()
+            .filter(|(id, _)| **id > last_read)
+            .map(|(id, p)| (*id, p.frame.clone()))
+            .collect();
+        unread.sort_unstable_by_key(|(id, _)| *id);
+        unread.into_iter().map(|(_, frame)| frame).collect()
+    }
+
+    /// Registers and queues one request on the connection whose queue `out`
+    /// reserved `permit`: picks its id, builds it, records it as pending and
+    /// sends it, all under the link lock, so requests enter the queue in id
+    /// order (the gateway's `last_request_id` then says exactly which ones
+    /// it read). `Ok(None)` when a newer connection replaced `out` meanwhile
+    /// (ask again on that one); `build` is only called on success.
+    fn send_request<F>(
+        &self,
+        out: &mpsc::Sender<Bytes>,
+        permit: mpsc::Permit<'_, Bytes>,
+        build: &mut Option<F>,
+    ) -> Result<Option<(u64, ReplyReceiver)>, ClientError>
+    where
+        F: FnOnce(&mut Encoder, u64) -> Bytes,
+    {
+        let link = lock(&self.link);
+        match &*link {
+            Link::Up(current) if current.same_channel(out) => {}
+            Link::Up(_) => return Ok(None),
+            Link::Down => return Err(ClientError::Disconnected),
+            Link::Closed => return Err(ClientError::Closed),
+        }
+        let Some(build) = build.take() else {
+            return Err(ClientError::Protocol("request built twice".into()));
+        };
+        let request_id = self.next_request_id();
+        let frame = encode(|enc| build(enc, request_id));
+        let max = self.max_frame_bytes.load(Ordering::Relaxed) as usize;
+        if max > 0 && frame.len() > max {
+            return Err(ClientError::Protocol(format!(
+                "a {}-byte request exceeds the session's {max}-byte frame limit",
+                frame.len()
+            )));
+        }
+        let (reply, rx) = oneshot::channel();
+        // Registered before sending: the reply may come back at once.
+        let pending = Pending {
+            reply,
+            frame: frame.clone(),
+        };
+        lock(&self.pending).insert(request_id, pending);
+        permit.send(frame);
+        drop(link);
+        Ok(Some((request_id, rx)))
+    }
+
     /// Marks the client closed: requests fail from now on and the connection
     /// task winds down.
     pub(crate) fn mark_closed(&self) {
@@ -390,8 +483,8 @@ impl Shared {
     pub(crate) fn complete(&self, request_id: u64, reply: Bytes) -> bool {
         let pending = lock(&self.pending).remove(&request_id);
         match pending {
-            Some(tx) => {
-                let _ = tx.send(Ok(reply));
+            Some(p) => {
+                let _ = p.reply.send(Ok(reply));
                 true
             }
             None => false,
@@ -400,9 +493,9 @@ impl Shared {
 
     /// Fails every in-flight request with `err`.
     pub(crate) fn fail_pending(&self, err: &ClientError) {
-        let drained: Vec<Pending> = lock(&self.pending).drain().map(|(_, tx)| tx).collect();
-        for tx in drained {
-            let _ = tx.send(Err(err.clone()));
+        let drained: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
+        for p in drained {
+            let _ = p.reply.send(Err(err.clone()));
         }
     }
 }
@@ -571,32 +664,30 @@ impl Client {
     ///
     /// Fails fast with [`ClientError::Disconnected`] while reconnecting, and
     /// with [`ClientError::Protocol`] when the frame exceeds the session's
-    /// `max_frame_bytes` (the gateway would close the connection).
+    /// `max_frame_bytes` (the gateway would close the connection). Once
+    /// sent, a drop does not fail it: after a resume its reply is replayed,
+    /// or it is sent again (same id) when the gateway says it never read it;
+    /// it fails with [`ClientError::Disconnected`] only if the session could
+    /// not be resumed. The timeout covers all of it.
     pub(crate) async fn request(
         &self,
         build: impl FnOnce(&mut Encoder, u64) -> Bytes,
     ) -> Result<Bytes, ClientError> {
         let shared = self.shared();
-        let request_id = shared.next_request_id();
-        let frame = encode(|enc| build(enc, request_id));
-        let max = shared.max_frame_bytes.load(Ordering::Relaxed) as usize;
-        if max > 0 && frame.len() > max {
-            return Err(ClientError::Protocol(format!(
-                "a {}-byte request exceeds the session's {max}-byte frame limit",
-                frame.len()
-            )));
-        }
-        let out = shared.outbound()?;
-        let (tx, rx) = oneshot::channel();
-        // Registered before sending: the reply may come back at once.
-        lock(&shared.pending).insert(request_id, tx);
-        let _guard = PendingGuard { shared, request_id };
-        let exchange = async move {
-            let sent = out.send(frame).await;
-            // Do not hold the queue open while waiting: a clean close waits
-            // for every sender to go.
-            drop(out);
-            sent.map_err(|_| ClientError::Disconnected)?;
+        let mut build = Some(build);
+        let exchange = async {
+            let (request_id, rx) = loop {
+                let out = shared.outbound()?;
+                // Room first (waiting, within the timeout), then the id: ids
+                // enter the queue in order.
+                let permit = out.reserve().await.map_err(|_| ClientError::Disconnected)?;
+                if let Some(sent) = shared.send_request(&out, permit, &mut build)? {
+                    break sent;
+                }
+            };
+            // `out` is gone with its iteration: nothing holds the queue open
+            // while waiting (a clean close waits for every sender to go).
+            let _guard = PendingGuard { shared, request_id };
             rx.await.unwrap_or(Err(ClientError::Disconnected))
         };
         tokio::time::timeout(shared.config.request_timeout, exchange)
@@ -788,8 +879,14 @@ mod tests {
         let shared = Shared::new(ClientConfig::new("ws://x", "t"));
         let (tx1, mut rx1) = oneshot::channel();
         let (tx2, mut rx2) = oneshot::channel();
-        lock(&shared.pending).insert(1, tx1);
-        lock(&shared.pending).insert(2, tx2);
+        let frame = Bytes::from_static(b"request");
+        for (id, reply) in [(1, tx1), (2, tx2)] {
+            let pending = Pending {
+                reply,
+                frame: frame.clone(),
+            };
+            lock(&shared.pending).insert(id, pending);
+        }
         assert!(shared.complete(2, Bytes::from_static(b"r")));
         assert!(!shared.complete(2, Bytes::from_static(b"r")));
         shared.fail_pending(&ClientError::Disconnected);

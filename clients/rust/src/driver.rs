@@ -2,11 +2,16 @@
 //! across reconnects.
 //!
 //! It owns the `Hello`/`Welcome` handshake, the read loop (reply routing,
-//! sequence dedupe, event delivery, answering pings, liveness), the writer
-//! task (outbound queue and heartbeat pings), and reconnecting with resume.
-//! It never exposes the transport and never retries a request: requests that
-//! were in flight when the connection dropped fail with
-//! [`ClientError::Disconnected`].
+//! sequence dedupe of events and replies, event delivery, answering pings,
+//! liveness), the writer task (outbound queue and heartbeat pings), and
+//! reconnecting with resume. It never exposes the transport.
+//!
+//! Requests in flight when the connection drops wait for the resume: the
+//! gateway replays the replies it owes (they carry `seq`, like events), and
+//! the driver sends again, with the same id and before anything else, the
+//! requests above `Welcome.last_request_id`, which the gateway never read. So
+//! a request is carried out at most once per session and answered exactly
+//! once. When the resume fails they fail with [`ClientError::Disconnected`].
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -49,6 +54,8 @@ pub(crate) struct Welcomed {
     resume_token: String,
     resumed: bool,
     replayed: u32,
+    /// On resume: the highest request id the gateway had read.
+    last_request_id: u64,
 }
 
 /// What a resuming `Hello` presents.
@@ -135,6 +142,7 @@ fn parse_welcome(w: &wire::Welcome<'_>) -> Result<Welcomed, ClientError> {
         resume_token: w.resume_token().unwrap_or_default().to_owned(),
         resumed: w.resumed(),
         replayed: w.replayed(),
+        last_request_id: w.last_request_id(),
     })
 }
 
@@ -185,15 +193,20 @@ async fn tick(ticker: &mut Option<Interval>) {
     }
 }
 
-/// The writer task of one connection: sends queued frames and a
-/// `Ping { ack_seq }` every `heartbeat`. Ends with an error when sending
-/// fails, or closes the transport cleanly once every queue sender is gone.
+/// The writer task of one connection: sends `resend` (requests the gateway
+/// never read before a resume), then queued frames, and a `Ping { ack_seq }`
+/// every `heartbeat`. Ends with an error when sending fails, or closes the
+/// transport cleanly once every queue sender is gone.
 async fn write_loop(
     mut tx: RawSender,
+    resend: Vec<Bytes>,
     mut queue: mpsc::Receiver<Bytes>,
     shared: Arc<Shared>,
     heartbeat: Option<Duration>,
 ) -> Result<(), ClientError> {
+    for frame in resend {
+        tx.send(frame).await?;
+    }
     let mut ticker = heartbeat.map(|period| {
         let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -288,7 +301,7 @@ pub(crate) fn start(
         dropped_volatile: 0,
     };
     driver.adopt(welcomed);
-    let live = driver.start_link(conn);
+    let live = driver.start_link(conn, None);
     tokio::spawn(driver.run(live))
 }
 
@@ -304,13 +317,27 @@ impl Driver {
         self.shared.set_session(welcomed.session);
     }
 
-    /// Spawns the writer of a fresh connection and opens the link to requests.
-    fn start_link(&mut self, conn: RawConnection) -> Live {
+    /// Spawns the writer of a new connection and opens the link to requests.
+    /// On a resumed session (`resumed_after`: `Welcome.last_request_id`) the
+    /// writer first sends again the requests in flight the gateway never read.
+    fn start_link(&mut self, conn: RawConnection, resumed_after: Option<u64>) -> Live {
         let (tx, rx) = conn.split();
         // Bounded: see OUTBOUND_QUEUE.
         let (out, queue) = mpsc::channel(OUTBOUND_QUEUE);
-        let writer = tokio::spawn(write_loop(tx, queue, self.shared.clone(), self.heartbeat));
-        self.shared.set_link(Link::Up(out.clone()));
+        let resend = self.shared.open_link(out.clone(), resumed_after);
+        if !resend.is_empty() {
+            tracing::debug!(
+                requests = resend.len(),
+                "sending again what the gateway never read"
+            );
+        }
+        let writer = tokio::spawn(write_loop(
+            tx,
+            resend,
+            queue,
+            self.shared.clone(),
+            self.heartbeat,
+        ));
         Live {
             rx,
             writer,
@@ -346,12 +373,18 @@ impl Driver {
                 }
             };
             if !self.shared.config.reconnect {
+                self.shared.fail_pending(&ClientError::Disconnected);
                 self.finish(None).await;
                 return;
             }
             match self.reconnect(reconnect_at).await {
-                Ok((conn, resumed, replayed)) => {
-                    live = self.start_link(conn);
+                Ok((conn, resumed, replayed, last_request_id)) => {
+                    if !resumed {
+                        // A new session owes nothing to the old one's
+                        // requests: they may or may not have been carried out.
+                        self.shared.fail_pending(&ClientError::Disconnected);
+                    }
+                    live = self.start_link(conn, resumed.then_some(last_request_id));
                     if !resumed {
                         self.emit(Event::SessionReset).await;
                     }
@@ -466,18 +499,12 @@ impl Driver {
             ));
         }
 
-        let request_id = frame.request_id();
-        if request_id != 0 {
-            if !self.shared.complete(request_id, buf.clone()) {
-                tracing::debug!(request_id, "reply to no waiting request (timed out?)");
-            }
-            return;
-        }
-
+        // Replies are numbered with the events (a resume replays both), so
+        // both go through the same dedupe.
         let seq = frame.seq();
         match self.seq.observe(seq) {
             SeqCheck::Duplicate => {
-                tracing::debug!(seq, "discarding an event seen before");
+                tracing::debug!(seq, "discarding a frame seen before");
                 return;
             }
             SeqCheck::Fresh { missed } if missed > 0 => {
@@ -486,6 +513,19 @@ impl Driver {
             SeqCheck::Fresh { .. } | SeqCheck::Volatile => {}
         }
         let reliable = seq != 0;
+
+        let request_id = frame.request_id();
+        if request_id != 0 {
+            if !self.shared.complete(request_id, buf.clone()) {
+                tracing::debug!(request_id, "reply to no waiting request (timed out?)");
+            }
+            if reliable {
+                self.shared
+                    .last_seq
+                    .store(self.seq.last(), Ordering::Release);
+            }
+            return;
+        }
 
         let event = match frame.body_as_echo_event() {
             Some(echo) => Some(Event::Echo {
@@ -569,7 +609,7 @@ impl Driver {
     }
 
     /// Ends a connection that dropped: no more requests on it, the transport
-    /// aborted, in-flight requests failed.
+    /// aborted. In-flight requests stay pending for the resume.
     async fn teardown(&mut self, live: Live) {
         self.shared.set_link(Link::Down);
         let Live {
@@ -587,7 +627,6 @@ impl Driver {
             let _ = (&mut writer).await;
         }
         drop(out);
-        self.shared.fail_pending(&ClientError::Disconnected);
     }
 
     /// Ends the connection cleanly on close: queued frames are flushed, then
@@ -638,12 +677,13 @@ impl Driver {
 
     /// Reconnects: waits until `at` (after `GoAway`) or a jittered backoff,
     /// then handshakes with resume; a refused resume starts a fresh session.
-    /// Returns the connection and whether it `(resumed, replayed)`; `Err`
-    /// when the client closed (`None`) or the gateway refused for good.
+    /// Returns the connection and whether it `(resumed, replayed,
+    /// last_request_id)`; `Err` when the client closed (`None`) or the
+    /// gateway refused for good.
     async fn reconnect(
         &mut self,
         mut at: Option<Instant>,
-    ) -> Result<(RawConnection, bool, u32), Option<ClientError>> {
+    ) -> Result<(RawConnection, bool, u32, u64), Option<ClientError>> {
         let shared = self.shared.clone();
         let config = &shared.config;
         let mut attempt: u32 = 0;
@@ -668,13 +708,14 @@ impl Driver {
                 Ok((conn, welcomed)) => {
                     let resumed = resume.is_some() && welcomed.resumed;
                     let replayed = if resumed { welcomed.replayed } else { 0 };
+                    let last_request_id = welcomed.last_request_id;
                     if !resumed {
                         // A fresh session numbers its events from 1.
                         self.seq.reset();
                         shared.last_seq.store(0, Ordering::Release);
                     }
                     self.adopt(welcomed);
-                    return Ok((conn, resumed, replayed));
+                    return Ok((conn, resumed, replayed, last_request_id));
                 }
                 Err(ClientError::Server {
                     code: ErrorCode::RESUME_FAILED,
@@ -741,6 +782,7 @@ mod tests {
                 replayed: 4,
                 max_frame_bytes: 65_536,
                 resume_window_ms: 30_000,
+                last_request_id: 9,
             },
         );
         let frame = verify_frame(&buf, 1 << 16).unwrap();
@@ -757,6 +799,7 @@ mod tests {
         assert_eq!(w.resume_token, "rt");
         assert!(w.resumed);
         assert_eq!(w.replayed, 4);
+        assert_eq!(w.last_request_id, 9);
     }
 
     #[test]

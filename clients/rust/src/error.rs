@@ -21,8 +21,10 @@ pub enum ClientError {
     /// No answer within the configured timeout.
     #[error("timed out")]
     Timeout,
-    /// The connection dropped (or is being re-established) before the answer
-    /// came; the request may or may not have been processed.
+    /// The request was not sent because the connection is being
+    /// re-established (nothing happened), or it was in flight and the
+    /// session could not be resumed (it may or may not have been processed:
+    /// re-sync). A resumed session never fails a request this way.
     #[error("disconnected from the gateway")]
     Disconnected,
     /// The client was closed, by [`crate::Client::close`] or because it gave up

@@ -148,6 +148,40 @@ impl Peer {
         heartbeat_ms: u32,
         heartbeat_timeout_ms: u32,
     ) {
+        let heartbeat = (heartbeat_ms, heartbeat_timeout_ms);
+        self.welcome_full(hello, session_id, resumed, replayed, heartbeat, 0)
+            .await;
+    }
+
+    /// A resuming `Welcome` saying the gateway had read requests up to
+    /// `last_request_id`.
+    async fn welcome_resumed(
+        &mut self,
+        hello: &Hello,
+        session_id: &str,
+        replayed: u32,
+        last_request_id: u64,
+    ) {
+        self.welcome_full(
+            hello,
+            session_id,
+            true,
+            replayed,
+            (10_000, 30_000),
+            last_request_id,
+        )
+        .await;
+    }
+
+    async fn welcome_full(
+        &mut self,
+        hello: &Hello,
+        session_id: &str,
+        resumed: bool,
+        replayed: u32,
+        (heartbeat_ms, heartbeat_timeout_ms): (u32, u32),
+        last_request_id: u64,
+    ) {
         let token = format!("resume-{session_id}-{}", hello.request_id);
         let frame = self.enc.welcome(
             hello.request_id,
@@ -165,6 +199,7 @@ impl Peer {
                 replayed,
                 max_frame_bytes: 64 * 1024,
                 resume_window_ms: 30_000,
+                last_request_id,
             },
         );
         self.send(frame).await;
@@ -182,6 +217,23 @@ impl Peer {
             stamp_seq(&mut bytes, at, seq);
         }
         self.send(Bytes::from(bytes)).await;
+    }
+
+    /// Sends a reply as the gateway does: numbered with the session's events.
+    async fn sequenced(&mut self, reply: Bytes, seq: u64) {
+        let mut bytes = reply.to_vec();
+        let at = huddle_schema::encode::seq_slot(&bytes).expect("replies have a seq slot");
+        stamp_seq(&mut bytes, at, seq);
+        self.send(Bytes::from(bytes)).await;
+    }
+
+    /// Reads the next request, which must be an echo: its id and payload.
+    async fn expect_echo(&mut self) -> (u64, Vec<u8>) {
+        let buf = self.next_frame().await.expect("a request");
+        let frame = verify_frame(&buf, 1 << 20).unwrap();
+        let req = frame.body_as_echo_request().expect("an EchoRequest");
+        let payload = req.payload().map(|p| p.bytes().to_vec());
+        (frame.request_id(), payload.unwrap_or_default())
     }
 
     /// Answers the next request if it is an echo.
@@ -407,15 +459,7 @@ async fn drop_reconnects_with_resume_and_replays_without_duplicates() {
     assert_eq!(next_event(&mut events).await, echo(1, b"a"));
     assert_eq!(next_event(&mut events).await, echo(2, b"b"));
 
-    // A request in flight when the connection drops fails with Disconnected.
-    let c = client.clone();
-    let hanging = tokio::spawn(async move { c.echo(b"lost").await });
-    let _unanswered = peer.next_frame().await.unwrap();
     client.drop_connection_for_tests();
-    assert_eq!(
-        hanging.await.unwrap().unwrap_err(),
-        ClientError::Disconnected
-    );
     assert!(matches!(
         next_event(&mut events).await,
         Event::Disconnected { .. }
@@ -450,6 +494,77 @@ async fn drop_reconnects_with_resume_and_replays_without_duplicates() {
 }
 
 #[tokio::test]
+async fn requests_in_flight_across_a_drop_are_answered_once_after_the_resume() {
+    let mut gw = Gateway::start().await;
+    let (client, mut events, mut peer) = {
+        let config = gw.config();
+        connected(&mut gw, config)
+    }
+    .await;
+    peer.event(1, b"a").await;
+    assert_eq!(next_event(&mut events).await, echo(1, b"a"));
+
+    // Two requests in flight; the gateway will say it read only the first
+    // (the second was lost with the connection).
+    let c = client.clone();
+    let read = tokio::spawn(async move { c.echo(b"read").await });
+    let (read_id, _) = peer.expect_echo().await;
+    let c = client.clone();
+    let unread = tokio::spawn(async move { c.echo(b"unread").await });
+    let (unread_id, _) = peer.expect_echo().await;
+    assert!(unread_id > read_id);
+    // The gateway answered the first (seq 2) but the client never got it.
+    client.drop_connection_for_tests();
+    assert!(matches!(
+        next_event(&mut events).await,
+        Event::Disconnected { .. }
+    ));
+    assert!(peer.next_raw().await.is_none(), "old connection is gone");
+    assert!(
+        !read.is_finished() && !unread.is_finished(),
+        "nothing failed"
+    );
+
+    let mut peer = gw.accept().await;
+    let hello = peer.expect_hello().await;
+    assert_eq!(hello.resume.as_ref().map(|r| r.2), Some(1));
+    peer.welcome_resumed(&hello, "s1", 1, read_id).await;
+    // First thing on the new connection: the request the gateway never
+    // read, with its id.
+    assert_eq!(peer.expect_echo().await, (unread_id, b"unread".to_vec()));
+    let replayed = peer.enc.echo_reply(read_id, b"read", 1, 0);
+    peer.sequenced(replayed.clone(), 2).await;
+    // An overlapping replay of the same reply is a duplicate, never
+    // delivered twice.
+    peer.sequenced(replayed, 2).await;
+    let answer = peer.enc.echo_reply(unread_id, b"unread", 2, 0);
+    peer.sequenced(answer, 3).await;
+    peer.event(4, b"after").await;
+
+    assert_eq!(
+        next_event(&mut events).await,
+        Event::Reconnected {
+            resumed: true,
+            replayed: 1
+        }
+    );
+    assert_eq!(next_event(&mut events).await, echo(4, b"after"));
+    let read = read.await.unwrap().unwrap();
+    assert_eq!((read.payload.as_slice(), read.shard), (&b"read"[..], 1));
+    let unread = unread.await.unwrap().unwrap();
+    assert_eq!(
+        (unread.payload.as_slice(), unread.shard),
+        (&b"unread"[..], 2)
+    );
+    assert_eq!(
+        client.last_seq(),
+        4,
+        "replies count in what the client acks"
+    );
+    client.close().await;
+}
+
+#[tokio::test]
 async fn refused_resume_starts_a_fresh_session() {
     let mut gw = Gateway::start().await;
     let (client, mut events, mut peer) = {
@@ -459,6 +574,9 @@ async fn refused_resume_starts_a_fresh_session() {
     .await;
     peer.event(1, b"a").await;
     assert_eq!(next_event(&mut events).await, echo(1, b"a"));
+    let c = client.clone();
+    let in_flight = tokio::spawn(async move { c.echo(b"lost").await });
+    let _unanswered = peer.expect_echo().await;
     peer.close().await;
     assert!(matches!(
         next_event(&mut events).await,
@@ -468,6 +586,7 @@ async fn refused_resume_starts_a_fresh_session() {
     let mut peer = gw.accept().await;
     let hello = peer.expect_hello().await;
     assert!(hello.resume.is_some());
+    assert!(!in_flight.is_finished(), "waits for the resume");
     peer.error(hello.request_id, ErrorCode::RESUME_FAILED, true)
         .await;
     peer.close().await;
@@ -486,6 +605,11 @@ async fn refused_resume_starts_a_fresh_session() {
     );
     assert_eq!(client.session().session_id, "s2");
     assert_eq!(client.last_seq(), 0);
+    assert_eq!(
+        in_flight.await.unwrap().unwrap_err(),
+        ClientError::Disconnected,
+        "the new session owes the old one's requests nothing"
+    );
     // The new session numbers from 1 again; nothing is mistaken for a dup.
     peer.event(1, b"fresh").await;
     assert_eq!(next_event(&mut events).await, echo(1, b"fresh"));
@@ -636,8 +760,15 @@ async fn reconnect_off_closes_after_a_drop() {
     let mut gw = Gateway::start().await;
     let mut config = gw.config();
     config.reconnect = false;
-    let (client, mut events, peer) = connected(&mut gw, config).await;
+    let (client, mut events, mut peer) = connected(&mut gw, config).await;
+    let c = client.clone();
+    let in_flight = tokio::spawn(async move { c.echo(b"lost").await });
+    let _unanswered = peer.expect_echo().await;
     peer.close().await;
+    assert_eq!(
+        in_flight.await.unwrap().unwrap_err(),
+        ClientError::Disconnected
+    );
     assert!(matches!(
         next_event(&mut events).await,
         Event::Disconnected { .. }

@@ -1,5 +1,6 @@
-//! Reliable-event bookkeeping: the highest sequence number seen, and whether
-//! an inbound event is new, a duplicate (a replay overlap) or volatile.
+//! Reliable-frame bookkeeping: the highest sequence number seen, and whether
+//! an inbound event or reply is new, a duplicate (a replay overlap) or
+//! unsequenced (volatile events, replies of a gateway that numbers none).
 //!
 //! Pure and synchronous; it never does I/O and never delivers anything. The
 //! connection task owns one [`SeqTracker`] per session.

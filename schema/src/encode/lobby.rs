@@ -256,13 +256,13 @@ impl Encoder {
     pub fn lobby_reply(&mut self, request_id: u64, l: &LobbyStateFields<'_>) -> Bytes {
         let lobby = Some(self.lobby_state(l));
         let body = wire::LobbyReply::create(&mut self.fbb, &wire::LobbyReplyArgs { lobby });
-        self.finish_frame(request_id, 0, Body::LobbyReply, body.as_union_value())
+        self.finish_reply(request_id, Body::LobbyReply, body.as_union_value())
     }
 
     pub fn lobby_left(&mut self, request_id: u64, lobby_id: &str) -> Bytes {
         let lobby_id = Some(self.fbb.create_string(lobby_id));
         let body = wire::LobbyLeft::create(&mut self.fbb, &wire::LobbyLeftArgs { lobby_id });
-        self.finish_frame(request_id, 0, Body::LobbyLeft, body.as_union_value())
+        self.finish_reply(request_id, Body::LobbyLeft, body.as_union_value())
     }
 
     pub fn lobby_invited(&mut self, request_id: u64, lobby_id: &str, user_id: &str) -> Bytes {
@@ -272,7 +272,7 @@ impl Encoder {
             &mut self.fbb,
             &wire::LobbyInvitedArgs { lobby_id, user_id },
         );
-        self.finish_frame(request_id, 0, Body::LobbyInvited, body.as_union_value())
+        self.finish_reply(request_id, Body::LobbyInvited, body.as_union_value())
     }
 
     pub fn lobby_list(&mut self, request_id: u64, q: &LobbyListFields<'_>) -> Bytes {
@@ -331,7 +331,7 @@ impl Encoder {
                 next_after,
             },
         );
-        self.finish_frame(request_id, 0, Body::LobbyListPage, body.as_union_value())
+        self.finish_reply(request_id, Body::LobbyListPage, body.as_union_value())
     }
 
     /// A lobby event, reliable, encoded once for every member.

@@ -167,7 +167,7 @@ impl Encoder {
         let ticket = Some(self.ticket(t));
         let body =
             wire::MatchmakingReply::create(&mut self.fbb, &wire::MatchmakingReplyArgs { ticket });
-        self.finish_frame(request_id, 0, Body::MatchmakingReply, body.as_union_value())
+        self.finish_reply(request_id, Body::MatchmakingReply, body.as_union_value())
     }
 
     /// A matchmaking event: volatile for STATUS, reliable otherwise.

@@ -67,7 +67,7 @@ impl Encoder {
                 since_ms,
             },
         );
-        self.finish_frame(request_id, 0, Body::FriendOpDone, body.as_union_value())
+        self.finish_reply(request_id, Body::FriendOpDone, body.as_union_value())
     }
 
     pub fn friend_list(&mut self, request_id: u64) -> Bytes {
@@ -95,7 +95,7 @@ impl Encoder {
         let friends = Some(self.fbb.create_vector(&rows));
         let body =
             wire::FriendListPage::create(&mut self.fbb, &wire::FriendListPageArgs { friends });
-        self.finish_frame(request_id, 0, Body::FriendListPage, body.as_union_value())
+        self.finish_reply(request_id, Body::FriendListPage, body.as_union_value())
     }
 
     /// friend:update, reliable, to every session of the user whose relation changed.
@@ -209,7 +209,7 @@ impl Encoder {
                 unread,
             },
         );
-        self.finish_frame(request_id, 0, Body::NotificationPage, body.as_union_value())
+        self.finish_reply(request_id, Body::NotificationPage, body.as_union_value())
     }
 
     /// Mark one notification read, or all of them with `all`.
@@ -243,11 +243,6 @@ impl Encoder {
             &mut self.fbb,
             &wire::NotificationCountsArgs { total, unread },
         );
-        self.finish_frame(
-            request_id,
-            0,
-            Body::NotificationCounts,
-            body.as_union_value(),
-        )
+        self.finish_reply(request_id, Body::NotificationCounts, body.as_union_value())
     }
 }
