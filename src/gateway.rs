@@ -178,6 +178,9 @@ async fn open_history(
                         "recovered acknowledged records a crash left in the journal"
                     );
                 }
+                // What the journal recovered is synced by now; from here on
+                // the journal holds every record until the store syncs.
+                store.sync_lazily();
                 let store: Arc<dyn HistoryStore> = store;
                 let (history, threads) = History::start(store.clone(), &ack)?;
                 Ok((history, threads, store))

@@ -12,7 +12,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,17 +39,7 @@ enum Store {
 }
 
 fn spawn(data: &Path, store: Store, keyspace: &str) -> common::Served {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_huddle"));
-    cmd.arg("serve")
-        .env("HUDDLE_SERVER__DATA_DIR", data)
-        .env("HUDDLE_SERVER__WS_ADDR", "127.0.0.1:0")
-        .env("HUDDLE_SERVER__QUIC_ADDR", "127.0.0.1:0")
-        .env("HUDDLE_SERVER__ADMIN_ADDR", "127.0.0.1:0")
-        .env("HUDDLE_SERVER__SHUTDOWN_TIMEOUT_MS", "3000")
-        .env("HUDDLE_SHARDS__PIN", "false")
-        .env("HUDDLE_SHARDS__COUNT", "2")
-        .env("HUDDLE_AUTH__SECRET", common::SECRET)
-        .env("HUDDLE_LOG", "warn");
+    let mut cmd = common::huddle_serve(data);
     if let Store::Cql = store {
         let node = std::env::var("HUDDLE_TEST_CQL").unwrap();
         cmd.env("HUDDLE_STORE__KIND", "scylla")
@@ -239,13 +228,7 @@ async fn kill_under_load(store: Store) {
     // One more start recovers what the last crash left; SIGTERM then
     // leaves everything in the store.
     let mut served = spawn(data.path(), store, &keyspace);
-    let pid = served.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert!(common::wait_bounded(&mut served.child).success());
+    assert!(common::terminate(&mut served.child).success());
     let dir = data.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
         let acked = acked.lock().unwrap();
@@ -327,13 +310,7 @@ async fn channels_outlive_restarts(store: Store) {
         serde_json::json!({ "name": "stopped", "slow_mode_ms": 2500, "public": false, "members": ["ann"] }),
     )
     .await;
-    let pid = served.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert!(common::wait_bounded(&mut served.child).success());
+    assert!(common::terminate(&mut served.child).success());
 
     let mut served = spawn(data.path(), store, &keyspace);
     let ann = client(&served.ws, "ann").await.expect("connects");

@@ -67,20 +67,10 @@ impl Drop for Child {
 }
 
 fn spawn(data: &Path) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_huddle"));
-    cmd.arg("serve")
-        .env("HUDDLE_SERVER__DATA_DIR", data)
-        .env("HUDDLE_SERVER__WS_ADDR", "127.0.0.1:0")
-        .env("HUDDLE_SERVER__QUIC_ADDR", "127.0.0.1:0")
-        .env("HUDDLE_SERVER__ADMIN_ADDR", "127.0.0.1:0")
-        .env("HUDDLE_SERVER__SHUTDOWN_TIMEOUT_MS", "2000")
-        .env("HUDDLE_SHARDS__PIN", "false")
-        .env("HUDDLE_SHARDS__COUNT", "2")
-        .env("HUDDLE_STORE__CACHE_MB", "4")
+    let mut cmd = common::huddle_serve(data);
+    cmd.env("HUDDLE_STORE__CACHE_MB", "4")
         .env("HUDDLE_SESSION__RATE_PER_S", "1000000")
-        .env("HUDDLE_SESSION__RATE_BURST", "1000000")
-        .env("HUDDLE_AUTH__SECRET", common::SECRET)
-        .env("HUDDLE_LOG", "warn");
+        .env("HUDDLE_SESSION__RATE_BURST", "1000000");
     Child(common::serve(&mut cmd))
 }
 
@@ -182,13 +172,7 @@ async fn a_full_disk_refuses_sends_loses_nothing_and_recovers() {
     // Full again, and SIGTERM: the process still exits.
     let filler = disk.fill();
     send_until_refused(&ann, chat, &mut next, 200_000, &mut acked).await;
-    let pid = served.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    common::wait_bounded(&mut served.child);
+    common::terminate(&mut served.child);
     drop(ann);
 
     // With space back, a restart recovers anything the journal kept, and
@@ -196,13 +180,7 @@ async fn a_full_disk_refuses_sends_loses_nothing_and_recovers() {
     std::fs::remove_file(&filler).unwrap();
     let mut served = spawn(&data);
     let served = &mut served.0;
-    let pid = served.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert!(common::wait_bounded(&mut served.child).success());
+    assert!(common::terminate(&mut served.child).success());
     let store =
         huddle::store::embedded::EmbeddedStore::open(&data.join("history.redb"), 4 << 20).unwrap();
     let stored = store.messages(chat, 0, 10_000_000).unwrap();

@@ -115,24 +115,14 @@ struct Gateway {
 
 impl Gateway {
     fn spawn(data: &Path) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_huddle"));
-        cmd.arg("serve")
-            .env("HUDDLE_SERVER__DATA_DIR", data)
-            .env("HUDDLE_SERVER__WS_ADDR", "127.0.0.1:0")
-            .env("HUDDLE_SERVER__QUIC_ADDR", "127.0.0.1:0")
-            .env("HUDDLE_SERVER__ADMIN_ADDR", "127.0.0.1:0")
-            .env("HUDDLE_SERVER__SHUTDOWN_TIMEOUT_MS", "3000")
-            .env("HUDDLE_SHARDS__PIN", "false")
-            .env("HUDDLE_SHARDS__COUNT", "2")
-            .env("HUDDLE_AUTH__SECRET", common::SECRET)
-            .env("HUDDLE_STORE__KIND", "scylla")
+        let mut cmd = common::huddle_serve(data);
+        cmd.env("HUDDLE_STORE__KIND", "scylla")
             .env(
                 "HUDDLE_STORE__SCYLLA__NODES",
                 format!("[\"{}\"]", cql_addr()),
             )
             .env("HUDDLE_STORE__SCYLLA__KEYSPACE", KEYSPACE)
-            .env("HUDDLE_STORE__SCYLLA__REQUEST_TIMEOUT_MS", "2000")
-            .env("HUDDLE_LOG", "warn");
+            .env("HUDDLE_STORE__SCYLLA__REQUEST_TIMEOUT_MS", "2000");
         let served = common::serve(&mut cmd);
         Self {
             ws: served.ws,

@@ -44,6 +44,10 @@ pub struct EmbeddedStore {
     db: parking_lot::RwLock<Option<Arc<Database>>>,
     path: std::path::PathBuf,
     cache_bytes: usize,
+    /// Behind the acknowledgement journal, commits need not reach the disk
+    /// one by one: they are readable at once and made durable together by
+    /// [`HistoryStore::sync`] (the journal keeps them until then).
+    lazy: std::sync::atomic::AtomicBool,
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -59,7 +63,15 @@ impl EmbeddedStore {
             db: parking_lot::RwLock::new(Some(Arc::new(db))),
             path: path.to_path_buf(),
             cache_bytes,
+            lazy: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// From now on, [`HistoryStore::write`] commits without syncing; only
+    /// [`HistoryStore::sync`] does. For a store behind the acknowledgement
+    /// journal, which holds every record until the store reports it synced.
+    pub fn sync_lazily(&self) {
+        self.lazy.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
@@ -125,9 +137,20 @@ impl HistoryStore for EmbeddedStore {
         Ok(())
     }
 
-    fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
+    fn sync(&self) -> Result<(), StoreError> {
+        // An empty commit that syncs makes every earlier one durable.
         let db = self.db()?;
         let txn = db.begin_write().map_err(|e| err("begin", e))?;
+        txn.commit().map_err(|e| err("sync commit", e))
+    }
+
+    fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let mut txn = db.begin_write().map_err(|e| err("begin", e))?;
+        if self.lazy.load(std::sync::atomic::Ordering::Relaxed) {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| err("durability", e))?;
+        }
         {
             let mut messages = txn
                 .open_table(MESSAGES)

@@ -133,8 +133,14 @@ pub trait HistoryStore: Send + Sync + 'static {
     fn load_channels(&self) -> Result<Vec<crate::engine::chat::ChannelSpec>, StoreError>;
     /// After a failed write: make the next one possible (the embedded
     /// store reopens its file, which a failed commit may leave refusing
-    /// every later transaction).
+    /// every later transaction). Writes not yet synced may be gone after
+    /// it: the writer writes them again.
     fn recover(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Makes every write so far durable, where [`HistoryStore::write`]
+    /// alone does not (the embedded store behind the journal).
+    fn sync(&self) -> Result<(), StoreError> {
         Ok(())
     }
 }
@@ -470,6 +476,21 @@ impl HistoryThreads {
     }
 }
 
+/// How often the writer makes its commits durable (one sync for all of
+/// them) over a store that syncs lazily; the journal keeps their records
+/// until then. Also when the writer is idle, and at shutdown.
+const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The writer's commits since the store last synced: written again after
+/// a reopen (which forgets unsynced commits), so reads never miss them.
+#[derive(Default)]
+struct Unsynced {
+    batches: Vec<Vec<Write>>,
+    /// Records committed when the store last synced.
+    synced: u64,
+    at: Option<std::time::Instant>,
+}
+
 fn write_loop(
     store: &dyn HistoryStore,
     rx: Receiver<Write>,
@@ -479,6 +500,7 @@ fn write_loop(
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     // Records taken from the queue, and committed.
     let (mut taken, mut committed) = (0u64, 0u64);
+    let mut unsynced = Unsynced::default();
     // Shutdown gave records up: durability is no longer reported, so the
     // acknowledgement journal keeps them for the next start.
     let mut gave_up = false;
@@ -491,6 +513,9 @@ fn write_loop(
         barriers.admit(taken, rx.len() + usize::from(first.is_some()));
         let Some(first) = first else {
             barriers.release(committed);
+            if !gave_up {
+                sync(store, &mut unsynced, committed, &progress);
+            }
             continue;
         };
         // Let a batch gather: one wake-up per commit, not one per record;
@@ -507,40 +532,88 @@ fn write_loop(
             }
         }
         taken += batch.len() as u64;
-        if !commit(store, &mut batch, &progress) {
+        if commit(store, &batch, &mut unsynced, &progress) {
+            unsynced.batches.push(std::mem::take(&mut batch));
+            unsynced.at.get_or_insert_with(std::time::Instant::now);
+        } else {
             gave_up = true;
-            let records = batch.len();
-            batch.clear();
             tracing::error!(
-                records,
+                records = batch.len(),
                 "shutdown: the store never took these records; they stay in the acknowledgement journal for the next start"
             );
+            batch.clear();
         }
         committed = taken;
-        if !gave_up {
-            progress.durable.set(committed);
-        }
         barriers.release(committed);
+        if !gave_up && unsynced.at.is_some_and(|t| t.elapsed() >= SYNC_EVERY) {
+            sync(store, &mut unsynced, committed, &progress);
+        }
         crate::metrics::metrics()
             .history
             .queue_depth
             .set(rx.len() as i64);
+    }
+    if !gave_up {
+        sync(store, &mut unsynced, committed, &progress);
+    }
+}
+
+/// Makes the commits so far durable and tells the journal, which may then
+/// delete their records. A failed sync is tried again later (the journal
+/// keeps them meanwhile).
+fn sync(store: &dyn HistoryStore, unsynced: &mut Unsynced, committed: u64, progress: &Progress) {
+    if unsynced.synced == committed {
+        return;
+    }
+    match store.sync() {
+        Ok(()) => {
+            unsynced.batches.clear();
+            unsynced.synced = committed;
+            unsynced.at = None;
+            progress.durable.set(committed);
+            if progress.health.store_failing(false) {
+                tracing::info!("the history store takes writes again");
+            }
+        }
+        Err(e) => {
+            if progress.health.store_failing(true) {
+                tracing::error!(error = %e, "syncing the history store failed; refusing new writes with STORE_UNAVAILABLE and trying again");
+            }
+            unsynced.at = Some(std::time::Instant::now());
+            // A failed commit may leave the file refusing every later one:
+            // reopen it and put back what it forgot.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if store.recover().is_ok() {
+                let _ = unsynced.batches.iter().try_for_each(|b| store.write(b));
+            }
+        }
     }
 }
 
 /// Writes `batch`, trying on a recovered store with backoff until it lands
 /// (history is never dropped, and the journal holds the engines back
 /// meanwhile) or shutdown gives up (false; the records are still in the
-/// acknowledgement journal).
-fn commit(store: &dyn HistoryStore, batch: &mut Vec<Write>, progress: &Progress) -> bool {
+/// acknowledgement journal). A reopened store first gets the unsynced
+/// commits again.
+fn commit(
+    store: &dyn HistoryStore,
+    batch: &[Write],
+    unsynced: &mut Unsynced,
+    progress: &Progress,
+) -> bool {
     let mut wait = std::time::Duration::from_millis(10);
     let m = &crate::metrics::metrics().history;
     let started = std::time::Instant::now();
     let records = batch.len();
+    let mut rewrite = false;
     loop {
-        match store.write(batch) {
+        let earlier = if rewrite {
+            unsynced.batches.iter().try_for_each(|b| store.write(b))
+        } else {
+            Ok(())
+        };
+        match earlier.and_then(|()| store.write(batch)) {
             Ok(()) => {
-                batch.clear();
                 m.batch_records.observe(records as f64);
                 m.write_seconds.observe(started.elapsed().as_secs_f64());
                 if progress.health.store_failing(false) {
@@ -558,8 +631,11 @@ fn commit(store: &dyn HistoryStore, batch: &mut Vec<Write>, progress: &Progress)
                 }
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(std::time::Duration::from_secs(1));
-                if let Err(e) = store.recover() {
-                    tracing::warn!(error = %e, "reopening the history store failed; trying again");
+                match store.recover() {
+                    Ok(()) => rewrite = true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reopening the history store failed; trying again")
+                    }
                 }
             }
         }

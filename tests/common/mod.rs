@@ -368,6 +368,38 @@ pub async fn admin_send(gw: &TestGateway, method: &str, path: &str, body: &str) 
     out
 }
 
+/// `huddle serve` over `data` on free loopback ports, two unpinned shards,
+/// the test secret, no drain window (SIGTERM goes straight to GoAway), a
+/// 3 s shutdown bound and warnings only; add to it before [`serve`].
+#[allow(dead_code)]
+pub fn huddle_serve(data: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_huddle"));
+    cmd.arg("serve")
+        .env("HUDDLE_SERVER__DATA_DIR", data)
+        .env("HUDDLE_SERVER__WS_ADDR", "127.0.0.1:0")
+        .env("HUDDLE_SERVER__QUIC_ADDR", "127.0.0.1:0")
+        .env("HUDDLE_SERVER__ADMIN_ADDR", "127.0.0.1:0")
+        .env("HUDDLE_SERVER__SHUTDOWN_TIMEOUT_MS", "3000")
+        .env("HUDDLE_SERVER__DRAIN_READYZ_MS", "0")
+        .env("HUDDLE_SHARDS__PIN", "false")
+        .env("HUDDLE_SHARDS__COUNT", "2")
+        .env("HUDDLE_AUTH__SECRET", SECRET)
+        .env("HUDDLE_LOG", "warn");
+    cmd
+}
+
+/// SIGTERM, then the exit status (bounded by [`wait_bounded`]).
+#[allow(dead_code)]
+pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_bounded(child)
+}
+
 /// A `huddle serve` child process and the addresses its banner printed.
 pub struct Served {
     pub child: std::process::Child,
