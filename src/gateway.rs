@@ -165,19 +165,12 @@ async fn open_history(
                     EmbeddedStore::open(&path, cache)
                         .context("opening the embedded history store (in server.data_dir)")?,
                 );
-                let recovered = ack::recover(&ack.dir, 4096, |batch| store.write(batch))
-                    .with_context(|| {
-                        format!(
-                            "handing the acknowledgement journal {} to the store",
-                            ack.dir.display()
-                        )
-                    })?;
-                if recovered > 0 {
-                    tracing::info!(
-                        recovered,
-                        "recovered acknowledged records a crash left in the journal"
-                    );
-                }
+                ack::recover(&ack.dir, 4096, |batch| store.write(batch)).with_context(|| {
+                    format!(
+                        "handing the acknowledgement journal {} to the store",
+                        ack.dir.display()
+                    )
+                })?;
                 // What the journal recovered is synced by now; from here on
                 // the journal holds every record until the store syncs.
                 store.sync_lazily();
@@ -201,7 +194,7 @@ async fn open_history(
                 // Behind whatever the journal already holds: the
                 // acknowledgement journal's records are newer.
                 let clock = WriteClock::default();
-                let recovered = ack::recover(&ack.dir, cfg.batch_records, |batch| {
+                ack::recover(&ack.dir, cfg.batch_records, |batch| {
                     let stamped: Vec<Stamped> = batch
                         .iter()
                         .map(|w| Stamped {
@@ -217,12 +210,6 @@ async fn open_history(
                         ack.dir.display()
                     )
                 })?;
-                if recovered > 0 {
-                    tracing::info!(
-                        recovered,
-                        "recovered acknowledged records a crash left in the journal"
-                    );
-                }
                 let waiting = journal.len();
                 let store = Arc::new(ScyllaStore::connect(&cfg, node).with_context(|| {
                     format!("connecting to ScyllaDB ({waiting} records wait in the spill journal)")

@@ -653,6 +653,12 @@ pub fn recover(
     for path in &files {
         std::fs::remove_file(path).map_err(|e| io_err("deleting journal segment", path, e))?;
     }
+    if total > 0 {
+        tracing::info!(
+            records = total,
+            "recovered acknowledged records a crash left in the journal"
+        );
+    }
     Ok(total)
 }
 
