@@ -70,7 +70,8 @@ pub enum AckMode {
     /// As soon as the record is queued. The journal is still written, but
     /// not synced: a kill -9 loses what was queued and not yet written
     /// (typically under a millisecond of traffic), a power loss what the
-    /// store had not committed yet (its linger, 50 ms, plus one commit).
+    /// store had not synced yet (the embedded store syncs every 500 ms)
+    /// unless the kernel had written the journal's pages by then.
     Fast,
 }
 
