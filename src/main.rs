@@ -147,9 +147,12 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     rt.worker_threads(config.io_thread_count());
     let rt = rt.thread_name("huddle-io").enable_all().build()?;
     rt.block_on(async move {
+        // Before the banner: whoever reads it may signal at once, and a
+        // SIGTERM must never meet the default action (an unclean exit).
+        let signals = Signals::install();
         let running = huddle::gateway::start(config).await?;
         print_banner(&running);
-        wait_for_signal(&running, path.as_deref()).await;
+        wait_for_signal(signals, &running, path.as_deref()).await;
         tracing::info!("shutting down: GoAway to clients, draining");
         let drained = running.shutdown().await;
         tracing::info!(drained, "stopped");
@@ -189,15 +192,32 @@ fn print_banner(running: &huddle::gateway::Running) {
     let _ = out.flush();
 }
 
+/// SIGTERM and SIGHUP handlers, installed before the gateway says it is
+/// listening.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self {
+            term: signal(SignalKind::terminate()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+}
+
 /// Waits for SIGTERM or Ctrl-C. SIGHUP re-reads the configuration file and
 /// applies its matchmaking queues without a restart (everything else in
 /// the file takes effect at the next start).
-async fn wait_for_signal(running: &huddle::gateway::Running, path: Option<&Path>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
+async fn wait_for_signal(
+    signals: Signals,
+    running: &huddle::gateway::Running,
+    path: Option<&Path>,
+) {
+    let (Some(mut term), Some(mut hup)) = (signals.term, signals.hup) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };
