@@ -130,6 +130,15 @@ fn assert_kept(store: &dyn HistoryStore, acked: &Acked) {
         for m in &stored {
             by_content.entry(&m.content).or_default().push(m.id);
         }
+        // Counted first, so a failure says how much was lost.
+        let missing = sent
+            .iter()
+            .filter(|(content, _)| !by_content.contains_key(content.as_str()))
+            .count();
+        eprintln!(
+            "{chat}: {missing} of {} acknowledged messages missing",
+            sent.len()
+        );
         for (content, ids) in sent {
             assert_eq!(ids.len(), 1, "{chat}: {content:?} acknowledged once");
             let got = by_content.get(content.as_str());
