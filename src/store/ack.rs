@@ -622,7 +622,9 @@ pub fn recover(
             let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
             let sum = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
             let body = at + HEADER;
-            if len > MAX_RECORD || body + len > bytes.len() {
+            // Zeros (a file extended but never written, as a power loss can
+            // leave it), a length past the end or an absurd one: the end.
+            if len == 0 || len > MAX_RECORD || body + len > bytes.len() {
                 break;
             }
             let payload = &bytes[body..body + len];
@@ -741,13 +743,18 @@ mod tests {
         }
         let cut = buf.len() - 5;
         std::fs::write(dir.path().join(format!("{:020}.log", 0)), &buf[..cut]).unwrap();
+        // A later segment that a power loss left extended with zeros.
+        let mut zeros = Vec::new();
+        frame(&mut zeros, &write(4));
+        zeros.extend_from_slice(&[0; 4096]);
+        std::fs::write(dir.path().join(format!("{:020}.log", 9)), &zeros).unwrap();
         let mut got = Vec::new();
         recover(dir.path(), 10, |b| {
             got.extend(b.iter().map(id_of));
             Ok(())
         })
         .unwrap();
-        assert_eq!(got, vec![1, 2]);
+        assert_eq!(got, vec![1, 2, 4]);
     }
 
     #[test]
