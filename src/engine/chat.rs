@@ -284,6 +284,10 @@ struct Chat {
     recent_loaded: bool,
     /// Users whose stored read cursor was asked for.
     cursors_loaded: HashSet<UserId>,
+    /// Users whose cursor moved by sending (in memory only): their next
+    /// `ChatRead` stores it even when it does not move it further, since
+    /// its acknowledgement stands for a stored cursor.
+    cursors_unstored: HashSet<UserId>,
 }
 
 impl Chat {
@@ -302,6 +306,7 @@ impl Chat {
             mutes: HashMap::new(),
             recent_loaded: false,
             cursors_loaded: HashSet::new(),
+            cursors_unstored: HashSet::new(),
         }
     }
 
@@ -1009,8 +1014,9 @@ impl Chats {
                 }
             }
         }
-        // The sender has read what they wrote.
-        chat.cursors.insert(user, message.id);
+        // The sender has read what they wrote (stored with their next read).
+        chat.cursors.insert(user.clone(), message.id);
+        chat.cursors_unstored.insert(user);
         out.push(Effect::Persist(Record::Chat(HistoryRecord::Message(
             message.clone(),
         ))));
@@ -1246,12 +1252,14 @@ impl Chats {
             *cursor = target;
         }
         let read_up_to = *cursor;
-        if advanced {
+        if chat.cursors_unstored.remove(&user) || advanced {
             out.push(Effect::Persist(Record::Chat(HistoryRecord::ReadCursor {
                 chat_id: chat_id.clone(),
                 user_id: user.clone(),
                 up_to: read_up_to,
             })));
+        }
+        if advanced {
             out.push(Effect::Broadcast {
                 chat: chat_id.clone(),
                 event: Event::ChatRead {
@@ -1631,6 +1639,34 @@ mod tests {
         assert_eq!(typing(&mut w, false), 1, "a change of state goes through");
         w.at_ms += 1000;
         assert_eq!(typing(&mut w, false), 1);
+    }
+
+    #[test]
+    fn a_read_acknowledges_a_stored_cursor_even_when_sending_moved_it() {
+        let mut w = World::new();
+        w.join(1, "alice", "direct:alice:bob");
+        let id = sent_id(&w.send(1, "alice", "direct:alice:bob", "hi", None)).0;
+        let read = |w: &mut World, request_id| {
+            w.run(Command::Read {
+                request_id,
+                session: 1,
+                user: UserId::from("alice"),
+                chat_id: Arc::from("direct:alice:bob"),
+                message_id: id,
+            })
+        };
+        let stored = |out: &[Effect]| {
+            out.iter().any(|e| {
+                matches!(
+                    e,
+                    Effect::Persist(Record::Chat(HistoryRecord::ReadCursor { up_to, .. })) if *up_to == id
+                )
+            })
+        };
+        // Sending moved alice's cursor in memory only; her read does not
+        // move it further, yet its ChatReadAck stands for a stored cursor.
+        assert!(stored(&read(&mut w, 7)));
+        assert!(!stored(&read(&mut w, 8)), "once stored, not again");
     }
 
     #[test]

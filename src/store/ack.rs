@@ -320,6 +320,9 @@ pub struct JournalWriter {
     /// Bytes of the current segment known written.
     len: u64,
     current: PathBuf,
+    /// The next segment's name: names only grow, so recovery's order (by
+    /// name) is the order segments were written in.
+    next_name: u64,
     /// Closed segments, oldest first.
     closed: Vec<Segment>,
     /// Records forwarded to the store's writer so far.
@@ -347,7 +350,7 @@ impl JournalWriter {
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| io_err("creating the acknowledgement journal directory", dir, e))?;
-        let (current, file) = new_segment(dir, 0)?;
+        let (current, file, name) = new_segment(dir, 0)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             mode,
@@ -356,6 +359,7 @@ impl JournalWriter {
             file,
             len: 0,
             current,
+            next_name: name + 1,
             closed: Vec::new(),
             forwarded: 0,
             failing_logged: false,
@@ -494,13 +498,12 @@ impl JournalWriter {
                     wait = (wait * 2).min(MAX_BACKOFF);
                     // A file the disk failed may stay failed: start a new
                     // segment when the disk lets us.
-                    if let Ok((path, file)) = new_segment(&self.dir, self.forwarded) {
-                        if path != self.current {
-                            self.close_current();
-                            self.current = path;
-                            self.file = file;
-                            self.len = 0;
-                        }
+                    if let Ok((path, file, name)) = new_segment(&self.dir, self.next_name) {
+                        self.next_name = name + 1;
+                        self.close_current();
+                        self.current = path;
+                        self.file = file;
+                        self.len = 0;
                     }
                 }
             }
@@ -530,8 +533,9 @@ impl JournalWriter {
     }
 
     fn roll(&mut self) {
-        match new_segment(&self.dir, self.forwarded) {
-            Ok((path, file)) => {
+        match new_segment(&self.dir, self.next_name) {
+            Ok((path, file, name)) => {
+                self.next_name = name + 1;
                 self.close_current();
                 self.current = path;
                 self.file = file;
@@ -555,18 +559,22 @@ impl JournalWriter {
     }
 }
 
-/// Creates `<dir>/<first, 20 digits>.log` (another name when it exists).
-fn new_segment(dir: &Path, first: u64) -> Result<(PathBuf, File), StoreError> {
-    let mut n = first;
+/// Creates `<dir>/<n, 20 digits>.log` for the first free `n` from `from`,
+/// and answers that `n`.
+fn new_segment(dir: &Path, from: u64) -> Result<(PathBuf, File, u64), StoreError> {
+    let mut n = from;
     loop {
         let path = dir.join(format!("{n:020}.log"));
         match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(file) => {
-                // The new name must survive a power loss too.
-                if let Ok(d) = File::open(dir) {
-                    let _ = d.sync_all();
+                // The new name must survive a power loss too, before any
+                // record synced into it is acknowledged.
+                let synced = File::open(dir).and_then(|d| d.sync_all());
+                if let Err(e) = synced {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(io_err("syncing the journal directory", dir, e));
                 }
-                return Ok((path, file));
+                return Ok((path, file, n));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
             Err(e) => return Err(io_err("creating journal segment", &path, e)),
@@ -612,6 +620,9 @@ pub fn recover(
     let files = segments(dir)?;
     let mut total = 0u64;
     let mut batch = Vec::with_capacity(chunk);
+    // Segments with a frame that checks out but does not decode: kept
+    // aside under `bad/` for a person to look at, never fatal.
+    let mut bad = Vec::new();
     for path in &files {
         let mut bytes = Vec::new();
         File::open(path)
@@ -631,13 +642,15 @@ pub fn recover(
             if xxhash_rust::xxh3::xxh3_64(payload) as u32 != sum {
                 break;
             }
-            let write: Write = serde_json::from_slice(payload).map_err(|e| {
-                StoreError(format!(
-                    "decoding a record of {} at byte {at}: {e}",
-                    path.display()
-                ))
-            })?;
-            batch.push(write);
+            match serde_json::from_slice::<Write>(payload) {
+                Ok(write) => batch.push(write),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), at, error = %e, "a journal record does not decode; skipped, and the segment is kept under bad/");
+                    if bad.last() != Some(path) {
+                        bad.push(path.clone());
+                    }
+                }
+            }
             if batch.len() >= chunk {
                 keep(&batch)?;
                 total += batch.len() as u64;
@@ -654,7 +667,16 @@ pub fn recover(
         total += batch.len() as u64;
     }
     for path in &files {
-        std::fs::remove_file(path).map_err(|e| io_err("deleting journal segment", path, e))?;
+        if bad.contains(path) {
+            let aside = dir.join("bad");
+            std::fs::create_dir_all(&aside)
+                .and_then(|()| {
+                    std::fs::rename(path, aside.join(path.file_name().unwrap_or_default()))
+                })
+                .map_err(|e| io_err("keeping aside journal segment", path, e))?;
+        } else {
+            std::fs::remove_file(path).map_err(|e| io_err("deleting journal segment", path, e))?;
+        }
     }
     if total > 0 {
         tracing::info!(
@@ -755,6 +777,65 @@ mod tests {
         })
         .unwrap();
         assert_eq!(got, vec![1, 2, 4]);
+    }
+
+    #[test]
+    fn a_frame_that_does_not_decode_is_skipped_and_its_segment_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut buf = Vec::new();
+        frame(&mut buf, &write(1));
+        // A checksummed frame that is no `Write`.
+        let junk = br#"{"NotAWrite":1}"#;
+        buf.extend_from_slice(&(junk.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&(xxhash_rust::xxh3::xxh3_64(junk) as u32).to_le_bytes());
+        buf.extend_from_slice(junk);
+        frame(&mut buf, &write(2));
+        std::fs::write(dir.path().join(format!("{:020}.log", 0)), &buf).unwrap();
+        let mut got = Vec::new();
+        recover(dir.path(), 10, |b| {
+            got.extend(b.iter().map(id_of));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, vec![1, 2], "the start goes on past it");
+        assert!(dir
+            .path()
+            .join("bad")
+            .join(format!("{:020}.log", 0))
+            .exists());
+    }
+
+    #[test]
+    fn segment_names_follow_the_order_they_were_written_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = JournalWriter::open(
+            dir.path(),
+            AckMode::Durable,
+            Arc::default(),
+            Arc::new(Durable::default()),
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        frame(&mut buf, &write(1));
+        // Empty segments come and go (as failed tries make them) between
+        // ones that hold records.
+        for round in 0..4 {
+            w.roll();
+            if round % 2 == 1 {
+                assert!(w.append(&buf, None));
+                w.forwarded += 1;
+            }
+        }
+        w.roll();
+        let names = segments(dir.path()).unwrap();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        let mut closed: Vec<PathBuf> = w.closed.iter().map(|s| s.path.clone()).collect();
+        let written = closed.clone();
+        closed.sort();
+        assert_eq!(written, closed, "closed in name order");
+        assert_eq!(written.len(), 2);
     }
 
     #[test]

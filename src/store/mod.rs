@@ -262,12 +262,15 @@ impl Barriers {
         loop {
             crossbeam_channel::select! {
                 recv(intake) -> w => return w.map_or(Next::Closed, Next::Write),
-                recv(self.requests) -> tx => {
-                    if let Ok(tx) = tx {
+                recv(self.requests) -> tx => match tx {
+                    Ok(tx) => {
                         self.waiting.push((taken + intake.len() as u64, tx));
                         self.release(readable);
                     }
-                }
+                    // Every reader is gone (shutdown): wait on the intake
+                    // alone instead of spinning on a closed channel.
+                    Err(_) => self.requests = crossbeam_channel::never(),
+                },
                 default(deadline.saturating_duration_since(std::time::Instant::now())) => return Next::Idle,
             }
         }
@@ -489,6 +492,9 @@ struct Unsynced {
     /// Records committed when the store last synced.
     synced: u64,
     at: Option<std::time::Instant>,
+    /// The store was reopened and has not yet taken `batches` again:
+    /// nothing may be reported durable until it has.
+    rewrite: bool,
 }
 
 fn write_loop(
@@ -565,6 +571,12 @@ fn sync(store: &dyn HistoryStore, unsynced: &mut Unsynced, committed: u64, progr
     if unsynced.synced == committed {
         return;
     }
+    if unsynced.rewrite {
+        match unsynced.batches.iter().try_for_each(|b| store.write(b)) {
+            Ok(()) => unsynced.rewrite = false,
+            Err(_) => return,
+        }
+    }
     match store.sync() {
         Ok(()) => {
             unsynced.batches.clear();
@@ -584,7 +596,15 @@ fn sync(store: &dyn HistoryStore, unsynced: &mut Unsynced, committed: u64, progr
             // reopen it and put back what it forgot.
             std::thread::sleep(std::time::Duration::from_millis(100));
             if store.recover().is_ok() {
-                let _ = unsynced.batches.iter().try_for_each(|b| store.write(b));
+                unsynced.rewrite = true;
+                if unsynced
+                    .batches
+                    .iter()
+                    .try_for_each(|b| store.write(b))
+                    .is_ok()
+                {
+                    unsynced.rewrite = false;
+                }
             }
         }
     }
@@ -605,13 +625,15 @@ fn commit(
     let m = &crate::metrics::metrics().history;
     let started = std::time::Instant::now();
     let records = batch.len();
-    let mut rewrite = false;
     loop {
-        let earlier = if rewrite {
+        let earlier = if unsynced.rewrite {
             unsynced.batches.iter().try_for_each(|b| store.write(b))
         } else {
             Ok(())
         };
+        if earlier.is_ok() {
+            unsynced.rewrite = false;
+        }
         match earlier.and_then(|()| store.write(batch)) {
             Ok(()) => {
                 m.batch_records.observe(records as f64);
@@ -632,7 +654,7 @@ fn commit(
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(std::time::Duration::from_secs(1));
                 match store.recover() {
-                    Ok(()) => rewrite = true,
+                    Ok(()) => unsynced.rewrite = true,
                     Err(e) => {
                         tracing::warn!(error = %e, "reopening the history store failed; trying again")
                     }
