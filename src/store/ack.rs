@@ -395,6 +395,11 @@ impl JournalWriter {
             let first = match rx.recv_timeout(HOUSEKEEPING) {
                 Ok(item) => item,
                 Err(RecvTimeoutError::Timeout) => {
+                    // Idle, and the store has everything: close the segment
+                    // so it can go too (a restart then replays nothing).
+                    if self.len > 0 && self.durable.get() >= self.forwarded {
+                        self.roll();
+                    }
                     self.delete_stored();
                     continue;
                 }

@@ -554,6 +554,10 @@ impl<S: BatchSink> ClusterWriter<S> {
             }
             std::thread::sleep(wait);
             wait = (wait * 2).min(MAX_BACKOFF);
+            // A failed commit leaves the handle refusing every later one.
+            if let Err(e) = self.journal.reopen() {
+                tracing::warn!(error = %e, "reopening the spill journal failed; trying again");
+            }
         }
         if let Some(p) = &self.progress {
             if p.health.store_failing(false) {
@@ -601,9 +605,13 @@ impl<S: BatchSink> ClusterWriter<S> {
             (Source::Replay(seqs), Ok(())) => {
                 self.replaying -= 1;
                 if let Err(e) = self.journal.remove(&seqs, &flight.batch) {
-                    // Still in the journal: read it again from the start.
+                    // Still in the journal: read it again from the start,
+                    // on a handle that can commit again.
                     tracing::error!(error = %e, "forgetting replayed records failed");
                     self.replay_from = 0;
+                    if let Err(e) = self.journal.reopen() {
+                        tracing::warn!(error = %e, "reopening the spill journal failed");
+                    }
                 }
                 m.replayed.inc_by(records);
                 self.backoff = Duration::ZERO;

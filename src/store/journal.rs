@@ -37,7 +37,10 @@ fn err(what: &str, e: impl std::fmt::Display) -> StoreError {
 /// The journal file, shared by the writer (appends, removes) and the
 /// history reader (merged reads).
 pub struct Journal {
-    db: Database,
+    /// Reopened after a failed commit (redb refuses every later
+    /// transaction on that handle); `None` only while that happens.
+    db: parking_lot::RwLock<Option<Arc<Database>>>,
+    path: std::path::PathBuf,
     /// The sequence the next appended record gets.
     next_seq: AtomicU64,
     /// Records in the log.
@@ -46,6 +49,53 @@ pub struct Journal {
 
 impl Journal {
     pub fn open(path: &Path) -> Result<Arc<Self>, StoreError> {
+        let (db, next_seq, len) = Self::open_db(path)?;
+        Ok(Arc::new(Self {
+            db: parking_lot::RwLock::new(Some(Arc::new(db))),
+            path: path.to_path_buf(),
+            next_seq: AtomicU64::new(next_seq),
+            len: AtomicU64::new(len),
+        }))
+    }
+
+    /// After a failed append or remove: opens the file again (every spill
+    /// was a durable commit, so nothing is lost) and reloads the counters.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.db.write();
+        if let Some(mut old) = slot.take() {
+            let mut tries = 0;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(handle) => break drop(handle),
+                    Err(shared) if tries < 400 => {
+                        old = shared;
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    Err(shared) => {
+                        *slot = Some(shared);
+                        return Err(err("reopening", "a reader still holds it"));
+                    }
+                }
+            }
+        }
+        let (db, next_seq, len) = Self::open_db(&self.path)?;
+        self.next_seq.store(next_seq, Ordering::Relaxed);
+        self.len.store(len, Ordering::Release);
+        *slot = Some(Arc::new(db));
+        Ok(())
+    }
+
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.db.read().clone().ok_or_else(|| {
+            err(
+                "closed",
+                "reopening it after a failed commit did not work yet",
+            )
+        })
+    }
+
+    fn open_db(path: &Path) -> Result<(Database, u64, u64), StoreError> {
         // A bounded page cache (redb's default is 1 GiB): the journal is
         // appended and read front to back.
         let db = redb::Builder::new()
@@ -78,11 +128,7 @@ impl Journal {
             (last, len)
         };
         txn.commit().map_err(|e| err("commit", e))?;
-        Ok(Arc::new(Self {
-            db,
-            next_seq: AtomicU64::new(next_seq),
-            len: AtomicU64::new(len),
-        }))
+        Ok((db, next_seq, len))
     }
 
     /// Records waiting in the journal.
@@ -97,7 +143,8 @@ impl Journal {
     /// Appends `batch` after everything already spilled, durably.
     pub fn append(&self, batch: &[Stamped]) -> Result<(), StoreError> {
         let mut seq = self.next_seq.load(Ordering::Relaxed);
-        let txn = self.db.begin_write().map_err(|e| err("begin", e))?;
+        let db = self.db()?;
+        let txn = db.begin_write().map_err(|e| err("begin", e))?;
         {
             let mut log = txn.open_table(LOG).map_err(|e| err("log table", e))?;
             let mut messages = txn
@@ -152,7 +199,8 @@ impl Journal {
     /// Up to `max` records from sequence `from` on, in order, with their
     /// sequences (ascending, not always consecutive).
     pub fn read(&self, from: u64, max: usize) -> Result<(Vec<u64>, Vec<Stamped>), StoreError> {
-        let txn = self.db.begin_read().map_err(|e| err("begin", e))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(|e| err("begin", e))?;
         let log = txn.open_table(LOG).map_err(|e| err("log table", e))?;
         let (mut seqs, mut records) = (Vec::new(), Vec::new());
         for row in log.range(from..).map_err(|e| err("reading", e))?.take(max) {
@@ -172,7 +220,8 @@ impl Journal {
     /// is what they held, so their index entries go too unless a newer
     /// spill replaced them.
     pub fn remove(&self, seqs: &[u64], batch: &[Stamped]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| err("begin", e))?;
+        let db = self.db()?;
+        let txn = db.begin_write().map_err(|e| err("begin", e))?;
         let removed;
         {
             let mut log = txn.open_table(LOG).map_err(|e| err("log table", e))?;
@@ -235,7 +284,8 @@ impl Journal {
         before_id: u64,
         limit: usize,
     ) -> Result<Vec<(i64, Arc<Message>)>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| err("begin", e))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(|e| err("begin", e))?;
         let table = txn
             .open_table(MESSAGES)
             .map_err(|e| err("messages table", e))?;
@@ -257,7 +307,8 @@ impl Journal {
 
     /// A spilled read cursor.
     pub fn read_cursor(&self, chat_id: &str, user_id: &str) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| err("begin", e))?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(|e| err("begin", e))?;
         let table = txn
             .open_table(CURSORS)
             .map_err(|e| err("cursors table", e))?;
@@ -310,6 +361,19 @@ mod tests {
             .map(|(_, m)| m.id)
             .collect();
         assert_eq!(ids, [4]);
+    }
+
+    #[test]
+    fn a_reopened_journal_keeps_its_records_and_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.redb")).unwrap();
+        j.append(&[stamped(1, message("c", 10, "a"))]).unwrap();
+        j.reopen().unwrap();
+        assert_eq!(j.len(), 1);
+        j.append(&[stamped(2, message("c", 20, "b"))]).unwrap();
+        let (seqs, records) = j.read(0, 10).unwrap();
+        assert_eq!(seqs, vec![0, 1], "sequences go on after the reopen");
+        assert_eq!(records.len(), 2);
     }
 
     #[test]
