@@ -349,6 +349,11 @@ async fn create_lobbies(
     if let Err(denied) = authorized(&gw, &headers) {
         return denied;
     }
+    // Each lobby notifies its players: refused, before anything is created,
+    // while those notifications could not be stored.
+    if let Err(refused) = store_refusal(&gw) {
+        return refused;
+    }
     if req.lobbies.is_empty() || req.lobbies.len() > MAX_BULK_LOBBIES {
         return (
             StatusCode::BAD_REQUEST,
@@ -421,6 +426,8 @@ async fn create_lobbies(
         pending.push((index, lobby_id, users, rx));
     }
     let mut created = Vec::new();
+    // The answer waits until the `lobby.assigned` notifications are stored.
+    let mut notified = Vec::new();
     for (index, lobby_id, users, rx) in pending {
         match rx.await {
             Ok(Ok(Some(lobby))) => {
@@ -439,19 +446,25 @@ async fn create_lobbies(
                     if users.is_empty() {
                         continue;
                     }
-                    let (reply, _rx) = oneshot::channel();
+                    let (reply, stored) = oneshot::channel();
                     let msg = ShardMsg::Announce {
                         users: Some(users),
                         what: what.clone(),
                         reply,
                     };
                     shards.send(shard, msg).await;
+                    notified.push(stored);
                 }
                 created.push(serde_json::json!({ "index": index, "lobby_id": lobby_id }));
             }
             Ok(Ok(None)) => {}
             Ok(Err(f)) => failed.push(serde_json::json!({ "index": index, "error": f.message })),
             Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
+        }
+    }
+    for stored in notified {
+        if stored.await.is_err() {
+            return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
         }
     }
     let status = if created.is_empty() {
