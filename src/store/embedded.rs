@@ -111,27 +111,11 @@ impl EmbeddedStore {
 impl HistoryStore for EmbeddedStore {
     fn recover(&self) -> Result<(), StoreError> {
         let mut slot = self.db.write();
-        // redb opens a file once per process: readers holding the old
-        // handle finish first (none can take it meanwhile).
-        if let Some(mut old) = slot.take() {
-            let mut tries = 0;
-            loop {
-                match Arc::try_unwrap(old) {
-                    Ok(handle) => break drop(handle),
-                    Err(shared) if tries < 400 => {
-                        old = shared;
-                        tries += 1;
-                        std::thread::sleep(std::time::Duration::from_millis(5));
-                    }
-                    Err(shared) => {
-                        *slot = Some(shared);
-                        return Err(StoreError(format!(
-                            "reopening {}: a reader still holds it",
-                            self.path.display()
-                        )));
-                    }
-                }
-            }
+        if !super::release_handle(&mut slot) {
+            return Err(StoreError(format!(
+                "reopening {}: a reader still holds it",
+                self.path.display()
+            )));
         }
         *slot = Some(Arc::new(Self::open_db(&self.path, self.cache_bytes)?));
         Ok(())

@@ -62,22 +62,8 @@ impl Journal {
     /// was a durable commit, so nothing is lost) and reloads the counters.
     pub fn reopen(&self) -> Result<(), StoreError> {
         let mut slot = self.db.write();
-        if let Some(mut old) = slot.take() {
-            let mut tries = 0;
-            loop {
-                match Arc::try_unwrap(old) {
-                    Ok(handle) => break drop(handle),
-                    Err(shared) if tries < 400 => {
-                        old = shared;
-                        tries += 1;
-                        std::thread::sleep(std::time::Duration::from_millis(5));
-                    }
-                    Err(shared) => {
-                        *slot = Some(shared);
-                        return Err(err("reopening", "a reader still holds it"));
-                    }
-                }
-            }
+        if !super::release_handle(&mut slot) {
+            return Err(err("reopening", "a reader still holds it"));
         }
         let (db, next_seq, len) = Self::open_db(&self.path)?;
         self.next_seq.store(next_seq, Ordering::Relaxed);

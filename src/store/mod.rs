@@ -102,6 +102,31 @@ impl WriteClock {
     }
 }
 
+/// Drops the database handle in `slot` once no reader shares it any more
+/// (readers finish within a couple of seconds; none can take it meanwhile,
+/// since the caller holds the slot's lock). False, with the handle put
+/// back, when a reader still holds it: redb opens a file once per process,
+/// so a reopen has to wait for that.
+pub(crate) fn release_handle<T>(slot: &mut Option<Arc<T>>) -> bool {
+    let Some(mut held) = slot.take() else {
+        return true;
+    };
+    for _ in 0..400 {
+        match Arc::try_unwrap(held) {
+            Ok(handle) => {
+                drop(handle);
+                return true;
+            }
+            Err(shared) => {
+                held = shared;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
+    *slot = Some(held);
+    false
+}
+
 /// A storage failure, with what was being done.
 #[derive(Debug, thiserror::Error)]
 #[error("history store: {0}")]
