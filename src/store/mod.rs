@@ -462,18 +462,8 @@ impl History {
         self.writes.unsynced()
     }
 
-    /// Whether new writes can be kept now; when not, the edges refuse
-    /// requests that write with STORE_UNAVAILABLE.
-    pub fn accepting(&self) -> bool {
-        self.writes.health().accepting()
-    }
-
-    /// What is failing, when something is.
-    pub fn failure(&self) -> Option<String> {
-        self.writes.health().failure()
-    }
-
-    /// The shared view of whether writes can be kept.
+    /// The shared view of whether writes can be kept now; while they
+    /// cannot, the edges refuse requests that write with STORE_UNAVAILABLE.
     pub fn health(&self) -> Arc<ack::Health> {
         self.writes.health().clone()
     }
