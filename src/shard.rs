@@ -1198,14 +1198,9 @@ impl ShardLoop {
                 let persisted = persists(&self.effects);
                 self.apply(None);
                 // A rating the backend set is answered once stored.
-                let answer = move || {
+                self.once_stored(persisted, move || {
                     let _ = reply.send(result);
-                };
-                if persisted {
-                    self.services.history.after_durable(answer);
-                } else {
-                    answer();
-                }
+                });
             }
             ShardMsg::PartyStart(p) => self.party_start(*p),
             ShardMsg::MatchLobby(m) => self.match_lobby(*m),
@@ -1665,13 +1660,19 @@ impl ShardLoop {
                 | Body::FriendOpDone
                 | Body::NotificationCounts
         );
-        if (persisted || acknowledges) && self.services.history.unsynced() {
-            let outbox = outbox.clone();
-            self.services.history.after_durable(move || {
-                outbox.push_reply(bytes, body);
-            });
-        } else {
+        let outbox = outbox.clone();
+        self.once_stored(persisted || acknowledges, move || {
             outbox.push_reply(bytes, body);
+        });
+    }
+
+    /// Runs `then` once this shard's queued records are durable when
+    /// `stands_for_a_record`, at once otherwise (or when nothing waits).
+    fn once_stored(&self, stands_for_a_record: bool, then: impl FnOnce() + Send + 'static) {
+        if stands_for_a_record {
+            self.services.history.after_durable(then);
+        } else {
+            then();
         }
     }
 

@@ -456,12 +456,6 @@ impl History {
         self.writes.after_durable(then);
     }
 
-    /// Whether an acknowledgement sent now from this thread would run
-    /// ahead of a record it may stand for.
-    pub fn unsynced(&self) -> bool {
-        self.writes.unsynced()
-    }
-
     /// The shared view of whether writes can be kept now; while they
     /// cannot, the edges refuse requests that write with STORE_UNAVAILABLE.
     pub fn health(&self) -> Arc<ack::Health> {
