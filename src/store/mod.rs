@@ -504,6 +504,10 @@ struct Unsynced {
     /// The store was reopened and has not yet taken `batches` again:
     /// nothing may be reported durable until it has.
     rewrite: bool,
+    /// The last sync failed: the store stays failing (new writes refused
+    /// at the edge, so `batches` stops growing) until one succeeds, even
+    /// while unsynced commits still go through.
+    sync_failed: bool,
 }
 
 fn write_loop(
@@ -591,6 +595,7 @@ fn sync(store: &dyn HistoryStore, unsynced: &mut Unsynced, committed: u64, progr
             unsynced.batches.clear();
             unsynced.synced = committed;
             unsynced.at = None;
+            unsynced.sync_failed = false;
             progress.durable.set(committed);
             if progress.health.store_failing(false) {
                 tracing::info!("the history store takes writes again");
@@ -601,6 +606,7 @@ fn sync(store: &dyn HistoryStore, unsynced: &mut Unsynced, committed: u64, progr
                 tracing::error!(error = %e, "syncing the history store failed; refusing new writes with STORE_UNAVAILABLE and trying again");
             }
             unsynced.at = Some(std::time::Instant::now());
+            unsynced.sync_failed = true;
             // A failed commit may leave the file refusing every later one:
             // reopen it and put back what it forgot.
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -647,7 +653,7 @@ fn commit(
             Ok(()) => {
                 m.batch_records.observe(records as f64);
                 m.write_seconds.observe(started.elapsed().as_secs_f64());
-                if progress.health.store_failing(false) {
+                if !unsynced.sync_failed && progress.health.store_failing(false) {
                     tracing::info!("the history store takes writes again");
                 }
                 return true;
