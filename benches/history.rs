@@ -20,14 +20,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use huddle::engine::chat::{Author, HistoryRecord, Message};
-use huddle::engine::Record;
-use huddle::store::ack::AckMode;
-use huddle::store::cluster::WriterSettings;
-use huddle::store::embedded::EmbeddedStore;
-use huddle::store::journal::Journal;
-use huddle::store::scylla::ScyllaStore;
-use huddle::store::{AckSettings, History, HistoryStore};
+use huddle::backend::store::ack::AckMode;
+use huddle::backend::store::cluster::WriterSettings;
+use huddle::backend::store::embedded::EmbeddedStore;
+use huddle::backend::store::journal::Journal;
+use huddle::backend::store::scylla::ScyllaStore;
+use huddle::backend::store::{AckSettings, History, HistoryStore};
+use huddle::core::engine::chat::{Author, HistoryRecord, Message};
+use huddle::core::engine::Record;
 
 /// Messages enqueued per timed round (well under the queue's capacity).
 const ROUND: u64 = 8_192;
@@ -87,7 +87,10 @@ fn acknowledged(c: &mut Criterion, name: &str, history: &History) {
     });
 }
 
-fn embedded(dir: &std::path::Path, mode: AckMode) -> (History, huddle::store::HistoryThreads) {
+fn embedded(
+    dir: &std::path::Path,
+    mode: AckMode,
+) -> (History, huddle::backend::store::HistoryThreads) {
     let store: Arc<dyn HistoryStore> =
         Arc::new(EmbeddedStore::open(&dir.join("h.redb"), 64 << 20).unwrap());
     let ack = AckSettings {
@@ -111,7 +114,7 @@ fn history_enqueue(c: &mut Criterion) {
     threads.join();
 
     if let Ok(node) = std::env::var("HUDDLE_BENCH_CQL") {
-        let cfg = huddle::config::ScyllaConfig {
+        let cfg = huddle::ops::config::ScyllaConfig {
             nodes: vec![node],
             keyspace: "huddle_bench".into(),
             ..Default::default()

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use huddle::engine::chat::Author;
-use huddle::engine::lobbies::{Command, Lobbies, LobbyLimits, LobbySpec, Visibility};
-use huddle::engine::{Now, UserId};
+use huddle::core::engine::chat::Author;
+use huddle::core::engine::lobbies::{Command, Lobbies, LobbyLimits, LobbySpec, Visibility};
+use huddle::core::engine::{Now, UserId};
 
 fn author(id: &str) -> Author {
     Author {

@@ -9,8 +9,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
-use huddle::engine::matchmaker::{Player, Queue, QueueRules, TicketSpec, Widening};
-use huddle::engine::UserId;
+use huddle::core::engine::matchmaking::matcher::{Player, Queue, QueueRules, TicketSpec, Widening};
+use huddle::core::engine::UserId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -19,18 +19,9 @@
 //! - [`tls`]: certificates (configured, or self-signed for dev).
 //! - [`gateway`]: wiring, start-up and ordered shutdown.
 
-pub mod admin;
-pub mod auth;
-pub mod config;
-pub mod engine;
-pub mod gateway;
-pub mod limits;
-pub mod metrics;
-pub mod outbox;
-pub mod session;
-pub mod shard;
-pub mod store;
-pub mod tls;
-pub mod transport;
-pub mod webhook;
-pub mod wire;
+pub mod backend;
+pub mod core;
+pub mod edge;
+pub mod ops;
+pub mod runtime;
+pub mod telemetry;

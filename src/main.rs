@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use huddle::auth::{dev_secret, mint, MintRequest};
-use huddle::config::{Config, JwtAlgorithm, LogFormat};
+use huddle::edge::auth::{dev_secret, mint, MintRequest};
+use huddle::ops::config::{Config, JwtAlgorithm, LogFormat};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -150,7 +150,7 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         // Before the banner: whoever reads it may signal at once, and a
         // SIGTERM must never meet the default action (an unclean exit).
         let signals = Signals::install();
-        let running = huddle::gateway::start(config).await?;
+        let running = huddle::ops::gateway::start(config).await?;
         print_banner(&running);
         wait_for_signal(signals, &running, path.as_deref()).await;
         tracing::info!("shutting down: GoAway to clients, draining");
@@ -162,7 +162,7 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// The start-up banner on stdout: where Huddle listens and how to connect.
 /// Write errors (a closed pipe) are ignored: the banner is a courtesy.
-fn print_banner(running: &huddle::gateway::Running) {
+fn print_banner(running: &huddle::ops::gateway::Running) {
     use std::io::Write;
     let scheme = if running.ws_tls { "wss" } else { "ws" };
     let mut out = std::io::stdout().lock();
@@ -214,7 +214,7 @@ impl Signals {
 /// the file takes effect at the next start).
 async fn wait_for_signal(
     signals: Signals,
-    running: &huddle::gateway::Running,
+    running: &huddle::ops::gateway::Running,
     path: Option<&Path>,
 ) {
     let (Some(mut term), Some(mut hup)) = (signals.term, signals.hup) else {

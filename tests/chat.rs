@@ -174,7 +174,7 @@ async fn direct_chats_validate_messages_and_dedupe_retries() {
         let (a, b) = (format!("alice{n}"), format!("bob{n}"));
         let (alice, mut alice_ev) = gw.client(&url, &a).await;
         let (bob, mut bob_ev) = gw.client(&url, &b).await;
-        let id = &huddle::engine::chat::direct_chat_id(&a, &b);
+        let id = &huddle::core::engine::chat::direct_chat_id(&a, &b);
         assert_eq!(alice.chat_join(id).await.unwrap().kind, ChatKind::DIRECT);
         bob.chat_join(id).await.unwrap();
         let _ = next_chat(&mut alice_ev).await; // bob joined

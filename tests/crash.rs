@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use huddle::config::ScyllaConfig;
-use huddle::store::HistoryStore;
+use huddle::backend::store::HistoryStore;
+use huddle::ops::config::ScyllaConfig;
 use huddle_client::{Client, ClientConfig, ContentType};
 use rand::Rng;
 
@@ -250,9 +250,11 @@ async fn kill_under_load(store: Store) {
 fn check(store: Store, data: &Path, keyspace: String, acked: &Acked) {
     match store {
         Store::Embedded => {
-            let store =
-                huddle::store::embedded::EmbeddedStore::open(&data.join("history.redb"), 8 << 20)
-                    .unwrap();
+            let store = huddle::backend::store::embedded::EmbeddedStore::open(
+                &data.join("history.redb"),
+                8 << 20,
+            )
+            .unwrap();
             assert_kept(&store, acked);
         }
         Store::Cql => {
@@ -261,7 +263,7 @@ fn check(store: Store, data: &Path, keyspace: String, acked: &Acked) {
                 keyspace,
                 ..ScyllaConfig::default()
             };
-            let store = huddle::store::scylla::ScyllaStore::connect(&cfg, 0).unwrap();
+            let store = huddle::backend::store::scylla::ScyllaStore::connect(&cfg, 0).unwrap();
             assert_kept(&store, acked);
         }
     }

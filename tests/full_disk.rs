@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use huddle::store::HistoryStore;
+use huddle::backend::store::HistoryStore;
 use huddle_client::{Client, ClientConfig, ClientError, ContentType, ErrorCode};
 
 /// A tmpfs of `mib` MiB, unmounted on drop.
@@ -182,7 +182,8 @@ async fn a_full_disk_refuses_sends_loses_nothing_and_recovers() {
     let served = &mut served.0;
     assert!(common::terminate(&mut served.child).success());
     let store =
-        huddle::store::embedded::EmbeddedStore::open(&data.join("history.redb"), 4 << 20).unwrap();
+        huddle::backend::store::embedded::EmbeddedStore::open(&data.join("history.redb"), 4 << 20)
+            .unwrap();
     let stored = store.messages(chat, 0, 10_000_000).unwrap();
     let mut by_content: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for m in &stored {

@@ -28,7 +28,7 @@ async fn a_good_token_gets_a_session_that_answers() {
 #[tokio::test]
 async fn each_token_failure_has_its_own_code() {
     let gw = TestGateway::start().await;
-    let hs = |c: &huddle::auth::Claims| {
+    let hs = |c: &huddle::edge::auth::Claims| {
         sign(
             c,
             Algorithm::HS256,
@@ -118,7 +118,7 @@ async fn wrong_protocol_version_and_wrong_first_frame_are_refused() {
 async fn algorithm_is_pinned_against_confusion() {
     let public = fixture("rs256-public.pem");
     let gw = TestGateway::start_with(|c| {
-        c.auth.algorithm = huddle::config::JwtAlgorithm::RS256;
+        c.auth.algorithm = huddle::ops::config::JwtAlgorithm::RS256;
         c.auth.public_key = Some(public.clone());
         c.auth.secret = None;
     })
@@ -170,12 +170,12 @@ async fn es256_and_eddsa_keys_verify_their_own_tokens_only() {
     let dir = tempfile::tempdir().unwrap();
     for (alg, jwt_alg, rc_alg) in [
         (
-            huddle::config::JwtAlgorithm::ES256,
+            huddle::ops::config::JwtAlgorithm::ES256,
             Algorithm::ES256,
             &rcgen::PKCS_ECDSA_P256_SHA256,
         ),
         (
-            huddle::config::JwtAlgorithm::EdDSA,
+            huddle::ops::config::JwtAlgorithm::EdDSA,
             Algorithm::EdDSA,
             &rcgen::PKCS_ED25519,
         ),
@@ -222,7 +222,7 @@ async fn es256_and_eddsa_keys_verify_their_own_tokens_only() {
 #[tokio::test]
 async fn a_configured_audience_is_required_not_only_checked_when_present() {
     let gw = TestGateway::start_with(|c| c.auth.audience = Some("huddle-game".into())).await;
-    let hs = |c: &huddle::auth::Claims| {
+    let hs = |c: &huddle::edge::auth::Claims| {
         sign(
             c,
             Algorithm::HS256,
@@ -231,7 +231,7 @@ async fn a_configured_audience_is_required_not_only_checked_when_present() {
     };
     let no_aud = hs(&claims("no-aud"));
     let mut ours = claims("ours");
-    ours.aud = Some(huddle::auth::Audience::One("huddle-game".into()));
+    ours.aud = Some(huddle::edge::auth::Audience::One("huddle-game".into()));
     for url in gw.urls() {
         let mut conn = gw.raw(&url).await;
         let reply = hello(&mut conn, Some(&no_aud), None).await;

@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use huddle::config::ScyllaConfig;
-use huddle::store::scylla::ScyllaStore;
-use huddle::store::HistoryStore;
+use huddle::backend::store::scylla::ScyllaStore;
+use huddle::backend::store::HistoryStore;
+use huddle::ops::config::ScyllaConfig;
 use huddle_client::{Client, ClientConfig, ContentType};
 
 const KEYSPACE: &str = "huddle_spill";

@@ -23,9 +23,9 @@ async fn gateway() -> TestGateway {
         let mut lonely = queue("lonely", 2, 1);
         lonely.timeout_ms = 600;
         let mut maps = queue("maps", 2, 1);
-        maps.attributes = vec![huddle::config::AttributeConfig {
+        maps.attributes = vec![huddle::ops::config::AttributeConfig {
             name: "map".into(),
-            rule: huddle::config::AttributeRuleConfig::Match,
+            rule: huddle::ops::config::AttributeRuleConfig::Match,
             within: 0.0,
         }];
         maps.roles = [("sniper".to_string(), 1)].into();
@@ -65,7 +65,7 @@ async fn rated(gw: &TestGateway, url: &str, user: &str, mu: f64) -> (Client, Eve
     let mut c = claims(user);
     c.ratings.insert(
         "arena".into(),
-        huddle::auth::RatingClaim { mu, sigma: 50.0 },
+        huddle::edge::auth::RatingClaim { mu, sigma: 50.0 },
     );
     gw.client_with(url, &c).await
 }
@@ -609,7 +609,7 @@ async fn players_only_meet_on_the_map_they_asked_for() {
 #[tokio::test]
 async fn ratings_from_the_backend_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let tweak = |c: &mut huddle::config::Config| {
+    let tweak = |c: &mut huddle::ops::config::Config| {
         c.matchmaking.tick_ms = 50;
         c.matchmaking.queues = vec![queue("1v1", 2, 1)];
     };

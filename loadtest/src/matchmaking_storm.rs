@@ -1,5 +1,5 @@
 //! `matchmaking-storm`, in process: feeds a matchmaking queue (the
-//! gateway's own engine, `huddle::engine::matchmaker`) with arrivals at a
+//! gateway's own engine, `huddle::core::engine::matchmaking::matcher`) with arrivals at a
 //! given rate on a simulated clock, ticks it like the gateway does, and
 //! reports what players would see: matches per second, waiting times,
 //! rating spread within matches, team rating difference, timeouts — and
@@ -17,8 +17,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
-use huddle::engine::matchmaker::{Outcome, Player, Queue, QueueRules, TicketSpec, Widening};
-use huddle::engine::UserId;
+use huddle::core::engine::matchmaking::matcher::{
+    Outcome, Player, Queue, QueueRules, TicketSpec, Widening,
+};
+use huddle::core::engine::UserId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use huddle::auth::Claims;
-use huddle::config::{Config, QueueConfig, WideningConfig};
-use huddle::gateway::{self, Running};
+use huddle::edge::auth::Claims;
+use huddle::ops::config::{Config, QueueConfig, WideningConfig};
+use huddle::ops::gateway::{self, Running};
 use huddle_client::transport::{connect_raw, RawConnection, TlsOptions};
 use huddle_client::{Client, ClientConfig, EventStream};
 use huddle_schema::wire::{self, ErrorCode};
@@ -43,7 +43,7 @@ pub fn base_config(dir: &std::path::Path) -> Config {
     // HUDDLE_TEST_STORE=scylla runs the suite over the CQL server at
     // HUDDLE_TEST_CQL (scripts/test does, for the history tests).
     if std::env::var("HUDDLE_TEST_STORE").as_deref() == Ok("scylla") {
-        c.store.kind = huddle::config::StoreKind::Scylla;
+        c.store.kind = huddle::ops::config::StoreKind::Scylla;
         c.store.scylla.nodes = vec![std::env::var("HUDDLE_TEST_CQL")
             .expect("HUDDLE_TEST_STORE=scylla needs HUDDLE_TEST_CQL=host:port")];
         // A keyspace of this test process's own: chat ids repeat across runs.
@@ -340,7 +340,7 @@ pub fn errors_sent(code: ErrorCode) -> u64 {
         "huddle_errors_total{{code=\"{}\"}} ",
         huddle_schema::error_code_name(code)
     );
-    huddle::metrics::metrics()
+    huddle::telemetry::metrics::metrics()
         .render()
         .lines()
         .find_map(|l| l.strip_prefix(series.as_str()))

@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use hdrhistogram::Histogram;
-use huddle::engine::matchmaker::{QueueRules, Widening};
+use huddle::core::engine::matchmaking::matcher::{QueueRules, Widening};
 use huddle_client::transport::Transport;
 use huddle_client::{
     Client, ClientConfig, ClientError, Event, EventStream, MatchmakingEvent, MatchmakingEventKind,
@@ -709,7 +709,7 @@ mod tests {
     #[test]
     fn the_queue_is_the_in_process_rules_as_the_gateway_reads_them() {
         let rules = rules(2, 5);
-        let queues: Vec<huddle::config::QueueConfig> =
+        let queues: Vec<huddle::ops::config::QueueConfig> =
             serde_json::from_value(queues_json(&rules)).unwrap();
         assert_eq!(queues.len(), 1);
         assert_eq!(
@@ -730,7 +730,7 @@ mod tests {
             std::process::id(),
             if quic { "quic" } else { "ws" }
         ));
-        let mut config = huddle::config::Config::default();
+        let mut config = huddle::ops::config::Config::default();
         config.server.ws_addr = "127.0.0.1:0".parse().unwrap();
         config.server.quic_addr = "127.0.0.1:0".parse().unwrap();
         config.server.admin_addr = "127.0.0.1:0".parse().unwrap();
@@ -739,7 +739,7 @@ mod tests {
         config.auth.secret = Some("loadtest-secret".into());
         config.shards.count = 2;
         config.shards.pin = false;
-        let gw = huddle::gateway::start(config).await.unwrap();
+        let gw = huddle::ops::gateway::start(config).await.unwrap();
         let url = if quic {
             format!("quic://{}", gw.quic_addr)
         } else {

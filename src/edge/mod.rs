@@ -1,0 +1,8 @@
+//! The edge: what faces clients. Transports, the session shell (handshake,
+//! verification, limits, routing), token verification and TLS.
+
+pub mod auth;
+pub mod limits;
+pub mod session;
+pub mod tls;
+pub mod transport;

@@ -1,0 +1,6 @@
+//! The transports: each turns its sockets into [`crate::edge::session::FrameReader`]
+//! and [`crate::edge::session::FrameWriter`] halves and hands them to
+//! [`crate::edge::session::serve`]. No session logic lives here.
+
+pub mod quic;
+pub mod ws;
