@@ -24,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::store::{History, HistoryStore, Write};
 use crate::core::engine::notifications::{self, Channel, Delivery, Outcome};
 use crate::core::engine::{DomainEvent, UserId};
+use crate::core::shard::ShardMsg;
 use crate::ops::config::{NotificationConfig, WebhookConfig};
-use crate::runtime::shards::{ShardMsg, Shards};
+use crate::runtime::shards::Shards;
 use crate::telemetry::metrics::metrics;
 
 /// Jobs waiting for the worker. Full: the job is already in the store, and

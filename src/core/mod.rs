@@ -5,4 +5,5 @@
 
 pub mod engine;
 pub mod outbox;
+pub mod shard;
 pub mod wire;

@@ -25,10 +25,10 @@ use crate::core::engine::chat::{self, Actor, Author};
 use crate::core::engine::users::Command;
 use crate::core::engine::{Failure, Refusal, SessionId, UserId};
 use crate::core::outbox::{Closed, Outbox, OutboxLimits, Queued, Stop};
+use crate::core::shard::{ResumeFailure, ShardMsg};
 use crate::edge::auth::Identity;
 use crate::edge::limits::TokenBucket;
 use crate::ops::gateway::Gateway;
-use crate::runtime::shards::{ResumeFailure, ShardMsg};
 use crate::telemetry::metrics::{metrics, TransportKind};
 
 mod lobby;

@@ -28,8 +28,8 @@ use crate::core::engine::chat::{Author, ChannelSpec};
 use crate::core::engine::lobbies::{self, LobbySpec, Visibility};
 use crate::core::engine::notifications::{Channel, NewNotification};
 use crate::core::engine::UserId;
+use crate::core::shard::ShardMsg;
 use crate::ops::gateway::Gateway;
-use crate::runtime::shards::ShardMsg;
 use crate::telemetry::metrics::metrics;
 
 async fn healthz() -> &'static str {

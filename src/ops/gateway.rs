@@ -28,13 +28,14 @@ use crate::backend::webhook::{self, Webhooks, WorkerContext};
 use crate::core::engine::chat::ChatLimits;
 use crate::core::engine::lobbies::LobbyLimits;
 use crate::core::engine::notifications::NotificationLimits;
+use crate::core::shard::{Restore, ShardSettings};
 use crate::edge::auth::{dev_secret, Authenticator};
 use crate::edge::tls;
 use crate::edge::transport::{quic, ws};
 use crate::ops::admin;
 use crate::ops::config::{Config, JwtAlgorithm, StoreKind};
-use crate::runtime::shards::{Restore, Services};
-use crate::runtime::shards::{ShardSettings, ShardThreads, Shards};
+use crate::runtime::shards::Services;
+use crate::runtime::shards::{ShardThreads, Shards};
 use crate::telemetry::metrics::metrics;
 
 /// What every connection task shares.
@@ -417,7 +418,7 @@ impl Gateway {
         let count = specs.len();
         for shard in 0..self.shards.count() {
             let cmd = crate::core::engine::matchmaking::Command::Configure(specs.clone());
-            let msg = crate::runtime::shards::ShardMsg::Matchmaking {
+            let msg = crate::core::shard::ShardMsg::Matchmaking {
                 cmd: Box::new(cmd),
                 reply_to: None,
                 watcher: None,

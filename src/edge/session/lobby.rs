@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::{encode, Conn};
 use crate::core::engine::lobbies::{self, Command, ListFilter, LobbySpec, LobbyUpdate};
 use crate::core::engine::UserId;
-use crate::runtime::shards::{LobbyListQuery, LobbyMember, ShardMsg};
+use crate::core::shard::{LobbyListQuery, LobbyMember, ShardMsg};
 
 /// Largest page of a lobby listing.
 const MAX_LIST: usize = 100;

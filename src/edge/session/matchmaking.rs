@@ -13,7 +13,7 @@ use crate::core::engine::matchmaking::matcher::{
     Attribute, MAX_ATTRIBUTES, MAX_LATENCY_MS, MAX_REGIONS,
 };
 use crate::core::engine::matchmaking::{self, Command, Start, MAX_NAME};
-use crate::runtime::shards::{PartyStart, ShardMsg};
+use crate::core::shard::{PartyStart, ShardMsg};
 
 impl Conn<'_> {
     /// Routes a matchmaking request; false when `frame` is not one.

@@ -15,7 +15,7 @@ use super::{encode, Conn};
 use crate::core::engine::notifications::{self, MAX_PAGE};
 use crate::core::engine::social::{Op, OpCommand, Relation};
 use crate::core::engine::{Presence, Status, UserId};
-use crate::runtime::shards::{FriendStage, ShardMsg};
+use crate::core::shard::{FriendStage, ShardMsg};
 
 /// Longest user id accepted in a friend operation, bytes.
 const MAX_USER_ID: usize = 128;

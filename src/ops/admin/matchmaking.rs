@@ -14,9 +14,9 @@ use serde::Deserialize;
 
 use super::{authorized, Answer};
 use crate::core::engine::matchmaking::{self, Command, Rating};
+use crate::core::shard::ShardMsg;
 use crate::ops::config::QueueConfig;
 use crate::ops::gateway::Gateway;
-use crate::runtime::shards::ShardMsg;
 
 /// Rows one `POST /v1/ratings` may carry.
 const MAX_RATINGS: usize = 10_000;
