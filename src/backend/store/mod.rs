@@ -35,15 +35,10 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use huddle_schema::Encoder;
-
 use crate::backend::webhook::Job;
 use crate::core::engine::chat::Message;
 use crate::core::engine::notifications::Notification;
 use crate::core::engine::social::RelationRecord;
-use crate::core::engine::Reply;
-use crate::core::outbox::Outbox;
-use crate::core::wire;
 
 /// One record to persist, as the engines produce it. Writing the same
 /// record twice is harmless.
@@ -172,37 +167,36 @@ pub trait HistoryStore: Send + Sync + 'static {
     }
 }
 
-/// A history page the engine could not fill from its recent buffer.
-pub struct PageJob {
-    pub request_id: u64,
-    pub chat_id: Arc<str>,
-    /// What the recent buffer held, newest first.
-    pub partial: Vec<Arc<Message>>,
-    /// Messages still wanted, older than the oldest in `partial` (or than
-    /// `before_id` when `partial` is empty).
-    pub before_id: u64,
-    pub limit: usize,
-    pub reply_to: Arc<Outbox>,
+/// A read for the reader threads.
+pub enum Read {
+    /// Up to `rows` messages of a chat older than `before_id` (0: the
+    /// newest), newest first.
+    Page {
+        chat_id: Arc<str>,
+        before_id: u64,
+        rows: usize,
+    },
+    /// A cold chat's stored past, for a join: the user's read cursor and
+    /// the newest `recent` messages (0: the cursor only). Waits first until
+    /// records queued before it are readable.
+    Warm {
+        chat_id: Arc<str>,
+        user: crate::core::engine::UserId,
+        recent: usize,
+    },
 }
 
-/// A cold chat's stored past, asked for by a join.
-pub struct WarmJob {
-    pub request_id: u64,
-    pub chat_id: Arc<str>,
-    pub user: crate::core::engine::UserId,
-    /// Newest messages wanted (0: the cursor only).
-    pub recent: usize,
-    /// The join's reply, its cursor to be merged with the stored one.
-    pub joined: Reply,
-    pub reply_to: Arc<Outbox>,
-    /// Hands what was read back to the chat's shard.
-    pub back: Box<dyn FnOnce(crate::core::engine::chat::Command) + Send>,
+/// What a read found; `None` when the store failed (logged here).
+pub enum ReadResult {
+    Page(Option<Vec<Arc<Message>>>),
+    /// The cursor, and the newest messages asked for.
+    Warm(Option<(Option<u64>, Vec<Arc<Message>>)>),
 }
 
-/// Work for the reader threads.
-pub enum ReadJob {
-    Page(PageJob),
-    Warm(WarmJob),
+/// A read and what to do with its result, run on the reader's thread.
+pub struct ReadJob {
+    pub read: Read,
+    pub done: Box<dyn FnOnce(ReadResult) + Send>,
 }
 
 /// Records waiting for the writer. An engine only enqueues; the writer
@@ -686,104 +680,56 @@ fn commit(
 const BARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn read_loop(store: &dyn HistoryStore, rx: Receiver<ReadJob>, barrier: Barrier) {
-    let mut enc = Encoder::new();
-    while let Ok(job) = rx.recv() {
-        match job {
-            ReadJob::Page(job) => read_page(store, &mut enc, job),
-            ReadJob::Warm(job) => {
+    while let Ok(ReadJob { read, done }) = rx.recv() {
+        let result = match read {
+            Read::Page {
+                chat_id,
+                before_id,
+                rows,
+            } => ReadResult::Page(
+                store
+                    .messages(&chat_id, before_id, rows)
+                    .map_err(|e| tracing::error!(error = %e, "history read failed"))
+                    .ok(),
+            ),
+            Read::Warm {
+                chat_id,
+                user,
+                recent,
+            } => {
                 // A cold chat's records may still be on their way to the
                 // store (sent just before its last member left): wait until
                 // they are readable, so a rejoin sees them and their nonces.
                 // A warm chat asks only for a joining user's cursor, and
                 // every cursor written while it was warm is in its memory:
                 // that read waits for nothing.
-                if job.recent > 0 {
+                if recent > 0 {
                     barrier.wait();
                 }
-                warm(store, &mut enc, job)
+                ReadResult::Warm(warm(store, &chat_id, &user, recent))
             }
-        }
+        };
+        done(result);
     }
 }
 
-fn read_page(store: &dyn HistoryStore, enc: &mut Encoder, job: PageJob) {
-    let mut messages = job.partial;
-    let before = messages.last().map_or(job.before_id, |m| m.id);
-    let frame = match store.messages(&job.chat_id, before, job.limit + 1) {
-        Ok(mut older) => {
-            let has_more = older.len() > job.limit;
-            older.truncate(job.limit);
-            messages.extend(older);
-            let reply = Reply::ChatHistory {
-                chat_id: job.chat_id,
-                messages,
-                has_more,
-            };
-            wire::reply_frame(enc, job.request_id, &reply)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "history read failed");
-            let f = crate::core::engine::Failure::new(
-                crate::core::engine::Refusal::RateLimited,
-                "history is unavailable right now; retry shortly",
-            );
-            Some((
-                wire::failure_frame(enc, job.request_id, &f),
-                huddle_schema::wire::Body::Error,
-            ))
-        }
-    };
-    // Request 0: a join made on the client's behalf (a lobby's chat),
-    // whose reply the client never asked for.
-    if let (Some((bytes, body)), true) = (frame, job.request_id != 0) {
-        job.reply_to.push_reply(bytes, body);
-    }
-}
-
-/// Reads a cold chat's cursor and newest messages, answers the join with
-/// the cursor merged in, and hands both back to the chat's shard. A store
-/// error answers the join from memory (logged): joining never fails on it.
-fn warm(store: &dyn HistoryStore, enc: &mut Encoder, job: WarmJob) {
-    let read = store
-        .read_cursor(&job.chat_id, &job.user)
-        .and_then(|cursor| {
-            let messages = if job.recent > 0 {
-                store.messages(&job.chat_id, 0, job.recent)?
-            } else {
-                Vec::new()
-            };
-            Ok((cursor, messages))
-        });
-    let mut joined = job.joined;
-    let state = match read {
-        Ok((cursor, messages)) => {
-            if let (Reply::ChatJoined { read_up_to, .. }, Some(stored)) = (&mut joined, cursor) {
-                *read_up_to = (*read_up_to).max(stored);
-            }
-            crate::core::engine::chat::Command::Warmed {
-                chat_id: job.chat_id,
-                user: job.user,
-                cursor,
-                messages,
-            }
-        }
-        // Answered from memory; the chat stays cold, so the next join asks
-        // the store again (nothing stored is taken for absent).
-        Err(e) => {
-            tracing::error!(error = %e, chat = %job.chat_id, "warming a chat failed");
-            crate::core::engine::chat::Command::WarmFailed {
-                chat_id: job.chat_id,
-                user: job.user,
-            }
-        }
-    };
-    let frame = wire::reply_frame(enc, job.request_id, &joined);
-    // The shard gets the state before the client gets the reply, so any
-    // request the client sends after the reply sees it.
-    (job.back)(state);
-    // Request 0: a join made on the client's behalf (a lobby's chat),
-    // whose reply the client never asked for.
-    if let (Some((bytes, body)), true) = (frame, job.request_id != 0) {
-        job.reply_to.push_reply(bytes, body);
-    }
+/// Reads a cold chat's cursor and newest messages. A store error is
+/// logged and answered `None`: the join is answered from memory and the
+/// next join asks again (nothing stored is taken for absent).
+fn warm(
+    store: &dyn HistoryStore,
+    chat_id: &str,
+    user: &str,
+    recent: usize,
+) -> Option<(Option<u64>, Vec<Arc<Message>>)> {
+    let read = store.read_cursor(chat_id, user).and_then(|cursor| {
+        let messages = if recent > 0 {
+            store.messages(chat_id, 0, recent)?
+        } else {
+            Vec::new()
+        };
+        Ok((cursor, messages))
+    });
+    read.map_err(|e| tracing::error!(error = %e, chat = %chat_id, "warming a chat failed"))
+        .ok()
 }

@@ -207,12 +207,6 @@ pub enum ShardMsg {
     MatchLobby(Box<MatchLobby>),
     /// This shard's public lobbies matching a listing.
     LobbyList(Box<LobbyListQuery>),
-    /// Shutdown, first phase: answer how many messages this shard has sent
-    /// to peers so far and how many are still parked.
-    Quiesce(crossbeam_channel::Sender<(u64, usize)>),
-    /// Shutdown, last phase: stop the loop (peers hold each other's
-    /// mailboxes open, so they never disconnect on their own).
-    Stop,
 }
 
 /// A party ticket on its way through the lobby's shard, which fills in

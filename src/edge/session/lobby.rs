@@ -180,7 +180,7 @@ impl Conn<'_> {
 
     /// Sends a lobby command to the lobby's shard with this session along.
     fn lobby(&mut self, request_id: u64, cmd: Command) {
-        let lobby_id = crate::runtime::shards::lobby_of(&cmd).clone();
+        let lobby_id = crate::core::shard::lobby_of(&cmd).clone();
         if lobby_id.is_empty() || lobby_id.len() > lobbies::MAX_NAME {
             let msg = format!("lobby_id must be 1..={} bytes", lobbies::MAX_NAME);
             return self.invalid(request_id, &msg);
