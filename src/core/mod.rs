@@ -6,4 +6,5 @@
 pub mod engine;
 pub mod outbox;
 pub mod shard;
+pub mod sim;
 pub mod wire;

@@ -215,6 +215,54 @@ impl ShardCore {
         self.index
     }
 
+    /// The users engine, to inspect (tests, the simulation harness).
+    pub fn users(&self) -> &Users {
+        &self.users
+    }
+
+    /// The chats engine, to inspect.
+    pub fn chats(&self) -> &Chats {
+        &self.chats
+    }
+
+    /// The lobbies engine, to inspect.
+    pub fn lobbies(&self) -> &Lobbies {
+        &self.lobbies
+    }
+
+    /// The rosters of the users this shard owns, to inspect.
+    pub fn rosters(&self) -> &Rosters {
+        &self.rosters
+    }
+
+    /// The friend/block authority of this shard's pairs, to inspect.
+    pub fn pairs(&self) -> &Pairs {
+        &self.pairs
+    }
+
+    /// The notifications engine, to inspect.
+    pub fn notifications(&self) -> &Notifications {
+        &self.notifications
+    }
+
+    /// The matchmaking queues, to inspect.
+    pub fn queues(&self) -> &Queues {
+        &self.queues
+    }
+
+    /// The sessions this shard holds outboxes for, and why.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// The lobbies a user owned here is in, oldest first.
+    pub fn lobbies_of(&self, user: &str) -> Vec<Arc<str>> {
+        self.user_lobbies
+            .get(user)
+            .map(|l| l.iter().map(|(id, _, _)| id.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// The key-to-shard map this core routes by.
     pub fn keys(&self) -> Keys {
         self.keys
