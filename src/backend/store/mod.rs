@@ -24,8 +24,10 @@
 pub mod ack;
 pub mod cluster;
 pub mod embedded;
+pub mod jobs;
 pub mod journal;
 pub mod scylla;
+pub mod settings;
 #[cfg(test)]
 mod suite;
 
@@ -37,7 +39,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use huddle_schema::Encoder;
 
-use crate::backend::webhook::Job;
+use crate::backend::store::jobs::Job;
 use crate::core::engine::chat::Message;
 use crate::core::engine::notifications::Notification;
 use crate::core::engine::social::RelationRecord;
