@@ -6,11 +6,16 @@
 //! after every failed attempt, and deleted when finished, so a restart
 //! carries on with what was owed (at-least-once; every request carries an
 //! `Idempotency-Key` so receivers can drop repeats). Outcomes of
-//! notification deliveries go back to the user's shard, which owns the
-//! notification's delivery state. Never runs on a shard thread; a shard
-//! only calls [`Webhooks::enqueue`], which never blocks.
+//! notification deliveries go to the [`OutcomeSink`] the worker is started
+//! with (the gateway's sends them to the user's shard, which owns the
+//! notification's delivery state). Also owns the `[webhooks]` and
+//! `[notifications]` settings.
+//!
+//! Never runs on a shard thread; a shard only calls [`Webhooks::enqueue`],
+//! which never blocks. Knows nothing of shards, sessions or frames.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,12 +26,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// The stored job rows, kept by the store; re-exported where they were.
+pub use crate::backend::store::jobs::{Job, Target};
 use crate::backend::store::{History, HistoryStore, Write};
-use crate::core::engine::notifications::{self, Channel, Delivery, Outcome};
-use crate::core::engine::{DomainEvent, UserId};
-use crate::core::shard::ShardMsg;
-use crate::ops::config::{NotificationConfig, WebhookConfig};
-use crate::runtime::shards::Shards;
+use crate::core::engine::notifications::{Channel, Delivery, Outcome};
+use crate::core::engine::DomainEvent;
 use crate::telemetry::metrics::metrics;
 
 /// Jobs waiting for the worker. Full: the job is already in the store, and
@@ -47,43 +51,111 @@ fn unix_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Where a job goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Target {
-    Push,
-    Email,
-    Events,
+/// The `[notifications]` section: what a user keeps, and the services that
+/// push and email deliveries go to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationConfig {
+    /// Notifications kept per user; past it the oldest read one is deleted
+    /// (the oldest, when all are unread).
+    pub max_per_user: usize,
+    /// The game's push service: POSTed one JSON body per push delivery.
+    /// Empty: push is not configured and push deliveries fail with that reason.
+    pub push_url: String,
+    /// The game's email service, as `push_url`.
+    pub email_url: String,
 }
 
-/// One delivery owed to a webhook.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Job {
-    /// Unique and stable: `n:<notification id>:<channel>` or `e:<node>:<ms>:<n>`.
-    pub id: Arc<str>,
-    pub target: Target,
-    /// The notification's user, for reporting the outcome.
-    #[serde(default)]
-    pub user: Option<UserId>,
-    #[serde(default)]
-    pub notification_id: u64,
-    /// The JSON sent (an events batch wraps several payloads).
-    pub payload: serde_json::Value,
-    pub attempts: u16,
-}
-
-impl Job {
-    #[cfg(test)]
-    pub fn for_test(id: &str) -> Self {
+impl Default for NotificationConfig {
+    fn default() -> Self {
         Self {
-            id: Arc::from(id),
-            target: Target::Push,
-            user: None,
-            notification_id: 0,
-            payload: serde_json::Value::Null,
-            attempts: 0,
+            max_per_user: 500,
+            push_url: String::new(),
+            email_url: String::new(),
         }
     }
+}
+
+/// The `[webhooks]` section: the integration webhook, and how every
+/// delivery is retried.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The game backend's integration webhook: domain events are POSTed to
+    /// it in batches. Empty: events stay inside the gateway.
+    pub events_url: String,
+    /// Sent as `Authorization: Bearer <token>` to every webhook when set.
+    pub token: String,
+    /// Attempts per delivery before it is marked failed.
+    pub max_attempts: u16,
+    /// First retry delay; doubles per attempt up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Per-request timeout.
+    pub timeout_ms: u64,
+    /// Domain events per integration POST at most.
+    pub events_batch: usize,
+    /// Requests in flight at once across all webhooks.
+    pub concurrency: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            events_url: String::new(),
+            token: String::new(),
+            max_attempts: 8,
+            retry_base_ms: 1000,
+            retry_max_ms: 60_000,
+            timeout_ms: 5000,
+            events_batch: 100,
+            concurrency: 16,
+        }
+    }
+}
+
+impl NotificationConfig {
+    /// Why these settings cannot work, if they cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_per_user == 0 {
+            return Err("notifications.max_per_user must be > 0".into());
+        }
+        http_url("notifications.push_url", &self.push_url)?;
+        http_url("notifications.email_url", &self.email_url)
+    }
+}
+
+impl WebhookConfig {
+    /// Why the delivery limits (attempts, backoff, timeout, batching,
+    /// concurrency) cannot work, if they cannot.
+    pub fn validate_limits(&self) -> Result<(), String> {
+        if self.max_attempts == 0 || self.concurrency == 0 || self.events_batch == 0 {
+            return Err(
+                "webhooks.max_attempts, webhooks.concurrency and webhooks.events_batch must be > 0"
+                    .into(),
+            );
+        }
+        if self.retry_base_ms == 0 || self.retry_max_ms < self.retry_base_ms || self.timeout_ms == 0
+        {
+            return Err("webhooks.retry_base_ms and webhooks.timeout_ms must be > 0, and webhooks.retry_max_ms >= webhooks.retry_base_ms".into());
+        }
+        Ok(())
+    }
+
+    /// Why `events_url` is no webhook address, if it is not (empty is fine).
+    pub fn validate_events_url(&self) -> Result<(), String> {
+        http_url("webhooks.events_url", &self.events_url)
+    }
+}
+
+/// Empty (not configured) or an http(s) URL; `key` names the setting.
+fn http_url(key: &str, value: &str) -> Result<(), String> {
+    if !value.is_empty()
+        && !matches!(url::Url::parse(value), Ok(u) if u.scheme() == "http" || u.scheme() == "https")
+    {
+        return Err(format!("{key} must be an http(s) URL, got {value:?}"));
+    }
+    Ok(())
 }
 
 /// The enqueue side, cloned into every shard.
@@ -186,11 +258,22 @@ impl Webhooks {
     }
 }
 
+/// Where the outcome of each finished push or email delivery goes: to
+/// whoever owns the notification's delivery state (the gateway hands the
+/// worker one that sends it to the user's shard). The worker awaits each
+/// report before it looks at the next finished job, so outcomes arrive in
+/// the order the deliveries finished.
+pub trait OutcomeSink: Send + Sync + 'static {
+    /// Takes one outcome; `outcome.user` is the notification's user.
+    fn report(&self, outcome: Outcome) -> impl Future<Output = ()> + Send;
+}
+
 /// What the worker needs besides its queue.
-pub struct WorkerContext {
+pub struct WorkerContext<S: OutcomeSink> {
     pub store: Arc<dyn HistoryStore>,
     pub history: History,
-    pub shards: Shards,
+    /// Told the outcome of every finished notification delivery.
+    pub outcomes: S,
     pub webhooks: WebhookConfig,
     pub notifications: NotificationConfig,
     pub stop: CancellationToken,
@@ -199,8 +282,8 @@ pub struct WorkerContext {
 /// Requests in flight: each answers with the jobs it carried and how it went.
 type Requests = JoinSet<(Vec<Arc<str>>, Result<(), String>)>;
 
-struct State {
-    ctx: WorkerContext,
+struct State<S: OutcomeSink> {
+    ctx: WorkerContext<S>,
     http: reqwest::Client,
     /// Every unfinished job, scheduled or in flight.
     jobs: HashMap<Arc<str>, Arc<Job>>,
@@ -211,7 +294,7 @@ struct State {
     finished_order: VecDeque<Arc<str>>,
 }
 
-impl State {
+impl<S: OutcomeSink> State<S> {
     fn add(&mut self, job: Arc<Job>, at: Instant) {
         if self.jobs.contains_key(&job.id) || self.finished.contains(&job.id) {
             return;
@@ -346,12 +429,7 @@ impl State {
                     attempts,
                     result: result.clone(),
                 };
-                let shard = self.ctx.shards.of_user(user);
-                let msg = ShardMsg::Notifications {
-                    cmd: notifications::Command::Delivered(outcome),
-                    reply_to: None,
-                };
-                self.ctx.shards.send(shard, msg).await;
+                self.ctx.outcomes.report(outcome).await;
             }
         }
     }
@@ -384,7 +462,7 @@ impl State {
 
 /// Runs the worker until `ctx.stop` is cancelled. Unfinished jobs stay in
 /// the store for the next start.
-pub async fn run(worker: Worker, ctx: WorkerContext) {
+pub async fn run<S: OutcomeSink>(worker: Worker, ctx: WorkerContext<S>) {
     let Worker { mut rx, missed_at } = worker;
     let http = match reqwest::Client::builder()
         .timeout(Duration::from_millis(ctx.webhooks.timeout_ms))
@@ -436,4 +514,86 @@ pub async fn run(worker: Worker, ctx: WorkerContext) {
         }
     }
     inflight.abort_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::store::ack::AckMode;
+    use crate::backend::store::embedded::EmbeddedStore;
+    use crate::backend::store::AckSettings;
+
+    /// Passes on every outcome it is told, in order.
+    struct Recorded(mpsc::UnboundedSender<Outcome>);
+
+    impl OutcomeSink for Recorded {
+        async fn report(&self, outcome: Outcome) {
+            let _ = self.0.send(outcome);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finished_delivery_is_reported_to_the_sink_and_leaves_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn HistoryStore> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("h.redb"), 8 << 20).unwrap());
+        let ack = AckSettings {
+            dir: dir.path().join("ack"),
+            mode: AckMode::Durable,
+        };
+        let (history, threads) = History::start(store.clone(), &ack).unwrap();
+        // No push service configured: the one attempt fails at once, and
+        // with one attempt allowed the delivery gives up.
+        let webhooks_config = WebhookConfig {
+            max_attempts: 1,
+            ..WebhookConfig::default()
+        };
+        let (webhooks, worker) = Webhooks::new(history.clone(), &webhooks_config, 0);
+        let (tx, mut outcomes) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            worker,
+            WorkerContext {
+                store: store.clone(),
+                history: history.clone(),
+                outcomes: Recorded(tx),
+                webhooks: webhooks_config,
+                notifications: NotificationConfig::default(),
+                stop: stop.clone(),
+            },
+        ));
+        webhooks.enqueue(Job {
+            id: Arc::from("n:7:push"),
+            target: Target::Push,
+            user: Some(Arc::from("u1")),
+            notification_id: 7,
+            payload: serde_json::json!({}),
+            attempts: 0,
+        });
+        let outcome = outcomes.recv().await.expect("the worker reports");
+        assert_eq!(&*outcome.user, "u1");
+        assert_eq!(outcome.id, 7);
+        assert_eq!(outcome.channel, Channel::Push);
+        assert_eq!(outcome.attempts, 1);
+        assert!(outcome.result.is_err(), "{:?}", outcome.result);
+        stop.cancel();
+        task.await.unwrap();
+        drop((webhooks, history));
+        threads.join();
+        assert!(store.load_outbox().unwrap().is_empty(), "the job is done");
+    }
+
+    #[test]
+    fn webhook_addresses_must_be_http() {
+        let mut n = NotificationConfig::default();
+        assert!(n.validate().is_ok(), "empty: not configured");
+        n.push_url = "ftp://push.example".into();
+        let err = n.validate().unwrap_err();
+        assert!(err.contains("notifications.push_url"), "{err}");
+        let w = WebhookConfig {
+            events_url: "https://hooks.example/events".into(),
+            ..WebhookConfig::default()
+        };
+        assert!(w.validate_events_url().is_ok() && w.validate_limits().is_ok());
+    }
 }

@@ -5,10 +5,11 @@
 //! other algorithm is refused before its signature is looked at. A claim the
 //! gateway is configured to check (`iss`, `aud`) is required, not only
 //! checked when present. Never does network I/O; reads key files once at
-//! start-up.
+//! start-up. Owns the `[auth]` settings ([`AuthConfig`]); reads nothing
+//! else of the configuration.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +19,65 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::ops::config::{AuthConfig, JwtAlgorithm};
+/// JWT algorithms the gateway accepts; exactly one is pinned.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub enum JwtAlgorithm {
+    #[default]
+    HS256,
+    RS256,
+    ES256,
+    EdDSA,
+}
+
+/// The `[auth]` section: the pinned algorithm, its key, and the claims
+/// every token must carry.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The one algorithm tokens must be signed with; others are refused.
+    pub algorithm: JwtAlgorithm,
+    /// HS256 shared secret. Empty: a random one is generated once into
+    /// `<data_dir>/dev-secret` — allowed only on loopback addresses.
+    pub secret: Option<String>,
+    /// PEM public key for RS256 / ES256 / EdDSA.
+    pub public_key: Option<PathBuf>,
+    /// PEM private key used only by `huddle token` to mint dev tokens for
+    /// RS256 / ES256 / EdDSA. The gateway itself never signs.
+    pub private_key: Option<PathBuf>,
+    /// When set, every token must carry `iss` equal to it (a token without
+    /// `iss` is refused); `huddle token` mints it.
+    pub issuer: Option<String>,
+    /// When set, every token must carry `aud`, a string equal to it or an
+    /// array containing it (a token without `aud` is refused); `huddle
+    /// token` mints it.
+    pub audience: Option<String>,
+    /// Clock skew tolerated on exp / nbf, seconds.
+    pub leeway_s: u64,
+    /// User ids refused with ACCOUNT_DISABLED whatever their token says.
+    pub disabled_users: Vec<String>,
+}
+
+impl AuthConfig {
+    /// Whether the key that verifies tokens is configured: the secret for
+    /// HS256, a public key file otherwise (without it, a generated dev
+    /// secret or nothing).
+    pub fn has_configured_key(&self) -> bool {
+        match self.algorithm {
+            JwtAlgorithm::HS256 => self.secret.is_some(),
+            _ => self.public_key.is_some(),
+        }
+    }
+
+    /// Why these settings cannot work, if they cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.algorithm != JwtAlgorithm::HS256 && self.public_key.is_none() {
+            return Err(
+                "auth.algorithm other than HS256 needs auth.public_key (a PEM file)".into(),
+            );
+        }
+        Ok(())
+    }
+}
 
 /// Who a verified token says the client is.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,14 +1,31 @@
 //! Certificates: loads the configured PEM chain and key, or on loopback
 //! generates a self-signed certificate for `localhost`, 127.0.0.1 and ::1
 //! once into `<data_dir>/tls/`, and builds the rustls configs QUIC and wss use.
+//!
+//! Owns the `[tls]` settings ([`TlsConfig`]) and reads nothing else of the
+//! configuration: the data directory is handed in. Never listens or
+//! accepts; the transports do.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
 
-use crate::ops::config::Config;
+/// The `[tls]` section: the certificate QUIC (and wss) serve.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain for QUIC (and wss when `ws_tls`). Empty: a
+    /// self-signed certificate is generated into `<data_dir>/tls/` — allowed
+    /// only on loopback addresses.
+    pub cert: Option<PathBuf>,
+    /// PEM private key matching `cert`.
+    pub key: Option<PathBuf>,
+    /// Serve `wss://` instead of `ws://` on `ws_addr` with the same certificate.
+    pub ws_tls: bool,
+}
 
 /// A certificate chain and its key.
 pub struct CertKey {
@@ -37,12 +54,13 @@ fn read_pem(cert: &Path, key: &Path) -> anyhow::Result<CertKey> {
     })
 }
 
-/// The configured certificate, or the generated dev one.
-pub fn load_or_generate(cfg: &Config) -> anyhow::Result<CertKey> {
-    if let (Some(cert), Some(key)) = (&cfg.tls.cert, &cfg.tls.key) {
+/// The configured certificate, or the dev one generated into
+/// `<data_dir>/tls/` (`data_dir` is `server.data_dir`).
+pub fn load_or_generate(tls: &TlsConfig, data_dir: &Path) -> anyhow::Result<CertKey> {
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
         return read_pem(cert, key);
     }
-    let dir = cfg.server.data_dir.join("tls");
+    let dir = data_dir.join("tls");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     if !cert.exists() || !key.exists() {
         std::fs::create_dir_all(&dir).with_context(|| {

@@ -2,16 +2,29 @@
 //! (`HUDDLE_SESSION__HEARTBEAT_MS=5000` sets `[session] heartbeat_ms`), every
 //! key with an embedded default so `huddle` runs with no file at all.
 //!
+//! Assembles the sections each layer owns — `[store]` (`backend::store`),
+//! `[webhooks]` and `[notifications]` (`backend::webhook`), `[auth]`
+//! (`edge::auth`), `[tls]` (`edge::tls`), `[server]` and `[session]`
+//! (`edge::config`) — with the ones kept here (log, shards, chat, lobbies,
+//! matchmaking), and re-exports them, so `ops::config::X` names every
+//! section. Checks what spans sections (listeners on public addresses need
+//! keys and a certificate, the operator token, node id, queue sizes).
+//!
 //! Owns parsing and validation only; it never opens sockets or files other
 //! than the config file itself. Every key is documented in
 //! `deploy/huddle.example.toml`.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+
+pub use crate::backend::store::settings::{ScyllaConfig, StoreConfig, StoreKind};
+pub use crate::backend::webhook::{NotificationConfig, WebhookConfig};
+pub use crate::edge::auth::{AuthConfig, JwtAlgorithm};
+pub use crate::edge::config::{ServerConfig, SessionConfig};
+pub use crate::edge::tls::TlsConfig;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -29,227 +42,6 @@ pub struct Config {
     pub lobbies: LobbyConfig,
     pub matchmaking: MatchmakingConfig,
     pub store: StoreConfig,
-}
-
-/// Which store keeps history.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    /// `<data_dir>/history.redb`: one node, nothing to run.
-    #[default]
-    Embedded,
-    /// A ScyllaDB cluster (any CQL v4 server), with a spill journal in
-    /// `<data_dir>/journal.redb`.
-    Scylla,
-}
-
-/// Where chat history, relations, notifications, ratings and the webhook
-/// outbox are kept.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
-    pub kind: StoreKind,
-    /// When a reply that something was stored is sent: `durable` once the
-    /// record is synced to the acknowledgement journal (`<data_dir>/ack`,
-    /// survives kill -9 and power loss), `fast` as soon as it is queued.
-    pub ack: crate::backend::store::ack::AckMode,
-    /// Page cache of the embedded store, MiB (redb's default would be
-    /// 1 GiB; the spill journal's is 16 MiB).
-    pub cache_mb: usize,
-    /// Used when `kind = "scylla"`.
-    pub scylla: ScyllaConfig,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            kind: StoreKind::default(),
-            ack: crate::backend::store::ack::AckMode::Durable,
-            cache_mb: 64,
-            scylla: ScyllaConfig::default(),
-        }
-    }
-}
-
-/// A ScyllaDB cluster and the writer that feeds it. `Debug` leaves the
-/// password out.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ScyllaConfig {
-    /// `host:port` of some nodes; the driver discovers the rest.
-    pub nodes: Vec<String>,
-    pub keyspace: String,
-    /// Replicas per datacenter (NetworkTopologyStrategy), e.g.
-    /// `{ dc1 = 3, dc2 = 3 }`. Empty: SimpleStrategy with
-    /// `replication_factor` — for a development node only.
-    pub datacenters: std::collections::BTreeMap<String, u32>,
-    pub replication_factor: u32,
-    /// The datacenter this gateway runs in: requests go to its replicas.
-    pub local_datacenter: Option<String>,
-    /// Consistency of every read and write: ONE, TWO, THREE, QUORUM, ALL,
-    /// LOCAL_QUORUM or LOCAL_ONE (reads refuse EACH_QUORUM).
-    pub consistency: String,
-    /// Create the keyspace and tables (`deploy/scylla/schema.cql`) when
-    /// missing. Off where the schema is managed by hand.
-    pub apply_schema: bool,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    /// Talk TLS to the nodes.
-    pub tls: bool,
-    /// PEM file of the CA(s) the nodes' certificates chain to (TLS).
-    pub ca: Option<PathBuf>,
-    /// PEM client certificate and key, for clusters that require them.
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
-    /// A request not answered in this time fails (and its batch is retried
-    /// or spilled).
-    pub request_timeout_ms: u64,
-    /// Records per batch at most.
-    pub batch_records: usize,
-    /// How long the writer waits to fill a batch.
-    pub linger_ms: u64,
-    /// Batches written at once. This is the high-water mark: a batch that
-    /// finds them all busy (ScyllaDB slow or down) spills to the journal.
-    pub inflight_batches: usize,
-    /// Statements of one batch in flight at once.
-    pub concurrency: usize,
-}
-
-impl Default for ScyllaConfig {
-    fn default() -> Self {
-        Self {
-            nodes: vec!["127.0.0.1:9042".into()],
-            keyspace: "huddle".into(),
-            datacenters: Default::default(),
-            replication_factor: 1,
-            local_datacenter: None,
-            consistency: "LOCAL_QUORUM".into(),
-            apply_schema: true,
-            username: None,
-            password: None,
-            tls: false,
-            ca: None,
-            client_cert: None,
-            client_key: None,
-            request_timeout_ms: 5_000,
-            batch_records: 1_024,
-            linger_ms: 5,
-            inflight_batches: 4,
-            concurrency: 256,
-        }
-    }
-}
-
-impl std::fmt::Debug for ScyllaConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScyllaConfig")
-            .field("nodes", &self.nodes)
-            .field("keyspace", &self.keyspace)
-            .field("replication", &self.replication())
-            .field("local_datacenter", &self.local_datacenter)
-            .field("consistency", &self.consistency)
-            .field("apply_schema", &self.apply_schema)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("tls", &self.tls)
-            .field("ca", &self.ca)
-            .field("client_cert", &self.client_cert)
-            .field("client_key", &self.client_key)
-            .field("request_timeout_ms", &self.request_timeout_ms)
-            .field("batch_records", &self.batch_records)
-            .field("linger_ms", &self.linger_ms)
-            .field("inflight_batches", &self.inflight_batches)
-            .field("concurrency", &self.concurrency)
-            .finish()
-    }
-}
-
-impl ScyllaConfig {
-    /// The keyspace's replication, as CQL.
-    pub fn replication(&self) -> String {
-        if self.datacenters.is_empty() {
-            format!(
-                "{{'class': 'SimpleStrategy', 'replication_factor': {}}}",
-                self.replication_factor
-            )
-        } else {
-            let dcs: Vec<String> = self
-                .datacenters
-                .iter()
-                .map(|(dc, n)| format!("'{dc}': {n}"))
-                .collect();
-            format!("{{'class': 'NetworkTopologyStrategy', {}}}", dcs.join(", "))
-        }
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        let name =
-            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if self.nodes.is_empty() {
-            return Err("store.scylla.nodes must name at least one host:port".into());
-        }
-        if !name(&self.keyspace) {
-            return Err(format!(
-                "store.scylla.keyspace {:?}: letters, digits and _ only",
-                self.keyspace
-            ));
-        }
-        if let Some(dc) = self.datacenters.keys().find(|dc| {
-            dc.is_empty()
-                || !dc
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-        }) {
-            return Err(format!(
-                "store.scylla.datacenters: {dc:?} is not a datacenter name"
-            ));
-        }
-        if self.datacenters.values().any(|&n| n == 0) || self.replication_factor == 0 {
-            return Err("store.scylla replication factors must be at least 1".into());
-        }
-        match &self.local_datacenter {
-            Some(dc) if !self.datacenters.is_empty() && !self.datacenters.contains_key(dc) => {
-                return Err(format!(
-                    "store.scylla.local_datacenter {dc:?} is not one of store.scylla.datacenters"
-                ));
-            }
-            None if self.datacenters.len() > 1 => {
-                return Err(
-                    "store.scylla.local_datacenter must name this gateway's datacenter when \
-                     store.scylla.datacenters has several"
-                        .into(),
-                );
-            }
-            _ => {}
-        }
-        crate::backend::store::scylla::consistency(&self.consistency)?;
-        if self.username.is_some() != self.password.is_some() {
-            return Err("store.scylla.username and password go together".into());
-        }
-        if self.client_cert.is_some() != self.client_key.is_some() {
-            return Err("store.scylla.client_cert and client_key go together".into());
-        }
-        if !self.tls && (self.ca.is_some() || self.client_cert.is_some()) {
-            return Err("store.scylla.ca and client_cert need store.scylla.tls = true".into());
-        }
-        if self.tls && self.ca.is_none() {
-            return Err("store.scylla.tls = true needs store.scylla.ca (a PEM file)".into());
-        }
-        if self.request_timeout_ms == 0
-            || self.request_timeout_ms > 600_000
-            || !(1..=65_536).contains(&self.batch_records)
-            || !(1..=1_024).contains(&self.inflight_batches)
-            || !(1..=4_096).contains(&self.concurrency)
-            || self.linger_ms > 100
-        {
-            return Err(
-                "store.scylla: request_timeout_ms 1..600000, batch_records 1..65536, \
-                        inflight_batches 1..1024, concurrency 1..4096, linger_ms at most 100"
-                    .into(),
-            );
-        }
-        Ok(())
-    }
 }
 
 /// Matchmaking: how often queues tick, and the queues as data.
@@ -501,65 +293,6 @@ impl Default for LobbyConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct NotificationConfig {
-    /// Notifications kept per user; past it the oldest read one is deleted
-    /// (the oldest, when all are unread).
-    pub max_per_user: usize,
-    /// The game's push service: POSTed one JSON body per push delivery.
-    /// Empty: push is not configured and push deliveries fail with that reason.
-    pub push_url: String,
-    /// The game's email service, as `push_url`.
-    pub email_url: String,
-}
-
-impl Default for NotificationConfig {
-    fn default() -> Self {
-        Self {
-            max_per_user: 500,
-            push_url: String::new(),
-            email_url: String::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// The game backend's integration webhook: domain events are POSTed to
-    /// it in batches. Empty: events stay inside the gateway.
-    pub events_url: String,
-    /// Sent as `Authorization: Bearer <token>` to every webhook when set.
-    pub token: String,
-    /// Attempts per delivery before it is marked failed.
-    pub max_attempts: u16,
-    /// First retry delay; doubles per attempt up to `retry_max_ms`.
-    pub retry_base_ms: u64,
-    pub retry_max_ms: u64,
-    /// Per-request timeout.
-    pub timeout_ms: u64,
-    /// Domain events per integration POST at most.
-    pub events_batch: usize,
-    /// Requests in flight at once across all webhooks.
-    pub concurrency: usize,
-}
-
-impl Default for WebhookConfig {
-    fn default() -> Self {
-        Self {
-            events_url: String::new(),
-            token: String::new(),
-            max_attempts: 8,
-            retry_base_ms: 1000,
-            retry_max_ms: 60_000,
-            timeout_ms: 5000,
-            events_batch: 100,
-            concurrency: 16,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct ChatConfig {
     /// Longest message, in characters (MESSAGE_ERROR above it).
     pub max_message_chars: usize,
@@ -578,62 +311,6 @@ impl Default for ChatConfig {
             recent_messages: 256,
             nonces_per_chat: 4096,
             typing_interval_ms: 1000,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerConfig {
-    /// WebSocket listener.
-    pub ws_addr: SocketAddr,
-    /// QUIC listener (UDP).
-    pub quic_addr: SocketAddr,
-    /// Admin HTTP listener: /healthz, /readyz, /metrics.
-    pub admin_addr: SocketAddr,
-    /// Where the dev secret, the self-signed certificate and (later) the
-    /// embedded store live.
-    pub data_dir: PathBuf,
-    /// Tokio I/O worker threads; 0 = half the available cores (at least
-    /// one), so that I/O workers and shard threads together do not
-    /// oversubscribe the cores.
-    pub io_threads: usize,
-    /// Connections refused above this many (each holds a file descriptor).
-    pub max_connections: usize,
-    /// Upper bound on a graceful shutdown (GoAway, drain, close).
-    pub shutdown_timeout_ms: u64,
-    /// How long `/readyz` answers 503 before GoAway goes out (on SIGTERM or
-    /// `POST /v1/drain`), while every connection is still served: long
-    /// enough for a load balancer's health checks to take the node out.
-    pub drain_readyz_ms: u64,
-    /// The least a client is told to wait before reconnecting after GoAway.
-    pub goaway_reconnect_ms: u32,
-    /// Each session's GoAway adds a random 0..=this to
-    /// `goaway_reconnect_ms`, so a drained node's clients do not all come
-    /// back at once.
-    pub goaway_jitter_ms: u32,
-    /// This node's id (0..511), part of every message id; unique per cluster.
-    pub node_id: u16,
-    /// Bearer token the operator API (`/v1/...`) requires; none on loopback
-    /// by default.
-    pub admin_token: Option<String>,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            ws_addr: "127.0.0.1:7350".parse().expect("literal"),
-            quic_addr: "127.0.0.1:7351".parse().expect("literal"),
-            admin_addr: "127.0.0.1:7352".parse().expect("literal"),
-            data_dir: PathBuf::from("./huddle-data"),
-            io_threads: 0,
-            max_connections: 200_000,
-            shutdown_timeout_ms: 10_000,
-            drain_readyz_ms: 5_000,
-            goaway_reconnect_ms: 1_000,
-            goaway_jitter_ms: 4_000,
-            node_id: 0,
-            admin_token: None,
         }
     }
 }
@@ -657,117 +334,6 @@ pub enum LogFormat {
     /// One JSON object per line: `timestamp`, `level`, `target`, the
     /// event's fields (`message` among them) and its spans.
     Json,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM certificate chain for QUIC (and wss when `ws_tls`). Empty: a
-    /// self-signed certificate is generated into `<data_dir>/tls/` — allowed
-    /// only on loopback addresses.
-    pub cert: Option<PathBuf>,
-    /// PEM private key matching `cert`.
-    pub key: Option<PathBuf>,
-    /// Serve `wss://` instead of `ws://` on `ws_addr` with the same certificate.
-    pub ws_tls: bool,
-}
-
-/// JWT algorithms the gateway accepts; exactly one is pinned.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-pub enum JwtAlgorithm {
-    #[default]
-    HS256,
-    RS256,
-    ES256,
-    EdDSA,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// The one algorithm tokens must be signed with; others are refused.
-    pub algorithm: JwtAlgorithm,
-    /// HS256 shared secret. Empty: a random one is generated once into
-    /// `<data_dir>/dev-secret` — allowed only on loopback addresses.
-    pub secret: Option<String>,
-    /// PEM public key for RS256 / ES256 / EdDSA.
-    pub public_key: Option<PathBuf>,
-    /// PEM private key used only by `huddle token` to mint dev tokens for
-    /// RS256 / ES256 / EdDSA. The gateway itself never signs.
-    pub private_key: Option<PathBuf>,
-    /// When set, every token must carry `iss` equal to it (a token without
-    /// `iss` is refused); `huddle token` mints it.
-    pub issuer: Option<String>,
-    /// When set, every token must carry `aud`, a string equal to it or an
-    /// array containing it (a token without `aud` is refused); `huddle
-    /// token` mints it.
-    pub audience: Option<String>,
-    /// Clock skew tolerated on exp / nbf, seconds.
-    pub leeway_s: u64,
-    /// User ids refused with ACCOUNT_DISABLED whatever their token says.
-    pub disabled_users: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SessionConfig {
-    /// Clients ping at least this often; the gateway pings a quiet client.
-    pub heartbeat_ms: u32,
-    /// A connection silent this long is closed.
-    pub heartbeat_timeout_ms: u32,
-    /// Time to send `Hello` after connecting.
-    pub handshake_timeout_ms: u32,
-    /// How long a dropped session stays resumable.
-    pub resume_window_ms: u32,
-    /// Largest inbound frame.
-    pub max_frame_bytes: u32,
-    /// WebSocket read buffer per connection: also the most one read takes
-    /// from the socket. Small keeps idle connections cheap; raise it when
-    /// clients send many large frames.
-    pub ws_read_buffer_bytes: usize,
-    /// Frames waiting to be written per session. When a reliable frame finds
-    /// it full the connection is closed with SLOW_CONSUMER (while attached) or
-    /// the session is ended so its resume fails loudly (while detached).
-    pub outbound_queue: usize,
-    /// The same bound in bytes.
-    pub outbound_queue_bytes: usize,
-    /// Queue depth from which volatile events are shed instead of queued.
-    pub volatile_shed_at: usize,
-    /// Written-but-unacknowledged reliable events kept per session for
-    /// resume. Older ones are released; a resume needing them fails.
-    pub replay_buffer: usize,
-    /// The same bound in bytes.
-    pub replay_buffer_bytes: usize,
-    /// Frames the writer takes from the queue per batch.
-    pub write_batch: usize,
-    /// Requests per second per connection (token bucket refill).
-    pub rate_per_s: f64,
-    /// Token bucket size.
-    pub rate_burst: f64,
-    /// Malformed frames tolerated before the connection is closed.
-    pub max_malformed: u32,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        Self {
-            heartbeat_ms: 15_000,
-            heartbeat_timeout_ms: 45_000,
-            handshake_timeout_ms: 10_000,
-            resume_window_ms: 30_000,
-            max_frame_bytes: huddle_schema::DEFAULT_MAX_FRAME_BYTES as u32,
-            ws_read_buffer_bytes: 128,
-            outbound_queue: 1024,
-            outbound_queue_bytes: 4 << 20,
-            volatile_shed_at: 512,
-            replay_buffer: 4096,
-            replay_buffer_bytes: 4 << 20,
-            write_batch: 64,
-            rate_per_s: 100.0,
-            rate_burst: 200.0,
-            max_malformed: 3,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -856,64 +422,16 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let s = &self.session;
+        let invalid = ConfigError::Invalid;
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
-        if s.heartbeat_ms == 0 || s.heartbeat_timeout_ms <= s.heartbeat_ms {
-            return bad(
-                "session.heartbeat_timeout_ms must be larger than session.heartbeat_ms (> 0)",
-            );
-        }
-        if s.outbound_queue < 2 || s.volatile_shed_at == 0 || s.volatile_shed_at > s.outbound_queue
-        {
-            return bad(
-                "session.volatile_shed_at must be between 1 and session.outbound_queue (>= 2)",
-            );
-        }
-        if s.max_frame_bytes < 256 || s.max_frame_bytes > 16 << 20 {
-            return bad("session.max_frame_bytes must be 256 bytes to 16 MiB");
-        }
-        if s.outbound_queue_bytes < s.max_frame_bytes as usize
-            || s.replay_buffer_bytes < s.max_frame_bytes as usize
-        {
-            return bad("session.outbound_queue_bytes and session.replay_buffer_bytes must hold at least one max_frame_bytes frame");
-        }
-        if s.handshake_timeout_ms == 0 || s.resume_window_ms == 0 {
-            return bad("session.handshake_timeout_ms and session.resume_window_ms must be > 0");
-        }
-        if s.ws_read_buffer_bytes < 64 {
-            return bad("session.ws_read_buffer_bytes must be at least 64");
-        }
-        if s.rate_per_s <= 0.0 || s.rate_burst < 1.0 {
-            return bad("session.rate_per_s must be > 0 and session.rate_burst >= 1");
-        }
-        let srv = &self.server;
-        if srv.drain_readyz_ms > 600_000 {
-            return bad("server.drain_readyz_ms must be at most 600000 (10 minutes)");
-        }
-        if u64::from(srv.goaway_reconnect_ms) + u64::from(srv.goaway_jitter_ms) > 3_600_000 {
-            return bad(
-                "server.goaway_reconnect_ms + server.goaway_jitter_ms must be at most 3600000 (an hour)",
-            );
-        }
-        let w = &self.webhooks;
-        if w.max_attempts == 0 || w.concurrency == 0 || w.events_batch == 0 {
-            return bad(
-                "webhooks.max_attempts, webhooks.concurrency and webhooks.events_batch must be > 0",
-            );
-        }
-        if w.retry_base_ms == 0 || w.retry_max_ms < w.retry_base_ms || w.timeout_ms == 0 {
-            return bad("webhooks.retry_base_ms and webhooks.timeout_ms must be > 0, and webhooks.retry_max_ms >= webhooks.retry_base_ms");
-        }
-        if !(1..=65_536).contains(&self.store.cache_mb) {
-            return bad("store.cache_mb must be 1..=65536 (MiB)");
-        }
-        if self.store.kind == StoreKind::Scylla {
-            self.store.scylla.validate().map_err(ConfigError::Invalid)?;
-        }
+        self.session.validate().map_err(invalid)?;
+        self.server.validate_drain().map_err(invalid)?;
+        self.webhooks.validate_limits().map_err(invalid)?;
+        self.store.validate().map_err(invalid)?;
         if self.matchmaking.tick_ms == 0 {
             return bad("matchmaking.tick_ms must be > 0");
         }
-        queue_specs(&self.matchmaking.queues).map_err(ConfigError::Invalid)?;
+        queue_specs(&self.matchmaking.queues).map_err(invalid)?;
         if self.lobbies.per_game == 0 {
             return bad("lobbies.per_game must be at least 1");
         }
@@ -927,22 +445,8 @@ impl Config {
                 "lobbies.grace_ms, assigned_grace_ms and kick_ban_ms must be at most 30 days",
             );
         }
-        if self.notifications.max_per_user == 0 {
-            return bad("notifications.max_per_user must be > 0");
-        }
-        for (key, value) in [
-            ("notifications.push_url", &self.notifications.push_url),
-            ("notifications.email_url", &self.notifications.email_url),
-            ("webhooks.events_url", &w.events_url),
-        ] {
-            if !value.is_empty()
-                && !matches!(url::Url::parse(value), Ok(u) if u.scheme() == "http" || u.scheme() == "https")
-            {
-                return Err(ConfigError::Invalid(format!(
-                    "{key} must be an http(s) URL, got {value:?}"
-                )));
-            }
-        }
+        self.notifications.validate().map_err(invalid)?;
+        self.webhooks.validate_events_url().map_err(invalid)?;
         if !self.server.admin_addr.ip().is_loopback() && self.server.admin_token.is_none() {
             return bad("server.admin_addr is not a loopback address: set server.admin_token for the operator API");
         }
@@ -952,26 +456,23 @@ impl Config {
         if self.chat.max_message_chars == 0 || self.chat.recent_messages == 0 {
             return bad("chat.max_message_chars and chat.recent_messages must be > 0");
         }
+        let s = &self.session;
         if s.write_batch == 0 || s.replay_buffer == 0 || self.shards.mailbox == 0 {
             return bad(
                 "session.write_batch, session.replay_buffer and shards.mailbox must be > 0",
             );
         }
-        if !self.loopback_only() {
-            let key = match self.auth.algorithm {
-                JwtAlgorithm::HS256 => self.auth.secret.is_some(),
-                _ => self.auth.public_key.is_some(),
-            };
-            if !key || self.tls.cert.is_none() || self.tls.key.is_none() {
-                return bad(
-                    "a listener is bound to a non-loopback address: configure [auth] secret or public_key \
-                     and [tls] cert and key (generated dev keys are for loopback only)",
-                );
-            }
+        if !self.loopback_only()
+            && (!self.auth.has_configured_key()
+                || self.tls.cert.is_none()
+                || self.tls.key.is_none())
+        {
+            return bad(
+                "a listener is bound to a non-loopback address: configure [auth] secret or public_key \
+                 and [tls] cert and key (generated dev keys are for loopback only)",
+            );
         }
-        if self.auth.algorithm != JwtAlgorithm::HS256 && self.auth.public_key.is_none() {
-            return bad("auth.algorithm other than HS256 needs auth.public_key (a PEM file)");
-        }
+        self.auth.validate().map_err(invalid)?;
         Ok(())
     }
 }
@@ -1063,36 +564,6 @@ mod tests {
         assert!(err.contains("keyspace"), "{err}");
         c.store.scylla.keyspace = "huddle".into();
         assert!(c.validate().is_ok());
-    }
-
-    #[test]
-    fn the_cluster_password_never_reaches_a_log() {
-        let s = ScyllaConfig {
-            password: Some("hunter2".into()),
-            ..ScyllaConfig::default()
-        };
-        let shown = format!("{s:?}");
-        assert!(
-            !shown.contains("hunter2") && shown.contains("<redacted>"),
-            "{shown}"
-        );
-    }
-
-    #[test]
-    fn replication_is_per_datacenter_in_production() {
-        let mut s = ScyllaConfig::default();
-        assert_eq!(
-            s.replication(),
-            "{'class': 'SimpleStrategy', 'replication_factor': 1}"
-        );
-        s.datacenters.insert("eu1".into(), 3);
-        s.datacenters.insert("us1".into(), 3);
-        assert_eq!(
-            s.replication(),
-            "{'class': 'NetworkTopologyStrategy', 'eu1': 3, 'us1': 3}"
-        );
-        s.datacenters.insert("x'y".into(), 1);
-        assert!(s.validate().unwrap_err().contains("datacenter"));
     }
 
     #[test]

@@ -24,11 +24,11 @@ use crate::backend::store::scylla::ScyllaStore;
 use crate::backend::store::{
     ack, AckSettings, History, HistoryStore, HistoryThreads, Stamped, WriteClock,
 };
-use crate::backend::webhook::{self, Webhooks, WorkerContext};
+use crate::backend::webhook::{self, OutcomeSink, Webhooks, WorkerContext};
 use crate::core::engine::chat::ChatLimits;
 use crate::core::engine::lobbies::LobbyLimits;
-use crate::core::engine::notifications::NotificationLimits;
-use crate::core::shard::{Restore, ShardSettings};
+use crate::core::engine::notifications::{self, NotificationLimits, Outcome};
+use crate::core::shard::{Restore, ShardMsg, ShardSettings};
 use crate::edge::auth::{dev_secret, Authenticator};
 use crate::edge::tls;
 use crate::edge::transport::{quic, ws};
@@ -230,6 +230,24 @@ async fn open_history(
     }
 }
 
+/// The webhook worker's [`OutcomeSink`]: each delivery outcome goes to the
+/// shard of the notification's user (which owns its delivery state), waiting
+/// for room in that shard's mailbox.
+struct ShardOutcomes {
+    shards: Shards,
+}
+
+impl OutcomeSink for ShardOutcomes {
+    async fn report(&self, outcome: Outcome) {
+        let shard = self.shards.of_user(&outcome.user);
+        let msg = ShardMsg::Notifications {
+            cmd: notifications::Command::Delivered(outcome),
+            reply_to: None,
+        };
+        self.shards.send(shard, msg).await;
+    }
+}
+
 /// Binds every listener and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let dev = match (&config.auth.algorithm, &config.auth.secret) {
@@ -237,7 +255,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         _ => None,
     };
     let auth = Authenticator::new(&config.auth, dev.as_deref())?;
-    let cert = tls::load_or_generate(&config)?;
+    let cert = tls::load_or_generate(&config.tls, &config.server.data_dir)?;
 
     let ws_listener = tcp_listener(config.server.ws_addr)
         .with_context(|| format!("binding WebSocket listener {}", config.server.ws_addr))?;
@@ -307,7 +325,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         WorkerContext {
             store,
             history,
-            shards: shards.clone(),
+            outcomes: ShardOutcomes {
+                shards: shards.clone(),
+            },
             webhooks: config.webhooks.clone(),
             notifications: config.notifications.clone(),
             stop: webhook_stop.clone(),

@@ -226,7 +226,7 @@ impl HistoryStore for Merged {
         self.store.load_ratings()
     }
 
-    fn load_outbox(&self) -> Result<Vec<crate::backend::webhook::Job>, StoreError> {
+    fn load_outbox(&self) -> Result<Vec<crate::backend::store::jobs::Job>, StoreError> {
         self.store.load_outbox()
     }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{HistoryStore, Record, StoreError, Write};
-use crate::backend::webhook::Job;
+use crate::backend::store::jobs::Job;
 use crate::core::engine::chat::{ChannelSpec, HistoryRecord, Message};
 use crate::core::engine::notifications::Notification;
 use crate::core::engine::social::{PairState, RelationRecord};

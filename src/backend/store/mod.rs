@@ -24,8 +24,10 @@
 pub mod ack;
 pub mod cluster;
 pub mod embedded;
+pub mod jobs;
 pub mod journal;
 pub mod scylla;
+pub mod settings;
 #[cfg(test)]
 mod suite;
 
@@ -35,7 +37,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::backend::webhook::Job;
+use crate::backend::store::jobs::Job;
 use crate::core::engine::chat::Message;
 use crate::core::engine::notifications::Notification;
 use crate::core::engine::social::RelationRecord;

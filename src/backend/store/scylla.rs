@@ -9,10 +9,14 @@
 //! batches with [`ScyllaStore::submit`] and goes on; the synchronous trait
 //! methods block on the runtime, so they must never be called from a shard
 //! thread or an async worker.
+//!
+//! Also owns the `[store.scylla]` settings ([`ScyllaConfig`]) and their
+//! validation; it never reads the rest of the gateway's configuration.
 
 use std::sync::Arc;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use futures_util::{StreamExt, TryStreamExt};
 use scylla::client::session::Session;
@@ -20,15 +24,15 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
+use serde::{Deserialize, Serialize};
 
 use super::{HistoryStore, Stamped, StoreError, Write, WriteClock};
-use crate::backend::webhook::Job;
+use crate::backend::store::jobs::Job;
 use crate::core::engine::chat::{Author, HistoryRecord, Message};
 use crate::core::engine::matchmaking::{Rating, RatingRecord};
 use crate::core::engine::notifications::Notification;
 use crate::core::engine::social::{PairState, RelationRecord};
 use crate::core::engine::Record;
-use crate::ops::config::ScyllaConfig;
 
 /// The schema, applied statement by statement.
 const SCHEMA: &str = include_str!("../../../deploy/scylla/schema.cql");
@@ -75,6 +79,189 @@ pub fn consistency(name: &str) -> Result<Consistency, String> {
             ))
         }
     })
+}
+
+/// A ScyllaDB cluster and the writer that feeds it. `Debug` leaves the
+/// password out.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScyllaConfig {
+    /// `host:port` of some nodes; the driver discovers the rest.
+    pub nodes: Vec<String>,
+    pub keyspace: String,
+    /// Replicas per datacenter (NetworkTopologyStrategy), e.g.
+    /// `{ dc1 = 3, dc2 = 3 }`. Empty: SimpleStrategy with
+    /// `replication_factor` — for a development node only.
+    pub datacenters: std::collections::BTreeMap<String, u32>,
+    pub replication_factor: u32,
+    /// The datacenter this gateway runs in: requests go to its replicas.
+    pub local_datacenter: Option<String>,
+    /// Consistency of every read and write: ONE, TWO, THREE, QUORUM, ALL,
+    /// LOCAL_QUORUM or LOCAL_ONE (reads refuse EACH_QUORUM).
+    pub consistency: String,
+    /// Create the keyspace and tables (`deploy/scylla/schema.cql`) when
+    /// missing. Off where the schema is managed by hand.
+    pub apply_schema: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Talk TLS to the nodes.
+    pub tls: bool,
+    /// PEM file of the CA(s) the nodes' certificates chain to (TLS).
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate and key, for clusters that require them.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// A request not answered in this time fails (and its batch is retried
+    /// or spilled).
+    pub request_timeout_ms: u64,
+    /// Records per batch at most.
+    pub batch_records: usize,
+    /// How long the writer waits to fill a batch.
+    pub linger_ms: u64,
+    /// Batches written at once. This is the high-water mark: a batch that
+    /// finds them all busy (ScyllaDB slow or down) spills to the journal.
+    pub inflight_batches: usize,
+    /// Statements of one batch in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for ScyllaConfig {
+    fn default() -> Self {
+        Self {
+            nodes: vec!["127.0.0.1:9042".into()],
+            keyspace: "huddle".into(),
+            datacenters: Default::default(),
+            replication_factor: 1,
+            local_datacenter: None,
+            consistency: "LOCAL_QUORUM".into(),
+            apply_schema: true,
+            username: None,
+            password: None,
+            tls: false,
+            ca: None,
+            client_cert: None,
+            client_key: None,
+            request_timeout_ms: 5_000,
+            batch_records: 1_024,
+            linger_ms: 5,
+            inflight_batches: 4,
+            concurrency: 256,
+        }
+    }
+}
+
+impl std::fmt::Debug for ScyllaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScyllaConfig")
+            .field("nodes", &self.nodes)
+            .field("keyspace", &self.keyspace)
+            .field("replication", &self.replication())
+            .field("local_datacenter", &self.local_datacenter)
+            .field("consistency", &self.consistency)
+            .field("apply_schema", &self.apply_schema)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .field("ca", &self.ca)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("batch_records", &self.batch_records)
+            .field("linger_ms", &self.linger_ms)
+            .field("inflight_batches", &self.inflight_batches)
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
+}
+
+impl ScyllaConfig {
+    /// The keyspace's replication, as CQL.
+    pub fn replication(&self) -> String {
+        if self.datacenters.is_empty() {
+            format!(
+                "{{'class': 'SimpleStrategy', 'replication_factor': {}}}",
+                self.replication_factor
+            )
+        } else {
+            let dcs: Vec<String> = self
+                .datacenters
+                .iter()
+                .map(|(dc, n)| format!("'{dc}': {n}"))
+                .collect();
+            format!("{{'class': 'NetworkTopologyStrategy', {}}}", dcs.join(", "))
+        }
+    }
+
+    /// Why these settings cannot work, if they cannot (checked only when
+    /// `store.kind = "scylla"`).
+    pub fn validate(&self) -> Result<(), String> {
+        let name =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if self.nodes.is_empty() {
+            return Err("store.scylla.nodes must name at least one host:port".into());
+        }
+        if !name(&self.keyspace) {
+            return Err(format!(
+                "store.scylla.keyspace {:?}: letters, digits and _ only",
+                self.keyspace
+            ));
+        }
+        if let Some(dc) = self.datacenters.keys().find(|dc| {
+            dc.is_empty()
+                || !dc
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        }) {
+            return Err(format!(
+                "store.scylla.datacenters: {dc:?} is not a datacenter name"
+            ));
+        }
+        if self.datacenters.values().any(|&n| n == 0) || self.replication_factor == 0 {
+            return Err("store.scylla replication factors must be at least 1".into());
+        }
+        match &self.local_datacenter {
+            Some(dc) if !self.datacenters.is_empty() && !self.datacenters.contains_key(dc) => {
+                return Err(format!(
+                    "store.scylla.local_datacenter {dc:?} is not one of store.scylla.datacenters"
+                ));
+            }
+            None if self.datacenters.len() > 1 => {
+                return Err(
+                    "store.scylla.local_datacenter must name this gateway's datacenter when \
+                     store.scylla.datacenters has several"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        consistency(&self.consistency)?;
+        if self.username.is_some() != self.password.is_some() {
+            return Err("store.scylla.username and password go together".into());
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            return Err("store.scylla.client_cert and client_key go together".into());
+        }
+        if !self.tls && (self.ca.is_some() || self.client_cert.is_some()) {
+            return Err("store.scylla.ca and client_cert need store.scylla.tls = true".into());
+        }
+        if self.tls && self.ca.is_none() {
+            return Err("store.scylla.tls = true needs store.scylla.ca (a PEM file)".into());
+        }
+        if self.request_timeout_ms == 0
+            || self.request_timeout_ms > 600_000
+            || !(1..=65_536).contains(&self.batch_records)
+            || !(1..=1_024).contains(&self.inflight_batches)
+            || !(1..=4_096).contains(&self.concurrency)
+            || self.linger_ms > 100
+        {
+            return Err(
+                "store.scylla: request_timeout_ms 1..600000, batch_records 1..65536, \
+                        inflight_batches 1..1024, concurrency 1..4096, linger_ms at most 100"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// TLS to the nodes: the configured CA (or none: refused), and a client
@@ -853,6 +1040,36 @@ mod tests {
     //! sets it). Without it the tests say so and pass, unless
     //! `HUDDLE_REQUIRE_CQL` is set (as in CI), where that is a failure.
     use super::*;
+
+    #[test]
+    fn the_cluster_password_never_reaches_a_log() {
+        let s = ScyllaConfig {
+            password: Some("hunter2".into()),
+            ..ScyllaConfig::default()
+        };
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn replication_is_per_datacenter_in_production() {
+        let mut s = ScyllaConfig::default();
+        assert_eq!(
+            s.replication(),
+            "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+        );
+        s.datacenters.insert("eu1".into(), 3);
+        s.datacenters.insert("us1".into(), 3);
+        assert_eq!(
+            s.replication(),
+            "{'class': 'NetworkTopologyStrategy', 'eu1': 3, 'us1': 3}"
+        );
+        s.datacenters.insert("x'y".into(), 1);
+        assert!(s.validate().unwrap_err().contains("datacenter"));
+    }
 
     fn store() -> Option<ScyllaStore> {
         let Ok(node) = std::env::var("HUDDLE_TEST_CQL") else {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::{HistoryStore, Write};
-use crate::backend::webhook::Job;
+use crate::backend::store::jobs::Job;
 use crate::core::engine::chat::{Author, HistoryRecord, Message};
 use crate::core::engine::matchmaking::{Rating, RatingRecord};
 use crate::core::engine::notifications::{Channel, ChannelStatus, DeliveryState, Notification};
