@@ -40,6 +40,8 @@ pub use generated::huddle::wire;
 pub mod close;
 pub mod decode;
 pub mod encode;
+#[cfg(test)]
+mod round_trip_tests;
 
 pub use close::{close_reason, CloseCode};
 pub use decode::{verify_frame, FrameError};
