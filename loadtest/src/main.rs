@@ -22,11 +22,11 @@
 //!   connection's handshake and heartbeats, the setup phase's counters.
 //! - [`report`]: the JSON report and the stderr summary.
 //! - [`scenario`]: the scenarios, one module each.
-//! - [`matchmaking_storm`]: matchmaking-storm in process (and what its
-//!   end-to-end mode shares with it).
+//! - [`matchmaking_sim`]: matchmaking-storm in process (and what its
+//!   end-to-end scenario shares with it).
 
 mod admin;
-mod matchmaking_storm;
+mod matchmaking_sim;
 mod report;
 mod scenario;
 mod setup;
@@ -195,7 +195,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<String> {
     if args.scenario == Scenario::MatchmakingStorm && !args.url_given {
-        return matchmaking_storm::run(matchmaking_storm::StormParams {
+        return matchmaking_sim::run(matchmaking_sim::StormParams {
             arrivals_per_min: args.arrivals_per_min,
             duration_s: args.duration_s,
             teams: args.teams,

@@ -82,18 +82,31 @@ pub fn seq_slot(frame: &[u8]) -> Option<u32> {
 /// Arguments of a [`wire::Welcome`].
 #[derive(Debug, Clone, Default)]
 pub struct WelcomeFields<'a> {
+    /// The session id granted.
     pub session_id: &'a str,
+    /// The user id from the token.
     pub user_id: &'a str,
+    /// The login name from the token.
     pub username: &'a str,
+    /// The name to show, from the token.
     pub display_name: &'a str,
+    /// The token's roles.
     pub roles: &'a [String],
+    /// What the client presents, with `session_id`, to resume after a drop.
     pub resume_token: &'a str,
+    /// The client pings at least this often, ms.
     pub heartbeat_ms: u32,
+    /// Silence after which the gateway closes the session, ms.
     pub heartbeat_timeout_ms: u32,
+    /// The gateway's clock (Unix ms).
     pub server_time_ms: i64,
+    /// This Welcome resumed an earlier session.
     pub resumed: bool,
+    /// How many missed events and replies follow on resume.
     pub replayed: u32,
+    /// The largest frame the gateway accepts.
     pub max_frame_bytes: u32,
+    /// How long a dropped session can still be resumed, ms.
     pub resume_window_ms: u32,
     /// On resume: the highest request id the gateway had read on the
     /// session before (0 on a fresh session).
@@ -103,17 +116,24 @@ pub struct WelcomeFields<'a> {
 /// Resume fields of a [`wire::Hello`].
 #[derive(Debug, Clone, Copy)]
 pub struct ResumeFields<'a> {
+    /// The session to resume.
     pub session_id: &'a str,
+    /// That session's resume token, from its `Welcome`.
     pub resume_token: &'a str,
+    /// Highest `Frame.seq` the client has seen (0 when none).
     pub last_seq: u64,
 }
 
 /// One row of a [`wire::PresenceList`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceEntry {
+    /// Whose presence this is.
     pub user_id: String,
+    /// ONLINE, AWAY, BUSY, IN_GAME or OFFLINE.
     pub status: PresenceStatus,
+    /// Their open connections.
     pub connections: u32,
+    /// When they were last active (Unix ms; 0 when never).
     pub last_active_ms: i64,
     /// Custom status text ("" when none).
     pub text: String,
@@ -122,42 +142,62 @@ pub struct PresenceEntry {
 /// Who sent or did something in a chat.
 #[derive(Debug, Clone, Copy)]
 pub struct UserFields<'a> {
+    /// The user id.
     pub id: &'a str,
+    /// The login name.
     pub username: &'a str,
+    /// The name to show.
     pub display_name: &'a str,
 }
 
 /// One chat message.
 #[derive(Debug, Clone, Copy)]
 pub struct MessageFields<'a> {
+    /// Time-ordered, unique across nodes.
     pub id: u64,
+    /// The chat it was posted in.
     pub chat_id: &'a str,
+    /// Who posted it.
     pub sender: UserFields<'a>,
+    /// The text (empty for a tombstone).
     pub content: &'a str,
+    /// How to read `content`.
     pub content_type: ContentType,
+    /// When it was posted (Unix ms).
     pub created_at_ms: i64,
     /// 0 when never edited.
     pub edited_at_ms: i64,
+    /// A tombstone: the message was deleted.
     pub deleted: bool,
 }
 
 /// Arguments of a [`wire::ChatJoined`].
 #[derive(Debug, Clone, Copy)]
 pub struct JoinedFields<'a> {
+    /// The chat joined.
     pub chat_id: &'a str,
+    /// Direct, lobby or channel chat.
     pub kind: ChatKind,
+    /// Distinct users in the chat, the joiner included.
     pub members: u32,
+    /// Only operators may post.
     pub read_only: bool,
+    /// The least time between two messages of one member, ms (0: none).
     pub slow_mode_ms: u32,
+    /// The joiner's read cursor (0 when none).
     pub read_up_to: u64,
 }
 
 /// One row of a [`wire::ChatUnreadCounts`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnreadRow {
+    /// The chat counted.
     pub chat_id: String,
+    /// The reader's cursor (0 when none).
     pub read_up_to: u64,
+    /// Messages after the cursor.
     pub unread: u32,
+    /// The id of the chat's newest message.
     pub last_message_id: u64,
 }
 
@@ -173,6 +213,7 @@ impl Default for Encoder {
 }
 
 impl Encoder {
+    /// An empty builder (512 bytes to start; it grows and is reused).
     pub fn new() -> Self {
         Self {
             fbb: FlatBufferBuilder::with_capacity(512),
@@ -250,6 +291,8 @@ impl Encoder {
         }
     }
 
+    /// `Hello`: the first frame of a connection, with the token, the client
+    /// name, the protocol version, and `resume` to resume a dropped session.
     pub fn hello(
         &mut self,
         request_id: u64,
@@ -286,6 +329,7 @@ impl Encoder {
         self.finish_frame(request_id, 0, Body::Hello, body.as_union_value())
     }
 
+    /// `Welcome`: the gateway's answer to a good `Hello`.
     pub fn welcome(&mut self, request_id: u64, w: &WelcomeFields<'_>) -> Bytes {
         let id = self.fbb.create_string(w.user_id);
         let username = self.fbb.create_string(w.username);
@@ -322,6 +366,9 @@ impl Encoder {
         self.finish_frame(request_id, 0, Body::Welcome, body.as_union_value())
     }
 
+    /// `Error`: the reply to a failed request, or (`request_id` 0) a
+    /// connection-level error; `closing` says the gateway closes the connection
+    /// after it.
     pub fn error(
         &mut self,
         request_id: u64,
@@ -348,16 +395,21 @@ impl Encoder {
         }
     }
 
+    /// `Ping`: a heartbeat; a client's also acknowledges the events seen up to
+    /// `ack_seq`.
     pub fn ping(&mut self, request_id: u64, ack_seq: u64, time_ms: i64) -> Bytes {
         let body = wire::Ping::create(&mut self.fbb, &wire::PingArgs { ack_seq, time_ms });
         self.finish_frame(request_id, 0, Body::Ping, body.as_union_value())
     }
 
+    /// `Pong`: the answer to a `Ping`, echoing its `time_ms`.
     pub fn pong(&mut self, request_id: u64, time_ms: i64) -> Bytes {
         let body = wire::Pong::create(&mut self.fbb, &wire::PongArgs { time_ms });
         self.finish_frame(request_id, 0, Body::Pong, body.as_union_value())
     }
 
+    /// `GoAway`: the gateway is going away; reconnect (with resume) after
+    /// `reconnect_after_ms`.
     pub fn go_away(&mut self, reason: &str, reconnect_after_ms: u32) -> Bytes {
         let reason = self.fbb.create_string(reason);
         let body = wire::GoAway::create(
@@ -370,6 +422,8 @@ impl Encoder {
         self.finish_frame(0, 0, Body::GoAway, body.as_union_value())
     }
 
+    /// An echo request; with `to_user`, the echo is also delivered to every
+    /// connection of that user (`volatile`: it may be shed).
     pub fn echo_request(
         &mut self,
         request_id: u64,
@@ -390,6 +444,8 @@ impl Encoder {
         self.finish_frame(request_id, 0, Body::EchoRequest, body.as_union_value())
     }
 
+    /// The reply to an echo request: the payload, the shard that handled it and
+    /// how many connections the event was queued to.
     pub fn echo_reply(
         &mut self,
         request_id: u64,
@@ -424,6 +480,7 @@ impl Encoder {
         self.finish_event(reliable, Body::EchoEvent, body.as_union_value())
     }
 
+    /// Asks for the presence of `user_ids`.
     pub fn presence_query<S: AsRef<str>>(&mut self, request_id: u64, user_ids: &[S]) -> Bytes {
         let ids: Vec<_> = user_ids
             .iter()
@@ -454,6 +511,7 @@ impl Encoder {
         )
     }
 
+    /// The reply to a presence query or follow: one row per user.
     pub fn presence_list(&mut self, request_id: u64, users: &[PresenceEntry]) -> Bytes {
         let rows: Vec<_> = users.iter().map(|u| self.user_presence(u)).collect();
         let rows = self.fbb.create_vector(&rows);
@@ -520,18 +578,22 @@ impl Encoder {
         }
     }
 
+    /// `chat:join` request.
     pub fn chat_join(&mut self, request_id: u64, chat_id: &str) -> Bytes {
         self.chat_id_only(request_id, Body::ChatJoin, chat_id)
     }
 
+    /// `chat:leave` request.
     pub fn chat_leave(&mut self, request_id: u64, chat_id: &str) -> Bytes {
         self.chat_id_only(request_id, Body::ChatLeave, chat_id)
     }
 
+    /// The reply to `chat:leave`.
     pub fn chat_left(&mut self, request_id: u64, chat_id: &str) -> Bytes {
         self.chat_id_only(request_id, Body::ChatLeft, chat_id)
     }
 
+    /// The reply to `chat:join`.
     pub fn chat_joined(&mut self, request_id: u64, j: &JoinedFields<'_>) -> Bytes {
         let chat_id = self.fbb.create_string(j.chat_id);
         let body = wire::ChatJoined::create(
@@ -548,6 +610,7 @@ impl Encoder {
         self.finish_reply(request_id, Body::ChatJoined, body.as_union_value())
     }
 
+    /// `chat:message` request; a `nonce` makes retries safe.
     pub fn chat_send(
         &mut self,
         request_id: u64,
@@ -571,6 +634,8 @@ impl Encoder {
         self.finish_frame(request_id, 0, Body::ChatSend, body.as_union_value())
     }
 
+    /// The reply to `chat:message`: the message's id and time, `duplicate` for
+    /// a retry with the same nonce.
     pub fn chat_sent(
         &mut self,
         request_id: u64,
@@ -605,6 +670,8 @@ impl Encoder {
         self.finish_frame(0, 0, Body::ChatTyping, body.as_union_value())
     }
 
+    /// `chat:read` request: move the read cursor to `message_id` (0: to the
+    /// newest).
     pub fn chat_read(&mut self, request_id: u64, chat_id: &str, message_id: u64) -> Bytes {
         let chat_id = self.fbb.create_string(chat_id);
         let body = wire::ChatRead::create(
@@ -617,6 +684,7 @@ impl Encoder {
         self.finish_frame(request_id, 0, Body::ChatRead, body.as_union_value())
     }
 
+    /// The reply to `chat:read`: the cursor now and the messages after it.
     pub fn chat_read_ack(
         &mut self,
         request_id: u64,
@@ -636,6 +704,8 @@ impl Encoder {
         self.finish_reply(request_id, Body::ChatReadAck, body.as_union_value())
     }
 
+    /// A history request: messages older than `before_id` (0: from the newest),
+    /// at most `limit`.
     pub fn chat_history(
         &mut self,
         request_id: u64,
@@ -655,6 +725,7 @@ impl Encoder {
         self.finish_frame(request_id, 0, Body::ChatHistory, body.as_union_value())
     }
 
+    /// The reply to a history request, newest first.
     pub fn chat_history_page(
         &mut self,
         request_id: u64,
@@ -755,6 +826,7 @@ impl Encoder {
         }
     }
 
+    /// The reply to an edit or delete: when it took effect.
     pub fn chat_updated(
         &mut self,
         request_id: u64,
@@ -774,6 +846,7 @@ impl Encoder {
         self.finish_reply(request_id, Body::ChatUpdated, body.as_union_value())
     }
 
+    /// Mute `user_id` in a chat for `duration_ms` (0 lifts the mute).
     pub fn chat_mute(
         &mut self,
         request_id: u64,
@@ -794,6 +867,7 @@ impl Encoder {
         self.finish_frame(request_id, 0, Body::ChatMute, body.as_union_value())
     }
 
+    /// The reply to a mute: when it ends (Unix ms; 0 when lifted).
     pub fn chat_muted(
         &mut self,
         request_id: u64,
@@ -814,6 +888,7 @@ impl Encoder {
         self.finish_reply(request_id, Body::ChatMuted, body.as_union_value())
     }
 
+    /// Asks for the unread counts of `chat_ids`.
     pub fn chat_unread<S: AsRef<str>>(&mut self, request_id: u64, chat_ids: &[S]) -> Bytes {
         let ids: Vec<_> = chat_ids
             .iter()
@@ -829,6 +904,7 @@ impl Encoder {
         self.finish_frame(request_id, 0, Body::ChatUnread, body.as_union_value())
     }
 
+    /// The reply to an unread-counts request, one row per chat.
     pub fn chat_unread_counts(&mut self, request_id: u64, rows: &[UnreadRow]) -> Bytes {
         let rows: Vec<_> = rows
             .iter()
@@ -1003,77 +1079,5 @@ impl Encoder {
         let bytes = Bytes::copy_from_slice(self.fbb.finished_data());
         self.fbb.reset();
         bytes
-    }
-}
-
-/// Position of `Frame.seq` in a frame this module just built.
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::verify_frame;
-
-    #[test]
-    fn stamped_event_carries_each_recipients_seq() {
-        let mut enc = Encoder::new();
-        let ev = enc.echo_event("u1", b"hi", true);
-        let at = ev.seq_at.expect("reliable events are sequenced");
-        for seq in [1u64, 42, u64::MAX - 1] {
-            let mut copy = ev.bytes.to_vec();
-            stamp_seq(&mut copy, at, seq);
-            let frame = verify_frame(&copy, 1024).unwrap();
-            assert_eq!(frame.seq(), seq);
-            assert_eq!(
-                frame
-                    .body_as_echo_event()
-                    .unwrap()
-                    .payload()
-                    .unwrap()
-                    .bytes(),
-                b"hi"
-            );
-        }
-    }
-
-    #[test]
-    fn volatile_events_have_no_seq() {
-        let mut enc = Encoder::new();
-        let ev = enc.echo_event("u1", b"hi", false);
-        assert!(ev.seq_at.is_none());
-        assert_eq!(verify_frame(&ev.bytes, 1024).unwrap().seq(), 0);
-    }
-
-    #[test]
-    fn replies_carry_a_seq_slot_and_control_frames_do_not() {
-        let mut enc = Encoder::new();
-        let replies = [
-            enc.echo_reply(7, b"hi", 1, 0),
-            enc.chat_left(7, "channel:x"),
-            enc.error(7, ErrorCode::RATE_LIMITED, "slow down", true, false),
-            enc.set_status(7, PresenceStatus::AWAY, "", false, true),
-        ];
-        for reply in replies {
-            assert_eq!(verify_frame(&reply, 1024).unwrap().seq(), 0, "unstamped");
-            let at = seq_slot(&reply).expect("a reply has a seq slot");
-            let mut copy = reply.to_vec();
-            stamp_seq(&mut copy, at, 42);
-            let frame = verify_frame(&copy, 1024).unwrap();
-            assert_eq!((frame.request_id(), frame.seq()), (7, 42));
-        }
-        let unsequenced = [
-            enc.error(0, ErrorCode::MALFORMED_FRAME, "bad", false, false),
-            enc.ping(0, 3, 1),
-            enc.pong(0, 1),
-            enc.go_away("bye", 10),
-            enc.welcome(1, &WelcomeFields::default()),
-            enc.echo_request(7, b"hi", None, false),
-            enc.chat_join(7, "channel:x"),
-            enc.set_status(7, PresenceStatus::AWAY, "", false, false),
-        ];
-        for frame in unsequenced {
-            assert_eq!(seq_slot(&frame), None);
-        }
-        for garbage in [&b""[..], b"\xff\xff\xff\xff", &[0u8; 16], b"HDL1HDL1HDL1"] {
-            assert_eq!(seq_slot(garbage), None);
-        }
     }
 }

@@ -4,7 +4,9 @@
 //! It owns the `Hello`/`Welcome` handshake, the read loop (reply routing,
 //! sequence dedupe of events and replies, event delivery, answering pings,
 //! liveness), the writer task (outbound queue and heartbeat pings), and
-//! reconnecting with resume. It never exposes the transport.
+//! reconnecting with resume. It never exposes the transport, and never
+//! refers to the client above it: it works on the [`Shared`] state, and
+//! server frames become events in `event`.
 //!
 //! Requests in flight when the connection drops wait for the resume: the
 //! gateway replays the replies it owes (they carry `seq`, like events), and
@@ -26,9 +28,11 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::backoff;
-use crate::client::{encode, Event, Link, SessionInfo, Shared};
 use crate::error::ClientError;
+use crate::event::{self, Event};
 use crate::seq::{SeqCheck, SeqTracker};
+use crate::session::SessionInfo;
+use crate::shared::{encode, Link, Shared};
 use crate::transport::{
     self, PeerClose, RawConnection, RawReceiver, RawSender, Transport, MAX_INBOUND_FRAME_BYTES,
 };
@@ -527,21 +531,7 @@ impl Driver {
             return;
         }
 
-        let event = match frame.body_as_echo_event() {
-            Some(echo) => Some(Event::Echo {
-                from_user: echo.from_user().unwrap_or_default().to_owned(),
-                payload: echo
-                    .payload()
-                    .map(|p| p.bytes().to_vec())
-                    .unwrap_or_default(),
-                seq,
-            }),
-            None => crate::chat::chat_event(&frame, seq)
-                .or_else(|| crate::social::social_event(&frame, seq))
-                .or_else(|| crate::lobby::lobby_event(&frame, seq))
-                .or_else(|| crate::matchmaking::matchmaking_event(&frame, seq)),
-        };
-        if let Some(event) = event {
+        if let Some(event) = event::decode(&frame, seq) {
             if reliable {
                 self.emit(event).await;
             } else {

@@ -26,30 +26,46 @@
 //! ```
 //!
 //! # Layout
-//! - [`client`]: the high-level API — [`Client`], [`ClientConfig`],
-//!   [`EventStream`], [`Event`], [`SessionInfo`], [`EchoReply`] — and request
-//!   plumbing (ids, reply matching, timeouts, reply decoding).
-//! - `driver`: the per-client connection task — handshake, read loop, writer
-//!   and heartbeats, reconnect and resume.
+//!
+//! Modules depend only on modules listed before them (no cycles):
+//! - `error`: [`ClientError`], the one error type; `seq`: the pure sequence
+//!   tracker behind exactly-once delivery; `backoff`: jittered exponential
+//!   reconnect delays.
+//! - `tls`: [`TlsOptions`] and the rustls configurations (web PKI, one PEM
+//!   file, or dev-only accept-anything).
 //! - [`transport`]: raw connections ([`connect_raw`], [`RawConnection`]) that
 //!   move whole frames without interpreting them; for tests and the load
 //!   generator too.
-//! - `tls`: rustls configurations (web PKI, one PEM file, or dev-only
-//!   accept-anything).
-//! - `seq`: the pure sequence tracker behind exactly-once delivery.
-//! - `backoff`: jittered exponential reconnect delays.
-//! - [`ClientError`]: the one error type.
+//! - `reply`: verifying reply frames, `Error` replies as [`ClientError`].
+//! - [`chat`], [`social`], [`lobby`], [`matchmaking`]: each feature's reply
+//!   and event types and the decoding of its tables and replies.
+//! - `event`: [`Event`] and the decoding of server event frames.
+//! - `config` ([`ClientConfig`]) and `session` ([`SessionInfo`]).
+//! - `shared`: the state a client's handles share with its connection task,
+//!   and the request plumbing (ids, reply matching, timeouts).
+//! - `driver`: the per-client connection task — handshake, read loop, writer
+//!   and heartbeats, reconnect and resume.
+//! - [`client`]: the high-level API — [`Client`] with every typed request
+//!   (one child module per feature), [`EventStream`], [`EchoReply`] — and
+//!   re-exports of [`ClientConfig`], [`SessionInfo`] and [`Event`].
+
+#![warn(missing_docs)]
 
 mod backoff;
 pub mod chat;
 pub mod client;
+mod config;
 mod driver;
 mod error;
+mod event;
 pub mod lobby;
 #[cfg(test)]
 mod loopback_tests;
 pub mod matchmaking;
+mod reply;
 mod seq;
+mod session;
+mod shared;
 pub mod social;
 mod tls;
 pub mod transport;

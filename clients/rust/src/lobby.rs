@@ -1,50 +1,62 @@
-//! Lobbies: typed requests (`lobby:create`, `join`, `leave`, `ready`,
-//! `kick`, `update`, `transfer host`, `start`, `close`, `invite`, `get` and
-//! the public list) on [`Client`], the reply types, and the decoding of
-//! `LobbyEvent` frames (`lobby:member:joined`, `lobby:ready`, `lobby:kicked`,
-//! `lobby:update`, …) for the event stream.
+//! Lobbies: the reply and event types of the lobby requests
+//! (`lobby:create`, `join`, `leave`, `ready`, `kick`, `update`, `transfer
+//! host`, `start`, `close`, `invite`, `get` and the public list), which are
+//! methods of [`Client`](crate::Client), and the decoding of lobby tables
+//! and lobby replies.
 //!
-//! Owns the mapping between lobby frames and Rust types only; connection
-//! handling stays in the driver. It must never panic on a frame from the
-//! network: missing fields decode to defaults (empty strings, zeros, no team,
-//! PUBLIC/OPEN), a reply without its lobby state decodes to an empty
-//! [`Lobby`], and an event without a user or state leaves them `None`.
+//! Owns the mapping between lobby tables and Rust types only. It sits below
+//! the events and the client (the requests live in `client::lobby`, the
+//! `LobbyEvent` decoding in `event::lobby`), so it must never refer to
+//! either. It must never panic on a frame from the network: missing fields
+//! decode to defaults (empty strings, zeros, no team, PUBLIC/OPEN) and a
+//! reply without its lobby state decodes to an empty [`Lobby`].
 
-use huddle_schema::encode::{LobbyCreateFields, LobbyListFields, LobbyUpdateFields};
-use huddle_schema::wire::{self, Frame, LobbyEventKind, LobbyOpKind, LobbyStatus, LobbyVisibility};
+use huddle_schema::wire::{self, LobbyEventKind, LobbyStatus, LobbyVisibility};
 
 use crate::chat::{user, ChatUser};
-use crate::client::{reply_frame, unexpected, Client, Event};
 use crate::error::ClientError;
+use crate::reply::{reply_frame, unexpected};
 
 /// One member of a [`Lobby`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LobbyMember {
+    /// Who the member is.
     pub user: ChatUser,
+    /// The member marked themselves ready.
     pub ready: bool,
     /// False while the member's sessions are gone and the grace period runs.
     pub connected: bool,
     /// `None` when no team was assigned (or the wire value is out of range).
     pub team: Option<u8>,
+    /// When they joined (Unix ms).
     pub joined_at_ms: i64,
 }
 
-/// A lobby's full state, as [`Client::lobby_get`] and most lobby requests
-/// return it.
+/// A lobby's full state, as [`Client::lobby_get`](crate::Client::lobby_get)
+/// and most lobby requests return it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Lobby {
+    /// The lobby id.
     pub id: String,
+    /// The game it is for.
     pub game: String,
+    /// The game mode.
     pub mode: String,
+    /// The region it plays in.
     pub region: String,
+    /// Members needed before it can be READY.
     pub min: u16,
+    /// Most members it takes.
     pub max: u16,
+    /// Who may find and join it.
     pub visibility: LobbyVisibility,
+    /// Joining takes a password.
     pub has_password: bool,
     /// The lobby has a chat, `lobby:<id>`.
     pub chat: bool,
     /// No one else may join.
     pub locked: bool,
+    /// OPEN, READY, IN_GAME, …
     pub status: LobbyStatus,
     /// The host's user id.
     pub host: String,
@@ -56,41 +68,56 @@ pub struct Lobby {
     pub connection: String,
     /// Bumped on every change; [`LobbyEvent::version`] carries it.
     pub version: u64,
+    /// When it was created (Unix ms).
     pub created_at_ms: i64,
+    /// When it last changed (Unix ms).
     pub updated_at_ms: i64,
 }
 
 /// One row of a [`LobbyListPage`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LobbySummary {
+    /// The lobby id.
     pub id: String,
+    /// The game it is for.
     pub game: String,
+    /// The game mode.
     pub mode: String,
+    /// The region it plays in.
     pub region: String,
     /// Members now.
     pub members: u16,
+    /// Most members it takes.
     pub max: u16,
+    /// Joining takes a password.
     pub has_password: bool,
+    /// Where the lobby stands (OPEN, READY, …).
     pub status: LobbyStatus,
 }
 
-/// A page of [`Client::lobby_list`], by id.
+/// A page of [`Client::lobby_list`](crate::Client::lobby_list), by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LobbyListPage {
+    /// The lobbies of this page, by id.
     pub lobbies: Vec<LobbySummary>,
     /// Pass as `after` for the next page; "" when this is the last one.
     pub next_after: String,
 }
 
-/// What [`Client::lobby_create`] asks for.
+/// What [`Client::lobby_create`](crate::Client::lobby_create) asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewLobby {
+    /// The game it is for.
     pub game: String,
+    /// The game mode.
     pub mode: String,
+    /// The region it plays in.
     pub region: String,
     /// Members needed before the lobby can be READY.
     pub min: u16,
+    /// Most members it takes.
     pub max: u16,
+    /// Who may find and join it.
     pub visibility: LobbyVisibility,
     /// "" for none.
     pub password: String,
@@ -123,13 +150,15 @@ impl NewLobby {
     }
 }
 
-/// What [`Client::lobby_update`] changes; `None` leaves a field as it is.
+/// What [`Client::lobby_update`](crate::Client::lobby_update) changes;
+/// `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LobbyChanges {
     /// Replaces every setting.
     pub settings: Option<Vec<(String, String)>>,
     /// `(min, max)`.
     pub capacity: Option<(u16, u16)>,
+    /// Who may find and join it.
     pub visibility: Option<LobbyVisibility>,
     /// `Some("")` removes the password.
     pub password: Option<String>,
@@ -152,24 +181,30 @@ pub struct LobbyChanges {
 /// - CLOSED: the lobby is gone.
 ///
 /// Every change bumps `version`: when an event's version is not one more than
-/// the last one seen, events were missed — call [`Client::lobby_get`] for a
-/// snapshot.
+/// the last one seen, events were missed — call
+/// [`Client::lobby_get`](crate::Client::lobby_get) for a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LobbyEvent {
+    /// The lobby that changed.
     pub lobby_id: String,
+    /// The lobby's version after the change.
     pub version: u64,
+    /// What happened; see the type docs.
     pub kind: LobbyEventKind,
     /// The member the event is about, when it is about one.
     pub user: Option<ChatUser>,
+    /// For MEMBER_READY: ready (true) or not.
     pub ready: bool,
+    /// Why, for the kinds that say (KICKED); "" otherwise.
     pub reason: String,
-    /// The state, for the kinds that carry it (boxed to keep [`Event`]
-    /// small).
+    /// The state, for the kinds that carry it (boxed to keep
+    /// [`Event`](crate::Event) small).
     pub lobby: Option<Box<Lobby>>,
+    /// When it happened (Unix ms).
     pub at_ms: i64,
 }
 
-fn settings<'a>(
+pub(crate) fn settings<'a>(
     v: Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<wire::Setting<'a>>>>,
 ) -> Vec<(String, String)> {
     v.map(|v| {
@@ -185,7 +220,7 @@ fn settings<'a>(
     .unwrap_or_default()
 }
 
-fn member(m: wire::LobbyMember<'_>) -> LobbyMember {
+pub(crate) fn member(m: wire::LobbyMember<'_>) -> LobbyMember {
     LobbyMember {
         user: user(m.user()),
         ready: m.ready(),
@@ -195,7 +230,7 @@ fn member(m: wire::LobbyMember<'_>) -> LobbyMember {
     }
 }
 
-fn lobby(l: wire::LobbyState<'_>) -> Lobby {
+pub(crate) fn lobby(l: wire::LobbyState<'_>) -> Lobby {
     Lobby {
         id: l.id().unwrap_or_default().to_owned(),
         game: l.game().unwrap_or_default().to_owned(),
@@ -221,7 +256,7 @@ fn lobby(l: wire::LobbyState<'_>) -> Lobby {
     }
 }
 
-fn summary(s: wire::LobbySummary<'_>) -> LobbySummary {
+pub(crate) fn summary(s: wire::LobbySummary<'_>) -> LobbySummary {
     LobbySummary {
         id: s.id().unwrap_or_default().to_owned(),
         game: s.game().unwrap_or_default().to_owned(),
@@ -232,25 +267,6 @@ fn summary(s: wire::LobbySummary<'_>) -> LobbySummary {
         has_password: s.has_password(),
         status: s.status(),
     }
-}
-
-/// The lobby event a server frame carries, if it is one. `seq` is the
-/// frame's sequence number.
-pub(crate) fn lobby_event(frame: &Frame<'_>, seq: u64) -> Option<Event> {
-    let e = frame.body_as_lobby_event()?;
-    Some(Event::Lobby {
-        event: LobbyEvent {
-            lobby_id: e.lobby_id().unwrap_or_default().to_owned(),
-            version: e.version(),
-            kind: e.kind(),
-            user: e.user().map(|u| user(Some(u))),
-            ready: e.ready(),
-            reason: e.reason().unwrap_or_default().to_owned(),
-            lobby: e.lobby().map(|l| Box::new(lobby(l))),
-            at_ms: e.at_ms(),
-        },
-        seq,
-    })
 }
 
 pub(crate) fn decode_lobby_reply(buf: &[u8]) -> Result<Lobby, ClientError> {
@@ -291,215 +307,25 @@ pub(crate) fn decode_lobby_list_page(buf: &[u8]) -> Result<LobbyListPage, Client
     })
 }
 
-fn borrowed(settings: &[(String, String)]) -> Vec<(&str, &str)> {
-    settings
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect()
-}
-
-impl Client {
-    /// `lobby:create`: this user becomes host; with `chat`, the lobby chat
-    /// (`lobby:<id>`) is joined for this session. Returns the new lobby.
-    /// LOBBY_ERROR when the request does not fit (capacity, settings, …).
-    pub async fn lobby_create(&self, new: &NewLobby) -> Result<Lobby, ClientError> {
-        let fields = LobbyCreateFields {
-            game: &new.game,
-            mode: &new.mode,
-            region: &new.region,
-            min: new.min,
-            max: new.max,
-            visibility: new.visibility,
-            password: &new.password,
-            chat: new.chat,
-            settings: borrowed(&new.settings),
-        };
-        let buf = self
-            .request(|enc, id| enc.lobby_create(id, &fields))
-            .await?;
-        decode_lobby_reply(&buf)
-    }
-
-    /// `lobby:join` with `password` ("" for none). Returns the full state;
-    /// the other members get MEMBER_JOINED. Refusals: LOBBY_NOT_FOUND,
-    /// LOBBY_ERROR (full, locked, wrong password, not invited, …).
-    pub async fn lobby_join(&self, lobby_id: &str, password: &str) -> Result<Lobby, ClientError> {
-        let buf = self
-            .request(|enc, id| enc.lobby_join(id, lobby_id, password))
-            .await?;
-        decode_lobby_reply(&buf)
-    }
-
-    /// `lobby:leave`: the others get MEMBER_LEFT (and HOST_CHANGED when this
-    /// user was host).
-    pub async fn lobby_leave(&self, lobby_id: &str) -> Result<(), ClientError> {
-        let buf = self.lobby_op(LobbyOpKind::LEAVE, lobby_id, "", "").await?;
-        decode_lobby_left(&buf)
-    }
-
-    /// Mark this user ready (or not); members get MEMBER_READY, and ALL_READY
-    /// or NOT_READY when the lobby's status changes.
-    pub async fn lobby_ready(&self, lobby_id: &str, ready: bool) -> Result<Lobby, ClientError> {
-        let op = if ready {
-            LobbyOpKind::READY
-        } else {
-            LobbyOpKind::UNREADY
-        };
-        let buf = self.lobby_op(op, lobby_id, "", "").await?;
-        decode_lobby_reply(&buf)
-    }
-
-    /// Host only: remove `user_id` with a `reason` ("" for none). They get
-    /// KICKED, the others MEMBER_KICKED.
-    pub async fn lobby_kick(
-        &self,
-        lobby_id: &str,
-        user_id: &str,
-        reason: &str,
-    ) -> Result<Lobby, ClientError> {
-        let buf = self
-            .lobby_op(LobbyOpKind::KICK, lobby_id, user_id, reason)
-            .await?;
-        decode_lobby_reply(&buf)
-    }
-
-    /// `lobby:update` (host only): change what `changes` sets; members get
-    /// UPDATED with the new state.
-    pub async fn lobby_update(
-        &self,
-        lobby_id: &str,
-        changes: &LobbyChanges,
-    ) -> Result<Lobby, ClientError> {
-        let fields = LobbyUpdateFields {
-            lobby_id,
-            settings: changes.settings.as_deref().map(borrowed),
-            capacity: changes.capacity,
-            visibility: changes.visibility,
-            password: changes.password.as_deref(),
-            lock: changes.lock,
-        };
-        let buf = self
-            .request(|enc, id| enc.lobby_update(id, &fields))
-            .await?;
-        decode_lobby_reply(&buf)
-    }
-
-    /// Host only: `user_id` (a member) becomes host; members get
-    /// HOST_CHANGED.
-    pub async fn lobby_transfer_host(
-        &self,
-        lobby_id: &str,
-        user_id: &str,
-    ) -> Result<Lobby, ClientError> {
-        let buf = self
-            .lobby_op(LobbyOpKind::TRANSFER_HOST, lobby_id, user_id, "")
-            .await?;
-        decode_lobby_reply(&buf)
-    }
-
-    /// Host only: the lobby goes IN_GAME and members get STARTED with
-    /// `connection` (the game server's connection payload) in the state.
-    pub async fn lobby_start(
-        &self,
-        lobby_id: &str,
-        connection: &str,
-    ) -> Result<Lobby, ClientError> {
-        let buf = self
-            .lobby_op(LobbyOpKind::START, lobby_id, "", connection)
-            .await?;
-        decode_lobby_reply(&buf)
-    }
-
-    /// Host only: close the lobby; members get CLOSED.
-    pub async fn lobby_close(&self, lobby_id: &str) -> Result<(), ClientError> {
-        let buf = self.lobby_op(LobbyOpKind::CLOSE, lobby_id, "", "").await?;
-        decode_lobby_left(&buf)
-    }
-
-    /// Any member: invite `user_id`, who gets a notification and may then
-    /// join (even an INVITE_ONLY lobby).
-    pub async fn lobby_invite(&self, lobby_id: &str, user_id: &str) -> Result<(), ClientError> {
-        let buf = self
-            .lobby_op(LobbyOpKind::INVITE, lobby_id, user_id, "")
-            .await?;
-        decode_lobby_invited(&buf)
-    }
-
-    /// The lobby's state now (members, or anyone for a PUBLIC lobby): the
-    /// way to re-sync after a gap in [`LobbyEvent::version`].
-    pub async fn lobby_get(&self, lobby_id: &str) -> Result<Lobby, ClientError> {
-        let buf = self.lobby_op(LobbyOpKind::GET, lobby_id, "", "").await?;
-        decode_lobby_reply(&buf)
-    }
-
-    async fn lobby_op(
-        &self,
-        op: LobbyOpKind,
-        lobby_id: &str,
-        user_id: &str,
-        text: &str,
-    ) -> Result<bytes::Bytes, ClientError> {
-        self.request(|enc, id| enc.lobby_op(id, op, lobby_id, user_id, text))
-            .await
-    }
-
-    /// A page of PUBLIC, joinable lobbies by id: "" matches any `game`,
-    /// `mode` or `region`; `min_free` is the free slots needed; `after` is
-    /// the previous page's `next_after` ("" for the first page); `limit` is
-    /// 1..=100.
-    pub async fn lobby_list(
-        &self,
-        game: &str,
-        mode: &str,
-        region: &str,
-        min_free: u16,
-        after: &str,
-        limit: u16,
-    ) -> Result<LobbyListPage, ClientError> {
-        let fields = LobbyListFields {
-            game,
-            mode,
-            region,
-            min_free,
-            after,
-            limit,
-        };
-        let buf = self.request(|enc, id| enc.lobby_list(id, &fields)).await?;
-        decode_lobby_list_page(&buf)
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use huddle_schema::encode::{
-        LobbyEventFields, LobbyStateFields, LobbySummaryFields, MemberFields, UserFields,
-    };
+    use huddle_schema::encode::{LobbyStateFields, LobbySummaryFields, MemberFields, UserFields};
     use huddle_schema::wire::ErrorCode;
-    use huddle_schema::{stamp_seq, verify_frame, Encoder, EventFrame};
+    use huddle_schema::Encoder;
 
-    /// Decodes an event frame as the driver does, with `seq` stamped in.
-    fn event(frame: EventFrame, seq: u64) -> Option<Event> {
-        let mut bytes = frame.bytes.to_vec();
-        if let Some(at) = frame.seq_at {
-            stamp_seq(&mut bytes, at, seq);
-        }
-        let frame = verify_frame(&bytes, 1 << 20).unwrap();
-        lobby_event(&frame, frame.seq())
-    }
-
-    const ALICE: UserFields<'static> = UserFields {
+    pub(crate) const ALICE: UserFields<'static> = UserFields {
         id: "u-alice",
         username: "alice",
         display_name: "Alice",
     };
-    const BOB: UserFields<'static> = UserFields {
+    pub(crate) const BOB: UserFields<'static> = UserFields {
         id: "u-bob",
         username: "bob",
         display_name: "Bob",
     };
 
-    fn chat_user(u: UserFields<'_>) -> ChatUser {
+    pub(crate) fn chat_user(u: UserFields<'_>) -> ChatUser {
         ChatUser {
             id: u.id.into(),
             username: u.username.into(),
@@ -507,7 +333,7 @@ mod tests {
         }
     }
 
-    fn sample_fields() -> LobbyStateFields<'static> {
+    pub(crate) fn sample_fields() -> LobbyStateFields<'static> {
         LobbyStateFields {
             id: "l-1",
             game: "arena",
@@ -545,7 +371,7 @@ mod tests {
         }
     }
 
-    fn sample_lobby() -> Lobby {
+    pub(crate) fn sample_lobby() -> Lobby {
         Lobby {
             id: "l-1".into(),
             game: "arena".into(),
@@ -771,95 +597,6 @@ mod tests {
             decode_lobby_list_page(&wrong),
             Err(ClientError::Protocol(_))
         ));
-    }
-
-    #[test]
-    fn decodes_lobby_events() {
-        let mut enc = Encoder::new();
-        let frame = enc.lobby_event(&LobbyEventFields {
-            lobby_id: "l-1",
-            version: 8,
-            kind: LobbyEventKind::MEMBER_READY,
-            user: Some(BOB),
-            ready: true,
-            reason: "",
-            lobby: None,
-            at_ms: 1234,
-        });
-        assert!(frame.seq_at.is_some(), "lobby events are reliable");
-        assert_eq!(
-            event(frame, 21),
-            Some(Event::Lobby {
-                event: LobbyEvent {
-                    lobby_id: "l-1".into(),
-                    version: 8,
-                    kind: LobbyEventKind::MEMBER_READY,
-                    user: Some(chat_user(BOB)),
-                    ready: true,
-                    reason: String::new(),
-                    lobby: None,
-                    at_ms: 1234,
-                },
-                seq: 21,
-            })
-        );
-
-        let frame = enc.lobby_event(&LobbyEventFields {
-            lobby_id: "l-1",
-            version: 7,
-            kind: LobbyEventKind::STARTED,
-            user: None,
-            ready: false,
-            reason: "",
-            lobby: Some(sample_fields()),
-            at_ms: 99,
-        });
-        assert_eq!(
-            event(frame, 22),
-            Some(Event::Lobby {
-                event: LobbyEvent {
-                    lobby_id: "l-1".into(),
-                    version: 7,
-                    kind: LobbyEventKind::STARTED,
-                    user: None,
-                    ready: false,
-                    reason: String::new(),
-                    lobby: Some(Box::new(sample_lobby())),
-                    at_ms: 99,
-                },
-                seq: 22,
-            })
-        );
-
-        let frame = enc.lobby_event(&LobbyEventFields {
-            lobby_id: "l-1",
-            version: 9,
-            kind: LobbyEventKind::KICKED,
-            user: Some(BOB),
-            ready: false,
-            reason: "afk",
-            lobby: None,
-            at_ms: 5,
-        });
-        let Some(Event::Lobby { event: e, seq }) = event(frame, 23) else {
-            panic!("not a lobby event");
-        };
-        assert_eq!(seq, 23);
-        assert_eq!(e.kind, LobbyEventKind::KICKED);
-        assert_eq!(e.reason, "afk");
-    }
-
-    #[test]
-    fn other_frames_are_not_lobby_events() {
-        let mut enc = Encoder::new();
-        assert_eq!(event(enc.echo_event("u", b"x", true), 1), None);
-        assert_eq!(
-            event(enc.friend_event("u", wire::Relation::FRIEND, 1), 2),
-            None
-        );
-        let reply = enc.lobby_reply(1, &sample_fields());
-        let frame = verify_frame(&reply, 1 << 20).unwrap();
-        assert_eq!(lobby_event(&frame, 0), None);
     }
 
     #[test]

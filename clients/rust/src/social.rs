@@ -1,24 +1,27 @@
-//! Friends and notifications: typed requests (`friend:request`, `accept`,
-//! `reject`, `cancel`, `remove`, `block`, `unblock`, the friend list,
-//! notification pages, mark-read and delete) on [`Client`], the reply types,
-//! and the decoding of `friend:update`, `notification:new` and
-//! `notification:count` events for the event stream.
+//! Friends and notifications: the reply types of the friend requests
+//! (`friend:request`, `accept`, `reject`, `cancel`, `remove`, `block`,
+//! `unblock`, the friend list) and the notification requests (pages,
+//! mark-read, delete), which are methods of [`Client`](crate::Client), and
+//! the decoding of the tables and replies they carry.
 //!
-//! Owns the mapping between friends and notifications frames and Rust types
-//! only; connection handling stays in the driver. It must never panic on a
-//! frame from the network: missing fields decode to defaults (empty strings,
-//! zeros, OFFLINE presence).
+//! Owns the mapping between friends and notifications tables and Rust types
+//! only. It sits below the events and the client (the requests live in
+//! `client::social`, the event decoding in `event::social`), so it must never
+//! refer to either. It must never panic on a frame from the network: missing
+//! fields decode to defaults (empty strings, zeros, OFFLINE presence).
 
 use huddle_schema::encode::PresenceEntry;
-use huddle_schema::wire::{self, DeliveryChannel, DeliveryState, Frame, FriendAction, Relation};
+use huddle_schema::wire::{self, DeliveryChannel, DeliveryState, Relation};
 
-use crate::client::{presence_entry, reply_frame, unexpected, Client, Event};
 use crate::error::ClientError;
+use crate::reply::{presence_entry, reply_frame, unexpected};
 
-/// The reply to a friend operation ([`Client::friend_request`] and the
+/// The reply to a friend operation
+/// ([`Client::friend_request`](crate::Client::friend_request) and the
 /// others): the relation afterwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FriendOpDone {
+    /// The other user.
     pub user_id: String,
     /// As this user sees it: BLOCKED means "I blocked them".
     pub relation: Relation,
@@ -26,11 +29,13 @@ pub struct FriendOpDone {
     pub since_ms: i64,
 }
 
-/// One row of [`Client::friends`]: a friend, a request either way, or a
-/// block.
+/// One row of [`Client::friends`](crate::Client::friends): a friend, a
+/// request either way, or a block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Friend {
+    /// The other user.
     pub user_id: String,
+    /// The relation, as this user sees it.
     pub relation: Relation,
     /// When the current relation began (Unix ms).
     pub since_ms: i64,
@@ -41,13 +46,16 @@ pub struct Friend {
 /// One delivery channel's state on a [`Notification`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelStatus {
+    /// IN_APP, PUSH or EMAIL.
     pub channel: DeliveryChannel,
     /// PENDING until the channel's webhook answered (SENT) or gave up
     /// (FAILED); IN_APP is SENT once stored.
     pub state: DeliveryState,
     /// Why the channel failed ("" otherwise).
     pub error: String,
+    /// Delivery attempts so far.
     pub attempts: u16,
+    /// When the state last changed (Unix ms).
     pub updated_at_ms: i64,
 }
 
@@ -58,18 +66,25 @@ pub struct Notification {
     pub id: u64,
     /// What happened: "friend.request", "friend.accepted", "announcement", …
     pub kind: String,
+    /// A short headline.
     pub title: String,
+    /// The text ("" when none).
     pub body: String,
     /// Free-form JSON for the game ("" when none).
     pub data: String,
+    /// When it was created (Unix ms).
     pub created_at_ms: i64,
+    /// This user marked it read.
     pub read: bool,
+    /// How each delivery channel fared.
     pub channels: Vec<ChannelStatus>,
 }
 
-/// A page of [`Client::notifications`], newest first.
+/// A page of [`Client::notifications`](crate::Client::notifications),
+/// newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotificationPage {
+    /// Up to the asked limit, newest first.
     pub notifications: Vec<Notification>,
     /// Older notifications exist: ask again with `before_id` = the last id
     /// here.
@@ -83,11 +98,13 @@ pub struct NotificationPage {
 /// This user's notification counts after a mark-read or delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotificationCounts {
+    /// This user's notifications in all.
     pub total: u32,
+    /// Of those, unread.
     pub unread: u32,
 }
 
-fn channel_status(c: wire::ChannelStatus<'_>) -> ChannelStatus {
+pub(crate) fn channel_status(c: wire::ChannelStatus<'_>) -> ChannelStatus {
     ChannelStatus {
         channel: c.channel(),
         state: c.state(),
@@ -97,7 +114,7 @@ fn channel_status(c: wire::ChannelStatus<'_>) -> ChannelStatus {
     }
 }
 
-fn notification(n: wire::Notification<'_>) -> Notification {
+pub(crate) fn notification(n: wire::Notification<'_>) -> Notification {
     Notification {
         id: n.id(),
         kind: n.kind().unwrap_or_default().to_owned(),
@@ -113,7 +130,7 @@ fn notification(n: wire::Notification<'_>) -> Notification {
     }
 }
 
-fn friend(r: wire::FriendRow<'_>) -> Friend {
+pub(crate) fn friend(r: wire::FriendRow<'_>) -> Friend {
     let user_id = r.user_id().unwrap_or_default().to_owned();
     let presence = r
         .presence()
@@ -133,34 +150,7 @@ fn friend(r: wire::FriendRow<'_>) -> Friend {
     }
 }
 
-/// The friends or notifications event a server frame carries, if it is one.
-/// `seq` is the frame's sequence number.
-pub(crate) fn social_event(frame: &Frame<'_>, seq: u64) -> Option<Event> {
-    if let Some(e) = frame.body_as_friend_event() {
-        return Some(Event::FriendUpdate {
-            user_id: e.user_id().unwrap_or_default().to_owned(),
-            relation: e.relation(),
-            since_ms: e.since_ms(),
-            seq,
-        });
-    }
-    if let Some(e) = frame.body_as_notification_event() {
-        return Some(Event::Notification {
-            notification: notification(e.notification()?),
-            seq,
-        });
-    }
-    if let Some(e) = frame.body_as_notification_count_event() {
-        return Some(Event::NotificationCount {
-            total: e.total(),
-            unread: e.unread(),
-            seq,
-        });
-    }
-    None
-}
-
-fn decode_friend_op_done(buf: &[u8]) -> Result<FriendOpDone, ClientError> {
+pub(crate) fn decode_friend_op_done(buf: &[u8]) -> Result<FriendOpDone, ClientError> {
     let frame = reply_frame(buf)?;
     let d = frame
         .body_as_friend_op_done()
@@ -172,7 +162,7 @@ fn decode_friend_op_done(buf: &[u8]) -> Result<FriendOpDone, ClientError> {
     })
 }
 
-fn decode_friend_list_page(buf: &[u8]) -> Result<Vec<Friend>, ClientError> {
+pub(crate) fn decode_friend_list_page(buf: &[u8]) -> Result<Vec<Friend>, ClientError> {
     let frame = reply_frame(buf)?;
     let page = frame
         .body_as_friend_list_page()
@@ -183,7 +173,7 @@ fn decode_friend_list_page(buf: &[u8]) -> Result<Vec<Friend>, ClientError> {
         .unwrap_or_default())
 }
 
-fn decode_notification_page(buf: &[u8]) -> Result<NotificationPage, ClientError> {
+pub(crate) fn decode_notification_page(buf: &[u8]) -> Result<NotificationPage, ClientError> {
     let frame = reply_frame(buf)?;
     let page = frame
         .body_as_notification_page()
@@ -199,7 +189,7 @@ fn decode_notification_page(buf: &[u8]) -> Result<NotificationPage, ClientError>
     })
 }
 
-fn decode_notification_counts(buf: &[u8]) -> Result<NotificationCounts, ClientError> {
+pub(crate) fn decode_notification_counts(buf: &[u8]) -> Result<NotificationCounts, ClientError> {
     let frame = reply_frame(buf)?;
     let c = frame
         .body_as_notification_counts()
@@ -210,137 +200,14 @@ fn decode_notification_counts(buf: &[u8]) -> Result<NotificationCounts, ClientEr
     })
 }
 
-impl Client {
-    /// `friend:request`: ask `user_id` to be friends. When they already asked
-    /// this user, this accepts their request instead. Both users get
-    /// [`Event::FriendUpdate`]. FRIEND_ERROR when it does not fit the current
-    /// relation (e.g. befriending oneself).
-    pub async fn friend_request(&self, user_id: &str) -> Result<FriendOpDone, ClientError> {
-        self.friend_op(FriendAction::REQUEST, user_id).await
-    }
-
-    /// `friend:accept`: accept `user_id`'s request. FRIEND_ERROR when there
-    /// is none.
-    pub async fn friend_accept(&self, user_id: &str) -> Result<FriendOpDone, ClientError> {
-        self.friend_op(FriendAction::ACCEPT, user_id).await
-    }
-
-    /// `friend:reject`: turn down `user_id`'s request. FRIEND_ERROR when
-    /// there is none.
-    pub async fn friend_reject(&self, user_id: &str) -> Result<FriendOpDone, ClientError> {
-        self.friend_op(FriendAction::REJECT, user_id).await
-    }
-
-    /// `friend:cancel`: withdraw this user's request to `user_id`.
-    /// FRIEND_ERROR when there is none.
-    pub async fn friend_cancel(&self, user_id: &str) -> Result<FriendOpDone, ClientError> {
-        self.friend_op(FriendAction::CANCEL, user_id).await
-    }
-
-    /// `friend:remove`: stop being friends with `user_id`. FRIEND_ERROR when
-    /// not friends.
-    pub async fn friend_remove(&self, user_id: &str) -> Result<FriendOpDone, ClientError> {
-        self.friend_op(FriendAction::REMOVE, user_id).await
-    }
-
-    /// `friend:block`: block `user_id` (ends any friendship or request). The
-    /// blocked user sees NONE and is never told.
-    pub async fn block(&self, user_id: &str) -> Result<FriendOpDone, ClientError> {
-        self.friend_op(FriendAction::BLOCK, user_id).await
-    }
-
-    /// `friend:unblock`: lift this user's block on `user_id`. FRIEND_ERROR
-    /// when not blocked.
-    pub async fn unblock(&self, user_id: &str) -> Result<FriendOpDone, ClientError> {
-        self.friend_op(FriendAction::UNBLOCK, user_id).await
-    }
-
-    async fn friend_op(
-        &self,
-        action: FriendAction,
-        user_id: &str,
-    ) -> Result<FriendOpDone, ClientError> {
-        let buf = self
-            .request(|enc, id| enc.friend_op(id, action, user_id))
-            .await?;
-        decode_friend_op_done(&buf)
-    }
-
-    /// This user's friends, requests both ways and blocks, each with
-    /// presence (OFFLINE for anyone but friends).
-    pub async fn friends(&self) -> Result<Vec<Friend>, ClientError> {
-        let buf = self.request(|enc, id| enc.friend_list(id)).await?;
-        decode_friend_list_page(&buf)
-    }
-
-    /// A page of this user's notifications, newest first: older than
-    /// `before_id` (0 = from the newest), at most `limit` (1..=100), only
-    /// unread ones with `unread_only`.
-    pub async fn notifications(
-        &self,
-        before_id: u64,
-        limit: u16,
-        unread_only: bool,
-    ) -> Result<NotificationPage, ClientError> {
-        let buf = self
-            .request(|enc, id| enc.notification_list(id, before_id, limit, unread_only))
-            .await?;
-        decode_notification_page(&buf)
-    }
-
-    /// Mark one notification read; returns the counts afterwards (also sent
-    /// as [`Event::NotificationCount`]). NOTIFICATION_NOT_FOUND when this
-    /// user has no such notification.
-    pub async fn notification_mark_read(
-        &self,
-        notification_id: u64,
-    ) -> Result<NotificationCounts, ClientError> {
-        let buf = self
-            .request(|enc, id| enc.notification_mark_read(id, notification_id, false))
-            .await?;
-        decode_notification_counts(&buf)
-    }
-
-    /// Mark every notification of this user read; returns the counts
-    /// afterwards.
-    pub async fn notification_mark_all_read(&self) -> Result<NotificationCounts, ClientError> {
-        let buf = self
-            .request(|enc, id| enc.notification_mark_read(id, 0, true))
-            .await?;
-        decode_notification_counts(&buf)
-    }
-
-    /// Delete one notification; returns the counts afterwards.
-    /// NOTIFICATION_NOT_FOUND when this user has no such notification.
-    pub async fn notification_delete(
-        &self,
-        notification_id: u64,
-    ) -> Result<NotificationCounts, ClientError> {
-        let buf = self
-            .request(|enc, id| enc.notification_delete(id, notification_id))
-            .await?;
-        decode_notification_counts(&buf)
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use huddle_schema::encode::{ChannelFields, FriendEntry, NotificationFields};
     use huddle_schema::wire::{ErrorCode, PresenceStatus};
-    use huddle_schema::{stamp_seq, verify_frame, Encoder, EventFrame};
+    use huddle_schema::Encoder;
 
-    /// Decodes an event frame as the driver does, with `seq` stamped in.
-    fn event(frame: EventFrame, seq: u64) -> Option<Event> {
-        let mut bytes = frame.bytes.to_vec();
-        if let Some(at) = frame.seq_at {
-            stamp_seq(&mut bytes, at, seq);
-        }
-        let frame = verify_frame(&bytes, 1 << 20).unwrap();
-        social_event(&frame, frame.seq())
-    }
-
-    fn sample_fields() -> Vec<NotificationFields<'static>> {
+    pub(crate) fn sample_fields() -> Vec<NotificationFields<'static>> {
         vec![
             NotificationFields {
                 id: 42,
@@ -380,7 +247,7 @@ mod tests {
         ]
     }
 
-    fn sample_notifications() -> Vec<Notification> {
+    pub(crate) fn sample_notifications() -> Vec<Notification> {
         vec![
             Notification {
                 id: 42,
@@ -590,56 +457,5 @@ mod tests {
             decode_notification_counts(&wrong),
             Err(ClientError::Protocol(_))
         ));
-    }
-
-    #[test]
-    fn decodes_friend_events() {
-        let mut enc = Encoder::new();
-        let frame = enc.friend_event("erin", Relation::FRIEND, 555);
-        assert!(frame.seq_at.is_some(), "friend:update is reliable");
-        assert_eq!(
-            event(frame, 17),
-            Some(Event::FriendUpdate {
-                user_id: "erin".into(),
-                relation: Relation::FRIEND,
-                since_ms: 555,
-                seq: 17,
-            })
-        );
-    }
-
-    #[test]
-    fn decodes_notification_events() {
-        let mut enc = Encoder::new();
-        let fields = sample_fields();
-        let frame = enc.notification_event(&fields[0]);
-        assert!(frame.seq_at.is_some(), "notification:new is reliable");
-        assert_eq!(
-            event(frame, 3),
-            Some(Event::Notification {
-                notification: sample_notifications().remove(0),
-                seq: 3,
-            })
-        );
-
-        let frame = enc.notification_count_event(5, 1);
-        assert!(frame.seq_at.is_some(), "notification:count is reliable");
-        assert_eq!(
-            event(frame, 4),
-            Some(Event::NotificationCount {
-                total: 5,
-                unread: 1,
-                seq: 4,
-            })
-        );
-    }
-
-    #[test]
-    fn other_frames_are_not_social_events() {
-        let mut enc = Encoder::new();
-        assert_eq!(event(enc.echo_event("u", b"x", true), 1), None);
-        let pong = enc.pong(0, 0);
-        let frame = verify_frame(&pong, 1 << 20).unwrap();
-        assert_eq!(social_event(&frame, 0), None);
     }
 }

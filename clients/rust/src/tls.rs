@@ -3,8 +3,9 @@
 //! (a dev gateway writes its self-signed one to `<data dir>/tls/cert.pem`), or,
 //! for development only, anything at all.
 //!
-//! Owns building and caching `rustls::ClientConfig`s (always with the `ring`
-//! provider); never opens a socket.
+//! Owns [`TlsOptions`] (re-exported as `transport::TlsOptions`) and building
+//! and caching `rustls::ClientConfig`s (always with the `ring` provider);
+//! never opens a socket and never depends on the transport above it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -14,12 +15,27 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::error::ClientError;
-use crate::transport::TlsOptions;
 
 /// How many distinct TLS configurations are cached. Thousands of connections
 /// with the same options (the load generator) share one configuration, its
 /// root store and its session-resumption cache.
 const CACHE_ENTRIES: usize = 8;
+
+/// Which server certificates a TLS connection (`wss://`, `quic://`) trusts.
+///
+/// The default trusts the web PKI roots and checks the server name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// Trust exactly the certificates of this PEM buffer (instead of the web
+    /// PKI), e.g. a dev gateway's `<data dir>/tls/cert.pem`.
+    pub ca_cert_pem: Option<Vec<u8>>,
+    /// Accept any server certificate. **Development only**: anyone on the path
+    /// can impersonate the gateway. Overrides `ca_cert_pem`.
+    pub accept_invalid_certs: bool,
+    /// The name the server certificate must carry (and the TLS SNI). Defaults
+    /// to the URL host for `wss://` and to `localhost` for `quic://`.
+    pub server_name: Option<String>,
+}
 
 #[derive(PartialEq, Eq)]
 struct Key {

@@ -11,6 +11,9 @@
 //! session state — that is [`crate::client`]'s job — so tests and the load
 //! generator can send anything, oversized or malformed frames included.
 //!
+//! It builds on `tls` (which certificates to trust, [`TlsOptions`]) and
+//! nothing above it.
+//!
 //! Inbound frames are capped at [`MAX_INBOUND_FRAME_BYTES`] (1 MiB); outbound
 //! frames are not capped here.
 //!
@@ -42,6 +45,7 @@ use url::{Host, Url};
 
 use crate::error::ClientError;
 use crate::tls;
+pub use crate::tls::TlsOptions;
 
 /// Largest inbound frame a raw connection accepts, on either transport. It is
 /// above the gateway's default frame limit on purpose, so that a test can see
@@ -91,22 +95,6 @@ pub enum Transport {
     Ws,
     /// QUIC (`quic://`), always TLS 1.3 with ALPN `huddle/1`.
     Quic,
-}
-
-/// Which server certificates a TLS connection (`wss://`, `quic://`) trusts.
-///
-/// The default trusts the web PKI roots and checks the server name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsOptions {
-    /// Trust exactly the certificates of this PEM buffer (instead of the web
-    /// PKI), e.g. a dev gateway's `<data dir>/tls/cert.pem`.
-    pub ca_cert_pem: Option<Vec<u8>>,
-    /// Accept any server certificate. **Development only**: anyone on the path
-    /// can impersonate the gateway. Overrides `ca_cert_pem`.
-    pub accept_invalid_certs: bool,
-    /// The name the server certificate must carry (and the TLS SNI). Defaults
-    /// to the URL host for `wss://` and to `localhost` for `quic://`.
-    pub server_name: Option<String>,
 }
 
 /// A parsed gateway URL.

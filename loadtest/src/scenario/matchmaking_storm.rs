@@ -33,13 +33,15 @@
 //! players were seen are counted (`incomplete_matches`), not measured.
 //! `matches_per_s` counts the matches first seen within `--duration-s`.
 //!
-//! The report is the in-process mode's ([`StormReport`]) with
+//! The report has the in-process simulation's shape ([`StormReport`]) with
 //! `mode: "network"`, the flags of this mode in `params`, and the
 //! connection counts, errors, reply latencies and CPU of the run.
 //!
-//! Owns the end-to-end storm only. It must never put a rating in a client
-//! payload (ratings ride in the token), never block an arrival on a busy
-//! pool, and never wait without a bound.
+//! Owns the end-to-end storm only; it builds on `matchmaking_sim` (the
+//! queue's rules, the distributions, the report's shape), which never refers
+//! back to it. It must never put a rating in a client payload (ratings ride
+//! in the token), never block an arrival on a busy pool, and never wait
+//! without a bound.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -62,7 +64,7 @@ use tokio::time::{interval, sleep, Instant, MissedTickBehavior};
 
 use super::{print_failures, setup_outcome, transport_name, wait_for_setups, Probes};
 use crate::admin::AdminApi;
-use crate::matchmaking_storm::{
+use crate::matchmaking_sim::{
     draw_latencies, draw_rating, match_balance, rules, StormParams, StormReport, REGIONS,
 };
 use crate::report::{self, Loadgen, Percentiles, Server};
@@ -86,6 +88,10 @@ const EVENT_BUFFER: usize = 256;
 const COMMAND_BUFFER: usize = 4;
 /// Waits up to an hour, ms, at 3 significant digits.
 const WAIT_MS_MAX: u64 = 3_600_000;
+
+/// The report of this mode: the simulation's shape with this mode's flags
+/// and figures.
+type NetworkReport = StormReport<NetParams, NetFigures>;
 
 /// This mode's flags, in the report's `params` after the shared ones.
 #[derive(Debug, Serialize)]
@@ -317,7 +323,7 @@ pub(super) async fn run(
     source_ips: u32,
     setup: Arc<Setup>,
     probes: Probes,
-) -> anyhow::Result<StormReport> {
+) -> anyhow::Result<NetworkReport> {
     let admin = AdminApi::new(&args.admin_url, args.admin_token.clone())?;
     let rules = rules(args.teams, args.team_size);
     admin
@@ -496,7 +502,7 @@ pub(super) async fn run(
 }
 
 /// The human summary, on stderr.
-fn summarize(r: &StormReport) {
+fn summarize(r: &NetworkReport) {
     if let Some(n) = &r.network {
         eprintln!(
             "matchmaking-storm over {}: {} players ({} failed, {} dropped later)",

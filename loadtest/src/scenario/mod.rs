@@ -9,7 +9,7 @@
 mod chat_fanout;
 mod connect_storm;
 mod lobby_churn;
-pub(crate) mod matchmaking_storm;
+mod matchmaking_storm;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;

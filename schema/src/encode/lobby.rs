@@ -10,98 +10,155 @@ use crate::wire::{self, Body, LobbyEventKind, LobbyOpKind, LobbyStatus, LobbyVis
 /// One member in a [`LobbyStateFields`].
 #[derive(Debug, Clone, Copy)]
 pub struct MemberFields<'a> {
+    /// Who the member is.
     pub user: UserFields<'a>,
+    /// The member marked themselves ready.
     pub ready: bool,
+    /// False while the member's sessions are gone (grace period).
     pub connected: bool,
     /// -1 without a team.
     pub team: i16,
+    /// When they joined (Unix ms).
     pub joined_at_ms: i64,
 }
 
 /// A lobby's full state.
 #[derive(Debug, Clone)]
 pub struct LobbyStateFields<'a> {
+    /// The lobby id.
     pub id: &'a str,
+    /// The game it is for.
     pub game: &'a str,
+    /// The game mode.
     pub mode: &'a str,
+    /// The region it plays in.
     pub region: &'a str,
+    /// Members needed before it can be READY.
     pub min: u16,
+    /// Most members it takes.
     pub max: u16,
+    /// Who may find and join it.
     pub visibility: LobbyVisibility,
+    /// Joining takes a password.
     pub has_password: bool,
+    /// The lobby has a chat, `lobby:<id>`.
     pub chat: bool,
+    /// No one else may join.
     pub locked: bool,
+    /// OPEN, READY, IN_GAME, …
     pub status: LobbyStatus,
+    /// The host's user id.
     pub host: &'a str,
+    /// In joining order.
     pub members: Vec<MemberFields<'a>>,
+    /// Game-defined key/value pairs.
     pub settings: Vec<(&'a str, &'a str)>,
+    /// The game server's connection payload once started ("" before).
     pub connection: &'a str,
+    /// Bumped on every change.
     pub version: u64,
+    /// When it was created (Unix ms).
     pub created_at_ms: i64,
+    /// When it last changed (Unix ms).
     pub updated_at_ms: i64,
 }
 
 /// A `LobbyCreate` request.
 #[derive(Debug, Clone)]
 pub struct LobbyCreateFields<'a> {
+    /// The game it is for.
     pub game: &'a str,
+    /// The game mode.
     pub mode: &'a str,
+    /// The region it plays in.
     pub region: &'a str,
+    /// Members needed before it can be READY.
     pub min: u16,
+    /// Most members it takes.
     pub max: u16,
+    /// Who may find and join it.
     pub visibility: LobbyVisibility,
     /// "" for none.
     pub password: &'a str,
+    /// Create the lobby chat and join it for this session.
     pub chat: bool,
+    /// Game-defined key/value pairs.
     pub settings: Vec<(&'a str, &'a str)>,
 }
 
 /// A `LobbyUpdate` request; `None` leaves a field unchanged.
 #[derive(Debug, Clone, Default)]
 pub struct LobbyUpdateFields<'a> {
+    /// The lobby to change.
     pub lobby_id: &'a str,
+    /// Replaces every setting.
     pub settings: Option<Vec<(&'a str, &'a str)>>,
+    /// `(min, max)`.
     pub capacity: Option<(u16, u16)>,
+    /// Who may find and join it.
     pub visibility: Option<LobbyVisibility>,
     /// `Some("")` removes the password.
     pub password: Option<&'a str>,
+    /// Lock (`true`) or unlock (`false`) the lobby.
     pub lock: Option<bool>,
 }
 
 /// One row of a `LobbyListPage`.
 #[derive(Debug, Clone, Copy)]
 pub struct LobbySummaryFields<'a> {
+    /// The lobby id.
     pub id: &'a str,
+    /// The game it is for.
     pub game: &'a str,
+    /// The game mode.
     pub mode: &'a str,
+    /// The region it plays in.
     pub region: &'a str,
+    /// Members now.
     pub members: u16,
+    /// Most members it takes.
     pub max: u16,
+    /// Joining takes a password.
     pub has_password: bool,
+    /// Where the lobby stands (OPEN, READY, …).
     pub status: LobbyStatus,
 }
 
 /// A `LobbyList` request.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LobbyListFields<'a> {
+    /// The game to list ("" for any).
     pub game: &'a str,
+    /// The mode to list ("" for any).
     pub mode: &'a str,
+    /// The region to list ("" for any).
     pub region: &'a str,
+    /// Free slots a listed lobby must have.
     pub min_free: u16,
+    /// The previous page's `next_after` ("" for the first page).
     pub after: &'a str,
+    /// Most rows on the page (1..=100).
     pub limit: u16,
 }
 
 /// A `LobbyEvent`.
 #[derive(Debug, Clone)]
 pub struct LobbyEventFields<'a> {
+    /// The lobby that changed.
     pub lobby_id: &'a str,
+    /// The lobby's version after the change.
     pub version: u64,
+    /// What happened.
     pub kind: LobbyEventKind,
+    /// The member it is about, when it is about one.
     pub user: Option<UserFields<'a>>,
+    /// For MEMBER_READY: ready or not.
     pub ready: bool,
+    /// Why, for the kinds that say ("" otherwise).
     pub reason: &'a str,
+    /// The state, for the kinds that carry it.
     pub lobby: Option<LobbyStateFields<'a>>,
+    /// When it happened (Unix ms).
     pub at_ms: i64,
 }
 
@@ -171,6 +228,7 @@ impl Encoder {
         )
     }
 
+    /// `lobby:create` request.
     pub fn lobby_create(&mut self, request_id: u64, c: &LobbyCreateFields<'_>) -> Bytes {
         let settings = Some(self.settings(&c.settings));
         let game = Some(self.fbb.create_string(c.game));
@@ -194,6 +252,7 @@ impl Encoder {
         self.finish_frame(request_id, 0, Body::LobbyCreate, body.as_union_value())
     }
 
+    /// `lobby:join` request (`password` "" for none).
     pub fn lobby_join(&mut self, request_id: u64, lobby_id: &str, password: &str) -> Bytes {
         let lobby_id = Some(self.fbb.create_string(lobby_id));
         let password = (!password.is_empty()).then(|| self.fbb.create_string(password));
@@ -202,6 +261,7 @@ impl Encoder {
         self.finish_frame(request_id, 0, Body::LobbyJoin, body.as_union_value())
     }
 
+    /// `lobby:update` request.
     pub fn lobby_update(&mut self, request_id: u64, u: &LobbyUpdateFields<'_>) -> Bytes {
         let settings = u.settings.as_ref().map(|s| self.settings(s));
         let lobby_id = Some(self.fbb.create_string(u.lobby_id));
@@ -253,18 +313,21 @@ impl Encoder {
         self.finish_frame(request_id, 0, Body::LobbyOp, body.as_union_value())
     }
 
+    /// The reply carrying a lobby's full state (create, join, ready, get, …).
     pub fn lobby_reply(&mut self, request_id: u64, l: &LobbyStateFields<'_>) -> Bytes {
         let lobby = Some(self.lobby_state(l));
         let body = wire::LobbyReply::create(&mut self.fbb, &wire::LobbyReplyArgs { lobby });
         self.finish_reply(request_id, Body::LobbyReply, body.as_union_value())
     }
 
+    /// The reply to leaving (or closing) a lobby.
     pub fn lobby_left(&mut self, request_id: u64, lobby_id: &str) -> Bytes {
         let lobby_id = Some(self.fbb.create_string(lobby_id));
         let body = wire::LobbyLeft::create(&mut self.fbb, &wire::LobbyLeftArgs { lobby_id });
         self.finish_reply(request_id, Body::LobbyLeft, body.as_union_value())
     }
 
+    /// The reply to an invite.
     pub fn lobby_invited(&mut self, request_id: u64, lobby_id: &str, user_id: &str) -> Bytes {
         let lobby_id = Some(self.fbb.create_string(lobby_id));
         let user_id = Some(self.fbb.create_string(user_id));
@@ -275,6 +338,7 @@ impl Encoder {
         self.finish_reply(request_id, Body::LobbyInvited, body.as_union_value())
     }
 
+    /// A request for a page of public, joinable lobbies.
     pub fn lobby_list(&mut self, request_id: u64, q: &LobbyListFields<'_>) -> Bytes {
         let game = Some(self.fbb.create_string(q.game));
         let mode = Some(self.fbb.create_string(q.mode));
@@ -294,6 +358,7 @@ impl Encoder {
         self.finish_frame(request_id, 0, Body::LobbyList, body.as_union_value())
     }
 
+    /// The reply to a lobby list request; `next_after` "" on the last page.
     pub fn lobby_list_page(
         &mut self,
         request_id: u64,

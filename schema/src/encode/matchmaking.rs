@@ -11,24 +11,36 @@ use crate::wire::{self, Body, MatchmakingEventKind, MatchmakingOpKind, TicketSta
 /// A ticket's status as its players see it.
 #[derive(Debug, Clone)]
 pub struct TicketFields<'a> {
+    /// The ticket id (like `17@arena`).
     pub request_id: &'a str,
+    /// The game queued for.
     pub game: &'a str,
+    /// The game mode.
     pub mode: &'a str,
+    /// Searching, found, matched, or how it ended.
     pub state: TicketState,
+    /// Time in the queue so far, ms.
     pub waited_ms: u64,
+    /// The rating spread that applies now.
     pub spread: u32,
+    /// The latency limit that applies now, ms.
     pub latency_ms: u32,
+    /// Tickets ahead, rounded down to 0, 1, 10, 100, …
     pub ahead_band: u64,
     /// -1 while unknown.
     pub estimated_wait_ms: i64,
+    /// Every player of the ticket (a party's members).
     pub players: Vec<&'a str>,
 }
 
 /// A `matchmaking:start` request.
 #[derive(Debug, Clone, Default)]
 pub struct MatchmakingStartFields<'a> {
+    /// The game to queue for.
     pub game: &'a str,
+    /// The game mode.
     pub mode: &'a str,
+    /// Measured latency per region, `(region, ms)`.
     pub latencies: &'a [(&'a str, u32)],
     /// "" for a solo ticket.
     pub lobby_id: &'a str,
@@ -43,15 +55,23 @@ pub struct MatchmakingStartFields<'a> {
 /// A `MatchmakingEvent`; empty strings are left out.
 #[derive(Debug, Clone)]
 pub struct MatchmakingEventFields<'a> {
+    /// What happened.
     pub kind: MatchmakingEventKind,
+    /// The ticket it is about.
     pub request_id: &'a str,
+    /// The ticket status, for the kinds that carry it.
     pub ticket: Option<TicketFields<'a>>,
+    /// The match's id ("" when not about a match).
     pub match_id: &'a str,
+    /// For MATCHED: the match's lobby.
     pub lobby_id: &'a str,
     /// -1 without a team.
     pub team: i16,
+    /// For FOUND: the ready check's deadline (Unix ms).
     pub deadline_ms: i64,
+    /// Why, for the kinds that say ("" otherwise).
     pub reason: &'a str,
+    /// When it happened (Unix ms).
     pub at_ms: i64,
 }
 
@@ -146,6 +166,8 @@ impl Encoder {
         self.finish_frame(request_id, 0, Body::MatchmakingStart, body.as_union_value())
     }
 
+    /// A ticket request other than start (`cancel`, `subscribe`, `status`,
+    /// `accept`, …) on the ticket `ticket`.
     pub fn matchmaking_op(
         &mut self,
         request_id: u64,
@@ -163,6 +185,7 @@ impl Encoder {
         self.finish_frame(request_id, 0, Body::MatchmakingOp, body.as_union_value())
     }
 
+    /// The reply to a matchmaking request: the ticket's status.
     pub fn matchmaking_reply(&mut self, request_id: u64, t: &TicketFields<'_>) -> Bytes {
         let ticket = Some(self.ticket(t));
         let body =

@@ -11,34 +11,49 @@ use crate::wire::{self, Body, DeliveryChannel, DeliveryState, FriendAction, Rela
 /// One row of a [`wire::FriendListPage`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FriendEntry {
+    /// The other user.
     pub user_id: String,
+    /// The relation, as the asking user sees it.
     pub relation: Relation,
+    /// When the current relation began (Unix ms).
     pub since_ms: i64,
+    /// Their presence (OFFLINE for anyone but friends).
     pub presence: PresenceEntry,
 }
 
 /// One delivery channel's state on a notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelFields<'a> {
+    /// IN_APP, PUSH or EMAIL.
     pub channel: DeliveryChannel,
+    /// PENDING, SENT or FAILED.
     pub state: DeliveryState,
     /// Why the channel failed ("" otherwise).
     pub error: &'a str,
+    /// Delivery attempts so far.
     pub attempts: u16,
+    /// When the state last changed (Unix ms).
     pub updated_at_ms: i64,
 }
 
 /// A notification as the wire carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotificationFields<'a> {
+    /// Time-ordered, unique across nodes.
     pub id: u64,
+    /// What happened: "friend.request", "announcement", …
     pub kind: &'a str,
+    /// A short headline.
     pub title: &'a str,
+    /// The text ("" when none).
     pub body: &'a str,
     /// JSON for the game ("" when none).
     pub data: &'a str,
+    /// When it was created (Unix ms).
     pub created_at_ms: i64,
+    /// The user marked it read.
     pub read: bool,
+    /// How each delivery channel fared.
     pub channels: Vec<ChannelFields<'a>>,
 }
 
@@ -70,11 +85,13 @@ impl Encoder {
         self.finish_reply(request_id, Body::FriendOpDone, body.as_union_value())
     }
 
+    /// A request for this user's friends, requests and blocks.
     pub fn friend_list(&mut self, request_id: u64) -> Bytes {
         let body = wire::FriendList::create(&mut self.fbb, &wire::FriendListArgs {});
         self.finish_frame(request_id, 0, Body::FriendList, body.as_union_value())
     }
 
+    /// The reply to a friend list request.
     pub fn friend_list_page(&mut self, request_id: u64, rows: &[FriendEntry]) -> Bytes {
         let rows: Vec<_> = rows
             .iter()
@@ -98,7 +115,8 @@ impl Encoder {
         self.finish_reply(request_id, Body::FriendListPage, body.as_union_value())
     }
 
-    /// friend:update, reliable, to every session of the user whose relation changed.
+    /// friend:update, reliable, to every session of the user whose relation
+    /// changed.
     pub fn friend_event(&mut self, user_id: &str, relation: Relation, since_ms: i64) -> EventFrame {
         let user_id = Some(self.fbb.create_string(user_id));
         let body = wire::FriendEvent::create(
@@ -172,6 +190,8 @@ impl Encoder {
         self.finish_event(true, Body::NotificationCountEvent, body.as_union_value())
     }
 
+    /// A request for a page of notifications: older than `before_id` (0: from
+    /// the newest), at most `limit`, only unread ones with `unread_only`.
     pub fn notification_list(
         &mut self,
         request_id: u64,
@@ -190,6 +210,8 @@ impl Encoder {
         self.finish_frame(request_id, 0, Body::NotificationList, body.as_union_value())
     }
 
+    /// The reply to a notification list request, newest first, with the user's
+    /// counts.
     pub fn notification_page(
         &mut self,
         request_id: u64,
@@ -226,6 +248,7 @@ impl Encoder {
         )
     }
 
+    /// Deletes notification `id`.
     pub fn notification_delete(&mut self, request_id: u64, id: u64) -> Bytes {
         let body =
             wire::NotificationDelete::create(&mut self.fbb, &wire::NotificationDeleteArgs { id });

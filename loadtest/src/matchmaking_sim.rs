@@ -1,17 +1,19 @@
-//! `matchmaking-storm`, in process: feeds a matchmaking queue (the
-//! gateway's own engine, `huddle::core::engine::matchmaking::matcher`) with arrivals at a
-//! given rate on a simulated clock, ticks it like the gateway does, and
-//! reports what players would see: matches per second, waiting times,
-//! rating spread within matches, team rating difference, timeouts — and
-//! the real CPU time of each tick.
+//! The in-process simulation of `matchmaking-storm`: feeds a matchmaking
+//! queue (the gateway's own engine,
+//! `huddle::core::engine::matchmaking::matcher`) with arrivals at a given
+//! rate on a simulated clock, ticks it like the gateway does, and reports
+//! what players would see: matches per second, waiting times, rating spread
+//! within matches, team rating difference, timeouts — and the real CPU time
+//! of each tick.
 //!
 //! Deterministic for a seed; bounded by `--duration-s` of simulated time.
-//! No network. The end-to-end variant (`--url`, in
-//! [`crate::scenario`]'s `matchmaking_storm`) shares what this module owns
-//! besides the simulation: the queue's rules, the rating and latency
-//! distributions, and the report's shape, so both print comparable JSON.
-//! This module must never touch a socket or a real clock (the tick timing
-//! aside).
+//! No network. The end-to-end scenario (`--url`,
+//! `scenario::matchmaking_storm`) builds on what this module owns besides
+//! the simulation: the queue's rules, the rating and latency distributions,
+//! and the report's shape ([`StormParams`] and [`StormReport`], generic over
+//! the figures only that mode has), so both print comparable JSON. The
+//! dependency is one way: this module never refers to the scenarios, and it
+//! must never touch a socket or a real clock (the tick timing aside).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,15 +28,20 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::report::Percentiles;
-use crate::scenario::matchmaking_storm::{NetFigures, NetParams};
 
 /// How often the simulated gateway ticks the queue.
 const TICK_MS: u64 = 250;
 pub(crate) const REGIONS: [&str; 3] = ["eu", "us", "asia"];
 
-/// What the simulation is asked to do.
+/// The end-to-end figures of an in-process run: there are none, so its
+/// `network` fields are always `None`.
 #[derive(Debug, Serialize)]
-pub(crate) struct StormParams {
+pub(crate) enum InProcess {}
+
+/// What a storm is asked to do; `Net` is the end-to-end mode's own flags
+/// ([`InProcess`] here).
+#[derive(Debug, Serialize)]
+pub(crate) struct StormParams<Net> {
     pub(crate) arrivals_per_min: u64,
     pub(crate) duration_s: u64,
     pub(crate) teams: u16,
@@ -42,17 +49,19 @@ pub(crate) struct StormParams {
     pub(crate) seed: u64,
     /// The end-to-end mode's flags; absent in process.
     #[serde(flatten)]
-    pub(crate) network: Option<NetParams>,
+    pub(crate) network: Option<Net>,
 }
 
-/// The report of both modes; fields serialize in declaration order.
+/// The report of both modes; fields serialize in declaration order. `Net`
+/// and `Figures` are the end-to-end mode's flags and figures ([`InProcess`]
+/// for both here).
 #[derive(Debug, Serialize)]
-pub(crate) struct StormReport {
+pub(crate) struct StormReport<Net, Figures> {
     pub(crate) scenario: &'static str,
     pub(crate) target: &'static str,
     /// `in-process` or `network`.
     pub(crate) mode: &'static str,
-    pub(crate) params: StormParams,
+    pub(crate) params: StormParams<Net>,
     pub(crate) tickets: u64,
     pub(crate) matched_tickets: u64,
     pub(crate) matches: u64,
@@ -73,7 +82,7 @@ pub(crate) struct StormReport {
     pub(crate) queue_peak: Option<u64>,
     /// End to end only: connections, skipped arrivals, errors, CPU.
     #[serde(flatten)]
-    pub(crate) network: Option<NetFigures>,
+    pub(crate) network: Option<Figures>,
 }
 
 /// The queue both modes match in: regions [`REGIONS`], spread 100 widening
@@ -172,7 +181,7 @@ fn percentiles(h: &Histogram<u64>) -> Percentiles {
 }
 
 /// Runs the simulation and returns its JSON report.
-pub(crate) fn run(params: StormParams) -> anyhow::Result<String> {
+pub(crate) fn run(params: StormParams<InProcess>) -> anyhow::Result<String> {
     let mut queue = Queue::new(rules(params.teams, params.team_size))
         .map_err(|f| anyhow::anyhow!("{}", f.message))?;
     let mut rng = StdRng::seed_from_u64(params.seed);
@@ -230,7 +239,7 @@ pub(crate) fn run(params: StormParams) -> anyhow::Result<String> {
         }
         now += TICK_MS;
     }
-    let report = StormReport {
+    let report: StormReport<InProcess, InProcess> = StormReport {
         scenario: "matchmaking-storm",
         target: "huddle-engine-in-process",
         mode: "in-process",
