@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod limits;
+pub mod request;
 pub mod session;
 pub mod tls;
 pub mod transport;
