@@ -1,9 +1,14 @@
 //! The edge: what faces clients. Transports, the session shell (handshake,
-//! verification, limits, routing), token verification and TLS.
+//! verification, limits, routing), request decoding, token verification and
+//! TLS, sharing one [`Edge`] context. It never reaches up into `ops`' node
+//! state: the node builds the `Edge` and signals it.
 
 pub mod auth;
+pub mod context;
 pub mod limits;
 pub mod request;
 pub mod session;
 pub mod tls;
 pub mod transport;
+
+pub use context::{Edge, GoAwayTiming};
