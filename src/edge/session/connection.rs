@@ -28,7 +28,6 @@ use crate::core::shard::ShardMsg;
 use crate::edge::limits::TokenBucket;
 use crate::edge::request::{Request, RequestKind};
 use crate::edge::Edge;
-use crate::ops::config::SessionConfig;
 use crate::telemetry::metrics::metrics;
 
 /// What `GoAway` says, and the reason its close (1001) carries.
@@ -75,8 +74,8 @@ pub(super) async fn run<R: FrameReader, W: FrameWriter>(
         follows: None,
     };
     let mut tick = tokio::time::interval_at(
-        tokio::time::Instant::now() + tick_period(cfg),
-        tick_period(cfg),
+        tokio::time::Instant::now() + tick_period(cfg.heartbeat_ms),
+        tick_period(cfg.heartbeat_ms),
     );
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let end = serve_loop(&mut conn, &mut tick, rd, wr).await;
@@ -96,7 +95,7 @@ async fn serve_loop<R: FrameReader, W: FrameWriter>(
     let (edge, at) = (conn.edge, conn.at);
     let cfg = &edge.session;
     let silence = Duration::from_millis(cfg.heartbeat_timeout_ms.into());
-    let quiet = tick_period(cfg);
+    let quiet = tick_period(cfg.heartbeat_ms);
     loop {
         // Unbiased: a busy outbound stream must not starve reads (acks,
         // requests), nor the other way round.
@@ -134,8 +133,8 @@ async fn serve_loop<R: FrameReader, W: FrameWriter>(
 /// The heartbeat tick: half the heartbeat, so a ping goes out within
 /// `heartbeat_ms` of the last frame, and silence is noticed within half a
 /// heartbeat of the timeout.
-fn tick_period(cfg: &SessionConfig) -> Duration {
-    Duration::from_millis(u64::from(cfg.heartbeat_ms / 2).max(1))
+fn tick_period(heartbeat_ms: u32) -> Duration {
+    Duration::from_millis(u64::from(heartbeat_ms / 2).max(1))
 }
 
 fn stopped(stop: Stop) -> End {
