@@ -1,6 +1,7 @@
 //! Admin HTTP: `/healthz` (the process answers), `/readyz` (503 from the
 //! moment the node starts draining), `/metrics` (Prometheus text) and the
-//! operator API under `/v1/` (bearer token `server.admin_token` when set):
+//! operator API under `/v1/` (bearer token `server.admin_token` when set,
+//! checked by the [`Operator`] extractor before anything else of a request):
 //! `POST /v1/drain` takes the node out of service without stopping it;
 //! `POST /v1/channels` creates or reconfigures a chat channel;
 //! `POST /v1/notifications` notifies one user, many, or everyone online;
@@ -9,13 +10,15 @@
 //! with the game server's address; `POST /v1/ratings`,
 //! `PUT /v1/matchmaking/queues` and `POST /v1/matchmaking/backfill[/cancel]`
 //! are in [`matchmaking`].
-//! Never on the client data path.
+//! Never on the client data path; reads and drains the node through
+//! `ops::node`, never through the wiring in `ops::gateway`.
 
 mod matchmaking;
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
@@ -29,7 +32,7 @@ use crate::core::engine::lobbies::{self, LobbySpec, Visibility};
 use crate::core::engine::notifications::{Channel, NewNotification};
 use crate::core::engine::UserId;
 use crate::core::shard::ShardMsg;
-use crate::ops::gateway::Gateway;
+use crate::ops::node::Gateway;
 use crate::telemetry::metrics::metrics;
 
 async fn healthz() -> &'static str {
@@ -80,10 +83,7 @@ async fn prometheus() -> impl IntoResponse {
 /// goes to every connection `server.drain_readyz_ms` later, and from then
 /// on new connections are refused. Answers 202 at once; asking again
 /// changes nothing. There is no undo: restart the process to serve again.
-async fn drain(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Answer {
-    if let Err(denied) = authorized(&gw, &headers) {
-        return denied;
-    }
+async fn drain(_: Operator, State(gw): State<Arc<Gateway>>) -> Answer {
     let began = gw.begin_drain();
     if began {
         let gw = gw.clone();
@@ -124,7 +124,7 @@ pub(crate) type Answer = (StatusCode, String);
 /// The comparison takes the same time wherever the tokens differ, and, on
 /// SHA-256 digests, whatever their lengths: answer times tell nothing of the
 /// token.
-pub(crate) fn authorized(gw: &Gateway, headers: &HeaderMap) -> Result<(), Answer> {
+fn authorized(gw: &Gateway, headers: &HeaderMap) -> Result<(), Answer> {
     use sha2::{Digest, Sha256};
     use subtle::ConstantTimeEq;
     let Some(want) = gw.config.server.admin_token.as_deref() else {
@@ -146,14 +146,24 @@ pub(crate) fn authorized(gw: &Gateway, headers: &HeaderMap) -> Result<(), Answer
     }
 }
 
+/// An operator's request: taking one as a handler argument runs the bearer
+/// check first ([`authorized`]); a request without the right token is
+/// answered 401 before the handler (or its body) is looked at.
+pub(crate) struct Operator;
+
+impl FromRequestParts<Arc<Gateway>> for Operator {
+    type Rejection = Answer;
+
+    async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, Answer> {
+        authorized(gw, &parts.headers).map(|()| Operator)
+    }
+}
+
 async fn create_channel(
+    _: Operator,
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
     Json(req): Json<ChannelRequest>,
 ) -> Answer {
-    if let Err(denied) = authorized(&gw, &headers) {
-        return denied;
-    }
     if let Err(refused) = store_refusal(&gw) {
         return refused;
     }
@@ -212,13 +222,10 @@ const MAX_NOTIFY_USERS: usize = 10_000;
 const MAX_NOTIFY_TEXT: usize = 4096;
 
 async fn notify(
+    _: Operator,
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
     Json(req): Json<NotifyRequest>,
 ) -> Answer {
-    if let Err(denied) = authorized(&gw, &headers) {
-        return denied;
-    }
     if let Err(refused) = store_refusal(&gw) {
         return refused;
     }
@@ -342,13 +349,10 @@ const MAX_BULK_LOBBIES: usize = 1000;
 /// each assigned player gets a `lobby.assigned` notification. Answers the
 /// created ids and, by index, the lobbies refused and why.
 async fn create_lobbies(
+    _: Operator,
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
     Json(req): Json<LobbiesRequest>,
 ) -> Answer {
-    if let Err(denied) = authorized(&gw, &headers) {
-        return denied;
-    }
     // Each lobby notifies its players: refused, before anything is created,
     // while those notifications could not be stored.
     if let Err(refused) = store_refusal(&gw) {
@@ -488,26 +492,20 @@ struct CloseRequest {
 
 /// An operator closes a lobby: every member hears `lobby:closed`.
 async fn close_lobby(
+    _: Operator,
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
     Json(req): Json<CloseRequest>,
 ) -> Answer {
-    if let Err(denied) = authorized(&gw, &headers) {
-        return denied;
-    }
     lobby_admin(&gw, req, false).await
 }
 
 /// The game backend starts a lobby and hands its members the game
 /// server's address (`connection`): every member hears `STARTED`.
 async fn start_lobby(
+    _: Operator,
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
     Json(req): Json<CloseRequest>,
 ) -> Answer {
-    if let Err(denied) = authorized(&gw, &headers) {
-        return denied;
-    }
     lobby_admin(&gw, req, true).await
 }
 

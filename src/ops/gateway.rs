@@ -1,5 +1,6 @@
 //! Wiring: builds the authenticator, certificates, shards and listeners from
-//! a [`Config`], runs the accept loops, drains the node (on SIGTERM or
+//! a [`Config`], the edge and the node state ([`Gateway`], in `ops::node`)
+//! over them, runs the accept loops, drains the node (on SIGTERM or
 //! `POST /v1/drain`) and shuts everything down in a fixed order under a
 //! deadline: `/readyz` → 503 while connections are still served → stop
 //! accepting, GoAway (jittered per session) and drain every connection →
@@ -7,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,40 +32,13 @@ use crate::core::shard::{Restore, ShardMsg, ShardSettings};
 use crate::edge::auth::{dev_secret, Authenticator};
 use crate::edge::tls;
 use crate::edge::transport::{quic, ws};
+use crate::edge::{Edge, GoAwayTiming};
 use crate::ops::admin;
 use crate::ops::config::{Config, JwtAlgorithm, StoreKind};
+use crate::ops::node::Gateway;
 use crate::runtime::shards::Services;
 use crate::runtime::shards::{ShardThreads, Shards};
 use crate::telemetry::metrics::metrics;
-
-/// What every connection task shares.
-pub struct Gateway {
-    pub config: Config,
-    pub auth: Authenticator,
-    pub shards: Shards,
-    /// Cancelled first when the node drains: `/readyz` answers 503 while
-    /// connections and new connections are still served, for
-    /// `server.drain_readyz_ms`.
-    pub draining: CancellationToken,
-    /// Set by the first drain, so a second one only waits for it.
-    drain_begun: AtomicBool,
-    /// Cancelled once that window is over: accept loops stop (WebSocket) or
-    /// refuse every new connection (QUIC).
-    pub stop_accepting: CancellationToken,
-    /// Cancelled with `stop_accepting`: every connection sends GoAway,
-    /// drains and closes.
-    pub shutdown: CancellationToken,
-    /// Cancelled last, once connections are gone: the admin API stops (so
-    /// `/readyz` answers 503 throughout the drain).
-    pub admin_stop: CancellationToken,
-    /// Every connection task, so shutdown can wait for them.
-    pub tracker: TaskTracker,
-    /// One per open connection (from accept), `server.max_connections` in all.
-    pub connection_permits: Arc<tokio::sync::Semaphore>,
-    /// Whether writes can be kept now (requests that write are refused
-    /// with STORE_UNAVAILABLE while not; `/readyz` says why).
-    pub store_health: Arc<crate::backend::store::ack::Health>,
-}
 
 /// A started gateway.
 pub struct Running {
@@ -335,19 +308,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ));
     metrics();
     let queues = config.matchmaking.queues.clone();
-    let gw = Arc::new(Gateway {
+    let edge = Arc::new(Edge {
+        session: config.session.clone(),
+        goaway: GoAwayTiming {
+            reconnect_ms: config.server.goaway_reconnect_ms,
+            jitter_ms: config.server.goaway_jitter_ms,
+        },
         auth,
         shards,
-        draining: CancellationToken::new(),
-        drain_begun: AtomicBool::new(false),
         stop_accepting: CancellationToken::new(),
         shutdown: CancellationToken::new(),
-        admin_stop: CancellationToken::new(),
         tracker: TaskTracker::new(),
         connection_permits: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
         store_health,
-        config,
     });
+    let gw = Arc::new(Gateway::new(config, edge));
     gw.configure_matchmaking(&queues)
         .await
         .map_err(anyhow::Error::msg)?;
@@ -358,8 +333,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         cert_path: cert.cert_path,
         ws_tls: ws_tls.is_some(),
         accept_loops: vec![
-            tokio::spawn(ws::accept_loop(gw.clone(), ws_listener, ws_tls)),
-            tokio::spawn(quic::accept_loop(gw.clone(), endpoint.clone())),
+            tokio::spawn(ws::accept_loop(gw.edge.clone(), ws_listener, ws_tls)),
+            tokio::spawn(quic::accept_loop(gw.edge.clone(), endpoint.clone())),
         ],
         admin: tokio::spawn(admin::serve(gw.clone(), admin_listener)),
         endpoint,
@@ -370,83 +345,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         gw,
     };
     Ok(running)
-}
-
-/// The `reconnect_after_ms` one session's `GoAway` carries: uniform in
-/// `[base, base + jitter]` (`unit`, in `[0, 1]`, picks where), so the
-/// clients of a draining node come back spread over the jitter window
-/// instead of all at the same moment.
-pub fn goaway_reconnect_after_ms(base: u32, jitter: u32, unit: f64) -> u32 {
-    let unit = if unit.is_finite() {
-        unit.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    base.saturating_add((f64::from(jitter) * unit).round() as u32)
-}
-
-impl Gateway {
-    /// Starts draining this node: `/readyz` answers 503 from now on.
-    /// Returns false (and changes nothing) when a drain had begun already.
-    pub fn begin_drain(&self) -> bool {
-        if self.drain_begun.swap(true, Ordering::SeqCst) {
-            return false;
-        }
-        self.draining.cancel();
-        tracing::info!(
-            readyz_503_for_ms = self.config.server.drain_readyz_ms,
-            "draining: /readyz answers 503; connections are still served until GoAway"
-        );
-        true
-    }
-
-    /// The rest of a drain [`Gateway::begin_drain`] began: once
-    /// `server.drain_readyz_ms` has passed (while everything is still
-    /// served, so a load balancer sees the 503 first), new connections are
-    /// refused and every connection gets GoAway, drains what it owes and
-    /// closes.
-    pub async fn finish_drain(&self) {
-        let window = Duration::from_millis(self.config.server.drain_readyz_ms);
-        tokio::time::sleep(window).await;
-        self.stop_accepting.cancel();
-        self.shutdown.cancel();
-        tracing::info!("draining: GoAway to every connection; new connections refused");
-    }
-
-    /// Drains this node (see [`Gateway::finish_drain`]); returns once every
-    /// connection has been told to go away. A drain already under way
-    /// (`POST /v1/drain`) is waited for, not repeated.
-    pub async fn drain(&self) {
-        if self.begin_drain() {
-            self.finish_drain().await;
-        } else {
-            self.shutdown.cancelled().await;
-        }
-    }
-
-    /// Replaces every matchmaking queue's rules (at start, and on a reload
-    /// without a restart): waiting tickets keep their place and waiting
-    /// time under the new rules; those that no longer fit, and the tickets
-    /// of removed queues, end with a `matchmaking` REMOVED event. Refused
-    /// as a whole, changing nothing, when any queue is bad. Answers how
-    /// many queues are configured.
-    pub async fn configure_matchmaking(
-        &self,
-        queues: &[crate::ops::config::QueueConfig],
-    ) -> Result<usize, String> {
-        let specs = crate::ops::config::queue_specs(queues)?;
-        let count = specs.len();
-        for shard in 0..self.shards.count() {
-            let cmd = crate::core::engine::matchmaking::Command::Configure(specs.clone());
-            let msg = crate::core::shard::ShardMsg::Matchmaking {
-                cmd: Box::new(cmd),
-                reply_to: None,
-                watcher: None,
-            };
-            self.shards.send(shard, msg).await;
-        }
-        Ok(count)
-    }
 }
 
 impl Running {
@@ -471,8 +369,8 @@ impl Running {
     pub async fn shutdown(self) -> bool {
         let deadline = Duration::from_millis(self.gw.config.server.shutdown_timeout_ms);
         self.gw.drain().await;
-        self.gw.tracker.close();
-        let drained = tokio::time::timeout(deadline, self.gw.tracker.wait())
+        self.gw.edge.tracker.close();
+        let drained = tokio::time::timeout(deadline, self.gw.edge.tracker.wait())
             .await
             .is_ok();
         // The WebSocket loop ended with the drain; the QUIC one only
@@ -511,26 +409,5 @@ impl Running {
         });
         let _ = tokio::time::timeout(Duration::from_secs(10), stop).await;
         drained
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn goaway_delays_spread_over_the_jitter_window() {
-        assert_eq!(goaway_reconnect_after_ms(1_000, 4_000, 0.0), 1_000);
-        assert_eq!(goaway_reconnect_after_ms(1_000, 4_000, 0.5), 3_000);
-        assert_eq!(goaway_reconnect_after_ms(1_000, 4_000, 1.0), 5_000);
-        assert_eq!(goaway_reconnect_after_ms(1_000, 0, 0.7), 1_000, "no jitter");
-        assert_eq!(goaway_reconnect_after_ms(1_000, 4_000, f64::NAN), 1_000);
-        assert_eq!(goaway_reconnect_after_ms(1_000, 4_000, 9.0), 5_000);
-        assert_eq!(goaway_reconnect_after_ms(u32::MAX, u32::MAX, 1.0), u32::MAX);
-        let picks: std::collections::HashSet<u32> = (0..64)
-            .map(|_| goaway_reconnect_after_ms(1_000, 4_000, rand::random()))
-            .collect();
-        assert!(picks.iter().all(|ms| (1_000..=5_000).contains(ms)));
-        assert!(picks.len() > 32, "sessions get different delays: {picks:?}");
     }
 }

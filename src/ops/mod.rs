@@ -1,6 +1,8 @@
-//! Operations: configuration, the admin HTTP API, and the gateway's wiring,
-//! start-up, drain and ordered shutdown.
+//! Operations: configuration, the admin HTTP API, the node's shared state
+//! and drain (`node`), and the gateway's wiring, start-up and ordered
+//! shutdown.
 
 pub mod admin;
 pub mod config;
 pub mod gateway;
+pub mod node;

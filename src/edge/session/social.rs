@@ -1,5 +1,5 @@
 //! The session shell's friends and notifications requests: validates each
-//! frame's arguments, turns it into its engine command and routes it — a
+//! decoded request's arguments, turns it into its engine command and routes it — a
 //! friend operation to the pair's shard, everything else to the user's
 //! own shard. Assembles the friend list (roster from the user's shard,
 //! presence from each friend's shard). Holds no state of its own.
@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use huddle_schema::encode::{FriendEntry, PresenceEntry};
-use huddle_schema::wire::{self, Body, ErrorCode, FriendAction};
+use huddle_schema::wire::{Body, ErrorCode, FriendAction};
 use tokio::sync::oneshot;
 
-use super::{encode, Conn};
+use super::connection::Conn;
+use super::encode;
 use crate::core::engine::notifications::{self, MAX_PAGE};
 use crate::core::engine::social::{Op, OpCommand, Relation};
 use crate::core::engine::{Presence, Status, UserId};
@@ -43,47 +44,47 @@ fn entry(p: &Presence) -> PresenceEntry {
 }
 
 impl Conn<'_> {
-    /// Routes a friends or notifications request; false when `frame` is neither.
-    pub(super) fn social_request(&mut self, request_id: u64, frame: &wire::Frame<'_>) -> bool {
-        if let Some(op) = frame.body_as_friend_op() {
-            self.friend_op(request_id, op);
-        } else if frame.body_as_friend_list().is_some() {
-            self.friend_list(request_id);
-        } else if let Some(list) = frame.body_as_notification_list() {
-            let limit = usize::from(list.limit());
-            if limit == 0 || limit > MAX_PAGE {
-                let msg = format!("limit must be 1..={MAX_PAGE}, got {limit}");
-                self.error(request_id, ErrorCode::INVALID_ARGUMENT, &msg, false);
-                return true;
-            }
-            self.notifications(notifications::Command::List {
-                request_id,
-                user: self.at.user.clone(),
-                before_id: list.before_id(),
-                limit,
-                unread_only: list.unread_only(),
-            });
-        } else if let Some(mark) = frame.body_as_notification_mark_read() {
-            if !mark.all() && mark.id() == 0 {
-                let msg = "give a notification id, or set `all` to mark every one read";
-                self.error(request_id, ErrorCode::INVALID_ARGUMENT, msg, false);
-                return true;
-            }
-            self.notifications(notifications::Command::MarkRead {
-                request_id,
-                user: self.at.user.clone(),
-                id: (!mark.all()).then(|| mark.id()),
-            });
-        } else if let Some(delete) = frame.body_as_notification_delete() {
-            self.notifications(notifications::Command::Delete {
-                request_id,
-                user: self.at.user.clone(),
-                id: delete.id(),
-            });
-        } else {
-            return false;
+    pub(super) fn notification_list(
+        &mut self,
+        request_id: u64,
+        before_id: u64,
+        limit: u16,
+        unread_only: bool,
+    ) {
+        let limit = usize::from(limit);
+        if limit == 0 || limit > MAX_PAGE {
+            let msg = format!("limit must be 1..={MAX_PAGE}, got {limit}");
+            self.error(request_id, ErrorCode::INVALID_ARGUMENT, &msg, false);
+            return;
         }
-        true
+        self.notifications(notifications::Command::List {
+            request_id,
+            user: self.at.user.clone(),
+            before_id,
+            limit,
+            unread_only,
+        });
+    }
+
+    pub(super) fn notification_mark_read(&mut self, request_id: u64, id: u64, all: bool) {
+        if !all && id == 0 {
+            let msg = "give a notification id, or set `all` to mark every one read";
+            self.error(request_id, ErrorCode::INVALID_ARGUMENT, msg, false);
+            return;
+        }
+        self.notifications(notifications::Command::MarkRead {
+            request_id,
+            user: self.at.user.clone(),
+            id: (!all).then_some(id),
+        });
+    }
+
+    pub(super) fn notification_delete(&mut self, request_id: u64, id: u64) {
+        self.notifications(notifications::Command::Delete {
+            request_id,
+            user: self.at.user.clone(),
+            id,
+        });
     }
 
     fn notifications(&self, cmd: notifications::Command) {
@@ -93,24 +94,21 @@ impl Conn<'_> {
             | notifications::Command::Delete { request_id, .. } => *request_id,
             _ => 0,
         };
-        let shard = self.gw.shards.of_user(&self.at.user);
+        let shard = self.edge.shards.of_user(&self.at.user);
         let msg = ShardMsg::Notifications {
             cmd,
             reply_to: Some(self.at.outbox.clone()),
         };
-        if self.gw.shards.try_send(shard, msg).is_err() {
-            self.busy(request_id, shard);
-        }
+        self.send_or_busy(request_id, shard, msg);
     }
 
-    fn friend_op(&mut self, request_id: u64, req: wire::FriendOp<'_>) {
-        let target = req.user_id().unwrap_or("");
+    pub(super) fn friend_op(&mut self, request_id: u64, action: FriendAction, target: &str) {
         if target.is_empty() || target.len() > MAX_USER_ID || target.contains(':') {
             let msg = format!("user_id must be 1..={MAX_USER_ID} bytes without ':'");
             self.error(request_id, ErrorCode::INVALID_ARGUMENT, &msg, false);
             return;
         }
-        let op = match req.action() {
+        let op = match action {
             FriendAction::REQUEST => Op::Request,
             FriendAction::ACCEPT => Op::Accept,
             FriendAction::REJECT => Op::Reject,
@@ -126,7 +124,7 @@ impl Conn<'_> {
         };
         // The actor's shard checks the relation cap, then hands the
         // operation to the pair's shard.
-        let shard = self.gw.shards.of_user(&self.at.user);
+        let shard = self.edge.shards.of_user(&self.at.user);
         let msg = ShardMsg::Friend {
             cmd: OpCommand {
                 request_id,
@@ -137,23 +135,21 @@ impl Conn<'_> {
             reply_to: self.at.outbox.clone(),
             stage: FriendStage::Actor,
         };
-        if self.gw.shards.try_send(shard, msg).is_err() {
-            self.busy(request_id, shard);
-        }
+        self.send_or_busy(request_id, shard, msg);
     }
 
     /// The roster from the user's shard, then each friend's presence from
     /// their shards; one reply.
-    fn friend_list(&mut self, request_id: u64) {
-        let shards = self.gw.shards.clone();
+    pub(super) fn friend_list(&mut self, request_id: u64) {
+        let shards = self.edge.shards.clone();
         let own = shards.of_user(&self.at.user);
         let (tx, rx) = oneshot::channel();
         let msg = ShardMsg::FriendList {
             user: self.at.user.clone(),
             reply: tx,
         };
-        if shards.try_send(own, msg).is_err() {
-            return self.busy(request_id, own);
+        if !self.send_or_busy(request_id, own, msg) {
+            return;
         }
         let outbox = self.at.outbox.clone();
         tokio::spawn(async move {

@@ -15,7 +15,7 @@ use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 use crate::edge::session::{serve, FrameReader, FrameWriter, Inbound};
-use crate::ops::gateway::Gateway;
+use crate::edge::Edge;
 use crate::telemetry::metrics::TransportKind;
 
 pub struct QuicReader {
@@ -132,8 +132,8 @@ impl FrameWriter for QuicWriter {
     }
 }
 
-async fn serve_connection(gw: Arc<Gateway>, incoming: quinn::Incoming) {
-    let cfg = &gw.config.session;
+async fn serve_connection(edge: Arc<Edge>, incoming: quinn::Incoming) {
+    let cfg = &edge.session;
     let handshake = Duration::from_millis(cfg.handshake_timeout_ms.into());
     // Boxed: the QUIC handshake is a large, short-lived state that would
     // otherwise size every idle connection's task.
@@ -156,27 +156,27 @@ async fn serve_connection(gw: Arc<Gateway>, incoming: quinn::Incoming) {
         send,
         torn: false,
     };
-    serve(gw, reader, writer, TransportKind::Quic).await;
+    serve(edge, reader, writer, TransportKind::Quic).await;
 }
 
 /// Accepts QUIC connections; once the node drains (`stop_accepting`) it
 /// refuses each new one at once (CONNECTION_REFUSED) rather than leave the
 /// client waiting for a handshake that never comes. Ends with the endpoint
 /// (or when shutdown aborts it).
-pub async fn accept_loop(gw: Arc<Gateway>, endpoint: Endpoint) {
+pub async fn accept_loop(edge: Arc<Edge>, endpoint: Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
-        if gw.stop_accepting.is_cancelled() {
+        if edge.stop_accepting.is_cancelled() {
             incoming.refuse();
             continue;
         }
         // Counted from the first packet, handshakes included.
-        let Ok(permit) = gw.connection_permits.clone().try_acquire_owned() else {
+        let Ok(permit) = edge.connection_permits.clone().try_acquire_owned() else {
             incoming.refuse();
             continue;
         };
-        let gw2 = gw.clone();
-        gw.tracker.spawn(async move {
-            serve_connection(gw2, incoming).await;
+        let edge2 = edge.clone();
+        edge.tracker.spawn(async move {
+            serve_connection(edge2, incoming).await;
             drop(permit);
         });
     }

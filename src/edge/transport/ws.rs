@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::edge::session::{serve, FrameReader, FrameWriter, Inbound};
-use crate::ops::gateway::Gateway;
+use crate::edge::Edge;
 use crate::telemetry::metrics::TransportKind;
 
 pub struct WsReader<S> {
@@ -100,11 +100,11 @@ fn ws_config(max_frame: usize, read_buffer: usize) -> WebSocketConfig {
     c
 }
 
-async fn upgrade_and_serve<S>(gw: Arc<Gateway>, stream: S)
+async fn upgrade_and_serve<S>(edge: Arc<Edge>, stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let cfg = &gw.config.session;
+    let cfg = &edge.session;
     let upgrade = tokio_tungstenite::accept_async_with_config(
         stream,
         Some(ws_config(
@@ -124,7 +124,7 @@ where
     };
     let (sink, stream) = ws.split();
     serve(
-        gw,
+        edge,
         WsReader { inner: stream },
         WsWriter {
             inner: sink,
@@ -136,10 +136,10 @@ where
 }
 
 /// Accepts WebSocket connections until shutdown.
-pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+pub async fn accept_loop(edge: Arc<Edge>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     loop {
         let accepted = tokio::select! {
-            _ = gw.stop_accepting.cancelled() => break,
+            _ = edge.stop_accepting.cancelled() => break,
             a = listener.accept() => a,
         };
         let (tcp, _) = match accepted {
@@ -153,25 +153,25 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, tls: Option<Tl
         };
         // Counted from accept, handshakes included, so slow handshakes
         // cannot run the process out of file descriptors.
-        let Ok(permit) = gw.connection_permits.clone().try_acquire_owned() else {
+        let Ok(permit) = edge.connection_permits.clone().try_acquire_owned() else {
             drop(tcp);
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let gw2 = gw.clone();
+        let edge2 = edge.clone();
         match &tls {
             None => {
-                gw.tracker.spawn(async move {
-                    upgrade_and_serve(gw2, tcp).await;
+                edge.tracker.spawn(async move {
+                    upgrade_and_serve(edge2, tcp).await;
                     drop(permit);
                 });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
-                gw.tracker.spawn(async move {
+                edge.tracker.spawn(async move {
                     let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
                     if let Ok(Ok(stream)) = Box::pin(tls).await {
-                        upgrade_and_serve(gw2, stream).await;
+                        upgrade_and_serve(edge2, stream).await;
                     }
                     drop(permit);
                 });

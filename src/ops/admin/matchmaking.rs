@@ -8,15 +8,15 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
-use super::{authorized, Answer};
+use super::{Answer, Operator};
 use crate::core::engine::matchmaking::{self, Command, Rating};
 use crate::core::shard::ShardMsg;
 use crate::ops::config::QueueConfig;
-use crate::ops::gateway::Gateway;
+use crate::ops::node::Gateway;
 
 /// Rows one `POST /v1/ratings` may carry.
 const MAX_RATINGS: usize = 10_000;
@@ -43,13 +43,10 @@ fn default_sigma() -> f64 {
 
 /// Sets ratings for one game; they apply to tickets started from now on.
 pub(super) async fn set_ratings(
+    _: Operator,
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
     Json(req): Json<RatingsRequest>,
 ) -> Answer {
-    if let Err(denied) = authorized(&gw, &headers) {
-        return denied;
-    }
     if let Err(refused) = super::store_refusal(&gw) {
         return refused;
     }
@@ -103,13 +100,10 @@ pub(super) struct QueuesRequest {
 
 /// Replaces every queue's rules; refused as a whole when any is bad.
 pub(super) async fn put_queues(
+    _: Operator,
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
     Json(req): Json<QueuesRequest>,
 ) -> Answer {
-    if let Err(denied) = authorized(&gw, &headers) {
-        return denied;
-    }
     match gw.configure_matchmaking(&req.queues).await {
         Ok(n) => (StatusCode::OK, format!("{{\"queues\":{n}}}\n")),
         Err(why) => (StatusCode::BAD_REQUEST, format!("{why}\n")),
@@ -159,13 +153,10 @@ async fn matchmaking_admin(gw: &Gateway, game: &str, cmd: Command) -> Result<(),
 /// new matches form. Players placed join the lobby with their team and get
 /// `matchmaking:matched` with its id. Replaces the lobby's open backfill.
 pub(super) async fn backfill(
+    _: Operator,
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
     Json(req): Json<BackfillRequest>,
 ) -> Answer {
-    if let Err(denied) = authorized(&gw, &headers) {
-        return denied;
-    }
     let names = [
         &req.lobby_id,
         &req.game,
@@ -236,13 +227,10 @@ pub(super) struct CancelBackfillRequest {
 
 /// Withdraws a lobby's open backfill (404 when it has none).
 pub(super) async fn cancel_backfill(
+    _: Operator,
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
     Json(req): Json<CancelBackfillRequest>,
 ) -> Answer {
-    if let Err(denied) = authorized(&gw, &headers) {
-        return denied;
-    }
     let cmd = Command::CancelBackfill {
         game: Arc::from(req.game.as_str()),
         lobby_id: Arc::from(req.lobby_id.as_str()),
