@@ -43,24 +43,7 @@ use std::path::Path;
 /// with `--nocapture`): delete them. Never add to this list to make new code
 /// pass; fix the dependency instead. The SDK, loadtest and schema crates get
 /// no allowances.
-const KNOWN_VIOLATIONS: &[&str] = &[
-    // Layer rule: lower layers reaching up into `ops` (its configuration
-    // types and the gateway) and `runtime`.
-    "src/backend/store/scylla.rs -> crate::ops::config",
-    "src/backend/webhook.rs -> crate::ops::config",
-    "src/backend/webhook.rs -> crate::runtime::shards",
-    "src/edge/auth.rs -> crate::ops::config",
-    "src/edge/session.rs -> crate::ops::config",
-    "src/edge/session.rs -> crate::ops::gateway",
-    "src/edge/tls.rs -> crate::ops::config",
-    "src/edge/transport/quic.rs -> crate::ops::gateway",
-    "src/edge/transport/ws.rs -> crate::ops::gateway",
-    // Cycles inside a layer (one direction listed each).
-    "src/backend/webhook.rs -> crate::backend::store",
-    "src/backend/store/scylla.rs -> crate::backend::store::cluster",
-    "src/ops/admin.rs -> crate::ops::gateway",
-    "src/ops/admin/matchmaking.rs -> crate::ops::gateway",
-];
+const KNOWN_VIOLATIONS: &[&str] = &[];
 
 // ---------------------------------------------------------------------------
 // Lexing: identifiers, `::` and punctuation, with line numbers. Comments and

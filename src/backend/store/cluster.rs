@@ -938,4 +938,59 @@ mod tests {
         assert_eq!(r.journal.len(), 10, "spilled at shutdown, nothing dropped");
         assert!(r.unconfirmed.messages("c", 0, 20).is_empty());
     }
+
+    /// Over a live CQL server (skipped without one, as the store's own tests are).
+    #[test]
+    fn reads_merge_what_waits_in_the_journal_and_in_flight() {
+        use crate::backend::store::scylla::tests::{prefix, store};
+        let Some(store) = store() else { return };
+        let chat = format!("{}:chat", prefix());
+        let m = |id: u64, content: &str| crate::backend::store::suite::message(&chat, id, content);
+        let put = |msg| Write::Record(Record::Chat(HistoryRecord::Message(msg)));
+        let base = 1u64 << 40;
+        // Stored: 1 and 2. Journal: 3, an edit of 2, and a version of 1
+        // older than the stored one. In flight: 4.
+        store
+            .write(&[put(m(base + 1, "one")), put(m(base + 2, "two"))])
+            .unwrap();
+        let later = store.clock.next() + 1_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("j.redb")).unwrap();
+        let stamp = |at_us, w| Stamped { at_us, write: w };
+        journal
+            .append(&[
+                stamp(later, put(m(base + 3, "three"))),
+                stamp(later + 1, put(m(base + 2, "two (edited)"))),
+                stamp(5, put(m(base + 1, "one (older than stored)"))),
+            ])
+            .unwrap();
+        let cursor = Write::Record(Record::Chat(HistoryRecord::ReadCursor {
+            chat_id: Arc::from(chat.as_str()),
+            user_id: Arc::from("reader"),
+            up_to: base + 3,
+        }));
+        journal.append(&[stamp(later + 2, cursor)]).unwrap();
+        let unconfirmed = Arc::new(Unconfirmed::default());
+        unconfirmed.add(&[stamp(later + 3, put(m(base + 4, "four")))]);
+        let merged = Merged {
+            store: Arc::new(store),
+            journal,
+            unconfirmed,
+        };
+        let page: Vec<String> = merged
+            .messages(&chat, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.content.to_string())
+            .collect();
+        assert_eq!(page, ["four", "three", "two (edited)", "one"]);
+        let older: Vec<u64> = merged
+            .messages(&chat, base + 3, 1)
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(older, [base + 2]);
+        assert_eq!(merged.read_cursor(&chat, "reader").unwrap(), Some(base + 3));
+    }
 }

@@ -365,7 +365,7 @@ pub struct ScyllaStore {
     /// Statements of one batch in flight at once.
     concurrency: usize,
     /// Write times for the synchronous [`HistoryStore::write`].
-    clock: WriteClock,
+    pub(super) clock: WriteClock,
     /// (chat, day) rows known to be in `chat_buckets`.
     known_days: std::sync::Mutex<KnownDays>,
     /// Last: the session closes while its runtime still runs.
@@ -1034,7 +1034,7 @@ impl HistoryStore for ScyllaStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The store behaviour suite against a real CQL server: the address in
     //! `HUDDLE_TEST_CQL` (scripts/test starts `deploy/cassandra-dev/` and
     //! sets it). Without it the tests say so and pass, unless
@@ -1071,7 +1071,7 @@ mod tests {
         assert!(s.validate().unwrap_err().contains("datacenter"));
     }
 
-    fn store() -> Option<ScyllaStore> {
+    pub(crate) fn store() -> Option<ScyllaStore> {
         let Ok(node) = std::env::var("HUDDLE_TEST_CQL") else {
             assert!(
                 std::env::var_os("HUDDLE_REQUIRE_CQL").is_none(),
@@ -1092,7 +1092,7 @@ mod tests {
     }
 
     /// Keys unique to this run: the keyspace outlives a test.
-    fn prefix() -> String {
+    pub(crate) fn prefix() -> String {
         format!("s{:08x}", rand::random::<u32>())
     }
 
@@ -1122,61 +1122,6 @@ mod tests {
         if let Some(s) = store() {
             crate::backend::store::suite::later_writes_in_a_batch_win(&s, &prefix());
         }
-    }
-
-    #[test]
-    fn reads_merge_what_waits_in_the_journal_and_in_flight() {
-        use crate::backend::store::cluster::{Merged, Unconfirmed};
-        use crate::backend::store::journal::Journal;
-        let Some(store) = store() else { return };
-        let chat = format!("{}:chat", prefix());
-        let m = |id: u64, content: &str| crate::backend::store::suite::message(&chat, id, content);
-        let put = |msg| Write::Record(Record::Chat(HistoryRecord::Message(msg)));
-        let base = 1u64 << 40;
-        // Stored: 1 and 2. Journal: 3, an edit of 2, and a version of 1
-        // older than the stored one. In flight: 4.
-        store
-            .write(&[put(m(base + 1, "one")), put(m(base + 2, "two"))])
-            .unwrap();
-        let later = store.clock.next() + 1_000_000;
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(&dir.path().join("j.redb")).unwrap();
-        let stamp = |at_us, w| Stamped { at_us, write: w };
-        journal
-            .append(&[
-                stamp(later, put(m(base + 3, "three"))),
-                stamp(later + 1, put(m(base + 2, "two (edited)"))),
-                stamp(5, put(m(base + 1, "one (older than stored)"))),
-            ])
-            .unwrap();
-        let cursor = Write::Record(Record::Chat(HistoryRecord::ReadCursor {
-            chat_id: Arc::from(chat.as_str()),
-            user_id: Arc::from("reader"),
-            up_to: base + 3,
-        }));
-        journal.append(&[stamp(later + 2, cursor)]).unwrap();
-        let unconfirmed = Arc::new(Unconfirmed::default());
-        unconfirmed.add(&[stamp(later + 3, put(m(base + 4, "four")))]);
-        let merged = Merged {
-            store: Arc::new(store),
-            journal,
-            unconfirmed,
-        };
-        let page: Vec<String> = merged
-            .messages(&chat, 0, 10)
-            .unwrap()
-            .iter()
-            .map(|m| m.content.to_string())
-            .collect();
-        assert_eq!(page, ["four", "three", "two (edited)", "one"]);
-        let older: Vec<u64> = merged
-            .messages(&chat, base + 3, 1)
-            .unwrap()
-            .iter()
-            .map(|m| m.id)
-            .collect();
-        assert_eq!(older, [base + 2]);
-        assert_eq!(merged.read_cursor(&chat, "reader").unwrap(), Some(base + 3));
     }
 
     #[test]
