@@ -18,12 +18,12 @@ fn chat(r: HistoryRecord) -> Write {
 }
 
 /// A message id at `day` days and `ms` milliseconds after the id epoch.
-pub fn id_at(day: u64, ms: u64, seq: u64) -> u64 {
+pub(crate) fn id_at(day: u64, ms: u64, seq: u64) -> u64 {
     ((day * 86_400_000 + ms) << 23) | seq
 }
 
 /// A message by u1 (alice) with a nonce.
-pub fn message(chat: &str, id: u64, text: &str) -> Arc<Message> {
+pub(crate) fn message(chat: &str, id: u64, text: &str) -> Arc<Message> {
     Arc::new(Message {
         id,
         chat_id: Arc::from(chat),
@@ -41,7 +41,7 @@ pub fn message(chat: &str, id: u64, text: &str) -> Arc<Message> {
     })
 }
 
-pub fn pages_and_upserts(store: &dyn HistoryStore, prefix: &str) {
+pub(crate) fn pages_and_upserts(store: &dyn HistoryStore, prefix: &str) {
     let a = format!("channel:{prefix}-a");
     let b = format!("channel:{prefix}-b");
     let ids: Vec<u64> = (1..=5).map(|i| id_at(3, 1_000 * i, 0)).collect();
@@ -100,7 +100,7 @@ pub fn pages_and_upserts(store: &dyn HistoryStore, prefix: &str) {
 }
 
 /// Pages walk from day to day, newest first, over days with no message.
-pub fn pages_across_days(store: &dyn HistoryStore, prefix: &str) {
+pub(crate) fn pages_across_days(store: &dyn HistoryStore, prefix: &str) {
     let c = format!("channel:{prefix}-days");
     // Days 10, 11 and 14 (12 and 13 are empty), three messages each.
     let ids: Vec<u64> = [10u64, 11, 14]
@@ -136,7 +136,7 @@ pub fn pages_across_days(store: &dyn HistoryStore, prefix: &str) {
     );
 }
 
-pub fn warm_start_rows(store: &dyn HistoryStore, prefix: &str) {
+pub(crate) fn warm_start_rows(store: &dyn HistoryStore, prefix: &str) {
     let alice = format!("{prefix}-alice");
     let bob = format!("{prefix}-bob");
     let pair = PairState {
@@ -246,7 +246,7 @@ pub fn warm_start_rows(store: &dyn HistoryStore, prefix: &str) {
 /// Two writes to one key in one batch: the later always wins (an edit
 /// after its message, an unfriend after the friendship), and a page
 /// bound past the id range bounds nothing.
-pub fn later_writes_in_a_batch_win(store: &dyn HistoryStore, prefix: &str) {
+pub(crate) fn later_writes_in_a_batch_win(store: &dyn HistoryStore, prefix: &str) {
     for round in 0..30u64 {
         let c = format!("channel:{prefix}-order-{round}");
         let id = id_at(20, round, 0);
