@@ -24,7 +24,7 @@ use crate::core::engine::notifications::{self, Channel, NewNotification, Notific
 use crate::core::engine::social::{self, Pairs, Rosters};
 use crate::core::engine::users::{self, Users};
 use crate::core::engine::{
-    shard_of, DomainEvent, Effect, Event, Failure, Now, Record, ResumeRefusal, SessionId, UserId,
+    shard_of, DomainEvent, Effect, Event, Failure, Now, ResumeRefusal, SessionId, UserId,
 };
 use crate::core::outbox::{Closed, Outbox, Push};
 use crate::core::shard::*;
@@ -74,12 +74,9 @@ pub struct Services {
 /// Whether carrying out `effects` writes to the store (records, webhook
 /// jobs): their reply then waits for the write to be durable.
 fn persists(effects: &[Effect]) -> bool {
-    effects.iter().any(|e| {
-        matches!(
-            e,
-            Effect::Persist(_) | Effect::PersistRelation(_) | Effect::Dispatch(_)
-        )
-    })
+    effects
+        .iter()
+        .any(|e| matches!(e, Effect::Persist(_) | Effect::Dispatch(_)))
 }
 
 /// The mailbox was full; the message comes back.
@@ -1501,7 +1498,6 @@ impl ShardLoop {
                     }
                 }
                 Effect::Persist(record) => self.services.history.persist(record),
-                Effect::PersistRelation(r) => self.services.history.persist(Record::Relation(r)),
                 Effect::ToUser { user, event } => {
                     let frame = wire::event_frame(&mut self.encoder, &event, true);
                     self.push_to_users([user], &frame, &[]);

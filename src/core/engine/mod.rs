@@ -484,8 +484,6 @@ pub enum Effect {
         relation: social::Relation,
         since_ms: i64,
     },
-    /// Persist a relationship row (routed like any record).
-    PersistRelation(social::RelationRecord),
     /// Hand a push or email delivery to the durable webhook outbox.
     Dispatch(notifications::Delivery),
     /// Queue `event` to every session of each user, wherever their shards

@@ -11,7 +11,8 @@
 //!   whom to push `user:status` to.
 //!
 //! A blocked user is never told: they see the relation as NONE. Never does
-//! I/O; records for the store go out as [`Effect::PersistRelation`].
+//! I/O; records for the store go out as [`Effect::Persist`] of a
+//! [`Record::Relation`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::chat::direct_chat_id;
-use super::{DomainEvent, Effect, Failure, Now, Refusal, Reply, UserId};
+use super::{DomainEvent, Effect, Failure, Now, Record, Refusal, Reply, UserId};
 
 /// A relation as one user sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -336,11 +337,11 @@ impl Pairs {
             (&actor, &target, actor_is_lo),
             (&target, &actor, !actor_is_lo),
         ] {
-            out.push(Effect::PersistRelation(RelationRecord {
+            out.push(Effect::Persist(Record::Relation(RelationRecord {
                 user: user.clone(),
                 other: other.clone(),
                 pair: (!after.is_empty()).then_some(after),
-            }));
+            })));
             let seen = after.view(is_lo);
             if seen != before.view(is_lo) {
                 out.push(Effect::RelationChanged {
@@ -493,7 +494,7 @@ mod tests {
                         since_ms,
                     } => self.rosters.set(&user, &other, relation, since_ms),
                     Effect::Domain(d) => self.domain.push(d),
-                    Effect::PersistRelation(r) => self.stored.push(r),
+                    Effect::Persist(Record::Relation(r)) => self.stored.push(r),
                     other => panic!("unexpected effect {other:?}"),
                 }
             }
