@@ -612,6 +612,8 @@ impl Lobbies {
         }
     }
 
+    /// Hands a command to its method; a refusal comes back as `Err`, and
+    /// then nothing changed.
     fn apply(&mut self, now: Now, cmd: Command, out: &mut Vec<Effect>) -> Result<(), Failure> {
         match cmd {
             Command::Create {
@@ -620,654 +622,830 @@ impl Lobbies {
                 host,
                 spec,
                 assigned,
-            } => {
-                check_spec(&spec)?;
-                if lobby_id.is_empty() || lobby_id.len() > MAX_NAME {
-                    return Err(failure(
-                        Refusal::InvalidArgument,
-                        format!("lobby id must be 1..={MAX_NAME} bytes"),
-                    ));
-                }
-                if self.lobbies.contains_key(&lobby_id) {
-                    return Err(failure(
-                        Refusal::LobbyError,
-                        format!("lobby {lobby_id} already exists"),
-                    ));
-                }
-                let players = host.iter().count() + assigned.len();
-                if players == 0 {
-                    return Err(failure(
-                        Refusal::InvalidArgument,
-                        "a lobby needs at least one player",
-                    ));
-                }
-                if players > usize::from(spec.max) {
-                    return Err(failure(
-                        Refusal::InvalidArgument,
-                        format!(
-                            "{players} players assigned to a lobby of at most {}",
-                            spec.max
-                        ),
-                    ));
-                }
-                let mut lobby = Lobby {
-                    id: lobby_id.clone(),
-                    game: Arc::from(spec.game),
-                    mode: Arc::from(spec.mode),
-                    region: Arc::from(spec.region),
-                    min: spec.min,
-                    max: spec.max,
-                    visibility: spec.visibility,
-                    password: spec.password,
-                    chat: spec.chat,
-                    locked: false,
-                    status: Status::Open,
-                    host: host.as_ref().map(|h| h.id.clone()),
-                    members: Vec::new(),
-                    settings: spec.settings,
-                    connection: None,
-                    invited: HashSet::new(),
-                    bans: HashMap::new(),
-                    version: 1,
-                    created_at_ms: now.unix_ms,
-                    updated_at_ms: now.unix_ms,
-                };
-                let assigned_grace = now.mono + self.limits.assigned_grace;
-                for (user, team, connected) in host
-                    .into_iter()
-                    .map(|h| (h, None, true))
-                    .chain(assigned.into_iter().map(|(u, t)| (u, t, false)))
-                {
-                    if lobby.member(&user.id).is_some() {
-                        continue;
-                    }
-                    let grace_until = (!connected).then_some(assigned_grace);
-                    if let Some(at) = grace_until {
-                        self.graces.insert((at, lobby_id.clone(), user.id.clone()));
-                    }
-                    out.push(Effect::LobbyMembership {
-                        user: user.id.clone(),
-                        lobby_id: lobby_id.clone(),
-                        game: lobby.game.clone(),
-                        joined: true,
-                        since_version: 1,
-                    });
-                    lobby.members.push(Member {
-                        user,
-                        ready: false,
-                        connected,
-                        team,
-                        joined_at_ms: now.unix_ms,
-                        grace_until,
-                        since_version: 1,
-                    });
-                }
-                if lobby.host.is_none() {
-                    lobby.host = lobby.members.first().map(|m| m.user.id.clone());
-                }
-                Self::reply(out, request_id, &lobby);
-                out.push(Effect::Domain(DomainEvent::LobbyCreated {
-                    lobby_id: lobby_id.clone(),
-                    game: lobby.game.clone(),
-                }));
-                self.lobbies.insert(lobby_id, lobby);
-            }
+            } => self.create(now, request_id, lobby_id, host, spec, assigned, out),
             Command::Join {
                 request_id,
                 lobby_id,
                 user,
                 password,
-            } => {
-                let lobby = self.lobby(&lobby_id)?;
-                if lobby.member(&user.id).is_some() {
-                    // Already in (another device, a retry): the snapshot.
-                    Self::reply(out, request_id, lobby);
-                    return Ok(());
-                }
-                if let Some(&until) = lobby.bans.get(&user.id) {
-                    if until > now.unix_ms {
-                        let left = (until - now.unix_ms + 999) / 1000;
-                        return Err(failure(
-                            Refusal::LobbyError,
-                            format!("you were kicked from {lobby_id}; you may rejoin in {left} s"),
-                        ));
-                    }
-                }
-                let invited = lobby.invited.contains(&user.id);
-                if lobby.visibility == Visibility::InviteOnly && !invited {
-                    return Err(failure(
-                        Refusal::AccessDenied,
-                        format!("{lobby_id} is invite-only; ask a member for an invitation"),
-                    ));
-                }
-                if lobby.locked {
-                    return Err(failure(
-                        Refusal::LobbyError,
-                        format!("{lobby_id} is locked by its host"),
-                    ));
-                }
-                if lobby.status == Status::InGame {
-                    return Err(failure(
-                        Refusal::LobbyError,
-                        format!("{lobby_id} is in game"),
-                    ));
-                }
-                if lobby.members.len() >= usize::from(lobby.max) {
-                    return Err(failure(
-                        Refusal::LobbyError,
-                        format!(
-                            "{lobby_id} is full ({} of {})",
-                            lobby.members.len(),
-                            lobby.max
-                        ),
-                    ));
-                }
-                if let Some(want) = &lobby.password {
-                    if !invited && password.as_deref() != Some(want.as_str()) {
-                        return Err(failure(
-                            Refusal::LobbyError,
-                            format!("wrong password for {lobby_id}"),
-                        ));
-                    }
-                }
-                lobby.invited.remove(&user.id);
-                lobby.bans.retain(|_, until| *until > now.unix_ms);
-                let version = lobby.bump(now);
-                lobby.members.push(Member {
-                    user: user.clone(),
-                    ready: false,
-                    connected: true,
-                    team: None,
-                    joined_at_ms: now.unix_ms,
-                    grace_until: None,
-                    since_version: version,
-                });
-                if lobby.host.is_none() {
-                    lobby.host = Some(user.id.clone());
-                }
-                let was_ready = lobby.status == Status::Ready;
-                if was_ready {
-                    lobby.status = Status::Open;
-                }
-                // Every member hears it, the joiner's other devices too.
-                let mut joined = lobby.event(EventKind::MemberJoined, now);
-                joined.user = Some(user.clone());
-                Self::broadcast(out, lobby, joined, None);
-                if was_ready {
-                    let reverted = lobby.event(EventKind::NotReady, now);
-                    Self::broadcast(out, lobby, reverted, None);
-                }
-                Self::reply(out, request_id, lobby);
-                out.push(Effect::LobbyMembership {
-                    user: user.id.clone(),
-                    lobby_id: lobby_id.clone(),
-                    game: lobby.game.clone(),
-                    joined: true,
-                    since_version: version,
-                });
-                out.push(Effect::Domain(DomainEvent::LobbyMemberJoined {
-                    lobby_id,
-                    user: user.id,
-                }));
-            }
+            } => self.join(now, request_id, lobby_id, user, password, out),
             Command::Leave {
                 request_id,
                 lobby_id,
                 user,
-            } => {
-                let lobby = self.lobby(&lobby_id)?;
-                if lobby.member(&user).is_none() {
-                    return Err(failure(
-                        Refusal::LobbyError,
-                        format!("you are not in {lobby_id}"),
-                    ));
-                }
-                out.push(Effect::Reply {
-                    request_id,
-                    reply: Reply::LobbyLeft {
-                        lobby_id: lobby_id.clone(),
-                    },
-                });
-                self.remove_member(now, &lobby_id, &user, "left", out);
-            }
+            } => self.leave(now, request_id, lobby_id, user, out),
             Command::Superseded {
                 lobby_id,
                 user,
                 since_version,
             } => {
-                let current = self
-                    .lobbies
-                    .get(&lobby_id)
-                    .and_then(|l| l.member(&user))
-                    .is_some_and(|m| m.since_version == since_version);
-                if current {
-                    self.remove_member(
-                        now,
-                        &lobby_id,
-                        &user,
-                        "joined another lobby of this game",
-                        out,
-                    );
-                }
+                self.superseded(now, lobby_id, user, since_version, out);
+                Ok(())
             }
             Command::Ready {
                 request_id,
                 lobby_id,
                 user,
                 ready,
-            } => {
-                let lobby = self.lobby(&lobby_id)?;
-                if lobby.status == Status::InGame {
-                    return Err(failure(
-                        Refusal::ReadyError,
-                        format!("{lobby_id} is in game"),
-                    ));
-                }
-                let Some(member) = lobby.member_mut(&user) else {
-                    return Err(failure(
-                        Refusal::ReadyError,
-                        format!("you are not in {lobby_id}"),
-                    ));
-                };
-                if member.ready == ready {
-                    Self::reply(out, request_id, lobby);
-                    return Ok(());
-                }
-                member.ready = ready;
-                let author = member.user.clone();
-                lobby.bump(now);
-                let mut e = lobby.event(EventKind::MemberReady, now);
-                e.user = Some(author);
-                e.ready = ready;
-                Self::broadcast(out, lobby, e, None);
-                let all = lobby.all_ready();
-                if all && lobby.status == Status::Open {
-                    lobby.status = Status::Ready;
-                    let e = lobby.event(EventKind::AllReady, now);
-                    Self::broadcast(out, lobby, e, None);
-                } else if !all && lobby.status == Status::Ready {
-                    lobby.status = Status::Open;
-                    let e = lobby.event(EventKind::NotReady, now);
-                    Self::broadcast(out, lobby, e, None);
-                }
-                Self::reply(out, request_id, lobby);
-            }
+            } => self.ready(now, request_id, lobby_id, user, ready, out),
             Command::Kick {
                 request_id,
                 lobby_id,
                 actor,
                 target,
                 reason,
-            } => {
-                let ban = self.limits.kick_ban;
-                let lobby = self.lobby(&lobby_id)?;
-                if !lobby.is_host(&actor) {
-                    return Err(failure(
-                        Refusal::NotHost,
-                        format!("only the host of {lobby_id} may kick"),
-                    ));
-                }
-                if actor == target {
-                    return Err(failure(
-                        Refusal::KickError,
-                        "you cannot kick yourself; leave the lobby instead",
-                    ));
-                }
-                let Some(member) = lobby.member(&target) else {
-                    return Err(failure(
-                        Refusal::KickError,
-                        format!("{target} is not in {lobby_id}"),
-                    ));
-                };
-                let author = member.user.clone();
-                lobby.bans.retain(|_, until| *until > now.unix_ms);
-                lobby
-                    .bans
-                    .insert(target.clone(), now.unix_ms + ban.as_millis() as i64);
-                let reason = if reason.is_empty() {
-                    "kicked by the host".to_string()
-                } else {
-                    reason
-                };
-                self.remove_member_as(
-                    now,
-                    &lobby_id,
-                    &target,
-                    EventKind::MemberKicked,
-                    &reason,
-                    out,
-                );
-                // The host stays, so the lobby does too.
-                if let Some(lobby) = self.lobbies.get(&lobby_id) {
-                    // The target hears it on every one of their sessions.
-                    let mut kicked = lobby.event(EventKind::Kicked, now);
-                    kicked.user = Some(author);
-                    kicked.reason = Some(reason);
-                    out.push(Effect::ToUser {
-                        user: target,
-                        event: Event::Lobby(Arc::new(kicked)),
-                    });
-                    Self::reply(out, request_id, lobby);
-                }
-            }
+            } => self.kick(now, request_id, lobby_id, actor, target, reason, out),
             Command::Update {
                 request_id,
                 lobby_id,
                 actor,
                 update,
-            } => {
-                let lobby = self.lobby(&lobby_id)?;
-                if !lobby.is_host(&actor) {
-                    return Err(failure(
-                        Refusal::NotHost,
-                        format!("only the host of {lobby_id} may change it"),
-                    ));
-                }
-                if let Some(settings) = &update.settings {
-                    check_settings(settings)?;
-                }
-                if let Some((min, max)) = update.capacity {
-                    check_capacity(min, max)?;
-                    if usize::from(max) < lobby.members.len() {
-                        return Err(failure(
-                            Refusal::LobbyError,
-                            format!(
-                                "{} members are in {lobby_id}; max cannot go below that",
-                                lobby.members.len()
-                            ),
-                        ));
-                    }
-                }
-                if update
-                    .password
-                    .as_ref()
-                    .is_some_and(|p| p.as_ref().is_some_and(|p| p.len() > MAX_NAME))
-                {
-                    return Err(failure(
-                        Refusal::InvalidArgument,
-                        format!("password longer than {MAX_NAME} bytes"),
-                    ));
-                }
-                if let Some(s) = update.settings {
-                    lobby.settings = s;
-                }
-                if let Some((min, max)) = update.capacity {
-                    lobby.min = min;
-                    lobby.max = max;
-                }
-                if let Some(v) = update.visibility {
-                    lobby.visibility = v;
-                }
-                if let Some(p) = update.password {
-                    lobby.password = p;
-                }
-                if let Some(l) = update.locked {
-                    lobby.locked = l;
-                }
-                // A capacity change can make (or unmake) an all-ready lobby.
-                if lobby.status != Status::InGame {
-                    lobby.status = if lobby.all_ready() {
-                        Status::Ready
-                    } else {
-                        Status::Open
-                    };
-                }
-                lobby.bump(now);
-                let mut e = lobby.event(EventKind::Updated, now);
-                e.snapshot = Some(lobby.snapshot());
-                Self::broadcast(out, lobby, e, None);
-                Self::reply(out, request_id, lobby);
-                out.push(Effect::Domain(DomainEvent::LobbyUpdated {
-                    lobby_id: lobby_id.clone(),
-                }));
-            }
+            } => self.update(now, request_id, lobby_id, actor, update, out),
             Command::TransferHost {
                 request_id,
                 lobby_id,
                 actor,
                 target,
-            } => {
-                let lobby = self.lobby(&lobby_id)?;
-                if !lobby.is_host(&actor) {
-                    return Err(failure(
-                        Refusal::NotHost,
-                        format!("only the host of {lobby_id} may hand over the host role"),
-                    ));
-                }
-                let Some(member) = lobby.member(&target) else {
-                    return Err(failure(
-                        Refusal::LobbyError,
-                        format!("{target} is not in {lobby_id}"),
-                    ));
-                };
-                if lobby.is_host(&target) {
-                    Self::reply(out, request_id, lobby);
-                    return Ok(());
-                }
-                let author = member.user.clone();
-                lobby.host = Some(target);
-                lobby.bump(now);
-                let mut e = lobby.event(EventKind::HostChanged, now);
-                e.user = Some(author);
-                Self::broadcast(out, lobby, e, None);
-                Self::reply(out, request_id, lobby);
-            }
+            } => self.transfer_host(now, request_id, lobby_id, actor, target, out),
             Command::Start {
                 request_id,
                 lobby_id,
                 actor,
                 connection,
-            } => {
-                let lobby = self.lobby(&lobby_id)?;
-                if actor.as_ref().is_some_and(|a| !lobby.is_host(a)) {
-                    return Err(failure(
-                        Refusal::NotHost,
-                        format!("only the host of {lobby_id} may start it"),
-                    ));
-                }
-                if connection
-                    .as_ref()
-                    .is_some_and(|c| c.len() > MAX_CONNECTION)
-                {
-                    return Err(failure(
-                        Refusal::InvalidArgument,
-                        format!("connection payload longer than {MAX_CONNECTION} bytes"),
-                    ));
-                }
-                if lobby.members.len() < usize::from(lobby.min) {
-                    return Err(failure(
-                        Refusal::LobbyError,
-                        format!(
-                            "{lobby_id} needs at least {} members to start; it has {}",
-                            lobby.min,
-                            lobby.members.len()
-                        ),
-                    ));
-                }
-                lobby.status = Status::InGame;
-                lobby.connection = connection;
-                lobby.bump(now);
-                let mut e = lobby.event(EventKind::Started, now);
-                e.snapshot = Some(lobby.snapshot());
-                Self::broadcast(out, lobby, e, None);
-                Self::reply(out, request_id, lobby);
-                out.push(Effect::Domain(DomainEvent::LobbyUpdated {
-                    lobby_id: lobby_id.clone(),
-                }));
-            }
+            } => self.start(now, request_id, lobby_id, actor, connection, out),
             Command::Close {
                 request_id,
                 lobby_id,
                 actor,
-            } => {
-                let lobby = self.lobby(&lobby_id)?;
-                if let Some(actor) = &actor {
-                    if !lobby.is_host(actor) {
-                        return Err(failure(
-                            Refusal::NotHost,
-                            format!("only the host of {lobby_id} may close it"),
-                        ));
-                    }
-                }
-                out.push(Effect::Reply {
-                    request_id,
-                    reply: Reply::LobbyLeft {
-                        lobby_id: lobby_id.clone(),
-                    },
-                });
-                self.close(now, &lobby_id, out);
-            }
+            } => self.close_on_request(now, request_id, lobby_id, actor, out),
             Command::Invite {
                 request_id,
                 lobby_id,
                 actor,
                 invitee,
-            } => {
-                let lobby = self.lobby(&lobby_id)?;
-                if lobby.member(&actor).is_none() {
-                    return Err(failure(
-                        Refusal::AccessDenied,
-                        format!("only members of {lobby_id} may invite"),
-                    ));
-                }
-                if actor == invitee || lobby.member(&invitee).is_some() {
-                    return Err(failure(
-                        Refusal::LobbyError,
-                        format!("{invitee} is already in {lobby_id}"),
-                    ));
-                }
-                if lobby.invited.len() >= MAX_INVITED {
-                    return Err(failure(
-                        Refusal::LobbyError,
-                        format!(
-                            "{lobby_id} has {MAX_INVITED} pending invitations, the most allowed"
-                        ),
-                    ));
-                }
-                out.push(Effect::LobbyInvite {
-                    request_id,
-                    lobby_id: lobby_id.clone(),
-                    game: lobby.game.clone(),
-                    inviter: actor,
-                    invitee,
-                    friends_only: lobby.visibility != Visibility::Public,
-                });
-            }
+            } => self.invite(request_id, lobby_id, actor, invitee, out),
             Command::Invited { lobby_id, invitee } => {
-                if let Some(lobby) = self.lobbies.get_mut(&lobby_id) {
-                    lobby.invited.insert(invitee);
-                }
+                self.invited(lobby_id, invitee);
+                Ok(())
             }
             Command::Get {
                 request_id,
                 lobby_id,
                 user,
-            } => {
-                let lobby = self.lobby(&lobby_id)?;
-                let member = lobby.member(&user).is_some();
-                if !member && lobby.visibility != Visibility::Public {
-                    return Err(failure(
-                        Refusal::AccessDenied,
-                        format!("only members see {lobby_id}"),
-                    ));
-                }
-                let mut snapshot = lobby.snapshot();
-                if !member {
-                    // The game server's address is for members only.
-                    Arc::make_mut(&mut snapshot).connection = None;
-                }
-                out.push(Effect::Reply {
-                    request_id,
-                    reply: Reply::Lobby(snapshot),
-                });
-            }
-            Command::Assign { lobby_id, players } => {
-                let grace = now.mono + self.limits.assigned_grace;
-                let lobby = self.lobby(&lobby_id)?;
-                let new: Vec<(Author, Option<u8>)> = players
-                    .into_iter()
-                    .filter(|(a, _)| lobby.member(&a.id).is_none())
-                    .collect();
-                if lobby.members.len() + new.len() > usize::from(lobby.max) {
-                    return Err(failure(
-                        Refusal::LobbyError,
-                        format!(
-                            "{lobby_id} has room for {} more, not {}",
-                            usize::from(lobby.max).saturating_sub(lobby.members.len()),
-                            new.len()
-                        ),
-                    ));
-                }
-                let mut added = Vec::new();
-                for (user, team) in new {
-                    let version = lobby.bump(now);
-                    lobby.members.push(Member {
-                        user: user.clone(),
-                        ready: false,
-                        connected: false,
-                        team,
-                        joined_at_ms: now.unix_ms,
-                        grace_until: Some(grace),
-                        since_version: version,
-                    });
-                    if lobby.status == Status::Ready {
-                        lobby.status = Status::Open;
-                    }
-                    let mut joined = lobby.event(EventKind::MemberJoined, now);
-                    joined.user = Some(user.clone());
-                    Self::broadcast(out, lobby, joined, None);
-                    added.push((user.id, version));
-                }
-                let game = lobby.game.clone();
-                Self::reply(out, 0, lobby);
-                for (user, version) in added {
-                    self.graces.insert((grace, lobby_id.clone(), user.clone()));
-                    out.push(Effect::LobbyMembership {
-                        user: user.clone(),
-                        lobby_id: lobby_id.clone(),
-                        game: game.clone(),
-                        joined: true,
-                        since_version: version,
-                    });
-                    out.push(Effect::Domain(DomainEvent::LobbyMemberJoined {
-                        lobby_id: lobby_id.clone(),
-                        user,
-                    }));
-                }
-            }
+            } => self.get(request_id, lobby_id, user, out),
+            Command::Assign { lobby_id, players } => self.assign(now, lobby_id, players, out),
             Command::Presence {
                 lobby_id,
                 user,
                 online,
             } => {
-                let grace = self.limits.grace;
-                let Some(lobby) = self.lobbies.get_mut(&lobby_id) else {
-                    return Ok(());
-                };
-                let Some(member) = lobby.member_mut(&user) else {
-                    return Ok(());
-                };
-                if member.connected == online {
-                    return Ok(());
-                }
-                member.connected = online;
-                member.grace_until = (!online).then(|| now.mono + grace);
-                if let Some(at) = member.grace_until {
-                    self.graces.insert((at, lobby_id.clone(), user.clone()));
-                }
-                let author = member.user.clone();
-                lobby.bump(now);
-                let kind = if online {
-                    EventKind::MemberReconnected
-                } else {
-                    EventKind::MemberDisconnected
-                };
-                let mut e = lobby.event(kind, now);
-                e.user = Some(author);
-                Self::broadcast(out, lobby, e, None);
+                self.presence(now, lobby_id, user, online, out);
+                Ok(())
             }
         }
+    }
+
+    /// A player creates a lobby and hosts it, or an operator or the
+    /// matchmaker creates one with its players assigned.
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &mut self,
+        now: Now,
+        request_id: u64,
+        lobby_id: Arc<str>,
+        host: Option<Author>,
+        spec: LobbySpec,
+        assigned: Vec<(Author, Option<u8>)>,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), Failure> {
+        check_spec(&spec)?;
+        if lobby_id.is_empty() || lobby_id.len() > MAX_NAME {
+            return Err(failure(
+                Refusal::InvalidArgument,
+                format!("lobby id must be 1..={MAX_NAME} bytes"),
+            ));
+        }
+        if self.lobbies.contains_key(&lobby_id) {
+            return Err(failure(
+                Refusal::LobbyError,
+                format!("lobby {lobby_id} already exists"),
+            ));
+        }
+        let players = host.iter().count() + assigned.len();
+        if players == 0 {
+            return Err(failure(
+                Refusal::InvalidArgument,
+                "a lobby needs at least one player",
+            ));
+        }
+        if players > usize::from(spec.max) {
+            return Err(failure(
+                Refusal::InvalidArgument,
+                format!(
+                    "{players} players assigned to a lobby of at most {}",
+                    spec.max
+                ),
+            ));
+        }
+        let mut lobby = Lobby {
+            id: lobby_id.clone(),
+            game: Arc::from(spec.game),
+            mode: Arc::from(spec.mode),
+            region: Arc::from(spec.region),
+            min: spec.min,
+            max: spec.max,
+            visibility: spec.visibility,
+            password: spec.password,
+            chat: spec.chat,
+            locked: false,
+            status: Status::Open,
+            host: host.as_ref().map(|h| h.id.clone()),
+            members: Vec::new(),
+            settings: spec.settings,
+            connection: None,
+            invited: HashSet::new(),
+            bans: HashMap::new(),
+            version: 1,
+            created_at_ms: now.unix_ms,
+            updated_at_ms: now.unix_ms,
+        };
+        let assigned_grace = now.mono + self.limits.assigned_grace;
+        for (user, team, connected) in host
+            .into_iter()
+            .map(|h| (h, None, true))
+            .chain(assigned.into_iter().map(|(u, t)| (u, t, false)))
+        {
+            if lobby.member(&user.id).is_some() {
+                continue;
+            }
+            let grace_until = (!connected).then_some(assigned_grace);
+            if let Some(at) = grace_until {
+                self.graces.insert((at, lobby_id.clone(), user.id.clone()));
+            }
+            out.push(Effect::LobbyMembership {
+                user: user.id.clone(),
+                lobby_id: lobby_id.clone(),
+                game: lobby.game.clone(),
+                joined: true,
+                since_version: 1,
+            });
+            lobby.members.push(Member {
+                user,
+                ready: false,
+                connected,
+                team,
+                joined_at_ms: now.unix_ms,
+                grace_until,
+                since_version: 1,
+            });
+        }
+        if lobby.host.is_none() {
+            lobby.host = lobby.members.first().map(|m| m.user.id.clone());
+        }
+        Self::reply(out, request_id, &lobby);
+        out.push(Effect::Domain(DomainEvent::LobbyCreated {
+            lobby_id: lobby_id.clone(),
+            game: lobby.game.clone(),
+        }));
+        self.lobbies.insert(lobby_id, lobby);
         Ok(())
+    }
+
+    /// A user joins; bans, invitations, the lock, the status, room and the
+    /// password are checked first.
+    fn join(
+        &mut self,
+        now: Now,
+        request_id: u64,
+        lobby_id: Arc<str>,
+        user: Author,
+        password: Option<String>,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), Failure> {
+        let lobby = self.lobby(&lobby_id)?;
+        if lobby.member(&user.id).is_some() {
+            // Already in (another device, a retry): the snapshot.
+            Self::reply(out, request_id, lobby);
+            return Ok(());
+        }
+        if let Some(&until) = lobby.bans.get(&user.id) {
+            if until > now.unix_ms {
+                let left = (until - now.unix_ms + 999) / 1000;
+                return Err(failure(
+                    Refusal::LobbyError,
+                    format!("you were kicked from {lobby_id}; you may rejoin in {left} s"),
+                ));
+            }
+        }
+        let invited = lobby.invited.contains(&user.id);
+        if lobby.visibility == Visibility::InviteOnly && !invited {
+            return Err(failure(
+                Refusal::AccessDenied,
+                format!("{lobby_id} is invite-only; ask a member for an invitation"),
+            ));
+        }
+        if lobby.locked {
+            return Err(failure(
+                Refusal::LobbyError,
+                format!("{lobby_id} is locked by its host"),
+            ));
+        }
+        if lobby.status == Status::InGame {
+            return Err(failure(
+                Refusal::LobbyError,
+                format!("{lobby_id} is in game"),
+            ));
+        }
+        if lobby.members.len() >= usize::from(lobby.max) {
+            return Err(failure(
+                Refusal::LobbyError,
+                format!(
+                    "{lobby_id} is full ({} of {})",
+                    lobby.members.len(),
+                    lobby.max
+                ),
+            ));
+        }
+        if let Some(want) = &lobby.password {
+            if !invited && password.as_deref() != Some(want.as_str()) {
+                return Err(failure(
+                    Refusal::LobbyError,
+                    format!("wrong password for {lobby_id}"),
+                ));
+            }
+        }
+        lobby.invited.remove(&user.id);
+        lobby.bans.retain(|_, until| *until > now.unix_ms);
+        let version = lobby.bump(now);
+        lobby.members.push(Member {
+            user: user.clone(),
+            ready: false,
+            connected: true,
+            team: None,
+            joined_at_ms: now.unix_ms,
+            grace_until: None,
+            since_version: version,
+        });
+        if lobby.host.is_none() {
+            lobby.host = Some(user.id.clone());
+        }
+        let was_ready = lobby.status == Status::Ready;
+        if was_ready {
+            lobby.status = Status::Open;
+        }
+        // Every member hears it, the joiner's other devices too.
+        let mut joined = lobby.event(EventKind::MemberJoined, now);
+        joined.user = Some(user.clone());
+        Self::broadcast(out, lobby, joined, None);
+        if was_ready {
+            let reverted = lobby.event(EventKind::NotReady, now);
+            Self::broadcast(out, lobby, reverted, None);
+        }
+        Self::reply(out, request_id, lobby);
+        out.push(Effect::LobbyMembership {
+            user: user.id.clone(),
+            lobby_id: lobby_id.clone(),
+            game: lobby.game.clone(),
+            joined: true,
+            since_version: version,
+        });
+        out.push(Effect::Domain(DomainEvent::LobbyMemberJoined {
+            lobby_id,
+            user: user.id,
+        }));
+        Ok(())
+    }
+
+    /// A member leaves.
+    fn leave(
+        &mut self,
+        now: Now,
+        request_id: u64,
+        lobby_id: Arc<str>,
+        user: UserId,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), Failure> {
+        let lobby = self.lobby(&lobby_id)?;
+        if lobby.member(&user).is_none() {
+            return Err(failure(
+                Refusal::LobbyError,
+                format!("you are not in {lobby_id}"),
+            ));
+        }
+        out.push(Effect::Reply {
+            request_id,
+            reply: Reply::LobbyLeft {
+                lobby_id: lobby_id.clone(),
+            },
+        });
+        self.remove_member(now, &lobby_id, &user, "left", out);
+        Ok(())
+    }
+
+    /// The user joined another lobby of this game: they leave this one if
+    /// their membership is still the one that began at `since_version`.
+    fn superseded(
+        &mut self,
+        now: Now,
+        lobby_id: Arc<str>,
+        user: UserId,
+        since_version: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        let current = self
+            .lobbies
+            .get(&lobby_id)
+            .and_then(|l| l.member(&user))
+            .is_some_and(|m| m.since_version == since_version);
+        if current {
+            self.remove_member(
+                now,
+                &lobby_id,
+                &user,
+                "joined another lobby of this game",
+                out,
+            );
+        }
+    }
+
+    /// A member (un)readies; the lobby becomes ready, or open again, as its
+    /// members are.
+    fn ready(
+        &mut self,
+        now: Now,
+        request_id: u64,
+        lobby_id: Arc<str>,
+        user: UserId,
+        ready: bool,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), Failure> {
+        let lobby = self.lobby(&lobby_id)?;
+        if lobby.status == Status::InGame {
+            return Err(failure(
+                Refusal::ReadyError,
+                format!("{lobby_id} is in game"),
+            ));
+        }
+        let Some(member) = lobby.member_mut(&user) else {
+            return Err(failure(
+                Refusal::ReadyError,
+                format!("you are not in {lobby_id}"),
+            ));
+        };
+        if member.ready == ready {
+            Self::reply(out, request_id, lobby);
+            return Ok(());
+        }
+        member.ready = ready;
+        let author = member.user.clone();
+        lobby.bump(now);
+        let mut e = lobby.event(EventKind::MemberReady, now);
+        e.user = Some(author);
+        e.ready = ready;
+        Self::broadcast(out, lobby, e, None);
+        let all = lobby.all_ready();
+        if all && lobby.status == Status::Open {
+            lobby.status = Status::Ready;
+            let e = lobby.event(EventKind::AllReady, now);
+            Self::broadcast(out, lobby, e, None);
+        } else if !all && lobby.status == Status::Ready {
+            lobby.status = Status::Open;
+            let e = lobby.event(EventKind::NotReady, now);
+            Self::broadcast(out, lobby, e, None);
+        }
+        Self::reply(out, request_id, lobby);
+        Ok(())
+    }
+
+    /// The host kicks a member, who may not rejoin for `kick_ban`.
+    #[allow(clippy::too_many_arguments)]
+    fn kick(
+        &mut self,
+        now: Now,
+        request_id: u64,
+        lobby_id: Arc<str>,
+        actor: UserId,
+        target: UserId,
+        reason: String,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), Failure> {
+        let ban = self.limits.kick_ban;
+        let lobby = self.lobby(&lobby_id)?;
+        if !lobby.is_host(&actor) {
+            return Err(failure(
+                Refusal::NotHost,
+                format!("only the host of {lobby_id} may kick"),
+            ));
+        }
+        if actor == target {
+            return Err(failure(
+                Refusal::KickError,
+                "you cannot kick yourself; leave the lobby instead",
+            ));
+        }
+        let Some(member) = lobby.member(&target) else {
+            return Err(failure(
+                Refusal::KickError,
+                format!("{target} is not in {lobby_id}"),
+            ));
+        };
+        let author = member.user.clone();
+        lobby.bans.retain(|_, until| *until > now.unix_ms);
+        lobby
+            .bans
+            .insert(target.clone(), now.unix_ms + ban.as_millis() as i64);
+        let reason = if reason.is_empty() {
+            "kicked by the host".to_string()
+        } else {
+            reason
+        };
+        self.remove_member_as(
+            now,
+            &lobby_id,
+            &target,
+            EventKind::MemberKicked,
+            &reason,
+            out,
+        );
+        // The host stays, so the lobby does too.
+        if let Some(lobby) = self.lobbies.get(&lobby_id) {
+            // The target hears it on every one of their sessions.
+            let mut kicked = lobby.event(EventKind::Kicked, now);
+            kicked.user = Some(author);
+            kicked.reason = Some(reason);
+            out.push(Effect::ToUser {
+                user: target,
+                event: Event::Lobby(Arc::new(kicked)),
+            });
+            Self::reply(out, request_id, lobby);
+        }
+        Ok(())
+    }
+
+    /// The host changes settings, capacity, visibility, password or lock.
+    fn update(
+        &mut self,
+        now: Now,
+        request_id: u64,
+        lobby_id: Arc<str>,
+        actor: UserId,
+        update: LobbyUpdate,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), Failure> {
+        let lobby = self.lobby(&lobby_id)?;
+        if !lobby.is_host(&actor) {
+            return Err(failure(
+                Refusal::NotHost,
+                format!("only the host of {lobby_id} may change it"),
+            ));
+        }
+        if let Some(settings) = &update.settings {
+            check_settings(settings)?;
+        }
+        if let Some((min, max)) = update.capacity {
+            check_capacity(min, max)?;
+            if usize::from(max) < lobby.members.len() {
+                return Err(failure(
+                    Refusal::LobbyError,
+                    format!(
+                        "{} members are in {lobby_id}; max cannot go below that",
+                        lobby.members.len()
+                    ),
+                ));
+            }
+        }
+        if update
+            .password
+            .as_ref()
+            .is_some_and(|p| p.as_ref().is_some_and(|p| p.len() > MAX_NAME))
+        {
+            return Err(failure(
+                Refusal::InvalidArgument,
+                format!("password longer than {MAX_NAME} bytes"),
+            ));
+        }
+        if let Some(s) = update.settings {
+            lobby.settings = s;
+        }
+        if let Some((min, max)) = update.capacity {
+            lobby.min = min;
+            lobby.max = max;
+        }
+        if let Some(v) = update.visibility {
+            lobby.visibility = v;
+        }
+        if let Some(p) = update.password {
+            lobby.password = p;
+        }
+        if let Some(l) = update.locked {
+            lobby.locked = l;
+        }
+        // A capacity change can make (or unmake) an all-ready lobby.
+        if lobby.status != Status::InGame {
+            lobby.status = if lobby.all_ready() {
+                Status::Ready
+            } else {
+                Status::Open
+            };
+        }
+        lobby.bump(now);
+        let mut e = lobby.event(EventKind::Updated, now);
+        e.snapshot = Some(lobby.snapshot());
+        Self::broadcast(out, lobby, e, None);
+        Self::reply(out, request_id, lobby);
+        out.push(Effect::Domain(DomainEvent::LobbyUpdated {
+            lobby_id: lobby_id.clone(),
+        }));
+        Ok(())
+    }
+
+    /// The host hands the host role to another member.
+    fn transfer_host(
+        &mut self,
+        now: Now,
+        request_id: u64,
+        lobby_id: Arc<str>,
+        actor: UserId,
+        target: UserId,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), Failure> {
+        let lobby = self.lobby(&lobby_id)?;
+        if !lobby.is_host(&actor) {
+            return Err(failure(
+                Refusal::NotHost,
+                format!("only the host of {lobby_id} may hand over the host role"),
+            ));
+        }
+        let Some(member) = lobby.member(&target) else {
+            return Err(failure(
+                Refusal::LobbyError,
+                format!("{target} is not in {lobby_id}"),
+            ));
+        };
+        if lobby.is_host(&target) {
+            Self::reply(out, request_id, lobby);
+            return Ok(());
+        }
+        let author = member.user.clone();
+        lobby.host = Some(target);
+        lobby.bump(now);
+        let mut e = lobby.event(EventKind::HostChanged, now);
+        e.user = Some(author);
+        Self::broadcast(out, lobby, e, None);
+        Self::reply(out, request_id, lobby);
+        Ok(())
+    }
+
+    /// The host (or an operator, or the game backend) starts the game.
+    fn start(
+        &mut self,
+        now: Now,
+        request_id: u64,
+        lobby_id: Arc<str>,
+        actor: Option<UserId>,
+        connection: Option<String>,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), Failure> {
+        let lobby = self.lobby(&lobby_id)?;
+        if actor.as_ref().is_some_and(|a| !lobby.is_host(a)) {
+            return Err(failure(
+                Refusal::NotHost,
+                format!("only the host of {lobby_id} may start it"),
+            ));
+        }
+        if connection
+            .as_ref()
+            .is_some_and(|c| c.len() > MAX_CONNECTION)
+        {
+            return Err(failure(
+                Refusal::InvalidArgument,
+                format!("connection payload longer than {MAX_CONNECTION} bytes"),
+            ));
+        }
+        if lobby.members.len() < usize::from(lobby.min) {
+            return Err(failure(
+                Refusal::LobbyError,
+                format!(
+                    "{lobby_id} needs at least {} members to start; it has {}",
+                    lobby.min,
+                    lobby.members.len()
+                ),
+            ));
+        }
+        lobby.status = Status::InGame;
+        lobby.connection = connection;
+        lobby.bump(now);
+        let mut e = lobby.event(EventKind::Started, now);
+        e.snapshot = Some(lobby.snapshot());
+        Self::broadcast(out, lobby, e, None);
+        Self::reply(out, request_id, lobby);
+        out.push(Effect::Domain(DomainEvent::LobbyUpdated {
+            lobby_id: lobby_id.clone(),
+        }));
+        Ok(())
+    }
+
+    /// The host (or an operator) closes the lobby.
+    fn close_on_request(
+        &mut self,
+        now: Now,
+        request_id: u64,
+        lobby_id: Arc<str>,
+        actor: Option<UserId>,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), Failure> {
+        let lobby = self.lobby(&lobby_id)?;
+        if let Some(actor) = &actor {
+            if !lobby.is_host(actor) {
+                return Err(failure(
+                    Refusal::NotHost,
+                    format!("only the host of {lobby_id} may close it"),
+                ));
+            }
+        }
+        out.push(Effect::Reply {
+            request_id,
+            reply: Reply::LobbyLeft {
+                lobby_id: lobby_id.clone(),
+            },
+        });
+        self.close(now, &lobby_id, out);
+        Ok(())
+    }
+
+    /// A member invites a user: checked here, then by the pair authority
+    /// (see [`Effect::LobbyInvite`]).
+    fn invite(
+        &mut self,
+        request_id: u64,
+        lobby_id: Arc<str>,
+        actor: UserId,
+        invitee: UserId,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), Failure> {
+        let lobby = self.lobby(&lobby_id)?;
+        if lobby.member(&actor).is_none() {
+            return Err(failure(
+                Refusal::AccessDenied,
+                format!("only members of {lobby_id} may invite"),
+            ));
+        }
+        if actor == invitee || lobby.member(&invitee).is_some() {
+            return Err(failure(
+                Refusal::LobbyError,
+                format!("{invitee} is already in {lobby_id}"),
+            ));
+        }
+        if lobby.invited.len() >= MAX_INVITED {
+            return Err(failure(
+                Refusal::LobbyError,
+                format!("{lobby_id} has {MAX_INVITED} pending invitations, the most allowed"),
+            ));
+        }
+        out.push(Effect::LobbyInvite {
+            request_id,
+            lobby_id: lobby_id.clone(),
+            game: lobby.game.clone(),
+            inviter: actor,
+            invitee,
+            friends_only: lobby.visibility != Visibility::Public,
+        });
+        Ok(())
+    }
+
+    /// The invitation passed the pair's checks: the invitee may join.
+    fn invited(&mut self, lobby_id: Arc<str>, invitee: UserId) {
+        if let Some(lobby) = self.lobbies.get_mut(&lobby_id) {
+            lobby.invited.insert(invitee);
+        }
+    }
+
+    /// A lobby's state, for its members (and anyone, when it is public).
+    fn get(
+        &mut self,
+        request_id: u64,
+        lobby_id: Arc<str>,
+        user: UserId,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), Failure> {
+        let lobby = self.lobby(&lobby_id)?;
+        let member = lobby.member(&user).is_some();
+        if !member && lobby.visibility != Visibility::Public {
+            return Err(failure(
+                Refusal::AccessDenied,
+                format!("only members see {lobby_id}"),
+            ));
+        }
+        let mut snapshot = lobby.snapshot();
+        if !member {
+            // The game server's address is for members only.
+            Arc::make_mut(&mut snapshot).connection = None;
+        }
+        out.push(Effect::Reply {
+            request_id,
+            reply: Reply::Lobby(snapshot),
+        });
+        Ok(())
+    }
+
+    /// The matchmaker's backfill adds players with their teams, all or none.
+    fn assign(
+        &mut self,
+        now: Now,
+        lobby_id: Arc<str>,
+        players: Vec<(Author, Option<u8>)>,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), Failure> {
+        let grace = now.mono + self.limits.assigned_grace;
+        let lobby = self.lobby(&lobby_id)?;
+        let new: Vec<(Author, Option<u8>)> = players
+            .into_iter()
+            .filter(|(a, _)| lobby.member(&a.id).is_none())
+            .collect();
+        if lobby.members.len() + new.len() > usize::from(lobby.max) {
+            return Err(failure(
+                Refusal::LobbyError,
+                format!(
+                    "{lobby_id} has room for {} more, not {}",
+                    usize::from(lobby.max).saturating_sub(lobby.members.len()),
+                    new.len()
+                ),
+            ));
+        }
+        let mut added = Vec::new();
+        for (user, team) in new {
+            let version = lobby.bump(now);
+            lobby.members.push(Member {
+                user: user.clone(),
+                ready: false,
+                connected: false,
+                team,
+                joined_at_ms: now.unix_ms,
+                grace_until: Some(grace),
+                since_version: version,
+            });
+            if lobby.status == Status::Ready {
+                lobby.status = Status::Open;
+            }
+            let mut joined = lobby.event(EventKind::MemberJoined, now);
+            joined.user = Some(user.clone());
+            Self::broadcast(out, lobby, joined, None);
+            added.push((user.id, version));
+        }
+        let game = lobby.game.clone();
+        Self::reply(out, 0, lobby);
+        for (user, version) in added {
+            self.graces.insert((grace, lobby_id.clone(), user.clone()));
+            out.push(Effect::LobbyMembership {
+                user: user.clone(),
+                lobby_id: lobby_id.clone(),
+                game: game.clone(),
+                joined: true,
+                since_version: version,
+            });
+            out.push(Effect::Domain(DomainEvent::LobbyMemberJoined {
+                lobby_id: lobby_id.clone(),
+                user,
+            }));
+        }
+        Ok(())
+    }
+
+    /// A member's user came online or went offline: the slot's grace period
+    /// starts or ends.
+    fn presence(
+        &mut self,
+        now: Now,
+        lobby_id: Arc<str>,
+        user: UserId,
+        online: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let grace = self.limits.grace;
+        let Some(lobby) = self.lobbies.get_mut(&lobby_id) else {
+            return;
+        };
+        let Some(member) = lobby.member_mut(&user) else {
+            return;
+        };
+        if member.connected == online {
+            return;
+        }
+        member.connected = online;
+        member.grace_until = (!online).then(|| now.mono + grace);
+        if let Some(at) = member.grace_until {
+            self.graces.insert((at, lobby_id.clone(), user.clone()));
+        }
+        let author = member.user.clone();
+        lobby.bump(now);
+        let kind = if online {
+            EventKind::MemberReconnected
+        } else {
+            EventKind::MemberDisconnected
+        };
+        let mut e = lobby.event(kind, now);
+        e.user = Some(author);
+        Self::broadcast(out, lobby, e, None);
     }
 
     fn remove_member(
