@@ -8,8 +8,11 @@
 //! - [`Rosters`] remembers. Each user's view (friends, requests both ways,
 //!   blocks) lives on the user's shard, updated by [`Effect::RelationChanged`]
 //!   from the pair's shard; it serves the friend list and tells the shard
-//!   whom to push `user:status` to.
+//!   whom to push `user:status` to. On a friend operation's way to the
+//!   pair's shard, [`Rosters::advance`] checks the actor's and the
+//!   target's caps ([`FriendStage`]).
 //!
+//! [`Pairs::check_invite`] is the pair's word on a lobby invitation.
 //! A blocked user is never told: they see the relation as NONE. Never does
 //! I/O; records for the store go out as [`Effect::Persist`] of a
 //! [`Record::Relation`].
@@ -136,6 +139,19 @@ pub struct OpCommand {
     pub op: Op,
 }
 
+/// Where a friend operation is on its way to the pair's shard: the actor's
+/// shard checks the actor's cap, the target's shard (requests only) the
+/// target's, and the pair's shard decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FriendStage {
+    /// On the actor's shard.
+    Actor,
+    /// On the target's shard (requests only).
+    Target,
+    /// On the pair's shard, which decides.
+    Decide,
+}
+
 /// The friend/block authority for the pairs this shard owns.
 #[derive(Debug, Default)]
 pub struct Pairs {
@@ -196,6 +212,32 @@ impl Pairs {
     pub fn relation(&self, user: &str, other: &str) -> Relation {
         let (pair, is_lo) = self.state(user, other);
         pair.view(is_lo).0
+    }
+
+    /// Whether `inviter` may invite `invitee` to a lobby: never when the
+    /// invitee blocked the inviter, and only a friend when `friends_only`
+    /// (a lobby that is not public).
+    pub fn check_invite(
+        &self,
+        inviter: &str,
+        invitee: &str,
+        friends_only: bool,
+    ) -> Result<(), Failure> {
+        if self.blocked(invitee, inviter) {
+            return Err(Failure::new(
+                Refusal::AccessDenied,
+                format!("{invitee} does not accept invitations from you"),
+            ));
+        }
+        if friends_only && self.relation(inviter, invitee) != Relation::Friend {
+            return Err(Failure::new(
+                Refusal::AccessDenied,
+                format!(
+                    "{invitee} is not your friend; only friends may be invited to a lobby that is not public"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub fn handle(&mut self, now: Now, cmd: OpCommand, out: &mut Vec<Effect>) {
@@ -406,6 +448,48 @@ impl Rosters {
                 .filter(|(r, _)| *r == Relation::RequestReceived)
                 .count()
         })
+    }
+
+    /// Checks the cap that `stage` of a friend operation checks on this
+    /// shard and names the stage that comes next. On the actor's shard a
+    /// request or block is refused when the actor already holds
+    /// [`MAX_RELATIONS`]; a request goes on to the target's shard, anything
+    /// else to the pair's. On the target's shard a request is refused when
+    /// the target has [`MAX_INCOMING`] waiting; otherwise the pair's shard
+    /// decides. `Decide` stays `Decide`: the pair authority ([`Pairs`])
+    /// decides, not the roster.
+    pub fn advance(&self, cmd: &OpCommand, stage: FriendStage) -> Result<FriendStage, Failure> {
+        match stage {
+            FriendStage::Decide => Ok(FriendStage::Decide),
+            FriendStage::Actor => {
+                let adds = matches!(cmd.op, Op::Request | Op::Block);
+                if adds && self.count(&cmd.actor) >= MAX_RELATIONS {
+                    return Err(Failure::new(
+                        Refusal::FriendError,
+                        format!(
+                            "you have {MAX_RELATIONS} friends, requests and blocks, the most allowed; remove some first"
+                        ),
+                    ));
+                }
+                if cmd.op == Op::Request {
+                    Ok(FriendStage::Target)
+                } else {
+                    Ok(FriendStage::Decide)
+                }
+            }
+            FriendStage::Target => {
+                if self.incoming(&cmd.target) >= MAX_INCOMING {
+                    return Err(Failure::new(
+                        Refusal::FriendError,
+                        format!(
+                            "{} has {} friend requests waiting, the most allowed; try again later",
+                            cmd.target, MAX_INCOMING
+                        ),
+                    ));
+                }
+                Ok(FriendStage::Decide)
+            }
+        }
     }
 
     /// `user`'s friends.

@@ -195,3 +195,165 @@ fn pairs_restore_from_stored_rows() {
     assert_eq!(restored.relation("alice", "bob"), Relation::RequestReceived);
     assert_eq!(restored.relation("bob", "alice"), Relation::RequestSent);
 }
+
+fn op_command(actor: &str, op: Op, target: &str) -> OpCommand {
+    OpCommand {
+        request_id: 7,
+        actor: Arc::from(actor),
+        target: Arc::from(target),
+        op,
+    }
+}
+
+/// A roster where `user` holds `relations` relations, each `relation`.
+fn roster_with(user: &str, relations: usize, relation: Relation) -> Rosters {
+    let mut rosters = Rosters::new();
+    let user: UserId = Arc::from(user);
+    for i in 0..relations {
+        rosters.set(&user, &Arc::from(format!("other{i}")), relation, 1);
+    }
+    rosters
+}
+
+#[test]
+fn the_stages_of_a_friend_operation_go_actor_target_decide() {
+    let rosters = Rosters::new();
+    let next = |op, stage| rosters.advance(&op_command("ann", op, "ben"), stage);
+    assert_eq!(
+        next(Op::Request, FriendStage::Actor),
+        Ok(FriendStage::Target)
+    );
+    assert_eq!(
+        next(Op::Request, FriendStage::Target),
+        Ok(FriendStage::Decide)
+    );
+    for op in [
+        Op::Accept,
+        Op::Reject,
+        Op::Cancel,
+        Op::Remove,
+        Op::Block,
+        Op::Unblock,
+    ] {
+        assert_eq!(
+            next(op, FriendStage::Actor),
+            Ok(FriendStage::Decide),
+            "{op:?} skips the target's shard"
+        );
+    }
+    for op in [Op::Request, Op::Block, Op::Remove] {
+        assert_eq!(
+            next(op, FriendStage::Decide),
+            Ok(FriendStage::Decide),
+            "the pair authority decides"
+        );
+    }
+}
+
+#[test]
+fn the_actor_may_add_relations_up_to_the_cap() {
+    let below = roster_with("ann", MAX_RELATIONS - 1, Relation::Friend);
+    for op in [Op::Request, Op::Block] {
+        assert!(below
+            .advance(&op_command("ann", op, "ben"), FriendStage::Actor)
+            .is_ok());
+    }
+    let full = roster_with("ann", MAX_RELATIONS, Relation::Friend);
+    for op in [Op::Request, Op::Block] {
+        let refused = full
+            .advance(&op_command("ann", op, "ben"), FriendStage::Actor)
+            .unwrap_err();
+        assert_eq!(refused.refusal, Refusal::FriendError);
+        assert_eq!(
+            refused.message,
+            "you have 1000 friends, requests and blocks, the most allowed; remove some first"
+        );
+    }
+    for op in [Op::Accept, Op::Reject, Op::Cancel, Op::Remove, Op::Unblock] {
+        assert_eq!(
+            full.advance(&op_command("ann", op, "ben"), FriendStage::Actor),
+            Ok(FriendStage::Decide),
+            "{op:?} adds nothing, so the cap does not apply"
+        );
+    }
+    assert_eq!(
+        full.advance(&op_command("ben", Op::Request, "ann"), FriendStage::Actor),
+        Ok(FriendStage::Target),
+        "the cap is the actor's"
+    );
+}
+
+#[test]
+fn the_target_may_have_requests_waiting_up_to_the_cap() {
+    let below = roster_with("ben", MAX_INCOMING - 1, Relation::RequestReceived);
+    assert_eq!(
+        below.advance(&op_command("ann", Op::Request, "ben"), FriendStage::Target),
+        Ok(FriendStage::Decide)
+    );
+    let full = roster_with("ben", MAX_INCOMING, Relation::RequestReceived);
+    let refused = full
+        .advance(&op_command("ann", Op::Request, "ben"), FriendStage::Target)
+        .unwrap_err();
+    assert_eq!(refused.refusal, Refusal::FriendError);
+    assert_eq!(
+        refused.message,
+        "ben has 500 friend requests waiting, the most allowed; try again later"
+    );
+    let sent = roster_with("ben", MAX_INCOMING, Relation::RequestSent);
+    assert_eq!(
+        sent.advance(&op_command("ann", Op::Request, "ben"), FriendStage::Target),
+        Ok(FriendStage::Decide),
+        "only requests received count"
+    );
+}
+
+#[test]
+fn invitations_need_no_block_and_for_a_closed_lobby_a_friendship() {
+    let mut w = World::new();
+    for friends_only in [false, true] {
+        assert_eq!(
+            w.pairs
+                .check_invite("ann", "ben", friends_only)
+                .map_err(|f| f.refusal),
+            if friends_only {
+                Err(Refusal::AccessDenied)
+            } else {
+                Ok(())
+            },
+            "strangers: friends_only {friends_only}"
+        );
+    }
+    let stranger = w.pairs.check_invite("ann", "ben", true).unwrap_err();
+    assert_eq!(
+        stranger.message,
+        "ben is not your friend; only friends may be invited to a lobby that is not public"
+    );
+    w.op("ann", Op::Request, "ben").unwrap();
+    assert!(
+        w.pairs.check_invite("ann", "ben", true).is_err(),
+        "a request is not a friendship"
+    );
+    w.op("ben", Op::Accept, "ann").unwrap();
+    assert_eq!(w.pairs.check_invite("ann", "ben", true), Ok(()));
+    w.op("ben", Op::Block, "ann").unwrap();
+    for friends_only in [false, true] {
+        let blocked = w
+            .pairs
+            .check_invite("ann", "ben", friends_only)
+            .unwrap_err();
+        assert_eq!(blocked.refusal, Refusal::AccessDenied);
+        assert_eq!(blocked.message, "ben does not accept invitations from you");
+    }
+    assert_eq!(
+        w.pairs.check_invite("ben", "ann", false),
+        Ok(()),
+        "the blocker may still invite to a public lobby"
+    );
+    assert_eq!(
+        w.pairs
+            .check_invite("ben", "ann", true)
+            .map_err(|f| f.refusal),
+        Err(Refusal::AccessDenied),
+        "but is no friend"
+    );
+}
