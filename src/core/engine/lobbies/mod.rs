@@ -512,6 +512,24 @@ impl Lobbies {
         Ok((l.game.clone(), players))
     }
 
+    /// The players of a party ticket for `game`: [`Lobbies::party`]'s
+    /// players (host first), refused when the lobby is of another game.
+    pub fn party_ticket(
+        &self,
+        lobby_id: &str,
+        host: &str,
+        game: &str,
+    ) -> Result<Vec<Author>, Failure> {
+        let (lobby_game, players) = self.party(lobby_id, host)?;
+        if &*lobby_game != game {
+            return Err(Failure::new(
+                Refusal::LobbyError,
+                format!("lobby {lobby_id} is a {lobby_game} lobby; it cannot queue for {game}"),
+            ));
+        }
+        Ok(players)
+    }
+
     /// The full state of a lobby, if it exists.
     pub fn snapshot(&self, lobby: &str) -> Option<Arc<Snapshot>> {
         self.lobbies.get(lobby).map(Lobby::snapshot)

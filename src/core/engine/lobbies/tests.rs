@@ -517,3 +517,75 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn only_the_host_queues_a_lobby_for_its_own_game_host_first() {
+    let mut w = World::new();
+    w.create("host", spec(1, 3, Visibility::Public));
+    w.join("ann", None);
+    let ids = |players: Vec<Author>| -> Vec<String> {
+        players.iter().map(|a| a.id.to_string()).collect()
+    };
+    assert_eq!(
+        w.lobbies.party_ticket("L", "host", "g").map(ids),
+        Ok(vec!["host".to_string(), "ann".to_string()])
+    );
+    let other_game = w.lobbies.party_ticket("L", "host", "h").unwrap_err();
+    assert_eq!(other_game.refusal, Refusal::LobbyError);
+    assert_eq!(
+        other_game.message,
+        "lobby L is a g lobby; it cannot queue for h"
+    );
+    let refused = |w: &World, lobby: &str, host: &str| {
+        w.lobbies
+            .party_ticket(lobby, host, "g")
+            .map_err(|f| (f.refusal, f.message))
+    };
+    assert_eq!(
+        refused(&w, "L", "ann"),
+        Err((
+            Refusal::NotHost,
+            "only the lobby's host may queue it for matchmaking".to_string()
+        ))
+    );
+    assert_eq!(
+        refused(&w, "L", "zed"),
+        Err((Refusal::LobbyNotFound, "no lobby L".to_string())),
+        "a non-member does not learn the lobby exists"
+    );
+    assert_eq!(
+        refused(&w, "nope", "host"),
+        Err((Refusal::LobbyNotFound, "no lobby nope".to_string()))
+    );
+    w.run(Command::TransferHost {
+        request_id: 6,
+        lobby_id: Arc::from("L"),
+        actor: UserId::from("host"),
+        target: UserId::from("ann"),
+    });
+    assert_eq!(
+        w.lobbies.party_ticket("L", "ann", "g").map(ids),
+        Ok(vec!["ann".to_string(), "host".to_string()]),
+        "the new host comes first"
+    );
+    w.run(Command::Start {
+        request_id: 7,
+        lobby_id: Arc::from("L"),
+        actor: None,
+        connection: None,
+    });
+    assert_eq!(
+        refused(&w, "L", "ann"),
+        Err((
+            Refusal::LobbyError,
+            "lobby L is in game; it cannot queue for a match".to_string()
+        )),
+        "the in-game refusal comes before the game check"
+    );
+    assert_eq!(
+        w.lobbies
+            .party_ticket("L", "ann", "h")
+            .map_err(|f| f.message),
+        Err("lobby L is in game; it cannot queue for a match".to_string())
+    );
+}
