@@ -9,7 +9,9 @@
 
 pub mod chat;
 pub mod lobbies;
+pub mod matches;
 pub mod matchmaking;
+pub mod memberships;
 pub mod notifications;
 pub mod social;
 pub mod users;

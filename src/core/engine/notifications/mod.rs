@@ -7,7 +7,8 @@
 //! through the durable webhook outbox ([`Effect::Dispatch`]); a channel
 //! stays PENDING until the outbox reports back ([`Command::Delivered`]), and
 //! a channel with no webhook configured is FAILED "not configured" — never
-//! reported sent when it was not. Never does I/O.
+//! reported sent when it was not. [`for_event`] names the notification a
+//! domain event creates. Never does I/O.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::chat::MessageIds;
-use super::{Effect, Event, Failure, Now, Record, Refusal, Reply, UserId};
+use super::{DomainEvent, Effect, Event, Failure, Now, Record, Refusal, Reply, UserId};
 
 /// Largest page of a notification list, in notifications and in bytes.
 pub const MAX_PAGE: usize = 100;
@@ -84,6 +85,59 @@ pub struct NewNotification {
     pub data: String,
     /// Deduplicated; empty means in-app only.
     pub channels: Vec<Channel>,
+}
+
+/// The notification a domain event creates, and for whom: a friend
+/// request for its target, an accepted or declined request for its
+/// requester, a lobby invitation for the invitee; in-app and push. Other
+/// events create none.
+pub fn for_event(event: &DomainEvent) -> Option<(UserId, NewNotification)> {
+    let (user, kind, title, body, data) = match event {
+        DomainEvent::FriendshipRequested { from, to } => (
+            to,
+            "friend.request",
+            "Friend request",
+            format!("{from} wants to be your friend"),
+            serde_json::json!({ "from": from }),
+        ),
+        DomainEvent::FriendshipAccepted { by, requester } => (
+            requester,
+            "friend.accepted",
+            "Friend request accepted",
+            format!("{by} accepted your friend request"),
+            serde_json::json!({ "by": by }),
+        ),
+        DomainEvent::FriendshipRejected { by, requester } => (
+            requester,
+            "friend.rejected",
+            "Friend request declined",
+            format!("{by} declined your friend request"),
+            serde_json::json!({ "by": by }),
+        ),
+        DomainEvent::LobbyInvited {
+            lobby_id,
+            game,
+            inviter,
+            invitee,
+        } => (
+            invitee,
+            "lobby.invite",
+            "Lobby invitation",
+            format!("{inviter} invited you to a {game} lobby"),
+            serde_json::json!({ "lobby_id": lobby_id, "game": game, "inviter": inviter }),
+        ),
+        _ => return None,
+    };
+    Some((
+        user.clone(),
+        NewNotification {
+            kind: kind.into(),
+            title: title.into(),
+            body,
+            data: data.to_string(),
+            channels: vec![Channel::InApp, Channel::Push],
+        },
+    ))
 }
 
 /// A push or email delivery for the webhook outbox.

@@ -267,3 +267,144 @@ fn retention_drops_the_oldest_read_one_first_and_says_so_to_the_store() {
     )));
     assert_eq!(n.counts("alice"), (2, 2));
 }
+
+/// The notification `event` creates, with its data parsed (key order is
+/// serde_json's business).
+fn notified(event: DomainEvent) -> Option<(String, NewNotification, serde_json::Value)> {
+    let (user, what) = for_event(&event)?;
+    let data = serde_json::from_str(&what.data).expect("the data is JSON");
+    Some((user.to_string(), what, data))
+}
+
+fn id(s: &str) -> Arc<str> {
+    Arc::from(s)
+}
+
+#[test]
+fn a_friend_request_notifies_its_target() {
+    let (user, what, data) = notified(DomainEvent::FriendshipRequested {
+        from: id("ann"),
+        to: id("ben"),
+    })
+    .expect("a request notifies");
+    assert_eq!(user, "ben");
+    assert_eq!(what.kind, "friend.request");
+    assert_eq!(what.title, "Friend request");
+    assert_eq!(what.body, "ann wants to be your friend");
+    assert_eq!(data, serde_json::json!({ "from": "ann" }));
+    assert_eq!(what.channels, vec![Channel::InApp, Channel::Push]);
+}
+
+#[test]
+fn an_accepted_request_notifies_the_requester() {
+    let (user, what, data) = notified(DomainEvent::FriendshipAccepted {
+        by: id("ben"),
+        requester: id("ann"),
+    })
+    .expect("an acceptance notifies");
+    assert_eq!(user, "ann");
+    assert_eq!(what.kind, "friend.accepted");
+    assert_eq!(what.title, "Friend request accepted");
+    assert_eq!(what.body, "ben accepted your friend request");
+    assert_eq!(data, serde_json::json!({ "by": "ben" }));
+    assert_eq!(what.channels, vec![Channel::InApp, Channel::Push]);
+}
+
+#[test]
+fn a_declined_request_notifies_the_requester() {
+    let (user, what, data) = notified(DomainEvent::FriendshipRejected {
+        by: id("ben"),
+        requester: id("ann"),
+    })
+    .expect("a rejection notifies");
+    assert_eq!(user, "ann");
+    assert_eq!(what.kind, "friend.rejected");
+    assert_eq!(what.title, "Friend request declined");
+    assert_eq!(what.body, "ben declined your friend request");
+    assert_eq!(data, serde_json::json!({ "by": "ben" }));
+    assert_eq!(what.channels, vec![Channel::InApp, Channel::Push]);
+}
+
+#[test]
+fn a_lobby_invitation_notifies_the_invitee() {
+    let (user, what, data) = notified(DomainEvent::LobbyInvited {
+        lobby_id: id("L1"),
+        game: id("arena"),
+        inviter: id("ann"),
+        invitee: id("ben"),
+    })
+    .expect("an invitation notifies");
+    assert_eq!(user, "ben");
+    assert_eq!(what.kind, "lobby.invite");
+    assert_eq!(what.title, "Lobby invitation");
+    assert_eq!(what.body, "ann invited you to a arena lobby");
+    assert_eq!(
+        data,
+        serde_json::json!({ "lobby_id": "L1", "game": "arena", "inviter": "ann" })
+    );
+    assert_eq!(what.channels, vec![Channel::InApp, Channel::Push]);
+}
+
+#[test]
+fn other_domain_events_notify_no_one() {
+    use super::super::matchmaking::FormedMatch;
+    let matched = FormedMatch {
+        match_id: id("m1"),
+        game: id("arena"),
+        mode: id("duo"),
+        region: id("eu"),
+        teams: 2,
+        players: Vec::new(),
+        matched_at_ms: 0,
+        spread: 0,
+        allowed_spread: 0,
+        backfill_lobby: None,
+    };
+    let silent = [
+        DomainEvent::UserOnline { user: id("ann") },
+        DomainEvent::UserOffline { user: id("ann") },
+        DomainEvent::ChatMessageSent {
+            chat_id: id("direct:ann:ben"),
+            message_id: 1,
+            sender: id("ann"),
+        },
+        DomainEvent::LobbyCreated {
+            lobby_id: id("L1"),
+            game: id("arena"),
+        },
+        DomainEvent::LobbyUpdated { lobby_id: id("L1") },
+        DomainEvent::LobbyClosed { lobby_id: id("L1") },
+        DomainEvent::LobbyMemberJoined {
+            lobby_id: id("L1"),
+            user: id("ann"),
+        },
+        DomainEvent::LobbyMemberLeft {
+            lobby_id: id("L1"),
+            user: id("ann"),
+        },
+        DomainEvent::MatchmakingStarted {
+            request_id: id("1@arena"),
+            game: id("arena"),
+            mode: id("duo"),
+            users: vec![id("ann")],
+            party: None,
+        },
+        DomainEvent::MatchmakingMatched {
+            matched: Box::new(matched),
+            lobby_id: id("L1"),
+        },
+        DomainEvent::MatchmakingCancelled {
+            request_id: id("1@arena"),
+            game: id("arena"),
+            users: vec![id("ann")],
+            reason: "cancelled",
+        },
+        DomainEvent::MatchmakingBackfillExpired {
+            lobby_id: id("L1"),
+            game: id("arena"),
+        },
+    ];
+    for event in silent {
+        assert_eq!(for_event(&event), None, "{}", event.name());
+    }
+}
