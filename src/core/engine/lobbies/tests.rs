@@ -1,5 +1,6 @@
 //! Tests of the lobby engine, driven with a virtual clock; they assert on effects and never touch I/O.
 
+use super::super::DomainEvent;
 use super::*;
 use proptest::prelude::*;
 
