@@ -1,5 +1,6 @@
 //! Tests of the shard's matchmaking (tickets, parties, backfills, ready checks); they never touch I/O.
 
+use super::super::Event;
 use super::*;
 use crate::core::engine::matchmaking::matcher::Widening;
 use proptest::prelude::*;
