@@ -16,6 +16,10 @@
 //! nearest first, skipping matched tickets through a path-compressed
 //! "next free" index — so a tick costs O(n log n) plus a bounded scan per
 //! ticket.
+//!
+//! One file on purpose (about 1,150 lines): the rating-sorted index, the
+//! tick that grows groups through it and the team balancer are one hot-path
+//! algorithm whose private layouts and invariants are read together.
 
 use std::sync::Arc;
 
