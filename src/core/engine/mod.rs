@@ -3,9 +3,9 @@
 //!
 //! Architecture invariant: nothing under `engine/` touches a socket, a
 //! thread, a clock, a channel or flatbuffers. Time comes in as [`Now`];
-//! everything an engine wants done goes out as an [`Effect`], which the shard
-//! shell (`crate::runtime::shards`) carries out. That is what lets the tests drive an
-//! engine with a virtual clock and assert on the effects.
+//! everything an engine wants done goes out as an [`Effect`], which the
+//! shard shell (`crate::runtime::shards`) carries out. That is what lets the
+//! tests drive an engine with a virtual clock and assert on the effects.
 
 pub mod chat;
 pub mod lobbies;

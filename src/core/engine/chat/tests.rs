@@ -1,4 +1,5 @@
-//! Tests of the chat engine, driven with a virtual clock; they assert on effects and never touch I/O.
+//! Tests of the chat engine, driven with a virtual clock; they assert on
+//! effects and never touch I/O.
 
 use super::super::{Event, Record};
 use super::*;

@@ -1,4 +1,5 @@
-//! Tests of the shard's matchmaking (tickets, parties, backfills, ready checks); they never touch I/O.
+//! Tests of the shard's matchmaking (tickets, parties, backfills, ready
+//! checks); they never touch I/O.
 
 use super::super::Event;
 use super::*;

@@ -1,4 +1,5 @@
-//! Tests of the notification engine, driven with a virtual clock; they never touch I/O.
+//! Tests of the notification engine, driven with a virtual clock; they never
+//! touch I/O.
 
 use super::*;
 use std::time::Instant;

@@ -1,4 +1,5 @@
-//! Tests of the users engine (sessions, resume, presence), driven with a virtual clock; they never touch I/O.
+//! Tests of the users engine (sessions, resume, presence), driven with a
+//! virtual clock; they never touch I/O.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Tests of the matcher (one queue: windows, teams, attributes, roles); they never touch I/O.
+//! Tests of the matcher (one queue: windows, teams, attributes, roles); they
+//! never touch I/O.
 
 use super::*;
 use proptest::prelude::*;
