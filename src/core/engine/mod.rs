@@ -3,13 +3,15 @@
 //!
 //! Architecture invariant: nothing under `engine/` touches a socket, a
 //! thread, a clock, a channel or flatbuffers. Time comes in as [`Now`];
-//! everything an engine wants done goes out as an [`Effect`], which the shard
-//! shell (`crate::runtime::shards`) carries out. That is what lets the tests drive an
-//! engine with a virtual clock and assert on the effects.
+//! everything an engine wants done goes out as an [`Effect`], which the
+//! shard shell (`crate::runtime::shards`) carries out. That is what lets the
+//! tests drive an engine with a virtual clock and assert on the effects.
 
 pub mod chat;
 pub mod lobbies;
+pub mod matches;
 pub mod matchmaking;
+pub mod memberships;
 pub mod notifications;
 pub mod social;
 pub mod users;
@@ -484,8 +486,6 @@ pub enum Effect {
         relation: social::Relation,
         since_ms: i64,
     },
-    /// Persist a relationship row (routed like any record).
-    PersistRelation(social::RelationRecord),
     /// Hand a push or email delivery to the durable webhook outbox.
     Dispatch(notifications::Delivery),
     /// Queue `event` to every session of each user, wherever their shards

@@ -18,12 +18,9 @@ use crate::core::wire;
 /// Whether carrying out `effects` writes to the store (records, webhook
 /// jobs): their reply then waits for the write to be durable.
 pub(super) fn persists(effects: &[Effect]) -> bool {
-    effects.iter().any(|e| {
-        matches!(
-            e,
-            Effect::Persist(_) | Effect::PersistRelation(_) | Effect::Dispatch(_)
-        )
-    })
+    effects
+        .iter()
+        .any(|e| matches!(e, Effect::Persist(_) | Effect::Dispatch(_)))
 }
 
 impl ShardCore {
@@ -181,7 +178,6 @@ impl ShardCore {
                     }
                 }
                 Effect::Persist(record) => self.backend(BackendOp::Persist(record)),
-                Effect::PersistRelation(r) => self.backend(BackendOp::Persist(Record::Relation(r))),
                 Effect::ToUser { user, event } => {
                     let frame = wire::event_frame(&mut self.encoder, &event, true);
                     self.push_to_users([user], &frame, &[]);

@@ -7,7 +7,8 @@
 //! through the durable webhook outbox ([`Effect::Dispatch`]); a channel
 //! stays PENDING until the outbox reports back ([`Command::Delivered`]), and
 //! a channel with no webhook configured is FAILED "not configured" — never
-//! reported sent when it was not. Never does I/O.
+//! reported sent when it was not. [`for_event`] names the notification a
+//! domain event creates. Never does I/O.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::chat::MessageIds;
-use super::{Effect, Event, Failure, Now, Record, Refusal, Reply, UserId};
+use super::{DomainEvent, Effect, Event, Failure, Now, Record, Refusal, Reply, UserId};
 
 /// Largest page of a notification list, in notifications and in bytes.
 pub const MAX_PAGE: usize = 100;
@@ -84,6 +85,59 @@ pub struct NewNotification {
     pub data: String,
     /// Deduplicated; empty means in-app only.
     pub channels: Vec<Channel>,
+}
+
+/// The notification a domain event creates, and for whom: a friend
+/// request for its target, an accepted or declined request for its
+/// requester, a lobby invitation for the invitee; in-app and push. Other
+/// events create none.
+pub fn for_event(event: &DomainEvent) -> Option<(UserId, NewNotification)> {
+    let (user, kind, title, body, data) = match event {
+        DomainEvent::FriendshipRequested { from, to } => (
+            to,
+            "friend.request",
+            "Friend request",
+            format!("{from} wants to be your friend"),
+            serde_json::json!({ "from": from }),
+        ),
+        DomainEvent::FriendshipAccepted { by, requester } => (
+            requester,
+            "friend.accepted",
+            "Friend request accepted",
+            format!("{by} accepted your friend request"),
+            serde_json::json!({ "by": by }),
+        ),
+        DomainEvent::FriendshipRejected { by, requester } => (
+            requester,
+            "friend.rejected",
+            "Friend request declined",
+            format!("{by} declined your friend request"),
+            serde_json::json!({ "by": by }),
+        ),
+        DomainEvent::LobbyInvited {
+            lobby_id,
+            game,
+            inviter,
+            invitee,
+        } => (
+            invitee,
+            "lobby.invite",
+            "Lobby invitation",
+            format!("{inviter} invited you to a {game} lobby"),
+            serde_json::json!({ "lobby_id": lobby_id, "game": game, "inviter": inviter }),
+        ),
+        _ => return None,
+    };
+    Some((
+        user.clone(),
+        NewNotification {
+            kind: kind.into(),
+            title: title.into(),
+            body,
+            data: data.to_string(),
+            channels: vec![Channel::InApp, Channel::Push],
+        },
+    ))
 }
 
 /// A push or email delivery for the webhook outbox.
@@ -441,272 +495,4 @@ impl Notifications {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Instant;
-
-    fn now(ms: i64) -> Now {
-        Now {
-            mono: Instant::now(),
-            unix_ms: ms,
-        }
-    }
-
-    fn engine(push: bool, max: usize) -> Notifications {
-        Notifications::new(
-            NotificationLimits {
-                push_configured: push,
-                email_configured: false,
-                max_per_user: max,
-            },
-            1,
-            0,
-        )
-    }
-
-    fn what(title: &str, channels: Vec<Channel>) -> Arc<NewNotification> {
-        Arc::new(NewNotification {
-            kind: "announcement".into(),
-            title: title.into(),
-            body: "body".into(),
-            data: String::new(),
-            channels,
-        })
-    }
-
-    fn create(n: &mut Notifications, ms: i64, user: &str, w: Arc<NewNotification>) -> Vec<Effect> {
-        let mut out = Vec::new();
-        let cmd = Command::Create {
-            users: vec![Arc::from(user)],
-            what: w,
-        };
-        n.handle(now(ms), cmd, &mut out);
-        out
-    }
-
-    fn run(n: &mut Notifications, cmd: Command) -> Vec<Effect> {
-        let mut out = Vec::new();
-        n.handle(now(10_000), cmd, &mut out);
-        out
-    }
-
-    fn page_of(n: &mut Notifications, user: &str) -> Vec<Arc<Notification>> {
-        let out = run(
-            n,
-            Command::List {
-                request_id: 1,
-                user: Arc::from(user),
-                before_id: 0,
-                limit: 10,
-                unread_only: false,
-            },
-        );
-        match &out[0] {
-            Effect::Reply {
-                reply: Reply::NotificationPage { notifications, .. },
-                ..
-            } => notifications.clone(),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    fn page(n: &mut Notifications, user: &str, before: u64, limit: usize) -> (Vec<u64>, bool) {
-        let out = run(
-            n,
-            Command::List {
-                request_id: 1,
-                user: Arc::from(user),
-                before_id: before,
-                limit,
-                unread_only: false,
-            },
-        );
-        match &out[0] {
-            Effect::Reply {
-                reply:
-                    Reply::NotificationPage {
-                        notifications,
-                        has_more,
-                        ..
-                    },
-                ..
-            } => (notifications.iter().map(|n| n.id).collect(), *has_more),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn create_stores_pushes_counts_and_dispatches_only_configured_channels() {
-        let mut n = engine(true, 10);
-        let out = create(
-            &mut n,
-            1_000,
-            "alice",
-            what("hi", vec![Channel::Push, Channel::Email, Channel::Push]),
-        );
-        let stored = out.iter().find_map(|e| match e {
-            Effect::Persist(Record::Notification(n)) => Some(n.clone()),
-            _ => None,
-        });
-        let stored = stored.expect("stored");
-        let states: Vec<_> = stored
-            .channels
-            .iter()
-            .map(|c| (c.channel, c.state, c.error.clone()))
-            .collect();
-        assert_eq!(
-            states,
-            vec![
-                (Channel::InApp, DeliveryState::Sent, None),
-                (Channel::Push, DeliveryState::Pending, None),
-                (
-                    Channel::Email,
-                    DeliveryState::Failed,
-                    Some("email is not configured".into())
-                ),
-            ]
-        );
-        let dispatched: Vec<_> = out
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Dispatch(d) => Some(d.channel),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(dispatched, vec![Channel::Push]);
-        assert!(out.iter().any(|e| matches!(
-            e,
-            Effect::ToUser {
-                event: Event::NotificationCount {
-                    total: 1,
-                    unread: 1
-                },
-                ..
-            }
-        )));
-        run(
-            &mut n,
-            Command::Delivered(Outcome {
-                user: Arc::from("alice"),
-                id: stored.id,
-                channel: Channel::Push,
-                attempts: 3,
-                result: Ok(()),
-            }),
-        );
-        let page = page_of(&mut n, "alice");
-        let push = page[0]
-            .channels
-            .iter()
-            .find(|c| c.channel == Channel::Push)
-            .unwrap();
-        assert_eq!(
-            (push.state, push.attempts),
-            (DeliveryState::Sent, 3),
-            "the outbox's outcome is recorded on the channel"
-        );
-    }
-
-    #[test]
-    fn list_is_newest_first_and_paginates() {
-        let mut n = engine(false, 100);
-        for i in 0..5 {
-            create(&mut n, 1_000 + i, "alice", what("x", vec![]));
-        }
-        let (first, more) = page(&mut n, "alice", 0, 3);
-        assert!(more && first.len() == 3 && first.windows(2).all(|w| w[0] > w[1]));
-        let (rest, more) = page(&mut n, "alice", first[2], 3);
-        assert!(!more && rest.len() == 2 && rest[0] < first[2]);
-        assert!(matches!(
-            run(
-                &mut n,
-                Command::List {
-                    request_id: 1,
-                    user: Arc::from("alice"),
-                    before_id: 0,
-                    limit: 101,
-                    unread_only: false
-                }
-            )[0],
-            Effect::Fail { .. }
-        ));
-    }
-
-    #[test]
-    fn mark_read_delete_and_another_users_ids_are_not_found() {
-        let mut n = engine(false, 100);
-        create(&mut n, 1_000, "alice", what("a", vec![]));
-        create(&mut n, 1_001, "alice", what("b", vec![]));
-        let (ids, _) = page(&mut n, "alice", 0, 10);
-        let foreign = run(
-            &mut n,
-            Command::MarkRead {
-                request_id: 1,
-                user: Arc::from("bob"),
-                id: Some(ids[0]),
-            },
-        );
-        assert!(
-            matches!(&foreign[0], Effect::Fail { failure, .. } if failure.refusal == Refusal::NotificationNotFound)
-        );
-        let out = run(
-            &mut n,
-            Command::Delete {
-                request_id: 1,
-                user: Arc::from("bob"),
-                id: ids[0],
-            },
-        );
-        assert!(matches!(&out[0], Effect::Fail { .. }));
-        assert_eq!(n.counts("alice"), (2, 2), "refusals changed nothing");
-        run(
-            &mut n,
-            Command::MarkRead {
-                request_id: 1,
-                user: Arc::from("alice"),
-                id: Some(ids[0]),
-            },
-        );
-        assert_eq!(n.counts("alice"), (2, 1));
-        run(
-            &mut n,
-            Command::MarkRead {
-                request_id: 1,
-                user: Arc::from("alice"),
-                id: None,
-            },
-        );
-        assert_eq!(n.counts("alice"), (2, 0));
-        run(
-            &mut n,
-            Command::Delete {
-                request_id: 1,
-                user: Arc::from("alice"),
-                id: ids[1],
-            },
-        );
-        assert_eq!(n.counts("alice"), (1, 0));
-    }
-
-    #[test]
-    fn retention_drops_the_oldest_read_one_first_and_says_so_to_the_store() {
-        let mut n = engine(false, 2);
-        create(&mut n, 1_000, "alice", what("old", vec![]));
-        create(&mut n, 1_001, "alice", what("read", vec![]));
-        let (ids, _) = page(&mut n, "alice", 0, 10);
-        run(
-            &mut n,
-            Command::MarkRead {
-                request_id: 1,
-                user: Arc::from("alice"),
-                id: Some(ids[0]),
-            },
-        );
-        let out = create(&mut n, 1_002, "alice", what("new", vec![]));
-        assert!(out.iter().any(|e| matches!(
-            e,
-            Effect::Persist(Record::NotificationDeleted { id, .. }) if *id == ids[0]
-        )));
-        assert_eq!(n.counts("alice"), (2, 2));
-    }
-}
+mod tests;

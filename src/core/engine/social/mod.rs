@@ -8,10 +8,14 @@
 //! - [`Rosters`] remembers. Each user's view (friends, requests both ways,
 //!   blocks) lives on the user's shard, updated by [`Effect::RelationChanged`]
 //!   from the pair's shard; it serves the friend list and tells the shard
-//!   whom to push `user:status` to.
+//!   whom to push `user:status` to. On a friend operation's way to the
+//!   pair's shard, [`Rosters::advance`] checks the actor's and the
+//!   target's caps ([`FriendStage`]).
 //!
+//! [`Pairs::check_invite`] is the pair's word on a lobby invitation.
 //! A blocked user is never told: they see the relation as NONE. Never does
-//! I/O; records for the store go out as [`Effect::PersistRelation`].
+//! I/O; records for the store go out as [`Effect::Persist`] of a
+//! [`Record::Relation`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::chat::direct_chat_id;
-use super::{DomainEvent, Effect, Failure, Now, Refusal, Reply, UserId};
+use super::{DomainEvent, Effect, Failure, Now, Record, Refusal, Reply, UserId};
 
 /// A relation as one user sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -135,6 +139,19 @@ pub struct OpCommand {
     pub op: Op,
 }
 
+/// Where a friend operation is on its way to the pair's shard: the actor's
+/// shard checks the actor's cap, the target's shard (requests only) the
+/// target's, and the pair's shard decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FriendStage {
+    /// On the actor's shard.
+    Actor,
+    /// On the target's shard (requests only).
+    Target,
+    /// On the pair's shard, which decides.
+    Decide,
+}
+
 /// The friend/block authority for the pairs this shard owns.
 #[derive(Debug, Default)]
 pub struct Pairs {
@@ -195,6 +212,32 @@ impl Pairs {
     pub fn relation(&self, user: &str, other: &str) -> Relation {
         let (pair, is_lo) = self.state(user, other);
         pair.view(is_lo).0
+    }
+
+    /// Whether `inviter` may invite `invitee` to a lobby: never when the
+    /// invitee blocked the inviter, and only a friend when `friends_only`
+    /// (a lobby that is not public).
+    pub fn check_invite(
+        &self,
+        inviter: &str,
+        invitee: &str,
+        friends_only: bool,
+    ) -> Result<(), Failure> {
+        if self.blocked(invitee, inviter) {
+            return Err(Failure::new(
+                Refusal::AccessDenied,
+                format!("{invitee} does not accept invitations from you"),
+            ));
+        }
+        if friends_only && self.relation(inviter, invitee) != Relation::Friend {
+            return Err(Failure::new(
+                Refusal::AccessDenied,
+                format!(
+                    "{invitee} is not your friend; only friends may be invited to a lobby that is not public"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub fn handle(&mut self, now: Now, cmd: OpCommand, out: &mut Vec<Effect>) {
@@ -336,11 +379,11 @@ impl Pairs {
             (&actor, &target, actor_is_lo),
             (&target, &actor, !actor_is_lo),
         ] {
-            out.push(Effect::PersistRelation(RelationRecord {
+            out.push(Effect::Persist(Record::Relation(RelationRecord {
                 user: user.clone(),
                 other: other.clone(),
                 pair: (!after.is_empty()).then_some(after),
-            }));
+            })));
             let seen = after.view(is_lo);
             if seen != before.view(is_lo) {
                 out.push(Effect::RelationChanged {
@@ -407,6 +450,48 @@ impl Rosters {
         })
     }
 
+    /// Checks the cap that `stage` of a friend operation checks on this
+    /// shard and names the stage that comes next. On the actor's shard a
+    /// request or block is refused when the actor already holds
+    /// [`MAX_RELATIONS`]; a request goes on to the target's shard, anything
+    /// else to the pair's. On the target's shard a request is refused when
+    /// the target has [`MAX_INCOMING`] waiting; otherwise the pair's shard
+    /// decides. `Decide` stays `Decide`: the pair authority ([`Pairs`])
+    /// decides, not the roster.
+    pub fn advance(&self, cmd: &OpCommand, stage: FriendStage) -> Result<FriendStage, Failure> {
+        match stage {
+            FriendStage::Decide => Ok(FriendStage::Decide),
+            FriendStage::Actor => {
+                let adds = matches!(cmd.op, Op::Request | Op::Block);
+                if adds && self.count(&cmd.actor) >= MAX_RELATIONS {
+                    return Err(Failure::new(
+                        Refusal::FriendError,
+                        format!(
+                            "you have {MAX_RELATIONS} friends, requests and blocks, the most allowed; remove some first"
+                        ),
+                    ));
+                }
+                if cmd.op == Op::Request {
+                    Ok(FriendStage::Target)
+                } else {
+                    Ok(FriendStage::Decide)
+                }
+            }
+            FriendStage::Target => {
+                if self.incoming(&cmd.target) >= MAX_INCOMING {
+                    return Err(Failure::new(
+                        Refusal::FriendError,
+                        format!(
+                            "{} has {} friend requests waiting, the most allowed; try again later",
+                            cmd.target, MAX_INCOMING
+                        ),
+                    ));
+                }
+                Ok(FriendStage::Decide)
+            }
+        }
+    }
+
     /// `user`'s friends.
     pub fn friends<'a>(&'a self, user: &str) -> impl Iterator<Item = &'a UserId> + 'a {
         self.users
@@ -440,200 +525,4 @@ impl Rosters {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Instant;
-
-    fn now(ms: i64) -> Now {
-        Now {
-            mono: Instant::now(),
-            unix_ms: ms,
-        }
-    }
-
-    struct World {
-        pairs: Pairs,
-        rosters: Rosters,
-        domain: Vec<DomainEvent>,
-        stored: Vec<RelationRecord>,
-    }
-
-    impl World {
-        fn new() -> Self {
-            Self {
-                pairs: Pairs::new(),
-                rosters: Rosters::new(),
-                domain: Vec::new(),
-                stored: Vec::new(),
-            }
-        }
-
-        /// Runs an op; the reply's relation or the refusal.
-        fn op(&mut self, actor: &str, op: Op, target: &str) -> Result<Relation, Failure> {
-            let mut out = Vec::new();
-            let cmd = OpCommand {
-                request_id: 1,
-                actor: Arc::from(actor),
-                target: Arc::from(target),
-                op,
-            };
-            self.pairs.handle(now(1_000), cmd, &mut out);
-            let mut result = None;
-            for e in out {
-                match e {
-                    Effect::Reply {
-                        reply: Reply::FriendOpDone { relation, .. },
-                        ..
-                    } => result = Some(Ok(relation)),
-                    Effect::Fail { failure, .. } => result = Some(Err(failure)),
-                    Effect::RelationChanged {
-                        user,
-                        other,
-                        relation,
-                        since_ms,
-                    } => self.rosters.set(&user, &other, relation, since_ms),
-                    Effect::Domain(d) => self.domain.push(d),
-                    Effect::PersistRelation(r) => self.stored.push(r),
-                    other => panic!("unexpected effect {other:?}"),
-                }
-            }
-            result.expect("every op is answered")
-        }
-
-        fn seen(&self, user: &str) -> Vec<(String, Relation)> {
-            self.rosters
-                .list(user)
-                .into_iter()
-                .map(|r| (r.user_id.to_string(), r.relation))
-                .collect()
-        }
-    }
-
-    #[test]
-    fn request_accept_remove_with_views_on_both_sides() {
-        let mut w = World::new();
-        assert_eq!(w.op("alice", Op::Request, "bob"), Ok(Relation::RequestSent));
-        assert_eq!(
-            w.seen("bob"),
-            vec![("alice".into(), Relation::RequestReceived)]
-        );
-        assert_eq!(
-            w.op("alice", Op::Request, "bob"),
-            Ok(Relation::RequestSent),
-            "a repeated request changes nothing"
-        );
-        assert_eq!(w.domain.len(), 1);
-        assert_eq!(w.op("bob", Op::Accept, "alice"), Ok(Relation::Friend));
-        assert_eq!(w.seen("alice"), vec![("bob".into(), Relation::Friend)]);
-        assert_eq!(w.rosters.friends("bob").count(), 1);
-        assert!(matches!(
-            w.domain.last(),
-            Some(DomainEvent::FriendshipAccepted { .. })
-        ));
-        assert_eq!(w.op("bob", Op::Remove, "alice"), Ok(Relation::None));
-        assert!(w.seen("alice").is_empty() && w.seen("bob").is_empty());
-        assert_eq!(
-            w.stored.last().map(|r| r.pair),
-            Some(None),
-            "an empty pair is deleted from the store"
-        );
-    }
-
-    #[test]
-    fn crossing_requests_make_friends_and_reject_cancel_work() {
-        let mut w = World::new();
-        w.op("alice", Op::Request, "bob").unwrap();
-        assert_eq!(w.op("bob", Op::Request, "alice"), Ok(Relation::Friend));
-        w.op("carol", Op::Request, "bob").unwrap();
-        assert_eq!(w.op("bob", Op::Reject, "carol"), Ok(Relation::None));
-        assert!(matches!(
-            w.domain.last(),
-            Some(DomainEvent::FriendshipRejected { .. })
-        ));
-        assert!(w.seen("carol").is_empty());
-        w.op("carol", Op::Request, "dave").unwrap();
-        assert_eq!(w.op("carol", Op::Cancel, "dave"), Ok(Relation::None));
-        assert!(w.seen("dave").is_empty());
-    }
-
-    #[test]
-    fn wrong_operations_are_refused_and_change_nothing() {
-        let mut w = World::new();
-        let code = |r: Result<Relation, Failure>| r.unwrap_err().refusal;
-        assert_eq!(
-            code(w.op("alice", Op::Request, "alice")),
-            Refusal::FriendError
-        );
-        assert_eq!(code(w.op("alice", Op::Accept, "bob")), Refusal::FriendError);
-        assert_eq!(code(w.op("alice", Op::Reject, "bob")), Refusal::FriendError);
-        assert_eq!(code(w.op("alice", Op::Cancel, "bob")), Refusal::FriendError);
-        assert_eq!(code(w.op("alice", Op::Remove, "bob")), Refusal::FriendError);
-        assert_eq!(
-            code(w.op("alice", Op::Unblock, "bob")),
-            Refusal::FriendError
-        );
-        w.op("alice", Op::Request, "bob").unwrap();
-        assert_eq!(
-            code(w.op("alice", Op::Accept, "bob")),
-            Refusal::FriendError,
-            "one cannot accept one's own request"
-        );
-        assert!(w.stored.len() == 2 && w.domain.len() == 1);
-    }
-
-    #[test]
-    fn a_block_ends_the_friendship_is_invisible_and_stops_requests_and_messages() {
-        let mut w = World::new();
-        w.op("alice", Op::Request, "bob").unwrap();
-        w.op("bob", Op::Accept, "alice").unwrap();
-        assert_eq!(w.op("bob", Op::Block, "alice"), Ok(Relation::Blocked));
-        assert_eq!(w.seen("bob"), vec![("alice".into(), Relation::Blocked)]);
-        assert!(w.seen("alice").is_empty(), "the blocked user is not told");
-        let refused = w.op("alice", Op::Request, "bob").unwrap_err();
-        assert_eq!(refused.refusal, Refusal::AccessDenied);
-        assert_eq!(
-            refused.message,
-            "bob does not accept friend requests from you"
-        );
-        assert!(w.pairs.direct_block("alice", "bob").is_some());
-        assert!(w.pairs.direct_block("bob", "alice").is_some());
-        assert!(w.pairs.blocked("bob", "alice") && !w.pairs.blocked("alice", "bob"));
-        assert_eq!(
-            w.op("bob", Op::Request, "alice").unwrap_err().refusal,
-            Refusal::FriendError,
-            "the blocker must unblock first"
-        );
-        assert_eq!(w.op("bob", Op::Unblock, "alice"), Ok(Relation::None));
-        assert!(w.pairs.direct_block("alice", "bob").is_none());
-        assert_eq!(w.op("alice", Op::Request, "bob"), Ok(Relation::RequestSent));
-    }
-
-    #[test]
-    fn rosters_count_waiting_requests() {
-        let mut w = World::new();
-        for from in ["ann", "ben", "cid"] {
-            w.op(from, Op::Request, "star").unwrap();
-        }
-        w.op("star", Op::Request, "dot").unwrap();
-        assert_eq!(
-            w.rosters.incoming("star"),
-            3,
-            "only requests received count"
-        );
-        w.op("star", Op::Accept, "ann").unwrap();
-        assert_eq!(w.rosters.incoming("star"), 2);
-        assert_eq!(w.rosters.count("star"), 4);
-    }
-
-    #[test]
-    fn pairs_restore_from_stored_rows() {
-        let mut w = World::new();
-        w.op("bob", Op::Request, "alice").unwrap();
-        let mut restored = Pairs::new();
-        for r in &w.stored {
-            restored.restore(&r.user, &r.other, r.pair.unwrap());
-        }
-        assert_eq!(restored.relation("alice", "bob"), Relation::RequestReceived);
-        assert_eq!(restored.relation("bob", "alice"), Relation::RequestSent);
-    }
-}
+mod tests;
