@@ -371,11 +371,7 @@ impl ShardCore {
         // one starts (this is the user's shard, which keeps their index).
         if let DomainEvent::UserOnline { user } | DomainEvent::UserOffline { user } = &event {
             let online = matches!(event, DomainEvent::UserOnline { .. });
-            let lobbies: Vec<Arc<str>> = self
-                .user_lobbies
-                .get(user)
-                .map(|l| l.iter().map(|(id, _, _)| id.clone()).collect())
-                .unwrap_or_default();
+            let lobbies: Vec<Arc<str>> = self.user_lobbies.lobbies_of(user).cloned().collect();
             for lobby_id in lobbies {
                 let cmd = lobbies::Command::Presence {
                     lobby_id: lobby_id.clone(),
@@ -390,7 +386,7 @@ impl ShardCore {
                 self.send(self.keys.of_lobby(&lobby_id), msg);
             }
         }
-        if let Some((user, what)) = notification_for(&event) {
+        if let Some((user, what)) = notifications::for_event(&event) {
             let shard = self.keys.of_user(&user);
             let cmd = notifications::Command::Create {
                 users: vec![user],

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::*;
 use crate::core::engine::chat;
 use crate::core::engine::lobbies;
+use crate::core::engine::matches;
 use crate::core::engine::matchmaking;
 use crate::core::engine::notifications;
 use crate::core::engine::social;
@@ -281,21 +282,14 @@ impl ShardCore {
                     friends_only,
                     reply_to,
                 } = *check;
-                let refusal = if self.pairs.blocked(&invitee, &inviter) {
-                    Some(format!("{invitee} does not accept invitations from you"))
-                } else if friends_only
-                    && self.pairs.relation(&inviter, &invitee) != social::Relation::Friend
-                {
-                    Some(format!(
-                        "{invitee} is not your friend; only friends may be invited to a lobby that is not public"
-                    ))
-                } else {
-                    None
-                };
+                let refusal = self
+                    .pairs
+                    .check_invite(&inviter, &invitee, friends_only)
+                    .err();
                 let result = match refusal {
-                    Some(why) => Effect::Fail {
+                    Some(failure) => Effect::Fail {
                         request_id,
-                        failure: Failure::new(crate::core::engine::Refusal::AccessDenied, why),
+                        failure,
                     },
                     None => {
                         let shard = self.keys.of_lobby(&lobby_id);
@@ -359,42 +353,17 @@ impl ShardCore {
         reply_to: Arc<Outbox>,
         stage: FriendStage,
     ) {
-        let refuse = |this: &mut Self, cmd: &social::OpCommand, message: String| {
-            let f = Failure::new(crate::core::engine::Refusal::FriendError, message);
-            let bytes = wire::failure_frame(&mut this.encoder, cmd.request_id, &f);
-            reply_to.push_reply(bytes, huddle_schema::wire::Body::Error);
-        };
-        let next = match stage {
-            FriendStage::Decide => {
-                self.pairs.handle(self.now, cmd, &mut self.effects);
-                self.apply(Some(&reply_to));
+        if stage == FriendStage::Decide {
+            self.pairs.handle(self.now, cmd, &mut self.effects);
+            self.apply(Some(&reply_to));
+            return;
+        }
+        let next = match self.rosters.advance(&cmd, stage) {
+            Ok(next) => next,
+            Err(f) => {
+                let bytes = wire::failure_frame(&mut self.encoder, cmd.request_id, &f);
+                reply_to.push_reply(bytes, huddle_schema::wire::Body::Error);
                 return;
-            }
-            FriendStage::Actor => {
-                let adds = matches!(cmd.op, social::Op::Request | social::Op::Block);
-                if adds && self.rosters.count(&cmd.actor) >= social::MAX_RELATIONS {
-                    let why = format!(
-                        "you have {} friends, requests and blocks, the most allowed; remove some first",
-                        social::MAX_RELATIONS
-                    );
-                    return refuse(self, &cmd, why);
-                }
-                if cmd.op == social::Op::Request {
-                    FriendStage::Target
-                } else {
-                    FriendStage::Decide
-                }
-            }
-            FriendStage::Target => {
-                if self.rosters.incoming(&cmd.target) >= social::MAX_INCOMING {
-                    let why = format!(
-                        "{} has {} friend requests waiting, the most allowed; try again later",
-                        cmd.target,
-                        social::MAX_INCOMING
-                    );
-                    return refuse(self, &cmd, why);
-                }
-                FriendStage::Decide
             }
         };
         let shard = match next {
@@ -486,25 +455,16 @@ impl ShardCore {
             .first()
             .map(|a| a.id.clone())
             .unwrap_or_default();
-        let refusal = match self.lobbies.party(&lobby_id, &host) {
-            Ok((game, _)) if game != start.game => Some(Failure::new(
-                crate::core::engine::Refusal::LobbyError,
-                format!(
-                    "lobby {lobby_id} is a {game} lobby; it cannot queue for {}",
-                    start.game
-                ),
-            )),
-            Ok((_, players)) => {
+        match self.lobbies.party_ticket(&lobby_id, &host, &start.game) {
+            Ok(players) => {
                 start.players = players;
                 start.party = Some(lobby_id);
-                None
             }
-            Err(f) => Some(f),
-        };
-        if let Some(f) = refusal {
-            let bytes = wire::failure_frame(&mut self.encoder, start.request_id, &f);
-            reply_to.push_reply(bytes, huddle_schema::wire::Body::Error);
-            return;
+            Err(f) => {
+                let bytes = wire::failure_frame(&mut self.encoder, start.request_id, &f);
+                reply_to.push_reply(bytes, huddle_schema::wire::Body::Error);
+                return;
+            }
         }
         let shard = self.keys.of_game(&start.game);
         let msg = ShardMsg::Matchmaking {
@@ -520,37 +480,7 @@ impl ShardCore {
     /// connections and publishes `matchmaking.matched`.
     pub(super) fn match_lobby(&mut self, m: MatchLobby) {
         let MatchLobby { matched, lobby_id } = m;
-        let assigned: Vec<(chat::Author, Option<u8>)> = matched
-            .players
-            .iter()
-            .map(|p| (p.author.clone(), Some(p.team)))
-            .collect();
-        let cmd = if matched.backfill_lobby.is_some() {
-            lobbies::Command::Assign {
-                lobby_id: lobby_id.clone(),
-                players: assigned,
-            }
-        } else {
-            let size = u16::try_from(matched.players.len()).unwrap_or(u16::MAX);
-            let spec = lobbies::LobbySpec {
-                game: matched.game.to_string(),
-                mode: matched.mode.to_string(),
-                region: matched.region.to_string(),
-                min: size,
-                max: size,
-                visibility: lobbies::Visibility::InviteOnly,
-                password: None,
-                chat: true,
-                settings: [("match_id".to_string(), matched.match_id.to_string())].into(),
-            };
-            lobbies::Command::Create {
-                request_id: 0,
-                lobby_id: lobby_id.clone(),
-                host: None,
-                spec,
-                assigned,
-            }
-        };
+        let cmd = matches::lobby_command(&matched, &lobby_id);
         self.lobbies.handle(self.now, cmd, &mut self.effects);
         let refused = self.effects.iter().find_map(|e| match e {
             Effect::Fail {
@@ -560,58 +490,16 @@ impl ShardCore {
             _ => None,
         });
         self.apply(None);
-        let at = matched.matched_at_ms;
         // One encoding per ticket and team (a party's members share it).
-        let mut groups: Vec<(Arc<str>, u8, Vec<UserId>)> = Vec::new();
-        for p in &matched.players {
-            match groups
-                .iter_mut()
-                .find(|(r, t, _)| *r == p.request_id && *t == p.team)
-            {
-                Some(g) => g.2.push(p.author.id.clone()),
-                None => groups.push((p.request_id.clone(), p.team, vec![p.author.id.clone()])),
-            }
-        }
-        for (request_id, team, users) in groups {
-            let mut event = matchmaking::MatchEvent::new(
-                if refused.is_some() {
-                    matchmaking::EventKind::Removed
-                } else {
-                    matchmaking::EventKind::Matched
-                },
-                request_id,
-                at,
-            );
-            event.match_id = matched.match_id.clone();
-            if let Some(why) = &refused {
-                event.reason = format!("the match's lobby could not be created: {why}");
-            } else {
-                event.lobby_id = lobby_id.clone();
-                event.team = i16::from(team);
-            }
-            let frame = wire::event_frame(
-                &mut self.encoder,
-                &Event::Matchmaking(Arc::new(event)),
-                true,
-            );
+        for (event, users) in matches::player_events(&matched, &lobby_id, refused.as_deref()) {
+            let frame = wire::event_frame(&mut self.encoder, &event, true);
             self.push_to_users(users, &frame, &[]);
         }
         match refused {
             Some(why) => {
                 tracing::warn!(match_id = %matched.match_id, %why, "a formed match's lobby refused its players");
-                let mut request_ids: Vec<Arc<str>> = matched
-                    .players
-                    .iter()
-                    .map(|p| p.request_id.clone())
-                    .collect();
-                request_ids.dedup();
-                let cmd = matchmaking::Command::MatchFailed {
-                    game: matched.game.clone(),
-                    request_ids,
-                    backfill_lobby: matched.backfill_lobby.clone(),
-                };
                 let msg = ShardMsg::Matchmaking {
-                    cmd: Box::new(cmd),
+                    cmd: Box::new(matches::match_failed(&matched)),
                     reply_to: None,
                     watcher: None,
                 };
@@ -656,7 +544,7 @@ impl ShardCore {
     }
 
     /// The user's lobby index: one lobby per game (the oldest gives way),
-    /// at most `MAX_LOBBIES_PER_USER` in all, and the lobby learns whether
+    /// at most `memberships::MAX_LOBBIES_PER_USER` in all, and the lobby learns whether
     /// its new member is online now.
     pub(super) fn index_lobby(
         &mut self,
@@ -666,33 +554,13 @@ impl ShardCore {
         joined: bool,
         since_version: u64,
     ) {
-        let list = self.user_lobbies.entry(user.clone()).or_default();
-        list.retain(|(l, _, _)| *l != lobby_id);
-        let mut superseded: Vec<(Arc<str>, u64)> = Vec::new();
-        if joined {
-            list.push((lobby_id.clone(), game.clone(), since_version));
-            let same = list.iter().filter(|(_, g, _)| *g == game).count();
-            let mut extra_same = same.saturating_sub(self.lobbies_per_game);
-            let mut extra_all = list.len().saturating_sub(MAX_LOBBIES_PER_USER);
-            list.retain(|(l, g, v)| {
-                let drop = if *g == game && extra_same > 0 {
-                    extra_same -= 1;
-                    true
-                } else if extra_all > 0 && *l != lobby_id {
-                    extra_all -= 1;
-                    true
-                } else {
-                    false
-                };
-                if drop {
-                    superseded.push((l.clone(), *v));
-                }
-                !drop
-            });
-        }
-        if list.is_empty() {
-            self.user_lobbies.remove(&user);
-        }
+        let superseded = if joined {
+            self.user_lobbies
+                .joined(&user, lobby_id.clone(), game, since_version)
+        } else {
+            self.user_lobbies.left(&user, &lobby_id);
+            Vec::new()
+        };
         for (old, since_version) in superseded {
             let cmd = lobbies::Command::Superseded {
                 lobby_id: old.clone(),

@@ -16,7 +16,7 @@ pub mod msg;
 pub mod reads;
 pub mod sessions;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,8 @@ use rand::SeedableRng;
 use crate::core::engine::chat::{ChatContext, Chats};
 use crate::core::engine::lobbies::Lobbies;
 use crate::core::engine::matchmaking::Queues;
-use crate::core::engine::notifications::{Channel, Delivery, NewNotification, Notifications};
+use crate::core::engine::memberships::UserLobbies;
+use crate::core::engine::notifications::{Delivery, Notifications};
 use crate::core::engine::social::{Pairs, Rosters};
 use crate::core::engine::users::{self, Users};
 use crate::core::engine::{shard_of, DomainEvent, Effect, Now, Record, SessionId, UserId};
@@ -41,13 +42,6 @@ pub use sessions::{Role, Sessions};
 
 /// How often a shard drops chat members whose sessions have ended.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
-
-/// Lobbies of one user: (lobby, game, membership's starting version), oldest first.
-type UserLobbies = Vec<(Arc<str>, Arc<str>, u64)>;
-
-/// Lobbies one user may be in at once, over all games; joining one more
-/// leaves the oldest.
-const MAX_LOBBIES_PER_USER: usize = 16;
 
 /// Work for the backend, in the order the core asked for it: a record
 /// must be queued before an acknowledgement that waits for it.
@@ -97,8 +91,7 @@ pub struct ShardCore {
     notifications: Notifications,
     lobbies: Lobbies,
     /// Lobbies each user this shard owns is in, with their game, oldest first.
-    user_lobbies: HashMap<UserId, UserLobbies>,
-    lobbies_per_game: usize,
+    user_lobbies: UserLobbies,
     /// The matchmaking queues of the games this shard owns.
     queues: Queues,
     /// Every session this shard can deliver to, and why.
@@ -132,55 +125,6 @@ impl ChatContext for Neighbours<'_> {
     }
 }
 
-/// The notification a domain event creates, and for whom.
-fn notification_for(event: &DomainEvent) -> Option<(UserId, NewNotification)> {
-    let (user, kind, title, body, data) = match event {
-        DomainEvent::FriendshipRequested { from, to } => (
-            to,
-            "friend.request",
-            "Friend request",
-            format!("{from} wants to be your friend"),
-            serde_json::json!({ "from": from }),
-        ),
-        DomainEvent::FriendshipAccepted { by, requester } => (
-            requester,
-            "friend.accepted",
-            "Friend request accepted",
-            format!("{by} accepted your friend request"),
-            serde_json::json!({ "by": by }),
-        ),
-        DomainEvent::FriendshipRejected { by, requester } => (
-            requester,
-            "friend.rejected",
-            "Friend request declined",
-            format!("{by} declined your friend request"),
-            serde_json::json!({ "by": by }),
-        ),
-        DomainEvent::LobbyInvited {
-            lobby_id,
-            game,
-            inviter,
-            invitee,
-        } => (
-            invitee,
-            "lobby.invite",
-            "Lobby invitation",
-            format!("{inviter} invited you to a {game} lobby"),
-            serde_json::json!({ "lobby_id": lobby_id, "game": game, "inviter": inviter }),
-        ),
-        _ => return None,
-    };
-    Some((
-        user.clone(),
-        NewNotification {
-            kind: kind.into(),
-            title: title.into(),
-            body,
-            data: data.to_string(),
-            channels: vec![Channel::InApp, Channel::Push],
-        },
-    ))
-}
 impl ShardCore {
     /// Shard `index` of `count`, at `now`; `seed` drives the ids it makes
     /// up (a formed match's lobby).
@@ -195,8 +139,7 @@ impl ShardCore {
             rosters: Rosters::new(),
             notifications: Notifications::new(settings.notifications, settings.node, index as u16),
             lobbies: Lobbies::new(settings.lobbies),
-            user_lobbies: HashMap::new(),
-            lobbies_per_game: settings.lobbies_per_game,
+            user_lobbies: UserLobbies::new(settings.lobbies_per_game),
             queues: Queues::new(),
             sessions: Sessions::default(),
             matchmaking_tick: settings.matchmaking_tick,
@@ -257,10 +200,7 @@ impl ShardCore {
 
     /// The lobbies a user owned here is in, oldest first.
     pub fn lobbies_of(&self, user: &str) -> Vec<Arc<str>> {
-        self.user_lobbies
-            .get(user)
-            .map(|l| l.iter().map(|(id, _, _)| id.clone()).collect())
-            .unwrap_or_default()
+        self.user_lobbies.lobbies_of(user).cloned().collect()
     }
 
     /// The key-to-shard map this core routes by.

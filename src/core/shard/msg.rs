@@ -12,6 +12,7 @@ use crate::core::engine::chat::{self, ChannelSpec, ChatLimits};
 use crate::core::engine::lobbies::{self, LobbyLimits};
 use crate::core::engine::matchmaking;
 use crate::core::engine::notifications::{self, NewNotification, Notification, NotificationLimits};
+pub use crate::core::engine::social::FriendStage;
 use crate::core::engine::social::{self, RelationRecord, RosterEntry};
 use crate::core::engine::users;
 use crate::core::engine::{Failure, Presence, ResumeRefusal, SessionId, UserId};
@@ -228,17 +229,6 @@ pub struct LobbyMember {
     pub session: SessionId,
     pub actor: chat::Actor,
     pub outbox: Arc<Outbox>,
-}
-
-/// Where a friend operation is on its way to the pair's shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FriendStage {
-    /// On the actor's shard.
-    Actor,
-    /// On the target's shard (requests only).
-    Target,
-    /// On the pair's shard, which decides.
-    Decide,
 }
 
 /// An invitation to check on the pair's shard: blocks, and friendship when
