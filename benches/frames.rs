@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use huddle::core::engine::shard_of;
 use huddle::core::outbox::{Outbox, OutboxLimits};
+use huddle::core::shard::shard_of;
 use huddle_schema::encode::{MessageFields, UserFields};
 use huddle_schema::wire::ContentType;
 use huddle_schema::{stamp_seq, verify_frame, Encoder, DEFAULT_MAX_FRAME_BYTES};

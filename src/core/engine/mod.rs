@@ -34,11 +34,6 @@ pub struct Now {
     pub unix_ms: i64,
 }
 
-/// Maps a key to the shard that owns it. Stable for a given shard count.
-pub fn shard_of(key: &[u8], shards: usize) -> usize {
-    (xxhash_rust::xxh3::xxh3_64(key) % shards.max(1) as u64) as usize
-}
-
 /// Presence as the engines see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {

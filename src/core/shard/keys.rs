@@ -3,7 +3,12 @@
 //! a node's shards and the mailboxes that reach them live elsewhere.
 
 use crate::core::engine::chat::direct_chat_id;
-use crate::core::engine::{matchmaking, shard_of, SessionId};
+use crate::core::engine::{matchmaking, SessionId};
+
+/// Maps a key to the shard that owns it. Stable for a given shard count.
+pub fn shard_of(key: &[u8], shards: usize) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(key) % shards.max(1) as u64) as usize
+}
 
 /// The key-to-shard map of one node's `count` shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,11 +31,11 @@ use crate::core::engine::memberships::UserLobbies;
 use crate::core::engine::notifications::{Delivery, Notifications};
 use crate::core::engine::social::{Pairs, Rosters};
 use crate::core::engine::users::{self, Users};
-use crate::core::engine::{shard_of, DomainEvent, Effect, Now, Record, SessionId, UserId};
+use crate::core::engine::{DomainEvent, Effect, Now, Record, SessionId, UserId};
 use crate::core::outbox::{Closed, Push};
 
 pub use apply::lobby_of;
-pub use keys::Keys;
+pub use keys::{shard_of, Keys};
 pub use msg::*;
 pub use reads::{Answer, PageRead, ReadOp, WarmRead};
 pub use sessions::{Role, Sessions};
