@@ -4,8 +4,13 @@
 //! Architecture invariant: nothing under `engine/` touches a socket, a
 //! thread, a clock, a channel or flatbuffers. Time comes in as [`Now`];
 //! everything an engine wants done goes out as an [`Effect`], which the
-//! shard shell (`crate::runtime::shards`) carries out. That is what lets the
+//! shard core (`crate::core::shard`) carries out. That is what lets the
 //! tests drive an engine with a virtual clock and assert on the effects.
+//!
+//! Import rule (checked by `tests/layers.rs`): nothing here imports from the
+//! crate outside `core::engine`; from other crates only std, serde (and
+//! serde_json), smallvec, thiserror's derive and xxhash (the matcher's
+//! stable tie-break hash).
 
 pub mod chat;
 pub mod lobbies;
