@@ -322,14 +322,7 @@ fn queue_spec() -> QueueSpec {
 fn a_lobby_queues_as_a_party_on_the_games_shard_and_a_match_makes_a_lobby() {
     let mut sim = Sim::new(4, settings(), Delivery::InOrder, 11);
     let keys = sim.keys();
-    for shard in 0..keys.count() {
-        let msg = ShardMsg::Matchmaking {
-            cmd: Box::new(matchmaking::Command::Configure(vec![queue_spec()])),
-            reply_to: None,
-            watcher: None,
-        };
-        sim.send(shard, msg);
-    }
+    configure_queues(&mut sim);
     // Two lobbies of two, neither on the game's shard.
     let game_shard = keys.of_game("arena");
     let lobbies: Vec<String> = (0..100)
@@ -359,25 +352,8 @@ fn a_lobby_queues_as_a_party_on_the_games_shard_and_a_match_makes_a_lobby() {
     for s in &everyone {
         sim.take_frames(*s);
     }
-    for (n, (host, lobby)) in hosts.iter().zip(&lobbies).enumerate() {
-        let start = Start {
-            request_id: 10,
-            session: Some(*host),
-            game: Arc::from("arena"),
-            mode: Arc::from("duo"),
-            players: vec![author(&format!("h{n}"))],
-            token_rating: None,
-            latency_ms: vec![(Arc::from("eu"), 30)],
-            attributes: Vec::new(),
-            role: None,
-            party: None,
-        };
-        let msg = ShardMsg::PartyStart(Box::new(PartyStart {
-            start,
-            lobby_id: Arc::from(lobby.as_str()),
-            reply_to: sim.outbox(*host),
-        }));
-        sim.send(keys.of_lobby(lobby), msg);
+    for (host, lobby) in hosts.iter().zip(&lobbies) {
+        queue(&mut sim, *host, 10, Some(Arc::from(lobby.as_str())));
         sim.run();
         assert!(bodies(&sim.take_frames(*host)).contains(&(Body::MatchmakingReply, 10)));
     }
@@ -418,6 +394,56 @@ fn a_lobby_queues_as_a_party_on_the_games_shard_and_a_match_makes_a_lobby() {
     assert_eq!(snapshot.members.len(), 4);
 }
 
+fn configure_queues(sim: &mut Sim) {
+    for shard in 0..sim.keys().count() {
+        let msg = ShardMsg::Matchmaking {
+            cmd: Box::new(matchmaking::Command::Configure(vec![queue_spec()])),
+            reply_to: None,
+            watcher: None,
+        };
+        sim.send(shard, msg);
+    }
+}
+
+/// `matchmaking:start` for arena/duo, solo, or for `party`'s members when
+/// the session's user hosts it.
+fn queue(sim: &mut Sim, session: SessionId, request_id: u64, party: Option<Arc<str>>) {
+    let user = sim.user(session).unwrap();
+    let start = Start {
+        request_id,
+        session: Some(session),
+        game: Arc::from("arena"),
+        mode: Arc::from("duo"),
+        players: vec![author(&user)],
+        token_rating: None,
+        latency_ms: vec![(Arc::from("eu"), 30)],
+        attributes: Vec::new(),
+        role: None,
+        party: None,
+    };
+    let keys = sim.keys();
+    let reply_to = sim.outbox(session);
+    match party {
+        Some(lobby_id) => {
+            let shard = keys.of_lobby(&lobby_id);
+            let msg = ShardMsg::PartyStart(Box::new(PartyStart {
+                start,
+                lobby_id,
+                reply_to,
+            }));
+            sim.send(shard, msg);
+        }
+        None => {
+            let msg = ShardMsg::Matchmaking {
+                cmd: Box::new(matchmaking::Command::Start(Box::new(start))),
+                reply_to: Some(reply_to.clone()),
+                watcher: Some(reply_to),
+            };
+            sim.send(keys.of_game("arena"), msg);
+        }
+    }
+}
+
 /// One step of the property test's random workload.
 #[derive(Debug, Clone)]
 enum Step {
@@ -428,6 +454,8 @@ enum Step {
     CreateLobby(u8, u8),
     JoinLobby(u8, u8),
     LeaveLobby(u8, u8),
+    /// Queue alone, or (host) the user's lobby as a party.
+    Queue(u8, bool),
     Wait(u16),
 }
 
@@ -442,6 +470,7 @@ fn step() -> impl Strategy<Value = Step> {
         (u.clone(), l.clone()).prop_map(|(a, b)| Step::CreateLobby(a, b)),
         (u.clone(), l.clone()).prop_map(|(a, b)| Step::JoinLobby(a, b)),
         (u.clone(), l).prop_map(|(a, b)| Step::LeaveLobby(a, b)),
+        (u.clone(), any::<bool>()).prop_map(|(a, party)| Step::Queue(a, party)),
         (0u16..3000).prop_map(Step::Wait),
     ]
 }
@@ -458,6 +487,7 @@ proptest! {
         let name = |u: u8| format!("u{u}");
         let mut sessions: HashMap<u8, Vec<SessionId>> = HashMap::new();
         let mut request = 0u64;
+        configure_queues(&mut sim);
         for step in &steps {
             request += 1;
             match *step {
@@ -499,6 +529,11 @@ proptest! {
                             lobby_cmd(&mut sim, s, cmd, false);
                         }
                     }
+                }
+                Step::Queue(u, party) => {
+                    let Some(&s) = sessions.get(&u).and_then(|v| v.last()) else { continue };
+                    let lobby = sim.shard(sim.keys().of_user(&name(u))).lobbies_of(&name(u)).first().cloned();
+                    queue(&mut sim, s, request, if party { lobby } else { None });
                 }
                 Step::Wait(ms) => sim.advance(Duration::from_millis(u64::from(ms))),
             }
@@ -563,6 +598,10 @@ proptest! {
             }
             // At most one lobby per game (the default setting).
             prop_assert!(indexed.len() <= 1);
+
+            // At most one active ticket per user per game.
+            let tickets = sim.shard(keys.of_game("arena")).queues().tickets_of("arena", &user);
+            prop_assert!(tickets <= 1, "{} holds {} tickets", user, tickets);
 
             // Every notification raised for the user is there, unread.
             let raised = sim.recorded.events.iter().filter(|e| match e {

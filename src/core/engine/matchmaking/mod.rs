@@ -401,6 +401,15 @@ impl Queues {
         self.tickets.is_empty()
     }
 
+    /// Active tickets of `game` that `user` plays in, counted from the
+    /// tickets themselves (not the per-user index), to check the index.
+    pub fn tickets_of(&self, game: &str, user: &str) -> usize {
+        self.tickets
+            .values()
+            .filter(|t| &*t.game == game && t.players.iter().any(|p| &*p.id == user))
+            .count()
+    }
+
     /// Whether a tick has anything to do (tickets, or backfills, which
     /// expire even while nobody queues).
     pub fn active(&self) -> bool {
