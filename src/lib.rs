@@ -1,27 +1,39 @@
 //! Huddle, a binary-protocol real-time gateway for multiplayer games.
 //!
 //! Clients connect over WebSocket or QUIC and speak flatbuffers frames
-//! (`huddle-schema`); sessions feed share-nothing engine shards, one thread
-//! per core. See `ARCHITECTURE.md` for the map and its invariants.
+//! (`huddle-schema`); sessions feed share-nothing shards, one thread per
+//! core, each running sans-IO engines. See `ARCHITECTURE.md` for the map,
+//! a frame's walk from socket to engine to socket, and the invariants.
 //!
-//! # Layout
-//! - [`config`]: TOML + `HUDDLE_*` configuration with embedded defaults.
-//! - [`auth`]: JWT verification (one pinned algorithm) and dev-token minting.
-//! - [`engine`]: sans-IO state machines (the user directory so far).
-//! - [`shard`]: shard threads, mailboxes, and carrying out engine effects.
-//! - [`outbox`]: each session's bounded queue of encoded frames and its
-//!   replay buffer for resume.
-//! - [`session`]: the per-connection shell: handshake, verification, limits,
-//!   heartbeats, routing, batched writes.
-//! - [`transport`]: WebSocket and QUIC adapters for the session shell.
-//! - [`limits`]: the per-connection token bucket.
-//! - [`metrics`] and [`admin`]: Prometheus series and the admin HTTP API.
-//! - [`tls`]: certificates (configured, or self-signed for dev).
-//! - [`gateway`]: wiring, start-up and ordered shutdown.
+//! # Layout: one folder per layer
+//! Layers point one way: a module imports only from its own layer or the
+//! layers listed before it here (`tests/layers.rs` fails CI otherwise), and
+//! sibling modules never import each other in a circle.
+//! - [`telemetry`]: the Prometheus series every layer counts into.
+//! - [`core`]: sans-IO. The engines (`core::engine`), the shard core that
+//!   runs them (`core::shard`), each session's outbox, the encoding of
+//!   engine output into frames (`core::wire`), and the deterministic
+//!   multi-shard simulation (`core::sim`). No socket, thread, mailbox or
+//!   clock.
+//! - [`backend`]: what is kept and delivered: the history store behind the
+//!   acknowledgement journal, and the webhook outbox. Knows the engines'
+//!   records, nothing of shards, sessions or frames.
+//! - [`runtime`]: the shard threads, their bounded mailboxes and the loop
+//!   that carries a shard core's outputs out against the backend.
+//! - [`edge`]: what faces clients: transports, the session shell
+//!   (handshake, verification, limits, routing), request decoding, tokens,
+//!   TLS, and their settings.
+//! - [`ops`]: configuration, the admin HTTP API, the node's state and its
+//!   start-up, drain and shutdown.
+
+pub mod telemetry;
+
+pub mod core;
 
 pub mod backend;
-pub mod core;
-pub mod edge;
-pub mod ops;
+
 pub mod runtime;
-pub mod telemetry;
+
+pub mod edge;
+
+pub mod ops;
