@@ -1184,9 +1184,11 @@ impl Lobbies {
             Command::Assign { lobby_id, players } => {
                 let grace = now.mono + self.limits.assigned_grace;
                 let lobby = self.lobby(&lobby_id)?;
+                // A player named twice is added once (as `Create` does).
+                let mut named = HashSet::new();
                 let new: Vec<(Author, Option<u8>)> = players
                     .into_iter()
-                    .filter(|(a, _)| lobby.member(&a.id).is_none())
+                    .filter(|(a, _)| lobby.member(&a.id).is_none() && named.insert(a.id.clone()))
                     .collect();
                 if lobby.members.len() + new.len() > usize::from(lobby.max) {
                     return Err(failure(
@@ -1833,6 +1835,25 @@ mod tests {
         };
         assert_eq!(get(&mut w, "host").as_deref(), Some("10.0.0.7:7777"));
         assert_eq!(get(&mut w, "outsider"), None);
+    }
+
+    /// Found by `fuzz/fuzz_targets/lobbies.rs`: a backfill naming a player
+    /// twice added them twice (two slots, two memberships for one user).
+    #[test]
+    fn an_assignment_naming_a_player_twice_adds_them_once() {
+        let mut w = World::new();
+        w.create("host", spec(2, 3, Visibility::Public));
+        let out = w.run(Command::Assign {
+            lobby_id: Arc::from("L"),
+            players: vec![(author("ann"), None), (author("ann"), Some(1))],
+        });
+        assert_eq!(refusal(&out), None);
+        assert_eq!(w.members(), vec!["host", "ann"]);
+        let joined = out
+            .iter()
+            .filter(|e| matches!(e, Effect::LobbyMembership { joined: true, .. }))
+            .count();
+        assert_eq!(joined, 1, "one membership for one player: {out:?}");
     }
 
     #[derive(Debug, Clone)]
