@@ -181,23 +181,9 @@ impl Users {
             } => {
                 // A connect-and-drop loop must not pile up sessions that
                 // wait for a resume: past the cap, the oldest one ends.
-                let detached: Vec<(Instant, SessionId)> = self
-                    .users
-                    .get(&user)
-                    .map(|e| {
-                        e.sessions
-                            .iter()
-                            .filter_map(|s| {
-                                self.sessions
-                                    .get(s)
-                                    .and_then(|x| x.detached_until)
-                                    .map(|d| (d, *s))
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if detached.len() >= MAX_DETACHED_PER_USER {
-                    if let Some(&(_, oldest)) = detached.iter().min() {
+                let (waiting, oldest) = self.waiting(&user);
+                if waiting >= MAX_DETACHED_PER_USER {
+                    if let Some(oldest) = oldest {
                         self.end_session(now, oldest, out);
                     }
                 }
@@ -250,6 +236,14 @@ impl Users {
                             let deadline = now.mono + self.resume_window;
                             s.detached_until = Some(deadline);
                             self.expiries.insert((deadline, session));
+                            // Many connections dropping at once wait within
+                            // the cap too: past it, the oldest one ends.
+                            let user = s.user.clone();
+                            if let (waiting, Some(oldest)) = self.waiting(&user) {
+                                if waiting > MAX_DETACHED_PER_USER {
+                                    self.end_session(now, oldest, out);
+                                }
+                            }
                         }
                     }
                 } else {
@@ -365,6 +359,25 @@ impl Users {
                 }
             }
         }
+    }
+
+    /// How many of `user`'s sessions wait for a resume, and the one whose
+    /// window ends first.
+    fn waiting(&self, user: &str) -> (usize, Option<SessionId>) {
+        let deadlines = self.users.get(user).into_iter().flat_map(|e| {
+            e.sessions.iter().filter_map(|s| {
+                self.sessions
+                    .get(s)
+                    .and_then(|x| x.detached_until)
+                    .map(|d| (d, *s))
+            })
+        });
+        let (mut count, mut oldest) = (0, None);
+        for d in deadlines {
+            count += 1;
+            oldest = Some(oldest.map_or(d, |o: (Instant, SessionId)| o.min(d)));
+        }
+        (count, oldest.map(|(_, s)| s))
     }
 
     fn presence_of(&self, user_id: UserId) -> Presence {
@@ -743,6 +756,42 @@ mod tests {
         assert_eq!(
             lookup(&mut users, &clock, "looper").connections as usize,
             users.session_count()
+        );
+    }
+
+    /// Found by `fuzz/fuzz_targets/users.rs`: sessions attached at once and
+    /// then dropped all waited for a resume, past the cap (the cap was only
+    /// applied when a session attached).
+    #[test]
+    fn many_connections_dropping_at_once_wait_within_the_cap() {
+        let mut clock = Clock::new();
+        let mut users = Users::new(0, Duration::from_secs(30));
+        let sessions = 1..=(MAX_DETACHED_PER_USER as SessionId + 3);
+        for session in sessions.clone() {
+            attach(&mut users, &clock, session, "many");
+        }
+        let mut ended = Vec::new();
+        for session in sessions {
+            clock.advance(Duration::from_millis(10));
+            for e in run(
+                &mut users,
+                &clock,
+                Command::Detach {
+                    session,
+                    resumable: true,
+                },
+            ) {
+                if let Effect::SessionEnded { session } = e {
+                    ended.push(session);
+                }
+            }
+        }
+        assert_eq!(ended, vec![1, 2, 3], "the oldest waiting ones end");
+        assert_eq!(users.session_count(), MAX_DETACHED_PER_USER);
+        assert_eq!(
+            lookup(&mut users, &clock, "many").connections as usize,
+            MAX_DETACHED_PER_USER,
+            "the user stays online through the rest"
         );
     }
 
