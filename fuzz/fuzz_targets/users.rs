@@ -129,6 +129,22 @@ impl Model {
             .collect()
     }
 
+    /// How many of `user`'s sessions wait for a resume, and the oldest
+    /// (earliest deadline, then lowest id).
+    fn waiting(&self, user: &str) -> (usize, Option<SessionId>) {
+        let waiting = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| &*s.user == user)
+            .filter_map(|(id, s)| s.detached_at.map(|at| (at, *id)));
+        let (mut count, mut oldest) = (0, None);
+        for w in waiting {
+            count += 1;
+            oldest = Some(oldest.map_or(w, |o: (u64, SessionId)| o.min(w)));
+        }
+        (count, oldest.map(|(_, id)| id))
+    }
+
     fn live_count(&self, user: &str) -> usize {
         self.sessions.values().filter(|s| &*s.user == user).count()
     }
@@ -179,19 +195,8 @@ fuzz_target!(|input: Input| {
                 next_session += 1;
                 let user = uid(user);
                 // Past the cap, the oldest waiting session of the user ends.
-                let waiting: Vec<SessionId> = model
-                    .sessions
-                    .iter()
-                    .filter(|(_, s)| s.user == user && s.detached_at.is_some())
-                    .map(|(id, _)| *id)
-                    .collect();
-                if waiting.len() >= MAX_DETACHED_PER_USER {
-                    // The oldest: earliest resume deadline, then lowest id.
-                    let oldest = waiting
-                        .iter()
-                        .min_by_key(|id| (model.sessions[id].detached_at, **id))
-                        .copied();
-                    may_end.extend(oldest);
+                if let (MAX_DETACHED_PER_USER.., Some(oldest)) = model.waiting(&user) {
+                    may_end.insert(oldest);
                 }
                 users.handle(
                     clock.now(),
@@ -251,10 +256,17 @@ fuzz_target!(|input: Input| {
                     &mut out,
                 );
                 if let Some(s) = model.sessions.get_mut(&session) {
-                    if resumable {
-                        s.detached_at.get_or_insert(clock.elapsed_ms());
-                    } else {
+                    if !resumable {
                         may_end.insert(session);
+                    } else if s.detached_at.is_none() {
+                        s.detached_at = Some(clock.elapsed_ms());
+                        let user = s.user.clone();
+                        // Past the cap, the oldest waiting session ends.
+                        if let (waiting, Some(oldest)) = model.waiting(&user) {
+                            if waiting > MAX_DETACHED_PER_USER {
+                                may_end.insert(oldest);
+                            }
+                        }
                     }
                 }
             }
