@@ -335,9 +335,11 @@ impl Lobbies {
     ) -> Result<(), Failure> {
         let grace = now.mono + self.limits.assigned_grace;
         let lobby = self.lobby(&lobby_id)?;
+        // A player named twice is added once (as `create` does).
+        let mut named = HashSet::new();
         let new: Vec<(Author, Option<u8>)> = players
             .into_iter()
-            .filter(|(a, _)| lobby.member(&a.id).is_none())
+            .filter(|(a, _)| lobby.member(&a.id).is_none() && named.insert(a.id.clone()))
             .collect();
         if lobby.members.len() + new.len() > usize::from(lobby.max) {
             return Err(failure(

@@ -427,6 +427,25 @@ fn empty_lobbies_are_refused_and_non_members_never_see_the_server_address() {
     assert_eq!(get(&mut w, "outsider"), None);
 }
 
+/// Found by `fuzz/fuzz_targets/lobbies.rs`: a backfill naming a player
+/// twice added them twice (two slots, two memberships for one user).
+#[test]
+fn an_assignment_naming_a_player_twice_adds_them_once() {
+    let mut w = World::new();
+    w.create("host", spec(2, 3, Visibility::Public));
+    let out = w.run(Command::Assign {
+        lobby_id: Arc::from("L"),
+        players: vec![(author("ann"), None), (author("ann"), Some(1))],
+    });
+    assert_eq!(refusal(&out), None);
+    assert_eq!(w.members(), vec!["host", "ann"]);
+    let joined = out
+        .iter()
+        .filter(|e| matches!(e, Effect::LobbyMembership { joined: true, .. }))
+        .count();
+    assert_eq!(joined, 1, "one membership for one player: {out:?}");
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Join(u8),

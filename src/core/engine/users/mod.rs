@@ -181,23 +181,9 @@ impl Users {
             } => {
                 // A connect-and-drop loop must not pile up sessions that
                 // wait for a resume: past the cap, the oldest one ends.
-                let detached: Vec<(Instant, SessionId)> = self
-                    .users
-                    .get(&user)
-                    .map(|e| {
-                        e.sessions
-                            .iter()
-                            .filter_map(|s| {
-                                self.sessions
-                                    .get(s)
-                                    .and_then(|x| x.detached_until)
-                                    .map(|d| (d, *s))
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if detached.len() >= MAX_DETACHED_PER_USER {
-                    if let Some(&(_, oldest)) = detached.iter().min() {
+                let (waiting, oldest) = self.waiting(&user);
+                if waiting >= MAX_DETACHED_PER_USER {
+                    if let Some(oldest) = oldest {
                         self.end_session(now, oldest, out);
                     }
                 }
@@ -250,6 +236,14 @@ impl Users {
                             let deadline = now.mono + self.resume_window;
                             s.detached_until = Some(deadline);
                             self.expiries.insert((deadline, session));
+                            // Many connections dropping at once wait within
+                            // the cap too: past it, the oldest one ends.
+                            let user = s.user.clone();
+                            if let (waiting, Some(oldest)) = self.waiting(&user) {
+                                if waiting > MAX_DETACHED_PER_USER {
+                                    self.end_session(now, oldest, out);
+                                }
+                            }
                         }
                     }
                 } else {
@@ -365,6 +359,25 @@ impl Users {
                 }
             }
         }
+    }
+
+    /// How many of `user`'s sessions wait for a resume, and the one whose
+    /// window ends first.
+    fn waiting(&self, user: &str) -> (usize, Option<SessionId>) {
+        let deadlines = self.users.get(user).into_iter().flat_map(|e| {
+            e.sessions.iter().filter_map(|s| {
+                self.sessions
+                    .get(s)
+                    .and_then(|x| x.detached_until)
+                    .map(|d| (d, *s))
+            })
+        });
+        let (mut count, mut oldest) = (0, None);
+        for d in deadlines {
+            count += 1;
+            oldest = Some(oldest.map_or(d, |o: (Instant, SessionId)| o.min(d)));
+        }
+        (count, oldest.map(|(_, s)| s))
     }
 
     fn presence_of(&self, user_id: UserId) -> Presence {

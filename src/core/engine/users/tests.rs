@@ -411,3 +411,39 @@ fn echo_to_user_reaches_every_session_of_theirs() {
         ]
     );
 }
+
+/// Found by `fuzz/fuzz_targets/users.rs`: sessions attached at once and
+/// then dropped all waited for a resume, past the cap (the cap was only
+/// applied when a session attached).
+#[test]
+fn many_connections_dropping_at_once_wait_within_the_cap() {
+    let mut clock = Clock::new();
+    let mut users = Users::new(0, Duration::from_secs(30));
+    let sessions = 1..=(MAX_DETACHED_PER_USER as SessionId + 3);
+    for session in sessions.clone() {
+        attach(&mut users, &clock, session, "many");
+    }
+    let mut ended = Vec::new();
+    for session in sessions {
+        clock.advance(Duration::from_millis(10));
+        for e in run(
+            &mut users,
+            &clock,
+            Command::Detach {
+                session,
+                resumable: true,
+            },
+        ) {
+            if let Effect::SessionEnded { session } = e {
+                ended.push(session);
+            }
+        }
+    }
+    assert_eq!(ended, vec![1, 2, 3], "the oldest waiting ones end");
+    assert_eq!(users.session_count(), MAX_DETACHED_PER_USER);
+    assert_eq!(
+        lookup(&mut users, &clock, "many").connections as usize,
+        MAX_DETACHED_PER_USER,
+        "the user stays online through the rest"
+    );
+}
