@@ -1,7 +1,7 @@
 //! Fuzzes friends and blocks (`huddle::core::engine::social`): every
 //! operation between four users (self-targeted ones included) goes to the
 //! pair authority ([`Pairs`]), whose `RelationChanged` effects feed each
-//! user's [`Rosters`] view and whose `PersistRelation` rows feed a model
+//! user's [`Rosters`] view and whose `Persist(Record::Relation)` rows feed a model
 //! store, as the shard does. Never reads either half's private state.
 //!
 //! Each operation's pair and users are checked after it; every pair and
@@ -27,7 +27,7 @@ use arbitrary::Arbitrary;
 use huddle::core::engine::social::{
     Op, OpCommand, PairState, Pairs, Relation, RelationRecord, Rosters,
 };
-use huddle::core::engine::{DomainEvent, Effect, Reply, UserId};
+use huddle::core::engine::{DomainEvent, Effect, Record, Reply, UserId};
 use huddle_fuzz::{assert_answered_once, assert_refusal_alone, pick, VirtualClock, MAX_OPS};
 use libfuzzer_sys::fuzz_target;
 
@@ -133,7 +133,7 @@ fuzz_target!(|input: Input| {
                     );
                     rosters.set(user, other, *relation, *since_ms);
                 }
-                Effect::PersistRelation(r) => rows.push(r.clone()),
+                Effect::Persist(Record::Relation(r)) => rows.push(r.clone()),
                 Effect::Domain(d) => check_domain(d, &pairs, actor, target),
                 other => panic!("unexpected effect {other:?}"),
             }
