@@ -417,6 +417,12 @@ fuzz_target!(|input: Input| {
                 });
                 if let Some(view) = started {
                     assert!(!busy, "a user got a second ticket for {game}");
+                    let regions: BTreeSet<&Arc<str>> = latency.iter().map(|(r, _)| r).collect();
+                    assert_eq!(
+                        regions.len(),
+                        latency.len(),
+                        "a ticket naming a region twice was accepted: {latency:?}"
+                    );
                     assert_eq!(view.state, TicketState::Searching);
                     assert_eq!((&*view.game, &*view.mode), (game, mode));
                     let listed: Vec<&str> = view.players.iter().map(|p| &**p).collect();

@@ -636,6 +636,11 @@ impl Queue {
                     self.rules.regions.join(", ")
                 )));
             };
+            if latency[i] != UNKNOWN {
+                return Err(invalid(format!(
+                    "latency to {region} is given twice; give one measurement per region"
+                )));
+            }
             if *ms == 0 || *ms >= MAX_LATENCY_MS {
                 return Err(invalid(format!(
                     "latency {ms} ms to {region} is not a measurement (1..{MAX_LATENCY_MS})"

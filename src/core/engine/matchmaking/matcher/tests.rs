@@ -101,6 +101,12 @@ fn bad_tickets_are_refused_and_change_nothing() {
     let mut absurd = solo(3, 1500.0, 30, 30);
     absurd.latency_ms = vec![(Arc::from("eu"), 0)];
     assert!(q.insert(0, absurd).is_err());
+    // Found by fuzzing: with two latencies to one region the last one won,
+    // so a ticket far from eu (7,900 ms) played there on a 30 ms claim.
+    let mut twice = solo(6, 1500.0, 7_900, 30);
+    twice.latency_ms.push((Arc::from("eu"), 30));
+    let refused = q.insert(0, twice).unwrap_err();
+    assert!(format!("{refused:?}").contains("given twice"), "{refused:?}");
     let mut empty = solo(4, 1500.0, 30, 30);
     empty.latency_ms.clear();
     assert!(q.insert(0, empty).is_err());
