@@ -106,7 +106,10 @@ fn bad_tickets_are_refused_and_change_nothing() {
     let mut twice = solo(6, 1500.0, 7_900, 30);
     twice.latency_ms.push((Arc::from("eu"), 30));
     let refused = q.insert(0, twice).unwrap_err();
-    assert!(format!("{refused:?}").contains("given twice"), "{refused:?}");
+    assert!(
+        format!("{refused:?}").contains("given twice"),
+        "{refused:?}"
+    );
     let mut empty = solo(4, 1500.0, 30, 30);
     empty.latency_ms.clear();
     assert!(q.insert(0, empty).is_err());
