@@ -3,6 +3,7 @@
 //! here owns a socket, a thread, a channel receiver or a clock: time and
 //! messages come in, effects and messages go out.
 
+pub mod cluster;
 pub mod engine;
 pub mod outbox;
 pub mod shard;

@@ -36,6 +36,7 @@ use crate::core::engine::{DomainEvent, Now, Record, SessionId, UserId};
 use crate::core::outbox::{Outbox, OutboxLimits, Queued};
 use crate::core::shard::{BackendOp, Keys, Outputs, ReadOp, ShardCore, ShardMsg, ShardSettings};
 
+pub mod cluster;
 pub mod workload;
 
 /// How the harness moves messages between shards.
