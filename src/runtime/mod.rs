@@ -2,4 +2,5 @@
 //! routing, a thin loop around the sans-IO shard core that carries its
 //! effects out against the backend.
 
+pub mod cluster;
 pub mod shards;

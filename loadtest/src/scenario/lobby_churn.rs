@@ -755,7 +755,7 @@ async fn client(ctx: Arc<Churn>, i: u32, mut phase: watch::Receiver<Phase>) {
     let g = (i / ctx.lobby_size) as usize;
     let group = &ctx.groups[g];
     group.send_modify(|r| r.alive += 1);
-    let mut member = Member::new(i, i % ctx.lobby_size == 0, group);
+    let mut member = Member::new(i, i.is_multiple_of(ctx.lobby_size), group);
     // Hosts start spread evenly over one think time.
     let groups = ctx.groups.len() as u32;
     let offset = ctx.think.mul_f64(f64::from(g as u32) / f64::from(groups));

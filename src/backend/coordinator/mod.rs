@@ -152,7 +152,7 @@ fn decode(
     slots: &[String],
 ) -> Result<SyncReply, CoordinatorError> {
     let garbled = |what: &str| CoordinatorError::Garbled(what.to_string());
-    if members.len() % 2 != 0 || slots.len() % 3 != 0 {
+    if !members.len().is_multiple_of(2) || !slots.len().is_multiple_of(3) {
         return Err(garbled("lists of the wrong length"));
     }
     let mut live: Vec<Member> = members

@@ -170,6 +170,12 @@ impl Ownership {
         }
     }
 
+    /// Until when the slots in [`Ownership::acting`] may be served (set by
+    /// each answered sync; `None` before the first).
+    pub fn lease_until(&self) -> Option<Instant> {
+        self.lease_until
+    }
+
     /// Slots served now (ignoring a lapse not yet seen by a tick).
     pub fn acting(&self) -> impl Iterator<Item = (Slot, Epoch)> + '_ {
         self.acting.iter().map(|(s, e)| (*s, *e))
