@@ -73,8 +73,10 @@ impl Scenario {
 pub(crate) struct Args {
     #[arg(long, value_enum, default_value = "chat-fanout")]
     pub(crate) scenario: Scenario,
-    /// Gateway address: ws://HOST:PORT (wss:// with TLS) or quic://HOST:PORT.
-    /// matchmaking-storm runs end to end only when it is given.
+    /// Gateway address: ws://HOST:PORT (wss:// with TLS) or quic://HOST:PORT;
+    /// several, comma-separated, spread the clients round-robin over them
+    /// (one transport for all). matchmaking-storm runs end to end only when
+    /// it is given.
     #[arg(long, default_value = "ws://127.0.0.1:7350")]
     pub(crate) url: String,
     /// Whether `--url` was given on the command line (set by `main`).

@@ -132,11 +132,28 @@ pub(crate) fn tls_options(args: &Args, transport: Transport) -> anyhow::Result<T
 
 /// The transport a URL selects, by its scheme.
 pub(crate) fn transport_of(url: &str) -> anyhow::Result<Transport> {
-    match url.split_once("://").map(|(scheme, _)| scheme) {
-        Some("ws" | "wss") => Ok(Transport::Ws),
-        Some("quic") => Ok(Transport::Quic),
-        _ => bail!("--url {url}: use ws://HOST:PORT, wss://HOST:PORT or quic://HOST:PORT"),
+    let mut transport = None;
+    for one in urls_of(url) {
+        let this = match one.split_once("://").map(|(scheme, _)| scheme) {
+            Some("ws" | "wss") => Transport::Ws,
+            Some("quic") => Transport::Quic,
+            _ => bail!("--url {one}: use ws://HOST:PORT, wss://HOST:PORT or quic://HOST:PORT"),
+        };
+        if transport.is_some_and(|t| t != this) {
+            bail!("--url {url}: every gateway in the list must use the same transport");
+        }
+        transport = Some(this);
     }
+    transport.ok_or_else(|| anyhow::anyhow!("--url is empty: give at least one gateway URL"))
+}
+
+/// The gateways of a `--url` list (comma-separated, blanks ignored).
+pub(crate) fn urls_of(url: &str) -> Vec<String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// An HDR histogram of microseconds, 1 µs to 60 s at 3 significant digits.
@@ -158,7 +175,8 @@ struct Claims {
 /// Shared state of the setup phase: where and how to connect, the
 /// concurrency limit, and what happened so far.
 pub(crate) struct Setup {
-    url: String,
+    /// The gateways; client `i` connects to `urls[i % len]`.
+    urls: Vec<String>,
     tls: TlsOptions,
     key: EncodingKey,
     source_ips: u32,
@@ -181,7 +199,7 @@ impl Setup {
     pub(crate) fn new(args: &Args, transport: Transport, source_ips: u32) -> anyhow::Result<Self> {
         let secret = jwt_secret(args)?;
         Ok(Self {
-            url: args.url.clone(),
+            urls: urls_of(&args.url),
             tls: tls_options(args, transport)?,
             key: EncodingKey::from_secret(secret.as_bytes()),
             source_ips,
@@ -222,9 +240,9 @@ impl Setup {
         )?)
     }
 
-    /// The gateway's URL, as given.
-    pub(crate) fn url(&self) -> &str {
-        &self.url
+    /// The gateway client `i` connects to (round-robin over `--url`).
+    pub(crate) fn url(&self, i: u32) -> &str {
+        &self.urls[i as usize % self.urls.len()]
     }
 
     /// The server certificates to trust.
@@ -252,7 +270,7 @@ impl Setup {
     pub(crate) async fn open(&self, i: u32) -> Result<Session, Failure> {
         let token = self.token(i).map_err(|e| Failure::new("token", e))?;
         let t0 = Instant::now();
-        let mut conn = connect_raw(&self.url, &self.tls, Some(self.source_ip(i)))
+        let mut conn = connect_raw(self.url(i), &self.tls, Some(self.source_ip(i)))
             .await
             .map_err(|e| Failure::client("connect", e))?;
         let hello = encode(|enc| {
@@ -515,5 +533,26 @@ impl Session {
     /// Closes the connection cleanly.
     pub(crate) async fn close(self) {
         self.conn.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_list_spreads_clients_over_one_transport() {
+        assert_eq!(
+            urls_of("ws://127.0.0.1:7350, ws://127.0.0.1:7360,,"),
+            ["ws://127.0.0.1:7350", "ws://127.0.0.1:7360"]
+        );
+        assert!(matches!(
+            transport_of("quic://127.0.0.1:7351,quic://127.0.0.1:7361"),
+            Ok(Transport::Quic)
+        ));
+        let mixed = transport_of("ws://127.0.0.1:7350,quic://127.0.0.1:7361").unwrap_err();
+        assert!(mixed.to_string().contains("same transport"), "{mixed}");
+        assert!(transport_of(" , ").is_err());
+        assert!(transport_of("http://127.0.0.1:7350").is_err());
     }
 }

@@ -542,7 +542,7 @@ async fn connect(storm: &Storm, i: u32) -> Result<(Client, EventStream), Failure
             Some(ratings),
         )
         .map_err(|e| Failure::new("token", e))?;
-    let mut config = ClientConfig::new(setup.url(), token);
+    let mut config = ClientConfig::new(setup.url(i), token);
     config.client_name = concat!("huddle-loadtest/", env!("CARGO_PKG_VERSION")).into();
     config.connect_timeout = SETUP_TIMEOUT;
     // A lost connection is counted as dropped, not resumed.

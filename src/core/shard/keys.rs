@@ -1,13 +1,22 @@
 //! Which shard owns a key: users, chats, lobbies, pairs of users, games'
-//! matchmaking queues. Pure arithmetic over the shard count (`xxh3 % n`);
-//! a node's shards and the mailboxes that reach them live elsewhere.
+//! matchmaking queues. Pure arithmetic over the shard count: a key hashes
+//! to its cluster slot (`core::cluster::slot_of`) and a slot to a shard
+//! (`slot % n`), so every key of one slot lives on one shard and a slot
+//! moving between nodes moves one shard's worth of state. A node's shards
+//! and the mailboxes that reach them live elsewhere.
 
+use crate::core::cluster::{slot_of, Slot};
 use crate::core::engine::chat::direct_chat_id;
 use crate::core::engine::{matchmaking, SessionId};
 
 /// Maps a key to the shard that owns it. Stable for a given shard count.
 pub fn shard_of(key: &[u8], shards: usize) -> usize {
-    (xxhash_rust::xxh3::xxh3_64(key) % shards.max(1) as u64) as usize
+    shard_of_slot(slot_of(key), shards)
+}
+
+/// The shard that holds every key of `slot`.
+pub fn shard_of_slot(slot: Slot, shards: usize) -> usize {
+    slot.index() % shards.max(1)
 }
 
 /// The key-to-shard map of one node's `count` shards.

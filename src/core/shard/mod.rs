@@ -35,7 +35,7 @@ use crate::core::engine::{DomainEvent, Effect, Now, Record, SessionId, UserId};
 use crate::core::outbox::{Closed, Push};
 
 pub use apply::lobby_of;
-pub use keys::{shard_of, Keys};
+pub use keys::{shard_of, shard_of_slot, Keys};
 pub use msg::*;
 pub use reads::{Answer, PageRead, ReadOp, WarmRead};
 pub use sessions::{Role, Sessions};
