@@ -189,6 +189,8 @@ fn shape(reply: &SyncReply) -> (bool, Vec<(NodeId, bool)>, BTreeMap<usize, NodeI
         reply.members.iter().map(|m| (m.node, m.leaving)).collect(),
         reply
             .owners
+            .as_ref()
+            .expect("the whole table (every request here names version 0)")
             .iter()
             .enumerate()
             .filter_map(|(i, o)| o.map(|o| (i, o.node)))
@@ -208,6 +210,7 @@ fn scenario() -> Vec<(u64, SyncRequest)> {
         depart: false,
         releases: Vec::new(),
         claims: Vec::new(),
+        known_version: 0,
     };
     // Node ids above 2^53 on purpose: the script must never turn them
     // into Lua numbers.
@@ -295,8 +298,12 @@ async fn script_agrees_with_model(setup: Setup) {
         at_ms += wait;
         if req.leaving && req.node == NodeId(u64::MAX - 7) {
             // Release slot 2 under the epoch each side granted.
-            let m = last_model.as_ref().unwrap().owners[2].unwrap().epoch;
-            let r = last_redis.as_ref().unwrap().owners[2].unwrap().epoch;
+            let m = last_model.as_ref().unwrap().owners.as_ref().unwrap()[2]
+                .unwrap()
+                .epoch;
+            let r = last_redis.as_ref().unwrap().owners.as_ref().unwrap()[2]
+                .unwrap()
+                .epoch;
             let mut for_model = req.clone();
             for_model.releases = vec![(slot(2), m)];
             req.releases = vec![(slot(2), r)];
@@ -312,12 +319,12 @@ async fn script_agrees_with_model(setup: Setup) {
         assert_eq!(shape(&got), shape(&expect), "step {step}");
         assert_eq!(got.id, req.id);
         // Epochs only grow, and change exactly when the owner changes.
-        for (i, o) in got.owners.iter().enumerate() {
+        for (i, o) in got.owners.as_ref().unwrap().iter().enumerate() {
             if let Some(o) = o {
                 let before = redis_epochs.insert(i, o.epoch);
                 let moved = last_redis
                     .as_ref()
-                    .is_none_or(|l| l.owners[i].map(|p| p.node) != Some(o.node));
+                    .is_none_or(|l| l.owners.as_ref().unwrap()[i].map(|p| p.node) != Some(o.node));
                 match before {
                     Some(e) if moved => assert!(o.epoch > e, "step {step}: slot {i}"),
                     Some(e) => assert_eq!(o.epoch, e, "step {step}: slot {i}"),
@@ -328,6 +335,25 @@ async fn script_agrees_with_model(setup: Setup) {
         last_model = Some(expect);
         last_redis = Some(got);
     }
+    // A renewal naming the version it holds gets no table from either.
+    let a = NodeId(u64::MAX - 7);
+    let renew = |known_version| SyncRequest {
+        id: 9,
+        node: a,
+        ttl_ms: 400,
+        leaving: false,
+        depart: false,
+        releases: Vec::new(),
+        claims: Vec::new(),
+        known_version,
+    };
+    let m = model.sync(at_ms, &renew(last_model.unwrap().version));
+    let r = redis
+        .sync(&renew(last_redis.unwrap().version))
+        .await
+        .unwrap();
+    assert_eq!((m.owners, r.owners), (None, None));
+    assert_eq!(r.members, m.members);
 }
 
 #[tokio::test]

@@ -110,6 +110,7 @@ impl Coordinator {
             .arg(req.ttl_ms)
             .arg(u8::from(req.leaving))
             .arg(u8::from(req.depart))
+            .arg(req.known_version.to_string())
             .arg(req.releases.len());
         for (slot, epoch) in &req.releases {
             invocation.arg(slot.index()).arg(epoch.to_string());
@@ -118,16 +119,16 @@ impl Coordinator {
             invocation.arg(slot.index());
         }
         let call = async {
-            let raw: (u8, Vec<String>, Vec<String>) = match &self.connection {
+            let raw: Raw = match &self.connection {
                 Connection::Single(c) => invocation.invoke_async(&mut c.clone()).await?,
                 Connection::Cluster(c) => invocation.invoke_async(&mut c.clone()).await?,
             };
             Ok::<_, CoordinatorError>(raw)
         };
-        let (registered, members, slots) = tokio::time::timeout(self.timeout, call)
+        let raw = tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| CoordinatorError::Timeout(self.timeout))??;
-        decode(req.id, registered, &members, &slots)
+        decode(req.id, raw)
     }
 
     /// Removes the cluster's keys (tests and `huddle cluster reset` only:
@@ -145,12 +146,11 @@ impl Coordinator {
     }
 }
 
-fn decode(
-    id: u64,
-    registered: u8,
-    members: &[String],
-    slots: &[String],
-) -> Result<SyncReply, CoordinatorError> {
+/// The script's answer: registered, members, version, table sent, table.
+type Raw = (u8, Vec<String>, String, u8, Vec<String>);
+
+fn decode(id: u64, raw: Raw) -> Result<SyncReply, CoordinatorError> {
+    let (registered, members, version, sent, slots) = raw;
     let garbled = |what: &str| CoordinatorError::Garbled(what.to_string());
     if !members.len().is_multiple_of(2) || !slots.len().is_multiple_of(3) {
         return Err(garbled("lists of the wrong length"));
@@ -165,6 +165,7 @@ fn decode(
         })
         .collect::<Result<_, CoordinatorError>>()?;
     live.sort();
+    let version = version.parse().map_err(|_| garbled("a version"))?;
     let mut owners: Vec<Option<Owner>> = vec![None; usize::from(SLOTS)];
     for row in slots.chunks_exact(3) {
         let slot = row[0]
@@ -181,6 +182,7 @@ fn decode(
         id,
         registered: registered == 1,
         members: live,
-        owners,
+        version,
+        owners: (sent == 1).then_some(owners),
     })
 }

@@ -49,6 +49,9 @@ pub struct SyncRequest {
     /// Slots the node wants. Granted when the slot is free, its owner is no
     /// longer a member, or the node owns it already (same epoch).
     pub claims: Vec<Slot>,
+    /// The table version the node holds (0: none): an unchanged table is
+    /// not sent again.
+    pub known_version: u64,
 }
 
 /// What the coordinator answers: the state after the sync.
@@ -60,8 +63,14 @@ pub struct SyncReply {
     pub registered: bool,
     /// Every live member, in node order.
     pub members: Vec<Member>,
-    /// The owner of every slot (`SLOTS` entries, by slot number).
-    pub owners: Vec<Option<Owner>>,
+    /// The version of the slot table and of the member set: it changes
+    /// whenever either does (a grant, a release, a join, a leave, a
+    /// membership expiring, a node starting to leave), and only grows, also
+    /// across a coordinator that lost its data.
+    pub version: u64,
+    /// The owner of every slot (`SLOTS` entries, by slot number), or `None`
+    /// when `version` is the one the request named.
+    pub owners: Option<Vec<Option<Owner>>>,
 }
 
 /// The coordinator's state: memberships with their expiry, the slot table,
@@ -76,6 +85,7 @@ pub struct LeaseTable {
     members: BTreeMap<NodeId, (u64, bool)>,
     owners: Vec<Option<Owner>>,
     last_epoch: Epoch,
+    version: u64,
 }
 
 impl Default for LeaseTable {
@@ -85,6 +95,7 @@ impl Default for LeaseTable {
             members: BTreeMap::new(),
             owners: vec![None; usize::from(SLOTS)],
             last_epoch: 0,
+            version: 0,
         }
     }
 }
@@ -92,19 +103,24 @@ impl Default for LeaseTable {
 impl LeaseTable {
     /// Applies one sync at the coordinator's time `now_ms`.
     pub fn sync(&mut self, now_ms: u64, req: &SyncRequest) -> SyncReply {
+        let before = self.members.len();
         self.members.retain(|_, (expires, _)| *expires > now_ms);
+        let mut changed = self.members.len() != before;
         let generation = *self.generation_ms.get_or_insert(now_ms);
         let registered = !self.members.contains_key(&req.node);
         if req.depart {
-            self.members.remove(&req.node);
+            changed |= self.members.remove(&req.node).is_some();
             for owner in &mut self.owners {
                 if owner.is_some_and(|o| o.node == req.node) {
                     *owner = None;
+                    changed = true;
                 }
             }
         } else {
-            self.members
+            let was = self
+                .members
                 .insert(req.node, (now_ms.saturating_add(req.ttl_ms), req.leaving));
+            changed |= was.is_none_or(|(_, leaving)| leaving != req.leaving);
         }
         for (slot, epoch) in &req.releases {
             let entry = &mut self.owners[slot.index()];
@@ -115,6 +131,7 @@ impl LeaseTable {
                 })
             {
                 *entry = None;
+                changed = true;
             }
         }
         let settled = now_ms >= generation.saturating_add(req.ttl_ms);
@@ -132,8 +149,12 @@ impl LeaseTable {
                         node: req.node,
                         epoch,
                     });
+                    changed = true;
                 }
             }
+        }
+        if changed || self.version == 0 {
+            self.version = (self.version + 1).max(now_ms.saturating_mul(1000));
         }
         SyncReply {
             id: req.id,
@@ -146,7 +167,8 @@ impl LeaseTable {
                     leaving: *leaving,
                 })
                 .collect(),
-            owners: self.owners.clone(),
+            version: self.version,
+            owners: (req.known_version != self.version).then(|| self.owners.clone()),
         }
     }
 

@@ -115,6 +115,12 @@ pub struct Ownership {
     returning: BTreeMap<Slot, Epoch>,
     members: Vec<Member>,
     owners: Vec<Option<Owner>>,
+    /// The version of `members` and `owners` (0: none yet).
+    version: u64,
+    /// The preferred node of every slot, computed once per change of the
+    /// members slots are shared over (`sharing`).
+    sharing: Vec<NodeId>,
+    preferred: Vec<Option<NodeId>>,
     /// Acting is allowed while `now < lease_until`.
     lease_until: Option<Instant>,
     in_flight: Option<(u64, Instant)>,
@@ -145,6 +151,9 @@ impl Ownership {
             returning: BTreeMap::new(),
             members: Vec::new(),
             owners: vec![None; usize::from(SLOTS)],
+            version: 0,
+            sharing: Vec::new(),
+            preferred: vec![None; usize::from(SLOTS)],
             lease_until: None,
             in_flight: None,
             next_id: 1,
@@ -253,14 +262,12 @@ impl Ownership {
             return None;
         }
         // Planned moves, decided on the last table heard.
+        self.share_out();
         if !self.members.is_empty() {
-            let sharing = self.sharing();
             let moving: Vec<(Slot, Epoch)> = self
                 .acting
                 .iter()
-                .filter(|(slot, _)| {
-                    self.leaving || preferred_owner(**slot, &sharing) != Some(self.me)
-                })
+                .filter(|(slot, _)| self.leaving || !self.prefers(**slot))
                 .map(|(s, e)| (*s, *e))
                 .collect();
             for (slot, epoch) in moving {
@@ -274,8 +281,7 @@ impl Ownership {
                 .held
                 .iter()
                 .filter(|(slot, (_, hold))| {
-                    *hold == Hold::Suspended
-                        && (self.leaving || preferred_owner(**slot, &sharing) != Some(self.me))
+                    *hold == Hold::Suspended && (self.leaving || !self.prefers(**slot))
                 })
                 .map(|(s, (e, _))| (*s, *e))
                 .collect();
@@ -288,10 +294,9 @@ impl Ownership {
         let claims = if self.leaving || self.members.is_empty() {
             Vec::new()
         } else {
-            let sharing = self.sharing();
             Slot::all()
                 .filter(|slot| {
-                    preferred_owner(*slot, &sharing) == Some(self.me)
+                    self.prefers(*slot)
                         && !self.acting.contains_key(slot)
                         && !self.held.contains_key(slot)
                         && !self.returning.contains_key(slot)
@@ -312,6 +317,7 @@ impl Ownership {
             depart,
             releases: self.returning.iter().map(|(s, e)| (*s, *e)).collect(),
             claims,
+            known_version: self.version,
         })
     }
 
@@ -330,9 +336,25 @@ impl Ownership {
         let Some((id, sent)) = self.in_flight else {
             return;
         };
-        if id != reply.id || reply.owners.len() != usize::from(SLOTS) {
+        if id != reply.id {
             return;
         }
+        let owners = match reply.owners {
+            Some(owners) if owners.len() == usize::from(SLOTS) => owners,
+            // Unchanged since the version this node holds.
+            None if reply.version == self.version && self.version != 0 => {
+                std::mem::take(&mut self.owners)
+            }
+            // Not the table this node holds and no table sent: as if
+            // unanswered, and ask for the whole table next time.
+            _ => {
+                self.in_flight = None;
+                self.version = 0;
+                return;
+            }
+        };
+        self.owners = owners;
+        self.version = reply.version;
         self.in_flight = None;
         self.last_now = self.last_now.max(now);
         if self.departing {
@@ -363,7 +385,6 @@ impl Ownership {
             out.push(OwnershipEvent::Members { joined, left });
         }
         self.members = reply.members;
-        self.owners = reply.owners;
         // Returned slots the table no longer gives this node are gone.
         let owners = &self.owners;
         let me = self.me;
@@ -420,13 +441,27 @@ impl Ownership {
         }
     }
 
-    /// The members slots are shared out over: the live ones not leaving.
-    fn sharing(&self) -> Vec<NodeId> {
-        self.members
+    /// Recomputes each slot's preferred node when the members slots are
+    /// shared out over (the live ones not leaving) have changed.
+    fn share_out(&mut self) {
+        let sharing: Vec<NodeId> = self
+            .members
             .iter()
             .filter(|m| !m.leaving)
             .map(|m| m.node)
-            .collect()
+            .collect();
+        if sharing != self.sharing {
+            self.preferred = Slot::all()
+                .map(|slot| preferred_owner(slot, &sharing))
+                .collect();
+            self.sharing = sharing;
+        }
+    }
+
+    /// Whether this node is where `slot` should live (as of the last
+    /// [`Ownership::share_out`]).
+    fn prefers(&self, slot: Slot) -> bool {
+        self.preferred[slot.index()] == Some(self.me)
     }
 
     /// Worth claiming by the last table: free, or held by a node that is no

@@ -19,6 +19,7 @@ fn request(node: u64, id: u64) -> SyncRequest {
         depart: false,
         releases: Vec::new(),
         claims: Vec::new(),
+        known_version: 0,
     }
 }
 
@@ -55,7 +56,11 @@ fn a_fresh_coordinator_grants_no_free_slot_for_one_lease() {
     req.claims = vec![slot(7)];
     let reply = table.sync(10_000, &req);
     assert!(reply.registered);
-    assert_eq!(reply.owners[7], None, "granted before the quarantine ended");
+    assert_eq!(
+        reply.owners.as_ref().unwrap()[7],
+        None,
+        "granted before the quarantine ended"
+    );
     let reply = table.sync(
         12_999,
         &SyncRequest {
@@ -64,9 +69,12 @@ fn a_fresh_coordinator_grants_no_free_slot_for_one_lease() {
         },
     );
     assert!(!reply.registered);
-    assert_eq!(reply.owners[7], None);
+    assert_eq!(reply.owners.as_ref().unwrap()[7], None);
     let reply = table.sync(13_000, &SyncRequest { id: 3, ..req });
-    assert_eq!(reply.owners[7].map(|o| o.node), Some(NodeId(1)));
+    assert_eq!(
+        reply.owners.as_ref().unwrap()[7].map(|o| o.node),
+        Some(NodeId(1))
+    );
 }
 
 #[test]
@@ -75,14 +83,17 @@ fn a_slot_moves_only_when_released_or_when_its_owner_has_expired() {
     let mut a = request(1, 1);
     a.claims = vec![slot(3)];
     table.sync(0, &a);
-    let first = table.sync(3_000, &a).owners[3].unwrap();
+    let first = table.sync(3_000, &a).owners.as_ref().unwrap()[3].unwrap();
     assert_eq!(first.node, NodeId(1));
     let mut b = request(2, 1);
     b.claims = vec![slot(3)];
     // A is a member until 6,000: B's claim is refused.
-    assert_eq!(table.sync(5_999, &b).owners[3], Some(first));
+    assert_eq!(
+        table.sync(5_999, &b).owners.as_ref().unwrap()[3],
+        Some(first)
+    );
     // A's membership expired: B gets the slot with a greater epoch.
-    let taken = table.sync(6_000, &b).owners[3].unwrap();
+    let taken = table.sync(6_000, &b).owners.as_ref().unwrap()[3].unwrap();
     assert_eq!(taken.node, NodeId(2));
     assert!(taken.epoch > first.epoch);
     // A comes back: it is a member again but the slot stays B's, and A's
@@ -92,12 +103,15 @@ fn a_slot_moves_only_when_released_or_when_its_owner_has_expired() {
     back.claims = vec![slot(3)];
     let reply = table.sync(6_100, &back);
     assert!(reply.registered);
-    assert_eq!(reply.owners[3], Some(taken));
+    assert_eq!(reply.owners.as_ref().unwrap()[3], Some(taken));
     // B releases it: A may claim it, under a greater epoch again.
     let mut release = request(2, 2);
     release.releases = vec![(slot(3), taken.epoch)];
-    assert_eq!(table.sync(6_200, &release).owners[3], None);
-    let again = table.sync(6_300, &back).owners[3].unwrap();
+    assert_eq!(
+        table.sync(6_200, &release).owners.as_ref().unwrap()[3],
+        None
+    );
+    let again = table.sync(6_300, &back).owners.as_ref().unwrap()[3].unwrap();
     assert_eq!(again.node, NodeId(1));
     assert!(again.epoch > taken.epoch);
 }
@@ -108,12 +122,20 @@ fn epochs_keep_growing_after_the_coordinator_loses_everything() {
     let mut a = request(1, 1);
     a.claims = vec![slot(1)];
     table.sync(0, &a);
-    let before = table.sync(3_000, &a).owners[1].unwrap().epoch;
+    let before = table.sync(3_000, &a).owners.as_ref().unwrap()[1]
+        .unwrap()
+        .epoch;
     table.lose_everything();
     let reply = table.sync(4_000, &a);
     assert!(reply.registered);
-    assert_eq!(reply.owners[1], None, "quarantined after the loss");
-    let after = table.sync(7_000, &a).owners[1].unwrap().epoch;
+    assert_eq!(
+        reply.owners.as_ref().unwrap()[1],
+        None,
+        "quarantined after the loss"
+    );
+    let after = table.sync(7_000, &a).owners.as_ref().unwrap()[1]
+        .unwrap()
+        .epoch;
     assert!(after > before);
 }
 
@@ -128,7 +150,7 @@ fn a_departure_frees_every_slot_at_once() {
     bye.depart = true;
     let reply = table.sync(3_100, &bye);
     assert!(reply.members.is_empty());
-    assert!(reply.owners.iter().all(Option::is_none));
+    assert!(reply.owners.as_ref().unwrap().iter().all(Option::is_none));
 }
 
 /// Runs one node against a table, replying at once: `steps` ticks of
@@ -221,4 +243,33 @@ fn settings_that_cannot_keep_a_lease_are_refused() {
     s = settings();
     s.margin = s.lease_ttl;
     assert!(s.check().unwrap_err().contains("lease_margin"));
+}
+
+#[test]
+fn an_unchanged_table_is_not_sent_again_and_versions_only_grow() {
+    let mut table = LeaseTable::default();
+    let mut a = request(1, 1);
+    let first = table.sync(0, &a);
+    assert!(first.owners.is_some());
+    // A renewal naming the version it holds: no table, same version.
+    a.known_version = first.version;
+    let renewal = table.sync(500, &a);
+    assert_eq!(
+        (renewal.version, renewal.owners.as_ref()),
+        (first.version, None)
+    );
+    // A grant changes it, and the new table comes back.
+    a.claims = vec![slot(4)];
+    let granted = table.sync(3_000, &a);
+    assert!(granted.version > first.version);
+    assert_eq!(granted.owners.unwrap()[4].map(|o| o.node), Some(NodeId(1)));
+    // So does a second member joining, for everyone holding the old one.
+    let joined = table.sync(3_100, &request(2, 1));
+    assert!(joined.version > granted.version);
+    // A coordinator that lost everything never hands out an old version.
+    table.lose_everything();
+    a.known_version = joined.version;
+    a.claims.clear();
+    let fresh = table.sync(3_200, &a);
+    assert!(fresh.version > joined.version && fresh.owners.is_some());
 }
