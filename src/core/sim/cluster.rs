@@ -4,8 +4,10 @@
 //! drops and partitions, with nodes joining, leaving, crashing and the
 //! coordinator losing its data. It checks, after every event, that no slot
 //! is served by two nodes at once and that an epoch handed to a new owner
-//! is greater than every earlier one. Nothing here runs on a thread or
-//! reads the real clock; a seed replays a run exactly.
+//! is greater than every earlier one. Each node may run its own clock at a
+//! rate off true time ([`ClusterSim::join_with_clock`]), which is what the
+//! protocol's `margin` is for. Nothing here runs on a thread or reads the
+//! real clock; a seed replays a run exactly.
 
 use std::time::{Duration, Instant};
 
@@ -46,6 +48,8 @@ enum Packet {
 
 struct Node {
     own: Ownership,
+    /// How fast its clock runs against true time (1.0: exactly).
+    rate: f64,
     /// A crashed or departed node does nothing more.
     up: bool,
     /// Packets to and from it are lost until then.
@@ -115,15 +119,42 @@ impl ClusterSim {
         self.now.duration_since(self.start).as_millis() as u64
     }
 
-    /// Starts a node; returns its index.
+    /// Starts a node with an exact clock; returns its index.
     pub fn join(&mut self) -> usize {
+        self.join_with_clock(1.0)
+    }
+
+    /// Starts a node whose clock runs at `rate` times true time (0.98: 2 %
+    /// slow); returns its index.
+    pub fn join_with_clock(&mut self, rate: f64) -> usize {
         let id = NodeId(self.rng.random());
+        let rate = if rate.is_finite() && rate > 0.0 {
+            rate
+        } else {
+            1.0
+        };
+        let reading = self.start + self.now.duration_since(self.start).mul_f64(rate);
         self.nodes.push(Node {
-            own: Ownership::new(id, self.settings, self.now),
+            own: Ownership::new(id, self.settings, reading),
+            rate,
             up: true,
             cut_until: None,
         });
         self.nodes.len() - 1
+    }
+
+    /// Node `i`'s clock reading at true time `t`. Clocks all read the start
+    /// at the start; a node joining later reads what its rate has made of
+    /// the time since.
+    fn local(&self, i: usize, t: Instant) -> Instant {
+        self.start + t.duration_since(self.start).mul_f64(self.nodes[i].rate)
+    }
+
+    /// The true time at which node `i`'s clock reads `local` (rounded up,
+    /// so that the node finds its deadline reached).
+    fn global(&self, i: usize, local: Instant) -> Instant {
+        let since = local.saturating_duration_since(self.start);
+        self.start + since.div_f64(self.nodes[i].rate) + Duration::from_micros(1)
     }
 
     /// Asks node `i` to drain and leave.
@@ -185,16 +216,18 @@ impl ClusterSim {
             return 0;
         }
         Slot::all()
-            .filter(|s| n.own.serving(*s, self.now).is_some())
+            .filter(|s| n.own.serving(*s, self.local(i, self.now)).is_some())
             .count()
     }
 
     /// The nodes serving `slot` now.
     pub fn servers_of(&self, slot: Slot) -> Vec<NodeId> {
-        self.nodes
-            .iter()
-            .filter(|n| n.up && n.own.serving(slot, self.now).is_some())
-            .map(|n| n.own.node())
+        (0..self.nodes.len())
+            .filter(|i| {
+                let n = &self.nodes[*i];
+                n.up && n.own.serving(slot, self.local(*i, self.now)).is_some()
+            })
+            .map(|i| self.nodes[i].own.node())
             .collect()
     }
 
@@ -243,11 +276,9 @@ impl ClusterSim {
     fn next_event(&self) -> Option<Instant> {
         let packets = self.packets.iter().map(|(t, _)| *t);
         let hand_overs = self.hand_overs.iter().map(|(t, _, _)| *t);
-        let wakeups = self
-            .nodes
-            .iter()
-            .filter(|n| n.up)
-            .filter_map(|n| n.own.next_wakeup());
+        let wakeups = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].up)
+            .filter_map(|i| self.nodes[i].own.next_wakeup().map(|w| self.global(i, w)));
         packets.chain(hand_overs).chain(wakeups).min()
     }
 
@@ -274,7 +305,8 @@ impl ClusterSim {
                 Packet::Reply(node, reply) => {
                     if self.nodes[node].up && !self.cut(node) {
                         let mut out = Vec::new();
-                        self.nodes[node].own.synced(now, reply, &mut out);
+                        let local = self.local(node, now);
+                        self.nodes[node].own.synced(local, reply, &mut out);
                         self.record(node, out);
                     }
                 }
@@ -301,7 +333,8 @@ impl ClusterSim {
                 continue;
             }
             let mut out = Vec::new();
-            let req = self.nodes[node].own.tick(now, &mut out);
+            let local = self.local(node, now);
+            let req = self.nodes[node].own.tick(local, &mut out);
             self.record(node, out);
             if let Some(req) = req {
                 self.send(node, Packet::Request(node, req));
