@@ -524,10 +524,16 @@ async fn three_nodes_share_fail_over_and_survive_a_redis_restart(mut setup: Setu
         .all(|m| m.stats().lapses.load(Ordering::Relaxed) > 0));
 
     // Node 1 leaves: its slots are handed over, node 0 holds everything.
+    let syncs = |c: &Cluster| c.members[1].stats().syncs.load(Ordering::Relaxed);
+    let before = syncs(&c);
     c.members[1].leave().await;
     c.settle(&[0], Duration::from_secs(10)).await;
     c.run_for(Duration::from_millis(300)).await;
     assert!(c.members[1].finished(), "node 1 did not depart");
+    // Its releases travel together: a handful of syncs for ~500 slots, not
+    // one a slot.
+    let spent = syncs(&c) - before;
+    assert!(spent <= 20, "{spent} syncs to hand over and leave");
     assert_eq!(c.count(0), usize::from(SLOTS));
 }
 

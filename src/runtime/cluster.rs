@@ -202,12 +202,23 @@ async fn run(
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
             _ = tokio::time::sleep_until(wake.into()) => {}
-            control = controls.recv() => match control {
-                Some(Control::HandedOver(slot)) => own.handed_over(slot),
-                Some(Control::Leave) => own.leave(),
-                None => return,
-            },
+            control = controls.recv() => {
+                let Some(control) = control else { return };
+                apply(&mut own, control);
+                // Everything else already waiting goes into the same sync:
+                // a node handing 500 slots over sends one release, not 500.
+                while let Ok(control) = controls.try_recv() {
+                    apply(&mut own, control);
+                }
+            }
         }
+    }
+}
+
+fn apply(own: &mut Ownership, control: Control) {
+    match control {
+        Control::HandedOver(slot) => own.handed_over(slot),
+        Control::Leave => own.leave(),
     }
 }
 
