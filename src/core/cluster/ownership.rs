@@ -369,18 +369,8 @@ impl Ownership {
             out.push(OwnershipEvent::Departed);
             return;
         }
-        let joined: Vec<NodeId> = reply
-            .members
-            .iter()
-            .filter(|m| !self.members.iter().any(|o| o.node == m.node))
-            .map(|m| m.node)
-            .collect();
-        let left: Vec<NodeId> = self
-            .members
-            .iter()
-            .filter(|o| !reply.members.iter().any(|m| m.node == o.node))
-            .map(|o| o.node)
-            .collect();
+        let joined = missing_from(&reply.members, &self.members);
+        let left = missing_from(&self.members, &reply.members);
         if !joined.is_empty() || !left.is_empty() {
             out.push(OwnershipEvent::Members { joined, left });
         }
@@ -472,4 +462,13 @@ impl Ownership {
             Some(o) => o.node == self.me || !self.members.iter().any(|m| m.node == o.node),
         }
     }
+}
+
+/// The nodes of `these` that `those` lacks.
+fn missing_from(these: &[Member], those: &[Member]) -> Vec<NodeId> {
+    these
+        .iter()
+        .filter(|m| !those.iter().any(|o| o.node == m.node))
+        .map(|m| m.node)
+        .collect()
 }
