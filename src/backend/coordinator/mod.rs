@@ -131,8 +131,8 @@ impl Coordinator {
         decode(req.id, raw)
     }
 
-    /// Removes the cluster's keys (tests and `huddle cluster reset` only:
-    /// never while nodes run).
+    /// Removes the cluster's keys (for tests and benches starting from a
+    /// clean slate; never while nodes run).
     pub async fn wipe(&self) -> Result<(), CoordinatorError> {
         let mut cmd = redis::cmd("DEL");
         for key in &self.keys {
